@@ -1,0 +1,47 @@
+package v1alpha1
+
+// Condition types. Each is owned by exactly one controller.
+const (
+	// ConditionReady on an EgressGateway: at least one healthy gateway in every zone that has
+	// gateway nodes, and every egress IP assigned. On a policy: accepted and its gateway ready.
+	ConditionReady = "Ready"
+	// ConditionDegraded on an EgressGateway: some gateways or egress IPs are not where they
+	// should be, but traffic still flows.
+	ConditionDegraded = "Degraded"
+	// ConditionCloudSynced on an EgressGateway: the provider's view matches the EgressIP ledger.
+	ConditionCloudSynced = "CloudSynced"
+	// ConditionAccepted on a policy: its gateway exists and admits the policy's namespace.
+	ConditionAccepted = "Accepted"
+	// ConditionAssigned on an EgressIP: the cloud holds the address on status.node.
+	ConditionAssigned = "Assigned"
+)
+
+// Condition reasons shared by the controllers.
+const (
+	ReasonGatewayNotFound      = "GatewayNotFound"
+	ReasonNamespaceNotAllowed  = "NamespaceNotAllowed"
+	ReasonCapacityExhausted    = "CapacityExhausted"
+	ReasonProviderNotFound     = "ProviderNotFound"
+	ReasonProviderError        = "ProviderError"
+	ReasonThrottled            = "Throttled"
+	ReasonNoGatewayNodes       = "NoGatewayNodes"
+	ReasonAllGatewaysHealthy   = "AllGatewaysHealthy"
+	ReasonSomeGatewaysDown     = "SomeGatewaysUnhealthy"
+	ReasonAccepted             = "Accepted"
+	ReasonAssigned             = "Assigned"
+	ReasonMoving               = "Moving"
+	ReasonPending              = "Pending"
+	ReasonSynced               = "Synced"
+)
+
+// FinalizerReleaseCloud is set on every EgressIP before the coordinator makes a cloud call for
+// it, and removed once the provider has released the address.
+const FinalizerReleaseCloud = "egressd.io/release-cloud"
+
+// Labels and tags written on objects and cloud resources egressd creates.
+const (
+	LabelGateway = "egressd.io/gateway"
+	LabelZone    = "egressd.io/zone"
+	TagCluster   = "egressd.io/cluster"
+	TagOwner     = "egressd.io/owner"
+)
