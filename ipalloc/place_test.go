@@ -32,10 +32,10 @@ func TestPlace(t *testing.T) {
 			want:  map[string]string{"10.0.0.4": "b", "10.0.0.5": "c", "10.0.0.6": "a"},
 		},
 		{
-			name:  "never over capacity",
-			n:     6,
-			nodes: []Node{{"a", 1}, {"b", 4}, {"c", 0}},
-			want:  map[string]string{"10.0.0.4": "b", "10.0.0.5": "a", "10.0.0.6": "b", "10.0.0.7": "b", "10.0.0.8": "b"},
+			name:     "never over capacity",
+			n:        6,
+			nodes:    []Node{{"a", 1}, {"b", 4}, {"c", 0}},
+			want:     map[string]string{"10.0.0.4": "b", "10.0.0.5": "a", "10.0.0.6": "b", "10.0.0.7": "b", "10.0.0.8": "b"},
 			unplaced: 1,
 		},
 		{
