@@ -1,0 +1,120 @@
+package providers_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/egressd/egressd/providers"
+)
+
+type fake struct{ err error }
+
+func (f *fake) Name() string { return "fake" }
+func (f *fake) DiscoverNode(context.Context, providers.NodeRef) (*providers.NodeInfo, error) {
+	return &providers.NodeInfo{}, f.err
+}
+func (f *fake) EnsureIP(context.Context, providers.EnsureRequest) (*providers.Assignment, error) {
+	return &providers.Assignment{}, f.err
+}
+func (f *fake) MoveIP(context.Context, providers.MoveRequest) (*providers.Assignment, error) {
+	return &providers.Assignment{}, f.err
+}
+func (f *fake) ReleaseIP(context.Context, providers.ReleaseRequest) error { return f.err }
+func (f *fake) ListOwned(context.Context, string) ([]providers.OwnedResource, error) {
+	return nil, f.err
+}
+func (f *fake) ReleaseOwned(context.Context, providers.OwnedResource) error { return f.err }
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m, err := providers.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fake{}
+	p := m.Wrap(f)
+	ctx := context.Background()
+	if _, err := p.EnsureIP(ctx, providers.EnsureRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	f.err = &providers.Error{Kind: providers.KindThrottled, Op: "x"}
+	if _, err := p.EnsureIP(ctx, providers.EnsureRequest{}); !providers.IsThrottled(err) {
+		t.Fatalf("error kind lost through the decorator: %v", err)
+	}
+	f.err = errors.New("boom")
+	_ = p.ReleaseIP(ctx, providers.ReleaseRequest{})
+
+	want := map[string]float64{
+		`egressd_provider_calls_total{operation="EnsureIP",provider="fake"}`:                  2,
+		`egressd_provider_errors_total{kind="Throttled",operation="EnsureIP",provider="fake"}`: 1,
+		`egressd_provider_errors_total{kind="Other",operation="ReleaseIP",provider="fake"}`:    1,
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mm := range mf.GetMetric() {
+			key := mf.GetName() + "{"
+			for i, l := range mm.GetLabel() {
+				if i > 0 {
+					key += ","
+				}
+				key += l.GetName() + `="` + l.GetValue() + `"`
+			}
+			key += "}"
+			if mm.Counter != nil {
+				got[key] = mm.GetCounter().GetValue()
+			}
+		}
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	if n := testutil.CollectAndCount(reg, "egressd_provider_call_duration_seconds"); n != 2 {
+		t.Errorf("latency series = %d, want 2 (EnsureIP, ReleaseIP)", n)
+	}
+	// A second Metrics on the same registry is a programming error, reported, not a panic.
+	if _, err := providers.NewMetrics(reg); err == nil {
+		t.Error("registering twice succeeded")
+	}
+}
+
+func TestRateLimitSeparatesReadsAndMutations(t *testing.T) {
+	p := providers.WithRateLimit(&fake{}, providers.RateLimits{MutatingQPS: 1, MutatingBurst: 1, ReadQPS: 1000, ReadBurst: 100})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := p.EnsureIP(ctx, providers.EnsureRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// The mutating bucket is empty for a second; reads are not held up by it.
+	for range 50 {
+		if _, err := p.DiscoverNode(ctx, providers.NodeRef{}); err != nil {
+			t.Fatalf("read limited by the mutating bucket: %v", err)
+		}
+	}
+	_, err := p.MoveIP(ctx, providers.MoveRequest{})
+	if !providers.IsThrottled(err) || providers.RetryAfter(err) <= 0 {
+		t.Fatalf("want Throttled with RetryAfter past the deadline, got %v", err)
+	}
+}
+
+func TestRegistry(t *testing.T) {
+	r := providers.Registry{"fake": func(context.Context, json.RawMessage) (providers.Provider, error) { return &fake{}, nil }}
+	if _, err := r.New(context.Background(), "nope", nil); !providers.IsNotFound(err) {
+		t.Fatalf("unknown provider: %v", err)
+	}
+	p, err := r.New(context.Background(), "fake", nil)
+	if err != nil || p.Name() != "fake" {
+		t.Fatalf("New: %v %v", p, err)
+	}
+}
