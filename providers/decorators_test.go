@@ -51,7 +51,7 @@ func TestMetrics(t *testing.T) {
 	_ = p.ReleaseIP(ctx, providers.ReleaseRequest{})
 
 	want := map[string]float64{
-		`egressd_provider_calls_total{operation="EnsureIP",provider="fake"}`:                  2,
+		`egressd_provider_calls_total{operation="EnsureIP",provider="fake"}`:                   2,
 		`egressd_provider_errors_total{kind="Throttled",operation="EnsureIP",provider="fake"}`: 1,
 		`egressd_provider_errors_total{kind="Other",operation="ReleaseIP",provider="fake"}`:    1,
 	}
