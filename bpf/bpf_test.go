@@ -1,0 +1,295 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	actOK       = 0
+	actShot     = 2
+	actRedirect = 7
+	actNext     = 0xffffffff
+)
+
+// mountBPFFS mounts a private bpffs for the test so pins never touch the
+// host's /sys/fs/bpf.
+func mountBPFFS(tb testing.TB) string {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root (CAP_BPF, CAP_NET_ADMIN and mount) to load eBPF programs; run as root")
+	}
+	dir := tb.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
+		tb.Fatalf("mounting bpffs on %s: %v", dir, err)
+	}
+	tb.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+func load(tb testing.TB, lim Limits) *Datapath {
+	tb.Helper()
+	root := mountBPFFS(tb)
+	d, err := Load(Options{PinRoot: root, Limits: lim})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		d.Close()
+		if err := Remove(root); err != nil {
+			tb.Errorf("removing pins: %v", err)
+		}
+	})
+	if err := d.SetTunnel(1); err != nil {
+		tb.Fatal(err)
+	}
+	return d
+}
+
+var (
+	podMAC  = []byte{0x02, 0, 0, 0, 0, 0x02}
+	hostMAC = []byte{0x02, 0, 0, 0, 0, 0x01}
+)
+
+// packet builds an Ethernet frame with an IPv4 or IPv6 header and a TCP,
+// UDP or ICMP header. Checksums are left zero: the programs never read them.
+func packet(src, dst netip.Addr, proto uint8, sport, dport uint16) []byte {
+	b := append([]byte{}, hostMAC...)
+	b = append(b, podMAC...)
+	var l4 []byte
+	switch proto {
+	case unix.IPPROTO_TCP:
+		l4 = make([]byte, 20)
+		binary.BigEndian.PutUint16(l4[0:], sport)
+		binary.BigEndian.PutUint16(l4[2:], dport)
+		l4[12] = 5 << 4
+		l4[13] = 0x02
+	case unix.IPPROTO_UDP:
+		l4 = make([]byte, 8)
+		binary.BigEndian.PutUint16(l4[0:], sport)
+		binary.BigEndian.PutUint16(l4[2:], dport)
+		binary.BigEndian.PutUint16(l4[4:], 8)
+	default: // ICMP / ICMPv6 echo request, identifier sport
+		l4 = make([]byte, 8)
+		l4[0] = 8
+		if src.Is6() {
+			l4[0] = 128
+		}
+		binary.BigEndian.PutUint16(l4[4:], sport)
+	}
+	payload := make([]byte, 32)
+	if src.Is4() {
+		b = append(b, 0x08, 0x00)
+		ip := make([]byte, 20)
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)+len(payload)))
+		ip[8] = 64
+		ip[9] = proto
+		s, d := src.As4(), dst.As4()
+		copy(ip[12:], s[:])
+		copy(ip[16:], d[:])
+		b = append(b, ip...)
+	} else {
+		b = append(b, 0x86, 0xdd)
+		ip := make([]byte, 40)
+		ip[0] = 0x60
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(l4)+len(payload)))
+		ip[6] = proto
+		ip[7] = 64
+		s, d := src.As16(), dst.As16()
+		copy(ip[8:], s[:])
+		copy(ip[24:], d[:])
+		b = append(b, ip...)
+	}
+	b = append(b, l4...)
+	return append(b, payload...)
+}
+
+func run(tb testing.TB, d *Datapath, pkt []byte) uint32 {
+	tb.Helper()
+	ret, _, err := d.Program(HookPod).Benchmark(pkt, 1, nil)
+	if err != nil {
+		tb.Fatalf("running classifier: %v", err)
+	}
+	return ret
+}
+
+var (
+	pod4   = netip.MustParseAddr("10.244.1.2")
+	pod6   = netip.MustParseAddr("fd44:1::2")
+	other4 = netip.MustParseAddr("10.244.1.3")
+	dst4   = netip.MustParseAddr("203.0.113.10")
+	gwA    = Gateway{ID: 1, Underlay: netip.MustParseAddr("192.168.0.21"), Healthy: true}
+	gwB    = Gateway{ID: 2, Underlay: netip.MustParseAddr("192.168.0.22"), Healthy: true}
+)
+
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func setup(tb testing.TB) *Datapath {
+	d := load(tb, Limits{})
+	must(tb, d.SetEndpoint(pod4, Endpoint{PolicySet: 1, Ifindex: 1}))
+	must(tb, d.SetEndpoint(pod6, Endpoint{PolicySet: 1, Ifindex: 1}))
+	must(tb, d.SetEndpoint(other4, Endpoint{PolicySet: 0, Ifindex: 1}))
+	must(tb, d.SetRule(RuleKey{1, netip.MustParsePrefix("203.0.113.0/24")}, Rule{Group: 5}))
+	must(tb, d.SetRule(RuleKey{1, netip.MustParsePrefix("203.0.113.128/25")}, Rule{Excluded: true}))
+	must(tb, d.SetRule(RuleKey{1, netip.MustParsePrefix("203.0.113.16/28")}, Rule{Group: 6}))
+	must(tb, d.SetRule(RuleKey{1, netip.MustParsePrefix("2001:db8::/32")}, Rule{Group: 5}))
+	must(tb, d.SetGroup(5, []Gateway{gwA}))
+	must(tb, d.SetGroup(6, []Gateway{gwB}))
+	return d
+}
+
+func packets(tb testing.TB, d *Datapath, k StatsKey) uint64 {
+	tb.Helper()
+	st, err := d.Stats()
+	must(tb, err)
+	return st[k].Packets
+}
+
+func TestClassifier(t *testing.T) {
+	d := setup(t)
+	tcp := uint8(unix.IPPROTO_TCP)
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		want uint32
+		// counted is the group/gateway that must have seen the packet.
+		counted *StatsKey
+	}{
+		{"match", packet(pod4, dst4, tcp, 40000, 80), actRedirect, &StatsKey{5, 1}},
+		{"match udp", packet(pod4, dst4, unix.IPPROTO_UDP, 40000, 53), actRedirect, &StatsKey{5, 1}},
+		{"match icmp", packet(pod4, dst4, unix.IPPROTO_ICMP, 7, 0), actRedirect, &StatsKey{5, 1}},
+		{"excluded cidr", packet(pod4, netip.MustParseAddr("203.0.113.200"), tcp, 40000, 80), actNext, nil},
+		{"longest prefix wins", packet(pod4, netip.MustParseAddr("203.0.113.20"), tcp, 40000, 80), actRedirect, &StatsKey{6, 2}},
+		{"no policy for destination", packet(pod4, netip.MustParseAddr("198.51.100.1"), tcp, 40000, 80), actNext, nil},
+		{"unselected pod", packet(other4, dst4, tcp, 40000, 80), actNext, nil},
+		{"unknown pod", packet(netip.MustParseAddr("10.244.9.9"), dst4, tcp, 40000, 80), actNext, nil},
+		{"ipv6", packet(pod6, netip.MustParseAddr("2001:db8::10"), tcp, 40000, 443), actRedirect, &StatsKey{5, 1}},
+		{"ipv6 no policy", packet(pod6, netip.MustParseAddr("2001:db9::10"), tcp, 40000, 443), actNext, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var before uint64
+			if tc.counted != nil {
+				before = packets(t, d, *tc.counted)
+			}
+			if got := run(t, d, tc.pkt); got != tc.want {
+				t.Fatalf("verdict %#x, want %#x", got, tc.want)
+			}
+			if tc.counted != nil {
+				if after := packets(t, d, *tc.counted); after != before+1 {
+					t.Fatalf("counter %+v went from %d to %d, want +1", *tc.counted, before, after)
+				}
+			}
+		})
+	}
+}
+
+func TestLocalGatewayPassesToStack(t *testing.T) {
+	d := setup(t)
+	must(t, d.SetGroup(5, []Gateway{{ID: 9, Healthy: true, Local: true}}))
+	if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 40000, 80)); got != actOK {
+		t.Fatalf("verdict %#x, want TC_ACT_OK", got)
+	}
+	if n := packets(t, d, StatsKey{5, 9}); n != 1 {
+		t.Fatalf("local gateway counted %d packets, want 1", n)
+	}
+}
+
+func TestFlowPinning(t *testing.T) {
+	d := setup(t)
+	must(t, d.SetGroup(5, []Gateway{gwA, gwB}))
+	pinned := map[uint16]uint32{}
+	used := map[uint32]int{}
+	for port := uint16(1000); port < 1064; port++ {
+		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actRedirect {
+			t.Fatalf("verdict %#x", got)
+		}
+		gw, ok, err := d.FlowGateway(FlowKey{Src: pod4, Dst: dst4, Sport: port, Dport: 80, Proto: unix.IPPROTO_TCP})
+		must(t, err)
+		if !ok {
+			t.Fatalf("flow %d not pinned", port)
+		}
+		pinned[port] = gw
+		used[gw]++
+	}
+	if len(used) != 2 {
+		t.Fatalf("64 flows used gateways %v, want both", used)
+	}
+	// Rebalance: a third gateway joins and the order changes. Established
+	// flows of healthy gateways must not move.
+	gwC := Gateway{ID: 3, Underlay: netip.MustParseAddr("192.168.0.23"), Healthy: true}
+	must(t, d.SetGroup(5, []Gateway{gwC, gwB, gwA}))
+	for port, gw := range pinned {
+		run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80))
+		got, _, err := d.FlowGateway(FlowKey{Src: pod4, Dst: dst4, Sport: port, Dport: 80, Proto: unix.IPPROTO_TCP})
+		must(t, err)
+		if got != gw {
+			t.Fatalf("flow %d moved from gateway %d to %d on rebalance", port, gw, got)
+		}
+	}
+}
+
+func TestUnhealthyGatewaySkipped(t *testing.T) {
+	d := setup(t)
+	must(t, d.SetGroup(5, []Gateway{gwA, gwB}))
+	// Pin flows while both are healthy, then fail A.
+	for port := uint16(2000); port < 2032; port++ {
+		run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80))
+	}
+	downA := gwA
+	downA.Healthy = false
+	must(t, d.SetGroup(5, []Gateway{downA, gwB}))
+	for port := uint16(2000); port < 2064; port++ { // old and new flows
+		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actRedirect {
+			t.Fatalf("verdict %#x", got)
+		}
+		gw, _, err := d.FlowGateway(FlowKey{Src: pod4, Dst: dst4, Sport: port, Dport: 80, Proto: unix.IPPROTO_TCP})
+		must(t, err)
+		if gw != gwB.ID {
+			t.Fatalf("flow %d uses gateway %d, want the healthy %d", port, gw, gwB.ID)
+		}
+	}
+	// No healthy gateway: drop, never leak with the node IP.
+	downB := gwB
+	downB.Healthy = false
+	must(t, d.SetGroup(5, []Gateway{downA, downB}))
+	if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 3000, 80)); got != actShot {
+		t.Fatalf("verdict %#x with no healthy gateway, want TC_ACT_SHOT", got)
+	}
+	st, err := d.Stats()
+	must(t, err)
+	if st[StatsKey{5, 0}].Drops[DropNoGateway] != 1 {
+		t.Fatalf("no_gateway drops = %d, want 1", st[StatsKey{5, 0}].Drops[DropNoGateway])
+	}
+}
+
+func TestReloadReusesPinnedMaps(t *testing.T) {
+	root := mountBPFFS(t)
+	d, err := Load(Options{PinRoot: root})
+	must(t, err)
+	t.Cleanup(func() { _ = Remove(root) })
+	must(t, d.SetEndpoint(pod4, Endpoint{PolicySet: 7}))
+	must(t, d.Close())
+	d2, err := Load(Options{PinRoot: root})
+	must(t, err)
+	defer d2.Close()
+	eps, err := d2.Endpoints()
+	must(t, err)
+	if eps[pod4].PolicySet != 7 {
+		t.Fatalf("endpoint after reload = %+v, want policy set 7", eps[pod4])
+	}
+	must(t, d2.Close())
+	must(t, Remove(root))
+	if _, err := os.Stat(PinDir(root)); !os.IsNotExist(err) {
+		t.Fatalf("pin directory left after Remove: %v", err)
+	}
+}

@@ -1,0 +1,293 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Version names the bpffs subdirectory the maps and links are pinned under.
+// Bump it whenever a map's layout changes: an agent of the new version then
+// starts with fresh maps instead of failing on incompatible pins.
+const Version = "v1"
+
+// DefaultPinRoot is where egressd pins its objects on a node.
+const DefaultPinRoot = "/sys/fs/bpf/egressd"
+
+// Mark layout shared by the programs, nftables and policy routing.
+const (
+	MarkMagic     uint32 = 0x6e000000
+	MarkMagicMask uint32 = 0xff000000
+	// MarkTunnel is set on packets that arrived through the tunnel: their
+	// replies must be re-encapsulated to the source node.
+	MarkTunnel uint32 = 0x00800000
+	// MarkReply is set (by nftables, from the conntrack mark) on replies
+	// to be re-encapsulated; they are routed to the tunnel device.
+	MarkReply     uint32 = 0x00400000
+	MarkGroupMask uint32 = 0x0000ffff
+	// VNIReply is set in the VNI of replies sent back to a source node.
+	VNIReply uint32 = 0x800000
+	// MaxGateways is how many gateways a group entry holds.
+	MaxGateways = 8
+	// MaxGroup is the largest group id (it travels in the VNI and mark).
+	MaxGroup = 0xffff
+)
+
+// Limits sizes the maps. Zero fields keep the compiled-in defaults. Maps
+// already pinned with other sizes make Load fail with ebpf.ErrMapIncompatible.
+type Limits struct {
+	Endpoints   uint32
+	Rules       uint32 // per family
+	Flows       uint32
+	ReturnFlows uint32
+}
+
+// Options configures Load.
+type Options struct {
+	// PinRoot is egressd's bpffs directory; objects go under PinRoot/Version.
+	// Empty means DefaultPinRoot.
+	PinRoot string
+	Limits  Limits
+}
+
+// Datapath is the loaded programs and maps. Closing it releases file
+// descriptors only: pinned maps and links keep the datapath running.
+type Datapath struct {
+	dir  string
+	objs egressdObjects
+}
+
+// PinDir returns the versioned directory under root.
+func PinDir(root string) string {
+	if root == "" {
+		root = DefaultPinRoot
+	}
+	return filepath.Join(root, Version)
+}
+
+// Load loads the programs and opens the pinned maps under the versioned pin
+// directory, creating and pinning maps that do not exist yet. The bpffs that
+// holds the directory must be mounted.
+func Load(opts Options) (*Datapath, error) {
+	dir := PinDir(opts.PinRoot)
+	if err := os.MkdirAll(filepath.Join(dir, "links"), 0o700); err != nil {
+		return nil, fmt.Errorf("creating pin directory %s: %w", dir, err)
+	}
+	spec, err := loadEgressd()
+	if err != nil {
+		return nil, fmt.Errorf("loading egressd spec: %w", err)
+	}
+	setMax := func(name string, n uint32) {
+		if n != 0 {
+			spec.Maps[name].MaxEntries = n
+		}
+	}
+	setMax("endpoints", opts.Limits.Endpoints)
+	setMax("rules4", opts.Limits.Rules)
+	setMax("rules6", opts.Limits.Rules)
+	setMax("flows", opts.Limits.Flows)
+	setMax("return_flows", opts.Limits.ReturnFlows)
+
+	d := &Datapath{dir: dir}
+	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: dir},
+	})
+	if err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("loading egressd programs: %+v", verr)
+		}
+		return nil, fmt.Errorf("loading egressd objects into %s: %w", dir, err)
+	}
+	return d, nil
+}
+
+// Dir is the versioned pin directory in use.
+func (d *Datapath) Dir() string { return d.dir }
+
+// Close releases the file descriptors. Pinned objects stay.
+func (d *Datapath) Close() error {
+	return d.objs.Close()
+}
+
+// Hook says where a program is attached.
+type Hook string
+
+const (
+	// HookPod is tc ingress of a pod's host-side interface.
+	HookPod Hook = "pod"
+	// HookTunnelIngress is tc ingress of the egressd tunnel device.
+	HookTunnelIngress Hook = "tunin"
+	// HookTunnelEgress is tc egress of the egressd tunnel device.
+	HookTunnelEgress Hook = "tunout"
+)
+
+func (d *Datapath) program(h Hook) (*ebpf.Program, ebpf.AttachType, error) {
+	switch h {
+	case HookPod:
+		return d.objs.EgressdPod, ebpf.AttachTCXIngress, nil
+	case HookTunnelIngress:
+		return d.objs.EgressdTunIngress, ebpf.AttachTCXIngress, nil
+	case HookTunnelEgress:
+		return d.objs.EgressdTunEgress, ebpf.AttachTCXEgress, nil
+	}
+	return nil, 0, fmt.Errorf("unknown hook %q", h)
+}
+
+// Program returns the program of a hook, for tests and benchmarks.
+func (d *Datapath) Program(h Hook) *ebpf.Program {
+	p, _, _ := d.program(h)
+	return p
+}
+
+func (d *Datapath) linkPin(h Hook, ifname string) string {
+	return filepath.Join(d.dir, "links", string(h)+"_"+ifname)
+}
+
+// AttachTCX attaches the program of hook h to interface ifindex (named
+// ifname) with tcx and pins the link. When a live pinned link already exists
+// for that interface its program is replaced atomically, so a restarted
+// agent never opens a gap. Must be called in the interface's network
+// namespace.
+func (d *Datapath) AttachTCX(h Hook, ifindex int, ifname string) error {
+	prog, at, err := d.program(h)
+	if err != nil {
+		return err
+	}
+	pin := d.linkPin(h, ifname)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		live := false
+		if info, ierr := l.Info(); ierr == nil {
+			if tcx := info.TCX(); tcx != nil && int(tcx.Ifindex) == ifindex {
+				live = true
+			}
+		}
+		if live {
+			uerr := l.Update(prog)
+			l.Close()
+			if uerr != nil {
+				return fmt.Errorf("updating %s link on %s: %w", h, ifname, uerr)
+			}
+			return nil
+		}
+		// The interface was deleted (and maybe recreated): drop the
+		// defunct link.
+		_ = l.Unpin()
+		l.Close()
+	}
+	l, err := link.AttachTCX(link.TCXOptions{
+		Interface: ifindex,
+		Program:   prog,
+		Attach:    at,
+		Anchor:    link.Head(),
+	})
+	if err != nil {
+		return fmt.Errorf("attaching %s to %s: %w", h, ifname, err)
+	}
+	defer l.Close()
+	if err := l.Pin(pin); err != nil {
+		return fmt.Errorf("pinning %s link of %s: %w", h, ifname, err)
+	}
+	return nil
+}
+
+// DetachTCX removes the pinned link of hook h on ifname, if any.
+func (d *Datapath) DetachTCX(h Hook, ifname string) error {
+	return unpinLink(d.linkPin(h, ifname))
+}
+
+// Attachment is a pinned link.
+type Attachment struct {
+	Hook      Hook
+	Interface string
+	// Ifindex is 0 when the interface is gone.
+	Ifindex int
+}
+
+// Attachments lists the pinned links.
+func (d *Datapath) Attachments() ([]Attachment, error) {
+	ents, err := os.ReadDir(filepath.Join(d.dir, "links"))
+	if err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	var out []Attachment
+	for _, e := range ents {
+		h, name, ok := strings.Cut(e.Name(), "_")
+		if !ok {
+			continue
+		}
+		a := Attachment{Hook: Hook(h), Interface: name}
+		if l, err := link.LoadPinnedLink(filepath.Join(d.dir, "links", e.Name()), nil); err == nil {
+			if info, err := l.Info(); err == nil && info.TCX() != nil {
+				a.Ifindex = int(info.TCX().Ifindex)
+			}
+			l.Close()
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func unpinLink(pin string) error {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		// Not a link (or unreadable): remove the pin file anyway.
+		if rerr := os.Remove(pin); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return fmt.Errorf("removing pin %s: %w", pin, rerr)
+		}
+		return nil
+	}
+	defer l.Close()
+	// Detach explicitly: another process may still hold the link open.
+	if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		_ = err // a defunct link cannot be detached; unpinning is enough
+	}
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpinning %s: %w", pin, err)
+	}
+	return nil
+}
+
+// Remove detaches every pinned link and removes every pinned map under the
+// versioned directory of root, then the directories. It works without a
+// loaded Datapath, so a crashed agent's leftovers can be cleaned.
+func Remove(root string) error {
+	dir := PinDir(root)
+	links, err := os.ReadDir(filepath.Join(dir, "links"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("listing links: %w", err)
+	}
+	var errs []error
+	for _, e := range links {
+		if err := unpinLink(filepath.Join(dir, "links", e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	_ = os.Remove(filepath.Join(dir, "links"))
+	ents, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("listing %s: %w", dir, err))
+	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			errs = append(errs, fmt.Errorf("removing pin: %w", err))
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("removing %s: %w", dir, err))
+	}
+	// The root is egressd's own; remove it when nothing else lives there.
+	if root == "" {
+		root = DefaultPinRoot
+	}
+	_ = os.Remove(root)
+	return errors.Join(errs...)
+}

@@ -1,0 +1,574 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// egressd datapath. Three tc programs share one set of maps:
+//
+//   egressd_pod         tc ingress of the host side of every pod interface:
+//                       classifies packets leaving a pod and sends matching
+//                       ones to a gateway of their group (VXLAN via the
+//                       egressd tunnel device, or straight into the stack
+//                       with a mark when this node is the chosen gateway).
+//   egressd_tun_ingress tc ingress of the egressd tunnel device: on a gateway,
+//                       records which node a flow came from and marks it for
+//                       nftables SNAT and policy routing; on a source node,
+//                       hands replies straight to the pod interface.
+//   egressd_tun_egress  tc egress of the tunnel device: re-encapsulates
+//                       replies (de-NATed by conntrack, routed to the tunnel
+//                       device by fwmark) to the node the flow came from.
+//
+// Layouts shared with Go are kept in the structs below; bpf2go generates the
+// matching Go types.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+// tcx and cls_bpf both read -1 as "continue with the next program".
+#define TC_NEXT -1
+
+#define MAX_GATEWAYS 8
+
+// Packet marks (see docs/datapath.md): top byte identifies egressd, bit 23
+// says the flow came through the tunnel (so its replies must go back through
+// it), bit 22 is set on replies to re-encapsulate, the low 16 bits carry the
+// gateway group.
+#define MARK_MAGIC 0x6e000000
+#define MARK_MAGIC_MASK 0xff000000
+#define MARK_TUNNEL 0x00800000
+#define MARK_REPLY 0x00400000
+#define MARK_GROUP_MASK 0x0000ffff
+
+// VNI: the group id, with bit 23 set on replies.
+#define VNI_REPLY 0x800000
+
+#define RULE_EXCLUDED 1
+
+#define GW_HEALTHY 1
+#define GW_LOCAL 2
+
+enum drop_reason {
+	DROP_NO_GATEWAY = 0, // group has no healthy gateway
+	DROP_NO_GROUP,       // rule points at an unknown group
+	DROP_NO_TUNNEL,      // tunnel device not configured
+	DROP_ENCAP,          // setting the tunnel key or redirecting failed
+	DROP_NOT_SERVED,     // gateway received a group it does not serve
+	DROP_NO_RETURN,      // reply without a recorded source node
+	DROP_NO_ENDPOINT,    // reply for a pod this node does not know
+	DROP_MALFORMED,      // headers could not be read
+	DROP_MAX,
+};
+
+struct endpoint_key {
+	__u8 addr[16]; // IPv6, or IPv4-mapped IPv6 (::ffff:a.b.c.d)
+};
+
+struct endpoint {
+	__u32 policy_set;
+	__u32 ifindex; // host-side interface, 0 if unknown
+};
+
+struct rule4_key {
+	__u32 prefixlen; // 32 + destination prefix length
+	__u32 policy_set;
+	__u8 addr[4];
+};
+
+struct rule6_key {
+	__u32 prefixlen; // 32 + destination prefix length
+	__u32 policy_set;
+	__u8 addr[16];
+};
+
+struct rule {
+	__u32 group;
+	__u32 flags; // RULE_EXCLUDED
+};
+
+struct gateway {
+	__u32 id;
+	__u32 underlay; // IPv4, network byte order
+	__u32 flags;    // GW_HEALTHY, GW_LOCAL
+	__u32 _pad;
+};
+
+struct group {
+	__u32 count;
+	__u32 _pad;
+	struct gateway gateways[MAX_GATEWAYS];
+};
+
+struct flow_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport; // ICMP echo: identifier
+	__u16 dport;
+	__u8 proto;
+	__u8 _pad[3];
+};
+
+// Source node: the gateway a flow is pinned to and where replies go.
+struct flow {
+	__u32 group;
+	__u32 gateway;
+	__u32 ifindex;
+	__u8 pod_mac[6];
+	__u8 host_mac[6];
+};
+
+// Gateway: the node a tunnelled flow came from.
+struct return_flow {
+	__u32 node; // IPv4, network byte order
+	__u32 group;
+};
+
+struct served_group {
+	__u32 mark;
+	__u32 _pad;
+};
+
+struct config {
+	__u32 tunnel_ifindex;
+	__u32 _pad;
+};
+
+struct stats_key {
+	__u32 group;
+	__u32 gateway; // 0: no gateway chosen; 0xffffffff: this node as gateway
+};
+
+struct stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 drops[DROP_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct endpoint_key);
+	__type(value, struct endpoint);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__type(key, struct rule4_key);
+	__type(value, struct rule);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rules4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__type(key, struct rule6_key);
+	__type(value, struct rule);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rules6 SEC(".maps");
+
+// A hash, not an array: userspace replaces a whole group at once and
+// readers must never see half of an update.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct group);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} groups SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct flow_key);
+	__type(value, struct flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct flow_key);
+	__type(value, struct return_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} return_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct served_group);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} served SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct stats_key);
+	__type(value, struct stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} stats SEC(".maps");
+
+// Egress addresses the agent added to interfaces. No program reads it: it
+// records ownership across agent restarts so stale addresses are removed
+// and foreign ones never are.
+struct owned_addr_key {
+	__u8 addr[16];
+	__u32 ifindex;
+	__u32 prefixlen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct owned_addr_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} owned_addrs SEC(".maps");
+
+struct pkt {
+	struct flow_key key;
+	__u16 l3_proto; // ETH_P_IP / ETH_P_IPV6, host order
+	__u8 eth_src[6];
+	__u8 eth_dst[6];
+};
+
+static __always_inline void count(__u32 group, __u32 gw, __u64 bytes, int drop)
+{
+	struct stats_key k = {.group = group, .gateway = gw};
+	struct stats *s = bpf_map_lookup_elem(&stats, &k);
+	if (!s) {
+		struct stats zero = {};
+		bpf_map_update_elem(&stats, &k, &zero, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&stats, &k);
+		if (!s)
+			return;
+	}
+	if (drop >= 0 && drop < DROP_MAX) {
+		s->drops[drop]++;
+		return;
+	}
+	s->packets++;
+	s->bytes += bytes;
+}
+
+// parse reads the L2-L4 headers into p. It returns 0 on success, 1 for
+// packets egressd never handles (not IP) and -1 on malformed ones.
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	struct ethhdr eth;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		return 1;
+	__builtin_memcpy(p->eth_src, eth.h_source, 6);
+	__builtin_memcpy(p->eth_dst, eth.h_dest, 6);
+	p->l3_proto = bpf_ntohs(eth.h_proto);
+
+	__u32 l4off;
+	__u8 proto;
+	int frag = 0;
+	if (p->l3_proto == ETH_P_IP) {
+		struct iphdr ip;
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+			return -1;
+		__builtin_memset(p->key.src, 0, 10);
+		p->key.src[10] = 0xff;
+		p->key.src[11] = 0xff;
+		__builtin_memcpy(&p->key.src[12], &ip.saddr, 4);
+		__builtin_memset(p->key.dst, 0, 10);
+		p->key.dst[10] = 0xff;
+		p->key.dst[11] = 0xff;
+		__builtin_memcpy(&p->key.dst[12], &ip.daddr, 4);
+		proto = ip.protocol;
+		l4off = ETH_HLEN + ip.ihl * 4;
+		// All fragments of a datagram must reach the same gateway:
+		// key them without ports.
+		frag = ip.frag_off & bpf_htons(0x3fff);
+	} else if (p->l3_proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+			return -1;
+		__builtin_memcpy(p->key.src, &ip6.saddr, 16);
+		__builtin_memcpy(p->key.dst, &ip6.daddr, 16);
+		proto = ip6.nexthdr;
+		l4off = ETH_HLEN + sizeof(ip6);
+	} else {
+		return 1;
+	}
+	p->key.proto = proto;
+	p->key.sport = 0;
+	p->key.dport = 0;
+	if (frag)
+		return 0;
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+		__u16 ports[2];
+		if (bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) < 0)
+			return -1;
+		p->key.sport = ports[0];
+		p->key.dport = ports[1];
+	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+		__u8 hdr[6];
+		if (bpf_skb_load_bytes(skb, l4off, hdr, sizeof(hdr)) < 0)
+			return -1;
+		__u8 t = hdr[0];
+		// Echo request/reply (v4: 8/0, v6: 128/129): the identifier
+		// tells flows apart and is the same in both directions.
+		if (t == 8 || t == 0 || t == 128 || t == 129)
+			__builtin_memcpy(&p->key.sport, &hdr[4], 2);
+	}
+	return 0;
+}
+
+static __always_inline int is_echo(__u8 proto)
+{
+	return proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
+}
+
+// reverse turns the key of a reply into the key of its original direction.
+static __always_inline void reverse(struct flow_key *in, struct flow_key *out)
+{
+	__builtin_memcpy(out->src, in->dst, 16);
+	__builtin_memcpy(out->dst, in->src, 16);
+	out->proto = in->proto;
+	out->_pad[0] = 0;
+	out->_pad[1] = 0;
+	out->_pad[2] = 0;
+	if (is_echo(in->proto)) {
+		out->sport = in->sport;
+		out->dport = 0;
+	} else {
+		out->sport = in->dport;
+		out->dport = in->sport;
+	}
+}
+
+static __always_inline struct rule *lookup_rule(struct pkt *p, __u32 set)
+{
+	if (p->l3_proto == ETH_P_IP) {
+		struct rule4_key k = {.prefixlen = 64, .policy_set = set};
+		__builtin_memcpy(k.addr, &p->key.dst[12], 4);
+		return bpf_map_lookup_elem(&rules4, &k);
+	}
+	struct rule6_key k = {.prefixlen = 160, .policy_set = set};
+	__builtin_memcpy(k.addr, p->key.dst, 16);
+	return bpf_map_lookup_elem(&rules6, &k);
+}
+
+SEC("tc")
+int egressd_pod(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	int r = parse(skb, &p);
+	if (r != 0)
+		return TC_NEXT;
+
+	struct endpoint_key ek;
+	__builtin_memcpy(ek.addr, p.key.src, 16);
+	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &ek);
+	if (!ep)
+		return TC_NEXT;
+	__u32 set = ep->policy_set;
+	if (set == 0)
+		return TC_NEXT;
+
+	struct rule *rule = lookup_rule(&p, set);
+	if (!rule || (rule->flags & RULE_EXCLUDED))
+		return TC_NEXT;
+	__u32 gid = rule->group;
+
+	struct group *g = bpf_map_lookup_elem(&groups, &gid);
+	if (!g) {
+		// Never leak matched traffic with the node IP.
+		count(gid, 0, 0, DROP_NO_GROUP);
+		return TC_ACT_SHOT;
+	}
+
+	struct gateway *gw = 0;
+	struct flow *f = bpf_map_lookup_elem(&flows, &p.key);
+	if (f && f->group == gid) {
+		__u32 pinned = f->gateway;
+#pragma unroll
+		for (int i = 0; i < MAX_GATEWAYS; i++) {
+			if (i < g->count && g->gateways[i].id == pinned &&
+			    (g->gateways[i].flags & GW_HEALTHY)) {
+				gw = &g->gateways[i];
+			}
+		}
+	}
+	if (!gw) {
+		__u32 healthy = 0;
+#pragma unroll
+		for (int i = 0; i < MAX_GATEWAYS; i++) {
+			if (i < g->count && (g->gateways[i].flags & GW_HEALTHY))
+				healthy++;
+		}
+		if (healthy == 0) {
+			count(gid, 0, 0, DROP_NO_GATEWAY);
+			return TC_ACT_SHOT;
+		}
+		__u32 pick = bpf_get_hash_recalc(skb) % healthy;
+		__u32 seen = 0;
+#pragma unroll
+		for (int i = 0; i < MAX_GATEWAYS; i++) {
+			if (i < g->count && (g->gateways[i].flags & GW_HEALTHY)) {
+				if (seen == pick && !gw)
+					gw = &g->gateways[i];
+				seen++;
+			}
+		}
+		if (!gw) {
+			count(gid, 0, 0, DROP_NO_GATEWAY);
+			return TC_ACT_SHOT;
+		}
+		struct flow nf = {
+		    .group = gid,
+		    .gateway = gw->id,
+		    .ifindex = skb->ifindex,
+		};
+		__builtin_memcpy(nf.pod_mac, p.eth_src, 6);
+		__builtin_memcpy(nf.host_mac, p.eth_dst, 6);
+		bpf_map_update_elem(&flows, &p.key, &nf, BPF_ANY);
+	}
+
+	__u32 gwid = gw->id;
+	if (gw->flags & GW_LOCAL) {
+		// This node is the gateway: the stack routes and SNATs it.
+		skb->mark = MARK_MAGIC | (gid & MARK_GROUP_MASK);
+		count(gid, gwid, skb->len, -1);
+		return TC_ACT_OK;
+	}
+
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || cfg->tunnel_ifindex == 0) {
+		count(gid, gwid, 0, DROP_NO_TUNNEL);
+		return TC_ACT_SHOT;
+	}
+	struct bpf_tunnel_key tk = {
+	    .remote_ipv4 = bpf_ntohl(gw->underlay),
+	    .tunnel_id = gid & MARK_GROUP_MASK,
+	    .tunnel_ttl = 64,
+	};
+	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
+		count(gid, gwid, 0, DROP_ENCAP);
+		return TC_ACT_SHOT;
+	}
+	count(gid, gwid, skb->len, -1);
+	return bpf_redirect(cfg->tunnel_ifindex, 0);
+}
+
+// deliver hands a reply that came back through the tunnel to the pod.
+static __always_inline int deliver(struct __sk_buff *skb, struct pkt *p, __u32 gid)
+{
+	struct flow_key ok = {};
+	reverse(&p->key, &ok);
+	struct flow *f = bpf_map_lookup_elem(&flows, &ok);
+	if (f && f->ifindex) {
+		__u32 ifindex = f->ifindex;
+		__u8 macs[12];
+		__builtin_memcpy(macs, f->pod_mac, 6);
+		__builtin_memcpy(&macs[6], f->host_mac, 6);
+		if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0) {
+			count(gid, 0, 0, DROP_MALFORMED);
+			return TC_ACT_SHOT;
+		}
+		count(gid, f->gateway, skb->len, -1);
+		return bpf_redirect(ifindex, 0);
+	}
+	// The flow entry was evicted: find the pod's interface and let the
+	// neighbour subsystem fill in the addresses.
+	struct endpoint_key ek;
+	__builtin_memcpy(ek.addr, p->key.dst, 16);
+	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &ek);
+	if (!ep || !ep->ifindex) {
+		count(gid, 0, 0, DROP_NO_ENDPOINT);
+		return TC_ACT_SHOT;
+	}
+	count(gid, 0, skb->len, -1);
+	return bpf_redirect_neigh(ep->ifindex, 0, 0, 0);
+}
+
+SEC("tc")
+int egressd_tun_ingress(struct __sk_buff *skb)
+{
+	struct bpf_tunnel_key tk = {};
+	if (bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0) < 0)
+		return TC_NEXT;
+	struct pkt p = {};
+	if (parse(skb, &p) != 0) {
+		count(0, 0, 0, DROP_MALFORMED);
+		return TC_ACT_SHOT;
+	}
+	__u32 vni = tk.tunnel_id;
+	__u32 gid = vni & MARK_GROUP_MASK;
+	if (vni & VNI_REPLY)
+		return deliver(skb, &p, gid);
+
+	struct served_group *sg = bpf_map_lookup_elem(&served, &gid);
+	if (!sg) {
+		count(gid, 0xffffffff, 0, DROP_NOT_SERVED);
+		return TC_ACT_SHOT;
+	}
+	__u32 node = bpf_htonl(tk.remote_ipv4);
+	struct return_flow *rf = bpf_map_lookup_elem(&return_flows, &p.key);
+	if (!rf || rf->node != node || rf->group != gid) {
+		struct return_flow n = {.node = node, .group = gid};
+		bpf_map_update_elem(&return_flows, &p.key, &n, BPF_ANY);
+	}
+	skb->mark = sg->mark;
+	// The inner destination MAC is the source node's; accept the frame
+	// as ours so the IP layer routes it.
+	bpf_skb_change_type(skb, PACKET_HOST);
+	count(gid, 0xffffffff, skb->len, -1);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int egressd_tun_egress(struct __sk_buff *skb)
+{
+	if ((skb->mark & (MARK_MAGIC_MASK | MARK_REPLY)) != (MARK_MAGIC | MARK_REPLY))
+		return TC_NEXT;
+	struct pkt p = {};
+	if (parse(skb, &p) != 0) {
+		count(0, 0xffffffff, 0, DROP_MALFORMED);
+		return TC_ACT_SHOT;
+	}
+	struct flow_key ok = {};
+	reverse(&p.key, &ok);
+	struct return_flow *rf = bpf_map_lookup_elem(&return_flows, &ok);
+	if (!rf) {
+		count(0, 0xffffffff, 0, DROP_NO_RETURN);
+		return TC_ACT_SHOT;
+	}
+	__u32 gid = rf->group;
+	struct bpf_tunnel_key tk = {
+	    .remote_ipv4 = bpf_ntohl(rf->node),
+	    .tunnel_id = VNI_REPLY | (gid & MARK_GROUP_MASK),
+	    .tunnel_ttl = 64,
+	};
+	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
+		count(gid, 0xffffffff, 0, DROP_ENCAP);
+		return TC_ACT_SHOT;
+	}
+	skb->mark = 0;
+	count(gid, 0xffffffff, skb->len, -1);
+	return TC_ACT_OK;
+}

@@ -1,0 +1,408 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+)
+
+// Drop reasons, indexes into Stats.Drops (match enum drop_reason in C).
+const (
+	DropNoGateway = iota
+	DropNoGroup
+	DropNoTunnel
+	DropEncap
+	DropNotServed
+	DropNoReturn
+	DropNoEndpoint
+	DropMalformed
+	NumDropReasons
+)
+
+// DropReasonNames names the drop reasons for metrics.
+var DropReasonNames = [NumDropReasons]string{
+	"no_gateway", "no_group", "no_tunnel", "encap", "not_served", "no_return", "no_endpoint", "malformed",
+}
+
+// GatewaySelf is the gateway id under which a gateway node counts traffic it
+// forwards for others.
+const GatewaySelf = 0xffffffff
+
+func addr16(a netip.Addr) [16]byte {
+	return a.As16() // IPv4 becomes IPv4-mapped IPv6, as in the C side
+}
+
+// Endpoint is the classifier's view of a local pod address.
+type Endpoint struct {
+	PolicySet uint32 // 0: not selected by any policy
+	Ifindex   uint32 // host-side interface, used to deliver replies
+}
+
+// SetEndpoint inserts or replaces the entry of a pod address.
+func (d *Datapath) SetEndpoint(ip netip.Addr, ep Endpoint) error {
+	k := egressdEndpointKey{Addr: addr16(ip.Unmap())}
+	v := egressdEndpoint{PolicySet: ep.PolicySet, Ifindex: ep.Ifindex}
+	if err := d.objs.Endpoints.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("setting endpoint %s: %w", ip, err)
+	}
+	return nil
+}
+
+// DeleteEndpoint removes a pod address; a missing entry is not an error.
+func (d *Datapath) DeleteEndpoint(ip netip.Addr) error {
+	k := egressdEndpointKey{Addr: addr16(ip.Unmap())}
+	if err := d.objs.Endpoints.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("deleting endpoint %s: %w", ip, err)
+	}
+	return nil
+}
+
+// Endpoints returns every endpoint entry.
+func (d *Datapath) Endpoints() (map[netip.Addr]Endpoint, error) {
+	out := map[netip.Addr]Endpoint{}
+	var k egressdEndpointKey
+	var v egressdEndpoint
+	it := d.objs.Endpoints.Iterate()
+	for it.Next(&k, &v) {
+		out[netip.AddrFrom16(k.Addr).Unmap()] = Endpoint{PolicySet: v.PolicySet, Ifindex: v.Ifindex}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterating endpoints: %w", err)
+	}
+	return out, nil
+}
+
+// RuleKey identifies a rule: a destination prefix within a policy set.
+type RuleKey struct {
+	PolicySet uint32
+	Prefix    netip.Prefix
+}
+
+// Rule is what a destination prefix maps to.
+type Rule struct {
+	Group    uint32
+	Excluded bool // traffic leaves normally, with the node IP
+}
+
+func (r Rule) value() egressdRule {
+	v := egressdRule{Group: r.Group}
+	if r.Excluded {
+		v.Flags = 1
+	}
+	return v
+}
+
+// SetRule inserts or replaces a rule.
+func (d *Datapath) SetRule(k RuleKey, r Rule) error {
+	v := r.value()
+	p := k.Prefix.Masked()
+	var err error
+	if p.Addr().Is4() {
+		key := egressdRule4Key{Prefixlen: uint32(32 + p.Bits()), PolicySet: k.PolicySet, Addr: p.Addr().As4()}
+		err = d.objs.Rules4.Update(&key, &v, ebpf.UpdateAny)
+	} else {
+		key := egressdRule6Key{Prefixlen: uint32(32 + p.Bits()), PolicySet: k.PolicySet, Addr: p.Addr().As16()}
+		err = d.objs.Rules6.Update(&key, &v, ebpf.UpdateAny)
+	}
+	if err != nil {
+		return fmt.Errorf("setting rule %d %s: %w", k.PolicySet, p, err)
+	}
+	return nil
+}
+
+// DeleteRule removes a rule; a missing entry is not an error.
+func (d *Datapath) DeleteRule(k RuleKey) error {
+	p := k.Prefix.Masked()
+	var err error
+	if p.Addr().Is4() {
+		key := egressdRule4Key{Prefixlen: uint32(32 + p.Bits()), PolicySet: k.PolicySet, Addr: p.Addr().As4()}
+		err = d.objs.Rules4.Delete(&key)
+	} else {
+		key := egressdRule6Key{Prefixlen: uint32(32 + p.Bits()), PolicySet: k.PolicySet, Addr: p.Addr().As16()}
+		err = d.objs.Rules6.Delete(&key)
+	}
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("deleting rule %d %s: %w", k.PolicySet, p, err)
+	}
+	return nil
+}
+
+// Rules returns every rule of both families.
+func (d *Datapath) Rules() (map[RuleKey]Rule, error) {
+	out := map[RuleKey]Rule{}
+	var v egressdRule
+	var k4 egressdRule4Key
+	it := d.objs.Rules4.Iterate()
+	for it.Next(&k4, &v) {
+		p := netip.PrefixFrom(netip.AddrFrom4(k4.Addr), int(k4.Prefixlen)-32)
+		out[RuleKey{k4.PolicySet, p}] = Rule{Group: v.Group, Excluded: v.Flags&1 != 0}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterating rules4: %w", err)
+	}
+	var k6 egressdRule6Key
+	it = d.objs.Rules6.Iterate()
+	for it.Next(&k6, &v) {
+		p := netip.PrefixFrom(netip.AddrFrom16(k6.Addr), int(k6.Prefixlen)-32)
+		out[RuleKey{k6.PolicySet, p}] = Rule{Group: v.Group, Excluded: v.Flags&1 != 0}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterating rules6: %w", err)
+	}
+	return out, nil
+}
+
+// Gateway is one gateway of a group as this node sees it.
+type Gateway struct {
+	ID       uint32     // unique per gateway node, non-zero
+	Underlay netip.Addr // IPv4 tunnel endpoint
+	Healthy  bool
+	Local    bool // this node: no tunnel hop
+}
+
+// SetGroup replaces a group's gateway list in one map update, so the
+// classifier sees either the old list or the new one.
+func (d *Datapath) SetGroup(id uint32, gws []Gateway) error {
+	if id == 0 || id > MaxGroup {
+		return fmt.Errorf("group id %d out of range 1-%d", id, MaxGroup)
+	}
+	if len(gws) > MaxGateways {
+		return fmt.Errorf("group %d: %d gateways, at most %d", id, len(gws), MaxGateways)
+	}
+	var v egressdGroup
+	v.Count = uint32(len(gws))
+	for i, g := range gws {
+		if !g.Underlay.Is4() && !g.Local {
+			return fmt.Errorf("group %d gateway %d: underlay %s is not IPv4", id, g.ID, g.Underlay)
+		}
+		gw := &v.Gateways[i]
+		gw.Id = g.ID
+		if g.Underlay.Is4() {
+			b := g.Underlay.As4()
+			gw.Underlay = binary.NativeEndian.Uint32(b[:])
+		}
+		if g.Healthy {
+			gw.Flags |= 1
+		}
+		if g.Local {
+			gw.Flags |= 2
+		}
+	}
+	if err := d.objs.Groups.Update(&id, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("setting group %d: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteGroup removes a group; a missing entry is not an error.
+func (d *Datapath) DeleteGroup(id uint32) error {
+	if err := d.objs.Groups.Delete(&id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("deleting group %d: %w", id, err)
+	}
+	return nil
+}
+
+// Groups returns every group.
+func (d *Datapath) Groups() (map[uint32][]Gateway, error) {
+	out := map[uint32][]Gateway{}
+	var k uint32
+	var v egressdGroup
+	it := d.objs.Groups.Iterate()
+	for it.Next(&k, &v) {
+		var gws []Gateway
+		for i := 0; i < int(v.Count) && i < MaxGateways; i++ {
+			g := v.Gateways[i]
+			var b [4]byte
+			binary.NativeEndian.PutUint32(b[:], g.Underlay)
+			gws = append(gws, Gateway{ID: g.Id, Underlay: netip.AddrFrom4(b), Healthy: g.Flags&1 != 0, Local: g.Flags&2 != 0})
+		}
+		out[k] = gws
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterating groups: %w", err)
+	}
+	return out, nil
+}
+
+// ServedMark is the packet mark a gateway puts on a tunnelled packet of
+// group id.
+func ServedMark(id uint32) uint32 { return MarkMagic | MarkTunnel | (id & MarkGroupMask) }
+
+// SetServed makes this node accept tunnelled traffic of a group.
+func (d *Datapath) SetServed(id uint32) error {
+	v := egressdServedGroup{Mark: ServedMark(id)}
+	if err := d.objs.Served.Update(&id, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("serving group %d: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteServed stops serving a group; a missing entry is not an error.
+func (d *Datapath) DeleteServed(id uint32) error {
+	if err := d.objs.Served.Delete(&id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unserving group %d: %w", id, err)
+	}
+	return nil
+}
+
+// Served lists the groups this node serves as a gateway.
+func (d *Datapath) Served() ([]uint32, error) {
+	var out []uint32
+	var k uint32
+	var v egressdServedGroup
+	it := d.objs.Served.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, k)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterating served groups: %w", err)
+	}
+	return out, nil
+}
+
+// SetTunnel records the ifindex of the egressd tunnel device (0: none).
+func (d *Datapath) SetTunnel(ifindex int) error {
+	k := uint32(0)
+	v := egressdConfig{TunnelIfindex: uint32(ifindex)}
+	if err := d.objs.Config.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("setting tunnel ifindex: %w", err)
+	}
+	return nil
+}
+
+// StatsKey identifies a counter: a group and a gateway id (0 when no
+// gateway could be chosen, GatewaySelf for traffic a gateway forwards).
+type StatsKey struct {
+	Group   uint32
+	Gateway uint32
+}
+
+// Stats are counters summed over CPUs.
+type Stats struct {
+	Packets uint64
+	Bytes   uint64
+	Drops   [NumDropReasons]uint64
+}
+
+// Stats returns the counters.
+func (d *Datapath) Stats() (map[StatsKey]Stats, error) {
+	out := map[StatsKey]Stats{}
+	var k egressdStatsKey
+	var vs []egressdStats
+	it := d.objs.Stats.Iterate()
+	for it.Next(&k, &vs) {
+		var s Stats
+		for _, v := range vs {
+			s.Packets += v.Packets
+			s.Bytes += v.Bytes
+			for i := range s.Drops {
+				s.Drops[i] += v.Drops[i]
+			}
+		}
+		out[StatsKey{k.Group, k.Gateway}] = s
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterating stats: %w", err)
+	}
+	return out, nil
+}
+
+// FlowKey is a flow in its original direction (pod → destination).
+type FlowKey struct {
+	Src, Dst     netip.Addr
+	Sport, Dport uint16 // host order; ICMP echo: Sport is the identifier
+	Proto        uint8
+}
+
+func (k FlowKey) raw() egressdFlowKey {
+	var r egressdFlowKey
+	r.Src = addr16(k.Src.Unmap())
+	r.Dst = addr16(k.Dst.Unmap())
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], k.Sport)
+	r.Sport = binary.NativeEndian.Uint16(b[:])
+	binary.BigEndian.PutUint16(b[:], k.Dport)
+	r.Dport = binary.NativeEndian.Uint16(b[:])
+	r.Proto = k.Proto
+	return r
+}
+
+// FlowGateway returns the gateway id a flow is pinned to on this node.
+func (d *Datapath) FlowGateway(k FlowKey) (uint32, bool, error) {
+	rk := k.raw()
+	var v egressdFlow
+	err := d.objs.Flows.Lookup(&rk, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("looking up flow: %w", err)
+	}
+	return v.Gateway, true, nil
+}
+
+// OwnedAddr is an address the agent added to an interface.
+type OwnedAddr struct {
+	Prefix  netip.Prefix
+	Ifindex int
+}
+
+// AddOwnedAddr records that the agent added an address.
+func (d *Datapath) AddOwnedAddr(a OwnedAddr) error {
+	k := egressdOwnedAddrKey{Addr: addr16(a.Prefix.Addr().Unmap()), Ifindex: uint32(a.Ifindex), Prefixlen: uint32(a.Prefix.Bits())}
+	v := uint32(1)
+	if err := d.objs.OwnedAddrs.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("recording address %s: %w", a.Prefix, err)
+	}
+	return nil
+}
+
+// DeleteOwnedAddr forgets an address.
+func (d *Datapath) DeleteOwnedAddr(a OwnedAddr) error {
+	k := egressdOwnedAddrKey{Addr: addr16(a.Prefix.Addr().Unmap()), Ifindex: uint32(a.Ifindex), Prefixlen: uint32(a.Prefix.Bits())}
+	if err := d.objs.OwnedAddrs.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("forgetting address %s: %w", a.Prefix, err)
+	}
+	return nil
+}
+
+// OwnedAddrs lists the addresses the agent added.
+func (d *Datapath) OwnedAddrs() ([]OwnedAddr, error) {
+	var out []OwnedAddr
+	var k egressdOwnedAddrKey
+	var v uint32
+	it := d.objs.OwnedAddrs.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, OwnedAddr{
+			Prefix:  netip.PrefixFrom(netip.AddrFrom16(k.Addr).Unmap(), int(k.Prefixlen)),
+			Ifindex: int(k.Ifindex),
+		})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterating owned addresses: %w", err)
+	}
+	return out, nil
+}
+
+// MapMemory returns the kernel's memory accounting (memlock) of each map in
+// bytes.
+func (d *Datapath) MapMemory() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for name, m := range map[string]*ebpf.Map{
+		"endpoints": d.objs.Endpoints, "rules4": d.objs.Rules4, "rules6": d.objs.Rules6,
+		"groups": d.objs.Groups, "flows": d.objs.Flows, "return_flows": d.objs.ReturnFlows,
+		"served": d.objs.Served, "config": d.objs.Config, "stats": d.objs.Stats, "owned_addrs": d.objs.OwnedAddrs,
+	} {
+		info, err := m.Info()
+		if err != nil {
+			return nil, fmt.Errorf("reading info of map %s: %w", name, err)
+		}
+		if n, ok := info.Memlock(); ok {
+			out[name] = n
+		}
+	}
+	return out, nil
+}
