@@ -1,0 +1,77 @@
+// Package chart holds what the egressd Helm chart promises about the binaries it deploys: the
+// Prometheus metrics its dashboard and alerts read. docs/metrics.md documents the same list,
+// and the tests in this package keep the two, the dashboard and the PrometheusRule in step.
+// The binaries' own tests compare what they register against Metrics.
+package chart
+
+// MetricType is a Prometheus metric type.
+type MetricType string
+
+const (
+	Counter   MetricType = "counter"
+	Gauge     MetricType = "gauge"
+	Histogram MetricType = "histogram"
+)
+
+// Component is the binary that exports a metric.
+type Component string
+
+const (
+	Controller Component = "controller"
+	Agent      Component = "agent"
+)
+
+// Metric is one metric the chart's dashboard and alerts may use.
+type Metric struct {
+	Name      string
+	Type      MetricType
+	Labels    []string
+	Component Component
+	Help      string
+}
+
+// Metrics is every egressd metric, in the order of docs/metrics.md.
+var Metrics = []Metric{
+	{"egressd_gateways", Gauge, []string{"gateway", "zone", "state"}, Controller,
+		"Gateway nodes per EgressGateway, zone and state (Active, Standby, Draining, Unhealthy)."},
+	{"egressd_failovers_total", Counter, []string{"gateway", "zone"}, Controller,
+		"Failovers: a gateway of the EgressGateway in the zone left Active or Standby and its role went to another."},
+	{"egressd_ip_moves_total", Counter, []string{"gateway", "provider"}, Controller,
+		"Egress IPs moved between nodes by the provider."},
+	{"egressd_cloud_calls_total", Counter, []string{"provider", "operation"}, Controller,
+		"Cloud API calls, by provider and SDK operation (AssignPrivateIpAddresses, ...)."},
+	{"egressd_cloud_errors_total", Counter, []string{"provider", "operation", "kind"}, Controller,
+		"Failed cloud API calls; kind is NotFound, CapacityExhausted, Throttled, Conflict, Permission or Unknown."},
+	{"egressd_cloud_call_duration_seconds", Histogram, []string{"provider", "operation"}, Controller,
+		"Latency of cloud API calls, including waits for zone operations and long-running operations."},
+	{"egressd_reconcile_errors_total", Counter, []string{"controller"}, Controller,
+		"Reconciles that returned an error, by controller."},
+	{"egressd_egress_ips", Gauge, []string{"gateway", "zone", "assigned"}, Controller,
+		"Egress IPs in the ledger per EgressGateway and zone; assigned is \"true\" when the cloud holds the IP where the ledger says."},
+	{"egressd_datapath_packets_total", Counter, []string{"group", "gateway"}, Agent,
+		"Packets the node's datapath steered to a gateway node (gateway) of an EgressGateway (group)."},
+	{"egressd_datapath_bytes_total", Counter, []string{"group", "gateway"}, Agent,
+		"Bytes the node's datapath steered to a gateway node of an EgressGateway."},
+	{"egressd_datapath_drops_total", Counter, []string{"group", "reason"}, Agent,
+		"Packets the node's datapath dropped, by EgressGateway and reason."},
+	{"egressd_gateway_probe_up", Gauge, []string{"group", "gateway"}, Agent,
+		"1 when the node's probes reach the gateway node over the tunnel, 0 when the gateway is considered down."},
+}
+
+// Lookup returns the metric named name, accepting the _bucket, _sum and _count series of
+// histograms.
+func Lookup(name string) (Metric, bool) {
+	for _, m := range Metrics {
+		if m.Name == name {
+			return m, true
+		}
+		if m.Type == Histogram {
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if m.Name+suffix == name {
+					return m, true
+				}
+			}
+		}
+	}
+	return Metric{}, false
+}
