@@ -207,8 +207,8 @@ type Allocator struct {
 	mu       sync.Mutex
 	pools    map[poolKey]*pool
 	byFamily [2][]*pool // [0] v4, [1] v6, sorted by netFirst; pools never overlap
-	leases   map[netip.Addr]*lease
-	orphans  map[netip.Addr]*lease // leases whose pool is not known yet
+	leases   map[netip.Addr]lease   // by value: one heap object less per allocation
+	orphans  map[netip.Addr]struct{} // leases whose pool is not known yet
 	nodeIPs  map[netip.Addr]struct{}
 	excluded []netip.Prefix
 }
@@ -217,8 +217,8 @@ type Allocator struct {
 func New() *Allocator {
 	return &Allocator{
 		pools:   map[poolKey]*pool{},
-		leases:  map[netip.Addr]*lease{},
-		orphans: map[netip.Addr]*lease{},
+		leases:  map[netip.Addr]lease{},
+		orphans: map[netip.Addr]struct{}{},
 		nodeIPs: map[netip.Addr]struct{}{},
 	}
 }
@@ -298,8 +298,9 @@ func (a *Allocator) add(zone, id string, is4 bool, first, last u128, r Reservati
 			return fail(fmt.Errorf("zone %q subnet %q: %w", o.zone, o.subnet, ErrOverlap))
 		}
 	}
-	var attach []*lease
-	for ip, l := range a.orphans {
+	var attach []lease
+	for ip := range a.orphans {
+		l := a.leases[ip]
 		x := fromAddr(ip)
 		in := ip.Is4() == is4 && p.contains(x)
 		mine := l.rec.Zone == zone && l.rec.Subnet == id
@@ -320,6 +321,7 @@ func (a *Allocator) add(zone, id string, is4 bool, first, last u128, r Reservati
 		delete(a.orphans, l.rec.IP)
 		l.rec.Subnet = id
 		l.pool = p
+		a.leases[l.rec.IP] = l
 		p.leases++
 		p.set(fromAddr(l.rec.IP), takenLease)
 	}
@@ -468,7 +470,7 @@ func (a *Allocator) Allocate(zone, subnetID, owner string) (netip.Addr, error) {
 		return netip.Addr{}, &SubnetError{Op: "allocate", Zone: zone, Subnet: subnetID, Err: ErrExhausted}
 	}
 	ip := toAddr(x, p.is4)
-	a.leases[ip] = &lease{rec: Record{IP: ip, Zone: zone, Subnet: subnetID, Owner: owner}, pool: p}
+	a.leases[ip] = lease{rec: Record{IP: ip, Zone: zone, Subnet: subnetID, Owner: owner}, pool: p}
 	p.leases++
 	p.set(x, takenLease)
 	p.hint = x.addN(1)
@@ -496,7 +498,7 @@ func (a *Allocator) Release(ip netip.Addr) error {
 	return nil
 }
 
-func (a *Allocator) drop(l *lease) {
+func (a *Allocator) drop(l lease) {
 	delete(a.leases, l.rec.IP)
 	if l.pool == nil {
 		delete(a.orphans, l.rec.IP)
@@ -542,10 +544,9 @@ func (a *Allocator) claim(r Record) error {
 		}
 		return &ConflictError{Addr: r.IP, Held: l.rec, Claim: r}
 	}
-	l := &lease{rec: r, pool: p}
-	a.leases[r.IP] = l
+	a.leases[r.IP] = lease{rec: r, pool: p}
 	if p == nil {
-		a.orphans[r.IP] = l
+		a.orphans[r.IP] = struct{}{}
 		return nil
 	}
 	p.leases++
@@ -616,6 +617,7 @@ func (a *Allocator) SetNode(ip netip.Addr, node string) error {
 		return &SubnetError{Op: "set node", Addr: ip, Err: ErrNotAllocated}
 	}
 	l.rec.Node = node
+	a.leases[ip] = l
 	return nil
 }
 

@@ -31,7 +31,7 @@ func checkInvariants(t testing.TB, a *Allocator) {
 			t.Fatalf("lease %s attached to the wrong pool", ip)
 		}
 		if p == nil {
-			if a.orphans[ip] != l {
+			if _, ok := a.orphans[ip]; !ok {
 				t.Fatalf("lease %s without pool is not pending", ip)
 			}
 			continue
@@ -48,7 +48,7 @@ func checkInvariants(t testing.TB, a *Allocator) {
 		leases[p]++
 	}
 	for ip := range a.orphans {
-		if a.leases[ip] == nil {
+		if _, ok := a.leases[ip]; !ok {
 			t.Fatalf("pending %s has no lease", ip)
 		}
 	}
@@ -62,7 +62,7 @@ func checkInvariants(t testing.TB, a *Allocator) {
 			if bits == 0 || p.reserved(x) {
 				t.Fatalf("%s/%s: taken entry %s bits %b", p.zone, p.subnet, ip, bits)
 			}
-			if (bits&takenLease != 0) != (a.leases[ip] != nil) {
+			if _, leased := a.leases[ip]; (bits&takenLease != 0) != leased {
 				t.Fatalf("%s/%s: lease bit of %s wrong", p.zone, p.subnet, ip)
 			}
 			if _, node := a.nodeIPs[ip]; (bits&takenNode != 0) != node {

@@ -68,6 +68,7 @@ func duplicate(sorted []netip.Addr) int {
 
 type slot struct {
 	name string
+	rank int // position by name, so the heap compares ints
 	held int // addresses of this placement on the node
 	free int
 }
@@ -96,8 +97,10 @@ func place(ips []netip.Addr, current []string, nodes []Node) (map[netip.Addr]str
 		}
 		pending = append(pending, ip)
 	}
+	slices.SortFunc(slots, func(x, y *slot) int { return cmp.Compare(x.name, y.name) })
 	h := make(slotHeap, 0, len(slots))
-	for _, s := range slots {
+	for i, s := range slots {
+		s.rank = i
 		if s.free > 0 {
 			h = append(h, s)
 		}
@@ -126,7 +129,7 @@ type slotHeap []*slot
 func (h slotHeap) Len() int { return len(h) }
 func (h slotHeap) Less(i, j int) bool {
 	a, b := h[i], h[j]
-	return cmp.Or(cmp.Compare(a.held, b.held), cmp.Compare(b.free, a.free), cmp.Compare(a.name, b.name)) < 0
+	return cmp.Or(cmp.Compare(a.held, b.held), cmp.Compare(b.free, a.free), cmp.Compare(a.rank, b.rank)) < 0
 }
 func (h slotHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
 func (h *slotHeap) Push(x any)   { *h = append(*h, x.(*slot)) }
