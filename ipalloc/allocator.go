@@ -206,8 +206,8 @@ type lease struct {
 type Allocator struct {
 	mu       sync.Mutex
 	pools    map[poolKey]*pool
-	byFamily [2][]*pool // [0] v4, [1] v6, sorted by netFirst; pools never overlap
-	leases   map[netip.Addr]lease   // by value: one heap object less per allocation
+	byFamily [2][]*pool              // [0] v4, [1] v6, sorted by netFirst; pools never overlap
+	leases   map[netip.Addr]lease    // by value: one heap object less per allocation
 	orphans  map[netip.Addr]struct{} // leases whose pool is not known yet
 	nodeIPs  map[netip.Addr]struct{}
 	excluded []netip.Prefix
