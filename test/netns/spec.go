@@ -32,6 +32,12 @@ type Spec struct {
 	// through the router.
 	Routed bool
 
+	// IsolatedNodes makes the underlay behave like a cloud VPC: node ports cannot reach each
+	// other at L2 (bridge port isolation), and the router answers ARP and NDP for the whole
+	// subnet and forwards every packet, so its routes alone decide which node an address
+	// reaches (see Topology.RouteToNode). Without it the router only sees off-subnet traffic.
+	IsolatedNodes bool
+
 	// Nodes of the cluster; node i gets pod CIDRs ClusterCIDR[i] (/24) and ClusterCIDR6[i]
 	// (/64) unless its NodeSpec says otherwise.
 	Nodes []NodeSpec

@@ -272,6 +272,11 @@ func (t *Topology) build(ctx context.Context) error {
 		} else {
 			z.Bridge, z.RouterLink = t.Zones[0].Bridge, t.Zones[0].RouterLink
 		}
+		if s.IsolatedNodes && (s.Routed || i == 0) {
+			if err := t.proxyZone(z.RouterLink); err != nil {
+				return err
+			}
+		}
 		if err := t.Router.addAddr(z.RouterLink, netip.PrefixFrom(z.Gateway, z.Subnet.Bits())); err != nil {
 			return err
 		}
@@ -362,6 +367,11 @@ func (t *Topology) build(ctx context.Context) error {
 		if err := t.plug(nns, n.Link, z.Bridge, n.FabricPort); err != nil {
 			return err
 		}
+		if s.IsolatedNodes {
+			if err := t.isolate(n); err != nil {
+				return err
+			}
+		}
 		if err := nns.addAddr(n.Link, netip.PrefixFrom(n.IP, z.Subnet.Bits())); err != nil {
 			return err
 		}
@@ -417,6 +427,88 @@ func (t *Topology) build(ctx context.Context) error {
 		}
 	}
 	return t.External.StartServers()
+}
+
+// proxyZone makes the router answer ARP and NDP for every address of the zone's segment and
+// forward the traffic back out of the same leg, without ICMP redirects (which would tell
+// nodes to go direct, which port isolation forbids).
+func (t *Topology) proxyZone(leg string) error {
+	return t.Router.Do(func() error {
+		sysctls := [][2]string{
+			{"net.ipv4.conf.all.send_redirects", "0"},
+			{"net.ipv4.conf." + leg + ".send_redirects", "0"},
+			{"net.ipv4.conf." + leg + ".proxy_arp", "1"},
+			{"net.ipv4.conf." + leg + ".proxy_arp_pvlan", "1"},
+			{"net.ipv4.neigh." + leg + ".proxy_delay", "0"},
+		}
+		if t.v6() {
+			sysctls = append(sysctls,
+				[2]string{"net.ipv6.conf." + leg + ".proxy_ndp", "1"},
+				[2]string{"net.ipv6.neigh." + leg + ".proxy_delay", "0"})
+		}
+		for _, kv := range sysctls {
+			if err := writeSysctlHere(kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// isolate isolates the node's fabric port and lets the router answer NDP for the node's
+// IPv6 address (IPv4 proxy ARP needs no per-address entry).
+func (t *Topology) isolate(n *Node) error {
+	port, err := t.Fabric.nl.LinkByName(n.FabricPort)
+	if err != nil {
+		return fmt.Errorf("finding fabric port %s: %w", n.FabricPort, err)
+	}
+	if err := t.Fabric.nl.LinkSetIsolated(port, true); err != nil {
+		return fmt.Errorf("isolating fabric port %s: %w", n.FabricPort, err)
+	}
+	if t.v6() {
+		return t.proxyNDP(n.IP6, n.Zone.RouterLink)
+	}
+	return nil
+}
+
+func (t *Topology) proxyNDP(a netip.Addr, leg string) error {
+	l, err := t.Router.nl.LinkByName(leg)
+	if err != nil {
+		return fmt.Errorf("finding %s in %s: %w", leg, t.Router.Name, err)
+	}
+	err = t.Router.nl.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V6,
+		Flags: netlink.NTF_PROXY, IP: a.AsSlice()})
+	if err != nil {
+		return fmt.Errorf("adding NDP proxy entry for %s on %s: %w", a, leg, err)
+	}
+	return nil
+}
+
+// RouteToNode makes the router deliver p (typically an egress IP /32 or /128) to node n, as a
+// cloud does once it assigned the address to the node's interface: with IsolatedNodes this is
+// the only way traffic for the address reaches any node. It replaces an earlier route for p.
+// The node must hold the address itself (Namespace.AddAddr on n.Link).
+func (t *Topology) RouteToNode(p netip.Prefix, n *Node) error {
+	via := n.IP
+	if p.Addr().Is6() {
+		via = n.IP6
+		if t.Spec.IsolatedNodes && p.Bits() == 128 {
+			if err := t.proxyNDP(p.Addr(), n.Zone.RouterLink); err != nil {
+				return err
+			}
+		}
+	}
+	return t.Router.addRoute(p.Masked(), via, n.Zone.RouterLink)
+}
+
+// Unroute makes the router drop traffic for p (a blackhole route), as a cloud drops traffic to
+// an address it assigned to no interface. It replaces an earlier route for p.
+func (t *Topology) Unroute(p netip.Prefix) error {
+	r := &netlink.Route{Dst: ipNet(p.Masked()), Type: unix.RTN_BLACKHOLE}
+	if err := t.Router.nl.RouteReplace(r); err != nil {
+		return fmt.Errorf("blackholing %s in %s: %w", p, t.Router.Name, err)
+	}
+	return nil
 }
 
 func (t *Topology) addPod(n *Node, ps PodSpec, j int) error {

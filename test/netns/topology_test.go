@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -304,4 +306,114 @@ func countNamespaces(t *testing.T, id string) int {
 		}
 	}
 	return n
+}
+
+func TestIsolatedNodesFollowRouter(t *testing.T) {
+	topo := New(t, Spec{IsolatedNodes: true, Nodes: []NodeSpec{
+		{Name: "n1", Pods: []PodSpec{{Name: "p1"}}},
+		{Name: "n2", Pods: []PodSpec{{Name: "p2"}}},
+	}})
+	n1, n2 := topo.Node("n1"), topo.Node("n2")
+	p1, p2 := topo.Pod("p1"), topo.Pod("p2")
+	if err := p2.StartServers(); err != nil {
+		t.Fatal(err)
+	}
+	expectSeen(t, p1.Namespace, p2.IP, p1.IP)
+	expectSeen(t, p1.Namespace, p2.IP6, p1.IP6)
+	expectSeen(t, p1.Namespace, topo.External.Addrs[0], n1.IP)
+	// n1 reached n2 through the router: it knows n2's address by the router's MAC.
+	leg, err := topo.Router.Netlink().LinkByName(topo.Zones[0].RouterLink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	neighs, err := n1.Netlink().NeighList(0, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, nb := range neighs {
+		if nb.IP.Equal(n2.IP.AsSlice()) || nb.IP.Equal(n2.IP6.AsSlice()) {
+			found++
+			if nb.HardwareAddr.String() != leg.Attrs().HardwareAddr.String() {
+				t.Errorf("n1 resolves %s to %s, not the router's %s", nb.IP, nb.HardwareAddr, leg.Attrs().HardwareAddr)
+			}
+		}
+	}
+	if found != 2 {
+		t.Errorf("n1 has %d neighbour entries for n2, want 2: %v", found, neighs)
+	}
+
+	// Both nodes claim the same "egress IP"; only the one the router points at gets traffic.
+	eip, eip6 := topo.Zones[0].Addr(200), topo.Zones[0].Addr6(200)
+	for _, n := range []*Node{n1, n2} {
+		if err := n.AddAddr(n.Link, netip.PrefixFrom(eip, 24)); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.AddAddr(n.Link, netip.PrefixFrom(eip6, 64)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n2.StartServers(); err != nil { // n1 has no server: a request reaching it fails
+		t.Fatal(err)
+	}
+	ext := topo.External.Namespace
+	for _, a := range []netip.Addr{eip, eip6} {
+		p := netip.PrefixFrom(a, a.BitLen())
+		if err := topo.RouteToNode(p, n2); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ext.HTTPGet(ctxT(t), a); err != nil {
+			t.Errorf("%s routed to n2: %v", a, err)
+		}
+		if err := topo.RouteToNode(p, n1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ext.HTTPGet(ctxT(t), a); err == nil {
+			t.Errorf("%s routed to n1 reached n2's server", a)
+		}
+		if err := topo.Unroute(p); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		if _, err := ext.HTTPGet(ctx, a); err == nil {
+			t.Errorf("%s unrouted still answers", a)
+		}
+		cancel()
+	}
+}
+
+func TestStartRunsInNamespaceAndCloseKills(t *testing.T) {
+	SkipUnlessPrivileged(t)
+	topo, err := Build(context.Background(), Spec{Nodes: []NodeSpec{{Name: "n"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer topo.Close()
+	n := topo.Node("n")
+	out, err := n.Run("ip", "-o", "addr", "show", "dev", "eth0")
+	if err != nil {
+		t.Skipf("ip not usable: %v", err)
+	}
+	if !strings.Contains(string(out), n.IP.String()) {
+		t.Errorf("Run did not run in the node: %s", out)
+	}
+	cmd := exec.Command("sleep", "60")
+	if err := n.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(cmd.Process.Pid, 0); err == nil {
+		t.Errorf("process %d survived Close", cmd.Process.Pid)
+	}
+}
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 {
+		// Leftovers of crashed runs of this package; live runs are left alone.
+		_ = Sweep(DefaultPrefix)
+		_ = Sweep("edtbsweep-")
+	}
+	os.Exit(m.Run())
 }
