@@ -576,3 +576,51 @@ func TestClaim(t *testing.T) {
 		t.Fatalf("empty owner: %v", err)
 	}
 }
+
+func TestConcurrentUse(t *testing.T) {
+	a := New()
+	if err := a.AddSubnet("z", "s", netip.MustParsePrefix("10.0.0.0/24"), ReserveAWS); err != nil {
+		t.Fatal(err)
+	}
+	got := make([][]netip.Addr, 4)
+	done := make(chan int)
+	for g := range got {
+		go func() {
+			defer func() { done <- g }()
+			for i := range 100 {
+				ip, err := a.Allocate("z", "s", "o")
+				if err != nil {
+					if !IsExhausted(err) {
+						t.Error(err)
+					}
+					return
+				}
+				if i%3 == 0 {
+					if err := a.Release(ip); err != nil {
+						t.Error(err)
+					}
+					continue
+				}
+				got[g] = append(got[g], ip)
+				_, _ = a.Place("z", []netip.Addr{ip}, []Node{{"n", 1}})
+				_ = a.SetNode(ip, "n")
+			}
+		}()
+	}
+	for range got {
+		<-done
+	}
+	seen := map[netip.Addr]bool{}
+	for _, ips := range got {
+		for _, ip := range ips {
+			if seen[ip] {
+				t.Fatalf("%s handed out twice", ip)
+			}
+			seen[ip] = true
+		}
+	}
+	if recs := a.Records(); len(recs) != len(seen) {
+		t.Fatalf("%d records, %d addresses held", len(recs), len(seen))
+	}
+	checkInvariants(t, a)
+}
