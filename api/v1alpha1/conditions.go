@@ -18,20 +18,20 @@ const (
 
 // Condition reasons shared by the controllers.
 const (
-	ReasonGatewayNotFound      = "GatewayNotFound"
-	ReasonNamespaceNotAllowed  = "NamespaceNotAllowed"
-	ReasonCapacityExhausted    = "CapacityExhausted"
-	ReasonProviderNotFound     = "ProviderNotFound"
-	ReasonProviderError        = "ProviderError"
-	ReasonThrottled            = "Throttled"
-	ReasonNoGatewayNodes       = "NoGatewayNodes"
-	ReasonAllGatewaysHealthy   = "AllGatewaysHealthy"
-	ReasonSomeGatewaysDown     = "SomeGatewaysUnhealthy"
-	ReasonAccepted             = "Accepted"
-	ReasonAssigned             = "Assigned"
-	ReasonMoving               = "Moving"
-	ReasonPending              = "Pending"
-	ReasonSynced               = "Synced"
+	ReasonGatewayNotFound     = "GatewayNotFound"
+	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
+	ReasonCapacityExhausted   = "CapacityExhausted"
+	ReasonProviderNotFound    = "ProviderNotFound"
+	ReasonProviderError       = "ProviderError"
+	ReasonThrottled           = "Throttled"
+	ReasonNoGatewayNodes      = "NoGatewayNodes"
+	ReasonAllGatewaysHealthy  = "AllGatewaysHealthy"
+	ReasonSomeGatewaysDown    = "SomeGatewaysUnhealthy"
+	ReasonAccepted            = "Accepted"
+	ReasonAssigned            = "Assigned"
+	ReasonMoving              = "Moving"
+	ReasonPending             = "Pending"
+	ReasonSynced              = "Synced"
 )
 
 // FinalizerReleaseCloud is set on every EgressIP before the coordinator makes a cloud call for
