@@ -295,6 +295,10 @@ type EgressGatewayStatus struct {
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// GroupID is the cluster-wide number of the group, assigned by the coordinator (1-65535).
+	// It travels in the tunnel's VNI and the packet mark, so every node must agree on it.
+	// +optional
+	GroupID int32 `json:"groupID,omitempty"`
 	// ReadyGateways counts gateways in state Active or Standby.
 	// +optional
 	ReadyGateways int32 `json:"readyGateways,omitempty"`

@@ -69,9 +69,10 @@ type EgressIPStatus struct {
 	// Node holding the address in the cloud now.
 	// +optional
 	Node string `json:"node,omitempty"`
-	// Interface name on the node (eth1, ...) the agent mounts the address on.
+	// InterfaceMAC of the interface holding the address; the agent mounts the address on the
+	// interface with this MAC, or on the node's primary interface when none matches.
 	// +optional
-	NodeInterface string `json:"nodeInterface,omitempty"`
+	InterfaceMAC string `json:"interfaceMAC,omitempty"`
 	// PublicIP associated with the address.
 	// +optional
 	PublicIP string `json:"publicIP,omitempty"`
