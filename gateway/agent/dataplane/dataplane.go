@@ -1,0 +1,481 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/egressd/egressd/bpf"
+)
+
+// Defaults of Config.
+const (
+	DefaultTunnelDevice = "egressd0"
+	// DefaultTunnelPort is egressd's own VXLAN port, away from 4789
+	// (IANA, Cilium, Calico) and 8472 (Linux default, flannel).
+	DefaultTunnelPort = 8742
+	// DefaultRulePriority is the ip rule preference of egressd's policy
+	// routing rules (before the main table's 32766).
+	DefaultRulePriority = 17400
+	// DefaultTableBase is the first routing table egressd owns: the
+	// return table itself, then one table per egress interface at
+	// DefaultTableBase+ifindex.
+	DefaultTableBase = 0xe60000
+	// DefaultNFTTable is the name of egressd's nftables table (family inet).
+	DefaultNFTTable = "egressd"
+	// vxlanOverhead is outer IPv4 + UDP + VXLAN + inner Ethernet.
+	vxlanOverhead = 50
+)
+
+// DefaultInterfacePatterns match the host side of pod interfaces of common
+// CNIs (Cilium, AWS VPC CNI, Calico, bridge/ptp, Azure, GKE).
+var DefaultInterfacePatterns = []string{"lxc*", "eni*", "cali*", "veth*", "azv*", "gke*"}
+
+// Config is fixed for a Dataplane's lifetime.
+type Config struct {
+	// NetNS is the path of the network namespace to manage (e.g.
+	// /run/netns/x). Empty: the namespace of the calling process.
+	NetNS string
+	// PinRoot is egressd's bpffs directory; empty means bpf.DefaultPinRoot.
+	PinRoot string
+	// TunnelDevice names the VXLAN device; empty means DefaultTunnelDevice.
+	TunnelDevice string
+	// TunnelPort is the VXLAN UDP port; 0 means DefaultTunnelPort. All
+	// nodes must agree.
+	TunnelPort uint16
+	// InterfacePatterns are shell patterns (path.Match) of pod interface
+	// names; nil means DefaultInterfacePatterns.
+	InterfacePatterns []string
+	// RulePriority, TableBase and NFTTable: see the defaults.
+	RulePriority int
+	TableBase    int
+	NFTTable     string
+	// Clsact attaches with tc clsact filters instead of tcx links (for
+	// kernels before 6.6).
+	Clsact bool
+	// Limits sizes the bpf maps.
+	Limits bpf.Limits
+}
+
+func (c *Config) defaults() {
+	if c.TunnelDevice == "" {
+		c.TunnelDevice = DefaultTunnelDevice
+	}
+	if c.TunnelPort == 0 {
+		c.TunnelPort = DefaultTunnelPort
+	}
+	if c.InterfacePatterns == nil {
+		c.InterfacePatterns = DefaultInterfacePatterns
+	}
+	if c.RulePriority == 0 {
+		c.RulePriority = DefaultRulePriority
+	}
+	if c.TableBase == 0 {
+		c.TableBase = DefaultTableBase
+	}
+	if c.NFTTable == "" {
+		c.NFTTable = DefaultNFTTable
+	}
+}
+
+// Dataplane owns the node-local datapath. Its methods are safe for
+// concurrent use.
+type Dataplane struct {
+	cfg Config
+
+	mu      sync.Mutex
+	dp      *bpf.Datapath
+	state   *State // last applied
+	nftHash string
+}
+
+// New returns a Dataplane. It touches nothing: the first Apply loads the
+// programs (reusing pinned maps and links) and builds the rest.
+func New(cfg Config) *Dataplane {
+	cfg.defaults()
+	return &Dataplane{cfg: cfg}
+}
+
+// inNS runs fn on a thread switched into the configured network namespace.
+// Sockets created there (netlink, nftables) stay in that namespace.
+func (d *Dataplane) inNS(fn func() error) error {
+	if d.cfg.NetNS == "" {
+		return fn()
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("getting current netns: %w", err)
+	}
+	defer orig.Close()
+	target, err := netns.GetFromPath(d.cfg.NetNS)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("opening netns %s: %w", d.cfg.NetNS, err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("entering netns %s: %w", d.cfg.NetNS, err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err == nil {
+			// Only a thread back in its own namespace may be reused.
+			runtime.UnlockOSThread()
+		}
+	}()
+	return fn()
+}
+
+func (d *Dataplane) load() error {
+	if d.dp != nil {
+		return nil
+	}
+	dp, err := bpf.Load(bpf.Options{PinRoot: d.cfg.PinRoot, Limits: d.cfg.Limits})
+	if err != nil {
+		return err
+	}
+	d.dp = dp
+	return nil
+}
+
+// Apply makes the node's datapath match s. Order matters so that no update
+// opens a window where matched traffic leaks with the node IP or is
+// dropped: gateway plumbing first, then groups, then rules, then endpoints;
+// stale endpoints, rules and groups go last.
+func (d *Dataplane) Apply(ctx context.Context, s State) error {
+	if err := s.validate(); err != nil {
+		return fmt.Errorf("validating state: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.load(); err != nil {
+		return err
+	}
+	return d.inNS(func() error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := d.ensureTunnel(s.NodeIP); err != nil {
+			return err
+		}
+		if err := d.applyGateway(s.Gateway); err != nil {
+			return err
+		}
+		if err := d.applyMaps(&s); err != nil {
+			return err
+		}
+		if err := d.syncPodLinks(&s); err != nil {
+			return err
+		}
+		cp := s
+		d.state = &cp
+		return nil
+	})
+}
+
+func (d *Dataplane) applyMaps(s *State) error {
+	dp := d.dp
+	// Groups.
+	for _, g := range s.Groups {
+		gws := make([]bpf.Gateway, 0, len(g.Gateways))
+		for _, gw := range g.Gateways {
+			gws = append(gws, bpf.Gateway{ID: gw.ID, Underlay: gw.NodeIP, Healthy: gw.Healthy, Local: gw.NodeIP == s.NodeIP})
+		}
+		if err := dp.SetGroup(g.ID, gws); err != nil {
+			return err
+		}
+	}
+	// Rules: upsert every desired rule before deleting stale ones, so a
+	// prefix present before and after is never missing.
+	want := map[bpf.RuleKey]bpf.Rule{}
+	for _, ps := range s.PolicySets {
+		for _, dst := range ps.Destinations {
+			want[bpf.RuleKey{PolicySet: ps.ID, Prefix: dst.Prefix.Masked()}] = bpf.Rule{Group: dst.Group}
+		}
+		for _, ex := range ps.Excluded {
+			want[bpf.RuleKey{PolicySet: ps.ID, Prefix: ex.Masked()}] = bpf.Rule{Excluded: true}
+		}
+	}
+	have, err := dp.Rules()
+	if err != nil {
+		return err
+	}
+	for k, r := range want {
+		if old, ok := have[k]; ok && old == r {
+			continue
+		}
+		if err := dp.SetRule(k, r); err != nil {
+			return err
+		}
+	}
+	// Endpoints.
+	wantEP := map[netip.Addr]bpf.Endpoint{}
+	for _, p := range s.Pods {
+		ifindex := 0
+		if p.Interface != "" {
+			if l, err := netlink.LinkByName(p.Interface); err == nil {
+				ifindex = l.Attrs().Index
+			}
+		} else if len(p.IPs) > 0 {
+			if rs, err := netlink.RouteGet(p.IPs[0].AsSlice()); err == nil && len(rs) > 0 {
+				ifindex = rs[0].LinkIndex
+			}
+		}
+		for _, ip := range p.IPs {
+			wantEP[ip.Unmap()] = bpf.Endpoint{PolicySet: p.PolicySet, Ifindex: uint32(ifindex)}
+		}
+	}
+	haveEP, err := dp.Endpoints()
+	if err != nil {
+		return err
+	}
+	for ip, ep := range wantEP {
+		if old, ok := haveEP[ip]; ok && old == ep {
+			continue
+		}
+		if err := dp.SetEndpoint(ip, ep); err != nil {
+			return err
+		}
+	}
+	for ip := range haveEP {
+		if _, ok := wantEP[ip]; !ok {
+			if err := dp.DeleteEndpoint(ip); err != nil {
+				return err
+			}
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			if err := dp.DeleteRule(k); err != nil {
+				return err
+			}
+		}
+	}
+	haveG, err := dp.Groups()
+	if err != nil {
+		return err
+	}
+	wantG := map[uint32]bool{}
+	for _, g := range s.Groups {
+		wantG[g.ID] = true
+	}
+	for id := range haveG {
+		if !wantG[id] {
+			if err := dp.DeleteGroup(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (d *Dataplane) matches(name string) bool {
+	for _, p := range d.cfg.InterfacePatterns {
+		if ok, _ := filepath.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Dataplane) attach(h bpf.Hook, ifindex int, name string) error {
+	if d.cfg.Clsact {
+		return d.dp.AttachClsact(h, ifindex)
+	}
+	return d.dp.AttachTCX(h, ifindex, name)
+}
+
+// syncPodLinks attaches the classifier to every pod interface and drops
+// links of interfaces that are gone.
+func (d *Dataplane) syncPodLinks(s *State) error {
+	explicit := map[string]bool{}
+	for _, p := range s.Pods {
+		if p.Interface != "" {
+			explicit[p.Interface] = true
+		}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("listing links: %w", err)
+	}
+	present := map[string]int{}
+	for _, l := range links {
+		name := l.Attrs().Name
+		if name == d.cfg.TunnelDevice || !(explicit[name] || d.matches(name)) {
+			continue
+		}
+		present[name] = l.Attrs().Index
+		if err := d.attach(bpf.HookPod, l.Attrs().Index, name); err != nil {
+			return err
+		}
+	}
+	if d.cfg.Clsact {
+		return nil
+	}
+	atts, err := d.dp.Attachments()
+	if err != nil {
+		return err
+	}
+	for _, a := range atts {
+		if a.Hook != bpf.HookPod {
+			continue
+		}
+		if idx, ok := present[a.Interface]; !ok || idx != a.Ifindex {
+			if err := d.dp.DetachTCX(bpf.HookPod, a.Interface); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Run watches links in the managed namespace and attaches the classifier to
+// new pod interfaces as soon as they appear, until ctx ends. Apply must have
+// run once before.
+func (d *Dataplane) Run(ctx context.Context) error {
+	ch := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	defer close(done)
+	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(error) {}}
+	if d.cfg.NetNS != "" {
+		h, err := netns.GetFromPath(d.cfg.NetNS)
+		if err != nil {
+			return fmt.Errorf("opening netns %s: %w", d.cfg.NetNS, err)
+		}
+		defer h.Close()
+		opts.Namespace = &h
+	}
+	if err := netlink.LinkSubscribeWithOptions(ch, done, opts); err != nil {
+		return fmt.Errorf("subscribing to link updates: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case u, ok := <-ch:
+			if !ok {
+				return errors.New("link subscription closed")
+			}
+			if err := d.onLink(u); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (d *Dataplane) onLink(u netlink.LinkUpdate) error {
+	name := u.Link.Attrs().Name
+	if name == d.cfg.TunnelDevice || !d.matches(name) {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return nil
+	}
+	return d.inNS(func() error {
+		if u.Header.Type == 17 /* RTM_DELLINK */ {
+			if d.cfg.Clsact {
+				return nil
+			}
+			return d.dp.DetachTCX(bpf.HookPod, name)
+		}
+		return d.attach(bpf.HookPod, u.Link.Attrs().Index, name)
+	})
+}
+
+// Stats returns the datapath counters.
+func (d *Dataplane) Stats() (map[bpf.StatsKey]bpf.Stats, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return nil, errors.New("datapath not loaded")
+	}
+	return d.dp.Stats()
+}
+
+// Close releases file descriptors and leaves the datapath running, as an
+// agent does when it exits to be restarted.
+func (d *Dataplane) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return nil
+	}
+	err := d.dp.Close()
+	d.dp = nil
+	return err
+}
+
+// Remove tears the datapath down: links and filters, pinned maps, the
+// tunnel device, the nftables table, policy rules and routes, and the egress
+// addresses egressd added. It also cleans up after a crashed agent it never
+// talked to.
+func (d *Dataplane) Remove(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	if d.dp == nil {
+		// Needed to read which addresses egressd added.
+		if err := d.load(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	err := d.inNS(func() error {
+		var errs []error
+		if d.dp != nil {
+			owned, err := d.dp.OwnedAddrs()
+			if err != nil {
+				errs = append(errs, err)
+			}
+			for _, a := range owned {
+				if err := delAddr(a); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		errs = append(errs, d.removeRouting(), d.removeNFT(), d.removeTunnel())
+		if d.cfg.Clsact {
+			links, _ := netlink.LinkList()
+			for _, l := range links {
+				if d.matches(l.Attrs().Name) {
+					if _, err := bpf.DetachClsact(l.Attrs().Index); err != nil {
+						errs = append(errs, err)
+					}
+				}
+			}
+		}
+		return errors.Join(errs...)
+	})
+	errs = append(errs, err)
+	if d.dp != nil {
+		errs = append(errs, d.dp.Close())
+		d.dp = nil
+	}
+	errs = append(errs, bpf.Remove(d.cfg.PinRoot))
+	d.state = nil
+	d.nftHash = ""
+	return errors.Join(errs...)
+}
+
+func delAddr(a bpf.OwnedAddr) error {
+	l, err := netlink.LinkByIndex(a.Ifindex)
+	if err != nil {
+		return nil // interface gone, address gone with it
+	}
+	ipn := &net.IPNet{IP: a.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(a.Prefix.Bits(), a.Prefix.Addr().BitLen())}
+	if err := netlink.AddrDel(l, &netlink.Addr{IPNet: ipn}); err != nil && !errors.Is(err, errAddrNotAvail) {
+		return fmt.Errorf("removing %s from %s: %w", a.Prefix, l.Attrs().Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,320 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/bpf"
+)
+
+// applyGateway sets up (or, with a nil role, removes) the gateway side:
+// egress addresses, policy routing, the nftables table and the served map.
+// New pieces are added before the served map accepts traffic for them;
+// stale ones are removed after.
+func (d *Dataplane) applyGateway(role *GatewayRole) error {
+	if role == nil {
+		role = &GatewayRole{}
+	}
+	ifindex := map[string]int{}
+	for _, a := range role.Addresses {
+		if _, ok := ifindex[a.Interface]; ok {
+			continue
+		}
+		l, err := netlink.LinkByName(a.Interface)
+		if err != nil {
+			return fmt.Errorf("finding egress interface %s: %w", a.Interface, err)
+		}
+		ifindex[a.Interface] = l.Attrs().Index
+	}
+	wantAddr, err := d.addAddresses(role, ifindex)
+	if err != nil {
+		return err
+	}
+	if err := d.applyRouting(role, ifindex); err != nil {
+		return err
+	}
+	if len(role.Groups) > 0 {
+		tun, err := netlink.LinkByName(d.cfg.TunnelDevice)
+		if err != nil {
+			return fmt.Errorf("finding tunnel device: %w", err)
+		}
+		if err := d.applyNFT(d.nftModel(role, tun.Attrs().MTU)); err != nil {
+			return err
+		}
+	}
+	want := map[uint32]bool{}
+	for _, g := range role.Groups {
+		want[g.Group] = true
+		if err := d.dp.SetServed(g.Group); err != nil {
+			return err
+		}
+	}
+	served, err := d.dp.Served()
+	if err != nil {
+		return err
+	}
+	for _, id := range served {
+		if !want[id] {
+			if err := d.dp.DeleteServed(id); err != nil {
+				return err
+			}
+		}
+	}
+	if len(role.Groups) == 0 {
+		if err := d.removeNFT(); err != nil {
+			return err
+		}
+	}
+	// Stale addresses last.
+	owned, err := d.dp.OwnedAddrs()
+	if err != nil {
+		return err
+	}
+	for _, a := range owned {
+		if !wantAddr[a] {
+			if err := delAddr(a); err != nil {
+				return err
+			}
+			if err := d.dp.DeleteOwnedAddr(a); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func hostPrefix(ip netip.Addr) netip.Prefix {
+	return netip.PrefixFrom(ip, ip.BitLen())
+}
+
+func (d *Dataplane) addAddresses(role *GatewayRole, ifindex map[string]int) (map[bpf.OwnedAddr]bool, error) {
+	want := map[bpf.OwnedAddr]bool{}
+	for _, a := range role.Addresses {
+		idx := ifindex[a.Interface]
+		p := hostPrefix(a.IP)
+		l, err := netlink.LinkByIndex(idx)
+		if err != nil {
+			return nil, fmt.Errorf("finding %s: %w", a.Interface, err)
+		}
+		fam := netlink.FAMILY_V4
+		if a.IP.Is6() {
+			fam = netlink.FAMILY_V6
+		}
+		have, err := netlink.AddrList(l, fam)
+		if err != nil {
+			return nil, fmt.Errorf("listing addresses of %s: %w", a.Interface, err)
+		}
+		present := false
+		for _, h := range have {
+			if ip, ok := netip.AddrFromSlice(h.IP); ok && ip.Unmap() == a.IP {
+				present = true
+			}
+		}
+		oa := bpf.OwnedAddr{Prefix: p, Ifindex: idx}
+		if present {
+			// Keep ownership of addresses egressd added before;
+			// never claim foreign ones.
+			if owned, _ := d.dp.OwnedAddrs(); contains(owned, oa) {
+				want[oa] = true
+			}
+			continue
+		}
+		// Record ownership first: a crash between the two steps leaves
+		// a record to clean, never an unrecorded address.
+		if err := d.dp.AddOwnedAddr(oa); err != nil {
+			return nil, err
+		}
+		want[oa] = true
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.IP.AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Bits())}}
+		if a.IP.Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("adding %s to %s: %w", a.IP, a.Interface, err)
+		}
+	}
+	return want, nil
+}
+
+func contains(s []bpf.OwnedAddr, a bpf.OwnedAddr) bool {
+	for _, x := range s {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+type ruleID struct {
+	family int
+	prio   int
+	mark   uint32
+	mask   uint32
+	table  int
+}
+
+type routeID struct {
+	table int
+	dst   string
+}
+
+func allRoutes(family int) *net.IPNet {
+	if family == netlink.FAMILY_V6 {
+		return &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	}
+	return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+}
+
+// applyRouting keeps egressd's policy rules and tables: replies marked by
+// nftables go to the return table (default route into the tunnel device);
+// each served group's traffic goes to the table of the interface holding
+// its egress IP, a copy of that interface's main-table routes.
+func (d *Dataplane) applyRouting(role *GatewayRole, ifindex map[string]int) error {
+	wantRules := map[ruleID]bool{}
+	var wantRoutes []netlink.Route
+	if len(role.Groups) > 0 {
+		tun, err := netlink.LinkByName(d.cfg.TunnelDevice)
+		if err != nil {
+			return fmt.Errorf("finding tunnel device: %w", err)
+		}
+		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			wantRules[ruleID{fam, d.cfg.RulePriority, bpf.MarkMagic | bpf.MarkReply, bpf.MarkMagicMask | bpf.MarkReply | bpf.MarkTunnel, d.cfg.TableBase}] = true
+			wantRoutes = append(wantRoutes, netlink.Route{Table: d.cfg.TableBase, Dst: allRoutes(fam), LinkIndex: tun.Attrs().Index, Scope: netlink.SCOPE_LINK, Family: fam})
+		}
+	}
+	ifaceOf := map[netip.Addr]EgressAddress{}
+	for _, a := range role.Addresses {
+		ifaceOf[a.IP] = a
+	}
+	tables := map[[2]int]EgressAddress{} // (family, ifindex)
+	for _, g := range role.Groups {
+		for _, ip := range []netip.Addr{g.EgressIPv4, g.EgressIPv6} {
+			if !ip.IsValid() {
+				continue
+			}
+			a := ifaceOf[ip]
+			fam := netlink.FAMILY_V4
+			if ip.Is6() {
+				fam = netlink.FAMILY_V6
+			}
+			idx := ifindex[a.Interface]
+			wantRules[ruleID{fam, d.cfg.RulePriority + 1, bpf.MarkMagic | g.Group, bpf.MarkMagicMask | bpf.MarkReply | bpf.MarkGroupMask, d.cfg.TableBase + idx}] = true
+			tables[[2]int{fam, idx}] = a
+		}
+	}
+	for k, a := range tables {
+		fam, idx := k[0], k[1]
+		table := d.cfg.TableBase + idx
+		main, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: idx},
+			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
+		if err != nil {
+			return fmt.Errorf("listing routes of %s: %w", a.Interface, err)
+		}
+		for _, r := range main {
+			if fam == netlink.FAMILY_V6 && r.Dst != nil && r.Dst.IP.IsLinkLocalUnicast() {
+				continue
+			}
+			if a.NextHop.IsValid() && (r.Dst == nil || r.Dst.IP.IsUnspecified()) {
+				continue // replaced by the configured next hop
+			}
+			wantRoutes = append(wantRoutes, netlink.Route{Table: table, Dst: r.Dst, Gw: r.Gw, LinkIndex: idx, Scope: r.Scope, Flags: r.Flags, Family: fam})
+		}
+		if a.NextHop.IsValid() {
+			wantRoutes = append(wantRoutes, netlink.Route{Table: table, Dst: allRoutes(fam), Gw: a.NextHop.AsSlice(), LinkIndex: idx, Family: fam})
+		}
+	}
+	for i := range wantRoutes {
+		r := &wantRoutes[i]
+		if r.Dst == nil {
+			r.Dst = allRoutes(r.Family)
+		}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("adding route %s table %d: %w", r.Dst, r.Table, err)
+		}
+	}
+	for id := range wantRules {
+		r := netlink.NewRule()
+		r.Family = id.family
+		r.Priority = id.prio
+		r.Mark = id.mark
+		mask := id.mask
+		r.Mask = &mask
+		r.Table = id.table
+		if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("adding rule fwmark %#x table %d: %w", id.mark, id.table, err)
+		}
+	}
+	// Stale rules, then stale routes.
+	if err := d.pruneRules(wantRules); err != nil {
+		return err
+	}
+	wantRoute := map[routeID]bool{}
+	for _, r := range wantRoutes {
+		wantRoute[routeID{r.Table, r.Dst.String()}] = true
+	}
+	return d.pruneRoutes(wantRoute)
+}
+
+func (d *Dataplane) ownsTable(t int) bool {
+	return t >= d.cfg.TableBase && t < d.cfg.TableBase+1<<20
+}
+
+func (d *Dataplane) pruneRules(want map[ruleID]bool) error {
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rules, err := netlink.RuleList(fam)
+		if err != nil {
+			return fmt.Errorf("listing rules: %w", err)
+		}
+		for _, r := range rules {
+			if (r.Priority != d.cfg.RulePriority && r.Priority != d.cfg.RulePriority+1) || !d.ownsTable(r.Table) {
+				continue
+			}
+			var mask uint32
+			if r.Mask != nil {
+				mask = *r.Mask
+			}
+			if want[ruleID{fam, r.Priority, r.Mark, mask, r.Table}] {
+				continue
+			}
+			r.Family = fam
+			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("removing rule fwmark %#x table %d: %w", r.Mark, r.Table, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (d *Dataplane) pruneRoutes(want map[routeID]bool) error {
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("listing routes: %w", err)
+		}
+		for _, r := range routes {
+			if !d.ownsTable(r.Table) {
+				continue
+			}
+			dst := r.Dst
+			if dst == nil {
+				dst = allRoutes(fam)
+			}
+			if want[routeID{r.Table, dst.String()}] {
+				continue
+			}
+			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("removing route %s table %d: %w", dst, r.Table, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (d *Dataplane) removeRouting() error {
+	return errors.Join(d.pruneRules(nil), d.pruneRoutes(nil))
+}

@@ -1,0 +1,195 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/bpf"
+)
+
+// mtuOverhead of the inner headers: MSS = tunnel MTU - IP header - TCP header.
+const (
+	tcpIPv4Overhead = 40
+	tcpIPv6Overhead = 60
+)
+
+func ne32(v uint32) []byte {
+	b := make([]byte, 4)
+	binary.NativeEndian.PutUint32(b, v)
+	return b
+}
+
+func be16(v uint16) []byte {
+	b := make([]byte, 2)
+	binary.BigEndian.PutUint16(b, v)
+	return b
+}
+
+// nftModel is the content of egressd's table, kept comparable so an
+// unchanged state does not rewrite the table.
+type nftModel struct {
+	snat4, snat6 map[uint32][]byte // mark (MarkMagic|group) → egress IP
+	mss4, mss6   uint16
+}
+
+func (m nftModel) key() string {
+	var ks []string
+	for k, v := range m.snat4 {
+		ks = append(ks, fmt.Sprintf("4/%x/%x", k, v))
+	}
+	for k, v := range m.snat6 {
+		ks = append(ks, fmt.Sprintf("6/%x/%x", k, v))
+	}
+	slices.Sort(ks)
+	return fmt.Sprint(ks, m.mss4, m.mss6)
+}
+
+func (d *Dataplane) nftModel(role *GatewayRole, tunnelMTU int) nftModel {
+	m := nftModel{snat4: map[uint32][]byte{}, snat6: map[uint32][]byte{},
+		mss4: uint16(tunnelMTU - tcpIPv4Overhead), mss6: uint16(tunnelMTU - tcpIPv6Overhead)}
+	for _, g := range role.Groups {
+		mark := bpf.MarkMagic | g.Group
+		if g.EgressIPv4.IsValid() {
+			m.snat4[mark] = g.EgressIPv4.AsSlice()
+		}
+		if g.EgressIPv6.IsValid() {
+			m.snat6[mark] = g.EgressIPv6.AsSlice()
+		}
+	}
+	return m
+}
+
+// applyNFT replaces egressd's table in one netlink transaction: the kernel
+// swaps old for new atomically, and NAT bindings live in conntrack, so
+// established flows are not disturbed.
+func (d *Dataplane) applyNFT(m nftModel) error {
+	if d.nftHash == m.key() {
+		return nil
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("opening nftables: %w", err)
+	}
+	defer c.CloseLasting()
+	t := &nftables.Table{Name: d.cfg.NFTTable, Family: nftables.TableFamilyINet}
+	// Add-then-delete makes the delete succeed whether or not the table
+	// existed, all inside this one batch.
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+
+	snat4 := &nftables.Set{Table: t, Name: "snat4", IsMap: true, KeyType: nftables.TypeMark, DataType: nftables.TypeIPAddr}
+	snat6 := &nftables.Set{Table: t, Name: "snat6", IsMap: true, KeyType: nftables.TypeMark, DataType: nftables.TypeIP6Addr}
+	for _, s := range []struct {
+		set   *nftables.Set
+		elems map[uint32][]byte
+	}{{snat4, m.snat4}, {snat6, m.snat6}} {
+		var els []nftables.SetElement
+		for k, v := range s.elems {
+			els = append(els, nftables.SetElement{Key: ne32(k), Val: v})
+		}
+		if err := c.AddSet(s.set, els); err != nil {
+			return fmt.Errorf("adding set %s: %w", s.set.Name, err)
+		}
+	}
+
+	pre := c.AddChain(&nftables.Chain{Table: t, Name: "prerouting", Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
+	// Remember egressd's mark in conntrack for the whole connection.
+	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 2, Len: 4, Mask: ne32(bpf.MarkMagicMask), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 2, Data: ne32(bpf.MarkMagic)},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+	}})
+	// Replies of tunnelled flows (already de-NATed by conntrack at this
+	// hook's later stage for routing purposes) are marked so policy
+	// routing sends them to the tunnel device.
+	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: []expr.Any{
+		&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkTunnel), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic | bpf.MarkTunnel)},
+		&expr.Immediate{Register: 1, Data: ne32(bpf.MarkMagic | bpf.MarkReply)},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
+	}})
+
+	fwd := c.AddChain(&nftables.Chain{Table: t, Name: "forward", Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityMangle})
+	for _, fam := range []struct {
+		proto byte
+		mss   uint16
+	}{{unix.NFPROTO_IPV4, m.mss4}, {unix.NFPROTO_IPV6, m.mss6}} {
+		// Clamp the MSS of SYN and SYN-ACK of tunnelled flows so that
+		// segments fit the tunnel in both directions.
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.proto}},
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkTunnel), Xor: ne32(0)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic | bpf.MarkTunnel)},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x06}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
+			&expr.Exthdr{Op: expr.ExthdrOpTcpopt, Type: 2, Offset: 2, Len: 2, DestRegister: 1},
+			&expr.Cmp{Op: expr.CmpOpGt, Register: 1, Data: be16(fam.mss)},
+			&expr.Immediate{Register: 1, Data: be16(fam.mss)},
+			&expr.Exthdr{Op: expr.ExthdrOpTcpopt, Type: 2, Offset: 2, Len: 2, SourceRegister: 1},
+		}})
+	}
+
+	post := c.AddChain(&nftables.Chain{Table: t, Name: "postrouting", Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityNATSource - 1)})
+	for _, fam := range []struct {
+		proto byte
+		set   *nftables.Set
+	}{{unix.NFPROTO_IPV4, snat4}, {unix.NFPROTO_IPV6, snat6}} {
+		// SNAT to the group's egress IP. Running before srcnat (100)
+		// means a CNI's masquerade never gets to this connection.
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.proto}},
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkGroupMask), Xor: ne32(0)},
+			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: fam.set.Name, SetID: fam.set.ID},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(fam.proto), RegAddrMin: 1},
+		}})
+	}
+	// Marked traffic without an egress IP for its family is dropped, never
+	// sent with the node IP.
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkReply), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic)},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("writing nftables table %s: %w", d.cfg.NFTTable, err)
+	}
+	d.nftHash = m.key()
+	return nil
+}
+
+func (d *Dataplane) removeNFT() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("opening nftables: %w", err)
+	}
+	defer c.CloseLasting()
+	t := &nftables.Table{Name: d.cfg.NFTTable, Family: nftables.TableFamilyINet}
+	c.AddTable(t)
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("removing nftables table %s: %w", d.cfg.NFTTable, err)
+	}
+	d.nftHash = ""
+	return nil
+}

@@ -1,0 +1,190 @@
+// Package dataplane drives egressd's node-local datapath: the eBPF maps and
+// programs of package bpf, the egressd VXLAN tunnel device, pod interface
+// discovery, and on gateway nodes the egress addresses, the nftables table
+// (SNAT, MSS clamping, reply marking) and the policy routes. The agent's
+// control plane computes a State and calls Apply; Remove tears everything
+// down.
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/egressd/egressd/bpf"
+)
+
+// State is the desired node-local datapath state. It is complete: Apply
+// makes the node match it and removes whatever an earlier State had that
+// this one lacks.
+type State struct {
+	// NodeIP is this node's underlay IPv4 address: the tunnel source, and
+	// how a group's gateway list recognises this node (no tunnel hop).
+	NodeIP netip.Addr
+
+	// Pods are the pods running on this node that have an IP.
+	Pods []Pod
+
+	// PolicySets are the distinct combinations of policies that select
+	// local pods. Pods selected by the same policies share one set, so the
+	// rule map grows with sets × CIDRs, not pods × CIDRs.
+	PolicySets []PolicySet
+
+	// Groups are the gateway groups the policy sets point at, each with
+	// the gateways the control plane chose for this node.
+	Groups []Group
+
+	// Gateway is this node's gateway role; nil on non-gateway nodes.
+	Gateway *GatewayRole
+}
+
+// Pod is a local pod.
+type Pod struct {
+	// Name is namespace/name, for errors only.
+	Name string
+	// IPs are the pod's addresses (IPv4 and/or IPv6).
+	IPs []netip.Addr
+	// Interface is the host side of the pod's interface. Empty: found by
+	// looking up the route to the pod's first IP.
+	Interface string
+	// PolicySet is the id of the pod's policy set; 0 when no policy
+	// selects the pod (its traffic leaves the usual way).
+	PolicySet uint32
+}
+
+// PolicySet maps destination prefixes to gateway groups.
+type PolicySet struct {
+	// ID is non-zero and stable while the set's membership is unchanged.
+	ID uint32
+	// Destinations send matching traffic through a group. Where prefixes
+	// overlap the longest one wins; the control plane has already resolved
+	// equal prefixes by policy priority and name.
+	Destinations []Destination
+	// Excluded prefixes leave the usual way (with the node IP) even inside
+	// a destination. An excluded prefix equal to a destination wins.
+	Excluded []netip.Prefix
+}
+
+// Destination is one destination prefix of a policy set.
+type Destination struct {
+	Prefix netip.Prefix
+	Group  uint32
+}
+
+// Group is a gateway group as this node uses it.
+type Group struct {
+	// ID is 1-65535; it travels in the VXLAN VNI and the packet mark.
+	ID uint32
+	// Gateways are at most 8 gateways, in the order the control plane
+	// prefers (zone-local first). New flows hash over the healthy ones;
+	// established flows stay on their gateway while it is listed and
+	// healthy.
+	Gateways []GatewayNode
+}
+
+// GatewayNode is one gateway of a group.
+type GatewayNode struct {
+	// ID identifies the gateway node; non-zero, unique in the cluster.
+	ID uint32
+	// NodeIP is the gateway's underlay IPv4 address (tunnel endpoint).
+	NodeIP netip.Addr
+	// EgressIPv4 and EgressIPv6 are the addresses the gateway SNATs this
+	// group's traffic to. Informational here; the gateway's own State
+	// carries them in GatewayRole.
+	EgressIPv4, EgressIPv6 netip.Addr
+	// Healthy is the agent's latest probe result.
+	Healthy bool
+}
+
+// GatewayRole is what a gateway node does for the groups it serves.
+type GatewayRole struct {
+	// Groups are the groups this node forwards for.
+	Groups []ServedGroup
+	// Addresses are the egress IPs this node holds, with the interface
+	// that holds each. Apply adds them (as /32 or /128) and removes the
+	// ones it added earlier that are no longer listed; addresses it did
+	// not add are never removed.
+	Addresses []EgressAddress
+}
+
+// ServedGroup says which egress IPs a group's traffic leaves with. Each must
+// be one of GatewayRole.Addresses. A family without an egress IP is dropped
+// on this gateway, never sent with the node IP.
+type ServedGroup struct {
+	Group                  uint32
+	EgressIPv4, EgressIPv6 netip.Addr
+}
+
+// EgressAddress is an egress IP on an interface of this node.
+type EgressAddress struct {
+	IP        netip.Addr
+	Interface string
+	// NextHop is the router egress traffic from this IP goes to. Invalid
+	// (zero): the interface's routes in the main table are copied instead.
+	NextHop netip.Addr
+}
+
+func (s *State) validate() error {
+	var errs []error
+	if !s.NodeIP.Is4() {
+		errs = append(errs, fmt.Errorf("node IP %s is not IPv4", s.NodeIP))
+	}
+	sets := map[uint32]bool{}
+	groups := map[uint32]bool{}
+	for _, g := range s.Groups {
+		if g.ID == 0 || g.ID > bpf.MaxGroup {
+			errs = append(errs, fmt.Errorf("group id %d out of range 1-%d", g.ID, bpf.MaxGroup))
+		}
+		if len(g.Gateways) > bpf.MaxGateways {
+			errs = append(errs, fmt.Errorf("group %d has %d gateways, at most %d", g.ID, len(g.Gateways), bpf.MaxGateways))
+		}
+		for _, gw := range g.Gateways {
+			if gw.ID == 0 || !gw.NodeIP.Is4() {
+				errs = append(errs, fmt.Errorf("group %d: gateway %d needs a non-zero id and an IPv4 node IP (got %s)", g.ID, gw.ID, gw.NodeIP))
+			}
+		}
+		groups[g.ID] = true
+	}
+	for _, ps := range s.PolicySets {
+		if ps.ID == 0 {
+			errs = append(errs, errors.New("policy set id 0 is reserved for unselected pods"))
+		}
+		sets[ps.ID] = true
+		for _, d := range ps.Destinations {
+			if !d.Prefix.IsValid() {
+				errs = append(errs, fmt.Errorf("policy set %d: invalid destination prefix", ps.ID))
+			}
+			if !groups[d.Group] {
+				errs = append(errs, fmt.Errorf("policy set %d: destination %s points at unknown group %d", ps.ID, d.Prefix, d.Group))
+			}
+		}
+	}
+	for _, p := range s.Pods {
+		if p.PolicySet != 0 && !sets[p.PolicySet] {
+			errs = append(errs, fmt.Errorf("pod %s: unknown policy set %d", p.Name, p.PolicySet))
+		}
+	}
+	if r := s.Gateway; r != nil {
+		held := map[netip.Addr]bool{}
+		for _, a := range r.Addresses {
+			if !a.IP.IsValid() || a.Interface == "" {
+				errs = append(errs, fmt.Errorf("egress address %s needs an IP and an interface", a.IP))
+			}
+			held[a.IP] = true
+		}
+		for _, g := range r.Groups {
+			if g.Group == 0 || g.Group > bpf.MaxGroup {
+				errs = append(errs, fmt.Errorf("served group id %d out of range", g.Group))
+			}
+			for _, ip := range []netip.Addr{g.EgressIPv4, g.EgressIPv6} {
+				if ip.IsValid() && !held[ip] {
+					errs = append(errs, fmt.Errorf("served group %d: egress IP %s is not among the gateway's addresses", g.Group, ip))
+				}
+			}
+			if g.EgressIPv4.IsValid() && !g.EgressIPv4.Is4() || g.EgressIPv6.IsValid() && !g.EgressIPv6.Is6() {
+				errs = append(errs, fmt.Errorf("served group %d: egress IP family mismatch", g.Group))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
