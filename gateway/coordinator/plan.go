@@ -1,0 +1,351 @@
+package coordinator
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"time"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/ipalloc"
+)
+
+// NodeView is what the coordinator knows of one node when planning a gateway group.
+type NodeView struct {
+	Name       string
+	Zone       string
+	UnderlayIP netip.Addr
+	// Selected: the node matches the group's nodeSelector.
+	Selected bool
+	// Ready is the Node's Ready condition; Cordoned is spec.unschedulable.
+	Ready    bool
+	Cordoned bool
+	// AgentAlive: the agent's Lease was renewed recently.
+	AgentAlive bool
+	// ProbeUp is the coordinator's own probe verdict.
+	ProbeUp bool
+	// Free is how many more egress IPs the node can take (provider capacity).
+	Free int
+}
+
+// IPView is one EgressIP of the group as the ledger has it.
+type IPView struct {
+	IP   netip.Addr
+	Zone string
+	// Node is spec.node, where the coordinator wants the address.
+	Node string
+}
+
+// PlanInput is everything the planner decides from. It holds no clients: Plan is pure.
+type PlanInput struct {
+	Spec  egressv1.EgressGatewaySpec
+	Nodes []NodeView
+	IPs   []IPView
+	// Previous is the group's last written status: when each gateway started draining.
+	Previous egressv1.EgressGatewayStatus
+	Now      time.Time
+}
+
+// ZonePlan is the decision for one zone.
+type ZonePlan struct {
+	Name     string
+	Gateways []egressv1.GatewayNodeStatus
+	// Place maps every egress IP of the zone to the node that should hold it ("" when no node
+	// of the zone can: the address is kept for the group and placed when one comes back).
+	Place map[netip.Addr]string
+	// Want is how many new addresses to allocate (ipsPerZone minus existing), Excess how many
+	// to release (highest addresses first) after ipsPerZone was lowered.
+	Want   int
+	Excess []netip.Addr
+}
+
+// Plan is the planner's decision for a group.
+type Plan struct {
+	Zones []ZonePlan
+	// Requeue is when the plan changes by itself (a drain grace period ends); zero: never.
+	Requeue time.Duration
+}
+
+// gatewayView is a node's standing in the group before placement.
+type gatewayView struct {
+	NodeView
+	state  egressv1.GatewayState
+	reason string
+	since  time.Time
+	// usable: may hold egress IPs and take new flows.
+	usable bool
+	// keeps: still holds its addresses (draining within the grace period).
+	keeps bool
+}
+
+// PlanGateway decides, for one group, each gateway's state and where each egress IP goes. It
+// uses alloc only to place addresses (ipalloc.Place); alloc must hold the group's leases with
+// their current nodes.
+func PlanGateway(in PlanInput, alloc *ipalloc.Allocator) (Plan, error) {
+	grace := 30 * time.Second
+	if in.Spec.DrainGracePeriod != nil {
+		grace = in.Spec.DrainGracePeriod.Duration
+	}
+	prevState := map[string]egressv1.GatewayNodeStatus{}
+	for _, z := range in.Previous.Zones {
+		for _, g := range z.Gateways {
+			prevState[g.Node] = g
+		}
+	}
+	holds := map[string]int{}
+	for _, ip := range in.IPs {
+		if ip.Node != "" {
+			holds[ip.Node]++
+		}
+	}
+
+	var plan Plan
+	zones := map[string][]*gatewayView{}
+	for _, n := range in.Nodes {
+		prev, wasGateway := prevState[n.Name]
+		if !n.Selected && !wasGateway {
+			continue
+		}
+		g := &gatewayView{NodeView: n}
+		switch {
+		case !n.Selected || n.Cordoned:
+			g.state, g.reason = egressv1.GatewayDraining, "Cordoned"
+			if !n.Selected {
+				g.reason = "LabelRemoved"
+			}
+			g.since = in.Now
+			if prev.State == egressv1.GatewayDraining && prev.Since != nil {
+				g.since = prev.Since.Time
+			}
+			left := grace - in.Now.Sub(g.since)
+			if left <= 0 {
+				if !n.Selected {
+					continue // drained and no longer selected: it leaves the group
+				}
+			} else {
+				g.keeps = holds[n.Name] > 0
+				plan.Requeue = minPositive(plan.Requeue, left)
+			}
+		case !n.Ready:
+			g.state, g.reason = egressv1.GatewayUnhealthy, "NodeNotReady"
+		case !n.AgentAlive:
+			g.state, g.reason = egressv1.GatewayUnhealthy, "AgentLeaseExpired"
+		case !n.ProbeUp:
+			g.state, g.reason = egressv1.GatewayUnhealthy, "ProbeFailed"
+		default:
+			g.usable = true
+		}
+		zones[n.Zone] = append(zones[n.Zone], g)
+	}
+	ipsByZone := map[string][]IPView{}
+	for _, ip := range in.IPs {
+		ipsByZone[ip.Zone] = append(ipsByZone[ip.Zone], ip)
+		if _, ok := zones[ip.Zone]; !ok {
+			zones[ip.Zone] = nil
+		}
+	}
+
+	names := make([]string, 0, len(zones))
+	for z := range zones {
+		names = append(names, z)
+	}
+	slices.Sort(names)
+	for _, zone := range names {
+		zp, err := planZone(in, zone, zones[zone], ipsByZone[zone], holds, alloc)
+		if err != nil {
+			return Plan{}, err
+		}
+		plan.Zones = append(plan.Zones, zp)
+	}
+	return plan, nil
+}
+
+func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds map[string]int, alloc *ipalloc.Allocator) (ZonePlan, error) {
+	slices.SortFunc(gws, func(a, b *gatewayView) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(ips, func(a, b IPView) int { return a.IP.Compare(b.IP) })
+
+	// maxGatewaysPerZone: prefer usable nodes that already hold addresses, so a cap never
+	// moves an address off a healthy gateway.
+	usable := []*gatewayView{}
+	for _, g := range gws {
+		if g.usable {
+			usable = append(usable, g)
+		}
+	}
+	slices.SortStableFunc(usable, func(a, b *gatewayView) int { return cmp.Compare(b2i(holds[b.Name] > 0), b2i(holds[a.Name] > 0)) })
+	if m := in.Spec.Zones; m != nil && m.MaxGatewaysPerZone != nil && len(usable) > int(*m.MaxGatewaysPerZone) {
+		for _, g := range usable[*m.MaxGatewaysPerZone:] {
+			g.usable = false
+			g.state, g.reason = egressv1.GatewayStandby, "OverMaxGatewaysPerZone"
+		}
+		usable = usable[:*m.MaxGatewaysPerZone]
+	}
+
+	zp := ZonePlan{Name: zone, Place: map[netip.Addr]string{}}
+	keep := map[string]bool{}
+	for _, g := range gws {
+		if g.keeps {
+			keep[g.Name] = true
+		}
+	}
+	var movable []netip.Addr
+	for _, ip := range ips {
+		if keep[ip.Node] {
+			zp.Place[ip.IP] = ip.Node
+			continue
+		}
+		movable = append(movable, ip.IP)
+	}
+
+	want := 1
+	if c := in.Spec.Addresses.Cloud; c != nil && c.IPsPerZone > 0 {
+		want = int(c.IPsPerZone)
+	}
+	if in.Spec.Addresses.Static != nil {
+		want = len(ips) // static pools define the set; nothing to allocate or trim here
+	}
+	if len(ips) > want {
+		// Release the highest addresses; they are the most recently allocated.
+		for _, ip := range ips[want:] {
+			zp.Excess = append(zp.Excess, ip.IP)
+			movable = slices.DeleteFunc(movable, func(a netip.Addr) bool { return a == ip.IP })
+			delete(zp.Place, ip.IP)
+		}
+	}
+	if len(usable) > 0 && len(ips) < want {
+		zp.Want = want - len(ips)
+	}
+
+	switch {
+	case len(usable) == 0:
+		for _, ip := range movable {
+			zp.Place[ip] = "" // no survivor in the zone: keep the address, unplaced
+		}
+	case in.Spec.Mode == egressv1.ModeActiveStandby:
+		active := activeNode(in, usable, ips)
+		for _, ip := range movable {
+			zp.Place[ip] = active
+		}
+	default:
+		candidates := make([]ipalloc.Node, 0, len(usable))
+		for _, g := range usable {
+			free := g.Free
+			if free < 0 {
+				free = len(movable) // unknown capacity: let the cloud say no
+			}
+			candidates = append(candidates, ipalloc.Node{Name: g.Name, Free: free})
+		}
+		placed, err := alloc.Place(zone, movable, candidates)
+		if err != nil && !ipalloc.IsNoCapacity(err) {
+			return ZonePlan{}, err
+		}
+		for _, ip := range movable {
+			zp.Place[ip] = placed[ip] // "" when no capacity: reported as unplaced
+		}
+		if in.Spec.Failback == egressv1.FailbackImmediate {
+			rebalance(zp.Place, usable)
+		}
+	}
+
+	held := map[string]bool{}
+	for _, node := range zp.Place {
+		held[node] = true
+	}
+	for _, g := range gws {
+		st := egressv1.GatewayNodeStatus{Node: g.Name, State: g.state, Reason: g.reason}
+		if g.UnderlayIP.IsValid() {
+			st.UnderlayIP = g.UnderlayIP.String()
+		}
+		if g.usable {
+			st.State = egressv1.GatewayStandby
+			st.Reason = "NoEgressIP"
+			if held[g.Name] {
+				st.State, st.Reason = egressv1.GatewayActive, ""
+			}
+		}
+		since := in.Now
+		if st.State == egressv1.GatewayDraining {
+			since = g.since
+		} else if p := previousOf(in.Previous, g.Name); p != nil && p.State == st.State && p.Since != nil {
+			since = p.Since.Time
+		}
+		st.Since = timePtr(since)
+		zp.Gateways = append(zp.Gateways, st)
+	}
+	return zp, nil
+}
+
+// activeNode picks the one active gateway of an ActiveStandby zone: the current holder while it
+// is usable (failback Never), else the first usable node by name (which is also where Immediate
+// failback returns).
+func activeNode(in PlanInput, usable []*gatewayView, ips []IPView) string {
+	byName := slices.Clone(usable)
+	slices.SortFunc(byName, func(a, b *gatewayView) int { return cmp.Compare(a.Name, b.Name) })
+	if in.Spec.Failback == egressv1.FailbackImmediate {
+		return byName[0].Name
+	}
+	for _, ip := range ips {
+		for _, g := range usable {
+			if g.Name == ip.Node {
+				return g.Name
+			}
+		}
+	}
+	return byName[0].Name
+}
+
+// rebalance moves addresses from the most loaded usable gateway to the least loaded while they
+// differ by two or more, so a recovered gateway takes its share back (failback Immediate).
+func rebalance(place map[netip.Addr]string, usable []*gatewayView) {
+	for {
+		count := map[string][]netip.Addr{}
+		for _, g := range usable {
+			count[g.Name] = nil
+		}
+		for ip, n := range place {
+			if _, ok := count[n]; ok {
+				count[n] = append(count[n], ip)
+			}
+		}
+		var most, least string
+		for _, g := range usable {
+			n := g.Name
+			if most == "" || len(count[n]) > len(count[most]) {
+				most = n
+			}
+			if least == "" || len(count[n]) < len(count[least]) {
+				least = n
+			}
+		}
+		if len(count[most])-len(count[least]) < 2 {
+			return
+		}
+		moving := slices.MaxFunc(count[most], func(a, b netip.Addr) int { return a.Compare(b) })
+		place[moving] = least
+	}
+}
+
+func previousOf(st egressv1.EgressGatewayStatus, node string) *egressv1.GatewayNodeStatus {
+	for i := range st.Zones {
+		for j := range st.Zones[i].Gateways {
+			if st.Zones[i].Gateways[j].Node == node {
+				return &st.Zones[i].Gateways[j]
+			}
+		}
+	}
+	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func minPositive(a, b time.Duration) time.Duration {
+	if a <= 0 || b < a {
+		return b
+	}
+	return a
+}

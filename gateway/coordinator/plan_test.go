@@ -1,0 +1,255 @@
+package coordinator
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/ipalloc"
+)
+
+var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+func node(name, zone string, mods ...func(*NodeView)) NodeView {
+	n := NodeView{Name: name, Zone: zone, Selected: true, Ready: true, AgentAlive: true, ProbeUp: true, Free: 10,
+		UnderlayIP: netip.MustParseAddr("10.0.0." + fmt.Sprint(len(name)+int(name[len(name)-1])))}
+	for _, m := range mods {
+		m(&n)
+	}
+	return n
+}
+
+func probeDown(n *NodeView)  { n.ProbeUp = false }
+func notReady(n *NodeView)   { n.Ready = false }
+func cordoned(n *NodeView)   { n.Cordoned = true }
+func unlabelled(n *NodeView) { n.Selected = false }
+func leaseGone(n *NodeView)  { n.AgentAlive = false }
+
+func ip(s, zone, node string) IPView {
+	return IPView{IP: netip.MustParseAddr(s), Zone: zone, Node: node}
+}
+
+func spec(mods ...func(*egressv1.EgressGatewaySpec)) egressv1.EgressGatewaySpec {
+	s := egressv1.EgressGatewaySpec{
+		Mode:      egressv1.ModeActiveActive,
+		Failback:  egressv1.FailbackNever,
+		Addresses: egressv1.EgressAddresses{Cloud: &egressv1.CloudAddresses{Provider: "aws", IPsPerZone: 1}},
+	}
+	for _, m := range mods {
+		m(&s)
+	}
+	return s
+}
+
+func ipsPerZone(n int32) func(*egressv1.EgressGatewaySpec) {
+	return func(s *egressv1.EgressGatewaySpec) { s.Addresses.Cloud.IPsPerZone = n }
+}
+func standby(s *egressv1.EgressGatewaySpec)   { s.Mode = egressv1.ModeActiveStandby }
+func immediate(s *egressv1.EgressGatewaySpec) { s.Failback = egressv1.FailbackImmediate }
+func maxPerZone(n int32) func(*egressv1.EgressGatewaySpec) {
+	return func(s *egressv1.EgressGatewaySpec) { s.Zones = &egressv1.ZoneSpec{MaxGatewaysPerZone: &n} }
+}
+
+func draining(node string, since time.Time) egressv1.EgressGatewayStatus {
+	return egressv1.EgressGatewayStatus{Zones: []egressv1.ZoneStatus{{Name: "a", Gateways: []egressv1.GatewayNodeStatus{
+		{Node: node, State: egressv1.GatewayDraining, Since: &metav1.Time{Time: since}},
+	}}}}
+}
+
+func TestPlanGateway(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		in     PlanInput
+		states map[string]egressv1.GatewayState // node -> state
+		place  map[string]string                // ip -> node
+		want   map[string]int                   // zone -> new addresses
+		excess []string
+		gone   []string // nodes no longer listed
+	}{
+		{
+			name:   "four zones, one gateway each, nothing allocated yet",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("gw-a", "a"), node("gw-b", "b"), node("gw-c", "c"), node("gw-d", "d")}},
+			states: map[string]egressv1.GatewayState{"gw-a": "Standby", "gw-b": "Standby", "gw-c": "Standby", "gw-d": "Standby"},
+			want:   map[string]int{"a": 1, "b": 1, "c": 1, "d": 1},
+		},
+		{
+			name:   "healthy holder keeps its address, second node is standby",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n2")}},
+			states: map[string]egressv1.GatewayState{"n1": "Standby", "n2": "Active"},
+			place:  map[string]string{"10.0.1.10": "n2"},
+		},
+		{
+			name:   "probe failure moves the address to the survivor in the zone",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}},
+			states: map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Active"},
+			place:  map[string]string{"10.0.1.10": "n2"},
+		},
+		{
+			name:   "node NotReady and expired agent lease are unhealthy too",
+			in:     PlanInput{Spec: spec(ipsPerZone(2)), Nodes: []NodeView{node("n1", "a", notReady), node("n2", "a", leaseGone), node("n3", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1"), ip("10.0.1.11", "a", "n2")}},
+			states: map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Unhealthy", "n3": "Active"},
+			place:  map[string]string{"10.0.1.10": "n3", "10.0.1.11": "n3"},
+		},
+		{
+			name:   "last gateway of a zone dies: the address stays in the group, unplaced",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown), node("n2", "b")}, IPs: []IPView{ip("10.0.1.10", "a", "n1"), ip("10.0.2.10", "b", "n2")}},
+			states: map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Active"},
+			place:  map[string]string{"10.0.1.10": "", "10.0.2.10": "n2"},
+			want:   map[string]int{"a": 0, "b": 0},
+		},
+		{
+			name:   "cordoned holder drains: keeps its address within the grace period",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", cordoned), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}, Previous: draining("n1", t0.Add(-10*time.Second))},
+			states: map[string]egressv1.GatewayState{"n1": "Draining", "n2": "Standby"},
+			place:  map[string]string{"10.0.1.10": "n1"},
+		},
+		{
+			name:   "cordoned holder after the grace period: the address moves",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", cordoned), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}, Previous: draining("n1", t0.Add(-31*time.Second))},
+			states: map[string]egressv1.GatewayState{"n1": "Draining", "n2": "Active"},
+			place:  map[string]string{"10.0.1.10": "n2"},
+		},
+		{
+			name:   "label removed after the grace period: the node leaves the group",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", unlabelled), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}, Previous: draining("n1", t0.Add(-time.Minute))},
+			states: map[string]egressv1.GatewayState{"n2": "Active"},
+			place:  map[string]string{"10.0.1.10": "n2"},
+			gone:   []string{"n1"},
+		},
+		{
+			name:   "unlabelled node that never was a gateway is ignored",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", unlabelled), node("n2", "a")}},
+			states: map[string]egressv1.GatewayState{"n2": "Standby"},
+			gone:   []string{"n1"},
+			want:   map[string]int{"a": 1},
+		},
+		{
+			name:   "ActiveStandby, failback Never: the recovered first node stays standby",
+			in:     PlanInput{Spec: spec(standby, ipsPerZone(2)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n2"), ip("10.0.1.11", "a", "n2")}},
+			states: map[string]egressv1.GatewayState{"n1": "Standby", "n2": "Active"},
+			place:  map[string]string{"10.0.1.10": "n2", "10.0.1.11": "n2"},
+		},
+		{
+			name:   "ActiveStandby, failback Immediate: addresses return to the first node",
+			in:     PlanInput{Spec: spec(standby, immediate, ipsPerZone(2)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n2"), ip("10.0.1.11", "a", "n2")}},
+			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Standby"},
+			place:  map[string]string{"10.0.1.10": "n1", "10.0.1.11": "n1"},
+		},
+		{
+			name:   "ActiveActive, failback Immediate: a recovered node takes a share back",
+			in:     PlanInput{Spec: spec(immediate, ipsPerZone(2)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1"), ip("10.0.1.11", "a", "n1")}},
+			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Active"},
+			place:  map[string]string{"10.0.1.10": "n1", "10.0.1.11": "n2"},
+		},
+		{
+			name:   "ActiveActive, failback Never: nothing moves back",
+			in:     PlanInput{Spec: spec(ipsPerZone(2)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1"), ip("10.0.1.11", "a", "n1")}},
+			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Standby"},
+			place:  map[string]string{"10.0.1.10": "n1", "10.0.1.11": "n1"},
+		},
+		{
+			name:   "maxGatewaysPerZone keeps the holder and parks the rest",
+			in:     PlanInput{Spec: spec(maxPerZone(1)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n2")}},
+			states: map[string]egressv1.GatewayState{"n1": "Standby", "n2": "Active"},
+			place:  map[string]string{"10.0.1.10": "n2"},
+		},
+		{
+			name:   "ipsPerZone lowered: the highest address is released",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1"), ip("10.0.1.11", "a", "n1")}},
+			states: map[string]egressv1.GatewayState{"n1": "Active"},
+			place:  map[string]string{"10.0.1.10": "n1"},
+			excess: []string{"10.0.1.11"},
+		},
+		{
+			name:   "spread new addresses over the zone's gateways",
+			in:     PlanInput{Spec: spec(ipsPerZone(2)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", ""), ip("10.0.1.11", "a", "")}},
+			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Active"},
+			place:  map[string]string{"10.0.1.10": "n1", "10.0.1.11": "n2"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.in.Now = t0
+			alloc := ipalloc.New()
+			for _, z := range []string{"a", "b", "c", "d"} {
+				p := netip.MustParsePrefix(map[string]string{"a": "10.0.1.0/24", "b": "10.0.2.0/24", "c": "10.0.3.0/24", "d": "10.0.4.0/24"}[z])
+				if err := alloc.AddSubnet(z, "subnet-"+z, p, ipalloc.ReserveAWS); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, v := range tc.in.IPs {
+				if err := alloc.Claim(ipalloc.Record{IP: v.IP, Zone: v.Zone, Subnet: "subnet-" + v.Zone, Owner: "gw", Node: v.Node}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			plan, err := PlanGateway(tc.in, alloc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			states := map[string]egressv1.GatewayState{}
+			place := map[string]string{}
+			want := map[string]int{}
+			var excess []string
+			for _, z := range plan.Zones {
+				for _, g := range z.Gateways {
+					states[g.Node] = g.State
+				}
+				for a, n := range z.Place {
+					place[a.String()] = n
+				}
+				want[z.Name] = z.Want
+				for _, a := range z.Excess {
+					excess = append(excess, a.String())
+				}
+			}
+			for n, s := range tc.states {
+				if states[n] != s {
+					t.Errorf("node %s: state %q, want %q (all: %v)", n, states[n], s, states)
+				}
+			}
+			for _, n := range tc.gone {
+				if _, ok := states[n]; ok {
+					t.Errorf("node %s still listed as %s", n, states[n])
+				}
+			}
+			if len(states) != len(tc.states) {
+				t.Errorf("states %v, want %v", states, tc.states)
+			}
+			for a, n := range tc.place {
+				if got, ok := place[a]; !ok || got != n {
+					t.Errorf("address %s placed on %q, want %q", a, got, n)
+				}
+			}
+			for z, w := range tc.want {
+				if want[z] != w {
+					t.Errorf("zone %s: want %d new addresses, plan says %d", z, w, want[z])
+				}
+			}
+			if fmt.Sprint(excess) != fmt.Sprint(tc.excess) {
+				t.Errorf("excess %v, want %v", excess, tc.excess)
+			}
+		})
+	}
+}
+
+func TestPlanDrainRequeuesAtGraceEnd(t *testing.T) {
+	in := PlanInput{Spec: spec(), Now: t0, Nodes: []NodeView{node("n1", "a", cordoned), node("n2", "a")},
+		IPs: []IPView{ip("10.0.1.10", "a", "n1")}, Previous: draining("n1", t0.Add(-10*time.Second))}
+	alloc := ipalloc.New()
+	if err := alloc.AddSubnet("a", "subnet-a", netip.MustParsePrefix("10.0.1.0/24"), ipalloc.ReserveAWS); err != nil {
+		t.Fatal(err)
+	}
+	if err := alloc.Claim(ipalloc.Record{IP: netip.MustParseAddr("10.0.1.10"), Zone: "a", Subnet: "subnet-a", Owner: "gw", Node: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := PlanGateway(in, alloc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Requeue != 20*time.Second {
+		t.Fatalf("requeue after %v, want 20s (30s grace, draining for 10s)", plan.Requeue)
+	}
+}
