@@ -1,0 +1,482 @@
+package gcp_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/compute/metadata"
+	"google.golang.org/api/option"
+
+	"github.com/egressd/egressd/providers"
+	"github.com/egressd/egressd/providers/gcp"
+	gcpsim "github.com/egressd/egressd/test/cloudsim/gcp"
+)
+
+const proj = "egress-proj"
+
+var owner = providers.Owner{Cluster: "prod-1", Gateway: "gw"}
+
+type env struct {
+	sim *gcpsim.Sim
+	srv *httptest.Server
+	p   *gcp.Provider
+}
+
+func node(name, zone string) providers.NodeRef {
+	return providers.NodeRef{Name: name, ProviderID: "gce://" + proj + "/" + zone + "/" + name, Zone: zone}
+}
+
+var (
+	nodeA = node("node-a", "us-central1-a")
+	nodeB = node("node-b", "us-central1-a")
+	nodeC = node("node-c", "us-central1-b")
+	nodeP = node("node-pub", "us-central1-a") // has an ephemeral external IP
+	nodeS = node("node-small", "us-central1-a")
+)
+
+func newEnv(t *testing.T, budget time.Duration) *env {
+	t.Helper()
+	sim := gcpsim.New()
+	err := sim.Seed(gcpsim.ProjectSeed{
+		ID:      proj,
+		Subnets: []gcpsim.SubnetSeed{{Name: "nodes", Region: "us-central1", CIDR: "10.0.0.0/20", Secondary: map[string]string{"pods": "10.4.0.0/14"}}},
+		Instances: []gcpsim.InstanceSeed{
+			{Name: "node-a", Zone: "us-central1-a", NICs: []gcpsim.NICSeed{{Subnet: "nodes", NetworkIP: "10.0.0.2"}}},
+			{Name: "node-b", Zone: "us-central1-a", NICs: []gcpsim.NICSeed{{Subnet: "nodes", NetworkIP: "10.0.0.3"}}},
+			{Name: "node-c", Zone: "us-central1-b", NICs: []gcpsim.NICSeed{{Subnet: "nodes", NetworkIP: "10.0.0.4"}}},
+			{Name: "node-pub", Zone: "us-central1-a", NICs: []gcpsim.NICSeed{{Subnet: "nodes", NetworkIP: "10.0.0.5", ExternalIP: "192.0.2.10"}}},
+			{Name: "node-small", Zone: "us-central1-a", MaxAliasRanges: 2, NICs: []gcpsim.NICSeed{{Subnet: "nodes", NetworkIP: "10.0.0.6"}}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.SetMetadata(gcpsim.MetadataSeed{Project: proj, Number: 4242, Zone: "us-central1-a", Instance: "controller"})
+	srv := httptest.NewServer(sim.Handler())
+	t.Cleanup(srv.Close)
+	ctx := context.Background()
+	clients, err := gcp.NewClients(ctx, option.WithEndpoint(srv.URL), option.WithoutAuthentication())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{sim: sim, srv: srv, p: gcp.New(clients, gcp.Options{Project: proj, RetryBudget: budget})}
+}
+
+func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func holder(name, zone string) string { return proj + "/" + zone + "/" + name }
+
+func mutating(c map[string]int) int {
+	return c[gcpsim.MUpdateNetworkIface] + c[gcpsim.MAddAccessConfig] + c[gcpsim.MDeleteAccessConfig] + c[gcpsim.MAddressesInsert] + c[gcpsim.MAddressesDelete]
+}
+
+func total(c map[string]int) int {
+	n := 0
+	for k, v := range c {
+		if k != gcpsim.MMetadata {
+			n += v
+		}
+	}
+	return n
+}
+
+func TestEnsureIdempotent(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	req := providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.1.10")}
+	a1, err := e.p.EnsureIP(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sim.ResetCalls()
+	a2, err := e.p.EnsureIP(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *a1 != *a2 {
+		t.Fatalf("assignments differ: %+v vs %+v", a1, a2)
+	}
+	if c := e.sim.CallCounts(); mutating(c) != 0 || total(c) != 1 {
+		t.Fatalf("second ensure made calls %v, want one instances.get", c)
+	}
+	if got := e.sim.AliasCount("10.0.1.10"); got != 1 {
+		t.Fatalf("alias count %d", got)
+	}
+	if e.sim.Holder("10.0.1.10") != holder("node-a", "us-central1-a") {
+		t.Fatalf("holder %q", e.sim.Holder("10.0.1.10"))
+	}
+	if a1.InterfaceID != "nic0" || a1.Attachment != "nic0:10.0.1.10/32" {
+		t.Fatalf("assignment %+v", a1)
+	}
+}
+
+func TestEnsureHeldElsewhereIsConflict(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.1.11")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeB, IP: ip("10.0.1.11")})
+	if !providers.IsConflict(err) {
+		t.Fatalf("want Conflict, got %v", err)
+	}
+}
+
+func TestCapacityExhausted(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	// The simulator's per-NIC limit (2 on node-small) is below the provider's (10): the
+	// cloud's error is classified.
+	for i, s := range []string{"10.0.2.1", "10.0.2.2", "10.0.2.3"} {
+		_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeS, IP: ip(s)})
+		if i < 2 && err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 && !providers.IsCapacityExhausted(err) {
+			t.Fatalf("third alias: want CapacityExhausted, got %v", err)
+		}
+	}
+	// The provider's own limit.
+	clients, _ := gcp.NewClients(ctx, option.WithEndpoint(e.srv.URL), option.WithoutAuthentication())
+	small := gcp.New(clients, gcp.Options{Project: proj, MaxAliasRangesPerInterface: 1})
+	if _, err := small.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeB, IP: ip("10.0.2.10")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := small.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeB, IP: ip("10.0.2.11")}); !providers.IsCapacityExhausted(err) {
+		t.Fatalf("want CapacityExhausted, got %v", err)
+	}
+	// Static external address quota (a failed region operation with QUOTA_EXCEEDED).
+	e.sim.SetExternalAddressQuota(0)
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.2.20"), Public: true}); !providers.IsCapacityExhausted(err) {
+		t.Fatalf("want CapacityExhausted for the address quota, got %v", err)
+	}
+	// One access config per NIC: a node with an ephemeral external IP cannot take one.
+	e.sim.SetExternalAddressQuota(100)
+	_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeP, IP: ip("10.0.2.30"), Public: true})
+	if !providers.IsCapacityExhausted(err) || !strings.Contains(err.Error(), "AccessConfigInUse") {
+		t.Fatalf("want CapacityExhausted AccessConfigInUse, got %v", err)
+	}
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.2.40"), Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.2.41"), Public: true})
+	if !providers.IsCapacityExhausted(err) {
+		t.Fatalf("second public IP on one NIC: want CapacityExhausted, got %v", err)
+	}
+}
+
+func TestMoveKeepsIPAndPublicIP(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	e.sim.SetOperationDelay(20 * time.Millisecond)
+	ctx := context.Background()
+	a, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.3.1"), Public: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.PublicIP.IsValid() {
+		t.Fatalf("no public IP: %+v", a)
+	}
+	m, err := e.p.MoveIP(ctx, providers.MoveRequest{Owner: owner, Current: *a, To: nodeB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.IP != a.IP || m.PublicIP != a.PublicIP || m.Node != "node-b" {
+		t.Fatalf("moved %+v from %+v", m, a)
+	}
+	st := e.sim.Snapshot()
+	if st.Aliases["10.0.3.1"] != holder("node-b", "us-central1-a") || st.External[a.PublicIP.String()] != holder("node-b", "us-central1-a") {
+		t.Fatalf("state after move: %+v", st)
+	}
+	if e.sim.AddressCount("EXTERNAL") != 1 || e.sim.AliasCount("10.0.3.1") != 1 {
+		t.Fatalf("duplicate resources: %+v", st)
+	}
+	// Moving again to the holder mutates nothing.
+	e.sim.ResetCalls()
+	if _, err := e.p.MoveIP(ctx, providers.MoveRequest{Owner: owner, Current: *m, To: nodeB}); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.sim.CallCounts(); mutating(c) != 0 {
+		t.Fatalf("idempotent move mutated: %v", c)
+	}
+	// Unassigned address: a move assigns it.
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.3.2")}); err != nil {
+		t.Fatal(err)
+	}
+	priv, pub := windows(e.sim.Events(), "10.0.3.1", a.PublicIP.String())
+	t.Logf("move window (simulator, 20ms operations): private %v, public %v; provider-observed %+v", priv, pub, e.p.LastMoveWindow())
+	if priv <= 0 || priv > time.Second {
+		t.Fatalf("implausible private window %v", priv)
+	}
+}
+
+func TestMoveAcrossZonesInRegion(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	a, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.3.20")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.p.MoveIP(ctx, providers.MoveRequest{Owner: owner, Current: *a, To: nodeC}); err != nil {
+		t.Fatal(err)
+	}
+	if h := e.sim.Holder("10.0.3.20"); h != holder("node-c", "us-central1-b") {
+		t.Fatalf("holder %s", h)
+	}
+	// Not this cluster's address: NotFound.
+	_, err = e.p.MoveIP(ctx, providers.MoveRequest{Owner: providers.Owner{Cluster: "other"}, Current: *a, To: nodeB})
+	if !providers.IsNotFound(err) {
+		t.Fatalf("want NotFound, got %v", err)
+	}
+}
+
+// windows returns how long ip (and natIP) were on no instance between their last removal and
+// the following addition.
+func windows(ev []gcpsim.Event, ip, natIP string) (priv, pub time.Duration) {
+	var rm, prm time.Time
+	for _, e := range ev {
+		switch {
+		case e.IP == ip && e.Kind == "alias-":
+			rm = e.At
+		case e.IP == ip && e.Kind == "alias+" && !rm.IsZero():
+			priv = e.At.Sub(rm)
+		case e.IP == natIP && e.Kind == "nat-":
+			prm = e.At
+		case e.IP == natIP && e.Kind == "nat+" && !prm.IsZero():
+			pub = e.At.Sub(prm)
+		}
+	}
+	return priv, pub
+}
+
+func TestReleaseTwice(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	a, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.4.1"), Public: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := e.p.ReleaseIP(ctx, providers.ReleaseRequest{Owner: owner, Current: *a}); err != nil {
+			t.Fatalf("release %d: %v", i, err)
+		}
+	}
+	st := e.sim.Snapshot()
+	if len(st.Aliases) != 0 || len(st.Addresses) != 0 || st.External[a.PublicIP.String()] != "" {
+		t.Fatalf("left behind: %+v", st)
+	}
+}
+
+func TestListOwnedExcludesForeign(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.5.1"), Public: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeB, IP: ip("10.0.5.2")}); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.PutAddress(proj, "us-central1", "someone-elses", "10.0.5.3", "INTERNAL", nil)
+	e.sim.PutAddress(proj, "us-central1", "other-cluster", "10.0.5.4", "INTERNAL", map[string]string{gcp.LabelCluster: "prod-2"})
+	e.sim.PutAlias(proj, "us-central1-a", "node-b", "10.0.5.5/32")
+	owned, err := e.p.ListOwned(ctx, owner.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range owned {
+		got = append(got, fmt.Sprintf("%s %s %s", r.Kind, r.IP, r.Node))
+		if r.Created.IsZero() || r.Owner.Cluster != "prod-1" || r.Owner.Gateway != "gw" {
+			t.Fatalf("resource %+v", r)
+		}
+	}
+	sort.Strings(got)
+	if len(got) != 3 || got[0] != "PrivateIP 10.0.5.1 node-a" || got[1] != "PrivateIP 10.0.5.2 node-b" || !strings.HasPrefix(got[2], "PublicIP ") {
+		t.Fatalf("owned: %q", got)
+	}
+	// The foreign alias is not released, and asking is a Permission error.
+	err = e.p.ReleaseIP(ctx, providers.ReleaseRequest{Owner: owner, Current: providers.Assignment{IP: ip("10.0.5.5"), Node: "node-b", InstanceID: "projects/" + proj + "/zones/us-central1-a/instances/node-b"}})
+	if !providers.IsPermission(err) {
+		t.Fatalf("want Permission, got %v", err)
+	}
+	// GC: release everything listed.
+	for _, r := range owned {
+		if err := e.p.ReleaseOwned(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.p.ReleaseOwned(ctx, r); err != nil {
+			t.Fatalf("second ReleaseOwned: %v", err)
+		}
+	}
+	st := e.sim.Snapshot()
+	if len(st.Addresses) != 2 || st.Aliases["10.0.5.5"] == "" || st.Aliases["10.0.5.1"] != "" || st.Aliases["10.0.5.2"] != "" {
+		t.Fatalf("after GC: %+v", st)
+	}
+	if err := e.p.ReleaseOwned(ctx, providers.OwnedResource{Kind: providers.ResourcePrivateIP, ID: "regions/us-central1/addresses/other-cluster", Owner: owner}); !providers.IsPermission(err) {
+		t.Fatalf("want Permission for another cluster's address, got %v", err)
+	}
+}
+
+func TestThrottlingRetriedThenTyped(t *testing.T) {
+	e := newEnv(t, 400*time.Millisecond)
+	ctx := context.Background()
+	e.sim.FailNext(gcpsim.MUpdateNetworkIface, 2, http.StatusTooManyRequests, false)
+	e.sim.FailNext(gcpsim.MInstancesGet, 1, http.StatusForbidden, false) // 403 rateLimitExceeded
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.6.1")}); err != nil {
+		t.Fatalf("throttling within budget: %v", err)
+	}
+	e.sim.SetRateLimit(gcpsim.MInstancesGet, 0.001, 0, http.StatusTooManyRequests)
+	start := time.Now()
+	_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeB, IP: ip("10.0.6.2")})
+	if !providers.IsThrottled(err) || providers.RetryAfter(err) <= 0 {
+		t.Fatalf("want Throttled with a retry hint, got %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("budget not respected: %v", d)
+	}
+}
+
+func TestServerErrorAfterApplyNoDuplicate(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	e.sim.FailNext(gcpsim.MAddressesInsert, 1, http.StatusServiceUnavailable, true)
+	e.sim.FailNext(gcpsim.MUpdateNetworkIface, 1, http.StatusInternalServerError, true)
+	e.sim.FailNext(gcpsim.MAddAccessConfig, 1, http.StatusBadGateway, true)
+	a, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.7.1"), Public: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.sim.AliasCount("10.0.7.1") != 1 || e.sim.AddressCount("INTERNAL") != 1 || e.sim.AddressCount("EXTERNAL") != 1 {
+		t.Fatalf("duplicates: %+v", e.sim.Snapshot())
+	}
+	if e.sim.Snapshot().External[a.PublicIP.String()] != holder("node-a", "us-central1-a") {
+		t.Fatalf("public IP not bound: %+v", e.sim.Snapshot())
+	}
+}
+
+func TestDescribeLagNoDuplicate(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	e.sim.SetDescribeLag(150 * time.Millisecond)
+	ctx := context.Background()
+	req := providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.8.1"), Public: true}
+	a, err := e.p.EnsureIP(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.p.EnsureIP(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.8.2")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.p.MoveIP(ctx, providers.MoveRequest{Owner: owner, Current: *a, To: nodeB}); err != nil {
+		t.Fatal(err)
+	}
+	st := e.sim.Snapshot()
+	if e.sim.AliasCount("10.0.8.1") != 1 || e.sim.AliasCount("10.0.8.2") != 1 || e.sim.AddressCount("EXTERNAL") != 1 || e.sim.AddressCount("INTERNAL") != 2 {
+		t.Fatalf("duplicates under describe lag: %+v", st)
+	}
+	if st.Aliases["10.0.8.1"] != holder("node-b", "us-central1-a") {
+		t.Fatalf("state %+v", st)
+	}
+}
+
+func TestStaleFingerprintRetried(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	e.sim.RaceFingerprint(proj, "us-central1-a", "node-a", 2)
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.9.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.sim.Calls(gcpsim.MUpdateNetworkIface); n != 3 {
+		t.Fatalf("updateNetworkInterface calls %d, want 3 (two 412s, one success)", n)
+	}
+	if e.sim.Holder("10.0.9.1") == "" {
+		t.Fatal("alias not applied")
+	}
+	// Past the budget it is a Conflict.
+	short := newEnv(t, 100*time.Millisecond)
+	short.sim.RaceFingerprint(proj, "us-central1-a", "node-a", 100)
+	if _, err := short.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.9.2")}); !providers.IsConflict(err) {
+		t.Fatalf("want Conflict, got %v", err)
+	}
+}
+
+func TestConcurrentEnsuresSerialisedPerInstance(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	e.sim.SetOperationDelay(10 * time.Millisecond)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make([]error, 5)
+	for i := range errs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, errs[i] = e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip(fmt.Sprintf("10.0.10.%d", i+1))})
+		}(i)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("ensure %d: %v", i, err)
+		}
+		if e.sim.Holder(fmt.Sprintf("10.0.10.%d", i+1)) == "" {
+			t.Fatalf("10.0.10.%d lost", i+1)
+		}
+	}
+	if n := e.sim.Calls(gcpsim.MUpdateNetworkIface); n != 5 {
+		t.Fatalf("updateNetworkInterface calls %d, want 5 (no 412 thanks to per-instance serialisation)", n)
+	}
+}
+
+func TestFailedZoneOperationIsError(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	e.sim.FailNextOperation(gcpsim.MUpdateNetworkIface, gcpsim.OpFailure{HTTPStatus: 500, Code: "INTERNAL_ERROR", Message: "Internal error. Please try again."})
+	_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.11.1")})
+	if err == nil || !strings.Contains(err.Error(), "INTERNAL_ERROR") {
+		t.Fatalf("want the operation's error, got %v", err)
+	}
+	if e.sim.Holder("10.0.11.1") != "" {
+		t.Fatal("a failed operation applied its change")
+	}
+	// Calling again (the coordinator's retry) succeeds and creates nothing twice.
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.11.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if e.sim.AddressCount("INTERNAL") != 1 {
+		t.Fatal("duplicate reservation")
+	}
+}
+
+func TestDiscoverNodeAndMetadata(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.12.1")}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.p.DiscoverNode(ctx, nodeA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Zone != "us-central1-a" || len(info.Interfaces) != 1 || info.Interfaces[0].PrimaryIP != ip("10.0.0.2") ||
+		len(info.Interfaces[0].SecondaryIPs) != 1 || info.Subnets[0].CIDR != netip.MustParsePrefix("10.0.0.0/20") ||
+		info.Capacity.FreeIPSlots != 9 || len(info.Subnets[0].Reserved) != 4 {
+		t.Fatalf("info %+v", info)
+	}
+	if _, err := e.p.DiscoverNode(ctx, node("gone", "us-central1-a")); !providers.IsNotFound(err) {
+		t.Fatalf("want NotFound, got %v", err)
+	}
+	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(e.srv.URL, "http://"))
+	pid, err := gcp.ProjectFromMetadata(ctx, metadata.NewClient(&http.Client{Timeout: 5 * time.Second}))
+	if err != nil || pid != proj {
+		t.Fatalf("metadata project %q, %v", pid, err)
+	}
+}

@@ -1,0 +1,801 @@
+package gcpsim
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// apiError is a Compute error response.
+type apiError struct {
+	status  int
+	reason  string
+	message string
+}
+
+func (e *apiError) write(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+	w.WriteHeader(e.status)
+	_, _ = w.Write(mustJSON(map[string]any{"error": map[string]any{
+		"code":    e.status,
+		"message": e.message,
+		"errors":  []map[string]string{{"message": e.message, "domain": "global", "reason": e.reason}},
+	}}))
+}
+
+func errf(status int, reason, format string, args ...any) *apiError {
+	return &apiError{status: status, reason: reason, message: fmt.Sprintf(format, args...)}
+}
+
+// Handler serves the Compute REST API under /compute/v1/, the metadata server under
+// /computeMetadata/v1/ and the admin API under /admin/.
+func (s *Sim) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/compute/v1/", s.serveCompute)
+	mux.HandleFunc("/computeMetadata/v1/", s.serveMetadata)
+	mux.HandleFunc("/admin/", s.serveAdmin)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// The metadata client probes the root to detect GCE.
+		w.Header().Set("Metadata-Flavor", "Google")
+		w.WriteHeader(http.StatusOK)
+	})
+	return mux
+}
+
+type route struct {
+	method string
+	apply  func(p *project, r *http.Request, parts []string) (any, *apiError)
+}
+
+func (s *Sim) serveCompute(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/compute/v1/projects/"), "/")
+	name, handler := s.route(r.Method, parts)
+	if handler == nil {
+		errf(http.StatusNotFound, "notFound", "no route %s %s", r.Method, r.URL.Path).write(w)
+		return
+	}
+	s.mu.Lock()
+	s.calls[name]++
+	lat := s.latency
+	s.mu.Unlock()
+	if lat > 0 {
+		select {
+		case <-time.After(lat):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if name == MZoneOperationsWait || name == MRegionOperationsWait {
+		s.waitOperation(r, parts)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleLocked()
+	if e := s.admitLocked(name); e != nil {
+		e.write(w)
+		return
+	}
+	var after *scriptedFault
+	if q := s.scripted[name]; len(q) > 0 {
+		f := q[0]
+		s.scripted[name] = q[1:]
+		if !f.afterApply {
+			(&apiError{status: f.status, reason: f.reason, message: "injected fault"}).write(w)
+			return
+		}
+		after = &f
+	}
+	p := s.projects[parts[0]]
+	if p == nil {
+		errf(http.StatusNotFound, "notFound", "The resource 'projects/%s' was not found", parts[0]).write(w)
+		return
+	}
+	out, e := handler(p, r, parts)
+	if after != nil {
+		(&apiError{status: after.status, reason: after.reason, message: "injected fault after the change was applied"}).write(w)
+		return
+	}
+	if e != nil {
+		e.write(w)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+	_, _ = w.Write(mustJSON(out))
+}
+
+// admitLocked applies the method's rate limit.
+func (s *Sim) admitLocked(method string) *apiError {
+	b := s.limits[method]
+	if b == nil {
+		return nil
+	}
+	now := time.Now()
+	b.tokens += now.Sub(b.last).Seconds() * b.rate
+	if b.tokens > b.burst {
+		b.tokens = b.burst
+	}
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return nil
+	}
+	if b.status == http.StatusForbidden {
+		return errf(http.StatusForbidden, "rateLimitExceeded", "Rate Limit Exceeded")
+	}
+	return errf(http.StatusTooManyRequests, "rateLimitExceeded", "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute'")
+}
+
+func (s *Sim) route(method string, parts []string) (string, func(*project, *http.Request, []string) (any, *apiError)) {
+	n := len(parts)
+	switch {
+	case n == 5 && parts[1] == "zones" && parts[3] == "instances" && method == http.MethodGet:
+		return MInstancesGet, s.getInstance
+	case n == 6 && parts[1] == "zones" && parts[3] == "instances" && parts[5] == "updateNetworkInterface" && method == http.MethodPatch:
+		return MUpdateNetworkIface, s.updateNetworkInterface
+	case n == 6 && parts[1] == "zones" && parts[3] == "instances" && parts[5] == "addAccessConfig" && method == http.MethodPost:
+		return MAddAccessConfig, s.addAccessConfig
+	case n == 6 && parts[1] == "zones" && parts[3] == "instances" && parts[5] == "deleteAccessConfig" && method == http.MethodPost:
+		return MDeleteAccessConfig, s.deleteAccessConfig
+	case n == 5 && parts[1] == "zones" && parts[3] == "operations" && method == http.MethodGet:
+		return MZoneOperationsGet, s.getOperation
+	case n == 6 && parts[1] == "zones" && parts[3] == "operations" && parts[5] == "wait" && method == http.MethodPost:
+		return MZoneOperationsWait, s.getOperation
+	case n == 5 && parts[1] == "regions" && parts[3] == "operations" && method == http.MethodGet:
+		return MRegionOperationsGet, s.getOperation
+	case n == 6 && parts[1] == "regions" && parts[3] == "operations" && parts[5] == "wait" && method == http.MethodPost:
+		return MRegionOperationsWait, s.getOperation
+	case n == 4 && parts[1] == "regions" && parts[3] == "addresses" && method == http.MethodGet:
+		return MAddressesList, s.listAddresses
+	case n == 4 && parts[1] == "regions" && parts[3] == "addresses" && method == http.MethodPost:
+		return MAddressesInsert, s.insertAddress
+	case n == 5 && parts[1] == "regions" && parts[3] == "addresses" && method == http.MethodGet:
+		return MAddressesGet, s.getAddress
+	case n == 5 && parts[1] == "regions" && parts[3] == "addresses" && method == http.MethodDelete:
+		return MAddressesDelete, s.deleteAddress
+	case n == 3 && parts[1] == "aggregated" && parts[2] == "addresses" && method == http.MethodGet:
+		return MAddressesAggregated, s.listAddresses
+	case n == 5 && parts[1] == "regions" && parts[3] == "subnetworks" && method == http.MethodGet:
+		return MSubnetworksGet, s.getSubnetwork
+	}
+	return "", nil
+}
+
+// ---- instances ----
+
+func (s *Sim) instanceJSON(projectID string, in *instance, nics []*nic) map[string]any {
+	ifs := make([]map[string]any, 0, len(nics))
+	for _, n := range nics {
+		m := map[string]any{
+			"kind":        "compute#networkInterface",
+			"name":        n.Name,
+			"network":     n.Network,
+			"subnetwork":  n.Subnetwork,
+			"networkIP":   n.NetworkIP,
+			"fingerprint": n.Fingerprint,
+			"stackType":   "IPV4_ONLY",
+		}
+		if len(n.Aliases) > 0 {
+			m["aliasIpRanges"] = n.Aliases
+		}
+		if len(n.AccessConfigs) > 0 {
+			m["accessConfigs"] = n.AccessConfigs
+		}
+		ifs = append(ifs, m)
+	}
+	return map[string]any{
+		"kind":              "compute#instance",
+		"id":                strconv.FormatUint(in.id, 10),
+		"name":              in.Name,
+		"zone":              fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/zones/%s", projectID, in.Zone),
+		"status":            "RUNNING",
+		"machineType":       fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/zones/%s/machineTypes/e2-standard-4", projectID, in.Zone),
+		"selfLink":          instanceLink(projectID, in.Zone, in.Name),
+		"networkInterfaces": ifs,
+		"creationTimestamp": "2025-01-01T00:00:00.000-07:00",
+	}
+}
+
+func (s *Sim) findInstance(p *project, parts []string) (*instance, *apiError) {
+	in := p.instances[parts[2]+"/"+parts[4]]
+	if in == nil {
+		return nil, errf(http.StatusNotFound, "notFound", "The resource 'projects/%s/zones/%s/instances/%s' was not found", parts[0], parts[2], parts[4])
+	}
+	return in, nil
+}
+
+func findNIC(in *instance, name string) *nic {
+	for _, n := range in.nics {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func (s *Sim) getInstance(p *project, _ *http.Request, parts []string) (any, *apiError) {
+	in, e := s.findInstance(p, parts)
+	if e != nil {
+		return nil, e
+	}
+	return s.instanceJSON(p.id, in, in.view(time.Now(), s.lag)), nil
+}
+
+func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string) (any, *apiError) {
+	in, e := s.findInstance(p, parts)
+	if e != nil {
+		return nil, e
+	}
+	key := p.id + "/" + in.Zone + "/" + in.Name
+	n := findNIC(in, r.URL.Query().Get("networkInterface"))
+	if n == nil {
+		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'networkInterface': '%s'.", r.URL.Query().Get("networkInterface"))
+	}
+	var body struct {
+		Fingerprint   string       `json:"fingerprint"`
+		AliasIPRanges []aliasRange `json:"aliasIpRanges"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, errf(http.StatusBadRequest, "parseError", "%v", err)
+	}
+	if s.fpRaces[key] > 0 {
+		s.fpRaces[key]--
+		n.Fingerprint = s.newFingerprint()
+	}
+	if body.Fingerprint == "" {
+		return nil, errf(http.StatusBadRequest, "required", "Required field 'resource.fingerprint' not specified")
+	}
+	if body.Fingerprint != n.Fingerprint {
+		return nil, errf(http.StatusPreconditionFailed, "conditionNotMet", "Supplied fingerprint does not match current metadata fingerprint.")
+	}
+	if len(body.AliasIPRanges) > in.maxAliases {
+		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.aliasIpRanges': exceeded the maximum number of alias IP ranges (%d) per network interface.", in.maxAliases)
+	}
+	sn := s.subnetByLink(p, n.Subnetwork)
+	seen := map[netip.Addr]bool{}
+	for _, a := range body.AliasIPRanges {
+		pr, err := parseAlias(a.IPCidrRange)
+		if err != nil || !pr.Addr().Is4() {
+			return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.aliasIpRanges[].ipCidrRange': '%s'.", a.IPCidrRange)
+		}
+		parent := sn.CIDR
+		if a.SubnetworkRangeName != "" {
+			sec, ok := sn.Secondary[a.SubnetworkRangeName]
+			if !ok {
+				return nil, errf(http.StatusBadRequest, "invalid", "Secondary range '%s' does not exist in subnetwork '%s'.", a.SubnetworkRangeName, sn.Name)
+			}
+			parent = sec
+		}
+		if !parent.Contains(pr.Addr()) || pr.Bits() < parent.Bits() {
+			return nil, errf(http.StatusBadRequest, "invalid", "Alias IP range '%s' is not within the range '%s' of subnetwork '%s'.", a.IPCidrRange, parent, sn.Name)
+		}
+		if pr.Addr().String() == n.NetworkIP || seen[pr.Addr()] {
+			return nil, errf(http.StatusBadRequest, "invalid", "Alias IP range '%s' overlaps the primary IP or another alias of the interface.", a.IPCidrRange)
+		}
+		seen[pr.Addr()] = true
+		if other := p.ipInUse(n.Network, pr.Addr(), key); other != "" && other != in.Zone+"/"+in.Name {
+			return nil, errf(http.StatusBadRequest, "invalid", "IP address '%s' is already in use by another resource (%s).", pr.Addr(), other)
+		}
+	}
+	n.Fingerprint = s.newFingerprint()
+	want := append([]aliasRange(nil), body.AliasIPRanges...)
+	nicName := n.Name
+	return s.newOp(p, "zone", in.Zone, "updateNetworkInterface", instanceLink(p.id, in.Zone, in.Name), MUpdateNetworkIface, func() *opError {
+		n := findNIC(in, nicName)
+		for _, a := range want {
+			pr, _ := parseAlias(a.IPCidrRange)
+			if other := p.ipInUse(n.Network, pr.Addr(), key); other != "" && other != in.Zone+"/"+in.Name {
+				return &opError{HTTPStatus: 400, Code: "IP_IN_USE_BY_ANOTHER_RESOURCE", Message: fmt.Sprintf("IP '%s' is already being used by another resource.", pr.Addr())}
+			}
+		}
+		before := map[string]bool{}
+		for _, a := range n.Aliases {
+			before[strings.TrimSuffix(a.IPCidrRange, "/32")] = true
+		}
+		after := map[string]bool{}
+		for _, a := range want {
+			pr, _ := parseAlias(a.IPCidrRange)
+			after[pr.Addr().String()] = true
+		}
+		for ip := range before {
+			if !after[ip] {
+				s.emit(key, ip, "alias-")
+			}
+		}
+		for ip := range after {
+			if !before[ip] {
+				s.emit(key, ip, "alias+")
+			}
+		}
+		n.Aliases = want
+		in.snapshot(time.Now())
+		return nil
+	}), nil
+}
+
+func (s *Sim) addAccessConfig(p *project, r *http.Request, parts []string) (any, *apiError) {
+	in, e := s.findInstance(p, parts)
+	if e != nil {
+		return nil, e
+	}
+	key := p.id + "/" + in.Zone + "/" + in.Name
+	n := findNIC(in, r.URL.Query().Get("networkInterface"))
+	if n == nil {
+		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'networkInterface'.")
+	}
+	var ac accessConfig
+	if err := decode(r, &ac); err != nil {
+		return nil, errf(http.StatusBadRequest, "parseError", "%v", err)
+	}
+	if len(n.AccessConfigs) > 0 {
+		return nil, errf(http.StatusBadRequest, "invalid", "At most one access config currently supported.")
+	}
+	if ac.Type == "" {
+		ac.Type = "ONE_TO_ONE_NAT"
+	}
+	if ac.NatIP != "" {
+		var found *address
+		for _, a := range p.addresses {
+			if a.deleted.IsZero() && a.AddressType == "EXTERNAL" && a.Address == ac.NatIP && a.Region == zoneRegion(in.Zone) {
+				found = a
+			}
+		}
+		if found == nil {
+			return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.natIP': '%s'. The specified external IP address is not reserved in region '%s'.", ac.NatIP, zoneRegion(in.Zone))
+		}
+		if users := s.users(p, found); len(users) > 0 {
+			return nil, errf(http.StatusBadRequest, "invalid", "The IP address '%s' is already in use by '%s'.", ac.NatIP, users[0])
+		}
+	} else {
+		ac.NatIP = s.allocExternalLocked()
+	}
+	ac.Kind = "compute#accessConfig"
+	if ac.NetworkTier == "" {
+		ac.NetworkTier = "PREMIUM"
+	}
+	n.Fingerprint = s.newFingerprint()
+	nicName := n.Name
+	return s.newOp(p, "zone", in.Zone, "addAccessConfig", instanceLink(p.id, in.Zone, in.Name), MAddAccessConfig, func() *opError {
+		n := findNIC(in, nicName)
+		if len(n.AccessConfigs) > 0 {
+			return &opError{HTTPStatus: 400, Code: "INVALID_USAGE", Message: "At most one access config currently supported."}
+		}
+		n.AccessConfigs = append(n.AccessConfigs, ac)
+		s.emit(key, ac.NatIP, "nat+")
+		in.snapshot(time.Now())
+		return nil
+	}), nil
+}
+
+func (s *Sim) deleteAccessConfig(p *project, r *http.Request, parts []string) (any, *apiError) {
+	in, e := s.findInstance(p, parts)
+	if e != nil {
+		return nil, e
+	}
+	key := p.id + "/" + in.Zone + "/" + in.Name
+	n := findNIC(in, r.URL.Query().Get("networkInterface"))
+	if n == nil {
+		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'networkInterface'.")
+	}
+	name := r.URL.Query().Get("accessConfig")
+	idx := -1
+	for i, ac := range n.AccessConfigs {
+		if ac.Name == name {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'accessConfig': '%s'. The access config does not exist.", name)
+	}
+	n.Fingerprint = s.newFingerprint()
+	nicName := n.Name
+	return s.newOp(p, "zone", in.Zone, "deleteAccessConfig", instanceLink(p.id, in.Zone, in.Name), MDeleteAccessConfig, func() *opError {
+		n := findNIC(in, nicName)
+		var keep []accessConfig
+		for _, ac := range n.AccessConfigs {
+			if ac.Name == name {
+				s.emit(key, ac.NatIP, "nat-")
+				continue
+			}
+			keep = append(keep, ac)
+		}
+		n.AccessConfigs = keep
+		in.snapshot(time.Now())
+		return nil
+	}), nil
+}
+
+func (s *Sim) allocExternalLocked() string {
+	for {
+		s.extPoolNext++
+		i := s.extPoolNext
+		// 203.0.113.0/24 then 198.51.100.0/24 (documentation ranges).
+		var ip string
+		if i < 255 {
+			ip = fmt.Sprintf("203.0.113.%d", i)
+		} else {
+			ip = fmt.Sprintf("198.51.100.%d", i%254+1)
+		}
+		used := false
+		for _, p := range s.projects {
+			for _, a := range p.addresses {
+				if a.Address == ip && a.deleted.IsZero() {
+					used = true
+				}
+			}
+		}
+		if !used {
+			return ip
+		}
+	}
+}
+
+// ---- addresses ----
+
+func (s *Sim) users(p *project, a *address) []string {
+	var out []string
+	for _, in := range p.instances {
+		for _, n := range in.nics {
+			if a.AddressType == "EXTERNAL" {
+				for _, ac := range n.AccessConfigs {
+					if ac.NatIP == a.Address {
+						out = append(out, instanceLink(p.id, in.Zone, in.Name))
+					}
+				}
+				continue
+			}
+			if n.NetworkIP == a.Address {
+				out = append(out, instanceLink(p.id, in.Zone, in.Name))
+			}
+			for _, al := range n.Aliases {
+				if strings.TrimSuffix(al.IPCidrRange, "/32") == a.Address {
+					out = append(out, instanceLink(p.id, in.Zone, in.Name))
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *Sim) visible(a *address) bool {
+	cut := time.Now().Add(-s.lag)
+	if a.created.After(cut) {
+		return false
+	}
+	return a.deleted.IsZero() || a.deleted.After(cut)
+}
+
+func (s *Sim) addressJSON(p *project, a *address) map[string]any {
+	users := s.users(p, a)
+	status := "RESERVED"
+	if len(users) > 0 {
+		status = "IN_USE"
+	}
+	m := map[string]any{
+		"kind":              "compute#address",
+		"id":                strconv.FormatUint(a.id, 10),
+		"name":              a.Name,
+		"address":           a.Address,
+		"addressType":       a.AddressType,
+		"region":            fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s", p.id, a.Region),
+		"selfLink":          fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s/addresses/%s", p.id, a.Region, a.Name),
+		"status":            status,
+		"creationTimestamp": a.created.Format(time.RFC3339Nano),
+		"ipVersion":         "IPV4",
+	}
+	if a.Purpose != "" {
+		m["purpose"] = a.Purpose
+	}
+	if a.Subnetwork != "" {
+		m["subnetwork"] = a.Subnetwork
+	}
+	if a.NetworkTier != "" {
+		m["networkTier"] = a.NetworkTier
+	}
+	if len(users) > 0 {
+		m["users"] = users
+	}
+	if len(a.Labels) > 0 {
+		m["labels"] = a.Labels
+	}
+	return m
+}
+
+func (s *Sim) getAddress(p *project, _ *http.Request, parts []string) (any, *apiError) {
+	a := p.addresses[parts[2]+"/"+parts[4]]
+	if a == nil || !s.visible(a) {
+		return nil, errf(http.StatusNotFound, "notFound", "The resource 'projects/%s/regions/%s/addresses/%s' was not found", p.id, parts[2], parts[4])
+	}
+	return s.addressJSON(p, a), nil
+}
+
+var labelFilter = regexp.MustCompile(`labels\.([a-z0-9_-]+)\s*=\s*"?([a-z0-9_-]*)"?`)
+
+func (s *Sim) listAddresses(p *project, r *http.Request, parts []string) (any, *apiError) {
+	conds := labelFilter.FindAllStringSubmatch(r.URL.Query().Get("filter"), -1)
+	region := ""
+	if parts[1] == "regions" {
+		region = parts[2]
+	}
+	byRegion := map[string][]map[string]any{}
+	keys := make([]string, 0, len(p.addresses))
+	for k := range p.addresses {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		a := p.addresses[k]
+		if !s.visible(a) || (region != "" && a.Region != region) {
+			continue
+		}
+		ok := true
+		for _, c := range conds {
+			if a.Labels[c[1]] != c[2] {
+				ok = false
+			}
+		}
+		if ok {
+			byRegion[a.Region] = append(byRegion[a.Region], s.addressJSON(p, a))
+		}
+	}
+	if region != "" {
+		return map[string]any{"kind": "compute#addressList", "items": byRegion[region]}, nil
+	}
+	items := map[string]any{}
+	for reg, list := range byRegion {
+		items["regions/"+reg] = map[string]any{"addresses": list}
+	}
+	return map[string]any{"kind": "compute#addressAggregatedList", "items": items}, nil
+}
+
+func (s *Sim) insertAddress(p *project, r *http.Request, parts []string) (any, *apiError) {
+	region := parts[2]
+	var body struct {
+		Name        string            `json:"name"`
+		Address     string            `json:"address"`
+		AddressType string            `json:"addressType"`
+		Purpose     string            `json:"purpose"`
+		Subnetwork  string            `json:"subnetwork"`
+		NetworkTier string            `json:"networkTier"`
+		Labels      map[string]string `json:"labels"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, errf(http.StatusBadRequest, "parseError", "%v", err)
+	}
+	if body.Name == "" {
+		return nil, errf(http.StatusBadRequest, "required", "Required field 'resource.name' not specified")
+	}
+	if a := p.addresses[region+"/"+body.Name]; a != nil && a.deleted.IsZero() {
+		return nil, errf(http.StatusConflict, "alreadyExists", "The resource 'projects/%s/regions/%s/addresses/%s' already exists", p.id, region, body.Name)
+	}
+	if body.AddressType == "" {
+		body.AddressType = "EXTERNAL"
+	}
+	a := &address{Name: body.Name, Region: region, AddressType: body.AddressType, Purpose: body.Purpose, NetworkTier: body.NetworkTier, Labels: body.Labels}
+	var fail *opError
+	switch body.AddressType {
+	case "INTERNAL":
+		sn := s.subnetByLink(p, body.Subnetwork)
+		if sn == nil || sn.Region != region {
+			return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.subnetwork': '%s'.", body.Subnetwork)
+		}
+		ip, err := netip.ParseAddr(body.Address)
+		if err != nil || !sn.CIDR.Contains(ip) {
+			return nil, errf(http.StatusBadRequest, "invalid", "Requested internal IP address '%s' is outside the subnetwork's range '%s'.", body.Address, sn.CIDR)
+		}
+		for _, o := range p.addresses {
+			if o.deleted.IsZero() && o.AddressType == "INTERNAL" && o.Address == body.Address {
+				return nil, errf(http.StatusBadRequest, "invalid", "IP '%s' is already reserved by address '%s'.", body.Address, o.Name)
+			}
+		}
+		a.Address = body.Address
+		a.Subnetwork = subnetLink(p.id, region, sn.Name)
+	case "EXTERNAL":
+		n := 0
+		for _, o := range p.addresses {
+			if o.deleted.IsZero() && o.AddressType == "EXTERNAL" {
+				n++
+			}
+		}
+		if n >= s.extQuota {
+			fail = &opError{HTTPStatus: 403, Code: "QUOTA_EXCEEDED", Message: fmt.Sprintf("Quota 'STATIC_ADDRESSES' exceeded. Limit: %d.0 in region %s.", s.extQuota, region)}
+			break
+		}
+		a.Address = s.allocExternalLocked()
+	default:
+		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.addressType': '%s'.", body.AddressType)
+	}
+	if fail == nil {
+		s.seq++
+		a.id = 8000000000 + s.seq
+		a.created = time.Now().Add(s.opDelay)
+		p.addresses[region+"/"+body.Name] = a
+	}
+	op := s.newOp(p, "region", region, "insert", fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s/addresses/%s", p.id, region, body.Name), MAddressesInsert, nil)
+	if fail != nil && s.ops[op["name"].(string)].err == nil {
+		s.ops[op["name"].(string)].err = fail
+	}
+	return op, nil
+}
+
+func (s *Sim) deleteAddress(p *project, _ *http.Request, parts []string) (any, *apiError) {
+	a := p.addresses[parts[2]+"/"+parts[4]]
+	if a == nil || !a.deleted.IsZero() {
+		return nil, errf(http.StatusNotFound, "notFound", "The resource 'projects/%s/regions/%s/addresses/%s' was not found", p.id, parts[2], parts[4])
+	}
+	if u := s.users(p, a); len(u) > 0 {
+		return nil, errf(http.StatusBadRequest, "resourceInUseByAnotherResource", "The address resource '%s' is already being used by '%s'", a.Name, u[0])
+	}
+	a.deleted = time.Now().Add(s.opDelay)
+	return s.newOp(p, "region", parts[2], "delete", fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s/addresses/%s", p.id, parts[2], a.Name), MAddressesDelete, nil), nil
+}
+
+// ---- subnetworks ----
+
+func (s *Sim) getSubnetwork(p *project, _ *http.Request, parts []string) (any, *apiError) {
+	sn := p.subnets[parts[2]+"/"+parts[4]]
+	if sn == nil {
+		return nil, errf(http.StatusNotFound, "notFound", "The resource 'projects/%s/regions/%s/subnetworks/%s' was not found", p.id, parts[2], parts[4])
+	}
+	sec := []map[string]string{}
+	names := make([]string, 0, len(sn.Secondary))
+	for n := range sn.Secondary {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		sec = append(sec, map[string]string{"rangeName": n, "ipCidrRange": sn.Secondary[n].String()})
+	}
+	gw := sn.CIDR.Addr().Next()
+	return map[string]any{
+		"kind":              "compute#subnetwork",
+		"id":                strconv.FormatUint(sn.id, 10),
+		"name":              sn.Name,
+		"network":           fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/global/networks/%s", p.id, sn.Network),
+		"region":            fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s", p.id, sn.Region),
+		"ipCidrRange":       sn.CIDR.String(),
+		"gatewayAddress":    gw.String(),
+		"secondaryIpRanges": sec,
+		"selfLink":          subnetLink(p.id, sn.Region, sn.Name),
+		"fingerprint":       "subnetfp",
+	}, nil
+}
+
+// ---- operations ----
+
+// newOp registers an operation. A zero operation delay still returns RUNNING: the change
+// applies on the next request, as on the real API where an operation is never DONE at once.
+func (s *Sim) newOp(p *project, scope, where, opType, target, method string, apply func() *opError) map[string]any {
+	s.seq++
+	op := &operation{
+		name:    fmt.Sprintf("operation-%d-%x", time.Now().UnixMilli(), s.seq),
+		project: p.id, opType: opType, target: target,
+		status: "RUNNING", doneAt: time.Now().Add(s.opDelay), apply: apply, id: 9000000000 + s.seq,
+	}
+	if scope == "zone" {
+		op.zone = where
+	} else {
+		op.region = where
+	}
+	if q := s.failOps[method]; len(q) > 0 {
+		f := q[0]
+		s.failOps[method] = q[1:]
+		op.err = &opError{HTTPStatus: f.HTTPStatus, Code: f.Code, Message: f.Message}
+	}
+	s.ops[op.name] = op
+	s.opOrder = append(s.opOrder, op.name)
+	return s.opJSON(op)
+}
+
+func (s *Sim) opJSON(op *operation) map[string]any {
+	m := map[string]any{
+		"kind":          "compute#operation",
+		"id":            strconv.FormatUint(op.id, 10),
+		"name":          op.name,
+		"operationType": op.opType,
+		"targetLink":    op.target,
+		"status":        op.status,
+		"progress":      0,
+		"insertTime":    time.Now().Format(time.RFC3339Nano),
+	}
+	if op.zone != "" {
+		m["zone"] = fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/zones/%s", op.project, op.zone)
+		m["selfLink"] = fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/zones/%s/operations/%s", op.project, op.zone, op.name)
+	} else {
+		m["region"] = fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s", op.project, op.region)
+		m["selfLink"] = fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s/operations/%s", op.project, op.region, op.name)
+	}
+	if op.status == "DONE" {
+		m["progress"] = 100
+		m["endTime"] = time.Now().Format(time.RFC3339Nano)
+		if op.err != nil {
+			m["error"] = map[string]any{"errors": []map[string]string{{"code": op.err.Code, "message": op.err.Message}}}
+			m["httpErrorStatusCode"] = op.err.HTTPStatus
+			m["httpErrorMessage"] = strings.ToUpper(http.StatusText(op.err.HTTPStatus))
+		}
+	}
+	return m
+}
+
+func (s *Sim) getOperation(p *project, _ *http.Request, parts []string) (any, *apiError) {
+	op := s.ops[parts[4]]
+	if op == nil || op.project != p.id || (parts[1] == "zones" && op.zone != parts[2]) || (parts[1] == "regions" && op.region != parts[2]) {
+		return nil, errf(http.StatusNotFound, "notFound", "The resource 'projects/%s/%s/%s/operations/%s' was not found", p.id, parts[1], parts[2], parts[4])
+	}
+	return s.opJSON(op), nil
+}
+
+// waitOperation blocks (without the lock) until the operation is due, at most 2 minutes as
+// the real wait method does.
+func (s *Sim) waitOperation(r *http.Request, parts []string) {
+	if len(parts) < 5 {
+		return
+	}
+	s.mu.Lock()
+	op := s.ops[parts[4]]
+	var until time.Time
+	if op != nil {
+		until = op.doneAt
+	}
+	s.mu.Unlock()
+	d := time.Until(until)
+	if d <= 0 {
+		return
+	}
+	if d > 2*time.Minute {
+		d = 2 * time.Minute
+	}
+	select {
+	case <-time.After(d):
+	case <-r.Context().Done():
+	}
+}
+
+// ---- metadata ----
+
+func (s *Sim) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.calls[MMetadata]++
+	m := s.meta
+	s.mu.Unlock()
+	w.Header().Set("Metadata-Flavor", "Google")
+	if r.Header.Get("Metadata-Flavor") != "Google" {
+		http.Error(w, "Missing Metadata-Flavor:Google header.", http.StatusForbidden)
+		return
+	}
+	var v string
+	switch strings.TrimPrefix(r.URL.Path, "/computeMetadata/v1/") {
+	case "project/project-id":
+		v = m.Project
+	case "project/numeric-project-id":
+		v = strconv.FormatUint(m.Number, 10)
+	case "instance/zone":
+		v = fmt.Sprintf("projects/%d/zones/%s", m.Number, m.Zone)
+	case "instance/name", "instance/hostname":
+		v = m.Instance
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/text")
+	_, _ = io.WriteString(w, v)
+}
+
+func decode(r *http.Request, v any) error {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	return json.Unmarshal(b, v)
+}
