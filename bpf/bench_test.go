@@ -1,0 +1,82 @@
+package bpf
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// BenchmarkClassifier measures the pod classifier with BPF_PROG_TEST_RUN at
+// 10, 1k and 100k endpoints with 1k policy sets of 10 destination CIDRs each
+// (10k rules) over 10 groups. The packet belongs to an established, pinned
+// flow, the steady state of a busy node. ns/pkt is the kernel's own timing;
+// map-bytes is the memory of the endpoints and rules maps.
+func BenchmarkClassifier(b *testing.B) {
+	for _, eps := range []int{10, 1000, 100000} {
+		b.Run(fmt.Sprintf("endpoints=%d/policies=1000", eps), func(b *testing.B) {
+			d := load(b, Limits{Endpoints: 131072, Rules: 16384})
+			const sets, cidrs, groups = 1000, 10, 10
+			for g := uint32(1); g <= groups; g++ {
+				must(b, d.SetGroup(g, []Gateway{gwA, gwB}))
+			}
+			for s := uint32(1); s <= sets; s++ {
+				for c := 0; c < cidrs; c++ {
+					// Distinct /24s per set, spread over 10.x.y.0.
+					p := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(s >> 4), byte(s<<4) | byte(c), 0}), 24)
+					must(b, d.SetRule(RuleKey{s, p}, Rule{Group: 1 + (s+uint32(c))%groups}))
+				}
+			}
+			var probeSrc netip.Addr
+			for i := 0; i < eps; i++ {
+				ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+				must(b, d.SetEndpoint(ip, Endpoint{PolicySet: 1 + uint32(i)%sets, Ifindex: 1}))
+				if i == eps/2 {
+					probeSrc = ip
+				}
+			}
+			eps, _ := d.Endpoints()
+			set := eps[probeSrc].PolicySet
+			dst := netip.AddrFrom4([4]byte{100, byte(set >> 4), byte(set<<4) | 3, 7})
+			pkt := packet(probeSrc, dst, unix.IPPROTO_TCP, 40000, 443)
+			if got := run(b, d, pkt); got != actRedirect {
+				b.Fatalf("verdict %#x, want redirect", got)
+			}
+			b.ResetTimer()
+			_, per, err := d.Program(HookPod).Benchmark(pkt, b.N, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(per.Nanoseconds()), "ns/pkt")
+			mem, err := d.MapMemory()
+			must(b, err)
+			b.ReportMetric(float64(mem["endpoints"]+mem["rules4"]), "map-bytes")
+		})
+	}
+}
+
+// TestMapMemory reports the map memory at 100k endpoints × 1k policy sets ×
+// 10 CIDRs, the scale DESIGN.md §1 compares with Cilium's pods × CIDRs map.
+func TestMapMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 110k map entries")
+	}
+	d := load(t, Limits{Endpoints: 131072, Rules: 16384})
+	for s := uint32(1); s <= 1000; s++ {
+		for c := 0; c < 10; c++ {
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(s >> 4), byte(s<<4) | byte(c), 0}), 24)
+			must(t, d.SetRule(RuleKey{s, p}, Rule{Group: 1}))
+		}
+	}
+	for i := 0; i < 100000; i++ {
+		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		must(t, d.SetEndpoint(ip, Endpoint{PolicySet: 1 + uint32(i)%1000}))
+	}
+	mem, err := d.MapMemory()
+	must(t, err)
+	t.Logf("100k endpoints × 1k policy sets × 10 CIDRs: endpoints %.1f MiB, rules4 %.1f MiB (a pods × CIDRs map would hold 1M entries)",
+		float64(mem["endpoints"])/(1<<20), float64(mem["rules4"])/(1<<20))
+	t.Logf("fixed-size maps: flows %.1f MiB, return_flows %.1f MiB, groups %.1f MiB, stats %.1f MiB",
+		float64(mem["flows"])/(1<<20), float64(mem["return_flows"])/(1<<20), float64(mem["groups"])/(1<<20), float64(mem["stats"])/(1<<20))
+}
