@@ -35,6 +35,7 @@ type cluster struct {
 	states map[string]State
 	eg     map[string][2]netip.Addr // gateway node → egress v4, v6
 	gwIDs  map[string]uint32
+	cfg    func(*Config)
 }
 
 var (
@@ -56,7 +57,9 @@ func mountBPFFS(t testing.TB) string {
 	return dir
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T) *cluster { return newClusterWith(t, nil) }
+
+func newClusterWith(t *testing.T, cfg func(*Config)) *cluster {
 	t.Helper()
 	topo := netns.New(t, netns.Spec{Nodes: []netns.NodeSpec{
 		{Name: "worker1", Pods: []netns.PodSpec{{Name: "a"}, {Name: "b"}}},
@@ -65,7 +68,7 @@ func newCluster(t *testing.T) *cluster {
 		{Name: "gw2"},
 	}})
 	c := &cluster{t: t, topo: topo, bpffs: mountBPFFS(t), dps: map[string]*Dataplane{}, states: map[string]State{},
-		eg: map[string][2]netip.Addr{}, gwIDs: map[string]uint32{"gw1": 1, "gw2": 2}}
+		eg: map[string][2]netip.Addr{}, gwIDs: map[string]uint32{"gw1": 1, "gw2": 2}, cfg: cfg}
 	z := topo.Zones[0]
 	c.eg["gw1"] = [2]netip.Addr{z.Addr(200), z.Addr6(200)}
 	c.eg["gw2"] = [2]netip.Addr{z.Addr(201), z.Addr6(201)}
@@ -84,7 +87,11 @@ func newCluster(t *testing.T) *cluster {
 
 func (c *cluster) newDataplane(node string) *Dataplane {
 	n := c.topo.Node(node)
-	return New(Config{NetNS: n.Path(), PinRoot: filepath.Join(c.bpffs, node)})
+	cfg := Config{NetNS: n.Path(), PinRoot: filepath.Join(c.bpffs, node)}
+	if c.cfg != nil {
+		c.cfg(&cfg)
+	}
+	return New(cfg)
 }
 
 func (c *cluster) gateway(name string, healthy bool) GatewayNode {
@@ -470,5 +477,93 @@ func TestRemoveLeavesNothing(t *testing.T) {
 	// And the node falls back to its normal path.
 	if got, err := c.topo.Pod("a").HTTPGet(ctxT(t), dstG1); err != nil || got != c.topo.Node("worker1").IP {
 		t.Errorf("after teardown pod a is seen as %s (%v), want the node IP", got, err)
+	}
+}
+
+// TestClsactFallback runs the basic paths with tc clsact filters instead of
+// tcx links, as on kernels before 6.6, and checks their removal.
+func TestClsactFallback(t *testing.T) {
+	skipUnlessRoot(t)
+	c := newClusterWith(t, func(cfg *Config) { cfg.Clsact = true })
+	a, b, g := c.topo.Pod("a"), c.topo.Pod("b"), c.topo.Pod("g")
+	expectSeen(t, a, dstG1, c.eg["gw1"][0])
+	expectSeen(t, a, dstG1v6, c.eg["gw1"][1])
+	expectSeen(t, g, dstG1, c.eg["gw1"][0])
+	expectSeen(t, b, dstG1, c.topo.Node("worker1").IP)
+	w1 := c.topo.Node("worker1")
+	if err := c.dps["worker1"].Remove(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	err := w1.Do(func() error {
+		l, err := netlink.LinkByName(a.HostIface)
+		if err != nil {
+			return err
+		}
+		if found, err := bpf.DetachClsact(l.Attrs().Index); err != nil || found {
+			t.Errorf("clsact filters left on %s after Remove (found=%v, err=%v)", a.HostIface, found, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPodDiscovery shows Run attaching the classifier to a new pod
+// interface from netlink events, and dropping its link when it goes.
+func TestPodDiscovery(t *testing.T) {
+	skipUnlessRoot(t)
+	c := newCluster(t)
+	w1 := c.topo.Node("worker1")
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- c.dps["worker1"].Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-runDone; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // let the subscription start
+	const name = "lxcdisc0"
+	start := time.Now()
+	if err := w1.Netlink().LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "lxcdisc1"}); err != nil {
+		t.Fatal(err)
+	}
+	attached := func(ifname string) bool {
+		ok := false
+		_ = w1.Do(func() error {
+			l, err := netlink.LinkByName(ifname)
+			if err != nil {
+				return nil
+			}
+			res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
+			ok = err == nil && len(res.Programs) > 0
+			return nil
+		})
+		return ok
+	}
+	for !attached(name) {
+		if time.Since(start) > 2*time.Second {
+			t.Fatalf("classifier not attached to %s after 2 s", name)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("classifier attached to a new interface %v after it appeared", time.Since(start).Round(time.Millisecond))
+	l, err := w1.Netlink().LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w1.Netlink().LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	pin := filepath.Join(c.bpffs, "worker1", bpf.Version, "links", string(bpf.HookPod)+"_"+name)
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(pin); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("link pin %s left after the interface was deleted", pin)
+		}
 	}
 }
