@@ -28,7 +28,7 @@ import (
 // 203.0.113.200 and 2001:db8:113::200, and 198.51.100.0/24 and
 // 2001:db8:100::/64 to group 2.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	topo   *netns.Topology
 	bpffs  string
 	dps    map[string]*Dataplane
@@ -59,7 +59,7 @@ func mountBPFFS(t testing.TB) string {
 
 func newCluster(t *testing.T) *cluster { return newClusterWith(t, nil) }
 
-func newClusterWith(t *testing.T, cfg func(*Config)) *cluster {
+func newClusterWith(t testing.TB, cfg func(*Config)) *cluster {
 	t.Helper()
 	topo := netns.New(t, netns.Spec{Nodes: []netns.NodeSpec{
 		{Name: "worker1", Pods: []netns.PodSpec{{Name: "a"}, {Name: "b"}}},
@@ -154,7 +154,7 @@ func (c *cluster) applyAll() {
 	}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
