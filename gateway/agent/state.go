@@ -1,0 +1,630 @@
+package agent
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/probe"
+)
+
+// Inputs is everything ComputeState decides from: cached API objects, the agent's own probe
+// results and the node's interfaces. ComputeState does no I/O.
+type Inputs struct {
+	// Node is this node. Its InternalIP (IPv4) is the underlay IP, its zone label the zone.
+	Node *corev1.Node
+	// Pods are the pods scheduled on this node.
+	Pods            []corev1.Pod
+	Namespaces      []corev1.Namespace
+	Policies        []egressv1.EgressPolicy
+	ClusterPolicies []egressv1.ClusterEgressPolicy
+	Gateways        []egressv1.EgressGateway
+	EgressIPs       []egressv1.EgressIP
+	// Health is this agent's probe verdict per gateway underlay IP. A gateway missing from it
+	// is healthy: the coordinator listed it Active, and the probes take it out within
+	// FailureThreshold intervals if it is not.
+	Health map[netip.Addr]bool
+	// Interfaces of this node, where the egress IPs this node holds are mounted.
+	Interfaces []Interface
+	// SetIDs is the policy-set id assignment of the previous Result, so ids stay stable.
+	SetIDs map[string]uint32
+	// ProbePort is the probe port of every node.
+	ProbePort uint16
+}
+
+// Interface is a network interface of this node.
+type Interface struct {
+	Name  string
+	MAC   net.HardwareAddr
+	Addrs []netip.Addr
+}
+
+// Result is the decision of ComputeState.
+type Result struct {
+	// State is what the datapath must look like.
+	State dataplane.State
+	// SetIDs maps a policy set's key (its member policies) to its id; feed it back.
+	SetIDs map[string]uint32
+	// Probes are the gateways to probe: every Active or Draining gateway of every group a
+	// local pod uses, whatever the zone affinity, so that failover to another zone is decided
+	// on fresh results.
+	Probes []probe.Target
+	// Members are, per group, the gateways probed for it (for metrics).
+	Members []Member
+	// GroupNames maps group ids to EgressGateway names, GatewayNames gateway ids to node
+	// names (for metrics).
+	GroupNames   map[uint32]string
+	GatewayNames map[uint32]string
+	// Problems are objects ComputeState skipped, with the reason, for the log.
+	Problems []string
+}
+
+// Member is a gateway node probed for a group.
+type Member struct {
+	Group, Node string
+	Addr        netip.Addr
+	Self        bool
+}
+
+// GatewayID is a gateway's id in the datapath: its underlay IPv4 address, big-endian. It is
+// unique without coordination.
+func GatewayID(underlay netip.Addr) uint32 {
+	b := underlay.As4()
+	return binary.BigEndian.Uint32(b[:])
+}
+
+// policy is a parsed EgressPolicy or ClusterEgressPolicy.
+type policy struct {
+	key       string // "ns/name" or "name": unique across both kinds
+	name, ns  string // ns is empty for a ClusterEgressPolicy
+	cluster   bool
+	pods, nss labels.Selector
+	dests     []netip.Prefix
+	excl      []netip.Prefix
+	priority  int32
+	gw        *gatewayInfo
+}
+
+// before reports whether p wins over q on equal prefixes: higher priority, then the lower
+// name, then the lower namespace (a ClusterEgressPolicy's empty one first).
+func (p *policy) before(q *policy) bool {
+	if p.priority != q.priority {
+		return p.priority > q.priority
+	}
+	if p.name != q.name {
+		return p.name < q.name
+	}
+	return p.ns < q.ns
+}
+
+type gatewayInfo struct {
+	obj   *egressv1.EgressGateway
+	group uint32
+}
+
+// ComputeState turns the inputs into the node's datapath state. It fails only when the node
+// itself is unusable (no IPv4 InternalIP); objects it cannot use are skipped and listed in
+// Result.Problems.
+func ComputeState(in Inputs) (Result, error) {
+	res := Result{SetIDs: map[string]uint32{}, GroupNames: map[uint32]string{}, GatewayNames: map[uint32]string{}}
+	if in.Node == nil {
+		return res, errors.New("node not known yet")
+	}
+	nodeIP := nodeInternalIPv4(in.Node)
+	if !nodeIP.IsValid() {
+		return res, fmt.Errorf("node %s has no IPv4 InternalIP", in.Node.Name)
+	}
+	res.State.NodeIP = nodeIP
+	problem := func(format string, args ...any) { res.Problems = append(res.Problems, fmt.Sprintf(format, args...)) }
+
+	gateways := map[string]*gatewayInfo{}
+	for i := range in.Gateways {
+		g := &in.Gateways[i]
+		id := g.Status.GroupID
+		if id < 1 || id > bpf.MaxGroup {
+			problem("EgressGateway %s: no group id yet", g.Name)
+			continue
+		}
+		gateways[g.Name] = &gatewayInfo{obj: g, group: uint32(id)}
+	}
+	nsLabels := map[string]labels.Set{}
+	for i := range in.Namespaces {
+		nsLabels[in.Namespaces[i].Name] = labels.Set(in.Namespaces[i].Labels)
+	}
+	labelsOf := func(ns string) labels.Set {
+		if l, ok := nsLabels[ns]; ok {
+			return l
+		}
+		// The API server sets this label on every namespace; it is all we know of one the
+		// cache has not seen yet.
+		return labels.Set{corev1.LabelMetadataName: ns}
+	}
+
+	policies := parsePolicies(in, gateways, problem)
+
+	// Pods and their policy sets.
+	type podSet struct {
+		pod      dataplane.Pod
+		key      string
+		policies []*policy
+	}
+	var pods []podSet
+	for i := range in.Pods {
+		p := &in.Pods[i]
+		ips := podIPs(p)
+		if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || len(ips) == 0 {
+			continue // host-network pods have the node's IP; finished pods may have lost theirs
+		}
+		ps := podSet{pod: dataplane.Pod{Name: p.Namespace + "/" + p.Name, IPs: ips}}
+		podLabels := labels.Set(p.Labels)
+		for _, pol := range policies {
+			if pol.cluster {
+				if !pol.nss.Matches(labelsOf(p.Namespace)) {
+					continue
+				}
+			} else if pol.ns != p.Namespace {
+				continue
+			}
+			if !pol.pods.Matches(podLabels) || !admits(pol.gw.obj, p.Namespace, labelsOf(p.Namespace)) {
+				continue
+			}
+			ps.policies = append(ps.policies, pol)
+		}
+		if len(ps.policies) > 0 {
+			keys := make([]string, len(ps.policies))
+			for j, pol := range ps.policies {
+				keys[j] = pol.key
+			}
+			ps.key = strings.Join(keys, ",") // policies are sorted by key
+		}
+		pods = append(pods, ps)
+	}
+
+	// Set ids: kept while the membership (the key) lives on; a new set takes the lowest id
+	// that neither a live set nor the previous Result used, so an id never changes meaning
+	// within one Apply.
+	members := map[string][]*policy{}
+	for _, ps := range pods {
+		if ps.key != "" {
+			members[ps.key] = ps.policies
+		}
+	}
+	used := map[uint32]bool{}
+	for _, id := range in.SetIDs {
+		used[id] = true
+	}
+	var fresh []string
+	for key := range members {
+		if id, ok := in.SetIDs[key]; ok && id != 0 {
+			res.SetIDs[key] = id
+		} else {
+			fresh = append(fresh, key)
+		}
+	}
+	slices.Sort(fresh)
+	next := uint32(1)
+	for _, key := range fresh {
+		for used[next] {
+			next++
+		}
+		res.SetIDs[key] = next
+		used[next] = true
+	}
+
+	usedGroups := map[uint32]*gatewayInfo{}
+	for key, pols := range members {
+		set := resolve(pols)
+		set.ID = res.SetIDs[key]
+		for _, d := range set.Destinations {
+			usedGroups[d.Group] = gatewayFor(pols, d.Group)
+		}
+		res.State.PolicySets = append(res.State.PolicySets, set)
+	}
+	slices.SortFunc(res.State.PolicySets, func(a, b dataplane.PolicySet) int { return cmp.Compare(a.ID, b.ID) })
+	for _, ps := range pods {
+		ps.pod.PolicySet = res.SetIDs[ps.key]
+		res.State.Pods = append(res.State.Pods, ps.pod)
+	}
+	slices.SortFunc(res.State.Pods, func(a, b dataplane.Pod) int { return strings.Compare(a.Name, b.Name) })
+
+	// Groups.
+	probes := map[netip.Addr]probe.Target{}
+	for id, gi := range usedGroups {
+		g := buildGroup(in, gi, nodeIP, probes, &res)
+		g.ID = id
+		res.State.Groups = append(res.State.Groups, g)
+	}
+	slices.SortFunc(res.State.Groups, func(a, b dataplane.Group) int { return cmp.Compare(a.ID, b.ID) })
+	for _, t := range probes {
+		res.Probes = append(res.Probes, t)
+	}
+	slices.SortFunc(res.Probes, func(a, b probe.Target) int { return a.Addr.Compare(b.Addr) })
+	slices.SortFunc(res.Members, func(a, b Member) int {
+		return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.Node, b.Node))
+	})
+
+	res.State.Gateway = gatewayRole(in, gateways, nodeIP, problem)
+	return res, nil
+}
+
+func parsePolicies(in Inputs, gateways map[string]*gatewayInfo, problem func(string, ...any)) []*policy {
+	var out []*policy
+	add := func(kind, key, name, ns string, cluster bool, nsSel *metav1.LabelSelector, rule *egressv1.EgressPolicyRule) {
+		p := &policy{key: key, name: name, ns: ns, cluster: cluster, priority: rule.Priority}
+		gw, ok := gateways[rule.Gateway]
+		if !ok {
+			problem("%s %s: EgressGateway %q not found or without a group id", kind, key, rule.Gateway)
+			return
+		}
+		p.gw = gw
+		var err error
+		if p.pods, err = metav1.LabelSelectorAsSelector(&rule.PodSelector); err != nil {
+			problem("%s %s: podSelector: %v", kind, key, err)
+			return
+		}
+		if cluster {
+			if p.nss, err = metav1.LabelSelectorAsSelector(nsSel); err != nil {
+				problem("%s %s: namespaceSelector: %v", kind, key, err)
+				return
+			}
+		}
+		for _, c := range rule.DestinationCIDRs {
+			pfx, err := netip.ParsePrefix(c)
+			if err != nil {
+				problem("%s %s: destination %q: %v", kind, key, c, err)
+				return
+			}
+			p.dests = append(p.dests, pfx.Masked())
+		}
+		for _, c := range rule.ExcludedCIDRs {
+			pfx, err := netip.ParsePrefix(c)
+			if err != nil {
+				problem("%s %s: excluded %q: %v", kind, key, c, err)
+				return
+			}
+			p.excl = append(p.excl, pfx.Masked())
+		}
+		out = append(out, p)
+	}
+	for i := range in.Policies {
+		p := &in.Policies[i]
+		add("EgressPolicy", p.Namespace+"/"+p.Name, p.Name, p.Namespace, false, nil, &p.Spec)
+	}
+	for i := range in.ClusterPolicies {
+		p := &in.ClusterPolicies[i]
+		add("ClusterEgressPolicy", p.Name, p.Name, "", true, &p.Spec.NamespaceSelector, &p.Spec.EgressPolicyRule)
+	}
+	slices.SortFunc(out, func(a, b *policy) int { return strings.Compare(a.key, b.key) })
+	return out
+}
+
+// admits reports whether a gateway's allowedNamespaces admits a namespace.
+func admits(gw *egressv1.EgressGateway, ns string, nsLabels labels.Set) bool {
+	a := gw.Spec.AllowedNamespaces
+	if a == nil {
+		return true
+	}
+	if slices.Contains(a.Names, ns) {
+		return true
+	}
+	if a.Selector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(a.Selector)
+		return err == nil && sel.Matches(nsLabels)
+	}
+	return false
+}
+
+func contains(outer, inner netip.Prefix) bool {
+	return outer.Addr().Is4() == inner.Addr().Is4() && outer.Bits() <= inner.Bits() && outer.Contains(inner.Addr())
+}
+
+// resolve turns the policies of one set into LPM entries that give every address the decision
+// the policies mean: among the policies with a destination containing it and no excluded
+// prefix of their own containing it, the longest destination wins, then the priority, then
+// the name; no such policy means the traffic leaves the usual way. An exclusion only carves
+// its own policy (another policy's destination still applies inside it), and within its
+// policy it wins over destinations of any length.
+//
+// The decision is constant between candidate prefixes, so evaluating it at each candidate and
+// keeping the ones that differ from their nearest enclosing candidate is exact.
+func resolve(pols []*policy) dataplane.PolicySet {
+	var cands []netip.Prefix
+	for _, p := range pols {
+		cands = append(cands, p.dests...)
+		cands = append(cands, p.excl...)
+	}
+	slices.SortFunc(cands, func(a, b netip.Prefix) int {
+		return cmp.Or(cmp.Compare(a.Bits(), b.Bits()), a.Addr().Compare(b.Addr()))
+	})
+	cands = slices.Compact(cands)
+
+	decide := func(c netip.Prefix) uint32 { // 0: leave the usual way
+		var best *policy
+		bestBits := -1
+		for _, p := range pols {
+			if slices.ContainsFunc(p.excl, func(e netip.Prefix) bool { return contains(e, c) }) {
+				continue
+			}
+			for _, d := range p.dests {
+				if !contains(d, c) {
+					continue
+				}
+				if d.Bits() > bestBits || d.Bits() == bestBits && p.before(best) {
+					best, bestBits = p, d.Bits()
+				}
+			}
+		}
+		if best == nil {
+			return 0
+		}
+		return best.gw.group
+	}
+	var set dataplane.PolicySet
+	decided := map[netip.Prefix]uint32{}
+	for _, c := range cands { // shortest first, so every enclosing candidate is decided
+		g := decide(c)
+		decided[c] = g
+		parent := uint32(0)
+		for bits := c.Bits() - 1; bits >= 0; bits-- {
+			if pg, ok := decided[netip.PrefixFrom(c.Addr(), bits).Masked()]; ok {
+				parent = pg
+				break
+			}
+		}
+		if g == parent {
+			continue
+		}
+		if g == 0 {
+			set.Excluded = append(set.Excluded, c)
+		} else {
+			set.Destinations = append(set.Destinations, dataplane.Destination{Prefix: c, Group: g})
+		}
+	}
+	return set
+}
+
+func gatewayFor(pols []*policy, group uint32) *gatewayInfo {
+	for _, p := range pols {
+		if p.gw.group == group {
+			return p.gw
+		}
+	}
+	return nil
+}
+
+type candidate struct {
+	node     dataplane.GatewayNode
+	name     string
+	zone     string
+	local    bool
+	self     bool
+	draining bool
+}
+
+// buildGroup lists the gateways this node sends a group's new flows to, and adds every
+// Active or Draining gateway of the group to the probes.
+//
+// Draining gateways stay listed (with their probe health) so their established flows keep
+// going: the datapath has no "no new flows" flag yet, so they still get a share of new flows
+// until the coordinator moves their egress IPs.
+func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.Addr]probe.Target, res *Result) dataplane.Group {
+	gw := gi.obj
+	res.GroupNames[gi.group] = gw.Name
+	myZone := in.Node.Labels[corev1.LabelTopologyZone]
+
+	// Egress IPs per holder: the lowest of each family.
+	held := map[string][2]netip.Addr{}
+	for i := range in.EgressIPs {
+		e := &in.EgressIPs[i]
+		if e.Spec.Gateway != gw.Name || e.Status.Node == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(e.Spec.IP)
+		if err != nil {
+			continue
+		}
+		ip = ip.Unmap()
+		h := held[e.Status.Node]
+		fam := 0
+		if ip.Is6() {
+			fam = 1
+		}
+		if !h[fam].IsValid() || ip.Less(h[fam]) {
+			h[fam] = ip
+		}
+		held[e.Status.Node] = h
+	}
+
+	target := probe.Target{Interval: probe.DefaultInterval, FailureThreshold: probe.DefaultFailureThreshold}
+	if h := gw.Spec.Health; h != nil {
+		if h.Interval != nil {
+			target.Interval = h.Interval.Duration
+		}
+		if h.Timeout != nil {
+			target.Timeout = h.Timeout.Duration
+		}
+		if h.FailureThreshold > 0 {
+			target.FailureThreshold = int(h.FailureThreshold)
+		}
+	}
+
+	var cands []candidate
+	for _, z := range gw.Status.Zones {
+		for _, g := range z.Gateways {
+			if g.State != egressv1.GatewayActive && g.State != egressv1.GatewayDraining {
+				continue
+			}
+			ip, err := netip.ParseAddr(g.UnderlayIP)
+			if err != nil || !ip.Is4() {
+				res.Problems = append(res.Problems, fmt.Sprintf("EgressGateway %s: gateway %s has no IPv4 underlay IP", gw.Name, g.Node))
+				continue
+			}
+			c := candidate{name: g.Node, zone: z.Name, local: z.Name == myZone, self: ip == nodeIP,
+				draining: g.State == egressv1.GatewayDraining}
+			c.node = dataplane.GatewayNode{ID: GatewayID(ip), NodeIP: ip, EgressIPv4: held[g.Node][0], EgressIPv6: held[g.Node][1], Healthy: true}
+			if !c.self {
+				if up, ok := in.Health[ip]; ok {
+					c.node.Healthy = up
+				}
+				addProbe(probes, ip, in.ProbePort, target)
+			}
+			res.GatewayNames[c.node.ID] = g.Node
+			res.Members = append(res.Members, Member{Group: gw.Name, Node: g.Node, Addr: ip, Self: c.self})
+			cands = append(cands, c)
+		}
+	}
+
+	affinity := egressv1.AffinityPreferLocal
+	if gw.Spec.Zones != nil && gw.Spec.Zones.Affinity != "" {
+		affinity = gw.Spec.Zones.Affinity
+	}
+	localHealthy := slices.ContainsFunc(cands, func(c candidate) bool { return c.local && c.node.Healthy })
+	switch {
+	case affinity == egressv1.AffinityLocalOnly, affinity == egressv1.AffinityPreferLocal && localHealthy:
+		cands = slices.DeleteFunc(cands, func(c candidate) bool { return !c.local })
+	}
+	// Local first, healthy first (so truncation keeps working ones), then by zone and name.
+	slices.SortFunc(cands, func(a, b candidate) int {
+		return cmp.Or(-cmpBool(a.local, b.local), -cmpBool(a.node.Healthy, b.node.Healthy),
+			strings.Compare(a.zone, b.zone), strings.Compare(a.name, b.name))
+	})
+	if len(cands) > bpf.MaxGateways {
+		res.Problems = append(res.Problems, fmt.Sprintf("EgressGateway %s: %d gateways, using the first %d", gw.Name, len(cands), bpf.MaxGateways))
+		cands = cands[:bpf.MaxGateways]
+	}
+	g := dataplane.Group{}
+	for _, c := range cands {
+		g.Gateways = append(g.Gateways, c.node)
+	}
+	return g
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// addProbe merges a gateway's probe settings across groups: the most demanding wins.
+func addProbe(probes map[netip.Addr]probe.Target, ip netip.Addr, port uint16, t probe.Target) {
+	t.Addr = netip.AddrPortFrom(ip, port)
+	old, ok := probes[ip]
+	if !ok {
+		probes[ip] = t
+		return
+	}
+	old.Interval = min(old.Interval, t.Interval)
+	old.FailureThreshold = min(old.FailureThreshold, t.FailureThreshold)
+	if t.Timeout > 0 && (old.Timeout == 0 || t.Timeout < old.Timeout) {
+		old.Timeout = t.Timeout
+	}
+	probes[ip] = old
+}
+
+// gatewayRole mounts every egress IP held by this node and serves each of their groups with
+// the lowest held IP per family.
+func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr, problem func(string, ...any)) *dataplane.GatewayRole {
+	var primary string
+	for _, ifc := range in.Interfaces {
+		if slices.Contains(ifc.Addrs, nodeIP) {
+			primary = ifc.Name
+		}
+	}
+	role := &dataplane.GatewayRole{}
+	served := map[uint32]*dataplane.ServedGroup{}
+	for i := range in.EgressIPs {
+		e := &in.EgressIPs[i]
+		if e.Status.Node != in.Node.Name {
+			continue
+		}
+		ip, err := netip.ParseAddr(e.Spec.IP)
+		if err != nil {
+			problem("EgressIP %s: ip %q: %v", e.Name, e.Spec.IP, err)
+			continue
+		}
+		ip = ip.Unmap()
+		ifname := primary
+		if e.Status.InterfaceMAC != "" {
+			if mac, err := net.ParseMAC(e.Status.InterfaceMAC); err == nil {
+				for _, ifc := range in.Interfaces {
+					if slices.Equal(ifc.MAC, mac) {
+						ifname = ifc.Name
+						break
+					}
+				}
+			}
+		}
+		if ifname == "" {
+			problem("EgressIP %s: no interface with MAC %q or the node IP %s", e.Name, e.Status.InterfaceMAC, nodeIP)
+			continue
+		}
+		role.Addresses = append(role.Addresses, dataplane.EgressAddress{IP: ip, Interface: ifname})
+		gi, ok := gateways[e.Spec.Gateway]
+		if !ok {
+			continue // mounted, but no group to serve yet
+		}
+		sg := served[gi.group]
+		if sg == nil {
+			sg = &dataplane.ServedGroup{Group: gi.group}
+			served[gi.group] = sg
+		}
+		cur := &sg.EgressIPv4
+		if ip.Is6() {
+			cur = &sg.EgressIPv6
+		}
+		if !cur.IsValid() || ip.Less(*cur) {
+			*cur = ip
+		}
+	}
+	if len(role.Addresses) == 0 {
+		return nil
+	}
+	slices.SortFunc(role.Addresses, func(a, b dataplane.EgressAddress) int { return a.IP.Compare(b.IP) })
+	for _, sg := range served {
+		role.Groups = append(role.Groups, *sg)
+	}
+	slices.SortFunc(role.Groups, func(a, b dataplane.ServedGroup) int { return cmp.Compare(a.Group, b.Group) })
+	return role
+}
+
+func nodeInternalIPv4(n *corev1.Node) netip.Addr {
+	for _, a := range n.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Unmap().Is4() {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+func podIPs(p *corev1.Pod) []netip.Addr {
+	var out []netip.Addr
+	add := func(s string) {
+		if ip, err := netip.ParseAddr(s); err == nil && !slices.Contains(out, ip.Unmap()) {
+			out = append(out, ip.Unmap())
+		}
+	}
+	for _, ip := range p.Status.PodIPs {
+		add(ip.IP)
+	}
+	add(p.Status.PodIP)
+	return out
+}

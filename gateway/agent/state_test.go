@@ -1,0 +1,597 @@
+package agent
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/probe"
+)
+
+// Fixtures: this node is worker1 (10.0.0.11, zone a). Gateways gw1 (zone a, 10.0.0.21),
+// gw2 (zone a, 10.0.0.22), gw3 (zone b, 10.0.1.23).
+
+var (
+	ip     = netip.MustParseAddr
+	pfx    = netip.MustParsePrefix
+	myIP   = ip("10.0.0.11")
+	gw1IP  = ip("10.0.0.21")
+	gw2IP  = ip("10.0.0.22")
+	gw3IP  = ip("10.0.1.23")
+	idOf   = GatewayID
+	sel    = func(kv ...string) metav1.LabelSelector { return metav1.LabelSelector{MatchLabels: kvs(kv)} }
+	nsSel  = sel
+	allSel = metav1.LabelSelector{}
+)
+
+func kvs(kv []string) map[string]string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
+
+func node(name, zone, addr string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelTopologyZone: zone}}}
+	if addr != "" {
+		n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name}, {Type: corev1.NodeInternalIP, Address: addr}}
+	}
+	return n
+}
+
+func pod(ns, name string, ips []string, kv ...string) corev1.Pod {
+	p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: kvs(kv)}, Spec: corev1.PodSpec{NodeName: "worker1"}}
+	p.Status.Phase = corev1.PodRunning
+	for _, s := range ips {
+		p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: s})
+	}
+	if len(ips) > 0 {
+		p.Status.PodIP = ips[0]
+	}
+	return p
+}
+
+func namespace(name string, kv ...string) corev1.Namespace {
+	l := kvs(kv)
+	l[corev1.LabelMetadataName] = name
+	return corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}}
+}
+
+func rule(gw string, podSel metav1.LabelSelector, dests []string, excl ...string) egressv1.EgressPolicyRule {
+	return egressv1.EgressPolicyRule{PodSelector: podSel, DestinationCIDRs: dests, ExcludedCIDRs: excl, Gateway: gw}
+}
+
+func pol(ns, name string, r egressv1.EgressPolicyRule) egressv1.EgressPolicy {
+	return egressv1.EgressPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: r}
+}
+
+func cpol(name string, nss metav1.LabelSelector, r egressv1.EgressPolicyRule) egressv1.ClusterEgressPolicy {
+	return egressv1.ClusterEgressPolicy{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: egressv1.ClusterEgressPolicySpec{NamespaceSelector: nss, EgressPolicyRule: r}}
+}
+
+type gwNode struct {
+	zone, node, ip string
+	state          egressv1.GatewayState
+}
+
+func egw(name string, group int32, nodes ...gwNode) egressv1.EgressGateway {
+	g := egressv1.EgressGateway{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	g.Status.GroupID = group
+	for _, n := range nodes {
+		var z *egressv1.ZoneStatus
+		for i := range g.Status.Zones {
+			if g.Status.Zones[i].Name == n.zone {
+				z = &g.Status.Zones[i]
+			}
+		}
+		if z == nil {
+			g.Status.Zones = append(g.Status.Zones, egressv1.ZoneStatus{Name: n.zone})
+			z = &g.Status.Zones[len(g.Status.Zones)-1]
+		}
+		z.Gateways = append(z.Gateways, egressv1.GatewayNodeStatus{Node: n.node, UnderlayIP: n.ip, State: n.state})
+	}
+	return g
+}
+
+var (
+	gw1 = gwNode{"a", "gw1", "10.0.0.21", egressv1.GatewayActive}
+	gw2 = gwNode{"a", "gw2", "10.0.0.22", egressv1.GatewayActive}
+	gw3 = gwNode{"b", "gw3", "10.0.1.23", egressv1.GatewayActive}
+)
+
+func eip(addr, gw, holder string) egressv1.EgressIP {
+	e := egressv1.EgressIP{ObjectMeta: metav1.ObjectMeta{Name: strings.ReplaceAll(addr, ":", "-")},
+		Spec: egressv1.EgressIPSpec{IP: addr, Gateway: gw, Zone: "a", Provider: "aws"}}
+	e.Status.Node = holder
+	return e
+}
+
+func gnode(addr netip.Addr, healthy bool, eg ...netip.Addr) dataplane.GatewayNode {
+	n := dataplane.GatewayNode{ID: idOf(addr), NodeIP: addr, Healthy: healthy}
+	for _, e := range eg {
+		if e.Is4() {
+			n.EgressIPv4 = e
+		} else {
+			n.EgressIPv6 = e
+		}
+	}
+	return n
+}
+
+func dst(p string, g uint32) dataplane.Destination {
+	return dataplane.Destination{Prefix: pfx(p), Group: g}
+}
+
+func pfxs(ps ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		out = append(out, pfx(p))
+	}
+	return out
+}
+
+func dpod(name string, set uint32, ips ...string) dataplane.Pod {
+	p := dataplane.Pod{Name: name, PolicySet: set}
+	for _, s := range ips {
+		p.IPs = append(p.IPs, ip(s))
+	}
+	return p
+}
+
+// base: default/a (app=web) selected by default/web → egw "out" (group 7) for 203.0.113.0/24;
+// default/b unselected.
+func base() Inputs {
+	return Inputs{
+		Node:       node("worker1", "a", "10.0.0.11"),
+		Pods:       []corev1.Pod{pod("default", "a", []string{"10.244.0.5", "fd00:244::5"}, "app", "web"), pod("default", "b", []string{"10.244.0.6"}, "app", "db")},
+		Namespaces: []corev1.Namespace{namespace("default")},
+		Policies:   []egressv1.EgressPolicy{pol("default", "web", rule("out", sel("app", "web"), []string{"203.0.113.0/24"}))},
+		Gateways:   []egressv1.EgressGateway{egw("out", 7, gw1)},
+		EgressIPs:  []egressv1.EgressIP{eip("10.0.0.201", "out", "gw1"), eip("10.0.0.200", "out", "gw1"), eip("10.0.0.202", "out", "")},
+		ProbePort:  probe.DefaultPort,
+	}
+}
+
+func TestComputeState(t *testing.T) {
+	baseSet := dataplane.PolicySet{ID: 1, Destinations: []dataplane.Destination{dst("203.0.113.0/24", 7)}}
+	baseGroup := dataplane.Group{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw1IP, true, ip("10.0.0.200"))}}
+	basePods := []dataplane.Pod{dpod("default/a", 1, "10.244.0.5", "fd00:244::5"), dpod("default/b", 0, "10.244.0.6")}
+
+	tests := []struct {
+		name   string
+		mutate func(*Inputs)
+		// Expectations; nil fields are not checked.
+		pods    []dataplane.Pod
+		sets    []dataplane.PolicySet
+		groups  []dataplane.Group
+		gateway *dataplane.GatewayRole
+		noRole  bool
+		setIDs  map[string]uint32
+		probes  []netip.AddrPort
+		// probeTarget is checked against the first probe.
+		probeTarget *probe.Target
+		problem     string
+	}{
+		{
+			name: "selected pod gets a set; the group lists the holder with its lowest egress IP",
+			pods: basePods, sets: []dataplane.PolicySet{baseSet}, groups: []dataplane.Group{baseGroup}, noRole: true,
+			setIDs: map[string]uint32{"default/web": 1},
+			probes: []netip.AddrPort{netip.AddrPortFrom(gw1IP, probe.DefaultPort)},
+		},
+		{
+			name: "host-network, finished and IP-less pods are left out",
+			mutate: func(in *Inputs) {
+				hn := pod("default", "hn", []string{"10.0.0.11"}, "app", "web")
+				hn.Spec.HostNetwork = true
+				done := pod("default", "done", []string{"10.244.0.9"}, "app", "web")
+				done.Status.Phase = corev1.PodSucceeded
+				failed := pod("default", "failed", []string{"10.244.0.10"}, "app", "web")
+				failed.Status.Phase = corev1.PodFailed
+				in.Pods = append(in.Pods, hn, done, failed, pod("default", "pending", nil, "app", "web"))
+			},
+			pods: basePods,
+		},
+		{
+			name: "pods with the same policies share a set; another combination gets the next id",
+			mutate: func(in *Inputs) {
+				in.Pods = append(in.Pods, pod("default", "c", []string{"10.244.0.7"}, "app", "web"),
+					pod("default", "d", []string{"10.244.0.8"}, "app", "web", "tier", "x"))
+				in.Policies = append(in.Policies, pol("default", "x", rule("out", sel("tier", "x"), []string{"198.51.100.0/24"})))
+			},
+			pods:   append(basePods, dpod("default/c", 1, "10.244.0.7"), dpod("default/d", 2, "10.244.0.8")),
+			sets:   []dataplane.PolicySet{baseSet, {ID: 2, Destinations: []dataplane.Destination{dst("198.51.100.0/24", 7), dst("203.0.113.0/24", 7)}}},
+			setIDs: map[string]uint32{"default/web": 1, "default/web,default/x": 2},
+		},
+		{
+			name: "ids are stable; a new set skips ids the previous result used",
+			mutate: func(in *Inputs) {
+				in.SetIDs = map[string]uint32{"default/web": 5, "gone": 1}
+				in.Pods = append(in.Pods, pod("default", "d", []string{"10.244.0.8"}, "tier", "x"))
+				in.Policies = append(in.Policies, pol("default", "x", rule("out", sel("tier", "x"), []string{"198.51.100.0/24"})))
+			},
+			pods:   []dataplane.Pod{dpod("default/a", 5, "10.244.0.5", "fd00:244::5"), dpod("default/b", 0, "10.244.0.6"), dpod("default/d", 2, "10.244.0.8")},
+			setIDs: map[string]uint32{"default/web": 5, "default/x": 2},
+		},
+		{
+			name: "overlap: the longest prefix wins across policies and gateways",
+			mutate: func(in *Inputs) {
+				in.Gateways = append(in.Gateways, egw("other", 9, gw2))
+				in.Policies = append(in.Policies, pol("default", "all", rule("other", sel("app", "web"), []string{"0.0.0.0/0"})))
+			},
+			sets:   []dataplane.PolicySet{{ID: 1, Destinations: []dataplane.Destination{dst("0.0.0.0/0", 9), dst("203.0.113.0/24", 7)}}},
+			groups: []dataplane.Group{baseGroup, {ID: 9, Gateways: []dataplane.GatewayNode{gnode(gw2IP, true)}}},
+		},
+		{
+			name: "equal prefixes: higher priority wins",
+			mutate: func(in *Inputs) {
+				in.Gateways = append(in.Gateways, egw("other", 9, gw2))
+				r := rule("other", sel("app", "web"), []string{"203.0.113.0/24"})
+				r.Priority = 10
+				in.Policies = append(in.Policies, pol("default", "zz", r))
+			},
+			sets:   []dataplane.PolicySet{{ID: 1, Destinations: []dataplane.Destination{dst("203.0.113.0/24", 9)}}},
+			groups: []dataplane.Group{{ID: 9, Gateways: []dataplane.GatewayNode{gnode(gw2IP, true)}}},
+		},
+		{
+			name: "equal prefixes and priorities: the lower name wins, namespaced or cluster-wide",
+			mutate: func(in *Inputs) {
+				in.Gateways = append(in.Gateways, egw("other", 9, gw2))
+				in.ClusterPolicies = append(in.ClusterPolicies, cpol("aaa", allSel, rule("other", sel("app", "web"), []string{"203.0.113.0/24"})))
+			},
+			sets: []dataplane.PolicySet{{ID: 1, Destinations: []dataplane.Destination{dst("203.0.113.0/24", 9)}}},
+		},
+		{
+			name: "an exclusion carves its own policy only",
+			mutate: func(in *Inputs) {
+				in.Gateways = append(in.Gateways, egw("other", 9, gw2))
+				in.Policies = []egressv1.EgressPolicy{
+					pol("default", "wide", rule("out", sel("app", "web"), []string{"0.0.0.0/0"}, "10.1.0.0/16", "192.168.0.0/16")),
+					pol("default", "corp", rule("other", sel("app", "web"), []string{"10.0.0.0/8"})),
+				}
+			},
+			sets: []dataplane.PolicySet{{ID: 1,
+				Destinations: []dataplane.Destination{dst("0.0.0.0/0", 7), dst("10.0.0.0/8", 9)},
+				Excluded:     pfxs("192.168.0.0/16")}},
+		},
+		{
+			name: "within a policy an exclusion beats a longer destination; redundant entries go",
+			mutate: func(in *Inputs) {
+				in.Policies = []egressv1.EgressPolicy{
+					pol("default", "p", rule("out", sel("app", "web"), []string{"0.0.0.0/0", "10.1.0.0/16", "172.16.0.0/12", "::/0"}, "10.0.0.0/8", "2001:db8::/32")),
+				}
+			},
+			sets: []dataplane.PolicySet{{ID: 1,
+				Destinations: []dataplane.Destination{dst("0.0.0.0/0", 7), dst("::/0", 7)},
+				Excluded:     pfxs("10.0.0.0/8", "2001:db8::/32")}},
+		},
+		{
+			name: "cluster policy by namespace label; a namespace not in the cache matches by name",
+			mutate: func(in *Inputs) {
+				in.Policies = nil
+				in.Namespaces = append(in.Namespaces, namespace("team", "egress", "yes"))
+				in.Pods = []corev1.Pod{pod("team", "t", []string{"10.244.0.20"}), pod("default", "d", []string{"10.244.0.21"}), pod("ghost", "g", []string{"10.244.0.22"})}
+				in.ClusterPolicies = []egressv1.ClusterEgressPolicy{
+					cpol("teams", nsSel("egress", "yes"), rule("out", allSel, []string{"203.0.113.0/24"})),
+					cpol("ghosts", nsSel(corev1.LabelMetadataName, "ghost"), rule("out", allSel, []string{"198.51.100.0/24"})),
+				}
+			},
+			pods: []dataplane.Pod{dpod("default/d", 0, "10.244.0.21"), dpod("ghost/g", 1, "10.244.0.22"), dpod("team/t", 2, "10.244.0.20")},
+		},
+		{
+			name: "gateway that does not admit the namespace, unknown gateway, gateway without group id",
+			mutate: func(in *Inputs) {
+				in.Gateways[0].Spec.AllowedNamespaces = &egressv1.NamespaceSelection{Names: []string{"prod"}}
+				in.Gateways = append(in.Gateways, egw("nogroup", 0, gw2))
+				in.Policies = append(in.Policies,
+					pol("default", "missing", rule("nope", allSel, []string{"198.51.100.0/24"})),
+					pol("default", "early", rule("nogroup", allSel, []string{"198.51.100.0/24"})))
+			},
+			pods: []dataplane.Pod{dpod("default/a", 0, "10.244.0.5", "fd00:244::5"), dpod("default/b", 0, "10.244.0.6")},
+			sets: []dataplane.PolicySet{}, groups: []dataplane.Group{}, probes: []netip.AddrPort{},
+			problem: `EgressGateway "nope" not found`,
+		},
+		{
+			name: "allowedNamespaces selector admits by namespace label",
+			mutate: func(in *Inputs) {
+				in.Namespaces = []corev1.Namespace{namespace("default", "tier", "prod")}
+				in.Gateways[0].Spec.AllowedNamespaces = &egressv1.NamespaceSelection{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "prod"}}}
+			},
+			pods: basePods,
+		},
+		{
+			name: "only Active and Draining gateways are listed; probe health marks them; this node is healthy unprobed",
+			mutate: func(in *Inputs) {
+				in.Gateways[0] = egw("out", 7, gw1, gw2,
+					gwNode{"a", "worker1", "10.0.0.11", egressv1.GatewayActive},
+					gwNode{"a", "sb", "10.0.0.30", egressv1.GatewayStandby},
+					gwNode{"a", "dr", "10.0.0.31", egressv1.GatewayDraining},
+					gwNode{"a", "bad", "10.0.0.32", egressv1.GatewayUnhealthy})
+				in.Health = map[netip.Addr]bool{gw2IP: false, myIP: false}
+				in.EgressIPs = append(in.EgressIPs, eip("10.0.0.210", "out", "gw2"), eip("fd00:a::210", "out", "gw2"), eip("10.0.0.199", "elsewhere", "gw2"))
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{
+				gnode(ip("10.0.0.31"), true), gnode(gw1IP, true, ip("10.0.0.200")), gnode(myIP, true),
+				gnode(gw2IP, false, ip("10.0.0.210"), ip("fd00:a::210"))}}},
+			probes: []netip.AddrPort{netip.AddrPortFrom(ip("10.0.0.21"), 8743), netip.AddrPortFrom(gw2IP, 8743), netip.AddrPortFrom(ip("10.0.0.31"), 8743)},
+		},
+		{
+			name: "PreferLocal: local gateways while one is healthy",
+			mutate: func(in *Inputs) {
+				in.Gateways[0] = egw("out", 7, gw1, gw2, gw3)
+				in.Health = map[netip.Addr]bool{gw1IP: false}
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw2IP, true), gnode(gw1IP, false, ip("10.0.0.200"))}}},
+			probes: []netip.AddrPort{netip.AddrPortFrom(gw1IP, 8743), netip.AddrPortFrom(gw2IP, 8743), netip.AddrPortFrom(gw3IP, 8743)},
+		},
+		{
+			name: "PreferLocal: every zone when no local gateway is healthy",
+			mutate: func(in *Inputs) {
+				in.Gateways[0] = egw("out", 7, gw1, gw2, gw3)
+				in.Health = map[netip.Addr]bool{gw1IP: false, gw2IP: false}
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw1IP, false, ip("10.0.0.200")), gnode(gw2IP, false), gnode(gw3IP, true)}}},
+		},
+		{
+			name: "LocalOnly: never another zone",
+			mutate: func(in *Inputs) {
+				in.Gateways[0] = egw("out", 7, gw1, gw3)
+				in.Gateways[0].Spec.Zones = &egressv1.ZoneSpec{Affinity: egressv1.AffinityLocalOnly}
+				in.Health = map[netip.Addr]bool{gw1IP: false}
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw1IP, false, ip("10.0.0.200"))}}},
+		},
+		{
+			name: "Any: every zone, local first",
+			mutate: func(in *Inputs) {
+				in.Gateways[0] = egw("out", 7, gw3, gw1)
+				in.Gateways[0].Spec.Zones = &egressv1.ZoneSpec{Affinity: egressv1.AffinityAny}
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw1IP, true, ip("10.0.0.200")), gnode(gw3IP, true)}}},
+		},
+		{
+			name: "at most 8 gateways, healthy ones kept",
+			mutate: func(in *Inputs) {
+				var nodes []gwNode
+				in.Health = map[netip.Addr]bool{}
+				for i := range 10 {
+					a := netip.AddrFrom4([4]byte{10, 0, 0, byte(40 + i)})
+					nodes = append(nodes, gwNode{"a", "n" + string(rune('a'+i)), a.String(), egressv1.GatewayActive})
+					in.Health[a] = i >= 2
+				}
+				in.Gateways[0] = egw("out", 7, nodes...)
+			},
+			groups: func() []dataplane.Group {
+				g := dataplane.Group{ID: 7}
+				for i := 2; i < 10; i++ {
+					g.Gateways = append(g.Gateways, gnode(netip.AddrFrom4([4]byte{10, 0, 0, byte(40 + i)}), true))
+				}
+				return []dataplane.Group{g}
+			}(),
+			problem: "10 gateways, using the first 8",
+		},
+		{
+			name: "a gateway in several groups is probed with the most demanding settings",
+			mutate: func(in *Inputs) {
+				in.Gateways[0].Spec.Health = &egressv1.HealthSpec{Interval: &metav1.Duration{Duration: 50 * time.Millisecond}, FailureThreshold: 5}
+				other := egw("other", 9, gw1)
+				other.Spec.Health = &egressv1.HealthSpec{Interval: &metav1.Duration{Duration: time.Second}, Timeout: &metav1.Duration{Duration: 20 * time.Millisecond}, FailureThreshold: 2}
+				in.Gateways = append(in.Gateways, other)
+				in.Policies = append(in.Policies, pol("default", "o", rule("other", sel("app", "web"), []string{"198.51.100.0/24"})))
+			},
+			probes:      []netip.AddrPort{netip.AddrPortFrom(gw1IP, 8743)},
+			probeTarget: &probe.Target{Addr: netip.AddrPortFrom(gw1IP, 8743), Interval: 50 * time.Millisecond, Timeout: 20 * time.Millisecond, FailureThreshold: 2},
+		},
+		{
+			name: "gateway role: held IPs on the interface with their MAC or the node's; lowest per family served",
+			mutate: func(in *Inputs) {
+				in.Node = node("gw1", "a", "10.0.0.21")
+				in.Interfaces = []Interface{
+					{Name: "eth0", MAC: mac("02:00:00:00:00:01"), Addrs: []netip.Addr{gw1IP}},
+					{Name: "eth1", MAC: mac("02:00:00:00:00:02")},
+				}
+				e := eip("10.0.0.150", "out", "gw1")
+				e.Status.InterfaceMAC = "02:00:00:00:00:02"
+				e6 := eip("fd00:a::9", "out", "gw1")
+				e6.Status.InterfaceMAC = "02:00:00:00:00:99" // no such interface: the node's
+				in.EgressIPs = append(in.EgressIPs, e, e6, eip("10.0.0.160", "unknown", "gw1"), eip("10.0.0.170", "out", "gw2"))
+			},
+			gateway: &dataplane.GatewayRole{
+				Addresses: []dataplane.EgressAddress{
+					{IP: ip("10.0.0.150"), Interface: "eth1"}, {IP: ip("10.0.0.160"), Interface: "eth0"},
+					{IP: ip("10.0.0.200"), Interface: "eth0"}, {IP: ip("10.0.0.201"), Interface: "eth0"},
+					{IP: ip("fd00:a::9"), Interface: "eth0"},
+				},
+				Groups: []dataplane.ServedGroup{{Group: 7, EgressIPv4: ip("10.0.0.150"), EgressIPv6: ip("fd00:a::9")}},
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw1IP, true, ip("10.0.0.150"), ip("fd00:a::9"))}}},
+			probes: []netip.AddrPort{},
+		},
+		{
+			name: "gateway role: no interface for a held IP is a problem, not a failure",
+			mutate: func(in *Inputs) {
+				in.Node = node("gw1", "a", "10.0.0.21")
+			},
+			noRole:  true,
+			problem: "EgressIP 10.0.0.200: no interface",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := base()
+			if tc.mutate != nil {
+				tc.mutate(&in)
+			}
+			res, err := ComputeState(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := validate(res.State); err != nil {
+				t.Errorf("state would not apply: %v", err)
+			}
+			check := func(what string, want, got any) {
+				t.Helper()
+				if d := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{}, netip.AddrPort{})); d != "" {
+					t.Errorf("%s (-want +got):\n%s", what, d)
+				}
+			}
+			if tc.pods != nil {
+				check("pods", tc.pods, res.State.Pods)
+			}
+			if tc.sets != nil {
+				check("policy sets", tc.sets, nonNil(res.State.PolicySets))
+			}
+			if tc.groups != nil {
+				check("groups", tc.groups, nonNil(res.State.Groups))
+			}
+			if tc.gateway != nil {
+				check("gateway role", tc.gateway, res.State.Gateway)
+			}
+			if tc.noRole && res.State.Gateway != nil {
+				t.Errorf("unexpected gateway role %+v", res.State.Gateway)
+			}
+			if tc.setIDs != nil {
+				check("set ids", tc.setIDs, res.SetIDs)
+			}
+			if tc.probes != nil {
+				var got []netip.AddrPort
+				for _, p := range res.Probes {
+					got = append(got, p.Addr)
+				}
+				check("probes", tc.probes, nonNil(got))
+			}
+			if tc.probeTarget != nil && (len(res.Probes) == 0 || res.Probes[0] != *tc.probeTarget) {
+				t.Errorf("probe target %+v, want %+v", res.Probes, *tc.probeTarget)
+			}
+			if tc.problem != "" && !strings.Contains(strings.Join(res.Problems, "\n"), tc.problem) {
+				t.Errorf("problems %q lack %q", res.Problems, tc.problem)
+			}
+		})
+	}
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func mac(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// validate mirrors the checks dataplane.Apply makes before touching anything.
+func validate(s dataplane.State) error {
+	sets := map[uint32]bool{}
+	groups := map[uint32]bool{}
+	for _, g := range s.Groups {
+		if g.ID == 0 || len(g.Gateways) > 8 {
+			return fmt.Errorf("group %d", g.ID)
+		}
+		groups[g.ID] = true
+	}
+	for _, ps := range s.PolicySets {
+		if ps.ID == 0 || sets[ps.ID] {
+			return fmt.Errorf("set id %d", ps.ID)
+		}
+		sets[ps.ID] = true
+		for _, d := range ps.Destinations {
+			if !groups[d.Group] {
+				return fmt.Errorf("set %d: unknown group %d", ps.ID, d.Group)
+			}
+		}
+	}
+	for _, p := range s.Pods {
+		if p.PolicySet != 0 && !sets[p.PolicySet] {
+			return fmt.Errorf("pod %s: unknown set %d", p.Name, p.PolicySet)
+		}
+	}
+	return nil
+}
+
+// TestResolveOracle checks resolve against the plain meaning of overlapping policies, looked
+// up the way the datapath's LPM trie does, on random policies and addresses.
+func TestResolveOracle(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	randPrefix := func() netip.Prefix {
+		bits := []int{0, 8, 12, 16, 20, 24, 28, 32}[r.IntN(8)]
+		a := netip.AddrFrom4([4]byte{10, byte(r.IntN(4)), byte(r.IntN(4) * 64), byte(r.IntN(4) * 64)})
+		if bits == 0 {
+			a = netip.IPv4Unspecified()
+		}
+		return netip.PrefixFrom(a, bits).Masked()
+	}
+	for iter := range 2000 {
+		var pols []*policy
+		for i := range 1 + r.IntN(4) {
+			p := &policy{name: string(rune('a' + r.IntN(3))), ns: string(rune('a' + i)), priority: int32(r.IntN(3)),
+				gw: &gatewayInfo{group: uint32(1 + r.IntN(4))}}
+			for range 1 + r.IntN(3) {
+				p.dests = append(p.dests, randPrefix())
+			}
+			for range r.IntN(3) {
+				p.excl = append(p.excl, randPrefix())
+			}
+			pols = append(pols, p)
+		}
+		set := resolve(pols)
+		for range 50 {
+			a := netip.AddrFrom4([4]byte{10, byte(r.IntN(5)), byte(r.IntN(256)), byte(r.IntN(256))})
+			if got, want := lpm(set, a), oracle(pols, a); got != want {
+				t.Fatalf("iteration %d: %s → group %d, want %d\nset %+v", iter, a, got, want, set)
+			}
+		}
+	}
+}
+
+func lpm(set dataplane.PolicySet, a netip.Addr) uint32 {
+	best, group := -1, uint32(0)
+	for _, d := range set.Destinations {
+		if d.Prefix.Contains(a) && d.Prefix.Bits() > best {
+			best, group = d.Prefix.Bits(), d.Group
+		}
+	}
+	for _, e := range set.Excluded {
+		if e.Contains(a) && e.Bits() >= best {
+			best, group = e.Bits(), 0
+		}
+	}
+	return group
+}
+
+func oracle(pols []*policy, a netip.Addr) uint32 {
+	var best *policy
+	bits := -1
+	for _, p := range pols {
+		if slices.ContainsFunc(p.excl, func(e netip.Prefix) bool { return e.Contains(a) }) {
+			continue
+		}
+		for _, d := range p.dests {
+			if d.Contains(a) && (d.Bits() > bits || d.Bits() == bits && p.before(best)) {
+				best, bits = p, d.Bits()
+			}
+		}
+	}
+	if best == nil {
+		return 0
+	}
+	return best.gw.group
+}
