@@ -567,3 +567,46 @@ func TestPodDiscovery(t *testing.T) {
 		}
 	}
 }
+
+// TestAtomicUpdates renumbers pod a's policy set and rewrites rules and
+// groups again and again while a long-running flow and new requests run:
+// no packet may leave with the node IP and the flow must never stall.
+func TestAtomicUpdates(t *testing.T) {
+	skipUnlessRoot(t)
+	c := newCluster(t)
+	a := c.topo.Pod("a")
+	eg1 := c.eg["gw1"][0]
+	f, err := a.StartFlow(ctxT(t), dstG1, netns.FlowOptions{Interval: 2 * time.Millisecond, Stall: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := c.states["worker1"]
+	for i := 0; i < 40; i++ {
+		s := base
+		s.Pods = slices.Clone(base.Pods)
+		s.PolicySets = slices.Clone(base.PolicySets)
+		if i%2 == 0 {
+			// Same destinations under a new set id, plus a new rule.
+			ps := s.PolicySets[0]
+			ps.ID = 3
+			ps.Destinations = append(slices.Clone(ps.Destinations), Destination{Prefix: netip.MustParsePrefix("192.0.2.128/25"), Group: 2})
+			s.PolicySets = append(s.PolicySets, ps)
+			for j := range s.Pods {
+				if s.Pods[j].PolicySet == 1 {
+					s.Pods[j].PolicySet = 3
+				}
+			}
+		}
+		if err := c.dps["worker1"].Apply(ctxT(t), s); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := a.UDPEcho(ctxT(t), dstG1); err != nil || got != eg1 {
+			t.Fatalf("update %d: UDP seen as %s (%v), want %s", i, got, err, eg1)
+		}
+	}
+	st := f.Stop()
+	if len(st.Errors) != 0 || len(st.Sources) != 1 || st.Sources[0] != eg1 || st.Answered < 10 {
+		t.Errorf("flow during updates: errors %v, sources %v, answered %d, max gap %v", st.Errors, st.Sources, st.Answered, st.MaxGap)
+	}
+	t.Logf("flow during 40 updates: %d answered, max gap %v", st.Answered, st.MaxGap)
+}

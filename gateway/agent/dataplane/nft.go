@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
@@ -83,8 +84,8 @@ func (d *Dataplane) applyNFT(m nftModel) error {
 	c.DelTable(t)
 	c.AddTable(t)
 
-	snat4 := &nftables.Set{Table: t, Name: "snat4", IsMap: true, KeyType: nftables.TypeMark, DataType: nftables.TypeIPAddr}
-	snat6 := &nftables.Set{Table: t, Name: "snat6", IsMap: true, KeyType: nftables.TypeMark, DataType: nftables.TypeIP6Addr}
+	snat4 := &nftables.Set{Table: t, Name: "snat4", IsMap: true, KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeIPAddr}
+	snat6 := &nftables.Set{Table: t, Name: "snat6", IsMap: true, KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeIP6Addr}
 	for _, s := range []struct {
 		set   *nftables.Set
 		elems map[uint32][]byte
