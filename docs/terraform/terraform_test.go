@@ -330,11 +330,11 @@ func TestEKS(t *testing.T) {
 			t.Errorf("statement %s:\nterraform %+v\ndocs/iam  %+v", sid, got[sid], w)
 		}
 	}
-	// Exactly the EC2 calls the AWS provider makes (re-check against providers/aws).
+	// Exactly the EC2 calls of providers/aws's EC2API (sdk.go).
 	calls := []string{
 		"DescribeInstances", "DescribeInstanceTypes", "DescribeSubnets", "DescribeNetworkInterfaces", "DescribeAddresses",
 		"AssignPrivateIpAddresses", "UnassignPrivateIpAddresses", "CreateNetworkInterface", "AttachNetworkInterface",
-		"DetachNetworkInterface", "DeleteNetworkInterface", "ModifyNetworkInterfaceAttribute", "CreateTags",
+		"DetachNetworkInterface", "DeleteNetworkInterface", "ModifyNetworkInterfaceAttribute", "CreateTags", "DeleteTags",
 		"AllocateAddress", "AssociateAddress", "DisassociateAddress", "ReleaseAddress",
 	}
 	var wantActions []string

@@ -185,6 +185,21 @@ data "aws_iam_policy_document" "controller" {
     }
   }
   statement {
+    sid       = "RecordAddressOwnership"
+    actions   = ["ec2:CreateTags", "ec2:DeleteTags"]
+    resources = ["arn:aws:ec2:*:*:network-interface/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/egressd.io/gateway-node"
+      values   = [var.cluster_name]
+    }
+    condition {
+      test     = "ForAllValues:StringLike"
+      variable = "aws:TagKeys"
+      values   = ["egressd.io/ip/*"]
+    }
+  }
+  statement {
     sid       = "ManageOwnedInterfaces"
     actions   = ["ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses", "ec2:AttachNetworkInterface", "ec2:DetachNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:ModifyNetworkInterfaceAttribute", "ec2:AssociateAddress", "ec2:DisassociateAddress"]
     resources = ["arn:aws:ec2:*:*:network-interface/*"]
