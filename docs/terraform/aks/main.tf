@@ -95,12 +95,6 @@ resource "azurerm_role_definition" "controller" {
   description = "Secondary IP configurations and public IPs on the NICs of egressd gateway nodes."
   permissions {
     actions = [
-      "Microsoft.Compute/virtualMachines/read",
-      "Microsoft.Compute/virtualMachineScaleSets/read",
-      "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read",
-      "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces/read",
-      "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces/ipConfigurations/read",
-      "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/write",
       "Microsoft.Network/networkInterfaces/read",
       "Microsoft.Network/networkInterfaces/write",
       "Microsoft.Network/networkInterfaces/join/action",
