@@ -107,9 +107,13 @@ type Capacity struct {
 	// MaxInterfaces the instance type supports; MaxIPsPerInterface includes the primary IP.
 	MaxInterfaces      int
 	MaxIPsPerInterface int
-	// FreeIPSlots is how many more addresses fit on the node's existing and attachable
-	// interfaces for the requested interface mode.
+	// FreeIPSlots is how many more addresses fit on the node's primary interface
+	// (InterfacePrimary), bounded by the free addresses of its subnet.
 	FreeIPSlots int
+	// DedicatedFreeIPSlots is how many more addresses fit on the node's dedicated egress
+	// interface (InterfaceDedicated), counting one still to be created when none is attached
+	// and the instance has room for it; 0 where the provider has no dedicated interfaces.
+	DedicatedFreeIPSlots int
 }
 
 // InterfaceMode mirrors the API's cloud.interface.
@@ -146,6 +150,9 @@ type MoveRequest struct {
 	// Current is the assignment as last recorded (may be stale).
 	Current Assignment
 	To      NodeRef
+	// Interface on the destination node; empty means the mode of Current (its Attachment
+	// where the provider records the mode there, else the provider's default).
+	Interface InterfaceMode
 }
 
 // ReleaseRequest releases an address and what egressd created for it.
@@ -190,8 +197,11 @@ type OwnedResource struct {
 	// IP is the address, for private and public IPs.
 	IP    netip.Addr
 	Owner Owner
-	// Node holding the resource, when attached.
+	// Node holding the resource, when attached and known to the provider by its Kubernetes
+	// name (static pools); clouds report InstanceID instead.
 	Node string
+	// InstanceID is the cloud instance the resource is attached to, when attached.
+	InstanceID string
 	// Created is when the resource was created, zero when the cloud does not say.
 	Created time.Time
 }
