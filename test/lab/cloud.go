@@ -1,0 +1,349 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	awssim "github.com/egressd/egressd/test/cloudsim/aws"
+	"github.com/egressd/egressd/test/netns"
+)
+
+// routerPoll is how often the VPC router reads the simulator's holdings. EC2 applies an
+// assignment within a second or so; 20 ms keeps the lab's share of any measured failover
+// negligible while costing one in-process call.
+const routerPoll = 20 * time.Millisecond
+
+// eipTable is the nftables table (family ip) in the router namespace holding the Elastic IPs'
+// 1:1 NAT and the source/destination check.
+const eipTable = "edlab_eip"
+
+func (l *Lab) buildTopology(ctx context.Context) error {
+	c := l.Config
+	spec := netns.Spec{Prefix: Prefix, Routed: true, IsolatedNodes: true, NoIPv6: true}
+	for i := range c.Zones {
+		spec.Zones = append(spec.Zones, netns.ZoneSpec{Name: zoneName(i)})
+	}
+	for i := range c.Zones {
+		for k := range c.GatewaysPerZone {
+			spec.Nodes = append(spec.Nodes, netns.NodeSpec{Name: fmt.Sprintf("gw-%s%d", zoneLetter(i), k+1), Zone: zoneName(i)})
+		}
+	}
+	spec.Nodes = append(spec.Nodes,
+		netns.NodeSpec{Name: "worker-a1", Zone: zoneName(0), Pods: []netns.PodSpec{{Name: MonitorPodName}}},
+		netns.NodeSpec{Name: ControlPlane, Zone: zoneName(0)})
+	topo, err := netns.Build(ctx, spec)
+	if err != nil {
+		return err
+	}
+	l.Topo = topo
+	for _, n := range topo.Nodes {
+		if n.Name == ControlPlane {
+			l.CP = n
+			continue
+		}
+		l.Nodes = append(l.Nodes, &Node{Node: n, Gateway: strings.HasPrefix(n.Name, "gw-")})
+	}
+	l.Monitor = topo.Pod(MonitorPodName)
+	l.Echo = topo.External.Addr4()[0]
+	return nil
+}
+
+// startSimulator runs the EC2 simulator in-process on loopback, seeds a VPC with one subnet per
+// bed zone and one instance per node whose primary address is the node's underlay address,
+// gives each node's eth0 its ENI's MAC (so interfaceMAC in EgressIP status names a real
+// interface), serves each node's instance metadata at 169.254.169.254 inside its namespace,
+// and starts the VPC router that follows the simulator.
+func (l *Lab) startSimulator(ctx context.Context) error {
+	l.Sim = awssim.New(Region)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	l.SimAddr = ln.Addr().String()
+	l.serve(ln, l.Sim)
+
+	vpc, err := l.Sim.AddVPC(awssim.VPCSpec{CIDR: "10.0.0.0/16"})
+	if err != nil {
+		return err
+	}
+	subnets := map[string]string{}
+	for _, z := range l.Topo.Zones {
+		id, err := l.Sim.AddSubnet(awssim.SubnetSpec{VPC: vpc, Zone: z.Name, CIDR: z.Subnet.String(),
+			Tags: map[string]string{"kubernetes.io/cluster/" + ClusterName: "shared"}})
+		if err != nil {
+			return err
+		}
+		subnets[z.Name] = id
+	}
+	launch := func(n *netns.Node) (awssim.Instance, error) {
+		in, err := l.Sim.AddInstance(awssim.InstanceSpec{Type: l.Config.InstanceType, Subnet: subnets[n.Zone.Name],
+			PrivateIP: n.IP.String(), Tags: map[string]string{"Name": n.Name, "kubernetes.io/cluster/" + ClusterName: "owned"}})
+		if err != nil {
+			return in, fmt.Errorf("launching %s: %w", n.Name, err)
+		}
+		if err := setMAC(n, in.MAC); err != nil {
+			return in, err
+		}
+		return in, l.serveIMDS(n.Namespace, in.ID)
+	}
+	for _, n := range l.Nodes {
+		if n.Instance, err = launch(n.Node); err != nil {
+			return err
+		}
+	}
+	if _, err := launch(l.CP); err != nil {
+		return err
+	}
+	l.router = &router{lab: l, routes: map[netip.Addr]string{}, nat: map[netip.Addr]netip.Addr{}}
+	if err := l.router.sync(); err != nil {
+		return err
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		l.router.run(l.ctx)
+	}()
+	return nil
+}
+
+func setMAC(n *netns.Node, mac string) error {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return fmt.Errorf("parsing MAC %q: %w", mac, err)
+	}
+	link, err := n.Netlink().LinkByName(n.Link)
+	if err != nil {
+		return err
+	}
+	if err := n.Netlink().LinkSetHardwareAddr(link, hw); err != nil {
+		// Drivers without live MAC change need the link down.
+		_ = n.Netlink().LinkSetDown(link)
+		err = n.Netlink().LinkSetHardwareAddr(link, hw)
+		if uerr := n.Netlink().LinkSetUp(link); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			return fmt.Errorf("setting %s's MAC to %s: %w", n.Name, mac, err)
+		}
+		// The link went down: the default route went with it.
+		for _, z := range []netip.Addr{n.Zone.Gateway} {
+			if err := n.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), z, n.Link); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// serveIMDS serves instance metadata for one instance at 169.254.169.254:80 inside ns.
+func (l *Lab) serveIMDS(ns *netns.Namespace, instanceID string) error {
+	if err := ns.AddAddr("lo", netip.MustParsePrefix(IMDSAddr+"/32")); err != nil {
+		return fmt.Errorf("adding %s to lo in %s: %w", IMDSAddr, ns.Name, err)
+	}
+	ln, err := ns.Listen("tcp", IMDSAddr+":80")
+	if err != nil {
+		return err
+	}
+	l.serve(ln, l.Sim.IMDSHandler(instanceID))
+	return nil
+}
+
+func (l *Lab) serve(ln net.Listener, h http.Handler) {
+	s := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	l.servers = append(l.servers, s)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		_ = s.Serve(ln)
+	}()
+}
+
+// router makes the bed's VPC router follow the simulator: a secondary private address reaches
+// only the node whose instance holds it (RouteToNode), a released one reaches nobody (Unroute),
+// and an Elastic IP is a 1:1 NAT at the router's edge towards the outside (ext0).
+type router struct {
+	lab    *Lab
+	mu     sync.Mutex
+	routes map[netip.Addr]string     // private IP → node
+	nat    map[netip.Addr]netip.Addr // private IP → public IP
+	held   map[netip.Addr]netip.Addr // private IPs held by an attached interface (values unused)
+	err    error                     // last sync error, for Status
+	syncs  int
+}
+
+func (r *router) run(ctx context.Context) {
+	t := time.NewTicker(routerPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			err := r.sync()
+			r.mu.Lock()
+			r.err = err
+			r.mu.Unlock()
+		}
+	}
+}
+
+// sync applies one snapshot of the simulator's holdings.
+func (r *router) sync() error {
+	l := r.lab
+	nodeOf := map[string]*netns.Node{} // instance ID → bed node
+	for _, n := range l.Nodes {
+		nodeOf[n.Instance.ID] = n.Node
+	}
+	wantRoutes := map[netip.Addr]*netns.Node{}
+	wantNAT := map[netip.Addr]netip.Addr{}
+	held := map[netip.Addr]netip.Addr{}
+	for _, h := range l.Sim.Holdings() {
+		if h.Instance != "" {
+			held[h.PrivateIP] = netip.Addr{}
+		}
+		if h.PublicIP.IsValid() {
+			wantNAT[h.PrivateIP] = h.PublicIP
+		}
+		if h.Primary {
+			continue // the bed routes node addresses itself
+		}
+		if n := nodeOf[h.Instance]; n != nil {
+			wantRoutes[h.PrivateIP] = n
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.syncs++
+	var errs []error
+	for ip, n := range wantRoutes {
+		if r.routes[ip] == n.Name {
+			continue
+		}
+		if err := l.Topo.RouteToNode(netip.PrefixFrom(ip, 32), n); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.routes[ip] = n.Name
+	}
+	for ip := range r.routes {
+		if _, ok := wantRoutes[ip]; ok {
+			continue
+		}
+		if err := l.Topo.Unroute(netip.PrefixFrom(ip, 32)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(r.routes, ip)
+	}
+	if !mapsEqual(wantNAT, r.nat) || !mapsEqual(held, r.held) {
+		if err := l.applyTable(held, wantNAT); err != nil {
+			errs = append(errs, err)
+		} else {
+			r.nat, r.held = wantNAT, held
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Routes returns the router's current view: private IP → node, private IP → public IP.
+func (l *Lab) Routes() (map[netip.Addr]string, map[netip.Addr]netip.Addr, error) {
+	r := l.router
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	routes := make(map[netip.Addr]string, len(r.routes))
+	for k, v := range r.routes {
+		routes[k] = v
+	}
+	nat := make(map[netip.Addr]netip.Addr, len(r.nat))
+	for k, v := range r.nat {
+		nat[k] = v
+	}
+	return routes, nat, r.err
+}
+
+// SyncRouter applies the simulator's current state to the router now (tests).
+func (l *Lab) SyncRouter() error { return l.router.sync() }
+
+func mapsEqual(a, b map[netip.Addr]netip.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// applyTable replaces the router's table in one nftables transaction. As EC2 does, it drops
+// forwarded traffic to or from a VPC address no attached interface holds (the source/destination
+// check: a node cannot send from, nor receive at, an address the cloud did not give it), and
+// makes each Elastic IP a 1:1 NAT at the edge: traffic from the private address leaving towards
+// the outside is SNATed to the public one, traffic to the public one DNATed to the private.
+func (l *Lab) applyTable(held, nat map[netip.Addr]netip.Addr) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table ip %s\ndelete table ip %s\ntable ip %s {\n", eipTable, eipTable, eipTable)
+	sorted := func(m map[netip.Addr]netip.Addr) []netip.Addr {
+		out := make([]netip.Addr, 0, len(m))
+		for p := range m {
+			out = append(out, p)
+		}
+		slices.SortFunc(out, netip.Addr.Compare)
+		return out
+	}
+	var subnets []string
+	for _, z := range l.Topo.Zones {
+		subnets = append(subnets, z.Subnet.String())
+	}
+	b.WriteString("  set held {\n    type ipv4_addr\n")
+	if h := sorted(held); len(h) > 0 {
+		strs := make([]string, len(h))
+		for i, a := range h {
+			strs[i] = a.String()
+		}
+		fmt.Fprintf(&b, "    elements = { %s }\n", strings.Join(strs, ", "))
+	}
+	b.WriteString("  }\n")
+	fmt.Fprintf(&b, "  chain forward {\n    type filter hook forward priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "    ip saddr { %s } ip saddr != @held counter drop\n", strings.Join(subnets, ", "))
+	fmt.Fprintf(&b, "    ip daddr { %s } ip daddr != @held counter drop\n  }\n", strings.Join(subnets, ", "))
+	privs := sorted(nat)
+	b.WriteString("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n")
+	for _, p := range privs {
+		fmt.Fprintf(&b, "    iifname \"ext0\" ip daddr %s dnat to %s\n", nat[p], p)
+	}
+	b.WriteString("  }\n  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n")
+	for _, p := range privs {
+		fmt.Fprintf(&b, "    oifname \"ext0\" ip saddr %s snat to %s\n", p, nat[p])
+	}
+	b.WriteString("  }\n}\n")
+	f := filepath.Join(l.workDir, "router.nft")
+	if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	if out, err := l.Topo.Router.Run("nft", "-f", f); err != nil {
+		return fmt.Errorf("applying the router's table: %v: %s", err, out)
+	}
+	return nil
+}
+
+// NodeOfInstance returns the lab node of an instance ID, or nil.
+func (l *Lab) NodeOfInstance(id string) *Node {
+	for _, n := range l.Nodes {
+		if n.Instance.ID == id {
+			return n
+		}
+	}
+	return nil
+}

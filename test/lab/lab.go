@@ -1,0 +1,277 @@
+// Package lab is egressd's whole-cluster lab on one machine (DESIGN.md §7): nodes in zones as
+// network namespaces (test/netns) behind a VPC router whose routes and Elastic-IP 1:1 NAT follow
+// the EC2 simulator (test/cloudsim/aws), the envtest API server with Nodes and Pods registered as
+// a kubelet and a CNI would, the real egressd-agent in every node and the real
+// egressd-controller in a control-plane namespace, an echo server outside the VPC and a monitor
+// pod. It owns the lifecycle of all of it — Up builds, Close tears down, Sweep removes what a
+// crashed run left — and the events the walkthrough and the benchmarks play: gateway reboots
+// and planned drains. `egressctl lab` and `make demo` drive it.
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	awssim "github.com/egressd/egressd/test/cloudsim/aws"
+	"github.com/egressd/egressd/test/envtest"
+	"github.com/egressd/egressd/test/netns"
+)
+
+// Prefix starts the name of every namespace the lab creates; Sweep(Prefix) removes leftovers.
+const Prefix = "edlab-"
+
+// Names and labels the lab gives the cluster.
+const (
+	ClusterName    = "egressd-lab"
+	SystemNS       = "egressd-system"
+	WorkloadNS     = "demo"
+	GatewayLabel   = "egressd.io/gateway"
+	GatewayGroup   = "lab" // value of GatewayLabel on gateway nodes and name of the EgressGateway
+	ZoneLabel      = "topology.kubernetes.io/zone"
+	MonitorPodName = "monitor"
+	Region         = "us-east-1"
+	// ControlPlane is the bed node that runs egressd-controller: on the underlay (so it can
+	// probe gateways) but not a Kubernetes Node, like a managed control plane.
+	ControlPlane = "cp"
+	// IMDSAddr is where every node finds its instance metadata, as on EC2.
+	IMDSAddr = "169.254.169.254"
+)
+
+// Config describes a lab. The zero value of every field has a usable default.
+type Config struct {
+	// Zones is the number of zones (default 4), named us-east-1a, us-east-1b, ...
+	Zones int
+	// GatewaysPerZone is the number of gateway nodes per zone (default 1), named gw-<zone
+	// letter><n>, e.g. gw-a1.
+	GatewaysPerZone int
+	// InstanceType of every node (default m5.large: 3 ENIs, 10 IPv4 addresses each).
+	InstanceType string
+	// BinDir holds egressd-agent and egressd-controller (default <repo>/bin).
+	BinDir string
+	// WorkDir holds logs, the kubeconfig, the controller's config and the agents' bpffs
+	// (default a new directory under the system temp dir, removed by Close unless KeepWorkDir).
+	WorkDir     string
+	KeepWorkDir bool
+	// NoControlPlane builds everything but does not start the agents and the controller
+	// (the infrastructure tests, and the lab before the binaries exist).
+	NoControlPlane bool
+	// NotReadyAfter is how long after a gateway goes down its Node turns NotReady, as the node
+	// lifecycle controller would do after its grace period (default 5 s; upstream's is 40-50 s,
+	// which only makes the lab slower: egressd must not wait for it).
+	NotReadyAfter time.Duration
+	// Log receives progress lines (default io.Discard).
+	Log io.Writer
+}
+
+func (c *Config) defaults() error {
+	if c.Zones == 0 {
+		c.Zones = 4
+	}
+	if c.Zones < 1 || c.Zones > 8 {
+		return fmt.Errorf("zones: %d, want 1-8", c.Zones)
+	}
+	if c.GatewaysPerZone == 0 {
+		c.GatewaysPerZone = 1
+	}
+	if c.InstanceType == "" {
+		c.InstanceType = "m5.large"
+	}
+	if c.BinDir == "" {
+		c.BinDir = filepath.Join(envtest.RepoRoot(), "bin")
+	}
+	if c.NotReadyAfter == 0 {
+		c.NotReadyAfter = 5 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+	return nil
+}
+
+// Node is one node of the lab: its namespace, its instance in the simulator and, unless the
+// lab runs without control plane, its agent.
+type Node struct {
+	*netns.Node
+	Instance awssim.Instance
+	Gateway  bool // carries GatewayLabel when the lab starts
+	agent    *process
+	down     downState
+}
+
+// Lab is a running lab. Close it.
+type Lab struct {
+	Config Config
+	Topo   *netns.Topology
+	Sim    *awssim.Server
+	// SimAddr is the simulator's EC2/IMDS/admin endpoint (127.0.0.1:port in the root namespace,
+	// and through a proxy at the same address in every lab namespace).
+	SimAddr string
+	API     *envtest.Server
+	// Kubeconfig reaches the API server from the root namespace and from every lab namespace.
+	Kubeconfig string
+	Nodes      []*Node // Kubernetes nodes, gateways first, in zone order
+	CP         *netns.Node
+	Monitor    *netns.Pod // the monitor pod, on a worker in the first zone
+	Echo       netip.Addr // the echo server's address outside the VPC
+
+	workDir    string
+	bpffs      string
+	controller *process
+	router     *router
+	servers    []*http.Server
+
+	ctx      context.Context // lives until Close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	mu       sync.Mutex // guards the processes
+	fabricMu sync.Mutex // serialises the fabric namespace's netlink handle
+	closed   bool
+}
+
+// Up builds a lab. On error, everything built so far is torn down.
+func Up(ctx context.Context, cfg Config) (_ *Lab, err error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the lab needs root (network namespaces, nftables, bpffs)")
+	}
+	if !cfg.NoControlPlane {
+		if err := CheckBinaries(cfg.BinDir); err != nil {
+			return nil, err
+		}
+	}
+	if err := Sweep(); err != nil {
+		fmt.Fprintf(cfg.Log, "lab: sweeping leftovers of earlier runs: %v\n", err)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	l := &Lab{Config: cfg, ctx: lctx, cancel: cancel}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, l.Close())
+		}
+	}()
+	if l.workDir = cfg.WorkDir; l.workDir == "" {
+		if l.workDir, err = os.MkdirTemp("", fmt.Sprintf("egressd-lab-%d-", os.Getpid())); err != nil {
+			return nil, err
+		}
+	} else if err := os.MkdirAll(l.workDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(l.workDir, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+
+	step := func(name string, fn func(context.Context) error) error {
+		start := time.Now()
+		fmt.Fprintf(cfg.Log, "lab: %s ...\n", name)
+		if err := fn(ctx); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		fmt.Fprintf(cfg.Log, "lab: %s done (%s)\n", name, time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	if err := step("building namespaces", l.buildTopology); err != nil {
+		return nil, err
+	}
+	if err := step("starting the EC2 simulator", l.startSimulator); err != nil {
+		return nil, err
+	}
+	if err := step("starting the API server", l.startAPIServer); err != nil {
+		return nil, err
+	}
+	if err := step("connecting namespaces to the API server and simulator", l.startProxies); err != nil {
+		return nil, err
+	}
+	if err := step("registering nodes and pods", l.registerObjects); err != nil {
+		return nil, err
+	}
+	if cfg.NoControlPlane {
+		return l, nil
+	}
+	if err := step("starting egressd-controller and the agents", l.startControlPlane); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// WorkDir is where the lab keeps logs, kubeconfig and configuration.
+func (l *Lab) WorkDir() string { return l.workDir }
+
+// Node returns the lab node with the given name, or nil.
+func (l *Lab) Node(name string) *Node {
+	for _, n := range l.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Gateways returns the nodes that carried the gateway label when the lab started.
+func (l *Lab) Gateways() []*Node {
+	var out []*Node
+	for _, n := range l.Nodes {
+		if n.Gateway {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Close tears everything down: processes, the router follower, proxies, namespaces, the API
+// server, the bpffs mount and the work directory. It is idempotent and needs no context: it
+// must also run after the caller's context was cancelled (Ctrl-C).
+func (l *Lab) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	var errs []error
+	l.stopProcesses()
+	l.cancel()
+	for _, s := range l.servers {
+		_ = s.Close()
+	}
+	l.wg.Wait()
+	if l.Topo != nil {
+		errs = append(errs, l.Topo.Close())
+	}
+	if l.API != nil {
+		errs = append(errs, l.API.Stop())
+	}
+	if l.bpffs != "" {
+		errs = append(errs, unmountBPF(l.bpffs))
+	}
+	if l.workDir != "" && !l.Config.KeepWorkDir && l.Config.WorkDir == "" {
+		errs = append(errs, os.RemoveAll(l.workDir))
+	}
+	return errors.Join(errs...)
+}
+
+func hostPort(s string) (string, int, error) {
+	u, err := url.Parse(s)
+	if err == nil && u.Host != "" {
+		s = u.Host
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("parsing %q: %w", s, err)
+	}
+	return ap.Addr().String(), int(ap.Port()), nil
+}
+
+func zoneName(i int) string   { return Region + string(rune('a'+i)) }
+func zoneLetter(i int) string { return string(rune('a' + i)) }
