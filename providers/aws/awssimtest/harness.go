@@ -163,7 +163,7 @@ func (w *World) Interfaces(node string) int {
 	return n
 }
 
-func (w *World) MutatingCalls() int     { return awssim.MutatingCalls(w.Sim.Calls()) }
+func (w *World) MutatingCalls() int    { return awssim.MutatingCalls(w.Sim.Calls()) }
 func (w *World) Calls() map[string]int { return w.Sim.Calls() }
 func (w *World) ResetCalls()           { w.Sim.ResetCalls() }
 
