@@ -90,8 +90,9 @@ type EgressPolicyList struct {
 	Items           []EgressPolicy `json:"items"`
 }
 
-// ClusterEgressPolicySpec is an EgressPolicyRule over the namespaces a selector picks.
-// +kubebuilder:validation:XValidation:rule="!has(self.excludedCIDRs) || self.excludedCIDRs.all(e, self.destinationCIDRs.exists(d, cidr(d).containsCIDR(e)))",message="excludedCIDRs: every entry must lie inside one of destinationCIDRs"
+// ClusterEgressPolicySpec is an EgressPolicyRule over the namespaces a selector picks. The
+// rule's own validations (excludedCIDRs inside destinationCIDRs) come with the inlined type;
+// repeating them here would list them twice, which server-side apply rejects.
 type ClusterEgressPolicySpec struct {
 	// NamespaceSelector selects the namespaces whose pods podSelector applies to.
 	// {} selects every namespace.
@@ -104,7 +105,7 @@ type ClusterEgressPolicySpec struct {
 // ClusterEgressPolicy steers selected pods of selected namespaces through an EgressGateway.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,shortName=cegp,categories=egressd
+// +kubebuilder:resource:scope=Cluster,shortName=cegpol,categories=egressd
 // +kubebuilder:printcolumn:name="Gateway",type=string,JSONPath=`.spec.gateway`
 // +kubebuilder:printcolumn:name="Pods",type=integer,JSONPath=`.status.matchedPods`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

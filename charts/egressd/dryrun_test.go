@@ -59,10 +59,7 @@ func TestServerSideDryRun(t *testing.T) {
 // knownApplyIssues are objects server-side apply rejects for a reason outside the chart, with
 // the reason. Helm 3 updates with a client-side merge patch and is not affected; Helm 4, Argo CD
 // and Flux apply server-side. The test fails once an entry is no longer needed.
-var knownApplyIssues = map[string]string{
-	"CustomResourceDefinition/clusteregresspolicies.egressd.io": "the excludedCIDRs XValidation rule appears twice in spec.x-kubernetes-validations " +
-		"(on EgressPolicyRule, inlined, and again on ClusterEgressPolicySpec in api/v1alpha1), and that list is a map keyed by rule",
-}
+var knownApplyIssues = map[string]string{}
 
 func applyDryRun(ctx context.Context, t *testing.T, c client.Client, o *unstructured.Unstructured) {
 	t.Helper()
