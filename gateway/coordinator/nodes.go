@@ -1,0 +1,155 @@
+package coordinator
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/probe"
+	"github.com/egressd/egressd/providers"
+)
+
+// ZoneLabel is the well-known label carrying a node's zone.
+const ZoneLabel = corev1.LabelTopologyZone
+
+// AgentLeaseName is the Lease an agent renews as its heartbeat.
+func AgentLeaseName(node string) string { return "egressd-agent-" + node }
+
+// Health answers whether the coordinator's own probes reach a node's agent.
+type Health interface {
+	// Up reports the probe verdict for a node's underlay address. Addresses not probed yet are
+	// up: a new gateway is not failed before its first probe (Node Ready and the agent Lease
+	// still gate it).
+	Up(addr netip.Addr) bool
+	// SetTargets replaces the set of probed targets.
+	SetTargets(targets []probe.Target)
+}
+
+// UnderlayIP is the node's InternalIP (IPv4), the address tunnels and probes reach it at.
+func UnderlayIP(n *corev1.Node) netip.Addr {
+	for _, a := range n.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is4() {
+			return ip
+		}
+	}
+	return netip.Addr{}
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func leaseFresh(l *coordinationv1.Lease, now time.Time, timeout time.Duration) bool {
+	if l == nil || l.Spec.RenewTime == nil {
+		return false
+	}
+	return now.Sub(l.Spec.RenewTime.Time) <= timeout
+}
+
+func nodeRef(n *corev1.Node) providers.NodeRef {
+	return providers.NodeRef{Name: n.Name, ProviderID: n.Spec.ProviderID, Zone: n.Labels[ZoneLabel]}
+}
+
+// nodeViews builds the planner's view of the nodes relevant to gw.
+func (c *Coordinator) nodeViews(gw *egressv1.EgressGateway, nodes []corev1.Node, leases map[string]*coordinationv1.Lease, capacity func(*corev1.Node) int) ([]NodeView, error) {
+	sel, err := metav1.LabelSelectorAsSelector(&gw.Spec.NodeSelector)
+	if err != nil {
+		return nil, err
+	}
+	listed := map[string]bool{}
+	for _, z := range gw.Status.Zones {
+		for _, g := range z.Gateways {
+			listed[g.Node] = true
+		}
+	}
+	now := c.clock.Now()
+	var views []NodeView
+	for i := range nodes {
+		n := &nodes[i]
+		selected := sel.Matches(labels.Set(n.Labels))
+		if !selected && !listed[n.Name] {
+			continue
+		}
+		v := NodeView{
+			Name:       n.Name,
+			Zone:       n.Labels[ZoneLabel],
+			UnderlayIP: UnderlayIP(n),
+			Selected:   selected && n.DeletionTimestamp == nil,
+			Ready:      nodeReady(n),
+			Cordoned:   n.Spec.Unschedulable,
+			AgentAlive: leaseFresh(leases[n.Name], now, c.cfg.AgentLeaseTimeout.Duration),
+			Free:       -1,
+		}
+		v.ProbeUp = !v.UnderlayIP.IsValid() || c.health.Up(v.UnderlayIP)
+		if v.Selected && v.Ready && capacity != nil {
+			v.Free = capacity(n)
+		}
+		views = append(views, v)
+	}
+	return views, nil
+}
+
+// nodeCache remembers what providers said of nodes, for CapacityTTL.
+type nodeCache struct {
+	mu      sync.Mutex
+	entries map[string]nodeCacheEntry
+}
+
+type nodeCacheEntry struct {
+	info    *providers.NodeInfo
+	fetched time.Time
+}
+
+func (nc *nodeCache) get(key string, now time.Time, ttl time.Duration) *providers.NodeInfo {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	e, ok := nc.entries[key]
+	if !ok || now.Sub(e.fetched) > ttl {
+		return nil
+	}
+	return e.info
+}
+
+func (nc *nodeCache) put(key string, info *providers.NodeInfo, now time.Time) {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	if nc.entries == nil {
+		nc.entries = map[string]nodeCacheEntry{}
+	}
+	nc.entries[key] = nodeCacheEntry{info: info, fetched: now}
+}
+
+func (nc *nodeCache) forget(key string) {
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	delete(nc.entries, key)
+}
+
+// discover returns the provider's view of a node, from the cache when fresh.
+func (c *Coordinator) discover(ctx context.Context, p providers.Provider, n *corev1.Node) (*providers.NodeInfo, error) {
+	key := p.Name() + "/" + n.Name
+	if info := c.nodes.get(key, c.clock.Now(), c.cfg.CapacityTTL.Duration); info != nil {
+		return info, nil
+	}
+	info, err := p.DiscoverNode(ctx, nodeRef(n))
+	if err != nil {
+		return nil, err
+	}
+	c.nodes.put(key, info, c.clock.Now())
+	return info, nil
+}

@@ -1,0 +1,162 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+)
+
+// PolicyReconciler writes the status of EgressPolicies and ClusterEgressPolicies: whether the
+// gateway exists and admits the policy's namespaces, how many pods it selects, the egress IPs
+// in use. What it cannot accept it says in a condition and an Event, and nothing else breaks.
+type PolicyReconciler struct {
+	*Coordinator
+	// Cluster: reconcile ClusterEgressPolicies, else EgressPolicies.
+	Cluster bool
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var (
+		obj        client.Object
+		rule       egressv1.EgressPolicyRule
+		status     *egressv1.EgressPolicyStatus
+		namespaces []corev1.Namespace
+	)
+	if r.Cluster {
+		p := &egressv1.ClusterEgressPolicy{}
+		if err := r.client.Get(ctx, req.NamespacedName, p); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		obj, rule, status = p, p.Spec.EgressPolicyRule, &p.Status
+		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.NamespaceSelector)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		var list corev1.NamespaceList
+		if err := r.client.List(ctx, &list, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+			return ctrl.Result{}, err
+		}
+		namespaces = list.Items
+	} else {
+		p := &egressv1.EgressPolicy{}
+		if err := r.client.Get(ctx, req.NamespacedName, p); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		obj, rule, status = p, p.Spec, &p.Status
+		ns := corev1.Namespace{}
+		if err := r.client.Get(ctx, client.ObjectKey{Name: p.Namespace}, &ns); err != nil {
+			return ctrl.Result{}, err
+		}
+		namespaces = []corev1.Namespace{ns}
+	}
+
+	next := status.DeepCopy()
+	next.ObservedGeneration = obj.GetGeneration()
+	accepted, ready := r.evaluate(ctx, rule, namespaces, next)
+	accepted.ObservedGeneration, ready.ObservedGeneration = obj.GetGeneration(), obj.GetGeneration()
+	meta.SetStatusCondition(&next.Conditions, accepted)
+	meta.SetStatusCondition(&next.Conditions, ready)
+	if accepted.Status == metav1.ConditionFalse && !meta.IsStatusConditionFalse(status.Conditions, egressv1.ConditionAccepted) {
+		r.recorder.Eventf(obj, nil, corev1.EventTypeWarning, accepted.Reason, "Accept", accepted.Message)
+	}
+	if equality.Semantic.DeepEqual(next, status) {
+		return ctrl.Result{}, nil
+	}
+	patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
+	*status = *next
+	if err := r.client.Status().Patch(ctx, obj, patch); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, fmt.Errorf("writing status of policy %s: %w", req.NamespacedName, err)
+	}
+	return ctrl.Result{}, nil
+}
+
+// evaluate fills matched pods and egress IPs and returns the Accepted and Ready conditions.
+func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPolicyRule, namespaces []corev1.Namespace, st *egressv1.EgressPolicyStatus) (metav1.Condition, metav1.Condition) {
+	acc := metav1.Condition{Type: egressv1.ConditionAccepted}
+	ready := metav1.Condition{Type: egressv1.ConditionReady, Status: metav1.ConditionFalse}
+	st.MatchedPods, st.EgressIPs = 0, nil
+
+	gw := &egressv1.EgressGateway{}
+	if err := r.client.Get(ctx, client.ObjectKey{Name: rule.Gateway}, gw); err != nil {
+		acc.Status, acc.Reason = metav1.ConditionFalse, egressv1.ReasonGatewayNotFound
+		acc.Message = fmt.Sprintf("spec.gateway %q: no such EgressGateway", rule.Gateway)
+		if !apierrors.IsNotFound(err) {
+			acc.Message = fmt.Sprintf("spec.gateway %q: %v", rule.Gateway, err)
+		}
+		ready.Reason, ready.Message = acc.Reason, acc.Message
+		return acc, ready
+	}
+	var allowed, refused []string
+	for _, ns := range namespaces {
+		ok, err := namespaceAllowed(gw.Spec.AllowedNamespaces, &ns)
+		if err != nil || !ok {
+			refused = append(refused, ns.Name)
+			continue
+		}
+		allowed = append(allowed, ns.Name)
+	}
+	if len(allowed) == 0 && len(namespaces) > 0 {
+		acc.Status, acc.Reason = metav1.ConditionFalse, egressv1.ReasonNamespaceNotAllowed
+		acc.Message = fmt.Sprintf("EgressGateway %s does not admit namespace(s) %s (spec.allowedNamespaces)", gw.Name, strings.Join(refused, ", "))
+		ready.Reason, ready.Message = acc.Reason, acc.Message
+		return acc, ready
+	}
+	acc.Status, acc.Reason = metav1.ConditionTrue, egressv1.ReasonAccepted
+	acc.Message = fmt.Sprintf("steered through EgressGateway %s", gw.Name)
+	if len(refused) > 0 {
+		acc.Message += fmt.Sprintf("; namespaces not admitted by the gateway are left out: %s", strings.Join(refused, ", "))
+	}
+
+	sel, err := metav1.LabelSelectorAsSelector(&rule.PodSelector)
+	if err == nil {
+		for _, ns := range allowed {
+			var pods corev1.PodList
+			if err := r.client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+				continue
+			}
+			for _, p := range pods.Items {
+				if p.Status.PodIP != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed && p.DeletionTimestamp == nil {
+					st.MatchedPods++
+				}
+			}
+		}
+	}
+	st.EgressIPs = slices.Clone(gw.Status.EgressIPs)
+	if meta.IsStatusConditionTrue(gw.Status.Conditions, egressv1.ConditionReady) {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, egressv1.ReasonAccepted, fmt.Sprintf("EgressGateway %s is ready", gw.Name)
+	} else {
+		ready.Reason, ready.Message = egressv1.ReasonPending, fmt.Sprintf("EgressGateway %s is not ready", gw.Name)
+	}
+	return acc, ready
+}
+
+// namespaceAllowed applies a gateway's allowedNamespaces to a namespace.
+func namespaceAllowed(sel *egressv1.NamespaceSelection, ns *corev1.Namespace) (bool, error) {
+	if sel == nil {
+		return true, nil
+	}
+	if slices.Contains(sel.Names, ns.Name) {
+		return true, nil
+	}
+	if sel.Selector != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel.Selector)
+		if err != nil {
+			return false, err
+		}
+		return s.Matches(labels.Set(ns.Labels)), nil
+	}
+	return false, nil
+}

@@ -1,0 +1,287 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/providers"
+)
+
+// RunOptions configure the controller binary.
+type RunOptions struct {
+	Config                 Config
+	RestConfig             *rest.Config
+	Registry               providers.Registry
+	LeaderElect            bool
+	MetricsBindAddress     string
+	HealthProbeBindAddress string
+}
+
+// Run builds the manager, the providers and the controllers, and runs until ctx ends.
+func Run(ctx context.Context, o RunOptions) error {
+	scheme, err := newScheme()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(o.RestConfig, manager.Options{
+		Scheme:                  scheme,
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionID:        "egressd-controller",
+		LeaderElectionNamespace: o.Config.Namespace,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress:  o.HealthProbeBindAddress,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only the agents' Leases, not every Lease of the cluster.
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{o.Config.Namespace: {}}},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("building the manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	provs, err := BuildProviders(ctx, o.Config, o.Registry, ctrlmetrics.Registry)
+	if err != nil {
+		return err
+	}
+	metrics, err := NewMetrics(ctrlmetrics.Registry)
+	if err != nil {
+		return err
+	}
+	conn, err := net.ListenPacket("udp4", ":0")
+	if err != nil {
+		return fmt.Errorf("opening the probe socket: %w", err)
+	}
+	health := NewProbeHealth(conn, o.Config.ProbePort)
+	c := New(Options{
+		Config: o.Config, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(),
+		Recorder: mgr.GetEventRecorder("egressd-coordinator"), Providers: provs, Health: health, Metrics: metrics,
+	})
+	if err := mgr.Add(manager.RunnableFunc(health.Run)); err != nil {
+		return err
+	}
+	if err := Setup(mgr, c, health.Changes); err != nil {
+		return err
+	}
+	if err := mgr.Add(NewGC(c)); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+func newScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, coordinationv1.AddToScheme, egressv1.AddToScheme} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// BuildProviders constructs every configured provider from the registry, wrapped with metrics
+// and client-side rate limiting. A provider whose implementation is not in the registry is an
+// error naming it and what exists.
+func BuildProviders(ctx context.Context, cfg Config, reg providers.Registry, registerer prometheus.Registerer) (map[string]providers.Provider, error) {
+	m, err := providers.NewMetrics(registerer)
+	if err != nil {
+		return nil, err
+	}
+	limits := providers.DefaultRateLimits
+	if cfg.RateLimits != nil {
+		limits = *cfg.RateLimits
+	}
+	out := map[string]providers.Provider{}
+	for name, raw := range cfg.Providers {
+		typ, err := ProviderType(name, raw)
+		if err != nil {
+			return nil, err
+		}
+		construct, ok := reg[typ]
+		if !ok {
+			known := make([]string, 0, len(reg))
+			for k := range reg {
+				known = append(known, k)
+			}
+			slices.Sort(known)
+			return nil, fmt.Errorf("config: provider %q has type %q, which is not one of %v", name, typ, known)
+		}
+		p, err := construct(ctx, withClusterName(raw, cfg.ClusterName))
+		if err != nil {
+			return nil, fmt.Errorf("config: provider %q: %w", name, err)
+		}
+		out[name] = providers.WithRateLimit(m.Wrap(p), limits)
+	}
+	return out, nil
+}
+
+// withClusterName adds clusterName to a provider's config unless it sets its own.
+func withClusterName(raw json.RawMessage, cluster string) json.RawMessage {
+	obj := map[string]any{}
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &obj); err != nil {
+			return raw
+		}
+	}
+	if _, ok := obj["clusterName"]; !ok {
+		obj["clusterName"] = cluster
+	}
+	delete(obj, "type")
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return raw
+	}
+	return out
+}
+
+// Setup registers the coordinator's controllers with mgr. healthChanges (may be nil) triggers
+// a reconcile of every group when a probe verdict changes.
+func Setup(mgr manager.Manager, c *Coordinator, healthChanges <-chan event.GenericEvent) error {
+	allGateways := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+		var list egressv1.EgressGatewayList
+		if err := c.client.List(ctx, &list); err != nil {
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(list.Items))
+		for _, g := range list.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: g.Name}})
+		}
+		return reqs
+	})
+	b := ctrl.NewControllerManagedBy(mgr).Named("egressgateway").
+		For(&egressv1.EgressGateway{}).
+		Watches(&corev1.Node{}, allGateways, builder.WithPredicates(nodeChanged())).
+		Watches(&coordinationv1.Lease{}, allGateways, builder.WithPredicates(predicate.Funcs{
+			// Renewals are not events: expiry is noticed by the periodic requeue.
+			UpdateFunc: func(event.UpdateEvent) bool { return false },
+		})).
+		Watches(&egressv1.EgressIP{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if g := o.GetLabels()[egressv1.LabelGateway]; g != "" {
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: g}}}
+			}
+			return nil
+		})).
+		// One reconcile at a time: allocation and placement stay deterministic, and a group's
+		// plan never races another's for the same node's capacity.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1})
+	if healthChanges != nil {
+		b = b.WatchesRawSource(source.Channel(healthChanges, allGateways))
+	}
+	if err := b.Complete(GatewayReconciler{c}); err != nil {
+		return err
+	}
+	if err := ctrl.NewControllerManagedBy(mgr).Named("egressip").For(&egressv1.EgressIP{}).
+		Complete(EgressIPReconciler{c}); err != nil {
+		return err
+	}
+	policiesOf := func(cluster bool) handler.EventHandler {
+		return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			var reqs []reconcile.Request
+			if cluster {
+				var list egressv1.ClusterEgressPolicyList
+				if err := c.client.List(ctx, &list); err == nil {
+					for _, p := range list.Items {
+						reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: p.Name}})
+					}
+				}
+				return reqs
+			}
+			var list egressv1.EgressPolicyList
+			opts := []client.ListOption{}
+			if ns := o.GetNamespace(); ns != "" {
+				opts = append(opts, client.InNamespace(ns))
+			} else if _, isNS := o.(*corev1.Namespace); isNS {
+				opts = append(opts, client.InNamespace(o.GetName()))
+			}
+			if err := c.client.List(ctx, &list, opts...); err == nil {
+				for _, p := range list.Items {
+					reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: p.Namespace, Name: p.Name}})
+				}
+			}
+			return reqs
+		})
+	}
+	for _, cluster := range []bool{false, true} {
+		var obj client.Object = &egressv1.EgressPolicy{}
+		name := "egresspolicy"
+		if cluster {
+			obj, name = &egressv1.ClusterEgressPolicy{}, "clusteregresspolicy"
+		}
+		if err := ctrl.NewControllerManagedBy(mgr).Named(name).For(obj).
+			Watches(&egressv1.EgressGateway{}, policiesOf(cluster)).
+			Watches(&corev1.Pod{}, policiesOf(cluster), builder.WithPredicates(podIPChanged())).
+			Watches(&corev1.Namespace{}, policiesOf(cluster)).
+			Complete(PolicyReconciler{Coordinator: c, Cluster: cluster}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nodeChanged passes node events that can change a gateway group: labels, cordon, readiness,
+// addresses. Kubelet heartbeats do not.
+func nodeChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		a, okA := e.ObjectOld.(*corev1.Node)
+		b, okB := e.ObjectNew.(*corev1.Node)
+		if !okA || !okB {
+			return true
+		}
+		return !mapsEqual(a.Labels, b.Labels) || a.Spec.Unschedulable != b.Spec.Unschedulable ||
+			nodeReady(a) != nodeReady(b) || UnderlayIP(a) != UnderlayIP(b) || a.Spec.ProviderID != b.Spec.ProviderID
+	}}
+}
+
+// podIPChanged passes pod events that change a policy's matched-pod count.
+func podIPChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		a, okA := e.ObjectOld.(*corev1.Pod)
+		b, okB := e.ObjectNew.(*corev1.Pod)
+		if !okA || !okB {
+			return true
+		}
+		return a.Status.PodIP != b.Status.PodIP || a.Status.Phase != b.Status.Phase || !mapsEqual(a.Labels, b.Labels) ||
+			(a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil)
+	}}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
