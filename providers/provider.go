@@ -56,64 +56,64 @@ type Provider interface {
 // NodeRef names a node the way Kubernetes and the cloud both know it.
 type NodeRef struct {
 	// Name is the Kubernetes node name.
-	Name string
+	Name string `json:"name,omitempty"`
 	// ProviderID is the node's spec.providerID (aws:///us-east-1a/i-0abc...,
 	// gce://project/zone/instance, azure:///subscriptions/.../virtualMachines/vm, static://name).
-	ProviderID string
+	ProviderID string `json:"providerID,omitempty"`
 	// Zone is the node's topology.kubernetes.io/zone label, when known.
-	Zone string
+	Zone string `json:"zone,omitempty"`
 }
 
 // NodeInfo is what a provider knows of a node.
 type NodeInfo struct {
-	Ref        NodeRef
-	InstanceID string
-	Zone       string
-	Interfaces []Interface
+	Ref        NodeRef     `json:"ref"`
+	InstanceID string      `json:"instanceID,omitempty"`
+	Zone       string      `json:"zone,omitempty"`
+	Interfaces []Interface `json:"interfaces,omitempty"`
 	// Subnets egress IPs may come from in the node's zone (the primary interface's first).
-	Subnets  []Subnet
-	Capacity Capacity
+	Subnets  []Subnet `json:"subnets,omitempty"`
+	Capacity Capacity `json:"capacity"`
 }
 
 // Interface is one network interface of a node.
 type Interface struct {
 	// ID is the provider's ID (AWS ENI ID, GCP "nic0", Azure NIC resource ID).
-	ID string
+	ID string `json:"id,omitempty"`
 	// MAC lets the agent find the interface on the node.
-	MAC string
+	MAC string `json:"mac,omitempty"`
 	// DeviceIndex is the attachment order (0 is the primary interface).
-	DeviceIndex int
+	DeviceIndex int `json:"deviceIndex,omitempty"`
 	// Dedicated: created by egressd for egress IPs.
-	Dedicated bool
-	SubnetID  string
-	PrimaryIP netip.Addr
+	Dedicated bool       `json:"dedicated,omitempty"`
+	SubnetID  string     `json:"subnetID,omitempty"`
+	PrimaryIP netip.Addr `json:"primaryIP,omitzero"`
 	// SecondaryIPs are the other private addresses the interface holds.
-	SecondaryIPs []netip.Addr
+	SecondaryIPs []netip.Addr `json:"secondaryIPs,omitempty"`
 }
 
 // Subnet is a cloud subnet.
 type Subnet struct {
-	ID   string
-	Zone string
-	CIDR netip.Prefix
+	ID   string       `json:"id,omitempty"`
+	Zone string       `json:"zone,omitempty"`
+	CIDR netip.Prefix `json:"cidr,omitzero"`
 	// Free is the number of unused addresses the cloud reports, or -1 when unknown.
-	Free int
+	Free int `json:"free,omitempty"`
 	// Reserved addresses the cloud never hands out (network, router, DNS, broadcast...).
-	Reserved []netip.Addr
+	Reserved []netip.Addr `json:"reserved,omitempty"`
 }
 
 // Capacity says how many more egress IPs a node can take.
 type Capacity struct {
 	// MaxInterfaces the instance type supports; MaxIPsPerInterface includes the primary IP.
-	MaxInterfaces      int
-	MaxIPsPerInterface int
+	MaxInterfaces      int `json:"maxInterfaces,omitempty"`
+	MaxIPsPerInterface int `json:"maxIPsPerInterface,omitempty"`
 	// FreeIPSlots is how many more addresses fit on the node's primary interface
 	// (InterfacePrimary), bounded by the free addresses of its subnet.
-	FreeIPSlots int
+	FreeIPSlots int `json:"freeIPSlots,omitempty"`
 	// DedicatedFreeIPSlots is how many more addresses fit on the node's dedicated egress
 	// interface (InterfaceDedicated), counting one still to be created when none is attached
 	// and the instance has room for it; 0 where the provider has no dedicated interfaces.
-	DedicatedFreeIPSlots int
+	DedicatedFreeIPSlots int `json:"dedicatedFreeIPSlots,omitempty"`
 }
 
 // InterfaceMode mirrors the API's cloud.interface.
@@ -127,57 +127,57 @@ const (
 // Owner identifies who a resource is created for; it becomes the egressd.io/cluster and
 // egressd.io/owner tags (labels on GCP).
 type Owner struct {
-	Cluster string
+	Cluster string `json:"cluster,omitempty"`
 	// Gateway is the EgressGateway name.
-	Gateway string
+	Gateway string `json:"gateway,omitempty"`
 }
 
 // EnsureRequest asks for an address on a node.
 type EnsureRequest struct {
-	Owner Owner
-	Node  NodeRef
+	Owner Owner   `json:"owner"`
+	Node  NodeRef `json:"node"`
 	// IP is the address to assign, chosen by ipalloc. Required.
-	IP netip.Addr
+	IP netip.Addr `json:"ip,omitzero"`
 	// Subnet the address belongs to (provider ID). Empty: the subnet of the interface used.
-	Subnet    string
-	Public    bool
-	Interface InterfaceMode
+	Subnet    string        `json:"subnet,omitempty"`
+	Public    bool          `json:"public,omitempty"`
+	Interface InterfaceMode `json:"interface,omitempty"`
 }
 
 // MoveRequest moves an assigned address to another node.
 type MoveRequest struct {
-	Owner Owner
+	Owner Owner `json:"owner"`
 	// Current is the assignment as last recorded (may be stale).
-	Current Assignment
-	To      NodeRef
+	Current Assignment `json:"current"`
+	To      NodeRef    `json:"to"`
 	// Interface on the destination node; empty means the mode of Current (its Attachment
 	// where the provider records the mode there, else the provider's default).
-	Interface InterfaceMode
+	Interface InterfaceMode `json:"interface,omitempty"`
 }
 
 // ReleaseRequest releases an address and what egressd created for it.
 type ReleaseRequest struct {
-	Owner Owner
+	Owner Owner `json:"owner"`
 	// Current is the assignment as last recorded (may be stale or partly empty).
-	Current Assignment
+	Current Assignment `json:"current"`
 }
 
 // Assignment is where an address is now.
 type Assignment struct {
-	IP netip.Addr
+	IP netip.Addr `json:"ip,omitzero"`
 	// Node is the Kubernetes node name holding IP (empty when unassigned).
-	Node       string
-	InstanceID string
+	Node       string `json:"node,omitempty"`
+	InstanceID string `json:"instanceID,omitempty"`
 	// InterfaceID is the provider's interface ID; InterfaceMAC lets the agent find it.
-	InterfaceID  string
-	InterfaceMAC string
-	Subnet       string
+	InterfaceID  string `json:"interfaceID,omitempty"`
+	InterfaceMAC string `json:"interfaceMAC,omitempty"`
+	Subnet       string `json:"subnet,omitempty"`
 	// Attachment is provider-specific (Azure ipConfiguration name, GCP alias range).
-	Attachment string
-	PublicIP   netip.Addr
+	Attachment string     `json:"attachment,omitempty"`
+	PublicIP   netip.Addr `json:"publicIP,omitzero"`
 	// PublicAllocation and PublicAssociation identify the public IP resources.
-	PublicAllocation  string
-	PublicAssociation string
+	PublicAllocation  string `json:"publicAllocation,omitempty"`
+	PublicAssociation string `json:"publicAssociation,omitempty"`
 }
 
 // ResourceKind of an owned resource.
@@ -191,19 +191,19 @@ const (
 
 // OwnedResource is a cloud resource tagged as a cluster's.
 type OwnedResource struct {
-	Kind ResourceKind
+	Kind ResourceKind `json:"kind,omitempty"`
 	// ID is the provider's ID of the resource (ENI ID, allocation ID, address name...).
-	ID string
+	ID string `json:"id,omitempty"`
 	// IP is the address, for private and public IPs.
-	IP    netip.Addr
-	Owner Owner
+	IP    netip.Addr `json:"ip,omitzero"`
+	Owner Owner      `json:"owner"`
 	// Node holding the resource, when attached and known to the provider by its Kubernetes
 	// name (static pools); clouds report InstanceID instead.
-	Node string
+	Node string `json:"node,omitempty"`
 	// InstanceID is the cloud instance the resource is attached to, when attached.
-	InstanceID string
+	InstanceID string `json:"instanceID,omitempty"`
 	// Created is when the resource was created, zero when the cloud does not say.
-	Created time.Time
+	Created time.Time `json:"created,omitzero"`
 }
 
 // Constructor builds a provider from its raw configuration (the provider's own JSON object in

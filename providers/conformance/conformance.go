@@ -152,7 +152,7 @@ var cases = []testCase{
 			t.Fatalf("DiscoverNode: %+v", info)
 		}
 		bad := n
-		bad.Name, bad.ProviderID = "ghost", ghostProviderID(n.ProviderID)
+		bad.Name, bad.ProviderID, bad.Zone = "ghost", ghostProviderID(n.ProviderID), ""
 		if _, err := e.Provider().DiscoverNode(ctx, bad); !providers.IsNotFound(err) {
 			t.Fatalf("unknown node: want NotFound, got %v", err)
 		}
