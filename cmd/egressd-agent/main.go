@@ -1,0 +1,47 @@
+// Command egressd-agent is egressd's node agent (gateway/agent). `egressd-agent cleanup` (or
+// --cleanup) removes the datapath; SIGTERM stops the agent and leaves the datapath running.
+package main
+
+import (
+	"flag"
+	"os"
+	"strings"
+
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager/signals"
+
+	"github.com/egressd/egressd/gateway/agent"
+)
+
+func main() {
+	var o agent.CommandOptions
+	var patterns string
+	var tunnelPort, probePort uint
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = agent.DefaultNamespace
+	}
+	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	flag.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster config")
+	flag.StringVar(&o.Namespace, "namespace", ns, "namespace of the heartbeat Lease (default $POD_NAMESPACE)")
+	flag.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":9090", "Prometheus metrics address; 0 disables")
+	flag.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":9091", "/healthz and /readyz address; 0 disables")
+	flag.UintVar(&tunnelPort, "tunnel-port", 8742, "VXLAN UDP port, the same on every node")
+	flag.UintVar(&probePort, "probe-port", 8743, "probe UDP port, the same on every node")
+	flag.StringVar(&patterns, "pod-interface-patterns", "lxc*,eni*,cali*,veth*,azv*,gke*", "comma-separated name patterns of pod interfaces")
+	flag.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "bpffs mount; egressd pins under <bpffs>/egressd")
+	flag.BoolVar(&o.Cleanup, "cleanup", false, "remove the datapath and exit")
+	zo := zap.Options{}
+	zo.BindFlags(flag.CommandLine)
+	flag.Parse()
+	log.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
+	o.TunnelPort, o.ProbePort = uint16(tunnelPort), uint16(probePort)
+	o.PodInterfacePatterns = strings.Split(patterns, ",")
+	o.Cleanup = o.Cleanup || flag.Arg(0) == "cleanup"
+
+	if err := agent.Main(signals.SetupSignalHandler(), o); err != nil {
+		log.Log.Error(err, "egressd-agent")
+		os.Exit(1)
+	}
+}

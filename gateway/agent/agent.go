@@ -1,0 +1,453 @@
+// Package agent is egressd's node agent (DESIGN.md §5, docs/control-plane.md): it watches its
+// node's pods, the policies, the gateways and the egress IPs through the API server, computes
+// the node's datapath state locally (ComputeState) and applies it; it probes the gateways of
+// its groups and fails over in the datapath on its own; on gateway nodes the same state mounts
+// the egress IPs it holds and serves their groups. It answers probes, renews its heartbeat
+// Lease and exports the datapath counters.
+//
+// The datapath outlives the agent: nothing here tears it down, on shutdown or on API errors.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/probe"
+)
+
+// Dataplane is what the agent needs of the node's datapath; *dataplane.Dataplane has it.
+type Dataplane interface {
+	// Apply makes the datapath match a complete State.
+	Apply(ctx context.Context, s dataplane.State) error
+	// Run attaches the classifier to pod interfaces as they appear, until ctx ends; it is
+	// started after the first successful Apply.
+	Run(ctx context.Context) error
+	// Stats returns the datapath counters.
+	Stats() (map[bpf.StatsKey]bpf.Stats, error)
+}
+
+var _ Dataplane = (*dataplane.Dataplane)(nil)
+
+// Defaults of Config.
+const (
+	// DefaultLeaseInterval is how often the heartbeat Lease is renewed; the coordinator
+	// treats a Lease older than 10 s as a dead agent.
+	DefaultLeaseInterval = 2 * time.Second
+	// DefaultLeaseDuration is written into the Lease for readers other than the coordinator.
+	DefaultLeaseDuration = 10 * time.Second
+	// DefaultDebounce coalesces bursts of events into one Apply while keeping a new pod's
+	// steering within milliseconds.
+	DefaultDebounce = time.Millisecond
+	// DefaultResync re-applies an unchanged state, repairing drift (e.g. a link the
+	// datapath's watch missed).
+	DefaultResync = time.Minute
+	// DefaultNamespace holds the heartbeat Leases.
+	DefaultNamespace = "egressd-system"
+	// applyTimeout bounds one Apply.
+	applyTimeout = 30 * time.Second
+	// maxRetry caps the backoff after a failed Apply.
+	maxRetry = 10 * time.Second
+)
+
+// Config of an Agent.
+type Config struct {
+	// NodeName is this node. Required.
+	NodeName string
+	// Namespace of the heartbeat Lease; empty means DefaultNamespace.
+	Namespace string
+	// ProbePort is the port probes are sent to on every node; zero means probe.DefaultPort.
+	ProbePort uint16
+	// ProbeAddress is where this node's responder listens; empty means ":<ProbePort>".
+	ProbeAddress string
+	// Dataplane is the node's datapath. Required.
+	Dataplane Dataplane
+	// ListenPacket opens the probe sockets; nil means net.ListenPacket. (Tests give one that
+	// opens them in a node's network namespace.)
+	ListenPacket func(network, address string) (net.PacketConn, error)
+	// Interfaces lists the node's interfaces; nil means the calling process's (net.Interfaces).
+	Interfaces func() ([]Interface, error)
+	// Registerer receives the agent's metrics; nil means none.
+	Registerer prometheus.Registerer
+	// LeaseInterval, LeaseDuration, Debounce and Resync: zero means the defaults.
+	LeaseInterval, LeaseDuration, Debounce, Resync time.Duration
+}
+
+func (c *Config) defaults() error {
+	if c.NodeName == "" {
+		return errors.New("agent: node name is required")
+	}
+	if c.Dataplane == nil {
+		return errors.New("agent: a dataplane is required")
+	}
+	if c.Namespace == "" {
+		c.Namespace = DefaultNamespace
+	}
+	if c.ProbePort == 0 {
+		c.ProbePort = probe.DefaultPort
+	}
+	if c.ProbeAddress == "" {
+		c.ProbeAddress = fmt.Sprintf(":%d", c.ProbePort)
+	}
+	if c.ListenPacket == nil {
+		c.ListenPacket = net.ListenPacket
+	}
+	if c.Interfaces == nil {
+		c.Interfaces = HostInterfaces
+	}
+	if c.LeaseInterval == 0 {
+		c.LeaseInterval = DefaultLeaseInterval
+	}
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = DefaultLeaseDuration
+	}
+	if c.Debounce == 0 {
+		c.Debounce = DefaultDebounce
+	}
+	if c.Resync == 0 {
+		c.Resync = DefaultResync
+	}
+	return nil
+}
+
+// Agent is the node agent. Build it with New and run it with Run (or add it to a manager).
+type Agent struct {
+	cfg    Config
+	cache  cache.Cache
+	client client.Client // Lease writes
+	reader client.Reader // Lease reads, uncached: the agent may not list Leases
+
+	dirty     chan struct{}
+	responder *probe.Responder
+	prober    *probe.Prober
+
+	mu       sync.Mutex
+	last     Result
+	applied  *dataplane.State // last state applied successfully
+	appliedN uint64
+	readyErr error
+	problems []string
+}
+
+// New returns an agent reading through c (a started, or to be started, cache whose pods are
+// limited to this node) and writing its Lease with cl and reader. It starts nothing.
+func New(cfg Config, c cache.Cache, cl client.Client, reader client.Reader) (*Agent, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, cache: c, client: cl, reader: reader,
+		dirty: make(chan struct{}, 1), readyErr: errors.New("no state applied yet")}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(&collector{a: a}); err != nil {
+			return nil, fmt.Errorf("registering agent metrics: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// NeedLeaderElection is false: every node runs its agent.
+func (a *Agent) NeedLeaderElection() bool { return false }
+
+// Ready returns nil once the last Apply succeeded; it backs the readiness endpoint and gates
+// the heartbeat.
+func (a *Agent) Ready() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.readyErr
+}
+
+// Applied returns the number of successful Applies and the last state applied.
+func (a *Agent) Applied() (uint64, *dataplane.State) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.appliedN, a.applied
+}
+
+func (a *Agent) signal() {
+	select {
+	case a.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs the agent until ctx ends: probe responder and prober, watches, the apply loop and
+// the heartbeat. It returns nil on ctx's end and leaves the datapath as last applied.
+func (a *Agent) Run(ctx context.Context) error {
+	logger := log.FromContext(ctx).WithValues("node", a.cfg.NodeName)
+	ctx = log.IntoContext(ctx, logger)
+
+	rconn, err := a.cfg.ListenPacket("udp4", a.cfg.ProbeAddress)
+	if err != nil {
+		return fmt.Errorf("listening for probes on %s: %w", a.cfg.ProbeAddress, err)
+	}
+	pconn, err := a.cfg.ListenPacket("udp4", ":0")
+	if err != nil {
+		_ = rconn.Close()
+		return fmt.Errorf("opening the probe socket: %w", err)
+	}
+	responder := probe.NewResponder(rconn)
+	prober := probe.NewProber(pconn, probe.Options{OnChange: func(s probe.Status) {
+		logger.Info("gateway probe changed", "gateway", s.Addr.Addr(), "up", s.Up, "draining", s.Draining, "failures", s.Failures)
+		a.signal()
+	}})
+	a.mu.Lock()
+	a.responder, a.prober = responder, prober
+	a.mu.Unlock()
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return responder.Run(ctx) })
+	g.Go(func() error { return prober.Run(ctx) })
+	g.Go(func() error {
+		if err := a.watch(ctx); err != nil {
+			return err
+		}
+		return a.loop(ctx, g)
+	})
+	g.Go(func() error { a.heartbeat(ctx); return nil })
+	err = g.Wait()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// watch registers event handlers that mark the state dirty, and waits for the caches.
+func (a *Agent) watch(ctx context.Context) error {
+	handler := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.signal() },
+		UpdateFunc: func(any, any) { a.signal() },
+		DeleteFunc: func(any) { a.signal() },
+	}
+	for _, obj := range []client.Object{
+		&corev1.Node{}, &corev1.Pod{}, &corev1.Namespace{},
+		&egressv1.EgressPolicy{}, &egressv1.ClusterEgressPolicy{}, &egressv1.EgressGateway{}, &egressv1.EgressIP{},
+	} {
+		inf, err := a.cache.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
+		}
+	}
+	if !a.cache.WaitForCacheSync(ctx) {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return errors.New("caches did not sync")
+	}
+	a.signal()
+	return nil
+}
+
+// loop applies the state whenever something changed, after a short debounce; it retries a
+// failed Apply with backoff and re-applies an unchanged state every Resync.
+func (a *Agent) loop(ctx context.Context, g *errgroup.Group) error {
+	logger := log.FromContext(ctx)
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	resync := time.NewTicker(a.cfg.Resync)
+	defer resync.Stop()
+	backoff := 200 * time.Millisecond
+	dpRunning := false
+	for {
+		force := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.dirty:
+		case <-retry.C:
+			force = true
+		case <-resync.C:
+			force = true
+		}
+		if a.cfg.Debounce > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(a.cfg.Debounce):
+			}
+			select {
+			case <-a.dirty:
+			default:
+			}
+		}
+		err := a.sync(ctx, force)
+		if err != nil {
+			logger.Error(err, "applying the datapath state; keeping the last one", "retryIn", backoff)
+			retry.Reset(backoff)
+			backoff = min(backoff*2, maxRetry)
+			continue
+		}
+		backoff = 200 * time.Millisecond
+		if !dpRunning {
+			if n, _ := a.Applied(); n > 0 {
+				dpRunning = true
+				g.Go(func() error {
+					if err := a.cfg.Dataplane.Run(ctx); err != nil && ctx.Err() == nil {
+						return fmt.Errorf("watching pod interfaces: %w", err)
+					}
+					return nil
+				})
+			}
+		}
+	}
+}
+
+// sync computes the state from the caches and the probes and applies it if it changed (or
+// force is set).
+func (a *Agent) sync(ctx context.Context, force bool) error {
+	logger := log.FromContext(ctx)
+	in, err := a.inputs(ctx)
+	if err != nil {
+		return err
+	}
+	if in.Node != nil {
+		a.responder.SetDraining(in.Node.Spec.Unschedulable)
+	}
+	res, err := ComputeState(in)
+	if err != nil {
+		a.setReady(err)
+		return err
+	}
+	a.prober.SetTargets(res.Probes)
+	a.logProblems(logger, res.Problems)
+
+	a.mu.Lock()
+	a.last = res
+	same := a.applied != nil && reflect.DeepEqual(*a.applied, res.State)
+	a.mu.Unlock()
+	if same && !force {
+		return nil
+	}
+	actx, cancel := context.WithTimeout(ctx, applyTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := a.cfg.Dataplane.Apply(actx, res.State); err != nil {
+		a.setReady(fmt.Errorf("applying the datapath state: %w", err))
+		return err
+	}
+	st := res.State
+	a.mu.Lock()
+	a.applied = &st
+	a.appliedN++
+	a.readyErr = nil
+	a.mu.Unlock()
+	if !same {
+		logger.V(1).Info("applied datapath state", "pods", len(st.Pods), "policySets", len(st.PolicySets),
+			"groups", len(st.Groups), "gateway", st.Gateway != nil, "took", time.Since(start))
+	}
+	return nil
+}
+
+func (a *Agent) setReady(err error) {
+	a.mu.Lock()
+	a.readyErr = err
+	a.mu.Unlock()
+}
+
+func (a *Agent) logProblems(logger logr.Logger, problems []string) {
+	a.mu.Lock()
+	changed := !slices.Equal(a.problems, problems)
+	a.problems = problems
+	a.mu.Unlock()
+	if changed {
+		for _, p := range problems {
+			logger.Info("skipping an object", "problem", p)
+		}
+	}
+}
+
+func (a *Agent) inputs(ctx context.Context) (Inputs, error) {
+	in := Inputs{ProbePort: a.cfg.ProbePort, Health: map[netip.Addr]bool{}}
+	a.mu.Lock()
+	in.SetIDs = a.last.SetIDs
+	a.mu.Unlock()
+
+	node := &corev1.Node{}
+	if err := a.cache.Get(ctx, types.NamespacedName{Name: a.cfg.NodeName}, node); err != nil {
+		if apierrors.IsNotFound(err) {
+			return in, fmt.Errorf("node %s not found", a.cfg.NodeName)
+		}
+		return in, fmt.Errorf("reading node %s: %w", a.cfg.NodeName, err)
+	}
+	in.Node = node
+	var (
+		pods  corev1.PodList
+		nss   corev1.NamespaceList
+		pols  egressv1.EgressPolicyList
+		cpols egressv1.ClusterEgressPolicyList
+		gws   egressv1.EgressGatewayList
+		eips  egressv1.EgressIPList
+	)
+	for _, l := range []client.ObjectList{&pods, &nss, &pols, &cpols, &gws, &eips} {
+		if err := a.cache.List(ctx, l); err != nil {
+			return in, fmt.Errorf("listing %T: %w", l, err)
+		}
+	}
+	// The cache holds this node's pods only, but a pod moving is cheap to guard against.
+	for _, p := range pods.Items {
+		if p.Spec.NodeName == a.cfg.NodeName {
+			in.Pods = append(in.Pods, p)
+		}
+	}
+	in.Namespaces, in.Policies, in.ClusterPolicies, in.Gateways, in.EgressIPs = nss.Items, pols.Items, cpols.Items, gws.Items, eips.Items
+	for _, s := range a.prober.Statuses() {
+		in.Health[s.Addr.Addr()] = s.Up
+	}
+	ifs, err := a.cfg.Interfaces()
+	if err != nil {
+		// Only the gateway role needs them; a worker carries on.
+		log.FromContext(ctx).Error(err, "listing interfaces")
+	}
+	in.Interfaces = ifs
+	return in, nil
+}
+
+// HostInterfaces lists the interfaces of the calling process's network namespace.
+func HostInterfaces() ([]Interface, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("listing interfaces: %w", err)
+	}
+	out := make([]Interface, 0, len(ifs))
+	for _, ifc := range ifs {
+		i := Interface{Name: ifc.Name, MAC: ifc.HardwareAddr}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("listing addresses of %s: %w", ifc.Name, err)
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+					i.Addrs = append(i.Addrs, ip.Unmap())
+				}
+			}
+		}
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+// Start runs the agent as a manager.Runnable.
+func (a *Agent) Start(ctx context.Context) error { return a.Run(ctx) }

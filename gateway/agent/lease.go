@@ -1,0 +1,70 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// LeaseName is the name of a node's heartbeat Lease.
+func LeaseName(node string) string { return "egressd-agent-" + node }
+
+// heartbeat renews the Lease every LeaseInterval while the agent is ready, until ctx ends. A
+// failed renewal is logged and retried at the next tick; it never touches the datapath.
+func (a *Agent) heartbeat(ctx context.Context) {
+	logger := log.FromContext(ctx).WithValues("lease", LeaseName(a.cfg.NodeName), "namespace", a.cfg.Namespace)
+	t := time.NewTicker(a.cfg.LeaseInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		if a.Ready() == nil {
+			err := a.renew(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil && !failing:
+				logger.Error(err, "renewing the heartbeat lease")
+				failing = true
+			case err == nil && failing:
+				logger.Info("heartbeat lease renewed again")
+				failing = false
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) renew(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.LeaseInterval)
+	defer cancel()
+	now := metav1.NewMicroTime(time.Now())
+	holder := a.cfg.NodeName
+	secs := int32(a.cfg.LeaseDuration / time.Second)
+	lease := &coordinationv1.Lease{}
+	err := a.reader.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: LeaseName(holder)}, lease)
+	if apierrors.IsNotFound(err) {
+		lease = &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Namespace: a.cfg.Namespace, Name: LeaseName(holder)},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs,
+				AcquireTime: &now, RenewTime: &now},
+		}
+		return a.client.Create(ctx, lease)
+	}
+	if err != nil {
+		return err
+	}
+	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != holder {
+		lease.Spec.HolderIdentity = &holder
+		lease.Spec.AcquireTime = &now
+	}
+	lease.Spec.LeaseDurationSeconds = &secs
+	lease.Spec.RenewTime = &now
+	return a.client.Update(ctx, lease)
+}

@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"fmt"
+	"net/http"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+)
+
+// ManagerOptions are the agent manager's endpoints.
+type ManagerOptions struct {
+	// NodeName limits the pod and node caches to this node.
+	NodeName string
+	// MetricsBindAddress and HealthProbeBindAddress: "0" disables the endpoint.
+	MetricsBindAddress, HealthProbeBindAddress string
+}
+
+// NewScheme returns the scheme the agent reads and writes with.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, coordinationv1.AddToScheme, egressv1.AddToScheme} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// NewManager returns a controller-runtime manager for the agent: no leader election, pods
+// cached for this node only (field selector spec.nodeName) and the node by name, managed
+// fields stripped from everything cached, the metrics and health endpoints.
+func NewManager(cfg *rest.Config, opts ManagerOptions) (manager.Manager, error) {
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := manager.New(cfg, manager.Options{
+		Scheme: scheme,
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Pod{}:  {Field: fields.OneTermEqualSelector("spec.nodeName", opts.NodeName)},
+				&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", opts.NodeName)},
+			},
+		},
+		Client: client.Options{Cache: &client.CacheOptions{
+			// The agent may get and update its own Lease but not list Leases.
+			DisableFor: []client.Object{&coordinationv1.Lease{}},
+		}},
+		Metrics:                metricsserver.Options{BindAddress: opts.MetricsBindAddress},
+		HealthProbeBindAddress: opts.HealthProbeBindAddress,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the agent manager: %w", err)
+	}
+	return mgr, nil
+}
+
+// Setup builds the agent on mgr's cache and client and adds it, its readiness check ("the
+// last Apply succeeded") and a liveness ping to mgr.
+func Setup(mgr manager.Manager, cfg Config) (*Agent, error) {
+	a, err := New(cfg, mgr.GetCache(), mgr.GetClient(), mgr.GetAPIReader())
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(a); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("datapath", func(*http.Request) error { return a.Ready() }); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
