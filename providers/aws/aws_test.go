@@ -1,0 +1,275 @@
+package aws_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/smithy-go"
+
+	"github.com/egressd/egressd/providers"
+	"github.com/egressd/egressd/providers/aws"
+	"github.com/egressd/egressd/providers/aws/awssimtest"
+	"github.com/egressd/egressd/providers/conformance"
+	awssim "github.com/egressd/egressd/test/cloudsim/aws"
+)
+
+func newWorld(t *testing.T, ipsPerNode int) *awssimtest.World {
+	t.Helper()
+	w := awssimtest.Harness{}.Setup(t, conformance.Topology{Zones: []string{"zone-a", "zone-b"}, NodesPerZone: 2, IPsPerNode: ipsPerNode})
+	return w.(*awssimtest.World)
+}
+
+var owner = providers.Owner{Cluster: "c1", Gateway: "gw1"}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestConstructorFromEnvironment builds the provider the way the controller does: JSON
+// configuration, the SDK's default chain (here static keys from the environment), the EC2
+// endpoint from AWS_ENDPOINT_URL_EC2, region and VPC from IMDSv2.
+func TestConstructorFromEnvironment(t *testing.T) {
+	w := newWorld(t, 4)
+	node := w.Nodes("zone-a")[0]
+	inst := node.ProviderID[strings.LastIndex(node.ProviderID, "/")+1:]
+	w.Sim.SetIMDSInstance(inst)
+	dir := t.TempDir()
+	for k, v := range map[string]string{
+		"AWS_ENDPOINT_URL_EC2": w.URL, "AWS_ACCESS_KEY_ID": "AKIDENV", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_REGION": "",
+		"AWS_DEFAULT_REGION": "", "AWS_PROFILE": "", "AWS_CONFIG_FILE": filepath.Join(dir, "config"),
+		"AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"), "AWS_EC2_METADATA_SERVICE_ENDPOINT": w.URL,
+	} {
+		t.Setenv(k, v)
+	}
+	p, err := aws.Constructor(ctxT(t), json.RawMessage(`{"clusterName":"c1","maxBackoff":"10ms"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.(*aws.Provider).VPC(); got != w.VPC {
+		t.Fatalf("VPC from IMDS = %q, want %q", got, w.VPC)
+	}
+	info, err := p.DiscoverNode(ctxT(t), node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Zone != "us-east-1a" || info.Capacity.MaxIPsPerInterface != 5 || info.Capacity.FreeIPSlots != 4 ||
+		info.Capacity.DedicatedFreeIPSlots != 4 || len(info.Subnets) != 1 || len(info.Subnets[0].Reserved) != 5 {
+		t.Fatalf("DiscoverNode: %+v", info)
+	}
+	if _, err := aws.Constructor(ctxT(t), json.RawMessage(`{"regoin":"x"}`)); err == nil {
+		t.Fatal("unknown configuration field accepted")
+	}
+}
+
+func TestOwnershipRecordsAndDedicatedInterface(t *testing.T) {
+	w := newWorld(t, 4)
+	ctx := ctxT(t)
+	n := w.Nodes("zone-a")[0]
+	ip := w.FreeAddress("zone-a")
+	if _, err := w.AWS.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: n, IP: ip}); err != nil {
+		t.Fatal(err)
+	}
+	st := w.Sim.Snapshot()
+	var primary awssim.ENIView
+	for _, e := range st.ENIs {
+		if slices.Contains(e.SecondaryIPs, ip) {
+			primary = e
+		}
+	}
+	if primary.DeviceIndex != 0 || primary.Tags[aws.TagIPPrefix+ip.String()] != "c1/gw1" {
+		t.Fatalf("primary ENI after ensure: %+v", primary)
+	}
+	ip2 := w.FreeAddress("zone-a")
+	a, err := w.AWS.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: n, IP: ip2, Interface: providers.InterfaceDedicated, Public: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ded awssim.ENIView
+	for _, e := range w.Sim.Snapshot().ENIs {
+		if e.ID == a.InterfaceID {
+			ded = e
+		}
+	}
+	if ded.DeviceIndex != 1 || !ded.DeleteOnTermination || !slices.Equal(ded.Groups, primary.Groups) || ded.Subnet != primary.Subnet ||
+		ded.Tags[aws.TagCluster] != "c1" || ded.Tags[aws.TagOwner] != "gw1" || ded.Tags[aws.TagCreated] == "" ||
+		a.InterfaceMAC != ded.MAC || a.Attachment != string(providers.InterfaceDedicated) {
+		t.Fatalf("dedicated ENI %+v, assignment %+v", ded, a)
+	}
+	for _, x := range w.Sim.Snapshot().EIPs {
+		if x.Tags[aws.TagCluster] != "c1" || x.Tags[aws.TagOwner] != "gw1" || x.Tags[aws.TagPrivateIP] != ip2.String() {
+			t.Fatalf("EIP tags %v", x.Tags)
+		}
+	}
+	// After a move in primary mode, the old ENI's record is gone and the new one has it.
+	b := w.Nodes("zone-a")[1]
+	if _, err := w.AWS.MoveIP(ctx, providers.MoveRequest{Owner: owner, Current: providers.Assignment{IP: ip}, To: b}); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range w.Sim.Snapshot().ENIs {
+		_, has := e.Tags[aws.TagIPPrefix+ip.String()]
+		if has != slices.Contains(e.SecondaryIPs, ip) {
+			t.Errorf("ENI %s: record %v, holds %v", e.ID, has, e.SecondaryIPs)
+		}
+	}
+	// Another cluster may not release or move it.
+	other := providers.Owner{Cluster: "c2"}
+	if err := w.AWS.ReleaseIP(ctx, providers.ReleaseRequest{Owner: other, Current: providers.Assignment{IP: ip}}); !providers.IsPermission(err) {
+		t.Fatalf("release by another cluster: %v", err)
+	}
+	if _, err := w.AWS.MoveIP(ctx, providers.MoveRequest{Owner: other, Current: providers.Assignment{IP: ip}, To: n}); !providers.IsNotFound(err) {
+		t.Fatalf("move by another cluster: %v", err)
+	}
+}
+
+func TestCapacityErrors(t *testing.T) {
+	w := newWorld(t, 4)
+	ctx := ctxT(t)
+	n := w.Nodes("zone-a")[0]
+	w.Sim.SetElasticIPLimit(0)
+	_, err := w.AWS.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: n, IP: w.FreeAddress("zone-a"), Public: true})
+	if !providers.IsCapacityExhausted(err) || !strings.Contains(err.Error(), "AddressLimitExceeded") {
+		t.Fatalf("EIP quota: %v", err)
+	}
+	// A /28 with its 11 usable addresses taken cannot give a dedicated ENI its primary address.
+	w2 := newWorld(t, 4)
+	sn, err := w2.Sim.AddSubnet(awssim.SubnetSpec{VPC: w2.VPC, Zone: "us-east-1a", CIDR: "10.0.200.0/28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 11 {
+		if _, err := w2.Sim.AddInstance(awssim.InstanceSpec{Type: "t3.nano", Subnet: sn}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = w2.AWS.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: w2.Nodes("zone-a")[0], IP: netip.MustParseAddr("10.0.200.9"),
+		Subnet: sn, Interface: providers.InterfaceDedicated})
+	if !providers.IsCapacityExhausted(err) || !strings.Contains(err.Error(), "InsufficientFreeAddressesInSubnet") {
+		t.Fatalf("full subnet: %v", err)
+	}
+}
+
+type apiErr struct{ code string }
+
+func (e apiErr) Error() string                 { return e.code }
+func (e apiErr) ErrorCode() string             { return e.code }
+func (e apiErr) ErrorMessage() string          { return e.code }
+func (e apiErr) ErrorFault() smithy.ErrorFault { return smithy.FaultClient }
+
+func TestErrorKinds(t *testing.T) {
+	for code, want := range map[string]providers.ErrorKind{
+		"InvalidNetworkInterfaceID.NotFound": providers.KindNotFound, "InvalidAllocationID.NotFound": providers.KindNotFound,
+		"PrivateIpAddressLimitExceeded": providers.KindCapacityExhausted, "AttachmentLimitExceeded": providers.KindCapacityExhausted,
+		"InsufficientFreeAddressesInSubnet": providers.KindCapacityExhausted, "AddressLimitExceeded": providers.KindCapacityExhausted,
+		"RequestLimitExceeded": providers.KindThrottled, "InvalidIPAddress.InUse": providers.KindConflict,
+		"Resource.AlreadyAssociated": providers.KindConflict, "UnauthorizedOperation": providers.KindPermission,
+		"InvalidParameterValue": 0,
+	} {
+		got := providers.KindOf(aws.Classify("op", fmt.Errorf("wrapped: %w", apiErr{code})))
+		if got != want {
+			t.Errorf("%s → %v, want %v", code, got, want)
+		}
+	}
+	if err := aws.Classify("op", errors.New("x")); providers.KindOf(err) != 0 || !strings.HasPrefix(err.Error(), "op: ") {
+		t.Errorf("unclassified: %v", err)
+	}
+}
+
+// TestFigures prints the EC2 calls each operation makes (go test -run TestFigures -v).
+func TestFigures(t *testing.T) {
+	w := newWorld(t, 8)
+	ctx := ctxT(t)
+	a, b := w.Nodes("zone-a")[0], w.Nodes("zone-a")[1]
+	type row struct {
+		name  string
+		calls map[string]int
+		note  string
+	}
+	var rows []row
+	measure := func(name, note string, fn func() error) {
+		t.Helper()
+		w.ResetCalls()
+		if err := fn(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		rows = append(rows, row{name, w.Calls(), note})
+	}
+	ip1, ip2, ip3, ip4 := w.FreeAddress("zone-a"), w.FreeAddress("zone-a"), w.FreeAddress("zone-a"), w.FreeAddress("zone-a")
+	var cur *providers.Assignment
+	ensure := func(n providers.NodeRef, ip netip.Addr, pub bool, m providers.InterfaceMode) func() error {
+		return func() (err error) {
+			cur, err = w.AWS.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: n, IP: ip, Public: pub, Interface: m})
+			return err
+		}
+	}
+	move := func(ip netip.Addr, to providers.NodeRef) func() error {
+		return func() error {
+			_, err := w.AWS.MoveIP(ctx, providers.MoveRequest{Owner: owner, Current: providers.Assignment{IP: ip}, To: to})
+			return err
+		}
+	}
+	release := func(ip netip.Addr) func() error {
+		return func() error {
+			return w.AWS.ReleaseIP(ctx, providers.ReleaseRequest{Owner: owner, Current: providers.Assignment{IP: ip}})
+		}
+	}
+	measure("discover node", "first time: instance type fetched", func() error { _, err := w.AWS.DiscoverNode(ctx, a); return err })
+	measure("discover node again", "instance type cached", func() error { _, err := w.AWS.DiscoverNode(ctx, a); return err })
+	measure("ensure (primary ENI)", "", ensure(a, ip1, false, providers.InterfacePrimary))
+	measure("ensure again (no-op)", "", ensure(a, ip1, false, providers.InterfacePrimary))
+	measure("ensure + public (primary ENI)", "", ensure(a, ip2, true, providers.InterfacePrimary))
+	measure("ensure (dedicated, new ENI)", "ENI created once per node", ensure(a, ip3, false, providers.InterfaceDedicated))
+	measure("ensure + public (dedicated ENI exists)", "", ensure(a, ip4, true, providers.InterfaceDedicated))
+	if _, err := w.AWS.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: b, IP: w.FreeAddress("zone-a"), Interface: providers.InterfaceDedicated}); err != nil {
+		t.Fatal(err)
+	}
+	measure("move (primary ENI, + public)", "EIP follows", move(ip2, b))
+	measure("move (dedicated ENI, + public)", "EIP follows", move(ip4, b))
+	measure("move again (no-op)", "", move(ip4, b))
+	measure("steady-state resync (ListOwned)", "whatever the number of IPs", func() error { _, err := w.AWS.ListOwned(ctx, "c1"); return err })
+	pubBefore := cur.PublicIP
+	_ = pubBefore
+	h, _ := w.Sim.Holder(w.VPC, ip4)
+	var relAssign map[string]int
+	w.ResetCalls()
+	if err := release(ip4)(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ensure(a, ip4, true, providers.InterfaceDedicated)(); err != nil {
+		t.Fatal(err)
+	}
+	relAssign = w.Calls()
+	rows = append(rows, row{"release-then-assign (dedicated, + public)", relAssign,
+		fmt.Sprintf("public IP %v → %v", h.PublicIP, cur.PublicIP)})
+	measure("release (primary ENI)", "", release(ip1))
+	measure("release + public (dedicated ENI)", "", release(ip4))
+
+	var b2 strings.Builder
+	fmt.Fprintf(&b2, "\n%-52s %5s %5s  %s\n", "operation", "reads", "muts", "calls")
+	for _, r := range rows {
+		mut := awssim.MutatingCalls(r.calls)
+		total := 0
+		var names []string
+		for k, v := range r.calls {
+			total += v
+			names = append(names, fmt.Sprintf("%s×%d", k, v))
+		}
+		sort.Strings(names)
+		fmt.Fprintf(&b2, "%-52s %5d %5d  %s %s\n", r.name, total-mut, mut, strings.Join(names, " "), r.note)
+	}
+	t.Log(b2.String())
+	if os.Getenv("EGRESSD_FIGURES") != "" {
+		fmt.Print(b2.String())
+	}
+}
