@@ -76,6 +76,7 @@ func (l *Lab) startSimulator(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	l.VPC = vpc
 	subnets := map[string]string{}
 	for _, z := range l.Topo.Zones {
 		id, err := l.Sim.AddSubnet(awssim.SubnetSpec{VPC: vpc, Zone: z.Name, CIDR: z.Subnet.String(),

@@ -86,7 +86,7 @@ func (c *Config) defaults() error {
 		c.InstanceType = "m5.large"
 	}
 	if c.BinDir == "" {
-		c.BinDir = filepath.Join(envtest.RepoRoot(), "bin")
+		c.BinDir = c.binDefault()
 	}
 	if c.NotReadyAfter == 0 {
 		c.NotReadyAfter = 5 * time.Second
@@ -115,6 +115,7 @@ type Lab struct {
 	// SimAddr is the simulator's EC2/IMDS/admin endpoint (127.0.0.1:port in the root namespace,
 	// and through a proxy at the same address in every lab namespace).
 	SimAddr string
+	VPC     string
 	API     *envtest.Server
 	// Kubeconfig reaches the API server from the root namespace and from every lab namespace.
 	Kubeconfig string
@@ -260,6 +261,8 @@ func (l *Lab) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+func (Config) binDefault() string { return filepath.Join(envtest.RepoRoot(), "bin") }
 
 func hostPort(s string) (string, int, error) {
 	u, err := url.Parse(s)

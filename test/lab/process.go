@@ -153,9 +153,11 @@ namespace: %s
 providers:
   aws:
     region: %s
+    vpcId: %s
     endpoint: http://%s
+    imdsEndpoint: http://%s
     clusterName: %s
-`, ClusterName, SystemNS, Region, l.SimAddr, ClusterName)
+`, ClusterName, SystemNS, Region, l.VPC, l.SimAddr, IMDSAddr, ClusterName)
 }
 
 func (l *Lab) startControlPlane(ctx context.Context) error {
