@@ -29,7 +29,8 @@ const eipTable = "edlab_eip"
 
 func (l *Lab) buildTopology(ctx context.Context) error {
 	c := l.Config
-	spec := netns.Spec{Prefix: Prefix, Routed: true, IsolatedNodes: true, NoIPv6: true}
+	// Dual-stack like the bed's default: the agent sets up IPv6 routes on every node too.
+	spec := netns.Spec{Prefix: Prefix, Routed: true, IsolatedNodes: true}
 	for i := range c.Zones {
 		spec.Zones = append(spec.Zones, netns.ZoneSpec{Name: zoneName(i)})
 	}

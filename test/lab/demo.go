@@ -147,8 +147,8 @@ func Demo(ctx context.Context, opts DemoOptions) (rep *Report, err error) {
 	}
 	seen := sources(mon.Samples())
 	say("echo server sees: %s", strings.Join(seen, " "))
-	if slices.Contains(seen, l.Monitor.Node.IP.String()) || len(seen) < len(l.Gateways()) {
-		notes = append(notes, fmt.Sprintf("before any event the echo server saw %v, not the %d egress IPs: steering is incomplete", seen, len(l.Gateways())))
+	if want := egressSources(v); !slices.Equal(seen, want) {
+		notes = append(notes, fmt.Sprintf("before any event the echo server saw %v, not the egress IPs %v: steering is incomplete", seen, want))
 		say("WARNING: %s", notes[len(notes)-1])
 	}
 

@@ -248,3 +248,18 @@ func (l *Lab) AllActive(v GatewayView) bool {
 	}
 	return true
 }
+
+// egressSources are the addresses the echo server should see: each egress IP's public IP when it
+// has one, else the private one.
+func egressSources(v GatewayView) []string {
+	var out []string
+	for ip := range v.Holders {
+		if p := v.Public[ip]; p != "" {
+			out = append(out, p)
+		} else {
+			out = append(out, ip)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -71,18 +71,3 @@ func TestFailover(t *testing.T) {
 	r := Analyze(mon.Samples(), Event{Name: "reboot gw-a1", At: at, End: end})
 	t.Logf("reboot gw-a1: %d requests, %d failed, outage %s, longest gap %s", r.Requests, r.Failed, r.Outage, r.LongestGap)
 }
-
-// egressSources are the addresses the echo server should see: each egress IP's public IP when it
-// has one, else the private one.
-func egressSources(v GatewayView) []string {
-	var out []string
-	for ip := range v.Holders {
-		if p := v.Public[ip]; p != "" {
-			out = append(out, p)
-		} else {
-			out = append(out, ip)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
