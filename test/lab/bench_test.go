@@ -26,7 +26,7 @@ func BenchmarkFailover(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("EGRESSD_LAB_TRIALS")); err == nil && v > 0 {
 		trials = v
 	}
-	l := upLab(b, Config{Zones: 4, BinDir: binDir(), NotReadyAfter: 2 * time.Second})
+	l := upLab(b, Config{Zones: 4, BinDir: binDir()})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(trials)*3*30*time.Second+5*time.Minute)
 	defer cancel()
 	if err := l.ApplyDemoPolicy(ctx); err != nil {
