@@ -39,7 +39,8 @@ type recorder struct {
 }
 
 type applied struct {
-	at    time.Time
+	at    time.Time // Apply returned
+	took  time.Duration
 	state dataplane.State
 }
 

@@ -1,0 +1,206 @@
+package agent_test
+
+import (
+	"context"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/agent"
+	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/test/envtest"
+	"github.com/egressd/egressd/test/netns"
+)
+
+// timedDataplane is the real datapath, noting when each Apply finished and with what.
+type timedDataplane struct {
+	*dataplane.Dataplane
+	mu      sync.Mutex
+	applies []applied
+}
+
+func (d *timedDataplane) Apply(ctx context.Context, s dataplane.State) error {
+	start := time.Now()
+	err := d.Dataplane.Apply(ctx, s)
+	if err == nil {
+		d.mu.Lock()
+		d.applies = append(d.applies, applied{at: time.Now(), took: time.Since(start), state: s})
+		d.mu.Unlock()
+	}
+	return err
+}
+
+func (d *timedDataplane) waitFor(t *testing.T, timeout time.Duration, what string, ok func(dataplane.State) bool) applied {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		d.mu.Lock()
+		for _, a := range d.applies {
+			if ok(a.state) {
+				d.mu.Unlock()
+				return a
+			}
+		}
+		d.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no Apply with %s within %v", what, timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestAgentNetns runs three agents in-process against a real API server, each driving the real
+// datapath of one node namespace: worker1 with pod a, and gateways gw1 and gw2 holding egress
+// IPs. The agents' API clients live in the root namespace; their datapath calls, probe sockets
+// and interface lists are in their node's namespace.
+func TestAgentNetns(t *testing.T) {
+	topo := netns.New(t, netns.Spec{Nodes: []netns.NodeSpec{
+		{Name: "worker1", Pods: []netns.PodSpec{{Name: "a"}}},
+		{Name: "gw1"},
+		{Name: "gw2"},
+	}})
+	s := envtest.Start(t)
+	c := s.Client
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bpffs := t.TempDir()
+	must(t, unix.Mount("bpf", bpffs, "bpf", 0, ""))
+	t.Cleanup(func() { _ = unix.Unmount(bpffs, unix.MNT_DETACH) })
+
+	z := topo.Zones[0]
+	egress := map[string]netip.Addr{"gw1": z.Addr(200), "gw2": z.Addr(201)}
+	dst := netip.MustParseAddr("203.0.113.10")
+	pa := topo.Pod("a")
+
+	// Objects, as the coordinator would have written them.
+	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "egressd-system"}}))
+	for _, n := range topo.Nodes {
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{corev1.LabelTopologyZone: z.Name}}}
+		must(t, c.Create(ctx, node))
+		node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.IP.String()}}
+		must(t, c.Status().Update(ctx, node))
+	}
+	gw := &egressv1.EgressGateway{ObjectMeta: metav1.ObjectMeta{Name: "out"},
+		Spec: egressv1.EgressGatewaySpec{Addresses: egressv1.EgressAddresses{Cloud: &egressv1.CloudAddresses{Provider: "aws"}}}}
+	must(t, c.Create(ctx, gw))
+	gw.Status = egressv1.EgressGatewayStatus{GroupID: 7, Zones: []egressv1.ZoneStatus{{Name: z.Name}}}
+	for _, name := range []string{"gw1", "gw2"} {
+		gw.Status.Zones[0].Gateways = append(gw.Status.Zones[0].Gateways,
+			egressv1.GatewayNodeStatus{Node: name, State: egressv1.GatewayActive, UnderlayIP: topo.Node(name).IP.String()})
+		e := &egressv1.EgressIP{ObjectMeta: metav1.ObjectMeta{Name: egress[name].String()},
+			Spec: egressv1.EgressIPSpec{IP: egress[name].String(), Gateway: "out", Zone: z.Name, Provider: "aws", Node: name}}
+		must(t, c.Create(ctx, e))
+		e.Status.Node = name
+		must(t, c.Status().Update(ctx, e))
+	}
+	must(t, c.Status().Update(ctx, gw))
+	must(t, c.Create(ctx, &egressv1.EgressPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: egressv1.EgressPolicyRule{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			DestinationCIDRs: []string{"203.0.113.0/24"}, Gateway: "out"}}))
+
+	// Agents.
+	dps := map[string]*timedDataplane{}
+	stops := map[string]func(){}
+	for _, n := range topo.Nodes {
+		dp := &timedDataplane{Dataplane: dataplane.New(dataplane.Config{NetNS: n.Path(), PinRoot: filepath.Join(bpffs, n.Name)})}
+		dps[n.Name] = dp
+		t.Cleanup(func() {
+			if err := dp.Remove(context.Background()); err != nil {
+				t.Errorf("removing the datapath of %s: %v", n.Name, err)
+			}
+		})
+		mgr, err := agent.NewManager(s.Config, agent.ManagerOptions{NodeName: n.Name, MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
+		must(t, err)
+		_, err = agent.Setup(mgr, agent.Config{
+			NodeName: n.Name, Dataplane: dp, Registerer: prometheus.NewRegistry(),
+			ListenPacket: n.ListenPacket,
+			Interfaces: func() (ifs []agent.Interface, err error) {
+				err = n.Do(func() error { ifs, err = agent.HostInterfaces(); return err })
+				return ifs, err
+			},
+		})
+		must(t, err)
+		mctx, mcancel := context.WithCancel(log.IntoContext(ctx, zap.New(zap.UseDevMode(true)).WithValues("agent", n.Name)))
+		done := make(chan error, 1)
+		go func() { done <- mgr.Start(mctx) }()
+		var once sync.Once
+		stops[n.Name] = func() {
+			once.Do(func() {
+				mcancel()
+				if err := <-done; err != nil {
+					t.Errorf("agent %s: %v", n.Name, err)
+				}
+			})
+		}
+		t.Cleanup(stops[n.Name])
+	}
+
+	// The pod gets its IP once the worker's datapath is up (the first Apply loads it).
+	w := dps["worker1"]
+	w.waitFor(t, 30*time.Second, "the worker's first state", func(s dataplane.State) bool { return s.NodeIP == topo.Node("worker1").IP })
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "a", Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{NodeName: "worker1", Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
+	must(t, c.Create(ctx, p))
+	p.Status.Phase = corev1.PodRunning
+	p.Status.PodIP = pa.IP.String()
+	p.Status.PodIPs = []corev1.PodIP{{IP: pa.IP.String()}, {IP: pa.IP6.String()}}
+	t0 := time.Now()
+	must(t, c.Status().Update(ctx, p))
+	ap := w.waitFor(t, 30*time.Second, "pod a steered", func(s dataplane.State) bool { return podSet(s, pa.IP) != 0 && len(s.Groups) == 1 })
+	t.Logf("pod IP in the API → steering applied by the real datapath: %v (the Apply itself %v)", ap.at.Sub(t0), ap.took)
+	for _, g := range []string{"gw1", "gw2"} {
+		dps[g].waitFor(t, 30*time.Second, g+" serving group 7", func(s dataplane.State) bool {
+			return s.Gateway != nil && len(s.Gateway.Groups) == 1 && s.Gateway.Groups[0].EgressIPv4 == egress[g]
+		})
+	}
+
+	seen := func(t *testing.T, tries int) map[netip.Addr]int {
+		t.Helper()
+		out := map[netip.Addr]int{}
+		for range tries {
+			rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+			src, err := pa.HTTPGet(rctx, dst)
+			rcancel()
+			if err != nil {
+				t.Fatalf("pod a → %s: %v", dst, err)
+			}
+			out[src]++
+		}
+		return out
+	}
+
+	t.Run("the pod leaves with an egress IP", func(t *testing.T) {
+		got := seen(t, 10)
+		for src := range got {
+			if src != egress["gw1"] && src != egress["gw2"] {
+				t.Errorf("server saw %s, want %s or %s (all %v)", src, egress["gw1"], egress["gw2"], got)
+			}
+		}
+		t.Logf("sources over 10 requests: %v", got)
+	})
+
+	t.Run("a gateway's agent dies: the worker fails over in the datapath", func(t *testing.T) {
+		dead := topo.Node("gw1").IP
+		killed := time.Now()
+		stops["gw1"]() // stops its probe responder; its datapath stays as it was
+		ap := w.waitFor(t, 10*time.Second, "gw1 unhealthy", func(s dataplane.State) bool {
+			g, ok := gatewayIn(s, 7, dead)
+			return ok && !g.Healthy
+		})
+		t.Logf("gateway agent killed → worker datapath switched: %v, of which the Apply %v (probe interval 100ms, threshold 3)", ap.at.Sub(killed), ap.took)
+		got := seen(t, 10)
+		if got[egress["gw2"]] != 10 {
+			t.Errorf("after failover the server saw %v, want only %s", got, egress["gw2"])
+		}
+	})
+}
