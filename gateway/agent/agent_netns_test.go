@@ -22,6 +22,11 @@ import (
 	"github.com/egressd/egressd/test/netns"
 )
 
+// applyMu serializes Applies of the in-process nodes: google/nftables v0.3.0 allocates set ids
+// from an unsynchronized package global (Conn.AddSet), which only one agent per process (as in
+// production) keeps race-free.
+var applyMu sync.Mutex
+
 // timedDataplane is the real datapath, noting when each Apply finished and with what.
 type timedDataplane struct {
 	*dataplane.Dataplane
@@ -30,6 +35,8 @@ type timedDataplane struct {
 }
 
 func (d *timedDataplane) Apply(ctx context.Context, s dataplane.State) error {
+	applyMu.Lock()
+	defer applyMu.Unlock()
 	start := time.Now()
 	err := d.Dataplane.Apply(ctx, s)
 	if err == nil {
