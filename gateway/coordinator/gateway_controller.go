@@ -176,9 +176,9 @@ func (r GatewayReconciler) reconcile(ctx context.Context, name string) (ctrl.Res
 		}
 		return ctrl.Result{}, err
 	}
-	if requeue <= 0 || requeue > r.cfg.ResyncPeriod.Duration {
-		requeue = r.cfg.ResyncPeriod.Duration
-	}
+	// Agent Lease expiry has no event: look again within the lease timeout. Reads come from
+	// the cache; only the ledger list goes to the API server.
+	requeue = minPositive(requeue, min(r.cfg.ResyncPeriod.Duration, r.cfg.AgentLeaseTimeout.Duration))
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 

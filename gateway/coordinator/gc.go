@@ -109,11 +109,16 @@ func (g *GC) Collect(ctx context.Context) ([]providers.OwnedResource, error) {
 	return released, errors.Join(errs...)
 }
 
+// isClaimed: addresses are claimed by address (a private IP's ID may be its interface, which
+// claimed addresses share), interfaces by ID.
 func isClaimed(res providers.OwnedResource, claimed map[string]bool) bool {
-	if claimed[res.ID] {
-		return true
+	if res.Kind == providers.ResourceInterface {
+		return claimed[res.ID]
 	}
-	return res.IP.IsValid() && claimed[res.IP.String()]
+	if res.IP.IsValid() {
+		return claimed[res.IP.String()]
+	}
+	return claimed[res.ID]
 }
 
 // NeedLeaderElection: only the leader collects.

@@ -343,9 +343,13 @@ func b2i(b bool) int {
 	return 0
 }
 
+// minPositive is the smaller of two durations, ignoring those that are not positive.
 func minPositive(a, b time.Duration) time.Duration {
-	if a <= 0 || b < a {
+	switch {
+	case a <= 0:
 		return b
+	case b <= 0:
+		return a
 	}
-	return a
+	return min(a, b)
 }

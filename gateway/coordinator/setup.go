@@ -180,10 +180,7 @@ func Setup(mgr manager.Manager, c *Coordinator, healthChanges <-chan event.Gener
 	b := ctrl.NewControllerManagedBy(mgr).Named("egressgateway").
 		For(&egressv1.EgressGateway{}).
 		Watches(&corev1.Node{}, allGateways, builder.WithPredicates(nodeChanged())).
-		Watches(&coordinationv1.Lease{}, allGateways, builder.WithPredicates(predicate.Funcs{
-			// Renewals are not events: expiry is noticed by the periodic requeue.
-			UpdateFunc: func(event.UpdateEvent) bool { return false },
-		})).
+		Watches(&coordinationv1.Lease{}, allGateways, builder.WithPredicates(leaseRecovered(c))).
 		Watches(&egressv1.EgressIP{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if g := o.GetLabels()[egressv1.LabelGateway]; g != "" {
 				return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: g}}}
@@ -258,6 +255,19 @@ func nodeChanged() predicate.Predicate {
 		}
 		return !mapsEqual(a.Labels, b.Labels) || a.Spec.Unschedulable != b.Spec.Unschedulable ||
 			nodeReady(a) != nodeReady(b) || UnderlayIP(a) != UnderlayIP(b) || a.Spec.ProviderID != b.Spec.ProviderID
+	}}
+}
+
+// leaseRecovered passes Lease updates that bring a stale agent back (a renewal after a gap);
+// routine renewals are dropped. Expiry has no event: the gateway reconcile requeues within
+// AgentLeaseTimeout to notice it.
+func leaseRecovered(c *Coordinator) predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		old, ok := e.ObjectOld.(*coordinationv1.Lease)
+		if !ok {
+			return true
+		}
+		return !leaseFresh(old, c.clock.Now(), c.cfg.AgentLeaseTimeout.Duration/2)
 	}}
 }
 

@@ -40,6 +40,9 @@ type Config struct {
 	// RetryBudget is the SDK retry token bucket shared by all calls (default 500, the SDK's):
 	// a retry costs 5 tokens, a timeout 10, so a cloud-wide outage stops retry storms.
 	RetryBudget int `json:"retryBudget,omitempty"`
+	// CallLimits bounds EC2 requests per second, every attempt counted (retries included), to
+	// stay under the account's own API limits. Unset: no limit beyond the SDK's retry budget.
+	CallLimits *providers.RateLimits `json:"callLimits,omitempty"`
 	// DedicatedDeviceIndex is the first device index tried for a dedicated ENI (default 1).
 	DedicatedDeviceIndex int `json:"dedicatedDeviceIndex,omitempty"`
 }
@@ -158,6 +161,9 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Provider, error) {
 			api = ec2.NewFromConfig(awsCfg, func(eo *ec2.Options) {
 				if cfg.Endpoint != "" {
 					eo.BaseEndpoint = awssdk.String(cfg.Endpoint)
+				}
+				if cfg.CallLimits != nil {
+					eo.APIOptions = append(eo.APIOptions, newCallLimiter(*cfg.CallLimits).apiOption)
 				}
 			})
 		}
