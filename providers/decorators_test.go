@@ -51,9 +51,9 @@ func TestMetrics(t *testing.T) {
 	_ = p.ReleaseIP(ctx, providers.ReleaseRequest{})
 
 	want := map[string]float64{
-		`egressd_provider_calls_total{operation="EnsureIP",provider="fake"}`:                   2,
-		`egressd_provider_errors_total{kind="Throttled",operation="EnsureIP",provider="fake"}`: 1,
-		`egressd_provider_errors_total{kind="Other",operation="ReleaseIP",provider="fake"}`:    1,
+		`egressd_cloud_calls_total{operation="EnsureIP",provider="fake"}`:                   2,
+		`egressd_cloud_errors_total{kind="Throttled",operation="EnsureIP",provider="fake"}`: 1,
+		`egressd_cloud_errors_total{kind="Other",operation="ReleaseIP",provider="fake"}`:    1,
 	}
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -80,7 +80,7 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, got[k], v)
 		}
 	}
-	if n := testutil.CollectAndCount(reg, "egressd_provider_call_duration_seconds"); n != 2 {
+	if n := testutil.CollectAndCount(reg, "egressd_cloud_call_duration_seconds"); n != 2 {
 		t.Errorf("latency series = %d, want 2 (EnsureIP, ReleaseIP)", n)
 	}
 	// A second Metrics on the same registry is a programming error, reported, not a panic.

@@ -21,15 +21,15 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "egressd", Subsystem: "provider", Name: "calls_total",
+			Namespace: "egressd", Subsystem: "cloud", Name: "calls_total",
 			Help: "Provider calls by provider and operation.",
 		}, []string{"provider", "operation"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "egressd", Subsystem: "provider", Name: "errors_total",
+			Namespace: "egressd", Subsystem: "cloud", Name: "errors_total",
 			Help: "Provider call errors by provider, operation and error kind (Other when unclassified).",
 		}, []string{"provider", "operation", "kind"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "egressd", Subsystem: "provider", Name: "call_duration_seconds",
+			Namespace: "egressd", Subsystem: "cloud", Name: "call_duration_seconds",
 			Help: "Provider call latency by provider and operation, retries included.",
 			// Cloud calls take from tens of milliseconds to tens of seconds (retries, LROs).
 			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10),

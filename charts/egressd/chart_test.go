@@ -539,7 +539,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		},
 		"ClusterRole/" + agentName: {
 			{"", "namespaces", read},
-			{"", "nodes", "get"},
+			{"", "nodes", read},
 			{"", "pods", read},
 			{"egressd.io", "clusteregresspolicies", read},
 			{"egressd.io", "egressgateways", read},

@@ -46,6 +46,8 @@ var Metrics = []Metric{
 		"Latency of provider calls, including waits for zone operations and long-running operations."},
 	{"egressd_reconcile_errors_total", Counter, []string{"controller"}, Controller,
 		"Reconciles that returned an error, by controller."},
+	{"egressd_gc_released_total", Counter, []string{"provider", "kind"}, Controller,
+		"Unclaimed cloud resources tagged as this cluster's, released by garbage collection after the grace period."},
 	{"egressd_egress_ips", Gauge, []string{"gateway", "zone", "assigned"}, Controller,
 		"Egress IPs in the ledger per EgressGateway and zone; assigned is \"true\" when the cloud holds the IP where the ledger says."},
 	{"egressd_datapath_packets_total", Counter, []string{"group", "gateway"}, Agent,
