@@ -14,8 +14,9 @@ import (
 	"github.com/egressd/egressd/gateway/coordinator"
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/aws"
-	"github.com/egressd/egressd/providers/azure"
 	"github.com/egressd/egressd/providers/gcp"
+	"github.com/egressd/egressd/providers/plugin"
+	"github.com/egressd/egressd/providers/static"
 )
 
 func main() {
@@ -49,9 +50,10 @@ func run(configPath string, leaderElect bool, metricsAddr, healthAddr string) er
 		RestConfig: rest,
 		// The explicit registry: every provider implementation this binary carries.
 		Registry: providers.Registry{
-			"aws":   aws.Constructor,
-			"gcp":   gcp.NewFromConfig,
-			"azure": azure.NewFromConfig,
+			"aws":    aws.Constructor,
+			"gcp":    gcp.NewFromConfig,
+			"static": static.Constructor,
+			"plugin": plugin.Constructor,
 		},
 		LeaderElect:            leaderElect,
 		MetricsBindAddress:     metricsAddr,
