@@ -293,3 +293,87 @@ func TestReloadReusesPinnedMaps(t *testing.T) {
 		t.Fatalf("pin directory left after Remove: %v", err)
 	}
 }
+
+func TestDrainingGateway(t *testing.T) {
+	d := setup(t)
+	must(t, d.SetGroup(5, []Gateway{gwA, gwB}))
+	key := func(port uint16) FlowKey {
+		return FlowKey{Src: pod4, Dst: dst4, Sport: port, Dport: 80, Proto: unix.IPPROTO_TCP}
+	}
+	// Pin flows while both take new ones, until some sit on A.
+	var onA []uint16
+	for port := uint16(4000); port < 4032; port++ {
+		run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80))
+		if gw, _, err := d.FlowGateway(key(port)); err == nil && gw == gwA.ID {
+			onA = append(onA, port)
+		}
+	}
+	if len(onA) == 0 {
+		t.Fatal("no flow pinned to gateway A")
+	}
+	drainA := gwA
+	drainA.Draining = true
+	must(t, d.SetGroup(5, []Gateway{drainA, gwB}))
+	groups, err := d.Groups()
+	must(t, err)
+	if g := groups[5][0]; !g.Draining || !g.Healthy {
+		t.Fatalf("group entry %+v, want healthy and draining", g)
+	}
+
+	t.Run("keeps a pinned flow", func(t *testing.T) {
+		for _, port := range onA {
+			if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actRedirect {
+				t.Fatalf("verdict %#x", got)
+			}
+			gw, _, err := d.FlowGateway(key(port))
+			must(t, err)
+			if gw != gwA.ID {
+				t.Fatalf("flow %d moved from the draining gateway to %d", port, gw)
+			}
+		}
+	})
+	t.Run("gets no new flow", func(t *testing.T) {
+		for port := uint16(5000); port < 5064; port++ {
+			if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actRedirect {
+				t.Fatalf("verdict %#x", got)
+			}
+			gw, _, err := d.FlowGateway(key(port))
+			must(t, err)
+			if gw != gwB.ID {
+				t.Fatalf("new flow %d went to gateway %d, want %d (A is draining)", port, gw, gwB.ID)
+			}
+		}
+	})
+	t.Run("draining and unhealthy: the pinned flow moves", func(t *testing.T) {
+		down := drainA
+		down.Healthy = false
+		must(t, d.SetGroup(5, []Gateway{down, gwB}))
+		run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, onA[0], 80))
+		if gw, _, _ := d.FlowGateway(key(onA[0])); gw != gwB.ID {
+			t.Fatalf("flow of an unhealthy draining gateway stayed on %d", gw)
+		}
+	})
+	t.Run("all draining: new flows dropped and counted, pinned ones kept", func(t *testing.T) {
+		drainB := gwB
+		drainB.Draining = true
+		must(t, d.SetGroup(5, []Gateway{drainA, drainB}))
+		before, err := d.Stats()
+		must(t, err)
+		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 6000, 80)); got != actShot {
+			t.Fatalf("verdict %#x with every gateway draining, want TC_ACT_SHOT", got)
+		}
+		if _, ok, _ := d.FlowGateway(key(6000)); ok {
+			t.Error("a dropped flow was pinned")
+		}
+		after, err := d.Stats()
+		must(t, err)
+		k := StatsKey{5, 0}
+		if n := after[k].Drops[DropNoGateway] - before[k].Drops[DropNoGateway]; n != 1 {
+			t.Fatalf("no_gateway drops went up by %d, want 1", n)
+		}
+		// Established flows of both keep going.
+		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 5000, 80)); got != actRedirect {
+			t.Fatalf("pinned flow on a draining gateway: verdict %#x", got)
+		}
+	})
+}

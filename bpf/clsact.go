@@ -24,6 +24,15 @@ func (h Hook) parent() uint32 {
 	return netlink.HANDLE_MIN_INGRESS
 }
 
+// handle keeps the probe reflector apart from the classifier when an
+// underlay interface also matches a pod interface pattern.
+func (h Hook) handle() uint32 {
+	if h == HookProbe {
+		return 2
+	}
+	return 1
+}
+
 // AttachClsact attaches the program of hook h to ifindex as a direct-action
 // cls_bpf filter under a clsact qdisc (created if missing). Filters are not
 // links: they stay attached until removed, so a restarted agent replaces the
@@ -48,7 +57,7 @@ func (d *Datapath) AttachClsact(h Hook, ifindex int) error {
 		FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: ifindex,
 			Parent:    h.parent(),
-			Handle:    1,
+			Handle:    h.handle(),
 			Protocol:  unix.ETH_P_ALL,
 			Priority:  clsactPriority,
 		},
@@ -65,6 +74,16 @@ func (d *Datapath) AttachClsact(h Hook, ifindex int) error {
 // DetachClsact removes egressd's filters from ifindex and reports whether
 // it found any. The clsact qdisc stays: other users may share it.
 func DetachClsact(ifindex int) (bool, error) {
+	return detachClsact(ifindex, clsactName)
+}
+
+// DetachClsactHook removes the filter of hook h from ifindex and reports
+// whether it found it.
+func DetachClsactHook(h Hook, ifindex int) (bool, error) {
+	return detachClsact(ifindex, clsactName+string(h))
+}
+
+func detachClsact(ifindex int, prefix string) (bool, error) {
 	link, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		return false, fmt.Errorf("finding link %d: %w", ifindex, err)
@@ -77,7 +96,7 @@ func DetachClsact(ifindex int) (bool, error) {
 		}
 		for _, f := range filters {
 			bf, ok := f.(*netlink.BpfFilter)
-			if !ok || !strings.HasPrefix(bf.Name, clsactName) {
+			if !ok || !strings.HasPrefix(bf.Name, prefix) {
 				continue
 			}
 			found = true

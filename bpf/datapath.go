@@ -125,6 +125,9 @@ const (
 	HookTunnelIngress Hook = "tunin"
 	// HookTunnelEgress is tc egress of the egressd tunnel device.
 	HookTunnelEgress Hook = "tunout"
+	// HookProbe is tc ingress of the node's underlay interface (the one
+	// holding its node IP), where probe requests are answered.
+	HookProbe Hook = "probe"
 )
 
 func (d *Datapath) program(h Hook) (*ebpf.Program, ebpf.AttachType, error) {
@@ -135,6 +138,8 @@ func (d *Datapath) program(h Hook) (*ebpf.Program, ebpf.AttachType, error) {
 		return d.objs.EgressdTunIngress, ebpf.AttachTCXIngress, nil
 	case HookTunnelEgress:
 		return d.objs.EgressdTunEgress, ebpf.AttachTCXEgress, nil
+	case HookProbe:
+		return d.objs.EgressdProbe, ebpf.AttachTCXIngress, nil
 	}
 	return nil, 0, fmt.Errorf("unknown hook %q", h)
 }

@@ -2,7 +2,7 @@
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
-// egressd datapath. Three tc programs share one set of maps:
+// egressd datapath. Four tc programs share one set of maps:
 //
 //   egressd_pod         tc ingress of the host side of every pod interface:
 //                       classifies packets leaving a pod and sends matching
@@ -16,6 +16,10 @@
 //   egressd_tun_egress  tc egress of the tunnel device: re-encapsulates
 //                       replies (de-NATed by conntrack, routed to the tunnel
 //                       device by fwmark) to the node the flow came from.
+//   egressd_probe       tc ingress of the node's underlay interface: answers
+//                       health probes (gateway/probe) itself, so a node whose
+//                       agent is restarting still looks alive while its
+//                       datapath forwards.
 //
 // Layouts shared with Go are kept in the structs below; bpf2go generates the
 // matching Go types.
@@ -27,6 +31,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -54,9 +59,12 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define GW_HEALTHY 1
 #define GW_LOCAL 2
+// No new flows: a draining gateway keeps the flows pinned to it (while
+// healthy) but is never picked for a new one.
+#define GW_DRAINING 4
 
 enum drop_reason {
-	DROP_NO_GATEWAY = 0, // group has no healthy gateway
+	DROP_NO_GATEWAY = 0, // no healthy, non-draining gateway for a new flow
 	DROP_NO_GROUP,       // rule points at an unknown group
 	DROP_NO_TUNNEL,      // tunnel device not configured
 	DROP_ENCAP,          // setting the tunnel key or redirecting failed
@@ -96,7 +104,7 @@ struct rule {
 struct gateway {
 	__u32 id;
 	__u32 underlay; // IPv4, network byte order
-	__u32 flags;    // GW_HEALTHY, GW_LOCAL
+	__u32 flags;    // GW_HEALTHY, GW_LOCAL, GW_DRAINING
 	__u32 _pad;
 };
 
@@ -244,6 +252,31 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } owned_addrs SEC(".maps");
+
+// Probe protocol of gateway/probe (docs/control-plane.md): magic "EGRP",
+// version, flags, two reserved bytes, 64-bit sequence.
+#define PROBE_SIZE 16
+#define PROBE_VERSION 1
+#define PROBE_FLAG_REPLY 0x80
+#define PROBE_FLAG_DRAINING 0x01
+#define PROBE_TTL 64
+
+#define PROBE_CFG_DRAINING 1
+
+struct probe_config {
+	__u32 node_ip; // IPv4, network byte order; requests to other addresses pass
+	__u16 port;    // network byte order; 0: the program answers nothing
+	__u8 flags;    // PROBE_CFG_DRAINING
+	__u8 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct probe_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} probe_cfg SEC(".maps");
 
 struct pkt {
 	struct flow_key key;
@@ -404,6 +437,7 @@ int egressd_pod(struct __sk_buff *skb)
 	struct gateway *gw = 0;
 	struct flow *f = bpf_map_lookup_elem(&flows, &p.key);
 	if (f && f->group == gid) {
+		// A pinned flow stays on a healthy gateway, draining or not.
 		__u32 pinned = f->gateway;
 #pragma unroll
 		for (int i = 0; i < MAX_GATEWAYS; i++) {
@@ -414,21 +448,25 @@ int egressd_pod(struct __sk_buff *skb)
 		}
 	}
 	if (!gw) {
-		__u32 healthy = 0;
+		// New flows (and flows whose gateway went away) only go to
+		// healthy gateways that are not draining.
+		__u32 usable = 0;
 #pragma unroll
 		for (int i = 0; i < MAX_GATEWAYS; i++) {
-			if (i < g->count && (g->gateways[i].flags & GW_HEALTHY))
-				healthy++;
+			if (i < g->count &&
+			    (g->gateways[i].flags & (GW_HEALTHY | GW_DRAINING)) == GW_HEALTHY)
+				usable++;
 		}
-		if (healthy == 0) {
+		if (usable == 0) {
 			count(gid, 0, 0, DROP_NO_GATEWAY);
 			return TC_ACT_SHOT;
 		}
-		__u32 pick = bpf_get_hash_recalc(skb) % healthy;
+		__u32 pick = bpf_get_hash_recalc(skb) % usable;
 		__u32 seen = 0;
 #pragma unroll
 		for (int i = 0; i < MAX_GATEWAYS; i++) {
-			if (i < g->count && (g->gateways[i].flags & GW_HEALTHY)) {
+			if (i < g->count &&
+			    (g->gateways[i].flags & (GW_HEALTHY | GW_DRAINING)) == GW_HEALTHY) {
 				if (seen == pick && !gw)
 					gw = &g->gateways[i];
 				seen++;
@@ -571,4 +609,94 @@ int egressd_tun_egress(struct __sk_buff *skb)
 	skb->mark = 0;
 	count(gid, 0xffffffff, skb->len, -1);
 	return TC_ACT_OK;
+}
+
+// probe_pkt is a probe request as it arrives: Ethernet, an IPv4 header
+// without options, UDP and the 16-byte probe.
+struct probe_pkt {
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct udphdr udp;
+	__u8 magic[4];
+	__u8 version;
+	__u8 flags;
+	__u8 reserved[2];
+	__u8 seq[8];
+} __attribute__((packed));
+
+#define PROBE_IP_OFF ETH_HLEN
+#define PROBE_UDP_OFF (ETH_HLEN + sizeof(struct iphdr))
+#define PROBE_DATA_OFF (PROBE_UDP_OFF + sizeof(struct udphdr))
+
+// egressd_probe answers probe requests addressed to this node before the
+// stack sees them: it turns the request into the reply in place (MACs, IPs
+// and ports swapped, reply flag and the draining bit set, TTL reset) and
+// sends it back out of the interface it came in on. Everything else, and
+// requests it cannot answer (IP options, fragments), goes on to the stack,
+// where the agent's userspace responder answers if it runs.
+SEC("tc")
+int egressd_probe(struct __sk_buff *skb)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return TC_NEXT;
+	__u32 zero = 0;
+	struct probe_config *cfg = bpf_map_lookup_elem(&probe_cfg, &zero);
+	if (!cfg || cfg->port == 0)
+		return TC_NEXT;
+	struct iphdr ip;
+	if (bpf_skb_load_bytes(skb, PROBE_IP_OFF, &ip, sizeof(ip)) < 0)
+		return TC_NEXT;
+	if (ip.version != 4 || ip.ihl != 5 || ip.protocol != IPPROTO_UDP ||
+	    (ip.frag_off & bpf_htons(0x3fff)) ||
+	    ip.tot_len != bpf_htons(sizeof(struct iphdr) + sizeof(struct udphdr) + PROBE_SIZE))
+		return TC_NEXT;
+	if (cfg->node_ip && ip.daddr != cfg->node_ip)
+		return TC_NEXT;
+
+	struct probe_pkt p;
+	if (bpf_skb_load_bytes(skb, 0, &p, sizeof(p)) < 0)
+		return TC_NEXT;
+	if (p.udp.dest != cfg->port ||
+	    p.udp.len != bpf_htons(sizeof(struct udphdr) + PROBE_SIZE) ||
+	    p.magic[0] != 'E' || p.magic[1] != 'G' || p.magic[2] != 'R' || p.magic[3] != 'P' ||
+	    p.version != PROBE_VERSION || (p.flags & PROBE_FLAG_REPLY))
+		return TC_NEXT;
+
+	// Swapping addresses and ports moves 16-bit words within the summed
+	// range, so neither checksum changes; TTL and the probe's version word
+	// are patched incrementally. A zero (absent) UDP checksum stays zero.
+	struct {
+		__u8 dst[6];
+		__u8 src[6];
+	} macs;
+	__builtin_memcpy(macs.dst, p.eth.h_source, 6);
+	__builtin_memcpy(macs.src, p.eth.h_dest, 6);
+	__u32 addrs[2] = {ip.daddr, ip.saddr};
+	__u16 ports[2] = {p.udp.dest, p.udp.source};
+
+	__u16 old_ttl, new_ttl;
+	__builtin_memcpy(&old_ttl, &ip.ttl, 2); // ttl and protocol
+	struct {
+		__u8 ttl;
+		__u8 protocol;
+	} tp = {.ttl = PROBE_TTL, .protocol = ip.protocol};
+	__builtin_memcpy(&new_ttl, &tp, 2);
+
+	__u32 old_word, new_word;
+	__builtin_memcpy(&old_word, &p.version, 4); // version, flags, reserved
+	__u8 word[4] = {PROBE_VERSION, PROBE_FLAG_REPLY, 0, 0};
+	if (cfg->flags & PROBE_CFG_DRAINING)
+		word[1] |= PROBE_FLAG_DRAINING;
+	__builtin_memcpy(&new_word, word, 4);
+
+	if (bpf_skb_store_bytes(skb, 0, &macs, sizeof(macs), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, PROBE_IP_OFF + offsetof(struct iphdr, saddr), addrs, sizeof(addrs), 0) < 0 ||
+	    bpf_l3_csum_replace(skb, PROBE_IP_OFF + offsetof(struct iphdr, check), old_ttl, new_ttl, 2) < 0 ||
+	    bpf_skb_store_bytes(skb, PROBE_IP_OFF + offsetof(struct iphdr, ttl), &tp, sizeof(tp), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, PROBE_UDP_OFF, ports, sizeof(ports), 0) < 0 ||
+	    bpf_l4_csum_replace(skb, PROBE_UDP_OFF + offsetof(struct udphdr, check), old_word, new_word,
+				BPF_F_MARK_MANGLED_0 | sizeof(new_word)) < 0 ||
+	    bpf_skb_store_bytes(skb, PROBE_DATA_OFF + 4, word, sizeof(word), 0) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
 }

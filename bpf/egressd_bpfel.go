@@ -69,6 +69,14 @@ type egressdOwnedAddrKey struct {
 	Prefixlen uint32
 }
 
+type egressdProbeConfig struct {
+	_      structs.HostLayout
+	NodeIp uint32
+	Port   uint16
+	Flags  uint8
+	Pad    uint8
+}
+
 type egressdReturnFlow struct {
 	_     structs.HostLayout
 	Node  uint32
@@ -123,12 +131,14 @@ const (
 	egressdMapFlows              = "flows"
 	egressdMapGroups             = "groups"
 	egressdMapOwnedAddrs         = "owned_addrs"
+	egressdMapProbeCfg           = "probe_cfg"
 	egressdMapReturnFlows        = "return_flows"
 	egressdMapRules4             = "rules4"
 	egressdMapRules6             = "rules6"
 	egressdMapServed             = "served"
 	egressdMapStats              = "stats"
 	egressdProgEgressdPod        = "egressd_pod"
+	egressdProgEgressdProbe      = "egressd_probe"
 	egressdProgEgressdTunEgress  = "egressd_tun_egress"
 	egressdProgEgressdTunIngress = "egressd_tun_ingress"
 )
@@ -176,6 +186,7 @@ type egressdSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type egressdProgramSpecs struct {
 	EgressdPod        *ebpf.ProgramSpec `ebpf:"egressd_pod"`
+	EgressdProbe      *ebpf.ProgramSpec `ebpf:"egressd_probe"`
 	EgressdTunEgress  *ebpf.ProgramSpec `ebpf:"egressd_tun_egress"`
 	EgressdTunIngress *ebpf.ProgramSpec `ebpf:"egressd_tun_ingress"`
 }
@@ -189,6 +200,7 @@ type egressdMapSpecs struct {
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
 	Groups      *ebpf.MapSpec `ebpf:"groups"`
 	OwnedAddrs  *ebpf.MapSpec `ebpf:"owned_addrs"`
+	ProbeCfg    *ebpf.MapSpec `ebpf:"probe_cfg"`
 	ReturnFlows *ebpf.MapSpec `ebpf:"return_flows"`
 	Rules4      *ebpf.MapSpec `ebpf:"rules4"`
 	Rules6      *ebpf.MapSpec `ebpf:"rules6"`
@@ -227,6 +239,7 @@ type egressdMaps struct {
 	Flows       *ebpf.Map `ebpf:"flows"`
 	Groups      *ebpf.Map `ebpf:"groups"`
 	OwnedAddrs  *ebpf.Map `ebpf:"owned_addrs"`
+	ProbeCfg    *ebpf.Map `ebpf:"probe_cfg"`
 	ReturnFlows *ebpf.Map `ebpf:"return_flows"`
 	Rules4      *ebpf.Map `ebpf:"rules4"`
 	Rules6      *ebpf.Map `ebpf:"rules6"`
@@ -241,6 +254,7 @@ func (m *egressdMaps) Close() error {
 		m.Flows,
 		m.Groups,
 		m.OwnedAddrs,
+		m.ProbeCfg,
 		m.ReturnFlows,
 		m.Rules4,
 		m.Rules6,
@@ -260,6 +274,7 @@ type egressdVariables struct {
 // It can be passed to loadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type egressdPrograms struct {
 	EgressdPod        *ebpf.Program `ebpf:"egressd_pod"`
+	EgressdProbe      *ebpf.Program `ebpf:"egressd_probe"`
 	EgressdTunEgress  *ebpf.Program `ebpf:"egressd_tun_egress"`
 	EgressdTunIngress *ebpf.Program `ebpf:"egressd_tun_ingress"`
 }
@@ -267,6 +282,7 @@ type egressdPrograms struct {
 func (p *egressdPrograms) Close() error {
 	return _EgressdClose(
 		p.EgressdPod,
+		p.EgressdProbe,
 		p.EgressdTunEgress,
 		p.EgressdTunIngress,
 	)

@@ -155,12 +155,22 @@ func (d *Datapath) Rules() (map[RuleKey]Rule, error) {
 	return out, nil
 }
 
+// Gateway flags in the groups map (match GW_* in C).
+const (
+	gwHealthy  = 1
+	gwLocal    = 2
+	gwDraining = 4
+)
+
 // Gateway is one gateway of a group as this node sees it.
 type Gateway struct {
 	ID       uint32     // unique per gateway node, non-zero
 	Underlay netip.Addr // IPv4 tunnel endpoint
 	Healthy  bool
 	Local    bool // this node: no tunnel hop
+	// Draining gateways keep the flows pinned to them while healthy but
+	// get no new ones.
+	Draining bool
 }
 
 // SetGroup replaces a group's gateway list in one map update, so the
@@ -185,10 +195,13 @@ func (d *Datapath) SetGroup(id uint32, gws []Gateway) error {
 			gw.Underlay = binary.NativeEndian.Uint32(b[:])
 		}
 		if g.Healthy {
-			gw.Flags |= 1
+			gw.Flags |= gwHealthy
 		}
 		if g.Local {
-			gw.Flags |= 2
+			gw.Flags |= gwLocal
+		}
+		if g.Draining {
+			gw.Flags |= gwDraining
 		}
 	}
 	if err := d.objs.Groups.Update(&id, &v, ebpf.UpdateAny); err != nil {
@@ -217,7 +230,8 @@ func (d *Datapath) Groups() (map[uint32][]Gateway, error) {
 			g := v.Gateways[i]
 			var b [4]byte
 			binary.NativeEndian.PutUint32(b[:], g.Underlay)
-			gws = append(gws, Gateway{ID: g.Id, Underlay: netip.AddrFrom4(b), Healthy: g.Flags&1 != 0, Local: g.Flags&2 != 0})
+			gws = append(gws, Gateway{ID: g.Id, Underlay: netip.AddrFrom4(b),
+				Healthy: g.Flags&gwHealthy != 0, Local: g.Flags&gwLocal != 0, Draining: g.Flags&gwDraining != 0})
 		}
 		out[k] = gws
 	}
@@ -271,6 +285,61 @@ func (d *Datapath) SetTunnel(ifindex int) error {
 		return fmt.Errorf("setting tunnel ifindex: %w", err)
 	}
 	return nil
+}
+
+// ProbeConfig is what the probe reflector (HookProbe) answers.
+type ProbeConfig struct {
+	// Port is the probe port; 0 turns the reflector off (requests go on to
+	// the stack, where a userspace responder may answer).
+	Port uint16
+	// NodeIP is the only destination answered (the node's underlay IPv4);
+	// invalid means any.
+	NodeIP netip.Addr
+	// Draining sets the draining bit in replies.
+	Draining bool
+}
+
+// SetProbe configures the probe reflector.
+func (d *Datapath) SetProbe(c ProbeConfig) error {
+	var v egressdProbeConfig
+	if c.NodeIP.IsValid() {
+		if !c.NodeIP.Is4() {
+			return fmt.Errorf("probe node IP %s is not IPv4", c.NodeIP)
+		}
+		b := c.NodeIP.As4()
+		v.NodeIp = binary.NativeEndian.Uint32(b[:])
+	}
+	var pb [2]byte
+	binary.BigEndian.PutUint16(pb[:], c.Port)
+	v.Port = binary.NativeEndian.Uint16(pb[:])
+	if c.Draining {
+		v.Flags = 1
+	}
+	k := uint32(0)
+	if err := d.objs.ProbeCfg.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("setting probe config: %w", err)
+	}
+	return nil
+}
+
+// Probe returns the probe reflector's configuration.
+func (d *Datapath) Probe() (ProbeConfig, error) {
+	var v egressdProbeConfig
+	k := uint32(0)
+	if err := d.objs.ProbeCfg.Lookup(&k, &v); err != nil {
+		return ProbeConfig{}, fmt.Errorf("reading probe config: %w", err)
+	}
+	var c ProbeConfig
+	var pb [2]byte
+	binary.NativeEndian.PutUint16(pb[:], v.Port)
+	c.Port = binary.BigEndian.Uint16(pb[:])
+	if v.NodeIp != 0 {
+		var b [4]byte
+		binary.NativeEndian.PutUint32(b[:], v.NodeIp)
+		c.NodeIP = netip.AddrFrom4(b)
+	}
+	c.Draining = v.Flags&1 != 0
+	return c, nil
 }
 
 // StatsKey identifies a counter: a group and a gateway id (0 when no
@@ -395,6 +464,7 @@ func (d *Datapath) MapMemory() (map[string]uint64, error) {
 		"endpoints": d.objs.Endpoints, "rules4": d.objs.Rules4, "rules6": d.objs.Rules6,
 		"groups": d.objs.Groups, "flows": d.objs.Flows, "return_flows": d.objs.ReturnFlows,
 		"served": d.objs.Served, "config": d.objs.Config, "stats": d.objs.Stats, "owned_addrs": d.objs.OwnedAddrs,
+		"probe_cfg": d.objs.ProbeCfg,
 	} {
 		info, err := m.Info()
 		if err != nil {
