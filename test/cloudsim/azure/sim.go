@@ -1,0 +1,425 @@
+// Package azuresim is an in-process Azure Resource Manager simulator for the Microsoft.Network
+// subset egressd's Azure provider calls (network interfaces get/put/list, public IP addresses
+// get/put/delete/list, subnets get) with long-running operations (Azure-AsyncOperation for
+// PUT, Location for DELETE, Retry-After), plus the Instance Metadata Service.
+//
+// Network interfaces are stored as the JSON documents clients PUT, so everything a client does
+// not understand (load-balancer backend pools, application security groups...) survives only
+// if the client sends it back, as on the real API. The simulator validates private addresses
+// (inside the subnet, unique in the virtual network), the per-NIC ipConfiguration limit, public
+// IP association (one ipConfiguration per public IP) and exactly one primary ipConfiguration.
+//
+// Faults: latency, per-method 429 with Retry-After, scripted 5xx (also after the change was
+// applied), failed long-running operations. It imports no Azure SDK.
+package azuresim
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Method names for counters and faults.
+const (
+	MNICGet    = "networkInterfaces.get"
+	MNICPut    = "networkInterfaces.put"
+	MNICList   = "networkInterfaces.list"
+	MPIPGet    = "publicIPAddresses.get"
+	MPIPPut    = "publicIPAddresses.put"
+	MPIPDelete = "publicIPAddresses.delete"
+	MPIPList   = "publicIPAddresses.list"
+	MSubnetGet = "subnets.get"
+	MOperation = "operations.get"
+	MIMDS      = "imds"
+)
+
+// Event records when a change became effective (a long-running operation completed).
+type Event struct {
+	At   time.Time
+	NIC  string // NIC name
+	IP   string
+	Kind string // "ip+", "ip-", "pip+", "pip-"
+}
+
+// Sim is the simulator.
+type Sim struct {
+	mu       sync.Mutex
+	sub      string
+	location string
+	subnets  map[string]*subnet // lower(id)
+	nics     map[string]map[string]any
+	maxIPCfg map[string]int
+	pips     map[string]map[string]any
+	ops      map[string]*operation
+	opOrder  []string
+	seq      int
+	calls    map[string]int
+	events   []Event
+	imds     IMDSSeed
+	nextPub  int
+
+	latency    time.Duration
+	opDelay    time.Duration
+	retryAfter string // Retry-After value on LRO responses
+	throttle   map[string][]throttleFault
+	scripted   map[string][]scriptedFault
+	failOps    map[string][]OpFailure
+}
+
+type subnet struct {
+	ID   string
+	CIDR netip.Prefix
+}
+
+type operation struct {
+	id      string
+	doneAt  time.Time
+	apply   func() *OpFailure
+	failure *OpFailure
+	done    bool
+}
+
+type throttleFault struct{ retryAfter string }
+
+type scriptedFault struct {
+	status     int
+	afterApply bool
+}
+
+// OpFailure makes a long-running operation end Failed.
+type OpFailure struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// New returns a simulator for one subscription.
+func New(subscription, location string) *Sim {
+	return &Sim{
+		sub: subscription, location: location,
+		subnets: map[string]*subnet{}, nics: map[string]map[string]any{}, maxIPCfg: map[string]int{},
+		pips: map[string]map[string]any{}, ops: map[string]*operation{}, calls: map[string]int{},
+		throttle: map[string][]throttleFault{}, scripted: map[string][]scriptedFault{}, failOps: map[string][]OpFailure{},
+	}
+}
+
+// ---- seeding ----
+
+// SubnetSeed describes a subnet.
+type SubnetSeed struct {
+	ResourceGroup string `json:"resourceGroup"`
+	VNet          string `json:"vnet"`
+	Name          string `json:"name"`
+	CIDR          string `json:"cidr"`
+}
+
+// VMSeed describes a VM with one NIC (named <vm>-nic).
+type VMSeed struct {
+	ResourceGroup string `json:"resourceGroup"`
+	Name          string `json:"name"`
+	// Subnet is the subnet's resource ID.
+	Subnet    string `json:"subnet"`
+	PrimaryIP string `json:"primaryIP"`
+	// BackendPools and ASGs are resource IDs put on the primary ipConfiguration.
+	BackendPools []string `json:"backendPools,omitempty"`
+	ASGs         []string `json:"asgs,omitempty"`
+	// MaxIPConfigurations per NIC; 0 means 256.
+	MaxIPConfigurations int `json:"maxIPConfigurations,omitempty"`
+}
+
+// IMDSSeed is what IMDS answers.
+type IMDSSeed struct {
+	SubscriptionID    string `json:"subscriptionId"`
+	ResourceGroupName string `json:"resourceGroupName"`
+	Location          string `json:"location"`
+	Name              string `json:"name"`
+}
+
+// SubnetID returns a subnet's resource ID.
+func (s *Sim) SubnetID(rg, vnet, name string) string {
+	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Network/virtualNetworks/%s/subnets/%s", s.sub, rg, vnet, name)
+}
+
+// NICID returns a NIC's resource ID.
+func (s *Sim) NICID(rg, name string) string {
+	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Network/networkInterfaces/%s", s.sub, rg, name)
+}
+
+// VMID returns a VM's resource ID.
+func (s *Sim) VMID(rg, name string) string {
+	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/virtualMachines/%s", s.sub, rg, name)
+}
+
+// AddSubnet seeds a subnet.
+func (s *Sim) AddSubnet(sn SubnetSeed) error {
+	cidr, err := netip.ParsePrefix(sn.CIDR)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := s.SubnetID(sn.ResourceGroup, sn.VNet, sn.Name)
+	s.subnets[strings.ToLower(id)] = &subnet{ID: id, CIDR: cidr}
+	return nil
+}
+
+// AddVM seeds a VM and its NIC.
+func (s *Sim) AddVM(vm VMSeed) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	nicName := vm.Name + "-nic"
+	id := s.NICID(vm.ResourceGroup, nicName)
+	refs := func(ids []string) []any {
+		out := []any{}
+		for _, i := range ids {
+			out = append(out, map[string]any{"id": i})
+		}
+		return out
+	}
+	props := map[string]any{
+		"primary":                   true,
+		"privateIPAddress":          vm.PrimaryIP,
+		"privateIPAllocationMethod": "Dynamic",
+		"privateIPAddressVersion":   "IPv4",
+		"subnet":                    map[string]any{"id": vm.Subnet},
+	}
+	if len(vm.BackendPools) > 0 {
+		props["loadBalancerBackendAddressPools"] = refs(vm.BackendPools)
+	}
+	if len(vm.ASGs) > 0 {
+		props["applicationSecurityGroups"] = refs(vm.ASGs)
+	}
+	s.nics[strings.ToLower(id)] = map[string]any{
+		"name": nicName, "id": id, "location": s.location, "type": "Microsoft.Network/networkInterfaces",
+		"properties": map[string]any{
+			"ipConfigurations": []any{map[string]any{"name": "ipconfig1", "id": id + "/ipConfigurations/ipconfig1", "properties": props}},
+			"macAddress":       fmt.Sprintf("00-0D-3A-00-00-%02X", len(s.nics)+1),
+			"primary":          true,
+			"virtualMachine":   map[string]any{"id": s.VMID(vm.ResourceGroup, vm.Name)},
+		},
+	}
+	mx := vm.MaxIPConfigurations
+	if mx == 0 {
+		mx = 256
+	}
+	s.maxIPCfg[strings.ToLower(id)] = mx
+	s.finishNICLocked(s.nics[strings.ToLower(id)])
+}
+
+// SetIMDS sets what IMDS answers.
+func (s *Sim) SetIMDS(m IMDSSeed) { s.mu.Lock(); s.imds = m; s.mu.Unlock() }
+
+// PutPublicIP creates a public IP directly (foreign resources in tests).
+func (s *Sim) PutPublicIP(rg, name, ip string, tags map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Network/publicIPAddresses/%s", s.sub, rg, name)
+	t := map[string]any{}
+	for k, v := range tags {
+		t[k] = v
+	}
+	s.pips[strings.ToLower(id)] = map[string]any{"name": name, "id": id, "location": s.location, "tags": t,
+		"sku":        map[string]any{"name": "Standard", "tier": "Regional"},
+		"properties": map[string]any{"ipAddress": ip, "publicIPAllocationMethod": "Static", "provisioningState": "Succeeded"}}
+}
+
+// ---- faults ----
+
+// SetLatency delays every request.
+func (s *Sim) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
+
+// SetOperationDelay sets how long long-running operations stay InProgress.
+func (s *Sim) SetOperationDelay(d time.Duration) { s.mu.Lock(); s.opDelay = d; s.mu.Unlock() }
+
+// SetLRORetryAfter sets the Retry-After header sent with long-running operation responses
+// (seconds, as ARM sends it); empty sends none.
+func (s *Sim) SetLRORetryAfter(v string) { s.mu.Lock(); s.retryAfter = v; s.mu.Unlock() }
+
+// Throttle makes the next n calls of method answer 429 with Retry-After: retryAfter seconds.
+func (s *Sim) Throttle(method string, n int, retryAfter string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := 0; i < n; i++ {
+		s.throttle[method] = append(s.throttle[method], throttleFault{retryAfter: retryAfter})
+	}
+}
+
+// FailNext makes the next n calls of method answer status; with afterApply the change is
+// applied (its operation started) first.
+func (s *Sim) FailNext(method string, n, status int, afterApply bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := 0; i < n; i++ {
+		s.scripted[method] = append(s.scripted[method], scriptedFault{status: status, afterApply: afterApply})
+	}
+}
+
+// FailNextOperation makes the next long-running operation started by method fail.
+func (s *Sim) FailNextOperation(method string, f OpFailure) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failOps[method] = append(s.failOps[method], f)
+}
+
+// ---- inspection ----
+
+// Calls returns the requests received for method.
+func (s *Sim) Calls(method string) int { s.mu.Lock(); defer s.mu.Unlock(); return s.calls[method] }
+
+// CallCounts returns a copy of the counters.
+func (s *Sim) CallCounts() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range s.calls {
+		out[k] = v
+	}
+	return out
+}
+
+// ResetCalls zeroes the counters.
+func (s *Sim) ResetCalls() { s.mu.Lock(); s.calls = map[string]int{}; s.mu.Unlock() }
+
+// Events returns the effective changes so far.
+func (s *Sim) Events() []Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleLocked()
+	return append([]Event(nil), s.events...)
+}
+
+// State is the admin view.
+type State struct {
+	// PrivateIPs maps each non-primary private IP to "nic/ipConfiguration".
+	PrivateIPs map[string]string `json:"privateIPs"`
+	// PublicIPs maps each public IP address to the private IP it is associated with ("" when
+	// unassociated).
+	PublicIPs map[string]string `json:"publicIPs"`
+	// IPConfigCount per NIC name.
+	IPConfigCount map[string]int `json:"ipConfigCount"`
+}
+
+// Snapshot returns the current state.
+func (s *Sim) Snapshot() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleLocked()
+	st := State{PrivateIPs: map[string]string{}, PublicIPs: map[string]string{}, IPConfigCount: map[string]int{}}
+	pipTo := map[string]string{}
+	for _, n := range s.nics {
+		cfgs := ipConfigs(n)
+		st.IPConfigCount[str(n["name"])] = len(cfgs)
+		for _, c := range cfgs {
+			p := props(c)
+			if pip, ok := p["publicIPAddress"].(map[string]any); ok {
+				pipTo[strings.ToLower(str(pip["id"]))] = str(p["privateIPAddress"])
+			}
+			if b, _ := p["primary"].(bool); b {
+				continue
+			}
+			st.PrivateIPs[str(p["privateIPAddress"])] = str(n["name"]) + "/" + str(c["name"])
+		}
+	}
+	for id, p := range s.pips {
+		st.PublicIPs[str(props(p)["ipAddress"])] = pipTo[id]
+	}
+	return st
+}
+
+// IPConfigurations returns a NIC's ipConfigurations as stored (for preservation checks).
+func (s *Sim) IPConfigurations(nicID string) []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleLocked()
+	var out []map[string]any
+	for _, c := range ipConfigs(s.nics[strings.ToLower(nicID)]) {
+		out = append(out, c)
+	}
+	return out
+}
+
+// ---- JSON helpers ----
+
+func str(v any) string { s, _ := v.(string); return s }
+
+func props(m map[string]any) map[string]any {
+	p, _ := m["properties"].(map[string]any)
+	if p == nil {
+		p = map[string]any{}
+		m["properties"] = p
+	}
+	return p
+}
+
+func ipConfigs(n map[string]any) []map[string]any {
+	if n == nil {
+		return nil
+	}
+	raw, _ := props(n)["ipConfigurations"].([]any)
+	out := make([]map[string]any, 0, len(raw))
+	for _, r := range raw {
+		if m, ok := r.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func clone(m map[string]any) map[string]any {
+	b, _ := json.Marshal(m)
+	var out map[string]any
+	_ = json.Unmarshal(b, &out)
+	return out
+}
+
+// finishNICLocked fills server-side fields (ids, provisioning state, public IP addresses).
+func (s *Sim) finishNICLocked(n map[string]any) {
+	id := str(n["id"])
+	props(n)["provisioningState"] = "Succeeded"
+	for _, c := range ipConfigs(n) {
+		c["id"] = id + "/ipConfigurations/" + str(c["name"])
+		p := props(c)
+		p["provisioningState"] = "Succeeded"
+		if p["privateIPAddressVersion"] == nil {
+			p["privateIPAddressVersion"] = "IPv4"
+		}
+		if pip, ok := p["publicIPAddress"].(map[string]any); ok {
+			p["publicIPAddress"] = map[string]any{"id": str(pip["id"])}
+		}
+	}
+}
+
+func (s *Sim) settleLocked() {
+	now := time.Now()
+	for _, id := range s.opOrder {
+		op := s.ops[id]
+		if op.done || now.Before(op.doneAt) {
+			continue
+		}
+		op.done = true
+		if op.failure == nil && op.apply != nil {
+			op.failure = op.apply()
+		}
+		op.apply = nil
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func sortedKeys(m map[string]map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
