@@ -95,6 +95,10 @@ type Dataplane struct {
 	dp      *bpf.Datapath
 	state   *State // last applied
 	nftHash string
+	// probeIfindex is the only interface the probe reflector is attached
+	// to (0: none) once probeKnown.
+	probeKnown   bool
+	probeIfindex int
 }
 
 // New returns a Dataplane. It touches nothing: the first Apply loads the
@@ -151,7 +155,8 @@ func (d *Dataplane) load() error {
 // Apply makes the node's datapath match s. Order matters so that no update
 // opens a window where matched traffic leaks with the node IP or is
 // dropped: gateway plumbing first, then groups, then rules, then endpoints;
-// stale endpoints, rules and groups go last.
+// stale endpoints, rules and groups go last; the probe reflector after all
+// of them.
 func (d *Dataplane) Apply(ctx context.Context, s State) error {
 	if err := s.validate(); err != nil {
 		return fmt.Errorf("validating state: %w", err)
@@ -177,6 +182,11 @@ func (d *Dataplane) Apply(ctx context.Context, s State) error {
 		if err := d.syncPodLinks(&s); err != nil {
 			return err
 		}
+		// Last: the node answers probes from the datapath only once the
+		// rest of it is in place.
+		if err := d.applyProbe(&s); err != nil {
+			return err
+		}
 		cp := s
 		d.state = &cp
 		return nil
@@ -189,7 +199,8 @@ func (d *Dataplane) applyMaps(s *State) error {
 	for _, g := range s.Groups {
 		gws := make([]bpf.Gateway, 0, len(g.Gateways))
 		for _, gw := range g.Gateways {
-			gws = append(gws, bpf.Gateway{ID: gw.ID, Underlay: gw.NodeIP, Healthy: gw.Healthy, Local: gw.NodeIP == s.NodeIP})
+			gws = append(gws, bpf.Gateway{ID: gw.ID, Underlay: gw.NodeIP, Healthy: gw.Healthy, Draining: gw.Draining,
+				Local: gw.NodeIP == s.NodeIP})
 		}
 		if err := dp.SetGroup(g.ID, gws); err != nil {
 			return err
@@ -446,12 +457,12 @@ func (d *Dataplane) Remove(ctx context.Context) error {
 		}
 		errs = append(errs, d.removeRouting(), d.removeNFT(), d.removeTunnel())
 		if d.cfg.Clsact {
+			// Pod interfaces and the underlay interface (wherever the
+			// node IP was): DetachClsact only removes egressd's filters.
 			links, _ := netlink.LinkList()
 			for _, l := range links {
-				if d.matches(l.Attrs().Name) {
-					if _, err := bpf.DetachClsact(l.Attrs().Index); err != nil {
-						errs = append(errs, err)
-					}
+				if _, err := bpf.DetachClsact(l.Attrs().Index); err != nil {
+					errs = append(errs, err)
 				}
 			}
 		}
@@ -465,6 +476,7 @@ func (d *Dataplane) Remove(ctx context.Context) error {
 	errs = append(errs, bpf.Remove(d.cfg.PinRoot))
 	d.state = nil
 	d.nftHash = ""
+	d.probeKnown, d.probeIfindex = false, 0
 	return errors.Join(errs...)
 }
 

@@ -124,7 +124,8 @@ func (c *cluster) state(n *netns.Node, groups []Group) State {
 			},
 			Excluded: []netip.Prefix{netip.PrefixFrom(dstExcl, 32), netip.PrefixFrom(dstEx6, 128)},
 		}},
-		Groups: groups,
+		Groups:    groups,
+		ProbePort: 8743,
 	}
 	for _, p := range n.Pods {
 		set := uint32(1)
@@ -501,6 +502,13 @@ func TestClsactFallback(t *testing.T) {
 		}
 		if found, err := bpf.DetachClsact(l.Attrs().Index); err != nil || found {
 			t.Errorf("clsact filters left on %s after Remove (found=%v, err=%v)", a.HostIface, found, err)
+		}
+		// The probe reflector's filter on the underlay interface too.
+		if l, err = netlink.LinkByName(w1.Link); err != nil {
+			return err
+		}
+		if found, err := bpf.DetachClsact(l.Attrs().Index); err != nil || found {
+			t.Errorf("clsact filters left on %s after Remove (found=%v, err=%v)", w1.Link, found, err)
 		}
 		return nil
 	})

@@ -36,6 +36,16 @@ type State struct {
 
 	// Gateway is this node's gateway role; nil on non-gateway nodes.
 	Gateway *GatewayRole
+
+	// ProbePort is the UDP port of the probe protocol (gateway/probe).
+	// Non-zero: the datapath answers probes to NodeIP itself, at tc
+	// ingress of the interface holding NodeIP, so this node stays up for
+	// its probers while its agent restarts. Zero: probes go to the stack
+	// (a userspace responder, if any).
+	ProbePort uint16
+	// Draining sets the draining bit in the datapath's probe replies: this
+	// node is cordoned, send it no new flows.
+	Draining bool
 }
 
 // Pod is a local pod.
@@ -76,9 +86,11 @@ type Group struct {
 	// ID is 1-65535; it travels in the VXLAN VNI and the packet mark.
 	ID uint32
 	// Gateways are at most 8 gateways, in the order the control plane
-	// prefers (zone-local first). New flows hash over the healthy ones;
-	// established flows stay on their gateway while it is listed and
-	// healthy.
+	// prefers (zone-local first). New flows hash over the healthy ones
+	// that are not draining; established flows stay on their gateway while
+	// it is listed and healthy, draining or not. With no healthy,
+	// non-draining gateway new flows are dropped, never sent with the node
+	// IP.
 	Gateways []GatewayNode
 }
 
@@ -94,6 +106,9 @@ type GatewayNode struct {
 	EgressIPv4, EgressIPv6 netip.Addr
 	// Healthy is the agent's latest probe result.
 	Healthy bool
+	// Draining gateways get no new flows; flows pinned to them stay while
+	// they are healthy.
+	Draining bool
 }
 
 // GatewayRole is what a gateway node does for the groups it serves.

@@ -22,32 +22,33 @@ func writeSysctl(path, value string) error {
 	return nil
 }
 
-// underlayMTU returns the MTU of the interface that holds nodeIP.
-func underlayMTU(nodeIP netip.Addr) (int, error) {
+// underlayLink returns the interface that holds nodeIP.
+func underlayLink(nodeIP netip.Addr) (netlink.Link, error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
-		return 0, fmt.Errorf("listing addresses: %w", err)
+		return nil, fmt.Errorf("listing addresses: %w", err)
 	}
 	for _, a := range addrs {
 		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == nodeIP {
 			l, err := netlink.LinkByIndex(a.LinkIndex)
 			if err != nil {
-				return 0, fmt.Errorf("finding link of %s: %w", nodeIP, err)
+				return nil, fmt.Errorf("finding link of %s: %w", nodeIP, err)
 			}
-			return l.Attrs().MTU, nil
+			return l, nil
 		}
 	}
-	return 0, fmt.Errorf("node IP %s is on no interface", nodeIP)
+	return nil, fmt.Errorf("node IP %s is on no interface", nodeIP)
 }
 
 // ensureTunnel creates (or keeps) the collect-metadata VXLAN device and
 // attaches the tunnel programs. An existing device with the right
 // parameters is reused as is, so an agent restart does not disturb it.
 func (d *Dataplane) ensureTunnel(nodeIP netip.Addr) error {
-	mtu, err := underlayMTU(nodeIP)
+	ul, err := underlayLink(nodeIP)
 	if err != nil {
 		return err
 	}
+	mtu := ul.Attrs().MTU
 	name := d.cfg.TunnelDevice
 	l, err := netlink.LinkByName(name)
 	if err == nil {
