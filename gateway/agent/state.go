@@ -36,6 +36,10 @@ type Inputs struct {
 	// is healthy: the coordinator listed it Active, and the probes take it out within
 	// FailureThreshold intervals if it is not.
 	Health map[netip.Addr]bool
+	// ProbeDraining is the draining bit of each gateway's last probe reply (probe.Status): a
+	// gateway whose node is cordoned gets no new flows even before the coordinator marks it
+	// Draining.
+	ProbeDraining map[netip.Addr]bool
 	// Interfaces of this node, where the egress IPs this node holds are mounted.
 	Interfaces []Interface
 	// SetIDs is the policy-set id assignment of the previous Result, so ids stay stable.
@@ -127,6 +131,9 @@ func ComputeState(in Inputs) (Result, error) {
 		return res, fmt.Errorf("node %s has no IPv4 InternalIP", in.Node.Name)
 	}
 	res.State.NodeIP = nodeIP
+	// The datapath answers probes on this node, with the bit its userspace responder sets.
+	res.State.ProbePort = in.ProbePort
+	res.State.Draining = in.Node.Spec.Unschedulable
 	problem := func(format string, args ...any) { res.Problems = append(res.Problems, fmt.Sprintf(format, args...)) }
 
 	gateways := map[string]*gatewayInfo{}
@@ -413,12 +420,13 @@ type candidate struct {
 	draining bool
 }
 
-// buildGroup lists the gateways this node sends a group's new flows to, and adds every
-// Active or Draining gateway of the group to the probes.
+// buildGroup lists the gateways this node sends a group's flows to, and adds every Active or
+// Draining gateway of the group to the probes.
 //
-// Draining gateways stay listed (with their probe health) so their established flows keep
-// going: the datapath has no "no new flows" flag yet, so they still get a share of new flows
-// until the coordinator moves their egress IPs.
+// Draining gateways (state Draining, a draining bit in their probe reply, or this node while
+// cordoned) stay listed with their probe health and the Draining flag: their established flows
+// keep going, new flows go to the others (or are dropped when none is left) until the
+// coordinator moves their egress IPs.
 func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.Addr]probe.Target, res *Result) dataplane.Group {
 	gw := gi.obj
 	res.GroupNames[gi.group] = gw.Name
@@ -474,12 +482,16 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 			c := candidate{name: g.Node, zone: z.Name, local: z.Name == myZone, self: ip == nodeIP,
 				draining: g.State == egressv1.GatewayDraining}
 			c.node = dataplane.GatewayNode{ID: GatewayID(ip), NodeIP: ip, EgressIPv4: held[g.Node][0], EgressIPv6: held[g.Node][1], Healthy: true}
-			if !c.self {
+			if c.self {
+				c.draining = c.draining || in.Node.Spec.Unschedulable
+			} else {
 				if up, ok := in.Health[ip]; ok {
 					c.node.Healthy = up
 				}
+				c.draining = c.draining || in.ProbeDraining[ip]
 				addProbe(probes, ip, in.ProbePort, target)
 			}
+			c.node.Draining = c.draining
 			res.GatewayNames[c.node.ID] = g.Node
 			res.Members = append(res.Members, Member{Group: gw.Name, Node: g.Node, Addr: ip, Self: c.self})
 			cands = append(cands, c)
@@ -490,14 +502,18 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 	if gw.Spec.Zones != nil && gw.Spec.Zones.Affinity != "" {
 		affinity = gw.Spec.Zones.Affinity
 	}
-	localHealthy := slices.ContainsFunc(cands, func(c candidate) bool { return c.local && c.node.Healthy })
+	// A local zone whose healthy gateways all drain cannot take new flows: PreferLocal then
+	// lists every zone (the draining ones stay listed for their established flows).
+	usable := func(c candidate) bool { return c.node.Healthy && !c.draining }
+	localUsable := slices.ContainsFunc(cands, func(c candidate) bool { return c.local && usable(c) })
 	switch {
-	case affinity == egressv1.AffinityLocalOnly, affinity == egressv1.AffinityPreferLocal && localHealthy:
+	case affinity == egressv1.AffinityLocalOnly, affinity == egressv1.AffinityPreferLocal && localUsable:
 		cands = slices.DeleteFunc(cands, func(c candidate) bool { return !c.local })
 	}
-	// Local first, healthy first (so truncation keeps working ones), then by zone and name.
+	// Local first, then those taking new flows, then healthy draining ones (so truncation keeps
+	// working ones), then by zone and name.
 	slices.SortFunc(cands, func(a, b candidate) int {
-		return cmp.Or(-cmpBool(a.local, b.local), -cmpBool(a.node.Healthy, b.node.Healthy),
+		return cmp.Or(-cmpBool(a.local, b.local), -cmpBool(usable(a), usable(b)), -cmpBool(a.node.Healthy, b.node.Healthy),
 			strings.Compare(a.zone, b.zone), strings.Compare(a.name, b.name))
 	})
 	if len(cands) > bpf.MaxGateways {

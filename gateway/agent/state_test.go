@@ -132,6 +132,11 @@ func gnode(addr netip.Addr, healthy bool, eg ...netip.Addr) dataplane.GatewayNod
 	return n
 }
 
+func draining(n dataplane.GatewayNode) dataplane.GatewayNode {
+	n.Draining = true
+	return n
+}
+
 func dst(p string, g uint32) dataplane.Destination {
 	return dataplane.Destination{Prefix: pfx(p), Group: g}
 }
@@ -185,6 +190,8 @@ func TestComputeState(t *testing.T) {
 		// probeTarget is checked against the first probe.
 		probeTarget *probe.Target
 		problem     string
+		// state checks the rest of the State.
+		state func(*testing.T, dataplane.State)
 	}{
 		{
 			name: "selected pod gets a set; the group lists the holder with its lowest egress IP",
@@ -324,9 +331,72 @@ func TestComputeState(t *testing.T) {
 				in.EgressIPs = append(in.EgressIPs, eip("10.0.0.210", "out", "gw2"), eip("fd00:a::210", "out", "gw2"), eip("10.0.0.199", "elsewhere", "gw2"))
 			},
 			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{
-				gnode(ip("10.0.0.31"), true), gnode(gw1IP, true, ip("10.0.0.200")), gnode(myIP, true),
+				gnode(gw1IP, true, ip("10.0.0.200")), gnode(myIP, true), draining(gnode(ip("10.0.0.31"), true)),
 				gnode(gw2IP, false, ip("10.0.0.210"), ip("fd00:a::210"))}}},
 			probes: []netip.AddrPort{netip.AddrPortFrom(ip("10.0.0.21"), 8743), netip.AddrPortFrom(gw2IP, 8743), netip.AddrPortFrom(ip("10.0.0.31"), 8743)},
+		},
+		{
+			name: "Draining state: listed (established flows stay) with the Draining flag, after those taking new flows",
+			mutate: func(in *Inputs) {
+				in.Gateways[0] = egw("out", 7, gwNode{"a", "gw1", "10.0.0.21", egressv1.GatewayDraining}, gw2)
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{
+				gnode(gw2IP, true), draining(gnode(gw1IP, true, ip("10.0.0.200")))}}},
+			probes: []netip.AddrPort{netip.AddrPortFrom(gw1IP, 8743), netip.AddrPortFrom(gw2IP, 8743)},
+		},
+		{
+			name: "the draining bit of a probe reply drains an Active gateway; unhealthy stays unhealthy",
+			mutate: func(in *Inputs) {
+				in.Gateways[0] = egw("out", 7, gw1, gw2)
+				in.ProbeDraining = map[netip.Addr]bool{gw1IP: true, gw2IP: false}
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{
+				gnode(gw2IP, true), draining(gnode(gw1IP, true, ip("10.0.0.200")))}}},
+		},
+		{
+			name: "every gateway draining: all listed, none takes new flows",
+			mutate: func(in *Inputs) {
+				in.Gateways[0] = egw("out", 7, gwNode{"a", "gw1", "10.0.0.21", egressv1.GatewayDraining}, gw2)
+				in.ProbeDraining = map[netip.Addr]bool{gw2IP: true}
+				in.Health = map[netip.Addr]bool{gw1IP: false}
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{
+				draining(gnode(gw2IP, true)), draining(gnode(gw1IP, false, ip("10.0.0.200")))}}},
+		},
+		{
+			name: "PreferLocal: a local zone whose gateways all drain lists every zone",
+			mutate: func(in *Inputs) {
+				in.Gateways[0] = egw("out", 7, gwNode{"a", "gw1", "10.0.0.21", egressv1.GatewayDraining}, gw2, gw3)
+				in.Health = map[netip.Addr]bool{gw2IP: false}
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{
+				draining(gnode(gw1IP, true, ip("10.0.0.200"))), gnode(gw2IP, false), gnode(gw3IP, true)}}},
+		},
+		{
+			name: "this node cordoned: the datapath's probe replies and its own gateway entry drain",
+			mutate: func(in *Inputs) {
+				in.Node.Spec.Unschedulable = true
+				in.Gateways[0] = egw("out", 7, gw1, gwNode{"a", "worker1", "10.0.0.11", egressv1.GatewayActive})
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{
+				gnode(gw1IP, true, ip("10.0.0.200")), draining(gnode(myIP, true))}}},
+			state: func(t *testing.T, s dataplane.State) {
+				if s.ProbePort != probe.DefaultPort || !s.Draining {
+					t.Errorf("probe port %d, draining %v; want %d, true", s.ProbePort, s.Draining, probe.DefaultPort)
+				}
+			},
+		},
+		{
+			name: "the probe port reaches the datapath; a schedulable node does not drain",
+			mutate: func(in *Inputs) {
+				in.ProbePort = 9000
+			},
+			probes: []netip.AddrPort{netip.AddrPortFrom(gw1IP, 9000)},
+			state: func(t *testing.T, s dataplane.State) {
+				if s.ProbePort != 9000 || s.Draining {
+					t.Errorf("probe port %d, draining %v; want 9000, false", s.ProbePort, s.Draining)
+				}
+			},
 		},
 		{
 			name: "PreferLocal: local gateways while one is healthy",
@@ -475,6 +545,9 @@ func TestComputeState(t *testing.T) {
 			}
 			if tc.probeTarget != nil && (len(res.Probes) == 0 || res.Probes[0] != *tc.probeTarget) {
 				t.Errorf("probe target %+v, want %+v", res.Probes, *tc.probeTarget)
+			}
+			if tc.state != nil {
+				tc.state(t, res.State)
 			}
 			if tc.problem != "" && !strings.Contains(strings.Join(res.Problems, "\n"), tc.problem) {
 				t.Errorf("problems %q lack %q", res.Problems, tc.problem)
