@@ -1,5 +1,5 @@
 // Package cli holds egressctl's subcommands: flag parsing and output around the importable
-// packages that do the work (convert, probe).
+// packages that do the work (convert, probe, status, explain, datapath).
 package cli
 
 import (
@@ -18,22 +18,26 @@ import (
 
 // Exit codes.
 const (
-	ExitOK       = 0
-	ExitFailure  = 1 // the command ran and found a problem (strict conversion issues, failed probes)
-	ExitUsage    = 2
-	ExitNotReady = 3 // the subcommand is not available yet
+	ExitOK      = 0
+	ExitFailure = 1 // the command failed or found a problem (API unreachable, no pinned datapath, strict conversion issues, failed probes)
+	ExitUsage   = 2
 )
 
 const usage = `egressctl: operate egressd egress gateways
 
 Usage:
-  egressctl convert [flags] [FILE|-]   CiliumEgressGatewayPolicy / egressGroups YAML -> egressd YAML
-  egressctl probe [flags] URL          send a request every interval to an echo server, report egress IPs and outages
-  egressctl status                     gateways by zone, their state, egress IPs, health
-  egressctl explain POD                which policy, gateway and egress IP a pod uses, and why
-  egressctl list NODE                  the datapath table of a node
+  egressctl status [GATEWAY] [flags]     gateways by zone, their state, egress IPs, health, and the policies using them
+  egressctl explain POD -n NAMESPACE     which policy, gateway and egress IP a pod's traffic uses, and why (or why none)
+  egressctl list [--bpffs /sys/fs/bpf]   this node's datapath tables, read from the pinned bpf maps (run on the node)
+  egressctl convert [flags] [FILE|-]     CiliumEgressGatewayPolicy / egressGroups YAML -> egressd YAML
+  egressctl probe [flags] URL            send a request every interval to an echo server, report egress IPs and outages
+  egressctl lab COMMAND                  the egressd lab in network namespaces (root)
 
-Run 'egressctl COMMAND -h' for a command's flags. Installed as kubectl-egressd, it is 'kubectl egressd'.
+status and explain read the API server like kubectl: --kubeconfig, else $KUBECONFIG, else
+~/.kube/config, else in-cluster; --context picks a context. Output: -o table (default), json, yaml.
+
+Run 'egressctl COMMAND -h' for a command's flags. Copied or linked as kubectl-egressd on PATH, it is
+'kubectl egressd COMMAND' (flags go after the command: kubectl egressd status --context prod).
 `
 
 // Run runs egressctl with args (without the program name) and returns the exit code.
@@ -47,9 +51,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runConvert(args[1:], stdin, stdout, stderr)
 	case "probe":
 		return runProbe(ctx, args[1:], stdout, stderr)
-	case "status", "explain", "list":
-		fmt.Fprintf(stderr, "egressctl %s: not available yet; it needs the egressd control plane\n", args[0])
-		return ExitNotReady
+	case "status":
+		return runStatus(ctx, args[1:], stdout, stderr)
+	case "explain":
+		return runExplain(ctx, args[1:], stdout, stderr)
+	case "list":
+		return runList(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK
@@ -139,16 +146,9 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.BoolVar(&quiet, "quiet", false, "print only the summary, not each failure and source change as it happens")
 	fs.IntVar(&maxFailed, "max-failed", -1, "exit 1 when more requests fail; -1 never")
 	// Flags may follow the URL: egressctl probe URL --interval 50ms.
-	var positional []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			return ExitUsage
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		positional = append(positional, fs.Arg(0))
-		rest = fs.Args()[1:]
+	positional, err := parseInterleaved(fs, args)
+	if err != nil {
+		return ExitUsage
 	}
 	if len(positional) != 1 {
 		fs.Usage()

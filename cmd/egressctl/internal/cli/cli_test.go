@@ -64,7 +64,23 @@ func TestCommands(t *testing.T) {
 	if code, _, _ := run(t, "", "frobnicate"); code != ExitUsage {
 		t.Errorf("unknown command: %d", code)
 	}
-	if code, _, errOut := run(t, "", "status"); code != ExitNotReady || !strings.Contains(errOut, "not available yet") {
-		t.Errorf("status: %d %s", code, errOut)
+	if code, _, _ := run(t, "", "status", "-o", "xml"); code != ExitUsage {
+		t.Errorf("status -o xml: %d", code)
+	}
+	if code, _, _ := run(t, "", "explain"); code != ExitUsage {
+		t.Errorf("explain without a pod: %d", code)
+	}
+	if code, _, errOut := run(t, "", "explain", "a/p", "-n", "b"); code != ExitUsage || !strings.Contains(errOut, "-n says b") {
+		t.Errorf("explain with two namespaces: %d %s", code, errOut)
+	}
+	if code, out, _ := run(t, "", "help"); code != ExitOK || !strings.Contains(out, "kubectl egressd") {
+		t.Errorf("help: %d %s", code, out)
+	}
+}
+
+func TestListWithoutDatapath(t *testing.T) {
+	code, _, errOut := run(t, "", "list", "--bpffs", t.TempDir())
+	if code != ExitFailure || !strings.Contains(errOut, "no egressd datapath pinned under") || !strings.Contains(errOut, "kubectl exec") {
+		t.Errorf("code %d, stderr:\n%s", code, errOut)
 	}
 }
