@@ -441,6 +441,10 @@ func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*p
 // public IP get (404), PUT + polls first.
 func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*providers.Assignment, error) {
 	op := "ensuring " + req.IP.String() + " on " + req.Node.Name
+	if req.Interface == providers.InterfaceDedicated {
+		return nil, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "DedicatedInterfaceUnsupported",
+			Err: errors.New("Azure attaches NICs only to stopped VMs; egress ipConfigurations go on the primary NIC")}
+	}
 	n, err := p.nicFor(ctx, req.Node)
 	if err != nil {
 		return nil, err
@@ -596,6 +600,10 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 	target.Properties.IPConfigurations = append(target.Properties.IPConfigurations, c)
 	err = p.putNIC(ctx, to_, target)
 	unlock()
+	if from == nil && providers.IsConflict(err) {
+		// No NIC holds the cluster's ipConfiguration and someone else holds the address.
+		return nil, &providers.Error{Kind: providers.KindNotFound, Op: op, Code: "NotOwned", Err: err}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -715,8 +723,7 @@ func (p *Provider) ListOwned(ctx context.Context, cluster string) ([]providers.O
 				}
 				r := providers.OwnedResource{Kind: providers.ResourcePrivateIP, ID: deref(nic.ID) + "/ipConfigurations/" + deref(c.Name), IP: cfgIP(c), Owner: providers.Owner{Cluster: cluster}}
 				if nic.Properties != nil && nic.Properties.VirtualMachine != nil {
-					id := deref(nic.Properties.VirtualMachine.ID)
-					r.Node = id[strings.LastIndex(id, "/")+1:]
+					r.InstanceID = deref(nic.Properties.VirtualMachine.ID)
 				}
 				out = append(out, r)
 			}
@@ -745,6 +752,22 @@ func (p *Provider) ListOwned(ctx context.Context, cluster string) ([]providers.O
 // ReleaseOwned implements providers.Provider.
 func (p *Provider) ReleaseOwned(ctx context.Context, res providers.OwnedResource) error {
 	op := "releasing owned " + res.ID
+	if res.ID == "" {
+		owned, err := p.ListOwned(ctx, res.Owner.Cluster)
+		if err != nil {
+			return err
+		}
+		for _, o := range owned {
+			if o.Kind == res.Kind && o.IP == res.IP {
+				res.ID = o.ID
+			}
+		}
+		if res.ID == "" {
+			return &providers.Error{Kind: providers.KindPermission, Op: "releasing owned " + res.IP.String(), Code: "NotOwned",
+				Err: fmt.Errorf("%s is not a resource of cluster %s", res.IP, res.Owner.Cluster)}
+		}
+		op = "releasing owned " + res.ID
+	}
 	switch res.Kind {
 	case providers.ResourcePrivateIP:
 		n, cfg, ok := parseNICID(res.ID)

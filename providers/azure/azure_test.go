@@ -241,7 +241,7 @@ func TestListOwnedExcludesForeign(t *testing.T) {
 	}
 	var got []string
 	for _, r := range owned {
-		got = append(got, fmt.Sprintf("%s %s %s", r.Kind, r.IP, r.Node))
+		got = append(got, fmt.Sprintf("%s %s %s", r.Kind, r.IP, r.InstanceID[strings.LastIndex(r.InstanceID, "/")+1:]))
 	}
 	sort.Strings(got)
 	if len(got) != 2 || got[0] != "PrivateIP 10.240.5.1 vm-a" || !strings.HasPrefix(got[1], "PublicIP 20.") {

@@ -32,8 +32,9 @@ const (
 	LabelCluster = "egressd-io-cluster"
 	LabelOwner   = "egressd-io-owner"
 
-	// accessConfigName is the name of the access config egressd creates.
-	accessConfigName = "egressd-nat"
+	// accessConfigPrefix starts the name of the access config egressd creates; the rest is
+	// the egress IP it serves, so a NIC's access config says which egress IP it belongs to.
+	accessConfigPrefix = "egressd-nat-"
 	// defaultMaxAliasRanges per NIC when the configuration does not say.
 	defaultMaxAliasRanges = 10
 )
@@ -468,6 +469,10 @@ func (p *Provider) deleteAddress(ctx context.Context, project, region, name stri
 
 // ---- access configs ----
 
+func accessConfigName(ip netip.Addr) string {
+	return accessConfigPrefix + strings.ReplaceAll(ip.String(), ".", "-")
+}
+
 func natConfig(n *computepb.NetworkInterface, natIP string) *computepb.AccessConfig {
 	for _, ac := range n.GetAccessConfigs() {
 		if ac.GetNatIP() == natIP {
@@ -479,7 +484,7 @@ func natConfig(n *computepb.NetworkInterface, natIP string) *computepb.AccessCon
 
 // bindPublic binds natIP to the instance's NIC through an access config. A NIC has at most
 // one access config: when it has another one, the node cannot take this public IP.
-func (p *Provider) bindPublic(ctx context.Context, r instanceRef, nicName, natIP, tier string) error {
+func (p *Provider) bindPublic(ctx context.Context, r instanceRef, nicName string, ip netip.Addr, natIP, tier string) error {
 	defer p.lock(r.key())()
 	op := "binding " + natIP + " to " + r.id() + " " + nicName
 	return p.retry(ctx, op, func() error {
@@ -498,7 +503,7 @@ func (p *Provider) bindPublic(ctx context.Context, r instanceRef, nicName, natIP
 			return &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "AccessConfigInUse",
 				Err: fmt.Errorf("interface already has access config %q (%s); GCE allows one per interface", n.GetAccessConfigs()[0].GetName(), n.GetAccessConfigs()[0].GetNatIP())}
 		}
-		ac := &computepb.AccessConfig{Name: proto.String(accessConfigName), Type: proto.String("ONE_TO_ONE_NAT"), NatIP: proto.String(natIP)}
+		ac := &computepb.AccessConfig{Name: proto.String(accessConfigName(ip)), Type: proto.String("ONE_TO_ONE_NAT"), NatIP: proto.String(natIP)}
 		if tier != "" {
 			ac.NetworkTier = proto.String(tier)
 		}
@@ -545,6 +550,12 @@ func (p *Provider) unbindPublic(ctx context.Context, r instanceRef, natIP string
 
 // ensurePublic reserves (or finds) the IP's external address and binds it to the NIC.
 func (p *Provider) ensurePublic(ctx context.Context, r instanceRef, n *computepb.NetworkInterface, ip netip.Addr, owner providers.Owner) (*computepb.Address, error) {
+	// Steady state: the interface already carries egressd's access config; no address call.
+	for _, ac := range n.GetAccessConfigs() {
+		if ac.GetName() == accessConfigName(ip) && ac.GetNatIP() != "" {
+			return &computepb.Address{Name: proto.String(publicName(owner.Cluster, ip)), Address: ac.NatIP, NetworkTier: ac.NetworkTier}, nil
+		}
+	}
 	want := &computepb.Address{
 		Name: proto.String(publicName(owner.Cluster, ip)), AddressType: proto.String("EXTERNAL"),
 		NetworkTier: proto.String("PREMIUM"), Labels: labels(owner),
@@ -561,7 +572,7 @@ func (p *Provider) ensurePublic(ctx context.Context, r instanceRef, n *computepb
 			return nil, &providers.Error{Kind: providers.KindConflict, Op: "binding public IP of " + ip.String(), Code: "AddressInUse", Err: fmt.Errorf("%s is used by %s", a.GetAddress(), u)}
 		}
 	}
-	if err := p.bindPublic(ctx, r, n.GetName(), a.GetAddress(), a.GetNetworkTier()); err != nil {
+	if err := p.bindPublic(ctx, r, n.GetName(), ip, a.GetAddress(), a.GetNetworkTier()); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -578,7 +589,7 @@ func (p *Provider) assignment(node string, r instanceRef, n *computepb.NetworkIn
 	if pub != nil {
 		a.PublicIP, _ = netip.ParseAddr(pub.GetAddress())
 		a.PublicAllocation = fmt.Sprintf("regions/%s/addresses/%s", r.region(), pub.GetName())
-		a.PublicAssociation = n.GetName() + "/" + accessConfigName
+		a.PublicAssociation = n.GetName() + "/" + accessConfigName(ip)
 	}
 	return a
 }
@@ -633,6 +644,9 @@ func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*p
 		info.Capacity = providers.Capacity{
 			MaxInterfaces: len(inst.GetNetworkInterfaces()), MaxIPsPerInterface: p.maxAliases + 1,
 			FreeIPSlots: max(p.maxAliases-used, 0),
+		}
+		if nics := inst.GetNetworkInterfaces(); len(nics) > 1 {
+			info.Capacity.DedicatedFreeIPSlots = max(p.maxAliases-len(nics[len(nics)-1].GetAliasIpRanges()), 0)
 		}
 	}
 	return info, nil
@@ -748,7 +762,7 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 		return nil, err
 	}
 	target := trd.inst
-	n, err := egressNIC(target, providers.InterfacePrimary)
+	n, err := egressNIC(target, req.Interface)
 	if err != nil {
 		return nil, err
 	}
@@ -816,7 +830,7 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 		w.Private = time.Since(aliasRemoved)
 	}
 	if pub != nil {
-		if err := p.bindPublic(ctx, to, n.GetName(), pub.GetAddress(), pub.GetNetworkTier()); err != nil {
+		if err := p.bindPublic(ctx, to, n.GetName(), ip, pub.GetAddress(), pub.GetNetworkTier()); err != nil {
 			return nil, err
 		}
 		if !pubRemoved.IsZero() {
@@ -953,7 +967,7 @@ func (p *Provider) ListOwned(ctx context.Context, cluster string) ([]providers.O
 				res.IP, _ = netip.ParseAddr(a.GetAddress())
 				for _, u := range a.GetUsers() {
 					if ur, ok := parseInstanceID(u); ok {
-						res.Node = ur.name
+						res.InstanceID = ur.id()
 					}
 				}
 				if t, err := time.Parse(time.RFC3339Nano, a.GetCreationTimestamp()); err == nil {
@@ -978,6 +992,13 @@ func regionOf(a *computepb.Address) string {
 // access config) and deletes it, after checking the label again.
 func (p *Provider) ReleaseOwned(ctx context.Context, res providers.OwnedResource) error {
 	op := "releasing owned " + res.ID
+	if res.ID == "" {
+		id, err := findOwned(ctx, p, res)
+		if err != nil {
+			return err
+		}
+		res.ID = id
+	}
 	parts := strings.Split(res.ID, "/")
 	if len(parts) != 4 || parts[0] != "regions" || parts[2] != "addresses" {
 		return &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errors.New("want regions/R/addresses/NAME")}
@@ -1017,4 +1038,20 @@ func (p *Provider) ReleaseOwned(ctx context.Context, res providers.OwnedResource
 		}
 	}
 	return p.deleteAddress(ctx, p.project, region, name)
+}
+
+// findOwned resolves a resource given by kind and address only (no ID) among the cluster's
+// owned resources; one that is not listed is not the cluster's.
+func findOwned(ctx context.Context, p providers.Provider, res providers.OwnedResource) (string, error) {
+	owned, err := p.ListOwned(ctx, res.Owner.Cluster)
+	if err != nil {
+		return "", err
+	}
+	for _, o := range owned {
+		if o.Kind == res.Kind && o.IP == res.IP {
+			return o.ID, nil
+		}
+	}
+	return "", &providers.Error{Kind: providers.KindPermission, Op: "releasing owned " + res.IP.String(), Code: "NotOwned",
+		Err: fmt.Errorf("%s is not a resource of cluster %s", res.IP, res.Owner.Cluster)}
 }

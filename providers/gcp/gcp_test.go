@@ -292,7 +292,7 @@ func TestListOwnedExcludesForeign(t *testing.T) {
 	}
 	var got []string
 	for _, r := range owned {
-		got = append(got, fmt.Sprintf("%s %s %s", r.Kind, r.IP, r.Node))
+		got = append(got, fmt.Sprintf("%s %s %s", r.Kind, r.IP, r.InstanceID[strings.LastIndex(r.InstanceID, "/")+1:]))
 		if r.Created.IsZero() || r.Owner.Cluster != "prod-1" || r.Owner.Gateway != "gw" {
 			t.Fatalf("resource %+v", r)
 		}

@@ -66,6 +66,14 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.settleLocked()
+	if s.throttleN != 0 {
+		if s.throttleN > 0 {
+			s.throttleN--
+		}
+		w.Header().Set("Retry-After", s.throttleRA)
+		aerr(http.StatusTooManyRequests, "TooManyRequests", "The request is being throttled.").write(w)
+		return
+	}
 	if q := s.throttle[method]; len(q) > 0 {
 		s.throttle[method] = q[1:]
 		w.Header().Set("Retry-After", q[0].retryAfter)

@@ -68,6 +68,8 @@ type Sim struct {
 	throttle   map[string][]throttleFault
 	scripted   map[string][]scriptedFault
 	failOps    map[string][]OpFailure
+	throttleN  int // requests left to throttle on every method; < 0: all
+	throttleRA string
 }
 
 type subnet struct {
@@ -245,6 +247,38 @@ func (s *Sim) Throttle(method string, n int, retryAfter string) {
 	for i := 0; i < n; i++ {
 		s.throttle[method] = append(s.throttle[method], throttleFault{retryAfter: retryAfter})
 	}
+}
+
+// ThrottleAll makes the next n ARM requests answer 429 with Retry-After: retryAfter; n < 0
+// throttles every request until ClearFaults.
+func (s *Sim) ThrottleAll(n int, retryAfter string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.throttleN, s.throttleRA = n, retryAfter
+}
+
+// ClearFaults removes every injected fault.
+func (s *Sim) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency, s.throttleN = 0, 0
+	s.throttle = map[string][]throttleFault{}
+	s.scripted = map[string][]scriptedFault{}
+	s.failOps = map[string][]OpFailure{}
+}
+
+// AddIPConfig adds a secondary ipConfiguration to a NIC directly (foreign resources in tests).
+func (s *Sim) AddIPConfig(nicID, name, ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.nics[strings.ToLower(nicID)]
+	prim := ipConfigs(n)[0]
+	cfg := map[string]any{"name": name, "properties": map[string]any{
+		"primary": false, "privateIPAddress": ip, "privateIPAllocationMethod": "Static",
+		"subnet": map[string]any{"id": str(mapOf(props(prim)["subnet"])["id"])},
+	}}
+	props(n)["ipConfigurations"] = append(props(n)["ipConfigurations"].([]any), cfg)
+	s.finishNICLocked(n)
 }
 
 // FailNext makes the next n calls of method answer status; with afterApply the change is

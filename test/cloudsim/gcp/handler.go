@@ -113,6 +113,12 @@ func (s *Sim) serveCompute(w http.ResponseWriter, r *http.Request) {
 
 // admitLocked applies the method's rate limit.
 func (s *Sim) admitLocked(method string) *apiError {
+	if s.throttleAll != 0 {
+		if s.throttleAll > 0 {
+			s.throttleAll--
+		}
+		return errf(http.StatusTooManyRequests, "rateLimitExceeded", "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute'")
+	}
 	b := s.limits[method]
 	if b == nil {
 		return nil

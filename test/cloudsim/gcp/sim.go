@@ -77,6 +77,7 @@ type Sim struct {
 	fpRaces     map[string]int // instance key → stale fingerprint races left
 	extPoolNext uint32
 	extQuota    int
+	throttleAll int // calls left to throttle on every method; < 0: all
 }
 
 type project struct {
@@ -344,6 +345,21 @@ func (s *Sim) FailNext(method string, n int, status int, afterApply bool) {
 	for i := 0; i < n; i++ {
 		s.scripted[method] = append(s.scripted[method], scriptedFault{status: status, reason: reason, afterApply: afterApply})
 	}
+}
+
+// ThrottleAll makes the next n requests of any Compute method answer 429
+// rateLimitExceeded; n < 0 throttles every request until ClearFaults.
+func (s *Sim) ThrottleAll(n int) { s.mu.Lock(); s.throttleAll = n; s.mu.Unlock() }
+
+// ClearFaults removes every injected fault (latency, lag, limits, scripted errors).
+func (s *Sim) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency, s.lag, s.throttleAll = 0, 0, 0
+	s.limits = map[string]*bucket{}
+	s.scripted = map[string][]scriptedFault{}
+	s.failOps = map[string][]OpFailure{}
+	s.fpRaces = map[string]int{}
 }
 
 // FailNextOperation makes the next operation created by method end with an error.

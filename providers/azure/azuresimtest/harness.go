@@ -1,0 +1,156 @@
+// Package azuresimtest binds the Azure provider to the ARM simulator for the provider
+// conformance suite (and other packages' tests that need an Azure-backed provider).
+package azuresimtest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/egressd/egressd/providers"
+	"github.com/egressd/egressd/providers/azure"
+	"github.com/egressd/egressd/providers/conformance"
+	azuresim "github.com/egressd/egressd/test/cloudsim/azure"
+)
+
+const (
+	sub = "00000000-0000-0000-0000-0000000000c0"
+	rg  = "MC_conformance"
+)
+
+// StaticToken is a fake azcore.TokenCredential returning a fixed token.
+type StaticToken struct{}
+
+// GetToken implements azcore.TokenCredential.
+func (StaticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{Token: "conformance-token", ExpiresOn: time.Now().Add(time.Hour)}, nil
+}
+
+// Harness implements conformance.Harness. No describe lag: ARM reads of a resource follow
+// its completed long-running operation, and the simulator does not model lag.
+type Harness struct{}
+
+// Features implements conformance.Harness.
+func (Harness) Features() []conformance.Feature {
+	return []conformance.Feature{conformance.FeaturePublicIP, conformance.FeatureThrottling, conformance.FeatureFailAfterApply, conformance.FeatureForeign}
+}
+
+// Setup implements conformance.Harness.
+func (Harness) Setup(t *testing.T, topo conformance.Topology) conformance.World {
+	sim := azuresim.New(sub, "westeurope")
+	subnet := sim.SubnetID(rg, "vnet", "nodes")
+	if err := sim.AddSubnet(azuresim.SubnetSeed{ResourceGroup: rg, VNet: "vnet", Name: "nodes", CIDR: "10.240.0.0/16"}); err != nil {
+		t.Fatal(err)
+	}
+	w := &world{sim: sim, nodes: map[string][]providers.NodeRef{}, next: netip.MustParseAddr("10.240.1.0")}
+	host := 4
+	for _, z := range topo.Zones {
+		for i := range topo.NodesPerZone {
+			name := fmt.Sprintf("vm-%s-%d", strings.TrimPrefix(z, "zone-"), i)
+			sim.AddVM(azuresim.VMSeed{ResourceGroup: rg, Name: name, Subnet: subnet, PrimaryIP: fmt.Sprintf("10.240.0.%d", host), MaxIPConfigurations: topo.IPsPerNode + 1})
+			host++
+			w.nodes[z] = append(w.nodes[z], providers.NodeRef{Name: name, Zone: z,
+				ProviderID: "azure:///subscriptions/" + sub + "/resourceGroups/" + rg + "/providers/Microsoft.Compute/virtualMachines/" + name})
+		}
+	}
+	srv := httptest.NewTLSServer(sim.Handler())
+	t.Cleanup(srv.Close)
+	clients, err := azure.NewClients(sub, StaticToken{}, azure.ClientOptions(srv.URL, srv.Client(), false, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.p = azure.New(clients, azure.Options{SubscriptionID: sub, ResourceGroup: rg, MaxIPConfigurations: topo.IPsPerNode + 1, PollFrequency: 10 * time.Millisecond})
+	return w
+}
+
+type world struct {
+	sim   *azuresim.Sim
+	p     *azure.Provider
+	nodes map[string][]providers.NodeRef
+	mu    sync.Mutex
+	next  netip.Addr
+}
+
+func (w *world) Provider() providers.Provider          { return w.p }
+func (w *world) Cluster() string                       { return "conformance" }
+func (w *world) Nodes(zone string) []providers.NodeRef { return w.nodes[zone] }
+func (w *world) Interfaces(string) int                 { return 1 }
+func (w *world) ResetCalls()                           { w.sim.ResetCalls() }
+func (w *world) SetDescribeLag(time.Duration)          {}
+func (w *world) ClearFaults()                          { w.sim.ClearFaults() }
+func (w *world) PublicIPs() int                        { return len(w.sim.Snapshot().PublicIPs) }
+func (w *world) Calls() map[string]int                 { return w.sim.CallCounts() }
+
+// Throttle answers 429 with Retry-After: 1 (the SDK waits it out between its retries).
+func (w *world) Throttle(n int) { w.sim.ThrottleAll(n, "1") }
+
+func (w *world) FreeAddress(string) netip.Addr {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.next = w.next.Next()
+	return w.next
+}
+
+var mutating = []string{azuresim.MNICPut, azuresim.MPIPPut, azuresim.MPIPDelete}
+
+func (w *world) MutatingCalls() int {
+	c := w.sim.CallCounts()
+	n := 0
+	for _, m := range mutating {
+		n += c[m]
+	}
+	return n
+}
+
+func (w *world) FailMutationsAfterApply() {
+	for _, m := range mutating {
+		w.sim.FailNext(m, 1, http.StatusInternalServerError, true)
+	}
+}
+
+func (w *world) Holder(ip netip.Addr) (string, netip.Addr, bool) {
+	st := w.sim.Snapshot()
+	h, ok := st.PrivateIPs[ip.String()]
+	if !ok {
+		return "", netip.Addr{}, false
+	}
+	var pub netip.Addr
+	for p, priv := range st.PublicIPs {
+		if priv == ip.String() {
+			pub, _ = netip.ParseAddr(p)
+		}
+	}
+	nic := h[:strings.Index(h, "/")]
+	return strings.TrimSuffix(nic, "-nic"), pub, true
+}
+
+func (w *world) Addresses(node string) []netip.Addr {
+	var out []netip.Addr
+	for a, h := range w.sim.Snapshot().PrivateIPs {
+		if strings.HasPrefix(h, node+"-nic/") {
+			out = append(out, netip.MustParseAddr(a))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}
+
+// AddForeign gives the node's NIC an ipConfiguration of no cluster and one named for another
+// cluster.
+func (w *world) AddForeign(node providers.NodeRef) []netip.Addr {
+	a, b := w.FreeAddress(node.Zone), w.FreeAddress(node.Zone)
+	nic := w.sim.NICID(rg, node.Name+"-nic")
+	w.sim.AddIPConfig(nic, "manual", a.String())
+	w.sim.AddIPConfig(nic, "egressd-00000000-"+strings.ReplaceAll(b.String(), ".", "-"), b.String())
+	return []netip.Addr{a, b}
+}
