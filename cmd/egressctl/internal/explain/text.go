@@ -39,7 +39,7 @@ func WriteText(w io.Writer, ex *Explanation) error {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", d.Prefix, d.Gateway, d.Group, strings.Join(d.Policies, ", "))
 		}
 		for _, e := range ex.Excluded {
-			fmt.Fprintf(tw, "%s\t(excluded: leaves with the node IP)\t\t\n", e)
+			fmt.Fprintf(tw, "%s\texcluded (leaves with the node IP)\t-\t\n", e)
 		}
 		for _, g := range ex.Groups {
 			fmt.Fprintf(tw, "\nGateway group %s (group %d, %s, %s), as node %s uses it:\n", g.Gateway, g.ID, g.Mode, g.Affinity, ex.Node)
