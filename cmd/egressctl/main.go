@@ -1,5 +1,5 @@
-// Command egressctl inspects and operates egressd: convert, probe (and, with the control
-// plane, status, explain, list). Installed as kubectl-egressd it is also `kubectl egressd`.
+// Command egressctl inspects and operates egressd: status, explain, list, convert, probe and
+// the lab. Copied or linked as kubectl-egressd on PATH it is also `kubectl egressd`.
 package main
 
 import (
