@@ -412,8 +412,10 @@ func (a *Agent) inputs(ctx context.Context) (Inputs, error) {
 		}
 	}
 	in.Namespaces, in.Policies, in.ClusterPolicies, in.Gateways, in.EgressIPs = nss.Items, pols.Items, cpols.Items, gws.Items, eips.Items
+	in.ProbeDraining = map[netip.Addr]bool{}
 	for _, s := range a.prober.Statuses() {
 		in.Health[s.Addr.Addr()] = s.Up
+		in.ProbeDraining[s.Addr.Addr()] = s.Draining
 	}
 	ifs, err := a.cfg.Interfaces()
 	if err != nil {

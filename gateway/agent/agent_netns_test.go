@@ -47,6 +47,16 @@ func (d *timedDataplane) Apply(ctx context.Context, s dataplane.State) error {
 	return err
 }
 
+// last is the most recently applied state.
+func (d *timedDataplane) last() dataplane.State {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.applies) == 0 {
+		return dataplane.State{}
+	}
+	return d.applies[len(d.applies)-1].state
+}
+
 func (d *timedDataplane) waitFor(t *testing.T, timeout time.Duration, what string, ok func(dataplane.State) bool) applied {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -196,15 +206,35 @@ func TestAgentNetns(t *testing.T) {
 		t.Logf("sources over 10 requests: %v", got)
 	})
 
-	t.Run("a gateway's agent dies: the worker fails over in the datapath", func(t *testing.T) {
+	t.Run("a gateway's agent dies: its datapath keeps answering probes, nothing moves", func(t *testing.T) {
 		dead := topo.Node("gw1").IP
+		stops["gw1"]() // the agent process is gone; its datapath (and probe reflector) stays
+		// Ten probe intervals: the worker must not fail gw1 over, since gw1 still forwards.
+		deadline := time.Now().Add(time.Second)
+		for time.Now().Before(deadline) {
+			if g, ok := gatewayIn(w.last(), 7, dead); ok && !g.Healthy {
+				t.Fatalf("worker marked gw1 unhealthy although its datapath answers probes")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		got := seen(t, 10)
+		if got[egress["gw1"]]+got[egress["gw2"]] != 10 {
+			t.Errorf("with gw1's agent stopped the server saw %v, want only the egress IPs", got)
+		}
+	})
+
+	t.Run("a gateway node dies: the worker fails over in the datapath", func(t *testing.T) {
+		dead := topo.Node("gw1")
+		port, err := topo.Fabric.Netlink().LinkByName(dead.FabricPort)
+		must(t, err)
 		killed := time.Now()
-		stops["gw1"]() // stops its probe responder; its datapath stays as it was
+		must(t, topo.Fabric.Netlink().LinkSetDown(port)) // the node is cut off, as a crashed host
+		t.Cleanup(func() { _ = topo.Fabric.Netlink().LinkSetUp(port) })
 		ap := w.waitFor(t, 10*time.Second, "gw1 unhealthy", func(s dataplane.State) bool {
-			g, ok := gatewayIn(s, 7, dead)
+			g, ok := gatewayIn(s, 7, dead.IP)
 			return ok && !g.Healthy
 		})
-		t.Logf("gateway agent killed → worker datapath switched: %v, of which the Apply %v (probe interval 100ms, threshold 3)", ap.at.Sub(killed), ap.took)
+		t.Logf("gateway node cut off → worker datapath switched: %v, of which the Apply %v (probe interval 100ms, threshold 3)", ap.at.Sub(killed), ap.took)
 		got := seen(t, 10)
 		if got[egress["gw2"]] != 10 {
 			t.Errorf("after failover the server saw %v, want only %s", got, egress["gw2"])
