@@ -240,7 +240,7 @@ func TestStatusAndExplain(t *testing.T) {
 			"Gateway group egress (group 1, ActiveActive, PreferLocal), as node worker-a1 uses it:",
 			"gw-a1 zone-a Active 10.0.1.10 assumed 10.0.1.20 198.51.100.20",
 			"gw-a2 zone-a Standby 10.0.1.11 - - - not used: Standby",
-			"gw-b1 zone-b Active 10.0.2.10 - - - not used: zone zone-b: PreferLocal uses zone zone-a while it has a healthy gateway",
+			"gw-b1 zone-b Active 10.0.2.10 - - - not used: zone zone-b: PreferLocal uses zone zone-a while one of its gateways takes new flows",
 			"Egress IPs: traffic leaves with 10.0.1.20, 198.51.100.20",
 			"assumed healthy",
 			"yes EgressPolicy team-a/partners egress 0 selects the pod",

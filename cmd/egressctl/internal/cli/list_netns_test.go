@@ -80,8 +80,8 @@ func TestList(t *testing.T) {
 		fmt.Sprintf("%s 3", a.IP), fmt.Sprintf("%s 3", a.IP6), fmt.Sprintf("%s 0 (none: node IP)", b.IP),
 		"3 203.0.113.0/24 group 7",
 		"3 203.0.113.200/32 excluded (node IP)",
-		fmt.Sprintf("7 %d %s yes yes", self, n.IP),
-		fmt.Sprintf("7 %d %s no no", other, remote),
+		fmt.Sprintf("7 %d %s yes no yes", self, n.IP),
+		fmt.Sprintf("7 %d %s no no no", other, remote),
 		"Gateway role: serves groups 7",
 		fmt.Sprintf("egress address %s/32 on ifindex", egress),
 		fmt.Sprintf("7 %s", n.IP), // the ping's counter

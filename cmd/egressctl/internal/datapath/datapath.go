@@ -54,7 +54,9 @@ type Gateway struct {
 	ID       uint32 `json:"id"`
 	Underlay string `json:"underlayIP"`
 	Healthy  bool   `json:"healthy"`
-	Local    bool   `json:"local,omitempty"`
+	// Draining gateways keep their established flows and get no new ones.
+	Draining bool `json:"draining,omitempty"`
+	Local    bool `json:"local,omitempty"`
 }
 
 // EgressAddr is an address the agent added to an interface.
@@ -125,7 +127,7 @@ func Read(pinRoot string) (*Table, error) {
 		for _, gw := range gws {
 			u := gw.Underlay.String()
 			underlay[gw.ID] = u
-			g.Gateways = append(g.Gateways, Gateway{ID: gw.ID, Underlay: u, Healthy: gw.Healthy, Local: gw.Local})
+			g.Gateways = append(g.Gateways, Gateway{ID: gw.ID, Underlay: u, Healthy: gw.Healthy, Draining: gw.Draining, Local: gw.Local})
 		}
 		t.Groups = append(t.Groups, g)
 	}
@@ -212,17 +214,17 @@ func WriteText(w io.Writer, t *Table) error {
 		fmt.Fprintln(tw, "(no rules)\t\t")
 	}
 
-	fmt.Fprintln(tw, "\nGROUP\tGATEWAY ID\tUNDERLAY IP\tHEALTHY\tLOCAL")
+	fmt.Fprintln(tw, "\nGROUP\tGATEWAY ID\tUNDERLAY IP\tHEALTHY\tDRAINING\tLOCAL")
 	for _, g := range t.Groups {
 		if len(g.Gateways) == 0 {
-			fmt.Fprintf(tw, "%d\t(no gateway: traffic dropped)\t\t\t\n", g.ID)
+			fmt.Fprintf(tw, "%d\t(no gateway: traffic dropped)\t\t\t\t\n", g.ID)
 		}
 		for _, gw := range g.Gateways {
-			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", g.ID, gw.ID, gw.Underlay, yesNo(gw.Healthy), yesNo(gw.Local))
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", g.ID, gw.ID, gw.Underlay, yesNo(gw.Healthy), yesNo(gw.Draining), yesNo(gw.Local))
 		}
 	}
 	if len(t.Groups) == 0 {
-		fmt.Fprintln(tw, "(no groups)\t\t\t\t")
+		fmt.Fprintln(tw, "(no groups)\t\t\t\t\t")
 	}
 
 	if len(t.Served) > 0 || len(t.EgressAddrs) > 0 {

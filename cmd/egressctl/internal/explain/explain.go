@@ -86,8 +86,10 @@ type Group struct {
 	// healthy ones. Unused are the group's other gateways and why.
 	Used   []Gateway `json:"used"`
 	Unused []Gateway `json:"unused,omitempty"`
-	// EgressIPs are the addresses the traffic can leave with (private, and public if any).
-	EgressIPs []string `json:"egressIPs,omitempty"`
+	// EgressIPs are the addresses new flows can leave with (private, and public if any);
+	// DrainingIPs those only established flows still leave with.
+	EgressIPs   []string `json:"egressIPs,omitempty"`
+	DrainingIPs []string `json:"drainingEgressIPs,omitempty"`
 }
 
 // Gateway is one gateway node of a group.
@@ -97,6 +99,7 @@ type Gateway struct {
 	State      string `json:"state"`
 	UnderlayIP string `json:"underlayIP,omitempty"`
 	Healthy    bool   `json:"healthy"`
+	Draining   bool   `json:"draining,omitempty"`
 	Self       bool   `json:"self,omitempty"`
 	EgressIPv4 string `json:"egressIPv4,omitempty"`
 	EgressIPv6 string `json:"egressIPv6,omitempty"`
@@ -400,7 +403,7 @@ func group(g dataplane.Group, res agent.Result, in agent.Inputs) Group {
 		listed[name] = true
 		w := byNode[name]
 		u := Gateway{Node: name, Zone: w.zone, State: string(w.st.State), UnderlayIP: n.NodeIP.String(), Healthy: n.Healthy,
-			Self: n.NodeIP == res.State.NodeIP}
+			Draining: n.Draining, Self: n.NodeIP == res.State.NodeIP}
 		if n.EgressIPv4.IsValid() {
 			u.EgressIPv4 = n.EgressIPv4.String()
 		}
@@ -412,8 +415,8 @@ func group(g dataplane.Group, res agent.Result, in agent.Inputs) Group {
 		if u.Self {
 			notes = append(notes, "this node: no tunnel hop")
 		}
-		if w.st.State == egressv1.GatewayDraining {
-			notes = append(notes, "draining: established flows stay; it still gets new flows (no no-new-flows flag yet)")
+		if n.Draining {
+			notes = append(notes, "draining: keeps its established flows, gets no new ones")
 		}
 		if !n.EgressIPv4.IsValid() && !n.EgressIPv6.IsValid() {
 			notes = append(notes, "holds no egress IP of the group: its traffic is dropped until one is assigned")
@@ -424,10 +427,14 @@ func group(g dataplane.Group, res agent.Result, in agent.Inputs) Group {
 		u.Note = strings.Join(notes, "; ")
 		out.Used = append(out.Used, u)
 		if n.Healthy {
+			dst := &out.EgressIPs
+			if n.Draining {
+				dst = &out.DrainingIPs
+			}
 			for _, ip := range []string{u.EgressIPv4, u.EgressIPv6, u.PublicIP} {
 				if ip != "" && !seen[ip] {
 					seen[ip] = true
-					out.EgressIPs = append(out.EgressIPs, ip)
+					*dst = append(*dst, ip)
 				}
 			}
 		}
@@ -448,7 +455,7 @@ func group(g dataplane.Group, res agent.Result, in agent.Inputs) Group {
 			case z.Name != nodeZone && out.Affinity == string(egressv1.AffinityLocalOnly):
 				u.Note = fmt.Sprintf("zone %s: LocalOnly keeps the node's zone %s", z.Name, cmp.Or(nodeZone, "(none)"))
 			case z.Name != nodeZone:
-				u.Note = fmt.Sprintf("zone %s: PreferLocal uses zone %s while it has a healthy gateway", z.Name, cmp.Or(nodeZone, "(none)"))
+				u.Note = fmt.Sprintf("zone %s: PreferLocal uses zone %s while one of its gateways takes new flows", z.Name, cmp.Or(nodeZone, "(none)"))
 			default:
 				u.Note = "not listed by the datapath (no IPv4 underlay IP, or beyond the 8 gateways a group holds)"
 			}
@@ -456,6 +463,7 @@ func group(g dataplane.Group, res agent.Result, in agent.Inputs) Group {
 		}
 	}
 	slices.Sort(out.EgressIPs)
+	slices.Sort(out.DrainingIPs)
 	return out
 }
 

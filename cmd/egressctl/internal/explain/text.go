@@ -64,10 +64,13 @@ func WriteText(w io.Writer, ex *Explanation) error {
 			if len(g.EgressIPs) > 0 {
 				fmt.Fprintf(tw, "  Egress IPs: traffic leaves with %s\n", strings.Join(g.EgressIPs, ", "))
 				if len(g.Used) > 1 {
-					fmt.Fprintln(tw, "  (new flows hash over the healthy gateways; a flow keeps its gateway while it is healthy)")
+					fmt.Fprintln(tw, "  (new flows hash over the healthy gateways that are not draining; a flow keeps its gateway while it is healthy)")
 				}
 			} else {
-				fmt.Fprintln(tw, "  Egress IPs: none usable: traffic to this group's destinations is dropped")
+				fmt.Fprintln(tw, "  Egress IPs: none usable: new flows to this group's destinations are dropped")
+			}
+			if len(g.DrainingIPs) > 0 {
+				fmt.Fprintf(tw, "  Established flows on draining gateways still leave with %s\n", strings.Join(g.DrainingIPs, ", "))
 			}
 		}
 		if ex.HealthAssumed {
