@@ -100,7 +100,7 @@ func Load(opts Options) (*Datapath, error) {
 	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("loading egressd programs: %+v", verr)
+			return nil, fmt.Errorf("loading egressd programs: %w\n%s", err, fmt.Sprintf("%+v", verr))
 		}
 		return nil, fmt.Errorf("loading egressd objects into %s: %w", dir, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/egressd/egressd/gateway/coordinator"
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/aws"
+	"github.com/egressd/egressd/providers/azure"
 	"github.com/egressd/egressd/providers/gcp"
 	"github.com/egressd/egressd/providers/plugin"
 	"github.com/egressd/egressd/providers/static"
@@ -52,6 +53,7 @@ func run(configPath string, leaderElect bool, metricsAddr, healthAddr string) er
 		Registry: providers.Registry{
 			"aws":    aws.Constructor,
 			"gcp":    gcp.NewFromConfig,
+			"azure":  azure.NewFromConfig,
 			"static": static.Constructor,
 			"plugin": plugin.Constructor,
 		},

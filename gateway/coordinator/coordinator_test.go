@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -134,9 +133,7 @@ func newEnv(t *testing.T, zones, perZone int, limits *providers.RateLimits) *env
 	e.prov = w.Provider()
 	if limits != nil {
 		// The EC2 call limit of the provider's configuration, every attempt counted.
-		p, err := aws.New(ctx, aws.Config{Region: "us-east-1", VPC: w.VPC, Endpoint: srv.URL, ClusterName: "c1",
-			MaxAttempts: 4, MaxBackoff: aws.Duration(20 * time.Millisecond), CallLimits: limits},
-			aws.WithCredentials(credentials.NewStaticCredentialsProvider("AKIDSIM", "SECRETSIM", "")))
+		p, err := w.NewProvider(func(c *aws.Config) { c.CallLimits = limits })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +247,7 @@ func (e *env) settle() {
 		}
 		// Settled: no error, no immediate requeue, and no short requeue for throttling (only
 		// the drain timer or the periodic resync remain).
-		if err == nil && !res.Requeue && (res.RequeueAfter == 0 || res.RequeueAfter >= 5*time.Second) {
+		if err == nil && (res.RequeueAfter == 0 || res.RequeueAfter >= 5*time.Second) {
 			// One more pass: the first quiet pass may still have written status.
 			if _, err := (GatewayReconciler{e.c}).Reconcile(e.ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: e.gateway}}); err == nil {
 				return

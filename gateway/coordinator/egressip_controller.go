@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,7 +29,8 @@ func (r EgressIPReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, nil
 	}
 	if !r.begin(e.Name, "release") {
-		return ctrl.Result{Requeue: true}, nil
+		// A sync of the same address is in flight; release right after it.
+		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
 	defer r.end(e.Name)
 

@@ -23,6 +23,9 @@ import (
 	"github.com/egressd/egressd/providers"
 )
 
+// placeAfterAllocate is the requeue after new EgressIPs were written: the next pass places them.
+const placeAfterAllocate = 10 * time.Millisecond
+
 // GatewayReconciler reconciles one EgressGateway: plan, ledger, cloud, status.
 type GatewayReconciler struct{ *Coordinator }
 
@@ -166,7 +169,8 @@ func (r GatewayReconciler) reconcile(ctx context.Context, name string) (ctrl.Res
 	}
 	r.observe(gw, &plan, eips)
 	if allocated {
-		return ctrl.Result{Requeue: true}, errors.Join(errs...)
+		// New ledger entries: place and assign them on the next pass, at once.
+		return ctrl.Result{RequeueAfter: placeAfterAllocate}, errors.Join(errs...)
 	}
 	if err := errors.Join(errs...); err != nil {
 		logger.V(1).Info("reconcile incomplete", "gateway", gw.Name, "error", err)

@@ -179,11 +179,17 @@ func (p *Prober) Statuses() []Status {
 // Run probes until ctx ends, then closes the socket and returns nil.
 func (p *Prober) Run(ctx context.Context) error {
 	replies := make(chan reply, 64)
+	// The reader ends when the socket closes; readDone lets Run wait for it, readErr carries
+	// its error when it ends first.
 	readErr := make(chan error, 1)
-	go func() { readErr <- p.read(ctx, replies) }()
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		readErr <- p.read(ctx, replies)
+	}()
 	defer func() {
 		_ = p.conn.Close()
-		<-readErr
+		<-readDone
 	}()
 
 	timer := time.NewTimer(0)
@@ -194,7 +200,6 @@ func (p *Prober) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case err := <-readErr:
-			readErr <- err // for the deferred wait
 			if ctx.Err() != nil {
 				return nil
 			}

@@ -114,7 +114,7 @@ func parseProviderID(id string) (vmRef, error) {
 	parts := strings.Split(strings.Trim(rest, "/"), "/")
 	if len(parts) >= 8 && strings.EqualFold(parts[6], "virtualMachineScaleSets") {
 		return vmRef{}, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "VMSSUnsupported",
-			Err: errors.New("Uniform scale set NICs are changed through the scale set model, which this provider does not do yet; use Flexible orchestration or availability-set node pools for gateways")}
+			Err: errors.New("uniform scale set NICs are changed through the scale set model, which this provider does not do yet; use Flexible orchestration or availability-set node pools for gateways")}
 	}
 	if len(parts) != 8 || !strings.EqualFold(parts[0], "subscriptions") || !strings.EqualFold(parts[2], "resourceGroups") || !strings.EqualFold(parts[6], "virtualMachines") {
 		return vmRef{}, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errors.New("want azure:///subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM")}
@@ -443,7 +443,7 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 	op := "ensuring " + req.IP.String() + " on " + req.Node.Name
 	if req.Interface == providers.InterfaceDedicated {
 		return nil, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "DedicatedInterfaceUnsupported",
-			Err: errors.New("Azure attaches NICs only to stopped VMs; egress ipConfigurations go on the primary NIC")}
+			Err: errors.New("azure attaches NICs only to stopped VMs; egress ipConfigurations go on the primary NIC")}
 	}
 	n, err := p.nicFor(ctx, req.Node)
 	if err != nil {

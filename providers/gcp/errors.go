@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"cloud.google.com/go/compute/apiv1/computepb"
+	computepb "cloud.google.com/go/compute/apiv1/computepb"
 	"google.golang.org/api/googleapi"
 
 	"github.com/egressd/egressd/providers"

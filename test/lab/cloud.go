@@ -335,7 +335,7 @@ func (l *Lab) applyTable(held, nat map[netip.Addr]netip.Addr) error {
 		return err
 	}
 	if out, err := l.Topo.Router.Run("nft", "-f", f); err != nil {
-		return fmt.Errorf("applying the router's table: %v: %s", err, out)
+		return fmt.Errorf("applying the router's table: %w: %s", err, out)
 	}
 	return nil
 }

@@ -222,7 +222,7 @@ func (l *Lab) WaitFor(ctx context.Context, timeout time.Duration, what string, c
 		select {
 		case <-ctx.Done():
 			if lastErr != nil {
-				return last, fmt.Errorf("waiting for %s: %w (last error: %v)", what, ctx.Err(), lastErr)
+				return last, fmt.Errorf("waiting for %s: %w (last error: %w)", what, ctx.Err(), lastErr)
 			}
 			return last, fmt.Errorf("waiting for %s: %w; the gateway's status last showed %s", what, ctx.Err(), last)
 		case <-time.After(100 * time.Millisecond):

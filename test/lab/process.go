@@ -115,7 +115,7 @@ func (p *process) checkAlive(ctx context.Context) error {
 	case <-time.After(startupGrace):
 		return nil
 	case <-p.done:
-		return fmt.Errorf("%s exited right after start (%v); last lines of %s:\n%s", p.name, p.err, p.log, tail(p.log, 15))
+		return fmt.Errorf("%s exited right after start (%w); last lines of %s:\n%s", p.name, p.err, p.log, tail(p.log, 15))
 	}
 }
 

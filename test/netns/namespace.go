@@ -141,11 +141,6 @@ func deleteNamespace(name string) error {
 	return nil
 }
 
-// writeSysctl sets a sysctl (dotted name) in the namespace.
-func (n *Namespace) writeSysctl(name, value string) error {
-	return n.Do(func() error { return writeSysctlHere(name, value) })
-}
-
 func writeSysctlHere(name, value string) error {
 	p := "/proc/sys/" + strings.ReplaceAll(name, ".", "/")
 	if err := os.WriteFile(p, []byte(value), 0o644); err != nil {

@@ -322,7 +322,7 @@ func (d *Dataplane) syncPodLinks(s *State) error {
 	present := map[string]int{}
 	for _, l := range links {
 		name := l.Attrs().Name
-		if name == d.cfg.TunnelDevice || !(explicit[name] || d.matches(name)) {
+		if name == d.cfg.TunnelDevice || !explicit[name] && !d.matches(name) {
 			continue
 		}
 		present[name] = l.Attrs().Index

@@ -76,7 +76,7 @@ func (d *Dataplane) applyNFT(m nftModel) error {
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
-	defer c.CloseLasting()
+	defer func() { _ = c.CloseLasting() }()
 	t := &nftables.Table{Name: d.cfg.NFTTable, Family: nftables.TableFamilyINet}
 	// Add-then-delete makes the delete succeed whether or not the table
 	// existed, all inside this one batch.
@@ -184,7 +184,7 @@ func (d *Dataplane) removeNFT() error {
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
-	defer c.CloseLasting()
+	defer func() { _ = c.CloseLasting() }()
 	t := &nftables.Table{Name: d.cfg.NFTTable, Family: nftables.TableFamilyINet}
 	c.AddTable(t)
 	c.DelTable(t)

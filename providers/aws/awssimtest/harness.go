@@ -111,15 +111,26 @@ func NewWorld(topo conformance.Topology) (*World, error) {
 // Connect builds the provider and a raw EC2 client against the simulator at url.
 func (w *World) Connect(url string) error {
 	w.URL = url
-	creds := credentials.NewStaticCredentialsProvider("AKIDSIM", "SECRETSIM", "")
-	p, err := aws.New(context.Background(), aws.Config{Region: "us-east-1", VPC: w.VPC, Endpoint: url, ClusterName: "c1",
-		MaxAttempts: 4, MaxBackoff: aws.Duration(20 * time.Millisecond)}, aws.WithCredentials(creds))
+	p, err := w.NewProvider(nil)
 	if err != nil {
 		return err
 	}
+	creds := credentials.NewStaticCredentialsProvider("AKIDSIM", "SECRETSIM", "")
 	w.AWS, w.p = p, p
 	w.EC2 = ec2.New(ec2.Options{Region: "us-east-1", BaseEndpoint: awssdk.String(url), Credentials: creds, RetryMaxAttempts: 1})
 	return nil
+}
+
+// NewProvider builds another AWS provider on the simulator at w.URL through the real SDK, with
+// the harness's configuration adjusted by mod (nil: as is).
+func (w *World) NewProvider(mod func(*aws.Config)) (*aws.Provider, error) {
+	cfg := aws.Config{Region: "us-east-1", VPC: w.VPC, Endpoint: w.URL, ClusterName: "c1",
+		MaxAttempts: 4, MaxBackoff: aws.Duration(20 * time.Millisecond)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	creds := credentials.NewStaticCredentialsProvider("AKIDSIM", "SECRETSIM", "")
+	return aws.New(context.Background(), cfg, aws.WithCredentials(creds))
 }
 
 func (w *World) Provider() providers.Provider { return w.p }

@@ -98,7 +98,7 @@ func mutating(action string) bool {
 
 func (s *Server) serveEC2(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
-		s.writeError(w, "", errf("MalformedQueryString", "%v", err))
+		s.writeError(w, errf("MalformedQueryString", "%v", err))
 		return
 	}
 	q := r.PostForm
@@ -179,10 +179,10 @@ func faultError(f Fault) *apiError {
 	return &apiError{Status: st, Code: f.Code, Message: msg}
 }
 
-func (s *Server) writeError(w http.ResponseWriter, reqID string, e *apiError) {
+func (s *Server) writeError(w http.ResponseWriter, e *apiError) {
 	s.mu.Lock()
 	s.reqSeq++
-	reqID = fmt.Sprintf("00000000-0000-4000-8000-%012x", s.reqSeq)
+	reqID := fmt.Sprintf("00000000-0000-4000-8000-%012x", s.reqSeq)
 	s.mu.Unlock()
 	s.writeErrorID(w, reqID, e)
 }

@@ -369,9 +369,7 @@ func (s *Sim) IPConfigurations(nicID string) []map[string]any {
 	defer s.mu.Unlock()
 	s.settleLocked()
 	var out []map[string]any
-	for _, c := range ipConfigs(s.nics[strings.ToLower(nicID)]) {
-		out = append(out, c)
-	}
+	out = append(out, ipConfigs(s.nics[strings.ToLower(nicID)])...)
 	return out
 }
 

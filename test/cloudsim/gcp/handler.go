@@ -49,11 +49,6 @@ func (s *Sim) Handler() http.Handler {
 	return mux
 }
 
-type route struct {
-	method string
-	apply  func(p *project, r *http.Request, parts []string) (any, *apiError)
-}
-
 func (s *Sim) serveCompute(w http.ResponseWriter, r *http.Request) {
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/compute/v1/projects/"), "/")
 	name, handler := s.route(r.Method, parts)
