@@ -10,7 +10,7 @@ PKGS ?= ./...
 TEST_TIMEOUT ?= 40m
 TEST_FLAGS ?= -race -count=1
 
-.PHONY: all build generate verify lint vet test test-unit demo bench bench-datapath tools deps kube-binaries clean
+.PHONY: all build generate verify verify-generated lint vet test test-unit demo bench bench-datapath tools deps kube-binaries clean
 
 all: build
 
@@ -34,12 +34,19 @@ generate: deps
 	$(GO) generate ./api/... ./bpf/...
 
 ## verify: regenerate and fail on any diff, then vet and lint.
-verify: generate vet lint
-	@if ! git diff --quiet -- api bpf charts/egressd/files; then \
-		echo "generated files are stale; run 'make generate' and commit:"; \
-		git --no-pager diff --stat -- api bpf charts/egressd/files; exit 1; fi
-	@if [[ -n "$$(git status --porcelain --untracked-files=all -- api bpf charts/egressd/files)" ]]; then \
-		echo "generate wrote untracked files:"; git status --porcelain -- api bpf charts/egressd/files; exit 1; fi
+verify: verify-generated vet lint
+
+GENERATED := api bpf charts/egressd/files
+
+# Fails when `make generate` changes anything: the committed (or edited) generated files do not
+# match their sources.
+verify-generated:
+	@state() { git diff -- $(GENERATED) | sha256sum; git status --porcelain --untracked-files=all -- $(GENERATED); }; \
+	before=$$(state); \
+	$(MAKE) --no-print-directory generate >/dev/null || exit 1; \
+	if [[ "$$before" != "$$(state)" ]]; then \
+		echo "generated files are stale: 'make generate' changed them (commit the result):"; \
+		git --no-pager diff --stat -- $(GENERATED); exit 1; fi
 
 vet:
 	$(GO) vet $(PKGS)
