@@ -73,6 +73,11 @@ type Result struct {
 	GatewayNames map[uint32]string
 	// Problems are objects ComputeState skipped, with the reason, for the log.
 	Problems []string
+	// Announce are the addresses of State.Gateway that belong to static groups: nobody but
+	// this node tells the neighbours they moved, so the agent sends gratuitous ARP /
+	// unsolicited NA for each one it did not hold before. Cloud addresses are routed by the
+	// cloud and nodeInterface ones never move.
+	Announce []dataplane.EgressAddress
 }
 
 // Member is a gateway node probed for a group.
@@ -262,7 +267,7 @@ func ComputeState(in Inputs) (Result, error) {
 		return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.Node, b.Node))
 	})
 
-	res.State.Gateway = gatewayRole(in, gateways, nodeIP, problem)
+	res.State.Gateway, res.Announce = gatewayRole(in, gateways, nodeIP, problem)
 	return res, nil
 }
 
@@ -554,16 +559,36 @@ func addProbe(probes map[netip.Addr]probe.Target, ip netip.Addr, port uint16, t 
 }
 
 // gatewayRole mounts every egress IP held by this node and serves each of their groups with
-// the lowest held IP per family.
-func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr, problem func(string, ...any)) *dataplane.GatewayRole {
+// the lowest held IP per family; for nodeInterface groups this node is a gateway of, it serves
+// the group with the first address of the named interface (already there, so the datapath
+// neither adds nor ever removes it). It also returns the mounted addresses of static groups,
+// which the agent announces.
+func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr, problem func(string, ...any)) (*dataplane.GatewayRole, []dataplane.EgressAddress) {
 	var primary string
 	for _, ifc := range in.Interfaces {
 		if slices.Contains(ifc.Addrs, nodeIP) {
 			primary = ifc.Name
 		}
 	}
+	// Egress IPs are never taken for an interface's own address: egressd may have mounted
+	// them there itself.
+	egressIPs := map[netip.Addr]bool{}
+	for i := range in.EgressIPs {
+		if ip, err := netip.ParseAddr(in.EgressIPs[i].Spec.IP); err == nil {
+			egressIPs[ip.Unmap()] = true
+		}
+	}
 	role := &dataplane.GatewayRole{}
+	var announce []dataplane.EgressAddress
 	served := map[uint32]*dataplane.ServedGroup{}
+	serve := func(gi *gatewayInfo) *dataplane.ServedGroup {
+		sg := served[gi.group]
+		if sg == nil {
+			sg = &dataplane.ServedGroup{Group: gi.group}
+			served[gi.group] = sg
+		}
+		return sg
+	}
 	for i := range in.EgressIPs {
 		e := &in.EgressIPs[i]
 		if e.Status.Node != in.Node.Name {
@@ -575,6 +600,11 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 			continue
 		}
 		ip = ip.Unmap()
+		gi, ok := gateways[e.Spec.Gateway]
+		var static *egressv1.StaticAddresses
+		if ok {
+			static = gi.obj.Spec.Addresses.Static
+		}
 		ifname := primary
 		if e.Status.InterfaceMAC != "" {
 			if mac, err := net.ParseMAC(e.Status.InterfaceMAC); err == nil {
@@ -585,21 +615,29 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 					}
 				}
 			}
+		} else if static != nil {
+			name, err := staticInterface(static, ip, in.Interfaces, egressIPs)
+			if err != nil {
+				problem("EgressIP %s: %v", e.Name, err)
+				continue
+			}
+			if name != "" {
+				ifname = name
+			}
 		}
 		if ifname == "" {
 			problem("EgressIP %s: no interface with MAC %q or the node IP %s", e.Name, e.Status.InterfaceMAC, nodeIP)
 			continue
 		}
-		role.Addresses = append(role.Addresses, dataplane.EgressAddress{IP: ip, Interface: ifname})
-		gi, ok := gateways[e.Spec.Gateway]
+		addr := dataplane.EgressAddress{IP: ip, Interface: ifname}
+		role.Addresses = append(role.Addresses, addr)
 		if !ok {
 			continue // mounted, but no group to serve yet
 		}
-		sg := served[gi.group]
-		if sg == nil {
-			sg = &dataplane.ServedGroup{Group: gi.group}
-			served[gi.group] = sg
+		if static != nil {
+			announce = append(announce, addr)
 		}
+		sg := serve(gi)
 		cur := &sg.EgressIPv4
 		if ip.Is6() {
 			cur = &sg.EgressIPv6
@@ -608,15 +646,108 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 			*cur = ip
 		}
 	}
+
+	// nodeInterface groups: this node serves every group whose status lists it as a gateway,
+	// whatever the state (workers only send to the Active and Draining ones; serving costs
+	// nothing and keeps a worker with a stale view working).
+	names := make([]string, 0, len(gateways))
+	for name := range gateways {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		gi := gateways[name]
+		ni := gi.obj.Spec.Addresses.NodeInterface
+		if ni == nil || !listsNode(gi.obj, in.Node.Name) {
+			continue
+		}
+		ip, err := interfaceAddr(in.Interfaces, ni, egressIPs)
+		if err != nil {
+			problem("EgressGateway %s: %v; not serving it on this node", name, err)
+			continue
+		}
+		if !slices.ContainsFunc(role.Addresses, func(a dataplane.EgressAddress) bool { return a.IP == ip }) {
+			role.Addresses = append(role.Addresses, dataplane.EgressAddress{IP: ip, Interface: ni.Interface})
+		}
+		// The group has one address source: a leftover EgressIP of an earlier mode does not
+		// win over the interface's address.
+		sg := serve(gi)
+		if ip.Is4() {
+			sg.EgressIPv4 = ip
+		} else {
+			sg.EgressIPv6 = ip
+		}
+	}
+
 	if len(role.Addresses) == 0 {
-		return nil
+		return nil, nil
 	}
 	slices.SortFunc(role.Addresses, func(a, b dataplane.EgressAddress) int { return a.IP.Compare(b.IP) })
+	slices.SortFunc(announce, func(a, b dataplane.EgressAddress) int { return a.IP.Compare(b.IP) })
 	for _, sg := range served {
 		role.Groups = append(role.Groups, *sg)
 	}
 	slices.SortFunc(role.Groups, func(a, b dataplane.ServedGroup) int { return cmp.Compare(a.Group, b.Group) })
-	return role
+	return role, announce
+}
+
+// listsNode reports whether a gateway's status lists the node as one of its gateways.
+func listsNode(gw *egressv1.EgressGateway, node string) bool {
+	for _, z := range gw.Status.Zones {
+		for _, g := range z.Gateways {
+			if g.Node == node {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// interfaceAddr is a nodeInterface group's egress IP on this node: the first address of the
+// family on the interface, leaving out link-local ones (useless off the link) and egress IPs
+// (which egressd itself may have mounted there).
+func interfaceAddr(ifs []Interface, ni *egressv1.NodeInterfaceAddresses, egressIPs map[netip.Addr]bool) (netip.Addr, error) {
+	v6 := ni.Family == egressv1.IPv6
+	fam := egressv1.IPv4
+	if v6 {
+		fam = egressv1.IPv6
+	}
+	i := slices.IndexFunc(ifs, func(ifc Interface) bool { return ifc.Name == ni.Interface })
+	if i < 0 {
+		return netip.Addr{}, fmt.Errorf("no interface %s", ni.Interface)
+	}
+	for _, a := range ifs[i].Addrs {
+		a = a.Unmap()
+		if a.Is6() == v6 && !a.IsLinkLocalUnicast() && !a.IsLoopback() && !egressIPs[a] {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("interface %s has no %s address", ni.Interface, fam)
+}
+
+// staticInterface is the interface a static egress IP goes on: its pool's interface if set
+// (which must exist), else the interface with an address (not an egress IP) inside the pool's
+// subnet, else ""
+// (the caller's fallback: the interface holding the node IP).
+func staticInterface(static *egressv1.StaticAddresses, ip netip.Addr, ifs []Interface, egressIPs map[netip.Addr]bool) (string, error) {
+	for _, pool := range static.Pools {
+		subnet, err := netip.ParsePrefix(pool.Subnet)
+		if err != nil || !subnet.Contains(ip) {
+			continue
+		}
+		if pool.Interface != "" {
+			if !slices.ContainsFunc(ifs, func(ifc Interface) bool { return ifc.Name == pool.Interface }) {
+				return "", fmt.Errorf("no interface %s (static pool %s)", pool.Interface, pool.Subnet)
+			}
+			return pool.Interface, nil
+		}
+		for _, ifc := range ifs {
+			if slices.ContainsFunc(ifc.Addrs, func(a netip.Addr) bool { return !egressIPs[a.Unmap()] && subnet.Contains(a.Unmap()) }) {
+				return ifc.Name, nil
+			}
+		}
+	}
+	return "", nil
 }
 
 func nodeInternalIPv4(n *corev1.Node) netip.Addr {

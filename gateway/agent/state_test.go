@@ -185,8 +185,10 @@ func TestComputeState(t *testing.T) {
 		groups  []dataplane.Group
 		gateway *dataplane.GatewayRole
 		noRole  bool
-		setIDs  map[string]uint32
-		probes  []netip.AddrPort
+		// announce is checked against Result.Announce when non-nil.
+		announce []dataplane.EgressAddress
+		setIDs   map[string]uint32
+		probes   []netip.AddrPort
 		// probeTarget is checked against the first probe.
 		probeTarget *probe.Target
 		problem     string
@@ -498,6 +500,127 @@ func TestComputeState(t *testing.T) {
 			noRole:  true,
 			problem: "EgressIP 10.0.0.200: no interface",
 		},
+		{
+			name: "nodeInterface: the gateway serves the group with the interface's first IPv4, not link-local",
+			mutate: func(in *Inputs) {
+				in.Node = node("gw1", "a", "10.0.0.21")
+				in.Gateways[0].Spec.Addresses = nodeIface("eth1", "")
+				in.EgressIPs = nil
+				in.Interfaces = []Interface{
+					{Name: "eth0", Addrs: []netip.Addr{gw1IP}},
+					{Name: "eth1", Addrs: []netip.Addr{ip("fe80::7"), ip("169.254.3.3"), ip("192.168.5.7"), ip("192.168.5.8"), ip("fd00:5::7")}},
+				}
+			},
+			gateway: &dataplane.GatewayRole{
+				Addresses: []dataplane.EgressAddress{{IP: ip("192.168.5.7"), Interface: "eth1"}},
+				Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv4: ip("192.168.5.7")}},
+			},
+			announce: []dataplane.EgressAddress{},
+			// Its own pods go through itself; the worker-side egress IP is informational.
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw1IP, true)}}},
+		},
+		{
+			name: "nodeInterface IPv6: skips link-local and egress IPs mounted on the interface; draining still serves",
+			mutate: func(in *Inputs) {
+				in.Node = node("gw1", "a", "10.0.0.21")
+				in.Gateways[0] = egw("out", 7, gwNode{"a", "gw1", "10.0.0.21", egressv1.GatewayDraining})
+				in.Gateways[0].Spec.Addresses = nodeIface("eth0", egressv1.IPv6)
+				in.EgressIPs = []egressv1.EgressIP{eip("fd00:a::99", "elsewhere", "gw1")}
+				in.Interfaces = []Interface{
+					{Name: "eth0", Addrs: []netip.Addr{gw1IP, ip("fe80::21"), ip("fd00:a::99"), ip("fd00:a::21"), ip("fd00:a::22")}},
+				}
+			},
+			gateway: &dataplane.GatewayRole{
+				Addresses: []dataplane.EgressAddress{{IP: ip("fd00:a::21"), Interface: "eth0"}, {IP: ip("fd00:a::99"), Interface: "eth0"}},
+				Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv6: ip("fd00:a::21")}},
+			},
+		},
+		{
+			name: "nodeInterface: workers list the Active and Draining gateways without any EgressIP",
+			mutate: func(in *Inputs) {
+				in.Gateways[0] = egw("out", 7, gw1, gwNode{"a", "gw2", "10.0.0.22", egressv1.GatewayStandby},
+					gwNode{"a", "gw4", "10.0.0.24", egressv1.GatewayDraining})
+				in.Gateways[0].Spec.Addresses = nodeIface("eth0", "")
+				in.EgressIPs = nil
+				in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{myIP}}}
+			},
+			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw1IP, true), draining(gnode(ip("10.0.0.24"), true))}}},
+			probes: []netip.AddrPort{netip.AddrPortFrom(gw1IP, probe.DefaultPort), netip.AddrPortFrom(ip("10.0.0.24"), probe.DefaultPort)},
+			noRole: true, // worker1 is not a gateway of the group, though it has eth0
+		},
+		{
+			name: "nodeInterface: a missing interface skips the group on this gateway",
+			mutate: func(in *Inputs) {
+				in.Node = node("gw1", "a", "10.0.0.21")
+				in.Gateways[0].Spec.Addresses = nodeIface("bond0", "")
+				in.EgressIPs = nil
+				in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{gw1IP}}}
+			},
+			noRole:  true,
+			problem: "EgressGateway out: no interface bond0; not serving it on this node",
+		},
+		{
+			name: "nodeInterface: an interface without an address of the family skips the group; held IPs still mount",
+			mutate: func(in *Inputs) {
+				in.Node = node("gw1", "a", "10.0.0.21")
+				in.Gateways[0].Spec.Addresses = nodeIface("eth0", egressv1.IPv6)
+				in.Gateways = append(in.Gateways, egw("cloud", 9, gw1))
+				in.EgressIPs = []egressv1.EgressIP{eip("10.0.0.150", "cloud", "gw1")}
+				in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{gw1IP, ip("fe80::21")}}}
+			},
+			gateway: &dataplane.GatewayRole{
+				Addresses: []dataplane.EgressAddress{{IP: ip("10.0.0.150"), Interface: "eth0"}},
+				Groups:    []dataplane.ServedGroup{{Group: 9, EgressIPv4: ip("10.0.0.150")}},
+			},
+			announce: []dataplane.EgressAddress{}, // cloud addresses are routed by the cloud
+			problem:  "EgressGateway out: interface eth0 has no IPv6 address; not serving it on this node",
+		},
+		{
+			name: "static: addresses go on the pool's interface or the one on the pool's subnet, and are announced",
+			mutate: func(in *Inputs) {
+				in.Node = node("gw1", "a", "10.0.0.21")
+				in.Gateways[0].Spec.Addresses = egressv1.EgressAddresses{Static: &egressv1.StaticAddresses{Pools: []egressv1.StaticPool{
+					{Zone: "a", Subnet: "192.168.50.0/24", IPs: []string{"192.168.50.10"}, Interface: "eth1"},
+					{Zone: "a", Subnet: "fd00:50::/64", IPs: []string{"fd00:50::10", "fd00:50::11"}},
+					{Zone: "a", Subnet: "10.0.0.0/24", IPs: []string{"10.0.0.30"}},
+				}}}
+				in.Gateways = append(in.Gateways, egw("cloud", 9, gw1))
+				in.EgressIPs = []egressv1.EgressIP{eip("192.168.50.10", "out", "gw1"), eip("fd00:50::10", "out", "gw1"),
+					eip("fd00:50::11", "out", "gw1"), eip("10.0.0.30", "out", "gw1"), eip("10.0.0.160", "cloud", "gw1")}
+				in.Interfaces = []Interface{
+					{Name: "eth0", Addrs: []netip.Addr{gw1IP, ip("fd00:50::11")}}, // ::11 mounted here earlier: not a hint
+					{Name: "eth1"},
+					{Name: "eth2", Addrs: []netip.Addr{ip("fd00:50::21")}},
+				}
+			},
+			gateway: &dataplane.GatewayRole{
+				Addresses: []dataplane.EgressAddress{
+					{IP: ip("10.0.0.30"), Interface: "eth0"}, {IP: ip("10.0.0.160"), Interface: "eth0"},
+					{IP: ip("192.168.50.10"), Interface: "eth1"},
+					{IP: ip("fd00:50::10"), Interface: "eth2"}, {IP: ip("fd00:50::11"), Interface: "eth2"},
+				},
+				Groups: []dataplane.ServedGroup{
+					{Group: 7, EgressIPv4: ip("10.0.0.30"), EgressIPv6: ip("fd00:50::10")},
+					{Group: 9, EgressIPv4: ip("10.0.0.160")},
+				},
+			},
+			announce: []dataplane.EgressAddress{
+				{IP: ip("10.0.0.30"), Interface: "eth0"}, {IP: ip("192.168.50.10"), Interface: "eth1"},
+				{IP: ip("fd00:50::10"), Interface: "eth2"}, {IP: ip("fd00:50::11"), Interface: "eth2"},
+			},
+		},
+		{
+			name: "static: a pool interface missing on the node skips the address",
+			mutate: func(in *Inputs) {
+				in.Node = node("gw1", "a", "10.0.0.21")
+				in.Gateways[0].Spec.Addresses = egressv1.EgressAddresses{Static: &egressv1.StaticAddresses{Pools: []egressv1.StaticPool{
+					{Zone: "a", Subnet: "10.0.0.0/24", IPs: []string{"10.0.0.200", "10.0.0.201"}, Interface: "eth7"},
+				}}}
+				in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{gw1IP}}}
+			},
+			noRole:  true,
+			problem: "EgressIP 10.0.0.200: no interface eth7 (static pool 10.0.0.0/24)",
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -530,6 +653,9 @@ func TestComputeState(t *testing.T) {
 			if tc.gateway != nil {
 				check("gateway role", tc.gateway, res.State.Gateway)
 			}
+			if tc.announce != nil {
+				check("announce", tc.announce, nonNil(res.Announce))
+			}
 			if tc.noRole && res.State.Gateway != nil {
 				t.Errorf("unexpected gateway role %+v", res.State.Gateway)
 			}
@@ -554,6 +680,10 @@ func TestComputeState(t *testing.T) {
 			}
 		})
 	}
+}
+
+func nodeIface(name string, fam egressv1.IPFamily) egressv1.EgressAddresses {
+	return egressv1.EgressAddresses{NodeInterface: &egressv1.NodeInterfaceAddresses{Interface: name, Family: fam}}
 }
 
 func nonNil[T any](s []T) []T {
