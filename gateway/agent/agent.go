@@ -32,6 +32,7 @@ import (
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/gateway/agent/announce"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
 	"github.com/egressd/egressd/gateway/probe"
 )
@@ -87,6 +88,9 @@ type Config struct {
 	ListenPacket func(network, address string) (net.PacketConn, error)
 	// Interfaces lists the node's interfaces; nil means the calling process's (net.Interfaces).
 	Interfaces func() ([]Interface, error)
+	// Announce sends one gratuitous ARP / unsolicited NA for ip on the interface; nil means
+	// announce.Send (in the calling thread's network namespace).
+	Announce func(ifname string, ip netip.Addr) error
 	// Registerer receives the agent's metrics; nil means none.
 	Registerer prometheus.Registerer
 	// LeaseInterval, LeaseDuration, Debounce and Resync: zero means the defaults.
@@ -114,6 +118,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Interfaces == nil {
 		c.Interfaces = HostInterfaces
+	}
+	if c.Announce == nil {
+		c.Announce = announce.Send
 	}
 	if c.LeaseInterval == 0 {
 		c.LeaseInterval = DefaultLeaseInterval
@@ -147,6 +154,11 @@ type Agent struct {
 	appliedN uint64
 	readyErr error
 	problems []string
+
+	// Static addresses of the last applied state, and those still to announce.
+	announced    map[dataplane.EgressAddress]bool
+	toAnnounce   []dataplane.EgressAddress
+	announceKick chan struct{}
 }
 
 // New returns an agent reading through c (a started, or to be started, cache whose pods are
@@ -156,7 +168,7 @@ func New(cfg Config, c cache.Cache, cl client.Client, reader client.Reader) (*Ag
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, cache: c, client: cl, reader: reader,
-		dirty: make(chan struct{}, 1), readyErr: errors.New("no state applied yet")}
+		dirty: make(chan struct{}, 1), announceKick: make(chan struct{}, 1), readyErr: errors.New("no state applied yet")}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(&collector{a: a}); err != nil {
 			return nil, fmt.Errorf("registering agent metrics: %w", err)
@@ -190,8 +202,9 @@ func (a *Agent) signal() {
 	}
 }
 
-// Run runs the agent until ctx ends: probe responder and prober, watches, the apply loop and
-// the heartbeat. It returns nil on ctx's end and leaves the datapath as last applied.
+// Run runs the agent until ctx ends: probe responder and prober, watches, the apply loop, the
+// heartbeat and the announcer of static egress IPs. It returns nil on ctx's end and leaves the
+// datapath as last applied.
 func (a *Agent) Run(ctx context.Context) error {
 	logger := log.FromContext(ctx).WithValues("node", a.cfg.NodeName)
 	ctx = log.IntoContext(ctx, logger)
@@ -224,6 +237,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return a.loop(ctx, g)
 	})
 	g.Go(func() error { a.heartbeat(ctx); return nil })
+	g.Go(func() error { a.runAnnouncer(ctx); return nil })
 	err = g.Wait()
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil
@@ -353,6 +367,7 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 	a.appliedN++
 	a.readyErr = nil
 	a.mu.Unlock()
+	a.queueAnnouncements(res.Announce)
 	if !same {
 		logger.V(1).Info("applied datapath state", "pods", len(st.Pods), "policySets", len(st.PolicySets),
 			"groups", len(st.Groups), "gateway", st.Gateway != nil, "took", time.Since(start))
