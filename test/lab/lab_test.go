@@ -35,9 +35,15 @@ func upLab(t testing.TB, cfg Config) *Lab {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cfg.Log = testWriter{t}
+	// EGRESSD_LAB_KEEP keeps the work directory (logs of every binary) for a post-mortem, like
+	// egressctl lab --keep-logs.
+	cfg.KeepWorkDir = cfg.KeepWorkDir || os.Getenv("EGRESSD_LAB_KEEP") != ""
 	l, err := Up(ctx, cfg)
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
+	}
+	if cfg.KeepWorkDir {
+		t.Logf("lab work directory (kept): %s", l.WorkDir())
 	}
 	t.Cleanup(func() {
 		if err := l.Close(); err != nil {
