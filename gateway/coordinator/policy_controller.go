@@ -123,8 +123,9 @@ func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPoli
 	sel, err := metav1.LabelSelectorAsSelector(&rule.PodSelector)
 	if err == nil {
 		for _, ns := range allowed {
+			// Counting only: no deep copy of every matched pod out of the cache.
 			var pods corev1.PodList
-			if err := r.client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+			if err := r.client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}, client.UnsafeDisableDeepCopy); err != nil {
 				continue
 			}
 			for _, p := range pods.Items {

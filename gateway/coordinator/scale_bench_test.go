@@ -1,0 +1,819 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/providers"
+	"github.com/egressd/egressd/providers/aws"
+	awssim "github.com/egressd/egressd/test/cloudsim/aws"
+	"github.com/egressd/egressd/test/envtest"
+)
+
+// The shape of the scale figure (issue 7): 1k nodes, 10k pods, 500 policies.
+const (
+	scaleZones           = 4
+	scaleGateways        = 4
+	scaleGatewayNodes    = 100 // 25 per gateway, spread over the zones
+	scaleNodes           = 1000
+	scaleNamespaces      = 50
+	scalePods            = 10000
+	scalePolicies        = 450 // EgressPolicies, 9 per namespace
+	scaleClusterPolicies = 50
+	scaleApps            = 10 // pod label app=a0..a9
+	scaleTeams           = 5  // namespace label team=t0..t4
+	scaleCreateWorkers   = 16
+	scaleGatewayLabel    = "scale.egressd.io/gateway"
+	scaleLeaseRenewEvery = 3 * time.Second
+)
+
+// BenchmarkScale populates the envtest API server with 1,000 Nodes (100 of them gateway
+// nodes of 4 EgressGateways, backed by EC2 simulator instances), 10,000 Pods with IPs, 500
+// policies and the gateway agents' Leases, then runs the coordinator with the production
+// wiring (controller-runtime manager with its cache, Setup, the simulator-backed AWS provider
+// wrapped in metrics and the default rate limits) and measures: time to converge, one gateway
+// and one policy reconcile in steady state, a failover, and the coordinator's heap.
+//
+//	EGRESSD_KUBE_ASSETS=$(hack/kube-binaries.sh) go test -run '^$' -bench Scale -benchtime 1x -timeout 30m ./gateway/coordinator/
+//
+// The envtest API server and etcd are separate processes: their memory is not counted.
+func BenchmarkScale(b *testing.B) {
+	if testing.Short() {
+		b.Skip("scale benchmark: not in -short mode")
+	}
+	if server == nil {
+		b.Skip("needs the envtest API server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	logs := &errorLog{}
+	ctrl.SetLogger(funcr.New(logs.add, funcr.Options{}))
+
+	s := newScaleWorld(b)
+	populateStart := time.Now()
+	s.populate(ctx)
+	populate := time.Since(populateStart)
+	progress("populated %d objects in %v", s.objects.Load(), populate.Round(time.Millisecond))
+
+	renewCtx, stopRenew := context.WithCancel(ctx)
+	renewDone := s.renewLeases(renewCtx)
+	defer func() { stopRenew(); <-renewDone }()
+
+	before := heapInUse()
+	r := s.run(ctx)
+	after := heapInUse()
+	progress("converged: %v; steady-state passes", r.converged)
+	steady := s.steadyState(ctx, r.c, b.N)
+	progress("failover")
+	fo := s.failover(ctx)
+	errs := logs.snapshot() // before the stop, whose cancelled reconciles log errors
+	r.stop()
+
+	rep := scaleReport{populate: populate, objects: s.objects.Load(), run: r, steady: steady, failover: fo,
+		heapBefore: before, heapAfter: after, calls: s.sim.Calls(), reconciles: reconcileCounts(), errors: errs}
+	out := rep.String()
+	b.Log("\n" + out)
+	fmt.Print(out)
+	if dir := filepath.Join(envtest.RepoRoot(), "out"); isDir(dir) {
+		if err := os.WriteFile(filepath.Join(dir, "bench-coordinator.txt"), []byte(out), 0o644); err != nil {
+			b.Error(err)
+		}
+	}
+	b.ReportMetric(populate.Seconds(), "populate-s")
+	b.ReportMetric(r.synced.Seconds(), "cache-sync-s")
+	b.ReportMetric(r.gatewaysReady.Seconds(), "gateways-ready-s")
+	b.ReportMetric(r.policiesReady.Seconds(), "converge-s")
+	b.ReportMetric(ms(steady.gateway.mean()), "gw-reconcile-ms")
+	b.ReportMetric(ms(steady.gateway.max), "gw-reconcile-max-ms")
+	b.ReportMetric(ms(steady.policy.mean()), "policy-reconcile-ms")
+	b.ReportMetric(ms(steady.policy.max), "policy-reconcile-max-ms")
+	b.ReportMetric(ms(steady.cluster.mean()), "cpolicy-reconcile-ms")
+	b.ReportMetric(ms(steady.cluster.max), "cpolicy-reconcile-max-ms")
+	b.ReportMetric(fo.cloud.Seconds(), "failover-s")
+	b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/(1<<20), "heap-MB")
+	if !r.converged || !fo.ok {
+		b.Errorf("did not converge: run %+v, failover %+v", r, fo)
+	}
+}
+
+// scaleWorld is the populated API server and the simulator behind the gateway nodes.
+type scaleWorld struct {
+	tb      testing.TB
+	sim     *awssim.Server
+	vpc     string
+	prov    providers.Provider
+	client  client.Client
+	objects atomic.Int64
+	// gateway nodes: name → instance ID, underlay IP; and their order (gateway k%4).
+	gwNodes []string
+	inst    map[string]string
+	ip      map[string]netip.Addr
+	zone    map[string]string
+	awsZone []string
+	health  *staticHealth
+}
+
+// newScaleWorld seeds the EC2 simulator with the gateway nodes' instances: one subnet per zone,
+// primary addresses at .200 and up. The coordinator's allocator only knows the addresses of
+// the nodes it discovered, so low primaries of other groups' nodes would be handed out as
+// egress IPs and refused by EC2 forever (see the report); high primaries keep the figure about
+// scale.
+func newScaleWorld(tb testing.TB) *scaleWorld {
+	tb.Helper()
+	sim := awssim.New("us-east-1")
+	sim.SetElasticIPLimit(50)
+	sim.AddInstanceType(awssim.InstanceType{Name: "sim.ips4", MaxENIs: 3, IPv4PerENI: 5})
+	vpc, err := sim.AddVPC(awssim.VPCSpec{CIDR: "10.0.0.0/16"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(sim)
+	tb.Cleanup(srv.Close)
+	prov, err := aws.New(context.Background(), aws.Config{Region: "us-east-1", VPC: vpc, Endpoint: srv.URL, ClusterName: "c1",
+		MaxAttempts: 4, MaxBackoff: aws.Duration(20 * time.Millisecond)},
+		aws.WithCredentials(credentials.NewStaticCredentialsProvider("AKIDSIM", "SECRETSIM", "")))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Population has its own client: envtest's rest config already allows 1000 QPS.
+	cl, err := client.New(server.Config, client.Options{Scheme: server.Scheme})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &scaleWorld{tb: tb, sim: sim, vpc: vpc, prov: prov, client: cl, inst: map[string]string{}, ip: map[string]netip.Addr{}, zone: map[string]string{},
+		health: &staticHealth{down: map[netip.Addr]bool{}}}
+	for z := range scaleZones {
+		az := fmt.Sprintf("us-east-1%c", 'a'+z)
+		s.awsZone = append(s.awsZone, az)
+		sn, err := sim.AddSubnet(awssim.SubnetSpec{VPC: vpc, Zone: az, CIDR: fmt.Sprintf("10.0.%d.0/24", z+1)})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for i := range scaleGatewayNodes / scaleZones {
+			in, err := sim.AddInstance(awssim.InstanceSpec{Type: "sim.ips4", Subnet: sn, PrivateIP: fmt.Sprintf("10.0.%d.%d", z+1, 200+i)})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			name := fmt.Sprintf("scale-gwnode-%03d", len(s.gwNodes))
+			s.gwNodes = append(s.gwNodes, name)
+			s.inst[name], s.ip[name], s.zone[name] = in.ID, in.PrivateIP, az
+		}
+	}
+	return s
+}
+
+func gatewayName(k int) string { return fmt.Sprintf("scale-gw-%d", k) }
+
+// populate creates every object with a bounded pool of workers.
+func (s *scaleWorld) populate(ctx context.Context) {
+	tb := s.tb
+	must := func(what string, err error) {
+		if err != nil {
+			tb.Fatalf("populating %s: %v", what, err)
+		}
+	}
+	must("namespaces", parallel(ctx, scaleNamespaces+1, scaleCreateWorkers, func(ctx context.Context, i int) error {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}}
+		if i < scaleNamespaces {
+			ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: scaleNamespace(i), Labels: map[string]string{"team": fmt.Sprintf("t%d", i%scaleTeams)}}}
+		}
+		return s.create(ctx, ns)
+	}))
+	must("gateways", parallel(ctx, scaleGateways, scaleCreateWorkers, func(ctx context.Context, k int) error {
+		return s.create(ctx, &egressv1.EgressGateway{ObjectMeta: metav1.ObjectMeta{Name: gatewayName(k)}, Spec: egressv1.EgressGatewaySpec{
+			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{scaleGatewayLabel: gatewayName(k)}},
+			Addresses:    egressv1.EgressAddresses{Cloud: &egressv1.CloudAddresses{Provider: "aws"}},
+		}})
+	}))
+	must("nodes", parallel(ctx, scaleNodes, scaleCreateWorkers, func(ctx context.Context, i int) error {
+		return s.createNode(ctx, i)
+	}))
+	must("leases", parallel(ctx, len(s.gwNodes), scaleCreateWorkers, func(ctx context.Context, i int) error {
+		node := s.gwNodes[i]
+		now := metav1.NewMicroTime(time.Now())
+		return s.create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: AgentLeaseName(node), Namespace: testNamespace},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &node, RenewTime: &now, LeaseDurationSeconds: ptr.To[int32](10)}})
+	}))
+	must("pods", parallel(ctx, scalePods, scaleCreateWorkers, func(ctx context.Context, i int) error {
+		return s.createPod(ctx, i)
+	}))
+	must("policies", parallel(ctx, scalePolicies+scaleClusterPolicies, scaleCreateWorkers, func(ctx context.Context, i int) error {
+		if i < scalePolicies {
+			ns, j := i/(scalePolicies/scaleNamespaces), i%(scalePolicies/scaleNamespaces)
+			return s.create(ctx, &egressv1.EgressPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pol-%d", j), Namespace: scaleNamespace(ns)},
+				Spec: egressv1.EgressPolicyRule{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("a%d", j)}},
+					DestinationCIDRs: []string{fmt.Sprintf("203.0.%d.0/24", j)}, Gateway: gatewayName(i % scaleGateways)}})
+		}
+		c := i - scalePolicies
+		return s.create(ctx, &egressv1.ClusterEgressPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("scale-cpol-%02d", c)},
+			Spec: egressv1.ClusterEgressPolicySpec{
+				NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"team": fmt.Sprintf("t%d", c%scaleTeams)}},
+				EgressPolicyRule: egressv1.EgressPolicyRule{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("a%d", scaleApps-1)}},
+					DestinationCIDRs: []string{fmt.Sprintf("198.51.%d.0/24", c)}, Gateway: gatewayName(c % scaleGateways)}}})
+	}))
+}
+
+func scaleNamespace(i int) string { return fmt.Sprintf("scale-ns-%02d", i) }
+
+// Expected matched pods: pods of namespace n are i%scaleNamespaces == n, app a(i/scaleNamespaces % scaleApps).
+const (
+	scalePodsPerApp       = scalePods / scaleNamespaces / scaleApps
+	scaleClusterPolicyPod = scalePodsPerApp * scaleNamespaces / scaleTeams
+)
+
+func (s *scaleWorld) create(ctx context.Context, o client.Object) error {
+	if err := s.client.Create(ctx, o); err != nil {
+		return fmt.Errorf("creating %s %s: %w", o.GetObjectKind().GroupVersionKind().Kind, client.ObjectKeyFromObject(o), err)
+	}
+	s.objects.Add(1)
+	return nil
+}
+
+// createNode makes node i: the first 100 are the gateway nodes (gateway k%4, in the zone of
+// their simulator instance), the rest workers with a provider ID no one discovers.
+func (s *scaleWorld) createNode(ctx context.Context, i int) error {
+	var name, zone, providerID string
+	var ip netip.Addr
+	labels := map[string]string{}
+	if i < len(s.gwNodes) {
+		name = s.gwNodes[i]
+		zone, ip = s.zone[name], s.ip[name]
+		providerID = "aws:///" + zone + "/" + s.inst[name]
+		labels[scaleGatewayLabel] = gatewayName(i % scaleGateways)
+	} else {
+		name = fmt.Sprintf("scale-node-%04d", i)
+		zone = s.awsZone[i%scaleZones]
+		ip = netip.AddrFrom4([4]byte{10, 16, byte(i / 250), byte(i%250 + 1)})
+		providerID = fmt.Sprintf("aws:///%s/i-worker%06d", zone, i)
+	}
+	labels[ZoneLabel] = zone
+	labels[corev1.LabelHostname] = name
+	labels[corev1.LabelOSStable] = "linux"
+	labels[corev1.LabelInstanceTypeStable] = "m6i.large"
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}, Spec: corev1.NodeSpec{ProviderID: providerID}}
+	if err := s.create(ctx, n); err != nil {
+		return err
+	}
+	res := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("110")}
+	now := metav1.Now()
+	n.Status = corev1.NodeStatus{
+		Capacity: res, Allocatable: res,
+		Conditions: []corev1.NodeCondition{
+			{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now},
+			{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory", LastHeartbeatTime: now, LastTransitionTime: now},
+			{Type: corev1.NodeDiskPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasNoDiskPressure", LastHeartbeatTime: now, LastTransitionTime: now},
+		},
+		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}, {Type: corev1.NodeHostName, Address: name}},
+		NodeInfo:  corev1.NodeSystemInfo{KubeletVersion: "v1.33.0", OSImage: "Bottlerocket", ContainerRuntimeVersion: "containerd://1.7", Architecture: "amd64", OperatingSystem: "linux"},
+	}
+	if err := s.client.Status().Update(ctx, n); err != nil {
+		return fmt.Errorf("writing status of node %s: %w", name, err)
+	}
+	return nil
+}
+
+// createPod makes pod i in namespace i%50 with label app=a((i/50)%10), then gives it an IP
+// through the status subresource, as the kubelet would.
+func (s *scaleWorld) createPod(ctx context.Context, i int) error {
+	ns := scaleNamespace(i % scaleNamespaces)
+	app := fmt.Sprintf("a%d", (i/scaleNamespaces)%scaleApps)
+	node := fmt.Sprintf("scale-node-%04d", scaleGatewayNodes+i%(scaleNodes-scaleGatewayNodes))
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pod-%05d", i), Namespace: ns,
+		Labels: map[string]string{"app": app, "pod-template-hash": "5d4b8c7f9", "team": ns}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1.0",
+			Ports:     []corev1.ContainerPort{{ContainerPort: 8080, Protocol: corev1.ProtocolTCP}},
+			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}}}}
+	if err := s.create(ctx, p); err != nil {
+		return err
+	}
+	ip := netip.AddrFrom4([4]byte{10, 128, byte(i / 250), byte(i%250 + 1)}).String()
+	now := metav1.Now()
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}, HostIP: "10.16.0.1", StartTime: &now,
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now}}}
+	if err := s.client.Status().Update(ctx, p); err != nil {
+		return fmt.Errorf("writing status of pod %s/%s: %w", ns, p.Name, err)
+	}
+	return nil
+}
+
+// renewLeases plays the gateway agents: every lease renewed every few seconds (the coordinator
+// deems an agent dead after 10 s).
+func (s *scaleWorld) renewLeases(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(scaleLeaseRenewEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			now := metav1.NewMicroTime(time.Now())
+			raw, _ := json.Marshal(map[string]any{"spec": map[string]any{"renewTime": now}})
+			_ = parallel(ctx, len(s.gwNodes), 8, func(ctx context.Context, i int) error {
+				l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: AgentLeaseName(s.gwNodes[i]), Namespace: testNamespace}}
+				return s.client.Patch(ctx, l, client.RawPatch(types.MergePatchType, raw))
+			})
+		}
+	}()
+	return done
+}
+
+// scaleRun is the running coordinator and what its start-up measured.
+type scaleRun struct {
+	c         *Coordinator
+	mgrErr    chan error
+	cancel    context.CancelFunc
+	converged bool
+	// from manager start
+	synced, gatewaysReady, policiesReady time.Duration
+	firstSeen                            string
+}
+
+func (r *scaleRun) stop() {
+	r.cancel()
+	select {
+	case <-r.mgrErr:
+	case <-time.After(30 * time.Second):
+	}
+}
+
+// run starts the manager as Run does (minus leader election, the metrics and probe listeners
+// and the UDP prober, which needs reachable agents) and waits for every gateway to be Ready
+// and every policy's status written.
+func (s *scaleWorld) run(ctx context.Context) *scaleRun {
+	tb := s.tb
+	cfg, err := ParseConfig([]byte("clusterName: c1\nnamespace: " + testNamespace + "\nproviders:\n  aws: {}\n"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	scheme, err := newScheme()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rc := rest.CopyConfig(server.Config)
+	rc.QPS, rc.Burst = -1, 0 // as ctrl.GetConfig: no client-side throttling, API priority and fairness instead
+	mgr, err := ctrl.NewManager(rc, manager.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
+		}},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	provs, err := BuildProviders(ctx, cfg, providers.Registry{"aws": func(context.Context, json.RawMessage) (providers.Provider, error) {
+		return s.prov, nil
+	}}, reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	metrics, err := NewMetrics(reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := New(Options{Config: cfg, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("egressd-coordinator"),
+		Providers: provs, Health: s.health, Metrics: metrics})
+	if err := Setup(mgr, c, nil); err != nil {
+		tb.Fatal(err)
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	r := &scaleRun{c: c, mgrErr: make(chan error, 1), cancel: cancel}
+	start := time.Now()
+	go func() { r.mgrErr <- mgr.Start(mctx) }()
+
+	// Cache sync: every kind the controllers watch, synced (GetInformer blocks until then).
+	syncedAt := make(chan time.Duration, 1)
+	go func() {
+		select {
+		case <-mgr.Elected():
+		case <-mctx.Done():
+			return
+		}
+		for _, o := range []client.Object{&corev1.Node{}, &corev1.Pod{}, &corev1.Namespace{}, &coordinationv1.Lease{},
+			&egressv1.EgressGateway{}, &egressv1.EgressIP{}, &egressv1.EgressPolicy{}, &egressv1.ClusterEgressPolicy{}} {
+			if _, err := mgr.GetCache().GetInformer(mctx, o); err != nil {
+				return
+			}
+		}
+		syncedAt <- time.Since(start)
+	}()
+
+	deadline := time.Now().Add(10 * time.Minute)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-r.mgrErr:
+			tb.Fatalf("manager stopped: %v", err)
+		case d := <-syncedAt:
+			r.synced = d
+		case <-time.After(time.Second):
+		}
+		gwReady, polReady, why := s.converged(ctx)
+		if gwReady && r.gatewaysReady == 0 {
+			r.gatewaysReady = time.Since(start)
+			progress("%v: every gateway Ready", r.gatewaysReady.Round(time.Millisecond))
+		}
+		if gwReady && polReady {
+			r.policiesReady = time.Since(start)
+			r.converged = true
+			break
+		}
+		if why != r.firstSeen {
+			progress("%v: %s", time.Since(start).Round(time.Millisecond), why)
+		}
+		r.firstSeen = why
+	}
+	if r.synced == 0 {
+		select {
+		case r.synced = <-syncedAt:
+		default:
+		}
+	}
+	return r
+}
+
+// converged reads from the API server (not the coordinator's cache): every gateway Ready and
+// CloudSynced with one egress IP per zone; every policy Accepted and Ready with its pods
+// counted and the gateway's addresses.
+func (s *scaleWorld) converged(ctx context.Context) (gateways, policies bool, why string) {
+	var gws egressv1.EgressGatewayList
+	if err := s.client.List(ctx, &gws); err != nil {
+		return false, false, err.Error()
+	}
+	ready := 0
+	for _, g := range gws.Items {
+		if strings.HasPrefix(g.Name, "scale-") && meta.IsStatusConditionTrue(g.Status.Conditions, egressv1.ConditionReady) &&
+			meta.IsStatusConditionTrue(g.Status.Conditions, egressv1.ConditionCloudSynced) && len(g.Status.EgressIPs) == scaleZones {
+			ready++
+		}
+	}
+	if ready < scaleGateways {
+		return false, false, fmt.Sprintf("%d of %d gateways ready", ready, scaleGateways)
+	}
+	ok := func(st egressv1.EgressPolicyStatus, gen int64, pods int32) bool {
+		return st.ObservedGeneration == gen && meta.IsStatusConditionTrue(st.Conditions, egressv1.ConditionAccepted) &&
+			meta.IsStatusConditionTrue(st.Conditions, egressv1.ConditionReady) && st.MatchedPods == pods && len(st.EgressIPs) == scaleZones
+	}
+	var pols egressv1.EgressPolicyList
+	if err := s.client.List(ctx, &pols); err != nil {
+		return true, false, err.Error()
+	}
+	var cpols egressv1.ClusterEgressPolicyList
+	if err := s.client.List(ctx, &cpols); err != nil {
+		return true, false, err.Error()
+	}
+	done := 0
+	for _, p := range pols.Items {
+		if strings.HasPrefix(p.Namespace, "scale-") && ok(p.Status, p.Generation, scalePodsPerApp) {
+			done++
+		}
+	}
+	for _, p := range cpols.Items {
+		if strings.HasPrefix(p.Name, "scale-") && ok(p.Status, p.Generation, scaleClusterPolicyPod) {
+			done++
+		}
+	}
+	return true, done == scalePolicies+scaleClusterPolicies, fmt.Sprintf("%d of %d policies ready", done, scalePolicies+scaleClusterPolicies)
+}
+
+// durations collects timings.
+type durations struct {
+	n        int
+	sum, max time.Duration
+	errs     int
+}
+
+func (d *durations) add(t time.Duration, err error) {
+	d.n++
+	d.sum += t
+	d.max = max(d.max, t)
+	if err != nil {
+		d.errs++
+	}
+}
+
+func (d durations) mean() time.Duration {
+	if d.n == 0 {
+		return 0
+	}
+	return d.sum / time.Duration(d.n)
+}
+
+type steadyState struct {
+	gateway, policy, cluster durations
+	// allocated bytes per gateway / policy reconcile (process-wide, the manager is idle).
+	gatewayAlloc, policyAlloc uint64
+}
+
+// steadyState calls the reconcilers directly on the converged state, with the manager's
+// cached client: passes × every gateway, then every policy once per pass.
+func (s *scaleWorld) steadyState(ctx context.Context, c *Coordinator, passes int) steadyState {
+	passes = max(passes, 5)
+	var st steadyState
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	for range passes {
+		for k := range scaleGateways {
+			t := time.Now()
+			_, err := GatewayReconciler{c}.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: gatewayName(k)}})
+			st.gateway.add(time.Since(t), err)
+		}
+	}
+	runtime.ReadMemStats(&m1)
+	st.gatewayAlloc = (m1.TotalAlloc - m0.TotalAlloc) / uint64(st.gateway.n)
+	var pols egressv1.EgressPolicyList
+	var cpols egressv1.ClusterEgressPolicyList
+	if err := s.client.List(ctx, &pols); err != nil {
+		s.tb.Fatal(err)
+	}
+	if err := s.client.List(ctx, &cpols); err != nil {
+		s.tb.Fatal(err)
+	}
+	runtime.ReadMemStats(&m0)
+	for range min(passes, 2) {
+		for _, p := range pols.Items {
+			t := time.Now()
+			_, err := PolicyReconciler{Coordinator: c}.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
+			st.policy.add(time.Since(t), err)
+		}
+		for _, p := range cpols.Items {
+			t := time.Now()
+			_, err := PolicyReconciler{Coordinator: c, Cluster: true}.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
+			st.cluster.add(time.Since(t), err)
+		}
+	}
+	runtime.ReadMemStats(&m1)
+	st.policyAlloc = (m1.TotalAlloc - m0.TotalAlloc) / uint64(max(1, st.policy.n+st.cluster.n))
+	return st
+}
+
+type failoverResult struct {
+	ok                  bool
+	gateway, node, ip   string
+	to                  string
+	ledger, cloud, conv time.Duration
+}
+
+// failover marks the node holding one of gateway 0's egress IPs NotReady and times the move:
+// spec.node rewritten (the decision), the simulator holding it on the survivor (the cloud move)
+// and status.node written (the ledger converged).
+func (s *scaleWorld) failover(ctx context.Context) failoverResult {
+	fo := failoverResult{gateway: gatewayName(0)}
+	var eips egressv1.EgressIPList
+	if err := s.client.List(ctx, &eips, client.MatchingLabels{egressv1.LabelGateway: fo.gateway}); err != nil || len(eips.Items) == 0 {
+		s.tb.Errorf("no EgressIPs of %s: %v", fo.gateway, err)
+		return fo
+	}
+	victim := eips.Items[0]
+	fo.node, fo.ip = victim.Status.Node, victim.Spec.IP
+	ip := netip.MustParseAddr(fo.ip)
+	n := &corev1.Node{}
+	if err := s.client.Get(ctx, client.ObjectKey{Name: fo.node}, n); err != nil {
+		s.tb.Error(err)
+		return fo
+	}
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == corev1.NodeReady {
+			n.Status.Conditions[i].Status, n.Status.Conditions[i].Reason = corev1.ConditionFalse, "KubeletNotReady"
+			n.Status.Conditions[i].LastTransitionTime = metav1.Now()
+		}
+	}
+	start := time.Now()
+	if err := s.client.Status().Update(ctx, n); err != nil {
+		s.tb.Error(err)
+		return fo
+	}
+	deadline := start.Add(2 * time.Minute)
+	for time.Now().Before(deadline) && (fo.ledger == 0 || fo.cloud == 0 || fo.conv == 0) {
+		time.Sleep(20 * time.Millisecond)
+		if fo.cloud == 0 {
+			if h, ok := s.sim.Holder(s.vpc, ip); ok && h.Instance != "" && h.Instance != s.inst[fo.node] {
+				fo.cloud = time.Since(start)
+			}
+		}
+		x := egressv1.EgressIP{}
+		if err := s.client.Get(ctx, client.ObjectKeyFromObject(&victim), &x); err != nil {
+			continue
+		}
+		if fo.ledger == 0 && x.Spec.Node != fo.node && x.Spec.Node != "" {
+			fo.ledger = time.Since(start)
+		}
+		if fo.conv == 0 && x.Status.Node != fo.node && x.Status.Node == x.Spec.Node && x.Status.Node != "" {
+			fo.conv, fo.to = time.Since(start), x.Status.Node
+		}
+	}
+	fo.ok = fo.ledger > 0 && fo.cloud > 0 && fo.conv > 0 && s.zone[fo.to] == s.zone[fo.node]
+	return fo
+}
+
+func heapInUse() runtime.MemStats {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m
+}
+
+// parallel runs f(0..n-1) on workers goroutines and returns the first few errors.
+func parallel(ctx context.Context, n, workers int, f func(ctx context.Context, i int) error) error {
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+		mu   sync.Mutex
+		errs []error
+	)
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				err := f(ctx, i)
+				for attempt := 0; err != nil && attempt < 3 && (apierrors.IsTooManyRequests(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err)); attempt++ {
+					time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+					err = f(ctx, i)
+				}
+				if err != nil {
+					mu.Lock()
+					if len(errs) < 5 {
+						errs = append(errs, err)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// errorLog counts the controllers' error logs and keeps the first few.
+type errorLog struct {
+	mu    sync.Mutex
+	n     int
+	first []string
+}
+
+func (l *errorLog) add(prefix, args string) {
+	if !strings.Contains(args, `"error"`) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n++
+	if len(l.first) < 3 {
+		l.first = append(l.first, truncate(prefix+" "+args, 400))
+	}
+}
+
+// errorSummary is what errorLog held at one moment.
+type errorSummary struct {
+	n     int
+	first []string
+}
+
+func (l *errorLog) snapshot() errorSummary {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return errorSummary{n: l.n, first: slices.Clone(l.first)}
+}
+
+// reconcileCounts reads controller-runtime's own metrics: reconciles and their total time per
+// controller since the process started.
+func reconcileCounts() map[string][2]float64 {
+	out := map[string][2]float64{}
+	mfs, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "controller_runtime_reconcile_time_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" {
+					v := out[l.GetValue()]
+					v[0] += float64(m.GetHistogram().GetSampleCount())
+					v[1] += m.GetHistogram().GetSampleSum()
+					out[l.GetValue()] = v
+				}
+			}
+		}
+	}
+	return out
+}
+
+type scaleReport struct {
+	populate              time.Duration
+	objects               int64
+	run                   *scaleRun
+	steady                steadyState
+	failover              failoverResult
+	heapBefore, heapAfter runtime.MemStats
+	calls                 map[string]int
+	reconciles            map[string][2]float64
+	errors                errorSummary
+}
+
+func (r scaleReport) String() string {
+	var b strings.Builder
+	mb := func(x uint64) float64 { return float64(x) / (1 << 20) }
+	fmt.Fprintf(&b, "BenchmarkScale: %d nodes (%d gateway nodes of %d EgressGateways over %d zones), %d pods in %d namespaces, %d EgressPolicies + %d ClusterEgressPolicies, %d agent Leases\n",
+		scaleNodes, scaleGatewayNodes, scaleGateways, scaleZones, scalePods, scaleNamespaces, scalePolicies, scaleClusterPolicies, scaleGatewayNodes)
+	fmt.Fprintf(&b, "envtest kube-apiserver + etcd (separate processes, not counted in memory); EC2 simulator in-process; GOMAXPROCS %d\n\n", runtime.GOMAXPROCS(0))
+	row := func(k, v string) { fmt.Fprintf(&b, "%-52s %s\n", k, v) }
+	row("populate (objects, create + status writes)", fmt.Sprintf("%d objects in %v (%d workers)", r.objects, r.populate.Round(time.Millisecond), scaleCreateWorkers))
+	row("manager start → caches synced", r.run.synced.Round(time.Millisecond).String())
+	row("manager start → 4 gateways Ready + CloudSynced", r.run.gatewaysReady.Round(time.Millisecond).String())
+	conv := r.run.policiesReady.Round(time.Millisecond).String()
+	if !r.run.converged {
+		conv = "NOT CONVERGED (" + r.run.firstSeen + ")"
+	}
+	row("manager start → 500 policy statuses written", conv)
+	st := r.steady
+	row("gateway reconcile, steady state (mean / max)", fmt.Sprintf("%v / %v over %d (%d errors), %.1f MB allocated each",
+		st.gateway.mean().Round(10*time.Microsecond), st.gateway.max.Round(10*time.Microsecond), st.gateway.n, st.gateway.errs, mb(st.gatewayAlloc)))
+	row("EgressPolicy reconcile (mean / max)", fmt.Sprintf("%v / %v over %d (%d errors)",
+		st.policy.mean().Round(10*time.Microsecond), st.policy.max.Round(10*time.Microsecond), st.policy.n, st.policy.errs))
+	row("ClusterEgressPolicy reconcile (mean / max)", fmt.Sprintf("%v / %v over %d (%d errors); %.2f MB allocated per policy reconcile",
+		st.cluster.mean().Round(10*time.Microsecond), st.cluster.max.Round(10*time.Microsecond), st.cluster.n, st.cluster.errs, mb(st.policyAlloc)))
+	fo := r.failover
+	row("failover: node NotReady → spec.node moved", fmt.Sprintf("%v (%s %s: %s → %s)", fo.ledger.Round(time.Millisecond), fo.gateway, fo.ip, fo.node, fo.to))
+	row("failover: → simulator holds it on the survivor", fo.cloud.Round(time.Millisecond).String())
+	row("failover: → status.node written (converged)", fo.conv.Round(time.Millisecond).String())
+	row("heap in use before manager start", fmt.Sprintf("%.1f MB", mb(r.heapBefore.HeapInuse)))
+	row("heap in use after convergence", fmt.Sprintf("%.1f MB (heap alloc %.1f MB, %d goroutines)", mb(r.heapAfter.HeapInuse), mb(r.heapAfter.HeapAlloc), runtime.NumGoroutine()))
+	row("coordinator footprint (difference)", fmt.Sprintf("%.1f MB in use, %.1f MB live", mb(r.heapAfter.HeapInuse-r.heapBefore.HeapInuse), mb(r.heapAfter.HeapAlloc-r.heapBefore.HeapAlloc)))
+	names := make([]string, 0, len(r.reconciles))
+	for k := range r.reconciles {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		v := r.reconciles[k]
+		row("reconciles by the manager: "+k, fmt.Sprintf("%.0f, %.2f s in total", v[0], v[1]))
+	}
+	total := 0
+	for _, n := range r.calls {
+		total += n
+	}
+	row("EC2 requests (whole run)", fmt.Sprintf("%d: %v", total, r.calls))
+	row("controller error logs", fmt.Sprintf("%d %v", r.errors.n, r.errors.first))
+	return b.String()
+}
+
+// progress goes to stderr at once: the benchmark's own log is printed only at its end.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "scale: "+format+"\n", args...)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
