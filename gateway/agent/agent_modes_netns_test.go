@@ -1,0 +1,237 @@
+package agent_test
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/agent"
+	"github.com/egressd/egressd/gateway/agent/announce"
+	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/test/envtest"
+	"github.com/egressd/egressd/test/netns"
+)
+
+// TestAgentNetnsAddressModes runs the agents of worker1 (pod a), gw1 and gw2 against a real API
+// server and the real datapath, with the two address sources that involve no cloud:
+//
+//   - "ni" (nodeInterface eth0, gateway gw1, no EgressIP at all): pod a leaves with gw1's own
+//     first address of eth0, its node IP;
+//   - "st" (static 10.0.0.200): the holder mounts it and announces it, so the router's
+//     neighbour entry follows the address to gw2 and then, when the ledger moves it, to gw1.
+func TestAgentNetnsAddressModes(t *testing.T) {
+	topo := netns.New(t, netns.Spec{Nodes: []netns.NodeSpec{
+		{Name: "worker1", Pods: []netns.PodSpec{{Name: "a"}}},
+		{Name: "gw1"},
+		{Name: "gw2"},
+	}})
+	s := envtest.Start(t)
+	c := s.Client
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bpffs := t.TempDir()
+	must(t, unix.Mount("bpf", bpffs, "bpf", 0, ""))
+	t.Cleanup(func() { _ = unix.Unmount(bpffs, unix.MNT_DETACH) })
+
+	z := topo.Zones[0]
+	static := z.Addr(200)
+	pa := topo.Pod("a")
+	gw1, gw2 := topo.Node("gw1"), topo.Node("gw2")
+
+	// The router last saw the static address at some other MAC (a previous holder).
+	rlink, err := topo.Router.Netlink().LinkByName(z.RouterLink)
+	must(t, err)
+	must(t, topo.Router.Netlink().NeighSet(&netlink.Neigh{LinkIndex: rlink.Attrs().Index, Family: netlink.FAMILY_V4,
+		State: netlink.NUD_STALE, IP: static.AsSlice(), HardwareAddr: net.HardwareAddr{0x02, 0xee, 0, 0, 0, 1}}))
+	routerSees := func() string {
+		neighs, err := topo.Router.Netlink().NeighList(rlink.Attrs().Index, netlink.FAMILY_V4)
+		must(t, err)
+		for _, n := range neighs {
+			if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == static {
+				return n.HardwareAddr.String()
+			}
+		}
+		return ""
+	}
+	macOf := func(n *netns.Node) string {
+		l, err := n.Netlink().LinkByName(n.Link)
+		must(t, err)
+		return l.Attrs().HardwareAddr.String()
+	}
+
+	// Objects, as the coordinator writes them for these modes.
+	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "egressd-system"}}))
+	for _, n := range topo.Nodes {
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{corev1.LabelTopologyZone: z.Name}}}
+		must(t, c.Create(ctx, node))
+		node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.IP.String()}}
+		must(t, c.Status().Update(ctx, node))
+	}
+	gwStatus := func(n *netns.Node, state egressv1.GatewayState) egressv1.GatewayNodeStatus {
+		return egressv1.GatewayNodeStatus{Node: n.Name, State: state, UnderlayIP: n.IP.String()}
+	}
+	ni := &egressv1.EgressGateway{ObjectMeta: metav1.ObjectMeta{Name: "ni"}, Spec: egressv1.EgressGatewaySpec{
+		Addresses: egressv1.EgressAddresses{NodeInterface: &egressv1.NodeInterfaceAddresses{Interface: gw1.Link}}}}
+	must(t, c.Create(ctx, ni))
+	ni.Status = egressv1.EgressGatewayStatus{GroupID: 7, Zones: []egressv1.ZoneStatus{{Name: z.Name,
+		Gateways: []egressv1.GatewayNodeStatus{gwStatus(gw1, egressv1.GatewayActive)}}}}
+	must(t, c.Status().Update(ctx, ni))
+	st := &egressv1.EgressGateway{ObjectMeta: metav1.ObjectMeta{Name: "st"}, Spec: egressv1.EgressGatewaySpec{
+		Addresses: egressv1.EgressAddresses{Static: &egressv1.StaticAddresses{Pools: []egressv1.StaticPool{
+			{Zone: z.Name, Subnet: z.Subnet.String(), IPs: []string{static.String()}}}}}}}
+	must(t, c.Create(ctx, st))
+	setHolder := func(holder, spare *netns.Node) {
+		t.Helper()
+		must(t, c.Get(ctx, ctrlKey("st"), st))
+		st.Status = egressv1.EgressGatewayStatus{GroupID: 8, Zones: []egressv1.ZoneStatus{{Name: z.Name,
+			Gateways: []egressv1.GatewayNodeStatus{gwStatus(holder, egressv1.GatewayActive), gwStatus(spare, egressv1.GatewayStandby)}}}}
+		must(t, c.Status().Update(ctx, st))
+	}
+	setHolder(gw2, gw1)
+	e := &egressv1.EgressIP{ObjectMeta: metav1.ObjectMeta{Name: static.String()},
+		Spec: egressv1.EgressIPSpec{IP: static.String(), Gateway: "st", Zone: z.Name, Provider: "static", Node: gw2.Name}}
+	must(t, c.Create(ctx, e))
+	e.Status.Node = gw2.Name
+	must(t, c.Status().Update(ctx, e))
+	for name, dsts := range map[string][]string{"ni": {"203.0.113.0/24"}, "st": {"198.51.100.0/24"}} {
+		must(t, c.Create(ctx, &egressv1.EgressPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: egressv1.EgressPolicyRule{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+				DestinationCIDRs: dsts, Gateway: name}}))
+	}
+
+	// Agents, each in its node's namespace for the datapath, probes, interfaces and announcements.
+	dps := map[string]*timedDataplane{}
+	for _, n := range topo.Nodes {
+		dp := &timedDataplane{Dataplane: dataplane.New(dataplane.Config{NetNS: n.Path(), PinRoot: filepath.Join(bpffs, n.Name)})}
+		dps[n.Name] = dp
+		t.Cleanup(func() {
+			if err := dp.Remove(context.Background()); err != nil {
+				t.Errorf("removing the datapath of %s: %v", n.Name, err)
+			}
+		})
+		mgr, err := agent.NewManager(s.Config, agent.ManagerOptions{NodeName: n.Name, MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
+		must(t, err)
+		_, err = agent.Setup(mgr, agent.Config{
+			NodeName: n.Name, Dataplane: dp, Registerer: prometheus.NewRegistry(),
+			ListenPacket: n.ListenPacket,
+			Interfaces: func() (ifs []agent.Interface, err error) {
+				err = n.Do(func() error { ifs, err = agent.HostInterfaces(); return err })
+				return ifs, err
+			},
+			Announce: func(ifname string, ip netip.Addr) error {
+				return n.Do(func() error { return announce.Send(ifname, ip) })
+			},
+		})
+		must(t, err)
+		mctx, mcancel := context.WithCancel(log.IntoContext(ctx, zap.New(zap.UseDevMode(true)).WithValues("agent", n.Name)))
+		done := make(chan error, 1)
+		go func() { done <- mgr.Start(mctx) }()
+		t.Cleanup(func() {
+			mcancel()
+			if err := <-done; err != nil {
+				t.Errorf("agent %s: %v", n.Name, err)
+			}
+		})
+	}
+
+	w := dps["worker1"]
+	w.waitFor(t, 30*time.Second, "the worker's first state", func(s dataplane.State) bool { return s.NodeIP == topo.Node("worker1").IP })
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "a", Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{NodeName: "worker1", Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
+	must(t, c.Create(ctx, p))
+	p.Status.Phase = corev1.PodRunning
+	p.Status.PodIP = pa.IP.String()
+	p.Status.PodIPs = []corev1.PodIP{{IP: pa.IP.String()}}
+	must(t, c.Status().Update(ctx, p))
+	w.waitFor(t, 30*time.Second, "pod a steered to both groups", func(s dataplane.State) bool { return podSet(s, pa.IP) != 0 && len(s.Groups) == 2 })
+	dps["gw1"].waitFor(t, 30*time.Second, "gw1 serving ni with its node IP", func(s dataplane.State) bool {
+		return s.Gateway != nil && len(s.Gateway.Groups) == 1 && s.Gateway.Groups[0] == dataplane.ServedGroup{Group: 7, EgressIPv4: gw1.IP}
+	})
+	dps["gw2"].waitFor(t, 30*time.Second, "gw2 serving st", func(s dataplane.State) bool {
+		return s.Gateway != nil && len(s.Gateway.Groups) == 1 && s.Gateway.Groups[0].EgressIPv4 == static
+	})
+
+	from := func(t *testing.T, dst string) netip.Addr {
+		t.Helper()
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer rcancel()
+		src, err := pa.HTTPGet(rctx, netip.MustParseAddr(dst))
+		if err != nil {
+			t.Fatalf("pod a → %s: %v", dst, err)
+		}
+		return src
+	}
+	waitRouter := func(t *testing.T, want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for routerSees() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("router's neighbour entry for %s is %q, want %q", static, routerSees(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	t.Run("nodeInterface: the pod leaves with the gateway's own interface address", func(t *testing.T) {
+		for range 5 {
+			if src := from(t, "203.0.113.10"); src != gw1.IP {
+				t.Fatalf("server saw %s, want gw1's eth0 address %s", src, gw1.IP)
+			}
+		}
+		if !holds(t, gw1, gw1.IP) {
+			t.Fatalf("gw1's node IP vanished from %s", gw1.Link)
+		}
+	})
+
+	t.Run("static: the holder announces the address, the router follows it", func(t *testing.T) {
+		waitRouter(t, macOf(gw2))
+		if src := from(t, "198.51.100.10"); src != static {
+			t.Fatalf("server saw %s, want %s", src, static)
+		}
+
+		// The coordinator moves the address to gw1 (ledger only, no cloud call).
+		must(t, c.Get(ctx, ctrlKey(static.String()), e))
+		e.Spec.Node = gw1.Name
+		must(t, c.Update(ctx, e))
+		e.Status.Node = gw1.Name
+		must(t, c.Status().Update(ctx, e))
+		setHolder(gw1, gw2)
+		waitRouter(t, macOf(gw1))
+		if holds(t, gw2, static) {
+			t.Errorf("gw2 still holds %s after the move", static)
+		}
+		if src := from(t, "198.51.100.10"); src != static {
+			t.Fatalf("after the move the server saw %s, want %s", src, static)
+		}
+	})
+}
+
+// holds reports whether the node's underlay link holds ip.
+func holds(t *testing.T, n *netns.Node, ip netip.Addr) bool {
+	t.Helper()
+	l, err := n.Netlink().LinkByName(n.Link)
+	must(t, err)
+	addrs, err := n.Netlink().AddrList(l, netlink.FAMILY_ALL)
+	must(t, err)
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
+			return true
+		}
+	}
+	return false
+}
+
+func ctrlKey(name string) types.NamespacedName { return types.NamespacedName{Name: name} }
