@@ -794,3 +794,39 @@ func TestThrottlingStorm(t *testing.T) {
 	e.world.ClearFaults()
 	e.checkCloudMatchesLedger()
 }
+
+// An allocated address that something outside egressd already holds (another instance, a CNI's
+// pod IP) is refused by the cloud: the coordinator marks it taken and allocates another,
+// instead of retrying it forever.
+func TestAddressHeldOutsideEgressd(t *testing.T) {
+	e := newEnv(t, 1, 1, nil)
+	held := map[netip.Addr]bool{}
+	for _, h := range e.world.Sim.Holdings() {
+		held[h.PrivateIP] = true
+	}
+	// Occupy the first usable addresses of the subnet (AWS reserves .0-.3) that no instance has.
+	occupied := map[string]bool{}
+	for a := netip.MustParseAddr("10.0.1.4"); len(occupied) < 3; a = a.Next() {
+		if held[a] {
+			continue
+		}
+		if err := e.world.Occupy("z0", a); err != nil {
+			t.Fatalf("occupying %s: %v", a, err)
+		}
+		occupied[a.String()] = true
+	}
+	e.createGateway()
+	e.settle()
+	eips := e.egressIPs()
+	if len(eips) != 1 {
+		t.Fatalf("%d EgressIPs, want 1", len(eips))
+	}
+	if occupied[eips[0].Spec.IP] {
+		t.Fatalf("the ledger kept %s, which is held outside egressd", eips[0].Spec.IP)
+	}
+	expectEvent(t, e, ReasonAddressInUse)
+	if c := cond(e.gatewayObj().Status.Conditions, egressv1.ConditionReady); c.Status != metav1.ConditionTrue {
+		t.Errorf("gateway not Ready: %+v", c)
+	}
+	e.checkCloudMatchesLedger()
+}

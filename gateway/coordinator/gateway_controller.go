@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
@@ -394,7 +395,8 @@ func (r GatewayReconciler) syncCloud(ctx context.Context, gw *egressv1.EgressGat
 		a   *providers.Assignment
 		err error
 	)
-	if e.Status.Handle.Interface == "" && e.Status.Node == "" {
+	fresh := e.Status.Handle.Interface == "" && e.Status.Node == ""
+	if fresh {
 		mode := providers.InterfaceMode(gw.Spec.Addresses.Cloud.Interface)
 		if mode == "" {
 			mode = providers.InterfacePrimary
@@ -409,6 +411,11 @@ func (r GatewayReconciler) syncCloud(ctx context.Context, gw *egressv1.EgressGat
 	r.nodes.forget(src.provider.Name() + "/" + node.Name)
 	if e.Status.Node != "" {
 		r.nodes.forget(src.provider.Name() + "/" + e.Status.Node)
+	}
+	if err != nil && fresh && providers.IsConflict(err) {
+		// Something egressd does not know holds the address (another instance, a CNI's pod
+		// IP): it was never ours, so mark it taken and let the next pass allocate another.
+		return placeAfterAllocate, r.abandonTaken(ctx, gw, e, ip, err)
 	}
 	if err != nil {
 		reason := egressv1.ReasonProviderError
@@ -430,6 +437,26 @@ func (r GatewayReconciler) syncCloud(ctx context.Context, gw *egressv1.EgressGat
 	r.recorder.Eventf(e, gw, corev1.EventTypeNormal, egressv1.ReasonAssigned, "Assign", "%s held by %s on %s", e.Spec.IP, a.InterfaceID, node.Name)
 	return 0, r.setAssigned(ctx, e, a, nil)
 }
+
+// abandonTaken drops the ledger entry of an address the cloud refused because something else
+// holds it. No cloud state of egressd's stands behind it (EnsureIP's assignment failed), so the
+// finalizer is removed without a release; an ownership tag or public IP the provider may have
+// created first is tagged as this cluster's and garbage collection releases it.
+func (r GatewayReconciler) abandonTaken(ctx context.Context, gw *egressv1.EgressGateway, e *egressv1.EgressIP, ip netip.Addr, cause error) error {
+	_ = r.alloc.Release(ip)
+	markErr := r.alloc.MarkInUse(e.Spec.Zone, e.Spec.Subnet, ip)
+	r.recorder.Eventf(gw, nil, corev1.EventTypeNormal, ReasonAddressInUse, "Allocate",
+		"%s is held outside egressd in zone %s (%v); allocating another address", ip, e.Spec.Zone, cause)
+	patch := client.MergeFrom(e.DeepCopy())
+	controllerutil.RemoveFinalizer(e, egressv1.FinalizerReleaseCloud)
+	if err := r.client.Patch(ctx, e, patch); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("dropping the finalizer of %s, taken outside egressd: %w", ip, err)
+	}
+	return errors.Join(markErr, r.deleteEgressIP(ctx, e))
+}
+
+// ReasonAddressInUse: the cloud refused an allocated address because something else holds it.
+const ReasonAddressInUse = "AddressInUse"
 
 // setAssigned writes where the cloud holds the address (a != nil) or why it does not.
 func (r GatewayReconciler) setAssigned(ctx context.Context, e *egressv1.EgressIP, a *providers.Assignment, failed *metav1.Condition) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
@@ -102,6 +103,12 @@ func Constructor(ctx context.Context, raw json.RawMessage) (providers.Provider, 
 		}
 	}
 	return New(ctx, cfg)
+}
+
+// WithStaticCredentials uses a fixed access key (simulators and tests), so that callers outside
+// this package need not import the SDK.
+func WithStaticCredentials(id, secret string) Option {
+	return WithCredentials(credentials.NewStaticCredentialsProvider(id, secret, ""))
 }
 
 var _ providers.Constructor = Constructor

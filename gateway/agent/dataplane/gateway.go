@@ -182,7 +182,16 @@ func (d *Dataplane) applyRouting(role *GatewayRole, ifindex map[string]int) erro
 		if err != nil {
 			return fmt.Errorf("finding tunnel device: %w", err)
 		}
-		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		// IPv6 replies exist only where a group is served with an IPv6 egress IP (without one,
+		// IPv6 traffic is dropped here); a node with IPv6 disabled refuses v6 rules and routes.
+		families := []int{netlink.FAMILY_V4}
+		for _, g := range role.Groups {
+			if g.EgressIPv6.IsValid() {
+				families = append(families, netlink.FAMILY_V6)
+				break
+			}
+		}
+		for _, fam := range families {
 			wantRules[ruleID{fam, d.cfg.RulePriority, bpf.MarkMagic | bpf.MarkReply, bpf.MarkMagicMask | bpf.MarkReply | bpf.MarkTunnel, d.cfg.TableBase}] = true
 			wantRoutes = append(wantRoutes, netlink.Route{Table: d.cfg.TableBase, Dst: allRoutes(fam), LinkIndex: tun.Attrs().Index, Scope: netlink.SCOPE_LINK, Family: fam})
 		}

@@ -200,6 +200,20 @@ func (w *World) FailMutationsAfterApply() {
 func (w *World) SetDescribeLag(d time.Duration) { w.Sim.SetDescribeLag(d) }
 func (w *World) ClearFaults()                   { w.Sim.ClearFaults() }
 
+// Occupy makes ip, in zone's subnet, the primary address of a new unattached and untagged
+// interface: an address held outside egressd, as another instance's or a CNI's pod IP would be.
+func (w *World) Occupy(zone string, ip netip.Addr) error {
+	sn := ""
+	for _, s := range w.Sim.Snapshot().Subnets {
+		if s.Zone == w.zones[zone] {
+			sn = s.ID
+		}
+	}
+	_, err := w.EC2.CreateNetworkInterface(context.Background(), &ec2.CreateNetworkInterfaceInput{
+		SubnetId: &sn, PrivateIpAddress: awssdk.String(ip.String())})
+	return err
+}
+
 // AddForeign assigns two addresses to node's primary ENI through the EC2 API: one of no
 // cluster with an untagged Elastic IP, one recorded as another cluster's with that cluster's
 // Elastic IP; and creates an unattached ENI tagged as the other cluster's dedicated one.
