@@ -21,18 +21,26 @@ import (
 // lifecycle controller would mark them.
 func (l *Lab) Crash(ctx context.Context, names ...string) error {
 	var errs []error
+	nodes := make([]*Node, 0, len(names))
 	for _, name := range names {
 		n := l.Node(name)
 		if n == nil {
 			return fmt.Errorf("no node %q", name)
 		}
+		nodes = append(nodes, n)
+	}
+	// Cut every port first, then kill the agents: stopping an agent waits for the process to
+	// be reaped, and doing both node by node staggered "three at once" by that wait.
+	for _, n := range nodes {
 		if err := l.setFabricPort(n, false); err != nil {
 			errs = append(errs, err)
 		}
+		n.downSince(time.Now())
+	}
+	for _, name := range names {
 		if err := l.StopAgent(name, syscall.SIGKILL); err != nil {
 			errs = append(errs, err)
 		}
-		n.downSince(time.Now())
 	}
 	l.wg.Add(1)
 	go func() {
