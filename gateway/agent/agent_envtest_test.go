@@ -263,6 +263,11 @@ func TestAgentEnvtest(t *testing.T) {
 		if len(ap.state.Pods)+len(ap.state.Groups) != 0 {
 			t.Errorf("initial state %+v", ap.state)
 		}
+		// Readiness is recorded just after Apply returns, so it may trail the recorder a little.
+		deadline := time.Now().Add(5 * time.Second)
+		for a.Ready() != nil && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
 		if err := a.Ready(); err != nil {
 			t.Errorf("not ready after an Apply: %v", err)
 		}

@@ -4,22 +4,16 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
-	"github.com/egressd/egressd/gateway/agent"
-	"github.com/egressd/egressd/gateway/agent/announce"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
 	"github.com/egressd/egressd/test/envtest"
 	"github.com/egressd/egressd/test/netns"
@@ -115,36 +109,7 @@ func TestAgentNetnsAddressModes(t *testing.T) {
 	// Agents, each in its node's namespace for the datapath, probes, interfaces and announcements.
 	dps := map[string]*timedDataplane{}
 	for _, n := range topo.Nodes {
-		dp := &timedDataplane{Dataplane: dataplane.New(dataplane.Config{NetNS: n.Path(), PinRoot: filepath.Join(bpffs, n.Name)})}
-		dps[n.Name] = dp
-		t.Cleanup(func() {
-			if err := dp.Remove(context.Background()); err != nil {
-				t.Errorf("removing the datapath of %s: %v", n.Name, err)
-			}
-		})
-		mgr, err := agent.NewManager(s.Config, agent.ManagerOptions{NodeName: n.Name, MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
-		must(t, err)
-		_, err = agent.Setup(mgr, agent.Config{
-			NodeName: n.Name, Dataplane: dp, Registerer: prometheus.NewRegistry(),
-			ListenPacket: n.ListenPacket,
-			Interfaces: func() (ifs []agent.Interface, err error) {
-				err = n.Do(func() error { ifs, err = agent.HostInterfaces(); return err })
-				return ifs, err
-			},
-			Announce: func(ifname string, ip netip.Addr) error {
-				return n.Do(func() error { return announce.Send(ifname, ip) })
-			},
-		})
-		must(t, err)
-		mctx, mcancel := context.WithCancel(log.IntoContext(ctx, zap.New(zap.UseDevMode(true)).WithValues("agent", n.Name)))
-		done := make(chan error, 1)
-		go func() { done <- mgr.Start(mctx) }()
-		t.Cleanup(func() {
-			mcancel()
-			if err := <-done; err != nil {
-				t.Errorf("agent %s: %v", n.Name, err)
-			}
-		})
+		dps[n.Name], _ = startNetnsAgent(ctx, t, s.Config, n, bpffs)
 	}
 
 	w := dps["worker1"]

@@ -12,11 +12,13 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/gateway/agent"
+	"github.com/egressd/egressd/gateway/agent/announce"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
 	"github.com/egressd/egressd/test/envtest"
 	"github.com/egressd/egressd/test/netns"
@@ -76,6 +78,47 @@ func (d *timedDataplane) waitFor(t *testing.T, timeout time.Duration, what strin
 	}
 }
 
+// startNetnsAgent runs an agent in-process for node n: its API client in the root namespace, its
+// datapath, probe sockets, interface list and announcements in the node's namespace. The
+// returned stop ends it (idempotent, also run by t.Cleanup); the datapath is removed at cleanup.
+func startNetnsAgent(ctx context.Context, t *testing.T, cfg *rest.Config, n *netns.Node, bpffs string) (*timedDataplane, func()) {
+	t.Helper()
+	dp := &timedDataplane{Dataplane: dataplane.New(dataplane.Config{NetNS: n.Path(), PinRoot: filepath.Join(bpffs, n.Name)})}
+	t.Cleanup(func() {
+		if err := dp.Remove(context.Background()); err != nil {
+			t.Errorf("removing the datapath of %s: %v", n.Name, err)
+		}
+	})
+	mgr, err := agent.NewManager(cfg, agent.ManagerOptions{NodeName: n.Name, MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
+	must(t, err)
+	_, err = agent.Setup(mgr, agent.Config{
+		NodeName: n.Name, Dataplane: dp, Registerer: prometheus.NewRegistry(),
+		ListenPacket: n.ListenPacket,
+		Interfaces: func() (ifs []agent.Interface, err error) {
+			err = n.Do(func() error { ifs, err = agent.HostInterfaces(); return err })
+			return ifs, err
+		},
+		Announce: func(ifname string, ip netip.Addr) error {
+			return n.Do(func() error { return announce.Send(ifname, ip) })
+		},
+	})
+	must(t, err)
+	mctx, mcancel := context.WithCancel(log.IntoContext(ctx, zap.New(zap.UseDevMode(true)).WithValues("agent", n.Name)))
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			mcancel()
+			if err := <-done; err != nil {
+				t.Errorf("agent %s: %v", n.Name, err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return dp, stop
+}
+
 // TestAgentNetns runs three agents in-process against a real API server, each driving the real
 // datapath of one node namespace: worker1 with pod a, and gateways gw1 and gw2 holding egress
 // IPs. The agents' API clients live in the root namespace; their datapath calls, probe sockets
@@ -129,37 +172,7 @@ func TestAgentNetns(t *testing.T) {
 	dps := map[string]*timedDataplane{}
 	stops := map[string]func(){}
 	for _, n := range topo.Nodes {
-		dp := &timedDataplane{Dataplane: dataplane.New(dataplane.Config{NetNS: n.Path(), PinRoot: filepath.Join(bpffs, n.Name)})}
-		dps[n.Name] = dp
-		t.Cleanup(func() {
-			if err := dp.Remove(context.Background()); err != nil {
-				t.Errorf("removing the datapath of %s: %v", n.Name, err)
-			}
-		})
-		mgr, err := agent.NewManager(s.Config, agent.ManagerOptions{NodeName: n.Name, MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
-		must(t, err)
-		_, err = agent.Setup(mgr, agent.Config{
-			NodeName: n.Name, Dataplane: dp, Registerer: prometheus.NewRegistry(),
-			ListenPacket: n.ListenPacket,
-			Interfaces: func() (ifs []agent.Interface, err error) {
-				err = n.Do(func() error { ifs, err = agent.HostInterfaces(); return err })
-				return ifs, err
-			},
-		})
-		must(t, err)
-		mctx, mcancel := context.WithCancel(log.IntoContext(ctx, zap.New(zap.UseDevMode(true)).WithValues("agent", n.Name)))
-		done := make(chan error, 1)
-		go func() { done <- mgr.Start(mctx) }()
-		var once sync.Once
-		stops[n.Name] = func() {
-			once.Do(func() {
-				mcancel()
-				if err := <-done; err != nil {
-					t.Errorf("agent %s: %v", n.Name, err)
-				}
-			})
-		}
-		t.Cleanup(stops[n.Name])
+		dps[n.Name], stops[n.Name] = startNetnsAgent(ctx, t, s.Config, n, bpffs)
 	}
 
 	// The pod gets its IP once the worker's datapath is up (the first Apply loads it).
