@@ -169,11 +169,12 @@ func (c *Coordinator) end(name string) {
 // listInputs reads nodes and agent leases from the cache.
 func (c *Coordinator) listInputs(ctx context.Context) ([]corev1.Node, map[string]*coordinationv1.Lease, error) {
 	var nodes corev1.NodeList
-	if err := c.client.List(ctx, &nodes); err != nil {
+	// Read-only views of the cache: copying every Node per reconcile dominated its CPU at 1k nodes.
+	if err := c.client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, nil, fmt.Errorf("listing nodes: %w", err)
 	}
 	var leaseList coordinationv1.LeaseList
-	if err := c.client.List(ctx, &leaseList, client.InNamespace(c.cfg.Namespace)); err != nil {
+	if err := c.client.List(ctx, &leaseList, client.InNamespace(c.cfg.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, nil, fmt.Errorf("listing agent leases: %w", err)
 	}
 	leases := map[string]*coordinationv1.Lease{}

@@ -120,15 +120,6 @@ func (r GatewayReconciler) reconcile(ctx context.Context, name string) (ctrl.Res
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("planning %s: %w", gw.Name, err)
 	}
-	if src.kind == "nodeInterface" {
-		for i := range plan.Zones {
-			for j := range plan.Zones[i].Gateways {
-				if g := &plan.Zones[i].Gateways[j]; g.State == egressv1.GatewayStandby && g.Reason == "NoEgressIP" {
-					g.State, g.Reason = egressv1.GatewayActive, ""
-				}
-			}
-		}
-	}
 
 	var errs []error
 	requeue := plan.Requeue
@@ -633,15 +624,6 @@ func (r GatewayReconciler) writeStatus(ctx context.Context, gw *egressv1.EgressG
 			st.Zones = append(st.Zones, zs)
 		}
 		st.EgressIPs = sortedAddrs(set)
-		// Keep since-times stable so an unchanged plan writes nothing.
-		for i := range st.Zones {
-			for j := range st.Zones[i].Gateways {
-				g := &st.Zones[i].Gateways[j]
-				if p := previousOf(gw.Status, g.Node); p != nil && p.State == g.State && p.Since != nil {
-					g.Since = p.Since
-				}
-			}
-		}
 	}
 	if equality.Semantic.DeepEqual(st, &gw.Status) {
 		return nil

@@ -201,8 +201,11 @@ func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds
 	if c := in.Spec.Addresses.Cloud; c != nil && c.IPsPerZone > 0 {
 		want = int(c.IPsPerZone)
 	}
-	if in.Spec.Addresses.Static != nil {
+	switch {
+	case in.Spec.Addresses.Static != nil:
 		want = len(ips) // static pools define the set; nothing to allocate or trim here
+	case in.Spec.Addresses.NodeInterface != nil:
+		want = 0 // each gateway's own address; nothing to allocate
 	}
 	if len(ips) > want {
 		// Release the highest addresses; they are the most recently allocated.
@@ -259,7 +262,8 @@ func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds
 		if g.usable {
 			st.State = egressv1.GatewayStandby
 			st.Reason = "NoEgressIP"
-			if held[g.Name] {
+			// nodeInterface gateways egress with their own interface address: no EgressIP to hold.
+			if held[g.Name] || in.Spec.Addresses.NodeInterface != nil {
 				st.State, st.Reason = egressv1.GatewayActive, ""
 			}
 		}

@@ -165,6 +165,12 @@ func TestPlanGateway(t *testing.T) {
 			excess: []string{"10.0.1.11"},
 		},
 		{
+			name:   "nodeInterface: every usable gateway is Active, no address to allocate",
+			in:     PlanInput{Spec: egressv1.EgressGatewaySpec{Addresses: egressv1.EgressAddresses{NodeInterface: &egressv1.NodeInterfaceAddresses{Interface: "eth1"}}}, Nodes: []NodeView{node("n1", "a"), node("n2", "a", probeDown)}},
+			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Unhealthy"},
+			want:   map[string]int{"a": 0},
+		},
+		{
 			name:   "spread new addresses over the zone's gateways",
 			in:     PlanInput{Spec: spec(ipsPerZone(2)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", ""), ip("10.0.1.11", "a", "")}},
 			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Active"},
