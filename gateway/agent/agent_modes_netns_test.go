@@ -8,14 +8,12 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
-	"github.com/egressd/egressd/test/envtest"
 	"github.com/egressd/egressd/test/netns"
 )
 
@@ -27,18 +25,10 @@ import (
 //   - "st" (static 10.0.0.200): the holder mounts it and announces it, so the router's
 //     neighbour entry follows the address to gw2 and then, when the ledger moves it, to gw1.
 func TestAgentNetnsAddressModes(t *testing.T) {
-	topo := netns.New(t, netns.Spec{Nodes: []netns.NodeSpec{
-		{Name: "worker1", Pods: []netns.PodSpec{{Name: "a"}}},
-		{Name: "gw1"},
-		{Name: "gw2"},
-	}})
-	s := envtest.Start(t)
+	topo, s, bpffs := newAgentBed(t)
 	c := s.Client
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	bpffs := t.TempDir()
-	must(t, unix.Mount("bpf", bpffs, "bpf", 0, ""))
-	t.Cleanup(func() { _ = unix.Unmount(bpffs, unix.MNT_DETACH) })
 
 	z := topo.Zones[0]
 	static := z.Addr(200)

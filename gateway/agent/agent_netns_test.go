@@ -78,6 +78,22 @@ func (d *timedDataplane) waitFor(t *testing.T, timeout time.Duration, what strin
 	}
 }
 
+// newAgentBed is the namespace bed of the agent tests (worker1 with pod a, gateways gw1 and
+// gw2), a real API server, and a bpffs of the test's own.
+func newAgentBed(t *testing.T) (*netns.Topology, *envtest.Server, string) {
+	t.Helper()
+	topo := netns.New(t, netns.Spec{Nodes: []netns.NodeSpec{
+		{Name: "worker1", Pods: []netns.PodSpec{{Name: "a"}}},
+		{Name: "gw1"},
+		{Name: "gw2"},
+	}})
+	s := envtest.Start(t)
+	bpffs := t.TempDir()
+	must(t, unix.Mount("bpf", bpffs, "bpf", 0, ""))
+	t.Cleanup(func() { _ = unix.Unmount(bpffs, unix.MNT_DETACH) })
+	return topo, s, bpffs
+}
+
 // startNetnsAgent runs an agent in-process for node n: its API client in the root namespace, its
 // datapath, probe sockets, interface list and announcements in the node's namespace. The
 // returned stop ends it (idempotent, also run by t.Cleanup); the datapath is removed at cleanup.
@@ -124,18 +140,10 @@ func startNetnsAgent(ctx context.Context, t *testing.T, cfg *rest.Config, n *net
 // IPs. The agents' API clients live in the root namespace; their datapath calls, probe sockets
 // and interface lists are in their node's namespace.
 func TestAgentNetns(t *testing.T) {
-	topo := netns.New(t, netns.Spec{Nodes: []netns.NodeSpec{
-		{Name: "worker1", Pods: []netns.PodSpec{{Name: "a"}}},
-		{Name: "gw1"},
-		{Name: "gw2"},
-	}})
-	s := envtest.Start(t)
+	topo, s, bpffs := newAgentBed(t)
 	c := s.Client
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	bpffs := t.TempDir()
-	must(t, unix.Mount("bpf", bpffs, "bpf", 0, ""))
-	t.Cleanup(func() { _ = unix.Unmount(bpffs, unix.MNT_DETACH) })
 
 	z := topo.Zones[0]
 	egress := map[string]netip.Addr{"gw1": z.Addr(200), "gw2": z.Addr(201)}
