@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -76,6 +77,13 @@ func (d *timedDataplane) waitFor(t *testing.T, timeout time.Duration, what strin
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// TestMain gives controller-runtime its logger before any manager is built (it otherwise
+// complains, with a stack, that none was set).
+func TestMain(m *testing.M) {
+	log.SetLogger(zap.New(zap.UseDevMode(true)))
+	os.Exit(m.Run())
 }
 
 // newAgentBed is the namespace bed of the agent tests (worker1 with pod a, gateways gw1 and
