@@ -166,8 +166,8 @@ func TestAgentNetnsAddressModes(t *testing.T) {
 		setHolder(gw1, gw2)
 		waitRouter(t, macOf(gw1))
 		// gw2 lets go on its own watch event, which may come after gw1 announced: the two
-		// agents act independently. It must let go, and its leaving must not pull the router
-		// back (no announcement on removal).
+		// agents act independently. It must let go, stop announcing what it no longer holds (its
+		// own series began just before the move), and the router must end up on gw1 and stay.
 		deadline := time.Now().Add(5 * time.Second)
 		for holds(t, gw2, static) {
 			if time.Now().After(deadline) {
@@ -175,14 +175,21 @@ func TestAgentNetnsAddressModes(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		if got := routerSees(); got != macOf(gw1) {
-			t.Fatalf("after gw2 let go the router sees %s at %s, want gw1's %s", static, got, macOf(gw1))
+		waitRouter(t, macOf(gw1))
+		for end := time.Now().Add(3 * announceSeries); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if got := routerSees(); got != macOf(gw1) {
+				t.Fatalf("after gw2 let go the router went back to %s for %s, want gw1's %s", got, static, macOf(gw1))
+			}
 		}
 		if src := from(t, "198.51.100.10"); src != static {
 			t.Fatalf("after the move the server saw %s, want %s", src, static)
 		}
 	})
 }
+
+// announceSeries is how long an agent's series of announcements of one address lasts (three,
+// 100ms apart).
+const announceSeries = 300 * time.Millisecond
 
 // holds reports whether the node's underlay link holds ip.
 func holds(t *testing.T, n *netns.Node, ip netip.Addr) bool {

@@ -40,9 +40,17 @@ func (a *Agent) queueAnnouncements(addrs []dataplane.EgressAddress) {
 	}
 }
 
+// stillHeld reports whether the last applied state still mounts addr here.
+func (a *Agent) stillHeld(addr dataplane.EgressAddress) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.announced[addr]
+}
+
 // runAnnouncer sends the queued announcements until ctx ends. A failed send is logged and that
 // address is not retried: a missing interface does not come back within the series, and the
-// next move announces again.
+// next move announces again. An address that left this node in the meantime is not announced
+// any more: a late frame from the old holder would pull the neighbours back from the new one.
 func (a *Agent) runAnnouncer(ctx context.Context) {
 	logger := log.FromContext(ctx)
 	pending := map[dataplane.EgressAddress]int{} // sends left
@@ -50,6 +58,10 @@ func (a *Agent) runAnnouncer(ctx context.Context) {
 	tick.Stop()
 	defer tick.Stop()
 	send := func(addr dataplane.EgressAddress, left int) {
+		if !a.stillHeld(addr) {
+			delete(pending, addr)
+			return
+		}
 		if err := a.cfg.Announce(addr.Interface, addr.IP); err != nil {
 			logger.Error(err, "announcing a static egress IP", "ip", addr.IP, "interface", addr.Interface)
 			left = 0

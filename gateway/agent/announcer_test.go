@@ -86,4 +86,14 @@ func TestAnnouncer(t *testing.T) {
 	if got := settle(); len(got[y]) != announceCount || len(got) != 1 {
 		t.Errorf("an address back on this node: %v", got)
 	}
+
+	// z leaves before its series is over: the announcements still due are dropped, or the old
+	// holder would pull the neighbours back from the new one.
+	a.queueAnnouncements([]dataplane.EgressAddress{x, y})
+	a.queueAnnouncements([]dataplane.EgressAddress{x, y, z})
+	time.Sleep(announceInterval / 2)
+	a.queueAnnouncements([]dataplane.EgressAddress{x, y})
+	if got := settle(); len(got[z]) != 1 || len(got) != 1 {
+		t.Errorf("an address that left during its series: %d announcements (want the first only), all: %v", len(got[z]), got)
+	}
 }
