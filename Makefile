@@ -54,8 +54,9 @@ vet:
 lint: $(GOLANGCI_LINT)
 	$(GOLANGCI_LINT) run $(PKGS)
 
-## test: every test, including the privileged namespace/BPF tests when run as root.
-test: deps kube-binaries
+## test: every test, including the privileged namespace/BPF tests when run as root, and the
+## lab's end-to-end failover test on the binaries built here.
+test: deps kube-binaries build
 	EGRESSD_KUBE_ASSETS=$$(hack/kube-binaries.sh) $(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) $(PKGS)
 
 ## test-unit: the tests that need neither root nor an API server.
@@ -67,7 +68,7 @@ demo: deps kube-binaries build
 	@hack/demo.sh
 
 ## bench: benchmarks; figures are printed and written under out/.
-bench: deps kube-binaries
+bench: deps kube-binaries build
 	@mkdir -p out
 	EGRESSD_KUBE_ASSETS=$$(hack/kube-binaries.sh) $(GO) test -run='^$$' -bench=. -benchmem -timeout 60m $(PKGS) | tee out/bench.txt
 

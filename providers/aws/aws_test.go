@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/egressd/egressd/providers"
@@ -112,16 +115,29 @@ func TestOwnershipRecordsAndDedicatedInterface(t *testing.T) {
 			t.Fatalf("EIP tags %v", x.Tags)
 		}
 	}
-	// After a move in primary mode, the old ENI's record is gone and the new one has it.
+	// A move in primary mode records the address on the new holder and leaves the old one's
+	// record standing; moving back is then a single mutating call.
 	b := w.Nodes("zone-a")[1]
+	records := func() (n int) {
+		for _, e := range w.Sim.Snapshot().ENIs {
+			if _, has := e.Tags[aws.TagIPPrefix+ip.String()]; has {
+				n++
+			}
+		}
+		return n
+	}
 	if _, err := w.AWS.MoveIP(ctx, providers.MoveRequest{Owner: owner, Current: providers.Assignment{IP: ip}, To: b}); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range w.Sim.Snapshot().ENIs {
-		_, has := e.Tags[aws.TagIPPrefix+ip.String()]
-		if has != slices.Contains(e.SecondaryIPs, ip) {
-			t.Errorf("ENI %s: record %v, holds %v", e.ID, has, e.SecondaryIPs)
-		}
+	if got := records(); got != 2 {
+		t.Fatalf("after a move, %d ENIs carry the record of %s, want 2 (holder and standing)", got, ip)
+	}
+	w.Sim.ResetCalls()
+	if _, err := w.AWS.MoveIP(ctx, providers.MoveRequest{Owner: owner, Current: providers.Assignment{IP: ip}, To: n}); err != nil {
+		t.Fatal(err)
+	}
+	if calls := w.Sim.Calls(); awssim.MutatingCalls(calls) != 1 || calls["AssignPrivateIpAddresses"] != 1 {
+		t.Fatalf("moving back to a node with a standing record: %v, want one AssignPrivateIpAddresses", calls)
 	}
 	// Another cluster may not release or move it.
 	other := providers.Owner{Cluster: "c2"}
@@ -130,6 +146,72 @@ func TestOwnershipRecordsAndDedicatedInterface(t *testing.T) {
 	}
 	if _, err := w.AWS.MoveIP(ctx, providers.MoveRequest{Owner: other, Current: providers.Assignment{IP: ip}, To: n}); !providers.IsNotFound(err) {
 		t.Fatalf("move by another cluster: %v", err)
+	}
+	// Releasing drops every record of the address, standing ones included.
+	if err := w.AWS.ReleaseIP(ctx, providers.ReleaseRequest{Owner: owner, Current: providers.Assignment{IP: ip}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := records(); got != 0 {
+		t.Fatalf("after release, %d ENIs still carry the record of %s", got, ip)
+	}
+}
+
+// TestStandingRecordsPruned fills a primary ENI to EC2's 50 tags with standing records and
+// another cluster's record: the next address still lands, the standing records go in one
+// DeleteTags, and the other cluster's record and the held addresses' records stay.
+func TestStandingRecordsPruned(t *testing.T) {
+	w := newWorld(t, 4)
+	ctx := ctxT(t)
+	n := w.Nodes("zone-a")[0]
+	held := w.FreeAddress("zone-a")
+	if _, err := w.AWS.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: n, IP: held}); err != nil {
+		t.Fatal(err)
+	}
+	var eni awssim.ENIView
+	for _, e := range w.Sim.Snapshot().ENIs {
+		if slices.Contains(e.SecondaryIPs, held) {
+			eni = e
+		}
+	}
+	foreign := aws.TagIPPrefix + "10.9.9.9"
+	tags := map[string]string{foreign: "c2/x"}
+	for i := 0; len(eni.Tags)+len(tags) < 50; i++ {
+		tags[fmt.Sprintf("%s10.8.0.%d", aws.TagIPPrefix, i)] = "c1/gw1"
+	}
+	in := ec2.CreateTagsInput{Resources: []string{eni.ID}}
+	for k, v := range tags {
+		in.Tags = append(in.Tags, ec2types.Tag{Key: awssdk.String(k), Value: awssdk.String(v)})
+	}
+	if _, err := w.EC2.CreateTags(ctx, &in); err != nil {
+		t.Fatal(err)
+	}
+	// Full now: EC2 (and the simulator) refuses a 51st tag.
+	if _, err := w.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{eni.ID},
+		Tags: []ec2types.Tag{{Key: awssdk.String("one-more"), Value: awssdk.String("x")}}}); !strings.Contains(fmt.Sprint(err), "TagLimitExceeded") {
+		t.Fatalf("a 51st tag: %v, want TagLimitExceeded", err)
+	}
+	w.Sim.ResetCalls()
+	next := w.FreeAddress("zone-a")
+	if _, err := w.AWS.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: n, IP: next}); err != nil {
+		t.Fatalf("ensuring on an ENI full of standing records: %v", err)
+	}
+	if calls := w.Sim.Calls(); calls["DeleteTags"] != 1 {
+		t.Errorf("pruning took %d DeleteTags, want 1", calls["DeleteTags"])
+	}
+	for _, e := range w.Sim.Snapshot().ENIs {
+		if e.ID != eni.ID {
+			continue
+		}
+		for k := range tags {
+			if _, has := e.Tags[k]; has != (k == foreign) {
+				t.Errorf("record %s present %v after pruning", k, has)
+			}
+		}
+		for _, a := range []netip.Addr{held, next} {
+			if e.Tags[aws.TagIPPrefix+a.String()] != "c1/gw1" {
+				t.Errorf("record of held %s lost: %v", a, e.Tags)
+			}
+		}
 	}
 }
 

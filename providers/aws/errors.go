@@ -30,6 +30,7 @@ var kinds = map[string]providers.ErrorKind{
 	"AddressLimitExceeded":              providers.KindCapacityExhausted,
 	"NetworkInterfaceLimitExceeded":     providers.KindCapacityExhausted,
 	"InsufficientAddressCapacity":       providers.KindCapacityExhausted,
+	"TagLimitExceeded":                  providers.KindCapacityExhausted,
 
 	"RequestLimitExceeded": providers.KindThrottled,
 	"Throttling":           providers.KindThrottled,

@@ -13,6 +13,11 @@
 //     crash leaves at worst a tag for an address the ENI does not hold, which is ignored: an
 //     address is owned only when the ENI that holds it carries the record.
 //
+// A move leaves the old holder's record in place (a standing record): moving the address back
+// is then one AssignPrivateIpAddresses, with no tag call on the critical path. Standing records
+// go when the address is released (every record of it in the VPC), and when an ENI would pass
+// EC2's 50 tags: the records of addresses it does not hold are pruned first.
+//
 // Describe calls are eventually consistent, so the provider also remembers, for its lifetime,
 // the dedicated ENIs and Elastic IPs it created: a retry that does not see them yet reuses
 // them instead of creating a second one.
@@ -281,11 +286,17 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 	return p.assignment(req.Node.Name, target, req.IP), nil
 }
 
-// assign puts a on f, recording ownership first when f is not a dedicated ENI.
+// assign puts a on f, recording ownership first when f is not a dedicated ENI (no tag call
+// when f has a standing record of a from an earlier stay).
 func (p *Provider) assign(ctx context.Context, owner providers.Owner, f *iface, a netip.Addr, reassign bool) error {
 	if !f.dedicatedOf(owner.Cluster) {
 		key, val := TagIPPrefix+a.String(), owner.Cluster+"/"+owner.Gateway
 		if f.Tags[key] != val {
+			if _, has := f.Tags[key]; !has && len(f.Tags) >= maxTags {
+				if err := p.pruneStanding(ctx, owner.Cluster, f); err != nil {
+					return err
+				}
+			}
 			if _, err := p.api.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{f.ID},
 				Tags: []ec2types.Tag{{Key: awssdk.String(key), Value: awssdk.String(val)}}}); err != nil {
 				return classify(fmt.Sprintf("recording %s as %s's on %s", a, owner.Cluster, f.ID), err)
@@ -298,6 +309,55 @@ func (p *Provider) assign(ctx context.Context, owner providers.Owner, f *iface, 
 		return classify(fmt.Sprintf("assigning %s to %s", a, f.ID), err)
 	}
 	f.Secondary = append(f.Secondary, a)
+	return nil
+}
+
+// maxTags is EC2's limit of user tags per resource.
+const maxTags = 50
+
+// pruneStanding deletes cluster's records on f of addresses f does not hold (one DeleteTags),
+// making room for a new record. Other clusters' records are theirs to keep.
+func (p *Provider) pruneStanding(ctx context.Context, cluster string, f *iface) error {
+	var stale []ec2types.Tag
+	for k, v := range f.Tags {
+		if ip, ok := strings.CutPrefix(k, TagIPPrefix); ok && strings.HasPrefix(v, cluster+"/") {
+			if a, err := netip.ParseAddr(ip); err == nil && !f.holds(a) {
+				stale = append(stale, ec2types.Tag{Key: awssdk.String(k)})
+			}
+		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	if _, err := p.api.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{f.ID}, Tags: stale}); err != nil {
+		return classify(fmt.Sprintf("pruning %d standing records from %s", len(stale), f.ID), err)
+	}
+	for _, t := range stale {
+		delete(f.Tags, awssdk.ToString(t.Key))
+	}
+	return nil
+}
+
+// dropRecords deletes every record of a in the VPC that names cluster (standing ones on
+// interfaces that held a before, and the holder's), one DeleteTags per interface after one
+// describe. Records of other clusters are left alone.
+func (p *Provider) dropRecords(ctx context.Context, cluster string, a netip.Addr) error {
+	key := TagIPPrefix + a.String()
+	out, err := p.api.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{Filters: []ec2types.Filter{
+		filter("vpc-id", p.cfg.VPC), filter("tag-key", key)}})
+	if err != nil {
+		return classify("finding the records of "+a.String(), err)
+	}
+	for _, n := range out.NetworkInterfaces {
+		f := fromENI(n)
+		if c, _, _ := strings.Cut(f.Tags[key], "/"); c != cluster {
+			continue
+		}
+		if _, err := p.api.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{f.ID},
+			Tags: []ec2types.Tag{{Key: awssdk.String(key)}}}); err != nil && !providers.IsNotFound(classify("", err)) {
+			return classify(fmt.Sprintf("removing the record of %s from %s", a, f.ID), err)
+		}
+	}
 	return nil
 }
 
@@ -445,8 +505,9 @@ func (p *Provider) ensurePublic(ctx context.Context, owner providers.Owner, f *i
 }
 
 // MoveIP implements providers.Provider: one AssignPrivateIpAddresses with AllowReassignment
-// (plus the ownership tag on a primary ENI), after two describes that check the address is
-// the cluster's and where it goes. The Elastic IP follows the address inside EC2.
+// (plus the ownership tag on a primary ENI that has no standing record of the address), after
+// two describes that check the address is the cluster's and where it goes. The Elastic IP
+// follows the address inside EC2; the old holder keeps its record.
 func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*providers.Assignment, error) {
 	a := req.Current.IP
 	op := fmt.Sprintf("moving %s to %s", a, req.To.Name)
@@ -494,12 +555,6 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 		if as, ok := holder.Assoc[a]; ok {
 			target.Assoc[a] = as
 		}
-		// The old holder's record is stale now; dropping it is tidiness, not correctness (a
-		// record counts only on the ENI that holds the address), so a failure is ignored.
-		if _, ok := holder.Tags[TagIPPrefix+a.String()]; ok && holder.ID != target.ID {
-			_, _ = p.api.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{holder.ID},
-				Tags: []ec2types.Tag{{Key: awssdk.String(TagIPPrefix + a.String())}}})
-		}
 	} else if req.Current.PublicAllocation != "" {
 		if err := p.ensurePublic(ctx, req.Owner, target, a); err != nil {
 			return nil, fmt.Errorf("%s: %w", op, err)
@@ -534,12 +589,11 @@ func (p *Provider) ReleaseIP(ctx context.Context, req providers.ReleaseRequest) 
 			!providers.IsNotFound(classify("", err)) && errorCode(err) != "InvalidParameterValue" {
 			return classify(fmt.Sprintf("unassigning %s from %s", a, holder.ID), err)
 		}
-		if _, ok := holder.Tags[TagIPPrefix+a.String()]; ok {
-			if _, err := p.api.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{holder.ID},
-				Tags: []ec2types.Tag{{Key: awssdk.String(TagIPPrefix + a.String())}}}); err != nil && !providers.IsNotFound(classify("", err)) {
-				return classify(fmt.Sprintf("removing the record of %s from %s", a, holder.ID), err)
-			}
-		}
+	}
+	// The holder's record goes only now: dropped before the unassign, a crash in between would
+	// leave the address on an ENI without a record, no longer provably the cluster's.
+	if err := p.dropRecords(ctx, req.Owner.Cluster, a); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	if err := p.releasePublic(ctx, req.Owner.Cluster, a, alloc); err != nil {
 		return fmt.Errorf("%s: %w", op, err)

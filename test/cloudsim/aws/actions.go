@@ -1,9 +1,7 @@
 package awssim
 
 import (
-	"fmt"
 	"maps"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -838,6 +836,7 @@ func (s *Server) createTags(q url.Values) (any, *apiError) {
 		}
 		maps_ = append(maps_, m)
 	}
+	tags := map[string]string{}
 	for i := 1; ; i++ {
 		k, ok := q["Tag."+strconv.Itoa(i)+".Key"]
 		if !ok {
@@ -846,17 +845,35 @@ func (s *Server) createTags(q url.Values) (any, *apiError) {
 		if strings.HasPrefix(strings.ToLower(k[0]), "aws:") {
 			return nil, errf("InvalidParameterValue", "Tag keys starting with 'aws:' are reserved for internal use")
 		}
+		tags[k[0]] = q.Get("Tag." + strconv.Itoa(i) + ".Value")
+	}
+	// EC2 checks the limit before it changes anything: the request fails as a whole.
+	for j, m := range maps_ {
+		n := len(m)
+		for k := range tags {
+			if _, ok := m[k]; !ok {
+				n++
+			}
+		}
+		if n > maxTags {
+			return nil, errf("TagLimitExceeded", "The maximum number of tags (%d) for resource %s has been reached", maxTags, ids[j])
+		}
+	}
+	for k, v := range tags {
 		for j, m := range maps_ {
 			if m == nil {
 				m = map[string]string{}
 				s.setTags(ids[j], m)
 				maps_[j] = m
 			}
-			m[k[0]] = q.Get("Tag." + strconv.Itoa(i) + ".Value")
+			m[k] = v
 		}
 	}
 	return nil, nil
 }
+
+// maxTags is EC2's limit of user tags per resource.
+const maxTags = 50
 
 func (s *Server) setTags(id string, m map[string]string) {
 	w := s.w
@@ -892,6 +909,3 @@ func (s *Server) deleteTags(q url.Values) (any, *apiError) {
 	}
 	return nil, nil
 }
-
-var _ = http.StatusOK
-var _ = fmt.Sprint
