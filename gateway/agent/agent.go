@@ -153,7 +153,10 @@ type Agent struct {
 	applied  *dataplane.State // last state applied successfully
 	appliedN uint64
 	readyErr error
-	problems []string
+	// becameReady wakes the heartbeat when the agent turns ready, so a restarted agent renews
+	// its Lease at once instead of at its next tick.
+	becameReady chan struct{}
+	problems    []string
 
 	// Static addresses of the last applied state, and those still to announce.
 	announced    map[dataplane.EgressAddress]bool
@@ -168,7 +171,8 @@ func New(cfg Config, c cache.Cache, cl client.Client, reader client.Reader) (*Ag
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, cache: c, client: cl, reader: reader,
-		dirty: make(chan struct{}, 1), announceKick: make(chan struct{}, 1), readyErr: errors.New("no state applied yet")}
+		dirty: make(chan struct{}, 1), announceKick: make(chan struct{}, 1), becameReady: make(chan struct{}, 1),
+		readyErr: errors.New("no state applied yet")}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(&collector{a: a}); err != nil {
 			return nil, fmt.Errorf("registering agent metrics: %w", err)
@@ -365,8 +369,15 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 	a.mu.Lock()
 	a.applied = &st
 	a.appliedN++
+	wasReady := a.readyErr == nil
 	a.readyErr = nil
 	a.mu.Unlock()
+	if !wasReady {
+		select {
+		case a.becameReady <- struct{}{}:
+		default:
+		}
+	}
 	a.queueAnnouncements(res.Announce)
 	if !same {
 		logger.V(1).Info("applied datapath state", "pods", len(st.Pods), "policySets", len(st.PolicySets),

@@ -399,3 +399,53 @@ func TestAgentEnvtest(t *testing.T) {
 		})
 	})
 }
+
+// TestLeaseRenewedOnReady: an agent renews its heartbeat Lease as soon as its first Apply
+// succeeds, not at its first tick. With LeaseInterval an hour, only that renewal can write the
+// Lease within the test's deadline.
+func TestLeaseRenewedOnReady(t *testing.T) {
+	s := envtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := s.Client
+	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "egressd-system"}}))
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker1"}}
+	must(t, c.Create(ctx, n))
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.12"}}
+	must(t, c.Status().Update(ctx, n))
+
+	mgr, err := agent.NewManager(s.Config, agent.ManagerOptions{NodeName: "worker1", MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
+	must(t, err)
+	a, err := agent.Setup(mgr, agent.Config{NodeName: "worker1", ProbeAddress: "127.0.0.12:0", Dataplane: newRecorder(),
+		Registerer: prometheus.NewRegistry(), LeaseInterval: time.Hour})
+	must(t, err)
+	mctx, mcancel := context.WithCancel(ctx)
+	mdone := make(chan error, 1)
+	go func() { mdone <- mgr.Start(mctx) }()
+	defer func() {
+		mcancel()
+		if err := <-mdone; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
+
+	deadline := time.Now().Add(20 * time.Second)
+	for a.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent not ready: %v", a.Ready())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ready := time.Now()
+	for {
+		l := &coordinationv1.Lease{}
+		if err := c.Get(ctx, types.NamespacedName{Namespace: "egressd-system", Name: agent.LeaseName("worker1")}, l); err == nil {
+			t.Logf("Lease written %v after readiness", time.Since(ready).Round(time.Millisecond))
+			return
+		}
+		if time.Since(ready) > 10*time.Second {
+			t.Fatal("no Lease 10s after the agent turned ready (LeaseInterval 1h)")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -43,6 +44,32 @@ func BenchmarkFailover(b *testing.B) {
 	defer func() { mcancel(); <-done }()
 	time.Sleep(2 * time.Second)
 
+	// The control plane's view over the run: every change of a gateway's state and reason.
+	type stateChange struct {
+		At    time.Time `json:"at"`
+		Node  string    `json:"node"`
+		State string    `json:"state"`
+	}
+	var states []stateChange
+	sdone := make(chan struct{})
+	go func() {
+		defer close(sdone)
+		last := map[string]string{}
+		for mctx.Err() == nil {
+			if gw, err := l.GatewayStatus(mctx); err == nil {
+				for _, z := range gw.Status.Zones {
+					for _, g := range z.Gateways {
+						if st := string(g.State) + "/" + g.Reason; last[g.Node] != st {
+							last[g.Node] = st
+							states = append(states, stateChange{time.Now(), g.Node, st})
+						}
+					}
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+
 	gws := names(l.Gateways())
 	kinds := []struct {
 		name  string
@@ -59,6 +86,16 @@ func BenchmarkFailover(b *testing.B) {
 		}, false},
 		{"drain", func(i int) []string { return []string{gws[i%4]} }, true},
 	}
+	if only := os.Getenv("EGRESSD_LAB_EVENTS"); only != "" {
+		kinds = slices.DeleteFunc(kinds, func(k struct {
+			name  string
+			nodes func(i int) []string
+			drain bool
+		}) bool {
+			return !slices.Contains(strings.Split(only, ","), k.name)
+		})
+	}
+	var events []Event
 	var report strings.Builder
 	fmt.Fprintf(&report, "BenchmarkFailover: %d trials per event, 4 zones x 1 gateway, monitor every %s (new connection per request)\n", trials, MonitorInterval)
 	fmt.Fprintf(&report, "egress IP set at start: %v\n", start.EgressIPs)
@@ -92,6 +129,7 @@ func BenchmarkFailover(b *testing.B) {
 			}
 			time.Sleep(time.Second)
 			ev.End, ev.IPSetAfter = time.Now(), after.EgressIPs
+			events = append(events, ev)
 			r := Analyze(mon.Samples(), ev)
 			outages = append(outages, r.Outage)
 			failed += r.Failed
@@ -111,5 +149,15 @@ func BenchmarkFailover(b *testing.B) {
 	out := filepath.Join(envtest.RepoRoot(), "out")
 	if err := os.MkdirAll(out, 0o755); err == nil {
 		_ = os.WriteFile(filepath.Join(out, "bench-lab.txt"), []byte(report.String()), 0o644)
+		// Every request and event, for a look at single trials.
+		mcancel()
+		<-sdone
+		if raw, err := json.Marshal(struct {
+			Events  []Event       `json:"events"`
+			Samples []Sample      `json:"samples"`
+			States  []stateChange `json:"states"`
+		}{events, mon.Samples(), states}); err == nil {
+			_ = os.WriteFile(filepath.Join(out, "bench-lab-samples.json"), raw, 0o644)
+		}
 	}
 }

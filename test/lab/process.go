@@ -171,7 +171,8 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 	l.controller = &process{name: ControllerBinary, ns: l.CP.Namespace, env: l.awsEnv(),
 		log: filepath.Join(l.workDir, "logs", "controller.log"),
 		argv: []string{filepath.Join(l.Config.BinDir, ControllerBinary), "--kubeconfig=" + l.Kubeconfig,
-			"--config=" + cfg, "--leader-elect=true", "--metrics-bind-address=:8080", "--health-probe-bind-address=:8081"}}
+			"--config=" + cfg, "--leader-elect=true", "--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
+			"--zap-time-encoding=rfc3339nano", "--zap-log-level=debug"}}
 	l.mu.Lock()
 	err := l.controller.start()
 	l.mu.Unlock()
@@ -218,7 +219,8 @@ func (l *Lab) StartAgent(name string) error {
 			"--kubeconfig=" + l.Kubeconfig, "--namespace=" + SystemNS,
 			"--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
 			"--tunnel-port=8742", "--probe-port=8743",
-			"--pod-interface-patterns=" + l.Topo.Spec.HostIfacePrefix + "*", "--bpffs=" + bpffs}}
+			"--pod-interface-patterns=" + l.Topo.Spec.HostIfacePrefix + "*", "--bpffs=" + bpffs,
+			"--zap-time-encoding=rfc3339nano", "--zap-log-level=debug"}}
 	return n.agent.start()
 }
 
