@@ -6,6 +6,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -38,8 +39,9 @@ func NewScheme() (*runtime.Scheme, error) {
 }
 
 // NewManager returns a controller-runtime manager for the agent: no leader election, pods
-// cached for this node only (field selector spec.nodeName) and the node by name, managed
-// fields stripped from everything cached, the metrics and health endpoints.
+// cached for this node only (field selector spec.nodeName) and the node by name, both trimmed
+// to the fields the agent reads (trimPod, trimNode), managed fields stripped from everything
+// else cached, the metrics and health endpoints.
 func NewManager(cfg *rest.Config, opts ManagerOptions) (manager.Manager, error) {
 	scheme, err := NewScheme()
 	if err != nil {
@@ -50,8 +52,8 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (manager.Manager, error) 
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
 			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Pod{}:  {Field: fields.OneTermEqualSelector("spec.nodeName", opts.NodeName)},
-				&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", opts.NodeName)},
+				&corev1.Pod{}:  {Field: fields.OneTermEqualSelector("spec.nodeName", opts.NodeName), Transform: trimPod},
+				&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", opts.NodeName), Transform: trimNode},
 			},
 		},
 		Client: client.Options{Cache: &client.CacheOptions{
@@ -65,6 +67,46 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (manager.Manager, error) 
 		return nil, fmt.Errorf("creating the agent manager: %w", err)
 	}
 	return mgr, nil
+}
+
+// trimPod keeps what the agent reads of a pod (inputs, ComputeState, podIPs): the labels, the
+// namespace, the deletion timestamp, spec.nodeName, spec.hostNetwork, the phase and the pod
+// IPs. Containers, their statuses, volumes and the rest stay out of the cache; a field read
+// that is not kept here reads as its zero value (TestTrimKeepsWhatIsRead).
+func trimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Pod{
+		TypeMeta:   p.TypeMeta,
+		ObjectMeta: trimMeta(&p.ObjectMeta),
+		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
+		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
+	}, nil
+}
+
+// trimNode keeps what the agent reads of its node (sync, ComputeState, nodeInternalIPv4): the
+// labels (the zone), the deletion timestamp, spec.unschedulable and the addresses. The node's
+// images, conditions and system info stay out of the cache.
+func trimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Node{
+		TypeMeta:   n.TypeMeta,
+		ObjectMeta: trimMeta(&n.ObjectMeta),
+		Spec:       corev1.NodeSpec{Unschedulable: n.Spec.Unschedulable},
+		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
+	}, nil
+}
+
+// trimMeta keeps an object's identity, labels and deletion timestamp; annotations, owners,
+// finalizers and managed fields go.
+func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		Labels: m.Labels, DeletionTimestamp: m.DeletionTimestamp}
 }
 
 // Setup builds the agent on mgr's cache and client and adds it, its readiness check ("the

@@ -128,8 +128,8 @@ func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPoli
 			if err := r.client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}, client.UnsafeDisableDeepCopy); err != nil {
 				continue
 			}
-			for _, p := range pods.Items {
-				if p.Status.PodIP != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed && p.DeletionTimestamp == nil {
+			for i := range pods.Items {
+				if counted(&pods.Items[i]) {
 					st.MatchedPods++
 				}
 			}
@@ -142,6 +142,12 @@ func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPoli
 		ready.Reason, ready.Message = egressv1.ReasonPending, fmt.Sprintf("EgressGateway %s is not ready", gw.Name)
 	}
 	return acc, ready
+}
+
+// counted reports whether a selected pod counts in MatchedPods: it has an IP, has not finished
+// and is not being deleted.
+func counted(p *corev1.Pod) bool {
+	return p.Status.PodIP != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed && p.DeletionTimestamp == nil
 }
 
 // namespaceAllowed applies a gateway's allowedNamespaces to a namespace.

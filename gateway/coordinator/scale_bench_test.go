@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,10 +28,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -58,14 +60,16 @@ const (
 	scaleCreateWorkers   = 16
 	scaleGatewayLabel    = "scale.egressd.io/gateway"
 	scaleLeaseRenewEvery = 3 * time.Second
+	scaleNodeImages      = 30 // container images a node's status lists
 )
 
 // BenchmarkScale populates the envtest API server with 1,000 Nodes (100 of them gateway
-// nodes of 4 EgressGateways, backed by EC2 simulator instances), 10,000 Pods with IPs, 500
-// policies and the gateway agents' Leases, then runs the coordinator with the production
-// wiring (controller-runtime manager with its cache, Setup, the simulator-backed AWS provider
-// wrapped in metrics and the default rate limits) and measures: time to converge, one gateway
-// and one policy reconcile in steady state, a failover, and the coordinator's heap.
+// nodes of 4 EgressGateways, backed by EC2 simulator instances), 10,000 Pods with IPs (both of
+// realistic size: see createNode and createPod), 500 policies and the gateway agents' Leases,
+// then runs the coordinator with the production wiring (controller-runtime manager with its
+// cache, Setup, the simulator-backed AWS provider wrapped in metrics and the default rate
+// limits) and measures: time to converge, one gateway and one policy reconcile in steady state,
+// a failover, and the coordinator's heap.
 //
 //	EGRESSD_KUBE_ASSETS=$(hack/kube-binaries.sh) go test -run '^$' -bench Scale -benchtime 1x -timeout 30m ./gateway/coordinator/
 //
@@ -263,7 +267,9 @@ func (s *scaleWorld) create(ctx context.Context, o client.Object) error {
 }
 
 // createNode makes node i: the first 100 are the gateway nodes (gateway k%4, in the zone of
-// their simulator instance), the rest workers with a provider ID no one discovers.
+// their simulator instance), the rest workers with a provider ID no one discovers. Nodes carry
+// what a kubelet writes (annotations, five conditions, 30 cached images, system info), so that
+// the coordinator's heap is measured on objects of realistic size.
 func (s *scaleWorld) createNode(ctx context.Context, i int) error {
 	var name, zone, providerID string
 	var ip netip.Addr
@@ -276,28 +282,60 @@ func (s *scaleWorld) createNode(ctx context.Context, i int) error {
 	} else {
 		name = fmt.Sprintf("scale-node-%04d", i)
 		zone = s.awsZone[i%scaleZones]
-		ip = netip.AddrFrom4([4]byte{10, 16, byte(i / 250), byte(i%250 + 1)})
+		ip = workerIP(i)
 		providerID = fmt.Sprintf("aws:///%s/i-worker%06d", zone, i)
 	}
 	labels[ZoneLabel] = zone
+	labels[corev1.LabelTopologyRegion] = "us-east-1"
 	labels[corev1.LabelHostname] = name
 	labels[corev1.LabelOSStable] = "linux"
+	labels[corev1.LabelArchStable] = "amd64"
 	labels[corev1.LabelInstanceTypeStable] = "m6i.large"
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}, Spec: corev1.NodeSpec{ProviderID: providerID}}
+	labels["beta.kubernetes.io/os"], labels["beta.kubernetes.io/arch"], labels["beta.kubernetes.io/instance-type"] = "linux", "amd64", "m6i.large"
+	labels["eks.amazonaws.com/nodegroup"] = "workers-" + zone
+	labels["eks.amazonaws.com/capacityType"] = "ON_DEMAND"
+	labels["k8s.io/cloud-provider-aws"] = "0123456789abcdef0123456789abcdef"
+	n := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: map[string]string{
+			"alpha.kubernetes.io/provided-node-ip":                   ip.String(),
+			"node.alpha.kubernetes.io/ttl":                           "0",
+			"volumes.kubernetes.io/controller-managed-attach-detach": "true",
+			"csi.volume.kubernetes.io/nodeid":                        fmt.Sprintf(`{"ebs.csi.aws.com":"%s","efs.csi.aws.com":"%s"}`, providerID[strings.LastIndex(providerID, "/")+1:], providerID[strings.LastIndex(providerID, "/")+1:]),
+		}},
+		Spec: corev1.NodeSpec{ProviderID: providerID, PodCIDR: fmt.Sprintf("100.64.%d.0/24", i%256), PodCIDRs: []string{fmt.Sprintf("100.64.%d.0/24", i%256)}},
+	}
 	if err := s.create(ctx, n); err != nil {
 		return err
 	}
-	res := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("110")}
+	res := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("110"),
+		corev1.ResourceEphemeralStorage: resource.MustParse("83873772Ki"), "hugepages-1Gi": resource.MustParse("0"), "hugepages-2Mi": resource.MustParse("0")}
 	now := metav1.Now()
+	cond := func(t corev1.NodeConditionType, st corev1.ConditionStatus, reason, msg string) corev1.NodeCondition {
+		return corev1.NodeCondition{Type: t, Status: st, Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now}
+	}
+	images := make([]corev1.ContainerImage, 0, scaleNodeImages)
+	for j := range scaleNodeImages {
+		repo := fmt.Sprintf("602401143452.dkr.ecr.us-east-1.amazonaws.com/team-%d/service-%02d", j%7, j)
+		images = append(images, corev1.ContainerImage{
+			Names:     []string{repo + "@sha256:" + digest(repo), fmt.Sprintf("%s:v1.%d.%d", repo, j, i%10)},
+			SizeBytes: int64(20_000_000 + j*3_000_000),
+		})
+	}
 	n.Status = corev1.NodeStatus{
 		Capacity: res, Allocatable: res,
 		Conditions: []corev1.NodeCondition{
-			{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now},
-			{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasSufficientMemory", LastHeartbeatTime: now, LastTransitionTime: now},
-			{Type: corev1.NodeDiskPressure, Status: corev1.ConditionFalse, Reason: "KubeletHasNoDiskPressure", LastHeartbeatTime: now, LastTransitionTime: now},
+			cond(corev1.NodeMemoryPressure, corev1.ConditionFalse, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+			cond(corev1.NodeDiskPressure, corev1.ConditionFalse, "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+			cond(corev1.NodePIDPressure, corev1.ConditionFalse, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+			cond(corev1.NodeReady, corev1.ConditionTrue, "KubeletReady", "kubelet is posting ready status"),
 		},
-		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}, {Type: corev1.NodeHostName, Address: name}},
-		NodeInfo:  corev1.NodeSystemInfo{KubeletVersion: "v1.33.0", OSImage: "Bottlerocket", ContainerRuntimeVersion: "containerd://1.7", Architecture: "amd64", OperatingSystem: "linux"},
+		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip.String()}, {Type: corev1.NodeHostName, Address: name},
+			{Type: corev1.NodeInternalDNS, Address: "ip-" + strings.ReplaceAll(ip.String(), ".", "-") + ".ec2.internal"}},
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: 10250}},
+		NodeInfo: corev1.NodeSystemInfo{MachineID: digest(name)[:32], SystemUUID: "ec2" + digest(providerID)[:29], BootID: digest("boot" + name)[:36],
+			KernelVersion: "6.1.132-147.221.amzn2023.x86_64", OSImage: "Amazon Linux 2023.7.20250414", ContainerRuntimeVersion: "containerd://1.7.27",
+			KubeletVersion: "v1.33.0-eks-802817d", Architecture: "amd64", OperatingSystem: "linux"},
+		Images: images,
 	}
 	if err := s.client.Status().Update(ctx, n); err != nil {
 		return fmt.Errorf("writing status of node %s: %w", name, err)
@@ -305,24 +343,92 @@ func (s *scaleWorld) createNode(ctx context.Context, i int) error {
 	return nil
 }
 
+// workerIP is the InternalIP of worker node i.
+func workerIP(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 16, byte(i / 250), byte(i%250 + 1)})
+}
+
+// digest is a stable sha256-looking hex string for s.
+func digest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
 // createPod makes pod i in namespace i%50 with label app=a((i/50)%10), then gives it an IP
-// through the status subresource, as the kubelet would.
+// through the status subresource, as the kubelet would. Pods look like a Deployment's: an
+// owner, an application container and a sidecar with probes, environment and mounts, the
+// service account token volume, and the kubelet's container statuses.
 func (s *scaleWorld) createPod(ctx context.Context, i int) error {
 	ns := scaleNamespace(i % scaleNamespaces)
 	app := fmt.Sprintf("a%d", (i/scaleNamespaces)%scaleApps)
-	node := fmt.Sprintf("scale-node-%04d", scaleGatewayNodes+i%(scaleNodes-scaleGatewayNodes))
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pod-%05d", i), Namespace: ns,
-		Labels: map[string]string{"app": app, "pod-template-hash": "5d4b8c7f9", "team": ns}},
-		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1.0",
-			Ports:     []corev1.ContainerPort{{ContainerPort: 8080, Protocol: corev1.ProtocolTCP}},
-			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}}}}}}
+	nodeIdx := scaleGatewayNodes + i%(scaleNodes-scaleGatewayNodes)
+	node := fmt.Sprintf("scale-node-%04d", nodeIdx)
+	image := "602401143452.dkr.ecr.us-east-1.amazonaws.com/" + ns + "/" + app
+	mounts := []corev1.VolumeMount{{Name: "config", MountPath: "/etc/app", ReadOnly: true},
+		{Name: "kube-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true}}
+	env := []corev1.EnvVar{
+		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+		{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+		{Name: "LOG_LEVEL", Value: "info"}, {Name: "OTEL_EXPORTER_OTLP_ENDPOINT", Value: "http://otel-collector.observability:4317"},
+		{Name: "DATABASE_URL", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: app + "-db"}, Key: "url"}}},
+	}
+	probe := func(path string) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(8080)}}, PeriodSeconds: 10}
+	}
+	requests := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}
+	limits := corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")}
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pod-%05d", i), Namespace: ns,
+			Labels: map[string]string{"app": app, "pod-template-hash": "5d4b8c7f9", "team": ns,
+				"app.kubernetes.io/name": app, "app.kubernetes.io/part-of": ns, "app.kubernetes.io/version": "1.0.0"},
+			Annotations: map[string]string{"kubectl.kubernetes.io/restartedAt": "2025-04-01T09:30:00Z",
+				"prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: app + "-5d4b8c7f9",
+				UID: types.UID(digest(ns + app)[:36]), Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
+		},
+		Spec: corev1.PodSpec{
+			NodeName: node, ServiceAccountName: app,
+			Containers: []corev1.Container{
+				{Name: "app", Image: image + ":1.0.0", Args: []string{"--config=/etc/app/config.yaml", "--listen=:8080"},
+					Ports:         []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}, {Name: "metrics", ContainerPort: 9090, Protocol: corev1.ProtocolTCP}},
+					Env:           env,
+					Resources:     corev1.ResourceRequirements{Requests: requests, Limits: limits},
+					LivenessProbe: probe("/healthz"), ReadinessProbe: probe("/readyz"), VolumeMounts: mounts,
+					SecurityContext: &corev1.SecurityContext{RunAsNonRoot: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
+						Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}},
+				{Name: "envoy", Image: "public.ecr.aws/envoyproxy/envoy:v1.33.2", Args: []string{"-c", "/etc/app/envoy.yaml", "--log-level", "warn"},
+					Ports:     []corev1.ContainerPort{{Name: "envoy-admin", ContainerPort: 9901, Protocol: corev1.ProtocolTCP}},
+					Resources: corev1.ResourceRequirements{Requests: requests, Limits: limits}, VolumeMounts: mounts},
+			},
+			Volumes: []corev1.Volume{
+				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: app + "-config"}}}},
+				{Name: "kube-api-access", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+					{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3607)}},
+					{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"}, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
+					{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}}},
+				}}}},
+			},
+		},
+	}
 	if err := s.create(ctx, p); err != nil {
 		return err
 	}
 	ip := netip.AddrFrom4([4]byte{10, 128, byte(i / 250), byte(i%250 + 1)}).String()
+	hostIP := workerIP(nodeIdx).String()
 	now := metav1.Now()
-	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}, HostIP: "10.16.0.1", StartTime: &now,
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now}}}
+	cond := func(t corev1.PodConditionType) corev1.PodCondition {
+		return corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now}
+	}
+	running := func(name, image string) corev1.ContainerStatus {
+		return corev1.ContainerStatus{Name: name, Image: image, ImageID: image + "@sha256:" + digest(image), ContainerID: "containerd://" + digest(p.Name+name),
+			Ready: true, Started: ptr.To(true), State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}
+	}
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}, HostIP: hostIP, HostIPs: []corev1.HostIP{{IP: hostIP}},
+		StartTime: &now, QOSClass: corev1.PodQOSBurstable,
+		Conditions: []corev1.PodCondition{cond(corev1.PodReadyToStartContainers), cond(corev1.PodInitialized), cond(corev1.PodReady),
+			cond(corev1.ContainersReady), cond(corev1.PodScheduled)},
+		ContainerStatuses: []corev1.ContainerStatus{running("app", image+":1.0.0"), running("envoy", "public.ecr.aws/envoyproxy/envoy:v1.33.2")},
+	}
 	if err := s.client.Status().Update(ctx, p); err != nil {
 		return fmt.Errorf("writing status of pod %s/%s: %w", ns, p.Name, err)
 	}
@@ -394,9 +500,7 @@ func (s *scaleWorld) run(ctx context.Context) *scaleRun {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{cfg.Namespace: {}}},
-		}},
+		Cache:                  cacheOptions(cfg.Namespace),
 	})
 	if err != nil {
 		tb.Fatal(err)

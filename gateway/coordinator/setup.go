@@ -17,7 +17,6 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -57,10 +56,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		LeaderElectionNamespace: o.Config.Namespace,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only the agents' Leases, not every Lease of the cluster.
-			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{o.Config.Namespace: {}}},
-		}},
+		Cache:                   cacheOptions(o.Config.Namespace),
 	})
 	if err != nil {
 		return fmt.Errorf("building the manager: %w", err)
