@@ -31,11 +31,12 @@ func (l *Lab) Crash(ctx context.Context, names ...string) error {
 	}
 	// Cut every port first, then kill the agents: stopping an agent waits for the process to
 	// be reaped, and doing both node by node staggered "three at once" by that wait.
+	at := time.Now()
 	for _, n := range nodes {
 		if err := l.setFabricPort(n, false); err != nil {
 			errs = append(errs, err)
 		}
-		n.downSince(time.Now())
+		n.downSince(at)
 	}
 	for _, name := range names {
 		if err := l.StopAgent(name, syscall.SIGKILL); err != nil {
@@ -50,9 +51,11 @@ func (l *Lab) Crash(ctx context.Context, names ...string) error {
 			return
 		case <-time.After(l.Config.NotReadyAfter):
 		}
-		for _, name := range names {
-			if n := l.Node(name); n.isDown() {
-				_ = l.SetNodeReady(l.ctx, name, false)
+		// Only nodes still down from this crash: one restored and crashed again since has
+		// its own grace period.
+		for _, n := range nodes {
+			if n.downFrom(at) {
+				_ = l.SetNodeReady(l.ctx, n.Name, false)
 			}
 		}
 	}()
@@ -130,6 +133,13 @@ func (n *Node) isDown() bool {
 	n.down.mu.Lock()
 	defer n.down.mu.Unlock()
 	return !n.down.since.IsZero()
+}
+
+// downFrom reports whether the node is down since t (and was not restored in between).
+func (n *Node) downFrom(t time.Time) bool {
+	n.down.mu.Lock()
+	defer n.down.mu.Unlock()
+	return n.down.since.Equal(t)
 }
 
 // Drain removes the gateway label from a node: the planned maintenance of DESIGN.md §5.
