@@ -317,6 +317,7 @@ func TestFigures(t *testing.T) {
 		t.Fatal(err)
 	}
 	measure("move (primary ENI, + public)", "EIP follows", move(ip2, b))
+	measure("move back (primary ENI, + public)", "standing record: no tag call", move(ip2, a))
 	measure("move (dedicated ENI, + public)", "EIP follows", move(ip4, b))
 	measure("move again (no-op)", "", move(ip4, b))
 	measure("steady-state resync (ListOwned)", "whatever the number of IPs", func() error { _, err := w.AWS.ListOwned(ctx, "c1"); return err })
