@@ -3,8 +3,10 @@ package v1alpha1_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"text/tabwriter"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -128,6 +130,27 @@ func tableRow(t *testing.T, resource, namespace string) map[string]string {
 	if len(table.Rows) == 0 {
 		t.Fatalf("%s: no rows", resource)
 	}
+	// As kubectl get prints it (go test -v shows it).
+	var out strings.Builder
+	tw := tabwriter.NewWriter(&out, 0, 8, 3, ' ', 0)
+	var hdr []string
+	for _, col := range table.ColumnDefinitions {
+		if col.Priority == 0 {
+			hdr = append(hdr, strings.ToUpper(col.Name))
+		}
+	}
+	fmt.Fprintln(tw, strings.Join(hdr, "\t"))
+	for _, r := range table.Rows {
+		var cells []string
+		for i, col := range table.ColumnDefinitions {
+			if col.Priority == 0 {
+				cells = append(cells, fmt.Sprint(r.Cells[i]))
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	_ = tw.Flush()
+	t.Logf("kubectl get %s:\n%s", resource, out.String())
 	row := map[string]string{}
 	for i, col := range table.ColumnDefinitions {
 		b, _ := json.Marshal(table.Rows[0].Cells[i])
