@@ -24,6 +24,29 @@ func (d *hooked) DiscoverNode(ctx context.Context, node NodeRef) (*NodeInfo, err
 	return out, err
 }
 
+// DiscoverNodes runs one batched discovery through the hook when the decorated provider has
+// it, else the nodes one by one (each through the hook).
+func (d *hooked) DiscoverNodes(ctx context.Context, nodes []NodeRef) ([]*NodeInfo, []error) {
+	b, ok := d.next.(NodesDiscoverer)
+	if !ok {
+		return discoverEach(ctx, d, nodes)
+	}
+	var infos []*NodeInfo
+	var errs []error
+	if err := d.h(ctx, OpDiscoverNodes, func(ctx context.Context) error {
+		infos, errs = b.DiscoverNodes(ctx, nodes)
+		return nil
+	}); err != nil {
+		// The hook refused the call (rate limit): every node failed alike.
+		errs = make([]error, len(nodes))
+		for i := range errs {
+			errs[i] = err
+		}
+		return make([]*NodeInfo, len(nodes)), errs
+	}
+	return infos, errs
+}
+
 func (d *hooked) EnsureIP(ctx context.Context, req EnsureRequest) (*Assignment, error) {
 	var out *Assignment
 	err := d.h(ctx, OpEnsureIP, func(ctx context.Context) error {

@@ -118,3 +118,76 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("New: %v %v", p, err)
 	}
 }
+
+// batchFake describes nodes in one call.
+type batchFake struct {
+	fake
+	batches int
+}
+
+func (f *batchFake) DiscoverNodes(_ context.Context, nodes []providers.NodeRef) ([]*providers.NodeInfo, []error) {
+	f.batches++
+	infos := make([]*providers.NodeInfo, len(nodes))
+	for i, n := range nodes {
+		infos[i] = &providers.NodeInfo{Ref: n}
+	}
+	return infos, make([]error, len(nodes))
+}
+
+// TestDiscoverNodesThroughDecorators: the batch reaches a provider that has it through both
+// decorators as one counted, rate-limited call; a provider without it is asked node by node.
+func TestDiscoverNodesThroughDecorators(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m, err := providers.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	nodes := []providers.NodeRef{{Name: "a"}, {Name: "b"}, {Name: "c"}}
+	b := &batchFake{}
+	infos, errs := providers.DiscoverNodes(ctx, m.Wrap(providers.WithRateLimit(b, providers.DefaultRateLimits)), nodes)
+	if b.batches != 1 || len(infos) != 3 || infos[2].Ref.Name != "c" || errors.Join(errs...) != nil {
+		t.Fatalf("batched: %d batches, infos %v, errs %v", b.batches, infos, errs)
+	}
+	if got := callsOf(t, reg, providers.OpDiscoverNodes); got != 1 {
+		t.Errorf("DiscoverNodes calls counted %v, want 1", got)
+	}
+	// Without a batch: three DiscoverNode calls, each counted.
+	infos, errs = providers.DiscoverNodes(ctx, m.Wrap(&fake{}), nodes)
+	if len(infos) != 3 || errors.Join(errs...) != nil {
+		t.Fatalf("one by one: infos %v, errs %v", infos, errs)
+	}
+	if got := callsOf(t, reg, providers.OpDiscoverNode); got != 3 {
+		t.Errorf("DiscoverNode calls counted %v, want 3", got)
+	}
+	// A rate limit that refuses the batch fails every node with the Throttled error.
+	limited := providers.WithRateLimit(&batchFake{}, providers.RateLimits{ReadQPS: 0.001, ReadBurst: 1})
+	_, _ = limited.DiscoverNode(ctx, providers.NodeRef{})
+	dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, errs := providers.DiscoverNodes(dctx, limited, nodes); !providers.IsThrottled(errs[0]) || !providers.IsThrottled(errs[2]) {
+		t.Errorf("refused batch: %v", errs)
+	}
+}
+
+// callsOf reads egressd_cloud_calls_total of the fake provider's op.
+func callsOf(t *testing.T, reg prometheus.Gatherer, op providers.Operation) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "egressd_cloud_calls_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "operation" && l.GetValue() == string(op) {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}

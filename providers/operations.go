@@ -5,6 +5,8 @@ type Operation string
 
 const (
 	OpDiscoverNode Operation = "DiscoverNode"
+	// OpDiscoverNodes is one batched discovery (NodesDiscoverer), however many nodes.
+	OpDiscoverNodes Operation = "DiscoverNodes"
 	OpEnsureIP     Operation = "EnsureIP"
 	OpMoveIP       Operation = "MoveIP"
 	OpReleaseIP    Operation = "ReleaseIP"
@@ -13,7 +15,7 @@ const (
 )
 
 // Operations lists every Provider method.
-var Operations = []Operation{OpDiscoverNode, OpEnsureIP, OpMoveIP, OpReleaseIP, OpListOwned, OpReleaseOwned}
+var Operations = []Operation{OpDiscoverNode, OpDiscoverNodes, OpEnsureIP, OpMoveIP, OpReleaseIP, OpListOwned, OpReleaseOwned}
 
 // Mutating reports whether the operation may change cloud state. Read operations are cheaper
 // and have their own, larger, rate budget in every cloud.

@@ -206,6 +206,31 @@ type OwnedResource struct {
 	Created time.Time `json:"created,omitzero"`
 }
 
+// NodesDiscoverer is implemented by providers that can describe many nodes in a few calls
+// (EC2: one DescribeInstances per 200 instances and one DescribeSubnets per zone, instead of
+// two calls per node). The result is index-aligned with nodes: a node has either an info or
+// an error. Same idempotency as DiscoverNode: read only.
+type NodesDiscoverer interface {
+	DiscoverNodes(ctx context.Context, nodes []NodeRef) ([]*NodeInfo, []error)
+}
+
+// DiscoverNodes describes nodes with p's batched discovery when it has one (decorators pass it
+// through), else one DiscoverNode per node.
+func DiscoverNodes(ctx context.Context, p Provider, nodes []NodeRef) ([]*NodeInfo, []error) {
+	if b, ok := p.(NodesDiscoverer); ok {
+		return b.DiscoverNodes(ctx, nodes)
+	}
+	return discoverEach(ctx, p, nodes)
+}
+
+func discoverEach(ctx context.Context, p Provider, nodes []NodeRef) ([]*NodeInfo, []error) {
+	infos, errs := make([]*NodeInfo, len(nodes)), make([]error, len(nodes))
+	for i, n := range nodes {
+		infos[i], errs[i] = p.DiscoverNode(ctx, n)
+	}
+	return infos, errs
+}
+
 // Constructor builds a provider from its raw configuration (the provider's own JSON object in
 // the controller configuration).
 type Constructor func(ctx context.Context, config json.RawMessage) (Provider, error)

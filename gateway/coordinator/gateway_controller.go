@@ -81,6 +81,9 @@ func (r GatewayReconciler) reconcile(ctx context.Context, name string) (ctrl.Res
 	for i := range nodes {
 		byName[nodes[i].Name] = &nodes[i]
 	}
+	if src.kind == "cloud" {
+		r.prefetch(ctx, src.provider, gw, nodes)
+	}
 	var discoverErrs []error
 	capacity := func(n *corev1.Node) int {
 		if src.kind != "cloud" {

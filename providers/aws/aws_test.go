@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -354,5 +355,40 @@ func TestFigures(t *testing.T) {
 	t.Log(b2.String())
 	if os.Getenv("EGRESSD_FIGURES") != "" {
 		fmt.Print(b2.String())
+	}
+}
+
+// TestDiscoverNodesBatched: four nodes in two zones, plus one whose instance does not exist,
+// are described with one DescribeInstances and one DescribeSubnets per zone; each node gets what
+// DiscoverNode alone reports, and the unknown one a NotFound error of its own.
+func TestDiscoverNodesBatched(t *testing.T) {
+	w := newWorld(t, 4)
+	ctx := ctxT(t)
+	nodes := append(append([]providers.NodeRef{}, w.Nodes("zone-a")...), w.Nodes("zone-b")...)
+	ghost := providers.NodeRef{Name: "ghost", ProviderID: "aws:///us-east-1a/i-0123456789abcdef0"}
+	nodes = append(nodes, ghost)
+	if _, err := w.AWS.DiscoverNode(ctx, nodes[0]); err != nil { // instance type cached
+		t.Fatal(err)
+	}
+	w.Sim.ResetCalls()
+	infos, errs := w.AWS.DiscoverNodes(ctx, nodes)
+	calls := w.Sim.Calls()
+	if calls["DescribeInstances"] != 1 || calls["DescribeSubnets"] != 2 || len(calls) != 2 {
+		t.Errorf("batched discovery of %d nodes in 2 zones: %v, want 1 DescribeInstances and 2 DescribeSubnets", len(nodes), calls)
+	}
+	if !providers.IsNotFound(errs[4]) || infos[4] != nil {
+		t.Errorf("unknown instance: %v, %v", infos[4], errs[4])
+	}
+	for i, n := range nodes[:4] {
+		if errs[i] != nil {
+			t.Fatalf("%s: %v", n.Name, errs[i])
+		}
+		one, err := w.AWS.DiscoverNode(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(one, infos[i]) {
+			t.Errorf("%s: batch %+v, alone %+v", n.Name, infos[i], one)
+		}
 	}
 }

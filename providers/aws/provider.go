@@ -779,33 +779,90 @@ func (p *Provider) ReleaseOwned(ctx context.Context, res providers.OwnedResource
 // DiscoverNode implements providers.Provider: DescribeInstances, DescribeInstanceTypes (once
 // per type per process) and DescribeSubnets.
 func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*providers.NodeInfo, error) {
-	op := "discovering node " + node.Name
-	inst, err := instanceID(node)
-	if err != nil {
-		return nil, err
-	}
-	out, err := p.api.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{inst}})
-	if err != nil {
-		return nil, classify(op, err)
-	}
-	var in *ec2types.Instance
-	for _, r := range out.Reservations {
-		for i := range r.Instances {
-			in = &r.Instances[i]
+	infos, errs := p.DiscoverNodes(ctx, []providers.NodeRef{node})
+	return infos[0], errs[0]
+}
+
+// discoverBatch is how many instances one DescribeInstances asks for (by an instance-id
+// filter, which, unlike InstanceIds, does not fail the whole call for one unknown instance).
+const discoverBatch = 200
+
+// DiscoverNodes implements providers.NodesDiscoverer: one DescribeInstances per 200 nodes, one
+// DescribeSubnets per VPC and zone, DescribeInstanceTypes once per type per process.
+func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef) ([]*providers.NodeInfo, []error) {
+	infos, errs := make([]*providers.NodeInfo, len(nodes)), make([]error, len(nodes))
+	ids := make([]string, len(nodes))
+	var want []string
+	for i, n := range nodes {
+		if ids[i], errs[i] = instanceID(n); errs[i] == nil {
+			want = append(want, ids[i])
 		}
 	}
-	if in == nil || (in.State != nil && in.State.Name == ec2types.InstanceStateNameTerminated) {
-		return nil, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: fmt.Errorf("instance %s not running", inst)}
+	instances := map[string]*ec2types.Instance{}
+	for chunk := range slices.Chunk(slices.Compact(slices.Sorted(slices.Values(want))), discoverBatch) {
+		pg := ec2.NewDescribeInstancesPaginator(p.api, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{filter("instance-id", chunk...)}})
+		for pg.HasMorePages() {
+			out, err := pg.NextPage(ctx)
+			if err != nil {
+				err = classify(fmt.Sprintf("describing %d instances", len(chunk)), err)
+				for i := range nodes {
+					if errs[i] == nil && slices.Contains(chunk, ids[i]) {
+						errs[i] = fmt.Errorf("discovering node %s: %w", nodes[i].Name, err)
+					}
+				}
+				break
+			}
+			for _, r := range out.Reservations {
+				for j := range r.Instances {
+					instances[awssdk.ToString(r.Instances[j].InstanceId)] = &r.Instances[j]
+				}
+			}
+		}
 	}
-	zone := ""
-	if in.Placement != nil {
-		zone = awssdk.ToString(in.Placement.AvailabilityZone)
+	subnets := map[string][]ec2types.Subnet{} // vpc/zone → subnets
+	subnetErrs := map[string]error{}
+	for i, n := range nodes {
+		if errs[i] != nil {
+			continue
+		}
+		op := "discovering node " + n.Name
+		in := instances[ids[i]]
+		if in == nil || (in.State != nil && in.State.Name == ec2types.InstanceStateNameTerminated) {
+			errs[i] = &providers.Error{Kind: providers.KindNotFound, Op: op, Err: fmt.Errorf("instance %s not running", ids[i])}
+			continue
+		}
+		zone := ""
+		if in.Placement != nil {
+			zone = awssdk.ToString(in.Placement.AvailabilityZone)
+		}
+		key := awssdk.ToString(in.VpcId) + "/" + zone
+		if _, ok := subnets[key]; !ok && subnetErrs[key] == nil {
+			out, err := p.api.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []ec2types.Filter{
+				filter("vpc-id", awssdk.ToString(in.VpcId)), filter("availability-zone", zone)}})
+			if err != nil {
+				subnetErrs[key] = classify(op, err)
+			} else {
+				subnets[key] = out.Subnets
+			}
+		}
+		if err := subnetErrs[key]; err != nil {
+			errs[i] = err
+			continue
+		}
+		lim, err := p.limits(ctx, string(in.InstanceType))
+		if err != nil {
+			errs[i] = fmt.Errorf("%s: %w", op, err)
+			continue
+		}
+		infos[i] = nodeInfo(n, ids[i], zone, in, lim, subnets[key])
 	}
+	return infos, errs
+}
+
+// nodeInfo builds what DiscoverNode reports from an instance, its type's limits and the
+// subnets of its zone.
+func nodeInfo(node providers.NodeRef, inst, zone string, in *ec2types.Instance, lim typeLimits, subnets []ec2types.Subnet) *providers.NodeInfo {
 	info := &providers.NodeInfo{Ref: node, InstanceID: inst, Zone: zone}
-	lim, err := p.limits(ctx, string(in.InstanceType))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
 	info.Capacity.MaxInterfaces, info.Capacity.MaxIPsPerInterface = lim.maxENIs, lim.ipsPerENI
 	primarySubnet := ""
 	hasDedicated := false
@@ -841,12 +898,7 @@ func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*p
 	if !hasDedicated && len(info.Interfaces) < lim.maxENIs {
 		info.Capacity.DedicatedFreeIPSlots = lim.ipsPerENI - 1
 	}
-	sn, err := p.api.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []ec2types.Filter{
-		filter("vpc-id", awssdk.ToString(in.VpcId)), filter("availability-zone", zone)}})
-	if err != nil {
-		return nil, classify(op, err)
-	}
-	for _, s := range sn.Subnets {
+	for _, s := range subnets {
 		cidr, err := netip.ParsePrefix(awssdk.ToString(s.CidrBlock))
 		if err != nil {
 			continue
@@ -862,7 +914,7 @@ func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*p
 	slices.SortStableFunc(info.Subnets, func(a, b providers.Subnet) int {
 		return boolInt(b.ID == primarySubnet) - boolInt(a.ID == primarySubnet)
 	})
-	return info, nil
+	return info
 }
 
 func boolInt(b bool) int {
