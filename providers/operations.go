@@ -7,11 +7,11 @@ const (
 	OpDiscoverNode Operation = "DiscoverNode"
 	// OpDiscoverNodes is one batched discovery (NodesDiscoverer), however many nodes.
 	OpDiscoverNodes Operation = "DiscoverNodes"
-	OpEnsureIP     Operation = "EnsureIP"
-	OpMoveIP       Operation = "MoveIP"
-	OpReleaseIP    Operation = "ReleaseIP"
-	OpListOwned    Operation = "ListOwned"
-	OpReleaseOwned Operation = "ReleaseOwned"
+	OpEnsureIP      Operation = "EnsureIP"
+	OpMoveIP        Operation = "MoveIP"
+	OpReleaseIP     Operation = "ReleaseIP"
+	OpListOwned     Operation = "ListOwned"
+	OpReleaseOwned  Operation = "ReleaseOwned"
 )
 
 // Operations lists every Provider method.
