@@ -6,7 +6,6 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -17,6 +16,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/internal/cachetrim"
 )
 
 // ManagerOptions are the agent manager's endpoints.
@@ -52,8 +52,8 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (manager.Manager, error) 
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
 			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Pod{}:  {Field: fields.OneTermEqualSelector("spec.nodeName", opts.NodeName), Transform: trimPod},
-				&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", opts.NodeName), Transform: trimNode},
+				&corev1.Pod{}:  {Field: fields.OneTermEqualSelector("spec.nodeName", opts.NodeName), Transform: cachetrim.Transform(trimPod)},
+				&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", opts.NodeName), Transform: cachetrim.Transform(trimNode)},
 			},
 		},
 		Client: client.Options{Cache: &client.CacheOptions{
@@ -73,40 +73,25 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (manager.Manager, error) 
 // namespace, the deletion timestamp, spec.nodeName, spec.hostNetwork, the phase and the pod
 // IPs. Containers, their statuses, volumes and the rest stay out of the cache; a field read
 // that is not kept here reads as its zero value (TestTrimKeepsWhatIsRead).
-func trimPod(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
+func trimPod(p *corev1.Pod) *corev1.Pod {
 	return &corev1.Pod{
 		TypeMeta:   p.TypeMeta,
-		ObjectMeta: trimMeta(&p.ObjectMeta),
+		ObjectMeta: cachetrim.Meta(&p.ObjectMeta),
 		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
 		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
-	}, nil
+	}
 }
 
 // trimNode keeps what the agent reads of its node (sync, ComputeState, nodeInternalIPv4): the
 // labels (the zone), the deletion timestamp, spec.unschedulable and the addresses. The node's
 // images, conditions and system info stay out of the cache.
-func trimNode(obj any) (any, error) {
-	n, ok := obj.(*corev1.Node)
-	if !ok {
-		return obj, nil
-	}
+func trimNode(n *corev1.Node) *corev1.Node {
 	return &corev1.Node{
 		TypeMeta:   n.TypeMeta,
-		ObjectMeta: trimMeta(&n.ObjectMeta),
+		ObjectMeta: cachetrim.Meta(&n.ObjectMeta),
 		Spec:       corev1.NodeSpec{Unschedulable: n.Spec.Unschedulable},
 		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
-	}, nil
-}
-
-// trimMeta keeps an object's identity, labels and deletion timestamp; annotations, owners,
-// finalizers and managed fields go.
-func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
-		Labels: m.Labels, DeletionTimestamp: m.DeletionTimestamp}
+	}
 }
 
 // Setup builds the agent on mgr's cache and client and adds it, its readiness check ("the

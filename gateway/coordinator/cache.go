@@ -3,9 +3,10 @@ package coordinator
 import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/egressd/egressd/gateway/internal/cachetrim"
 )
 
 // cacheOptions is what the coordinator's informers hold: only the agents' Leases, Pods and
@@ -20,37 +21,29 @@ func cacheOptions(namespace string) cache.Options {
 		ByObject: map[client.Object]cache.ByObject{
 			// Only the agents' Leases, not every Lease of the cluster.
 			&coordinationv1.Lease{}: {Namespaces: map[string]cache.Config{namespace: {}}},
-			&corev1.Pod{}:           {Transform: trimPod},
-			&corev1.Node{}:          {Transform: trimNode},
+			&corev1.Pod{}:           {Transform: cachetrim.Transform(trimPod)},
+			&corev1.Node{}:          {Transform: cachetrim.Transform(trimNode)},
 		},
 	}
 }
 
 // trimPod keeps what the policy watches (policiesOf, podIPChanged) and the policy reconciler's
 // pod count read: the labels, the namespace, the phase, the pod IP and the deletion timestamp.
-func trimPod(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
+func trimPod(p *corev1.Pod) *corev1.Pod {
 	return &corev1.Pod{
 		TypeMeta:   p.TypeMeta,
-		ObjectMeta: trimMeta(&p.ObjectMeta),
+		ObjectMeta: cachetrim.Meta(&p.ObjectMeta),
 		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP},
-	}, nil
+	}
 }
 
 // trimNode keeps what gateway planning (nodeViews, nodeRef) and the node watch (nodeChanged)
 // read: the labels (node selectors, the zone), the deletion timestamp, spec.unschedulable,
 // spec.providerID, the addresses (the underlay IP) and the Ready condition.
-func trimNode(obj any) (any, error) {
-	n, ok := obj.(*corev1.Node)
-	if !ok {
-		return obj, nil
-	}
+func trimNode(n *corev1.Node) *corev1.Node {
 	t := &corev1.Node{
 		TypeMeta:   n.TypeMeta,
-		ObjectMeta: trimMeta(&n.ObjectMeta),
+		ObjectMeta: cachetrim.Meta(&n.ObjectMeta),
 		Spec:       corev1.NodeSpec{ProviderID: n.Spec.ProviderID, Unschedulable: n.Spec.Unschedulable},
 		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
 	}
@@ -59,12 +52,5 @@ func trimNode(obj any) (any, error) {
 			t.Status.Conditions = append(t.Status.Conditions, c)
 		}
 	}
-	return t, nil
-}
-
-// trimMeta keeps an object's identity, labels and deletion timestamp; annotations, owners,
-// finalizers and managed fields go.
-func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
-		Labels: m.Labels, DeletionTimestamp: m.DeletionTimestamp}
+	return t
 }
