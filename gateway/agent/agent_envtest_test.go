@@ -248,15 +248,7 @@ func TestAgentEnvtest(t *testing.T) {
 	a, err := agent.Setup(mgr, agent.Config{NodeName: "worker1", ProbePort: port,
 		ProbeAddress: fmt.Sprintf("%s:%d", myIP, port), Dataplane: rec, Registerer: reg, LeaseInterval: 200 * time.Millisecond})
 	must(t, err)
-	mctx, mcancel := context.WithCancel(log.IntoContext(ctx, zap.New(zap.UseDevMode(true))))
-	mdone := make(chan error, 1)
-	go func() { mdone <- mgr.Start(mctx) }()
-	defer func() {
-		mcancel()
-		if err := <-mdone; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
+	defer runManager(log.IntoContext(ctx, zap.New(zap.UseDevMode(true))), t, mgr, "manager")()
 
 	t.Run("initial state: the node, no pods, no groups", func(t *testing.T) {
 		_, ap := rec.wait(t, 0, 30*time.Second, "the node IP", func(s dataplane.State) bool { return s.NodeIP == myIP })
@@ -419,15 +411,7 @@ func TestLeaseRenewedOnReady(t *testing.T) {
 	a, err := agent.Setup(mgr, agent.Config{NodeName: "worker1", ProbeAddress: "127.0.0.12:0", Dataplane: newRecorder(),
 		Registerer: prometheus.NewRegistry(), LeaseInterval: time.Hour})
 	must(t, err)
-	mctx, mcancel := context.WithCancel(ctx)
-	mdone := make(chan error, 1)
-	go func() { mdone <- mgr.Start(mctx) }()
-	defer func() {
-		mcancel()
-		if err := <-mdone; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
+	defer runManager(ctx, t, mgr, "manager")()
 
 	deadline := time.Now().Add(20 * time.Second)
 	for a.Ready() != nil {

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/gateway/agent"
@@ -127,20 +128,27 @@ func startNetnsAgent(ctx context.Context, t *testing.T, cfg *rest.Config, n *net
 		},
 	})
 	must(t, err)
-	mctx, mcancel := context.WithCancel(log.IntoContext(ctx, zap.New(zap.UseDevMode(true)).WithValues("agent", n.Name)))
+	stop := runManager(log.IntoContext(ctx, zap.New(zap.UseDevMode(true)).WithValues("agent", n.Name)), t, mgr, "agent "+n.Name)
+	return dp, stop
+}
+
+// runManager runs mgr until the returned stop (idempotent, also run by t.Cleanup), which
+// reports the manager's error as what's.
+func runManager(ctx context.Context, t *testing.T, mgr manager.Manager, what string) (stop func()) {
+	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mctx) }()
 	var once sync.Once
-	stop := func() {
+	stop = func() {
 		once.Do(func() {
-			mcancel()
+			cancel()
 			if err := <-done; err != nil {
-				t.Errorf("agent %s: %v", n.Name, err)
+				t.Errorf("%s: %v", what, err)
 			}
 		})
 	}
 	t.Cleanup(stop)
-	return dp, stop
+	return stop
 }
 
 // TestAgentNetns runs three agents in-process against a real API server, each driving the real
