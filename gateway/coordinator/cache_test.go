@@ -111,7 +111,13 @@ func TestTrimKeepsWhatIsRead(t *testing.T) {
 		leases := map[string]*coordinationv1.Lease{"n0": {Spec: coordinationv1.LeaseSpec{RenewTime: &renewed}}}
 		views := func(nodes []corev1.Node) ([]NodeView, []providers.NodeRef) {
 			var refs []providers.NodeRef
-			v, err := c.nodeViews(gw, nodes, leases, func(n *corev1.Node) int { refs = append(refs, nodeRef(n)); return 3 })
+			v, err := c.nodeViews(gw, nodes, leases, func(ns []*corev1.Node) []int {
+				free := make([]int, len(ns))
+				for i, n := range ns {
+					refs, free[i] = append(refs, nodeRef(n)), 3
+				}
+				return free
+			})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -81,23 +81,25 @@ func (r GatewayReconciler) reconcile(ctx context.Context, name string) (ctrl.Res
 	for i := range nodes {
 		byName[nodes[i].Name] = &nodes[i]
 	}
-	if src.kind == "cloud" {
-		r.prefetch(ctx, src.provider, gw, nodes)
-	}
 	var discoverErrs []error
-	capacity := func(n *corev1.Node) int {
-		if src.kind != "cloud" {
-			return -1
+	var capacity func([]*corev1.Node) []int
+	if src.kind == "cloud" {
+		capacity = func(ns []*corev1.Node) []int {
+			r.prefetch(ctx, src.provider, ns)
+			free := make([]int, len(ns))
+			for i, n := range ns {
+				info, err := r.discover(ctx, src.provider, n)
+				if err != nil {
+					discoverErrs = append(discoverErrs, fmt.Errorf("discovering node %s: %w", n.Name, err))
+					continue
+				}
+				if err := r.registerSubnets(src.providerType, info); err != nil {
+					discoverErrs = append(discoverErrs, err)
+				}
+				free[i] = info.Capacity.FreeIPSlots
+			}
+			return free
 		}
-		info, err := r.discover(ctx, src.provider, n)
-		if err != nil {
-			discoverErrs = append(discoverErrs, fmt.Errorf("discovering node %s: %w", n.Name, err))
-			return 0
-		}
-		if err := r.registerSubnets(src.providerType, info); err != nil {
-			discoverErrs = append(discoverErrs, err)
-		}
-		return info.Capacity.FreeIPSlots
 	}
 	views, err := r.nodeViews(gw, nodes, leases, capacity)
 	if err != nil {

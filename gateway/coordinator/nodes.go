@@ -65,8 +65,10 @@ func nodeRef(n *corev1.Node) providers.NodeRef {
 	return providers.NodeRef{Name: n.Name, ProviderID: n.Spec.ProviderID, Zone: n.Labels[ZoneLabel]}
 }
 
-// nodeViews builds the planner's view of the nodes relevant to gw.
-func (c *Coordinator) nodeViews(gw *egressv1.EgressGateway, nodes []corev1.Node, leases map[string]*coordinationv1.Lease, capacity func(*corev1.Node) int) ([]NodeView, error) {
+// nodeViews builds the planner's view of the nodes relevant to gw. capacity, when set, is
+// asked once for the free IP slots of every selected, Ready node, so that it can describe them
+// in one batch.
+func (c *Coordinator) nodeViews(gw *egressv1.EgressGateway, nodes []corev1.Node, leases map[string]*coordinationv1.Lease, capacity func([]*corev1.Node) []int) ([]NodeView, error) {
 	sel, err := metav1.LabelSelectorAsSelector(&gw.Spec.NodeSelector)
 	if err != nil {
 		return nil, err
@@ -79,6 +81,8 @@ func (c *Coordinator) nodeViews(gw *egressv1.EgressGateway, nodes []corev1.Node,
 	}
 	now := c.clock.Now()
 	var views []NodeView
+	var asked []*corev1.Node // selected and Ready: their capacity counts
+	var askedViews []int     // their index in views
 	for i := range nodes {
 		n := &nodes[i]
 		selected := sel.Matches(labels.Set(n.Labels))
@@ -96,10 +100,15 @@ func (c *Coordinator) nodeViews(gw *egressv1.EgressGateway, nodes []corev1.Node,
 			Free:       -1,
 		}
 		v.ProbeUp = !v.UnderlayIP.IsValid() || c.health.Up(v.UnderlayIP)
-		if v.Selected && v.Ready && capacity != nil {
-			v.Free = capacity(n)
+		if v.Selected && v.Ready {
+			asked, askedViews = append(asked, n), append(askedViews, len(views))
 		}
 		views = append(views, v)
+	}
+	if capacity != nil && len(asked) > 0 {
+		for i, free := range capacity(asked) {
+			views[askedViews[i]].Free = free
+		}
 	}
 	return views, nil
 }
@@ -140,27 +149,20 @@ func (nc *nodeCache) forget(key string) {
 	delete(nc.entries, key)
 }
 
-// prefetch puts the provider's view of gw's selected, Ready nodes that are not cached yet into
-// the cache, with the provider's batched discovery when it has one: at 100 gateway nodes EC2
-// takes a handful of calls instead of two per node. Errors are left to discover, which retries
-// the node alone and reports it.
-func (c *Coordinator) prefetch(ctx context.Context, p providers.Provider, gw *egressv1.EgressGateway, nodes []corev1.Node) {
-	sel, err := metav1.LabelSelectorAsSelector(&gw.Spec.NodeSelector)
-	if err != nil {
-		return
-	}
+// prefetch puts the provider's view of those of nodes it has no fresh view of into the cache,
+// with the provider's batched discovery when it has one: at 100 gateway nodes EC2 takes a
+// handful of calls instead of two per node. Errors are left to discover, which retries the node
+// alone and reports it.
+func (c *Coordinator) prefetch(ctx context.Context, p providers.Provider, nodes []*corev1.Node) {
 	now := c.clock.Now()
 	var refs []providers.NodeRef
-	for i := range nodes {
-		n := &nodes[i]
-		if !sel.Matches(labels.Set(n.Labels)) || n.DeletionTimestamp != nil || !nodeReady(n) ||
-			c.nodes.get(p.Name()+"/"+n.Name, now, c.cfg.CapacityTTL.Duration) != nil {
-			continue
+	for _, n := range nodes {
+		if c.nodes.get(p.Name()+"/"+n.Name, now, c.cfg.CapacityTTL.Duration) == nil {
+			refs = append(refs, nodeRef(n))
 		}
-		refs = append(refs, nodeRef(n))
 	}
 	if len(refs) < 2 {
-		return
+		return // discover asks for a single node itself
 	}
 	infos, errs := providers.DiscoverNodes(ctx, p, refs)
 	for i, ref := range refs {
