@@ -392,3 +392,23 @@ func TestDiscoverNodesBatched(t *testing.T) {
 		}
 	}
 }
+
+// TestDiscoverNodesChunked: 250 nodes take two DescribeInstances, under EC2's (and the
+// simulator's) 200 filter values per request; the unknown ones each get NotFound.
+func TestDiscoverNodesChunked(t *testing.T) {
+	w := newWorld(t, 4)
+	nodes := slices.Clone(w.Nodes("zone-a"))
+	for i := len(nodes); i < 250; i++ {
+		nodes = append(nodes, providers.NodeRef{Name: fmt.Sprintf("ghost-%d", i), ProviderID: fmt.Sprintf("aws:///us-east-1a/i-0ff%014x", i)})
+	}
+	w.Sim.ResetCalls()
+	infos, errs := w.AWS.DiscoverNodes(ctxT(t), nodes)
+	if n := w.Sim.Calls()["DescribeInstances"]; n != 2 {
+		t.Errorf("%d DescribeInstances for 250 nodes, want 2", n)
+	}
+	for i := range nodes {
+		if known := i < len(w.Nodes("zone-a")); known != (errs[i] == nil && infos[i] != nil) || (!known && !providers.IsNotFound(errs[i])) {
+			t.Fatalf("%s: %v, %v", nodes[i].Name, infos[i], errs[i])
+		}
+	}
+}

@@ -68,21 +68,28 @@ func glob(v string) *regexp.Regexp {
 	return regexp.MustCompile(b.String())
 }
 
-func filters(q url.Values) []filter {
+func filters(q url.Values) ([]filter, *apiError) {
 	var out []filter
+	values := 0
 	for i := 1; ; i++ {
 		p := "Filter." + strconv.Itoa(i)
 		name, ok := q[p+".Name"]
 		if !ok {
-			return out
+			return out, nil
 		}
 		f := filter{name: name[0]}
 		for _, v := range list(q, p+".Value") {
 			f.values = append(f.values, glob(v))
 		}
+		// EC2 takes at most maxFilterValues values in all the filters of one request.
+		if values += len(f.values); values > maxFilterValues {
+			return nil, errf("FilterLimitExceeded", "The maximum number of filter values specified on a single call is %d", maxFilterValues)
+		}
 		out = append(out, f)
 	}
 }
+
+const maxFilterValues = 200
 
 // match applies filters (AND across names, OR across values) to a resource whose field
 // values field returns; ok=false from field means the filter name is unknown.
@@ -191,7 +198,10 @@ func (s *Server) xinstance(w *world, in *instance) xInstance {
 func (s *Server) describeInstances(q url.Values) (any, *apiError) {
 	w := s.view()
 	ids := list(q, "InstanceId")
-	fs := filters(q)
+	fs, ferr := filters(q)
+	if ferr != nil {
+		return nil, ferr
+	}
 	for _, id := range ids {
 		if _, ok := w.Instances[id]; !ok {
 			return nil, errf("InvalidInstanceID.NotFound", "The instance ID '%s' does not exist", id)
@@ -269,7 +279,10 @@ func (s *Server) describeSubnets(q url.Values) (any, *apiError) {
 			return nil, errf("InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist", id)
 		}
 	}
-	fs := filters(q)
+	fs, ferr := filters(q)
+	if ferr != nil {
+		return nil, ferr
+	}
 	resp := &describeSubnetsResp{}
 	for _, id := range slices.Sorted(maps.Keys(w.Subnets)) {
 		sn := w.Subnets[id]
@@ -313,7 +326,10 @@ func (s *Server) describeNetworkInterfaces(q url.Values) (any, *apiError) {
 			return nil, errf("InvalidNetworkInterfaceID.NotFound", "The networkInterface ID '%s' does not exist", id)
 		}
 	}
-	fs := filters(q)
+	fs, ferr := filters(q)
+	if ferr != nil {
+		return nil, ferr
+	}
 	resp := &describeNetworkInterfacesResp{}
 	for _, id := range slices.Sorted(maps.Keys(w.ENIs)) {
 		e := w.ENIs[id]
@@ -381,7 +397,10 @@ func (s *Server) describeAddresses(q url.Values) (any, *apiError) {
 		}
 	}
 	publics := list(q, "PublicIp")
-	fs := filters(q)
+	fs, ferr := filters(q)
+	if ferr != nil {
+		return nil, ferr
+	}
 	resp := &describeAddressesResp{}
 	for _, id := range slices.Sorted(maps.Keys(w.EIPs)) {
 		x := w.EIPs[id]
