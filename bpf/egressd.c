@@ -45,15 +45,20 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 // Packet marks (see docs/datapath.md): top byte identifies egressd, bit 23
 // says the flow came through the tunnel (so its replies must go back through
 // it), bit 22 is set on replies to re-encapsulate, the low 16 bits carry the
-// gateway group.
-#define MARK_MAGIC 0x6e000000
-#define MARK_MAGIC_MASK 0xff000000
-#define MARK_TUNNEL 0x00800000
-#define MARK_REPLY 0x00400000
-#define MARK_GROUP_MASK 0x0000ffff
-
-// VNI: the group id, with bit 23 set on replies.
-#define VNI_REPLY 0x800000
+// gateway group. The layout is shared with nftables and policy routing:
+// bpf2go generates the Go constants from this enum (bpf/datapath.go), which
+// is why it is an enum and why unused_mark_layout exists (it puts the enum
+// into BTF; nothing reads it, and the loader never creates its map).
+enum mark_layout {
+	MARK_MAGIC = 0x6e000000,
+	MARK_MAGIC_MASK = 0xff000000,
+	MARK_TUNNEL = 0x00800000,
+	MARK_REPLY = 0x00400000,
+	MARK_GROUP_MASK = 0x0000ffff,
+	// VNI: the group id, with bit 23 set on replies.
+	VNI_REPLY = 0x800000,
+};
+const enum mark_layout *unused_mark_layout __attribute__((unused));
 
 #define RULE_EXCLUDED 1
 

@@ -62,6 +62,17 @@ type egressdGroup struct {
 	}
 }
 
+type egressdMarkLayout uint32
+
+const (
+	egressdMarkLayoutMARK_MAGIC      egressdMarkLayout = 1845493760
+	egressdMarkLayoutMARK_MAGIC_MASK egressdMarkLayout = 4278190080
+	egressdMarkLayoutMARK_TUNNEL     egressdMarkLayout = 8388608
+	egressdMarkLayoutMARK_REPLY      egressdMarkLayout = 4194304
+	egressdMarkLayoutMARK_GROUP_MASK egressdMarkLayout = 65535
+	egressdMarkLayoutVNI_REPLY       egressdMarkLayout = 8388608
+)
+
 type egressdOwnedAddrKey struct {
 	_         structs.HostLayout
 	Addr      [16]uint8
@@ -141,6 +152,7 @@ const (
 	egressdProgEgressdProbe      = "egressd_probe"
 	egressdProgEgressdTunEgress  = "egressd_tun_egress"
 	egressdProgEgressdTunIngress = "egressd_tun_ingress"
+	egressdVarUnusedMarkLayout   = "unused_mark_layout"
 )
 
 // loadEgressd returns the embedded CollectionSpec for egressd.
@@ -212,6 +224,7 @@ type egressdMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type egressdVariableSpecs struct {
+	UnusedMarkLayout *ebpf.VariableSpec `ebpf:"unused_mark_layout"`
 }
 
 // egressdObjects contains all objects after they have been loaded into the kernel.
@@ -267,6 +280,7 @@ func (m *egressdMaps) Close() error {
 //
 // It can be passed to loadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type egressdVariables struct {
+	UnusedMarkLayout *ebpf.Variable `ebpf:"unused_mark_layout"`
 }
 
 // egressdPrograms contains all programs after they have been loaded into the kernel.
