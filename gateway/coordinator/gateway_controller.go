@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 	"github.com/egressd/egressd/ipalloc"
 	"github.com/egressd/egressd/providers"
@@ -205,7 +206,7 @@ func (r GatewayReconciler) sourceOf(gw *egressv1.EgressGateway) (addrSource, *me
 		typ, _ := ProviderType(a.Cloud.Provider, r.cfg.Providers[a.Cloud.Provider])
 		return addrSource{kind: "cloud", provider: p, providerType: typ}, nil
 	}
-	return addrSource{}, &metav1.Condition{Type: egressv1.ConditionReady, Status: metav1.ConditionFalse, Reason: "InvalidAddresses", Message: "spec.addresses names no source"}
+	return addrSource{}, &metav1.Condition{Type: egressv1.ConditionReady, Status: metav1.ConditionFalse, Reason: egressv1.ReasonInvalidAddresses, Message: "spec.addresses names no source"}
 }
 
 // assignGroupID gives the group the lowest number no other group has, and records it at once.
@@ -441,7 +442,7 @@ func (r GatewayReconciler) syncCloud(ctx context.Context, gw *egressv1.EgressGat
 func (r GatewayReconciler) abandonTaken(ctx context.Context, gw *egressv1.EgressGateway, e *egressv1.EgressIP, ip netip.Addr, cause error) error {
 	_ = r.alloc.Release(ip)
 	markErr := r.alloc.MarkInUse(e.Spec.Zone, e.Spec.Subnet, ip)
-	r.recorder.Eventf(gw, nil, corev1.EventTypeNormal, ReasonAddressInUse, "Allocate",
+	r.recorder.Eventf(gw, nil, corev1.EventTypeNormal, egressv1.ReasonAddressInUse, "Allocate",
 		"%s is held outside egressd in zone %s (%v); allocating another address", ip, e.Spec.Zone, cause)
 	patch := client.MergeFrom(e.DeepCopy())
 	controllerutil.RemoveFinalizer(e, egressv1.FinalizerReleaseCloud)
@@ -450,9 +451,6 @@ func (r GatewayReconciler) abandonTaken(ctx context.Context, gw *egressv1.Egress
 	}
 	return errors.Join(markErr, r.deleteEgressIP(ctx, e))
 }
-
-// ReasonAddressInUse: the cloud refused an allocated address because something else holds it.
-const ReasonAddressInUse = "AddressInUse"
 
 // setAssigned writes where the cloud holds the address (a != nil) or why it does not.
 func (r GatewayReconciler) setAssigned(ctx context.Context, e *egressv1.EgressIP, a *providers.Assignment, failed *metav1.Condition) error {
@@ -520,21 +518,10 @@ func (r GatewayReconciler) releaseGroup(ctx context.Context, name string) error 
 
 // probeTargets adds the group's gateways to the coordinator's probes.
 func (r GatewayReconciler) probeTargets(gw *egressv1.EgressGateway, views []NodeView) {
-	t := probe.Target{}
-	if h := gw.Spec.Health; h != nil {
-		if h.Interval != nil {
-			t.Interval = h.Interval.Duration
-		}
-		if h.Timeout != nil {
-			t.Timeout = h.Timeout.Duration
-		}
-		t.FailureThreshold = int(h.FailureThreshold)
-	}
 	var mine []probe.Target
 	for _, v := range views {
 		if v.UnderlayIP.IsValid() {
-			t.Addr = netip.AddrPortFrom(v.UnderlayIP, uint16(r.cfg.ProbePort))
-			mine = append(mine, t)
+			mine = append(mine, contract.ProbeTarget(netip.AddrPortFrom(v.UnderlayIP, uint16(r.cfg.ProbePort)), gw.Spec.Health))
 		}
 	}
 	r.setProbeTargets(gw.Name, mine)

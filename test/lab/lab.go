@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/gateway/contract"
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
 	"github.com/egressd/egressd/test/envtest"
 	"github.com/egressd/egressd/test/netns"
@@ -32,7 +33,7 @@ const Prefix = "edlab-"
 // Names and labels the lab gives the cluster.
 const (
 	ClusterName    = "egressd-lab"
-	SystemNS       = "egressd-system"
+	SystemNS       = contract.DefaultNamespace
 	WorkloadNS     = "demo"
 	GatewayLabel   = "egressd.io/gateway"
 	GatewayGroup   = "lab" // value of GatewayLabel on gateway nodes and name of the EgressGateway

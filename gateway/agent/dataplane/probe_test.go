@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 	"github.com/egressd/egressd/test/netns"
 )
@@ -37,7 +38,7 @@ func TestProbeAnsweredByDatapath(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	const port = probe.DefaultPort
+	const port = contract.DefaultProbePort
 	// apply applies gw1's datapath from a fresh Dataplane and closes it, as
 	// an agent that exits (or is killed) right after its Apply.
 	apply := func(t *testing.T, cfg dataplane.Config, s dataplane.State) {
