@@ -5,7 +5,7 @@
 // egressd-controller in a control-plane namespace, an echo server outside the VPC and a monitor
 // pod. It owns the lifecycle of all of it — Up builds, Close tears down, Sweep removes what a
 // crashed run left — and the events the walkthrough and the benchmarks play: gateway reboots
-// and planned drains. `egressctl lab` and `make demo` drive it.
+// and planned drains. `egressd-lab` (cmd/egressd-lab) and `make demo` drive it.
 package lab
 
 import (

@@ -36,7 +36,7 @@ func upLab(t testing.TB, cfg Config) *Lab {
 	defer cancel()
 	cfg.Log = testWriter{t}
 	// EGRESSD_LAB_KEEP keeps the work directory (logs of every binary) for a post-mortem, like
-	// egressctl lab --keep-logs.
+	// egressd-lab --keep-logs.
 	cfg.KeepWorkDir = cfg.KeepWorkDir || os.Getenv("EGRESSD_LAB_KEEP") != ""
 	l, err := Up(ctx, cfg)
 	if err != nil {
