@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 	"github.com/egressd/egressd/test/netns"
+	"github.com/egressd/egressd/test/privileged"
 )
 
 // TestProbeAnsweredByDatapath probes a gateway node whose agent is not
@@ -25,9 +25,7 @@ import (
 // compares the round trip through the reflector with the userspace
 // Responder's.
 func TestProbeAnsweredByDatapath(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces and eBPF")
-	}
+	privileged.Require(t, "network namespaces and eBPF")
 	topo := netns.New(t, netns.Spec{Nodes: []netns.NodeSpec{{Name: "worker1"}, {Name: "gw1"}}})
 	bpffs := t.TempDir()
 	if err := unix.Mount("bpf", bpffs, "bpf", 0, ""); err != nil {
