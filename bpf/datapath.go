@@ -69,9 +69,9 @@ type Datapath struct {
 }
 
 // objects are the programs and maps the datapath uses. The generated
-// egressdObjects also holds unused_mark_layout, a global that only exists to
-// put enum mark_layout into BTF for bpf2go; leaving it out means no .bss map
-// is ever created for it.
+// egressdObjects also holds the unused_* globals, which only exist to put the
+// enums shared with Go (mark_layout, drop_reason, gw_flags) into BTF for
+// bpf2go; leaving them out means no .bss map is ever created for them.
 type objects struct {
 	egressdPrograms
 	egressdMaps

@@ -62,11 +62,15 @@ const enum mark_layout *unused_mark_layout __attribute__((unused));
 
 #define RULE_EXCLUDED 1
 
-#define GW_HEALTHY 1
-#define GW_LOCAL 2
-// No new flows: a draining gateway keeps the flows pinned to it (while
-// healthy) but is never picked for a new one.
-#define GW_DRAINING 4
+// Flags of a gateway in the groups map.
+enum gw_flags {
+	GW_HEALTHY = 1,
+	GW_LOCAL = 2,
+	// No new flows: a draining gateway keeps the flows pinned to it (while
+	// healthy) but is never picked for a new one.
+	GW_DRAINING = 4,
+};
+const enum gw_flags *unused_gw_flags __attribute__((unused));
 
 enum drop_reason {
 	DROP_NO_GATEWAY = 0, // no healthy, non-draining gateway for a new flow
@@ -79,6 +83,8 @@ enum drop_reason {
 	DROP_MALFORMED,      // headers could not be read
 	DROP_MAX,
 };
+// Like unused_mark_layout: puts the enum into BTF for bpf2go.
+const enum drop_reason *unused_drop_reason __attribute__((unused));
 
 struct endpoint_key {
 	__u8 addr[16]; // IPv6, or IPv4-mapped IPv6 (::ffff:a.b.c.d)

@@ -47,3 +47,14 @@ func TestMarkLayoutFromC(t *testing.T) {
 			MarkMagic, MarkMagicMask, MarkTunnel, MarkReply, MarkGroupMask)
 	}
 }
+
+// TestDropReasonNames: every drop reason of enum drop_reason has a metric label.
+func TestDropReasonNames(t *testing.T) {
+	seen := map[string]bool{}
+	for i, n := range DropReasonNames {
+		if n == "" || seen[n] {
+			t.Errorf("drop reason %d has label %q: empty or repeated (add it to DropReasonNames)", i, n)
+		}
+		seen[n] = true
+	}
+}
