@@ -14,12 +14,10 @@ import (
 	"github.com/egressd/egressd/providers"
 )
 
-// Retry pacing. The budget bounds one step (a read-modify-write of one NIC, one address
-// insert...), not a whole provider call.
+// Retry pacing within the budget (Config.RetryBudget).
 const (
-	defaultRetryBudget = 30 * time.Second
-	retryBase          = 50 * time.Millisecond
-	retryMax           = 2 * time.Second
+	retryBase = 50 * time.Millisecond
+	retryMax  = 2 * time.Second
 )
 
 func apiErr(err error) *googleapi.Error {

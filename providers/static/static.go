@@ -11,33 +11,13 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/egressd/egressd/providers"
 )
 
-// Name is the name the provider registers under.
-const Name = "static"
-
-// Config is the provider's JSON configuration.
-type Config struct {
-	Pools []Pool `json:"pools"`
-	// MaxIPsPerNode bounds the addresses one node holds (0: unbounded).
-	MaxIPsPerNode int `json:"maxIPsPerNode,omitempty"`
-}
-
-// Pool is a zone's pre-provisioned addresses.
-type Pool struct {
-	Zone string `json:"zone"`
-	// Addresses are single addresses ("192.0.2.10") or prefixes ("192.0.2.16/28"), every
-	// address of which is usable: the operator lists what is free on the segment.
-	Addresses []string `json:"addresses"`
-	// Interface the agent mounts and announces the addresses on ("eth0").
-	Interface string `json:"interface,omitempty"`
-	// Subnet is the segment's prefix, for the agent's routes; informational here.
-	Subnet string `json:"subnet,omitempty"`
-}
+// Type is the provider type the controller's registry knows this package by.
+const Type = "static"
 
 type pool struct {
 	Pool
@@ -51,6 +31,7 @@ type holding struct {
 
 // Provider implements providers.Provider on static pools.
 type Provider struct {
+	name  string
 	pools []pool
 	max   int
 
@@ -58,24 +39,28 @@ type Provider struct {
 	holds map[netip.Addr]holding
 }
 
-var _ providers.Provider = (*Provider)(nil)
+var (
+	_ providers.Provider    = (*Provider)(nil)
+	_ providers.Constructor = Constructor
+)
 
-// Constructor has the providers.Constructor signature.
-func Constructor(_ context.Context, raw json.RawMessage) (providers.Provider, error) {
-	var cfg Config
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("parsing static provider configuration: %w", err)
+// Constructor is the registry's entry for this type: it parses raw strictly and builds the
+// provider named name.
+func Constructor(ctx context.Context, name string, raw json.RawMessage) (providers.Provider, error) {
+	cfg, err := ParseConfig(raw)
+	if err != nil {
+		return nil, err
 	}
-	return New(cfg)
+	return New(ctx, name, cfg)
 }
 
-var _ providers.Constructor = Constructor
-
-// New validates cfg and builds the provider.
-func New(cfg Config) (*Provider, error) {
-	p := &Provider{max: cfg.MaxIPsPerNode, holds: map[netip.Addr]holding{}}
+// New validates cfg and builds the provider named name. It makes no call: ctx is there for
+// the constructor's shape every provider shares.
+func New(_ context.Context, name string, cfg Config) (*Provider, error) {
+	if err := providers.CheckName(Type, name); err != nil {
+		return nil, err
+	}
+	p := &Provider{name: name, max: cfg.MaxIPsPerNode, holds: map[netip.Addr]holding{}}
 	for _, pl := range cfg.Pools {
 		if pl.Zone == "" {
 			return nil, fmt.Errorf("static pool without a zone")
@@ -104,8 +89,8 @@ func New(cfg Config) (*Provider, error) {
 	return p, nil
 }
 
-// Name implements providers.Provider.
-func (p *Provider) Name() string { return Name }
+// Name implements providers.Provider: the configured name.
+func (p *Provider) Name() string { return p.name }
 
 func (p *Provider) poolOf(a netip.Addr) *pool {
 	for i := range p.pools {
@@ -178,7 +163,7 @@ func (p *Provider) DiscoverNode(_ context.Context, node providers.NodeRef) (*pro
 }
 
 func (p *Provider) assignment(a netip.Addr, node string, pl *pool) *providers.Assignment {
-	return &providers.Assignment{IP: a, Node: node, InstanceID: node, InterfaceID: pl.Interface, Subnet: pl.Subnet, Attachment: Name}
+	return &providers.Assignment{IP: a, Node: node, InstanceID: node, InterfaceID: pl.Interface, Subnet: pl.Subnet, Attachment: Type}
 }
 
 // EnsureIP implements providers.Provider: the address must be in the pool of the node's zone.

@@ -20,7 +20,7 @@ func (harness) Features() []conformance.Feature {
 }
 
 func (harness) Setup(t *testing.T, topo conformance.Topology) conformance.World {
-	cfg := static.Config{MaxIPsPerNode: topo.IPsPerNode}
+	cfg := static.Config{ClusterName: "c1", MaxIPsPerNode: topo.IPsPerNode}
 	w := &world{nodes: map[string][]providers.NodeRef{}, next: map[string]netip.Addr{}}
 	for i, z := range topo.Zones {
 		cfg.Pools = append(cfg.Pools, static.Pool{Zone: z, Addresses: []string{fmt.Sprintf("192.0.2.%d/28", 16*(i+1)), fmt.Sprintf("198.51.100.%d", i+1)},
@@ -32,7 +32,7 @@ func (harness) Setup(t *testing.T, topo conformance.Topology) conformance.World 
 		}
 	}
 	raw, _ := json.Marshal(cfg)
-	p, err := static.Constructor(context.Background(), raw)
+	p, err := static.Constructor(context.Background(), static.Type, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,16 +80,16 @@ func TestConformance(t *testing.T) { conformance.Run(t, harness{}) }
 
 func TestConfig(t *testing.T) {
 	for _, raw := range []string{
-		`{"pools":[{"zone":"a","addresses":["nope"]}]}`,
-		`{"pools":[{"addresses":["192.0.2.1"]}]}`,
-		`{"pools":[{"zone":"a","addresses":["192.0.2.0/24"]},{"zone":"b","addresses":["192.0.2.7"]}]}`,
-		`{"pool":[]}`,
+		`{"clusterName":"c1","pools":[{"zone":"a","addresses":["nope"]}]}`,
+		`{"clusterName":"c1","pools":[{"addresses":["192.0.2.1"]}]}`,
+		`{"clusterName":"c1","pools":[{"zone":"a","addresses":["192.0.2.0/24"]},{"zone":"b","addresses":["192.0.2.7"]}]}`,
+		`{"clusterName":"c1","pool":[]}`,
 	} {
-		if _, err := static.Constructor(context.Background(), json.RawMessage(raw)); err == nil {
+		if _, err := static.Constructor(context.Background(), static.Type, json.RawMessage(raw)); err == nil {
 			t.Errorf("%s: accepted", raw)
 		}
 	}
-	p, err := static.New(static.Config{Pools: []static.Pool{{Zone: "a", Addresses: []string{"192.0.2.1"}}}})
+	p, err := static.New(context.Background(), static.Type, static.Config{Pools: []static.Pool{{Zone: "a", Addresses: []string{"192.0.2.1"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
