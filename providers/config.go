@@ -35,7 +35,11 @@ func decodeConfig(raw json.RawMessage, cfg any) error {
 	var obj map[string]json.RawMessage
 	if len(bytes.TrimSpace(raw)) > 0 {
 		if err := json.Unmarshal(raw, &obj); err != nil {
-			return fmt.Errorf("want a JSON object: %w", err)
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return fmt.Errorf("got a JSON %s, want an object", te.Value)
+			}
+			return err
 		}
 	}
 	set := map[int]string{}
