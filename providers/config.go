@@ -2,6 +2,7 @@ package providers
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,36 @@ func DecodeConfig(typ string, raw json.RawMessage, cfg any) error {
 		return fmt.Errorf("parsing %s provider configuration: %w", typ, err)
 	}
 	return nil
+}
+
+// ConstructorOf returns the registry's entry for a provider type whose configuration is a C:
+// the raw configuration parsed strictly by DecodeConfig, then built by build under the
+// configured name.
+func ConstructorOf[C any](typ string, build func(ctx context.Context, name string, cfg C) (Provider, error)) Constructor {
+	return func(ctx context.Context, name string, raw json.RawMessage) (Provider, error) {
+		var cfg C
+		if err := DecodeConfig(typ, raw, &cfg); err != nil {
+			return nil, err
+		}
+		return build(ctx, name, cfg)
+	}
+}
+
+// Prepare begins every provider's New: it checks the configured name (the provider's
+// identity), applies the configuration's defaults (when C has a Defaults method) and applies
+// the options.
+func Prepare[C any, O any, F ~func(*O)](typ, name string, cfg C, opts []F) (C, O, error) {
+	var o O
+	if err := CheckName(typ, name); err != nil {
+		return cfg, o, err
+	}
+	if d, ok := any(cfg).(interface{ Defaults() C }); ok {
+		cfg = d.Defaults()
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	return cfg, o, nil
 }
 
 func decodeConfig(raw json.RawMessage, cfg any) error {

@@ -2,11 +2,18 @@ package providers_test
 
 import (
 	"encoding/json"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/providers"
+	"github.com/egressd/egressd/providers/aws"
+	"github.com/egressd/egressd/providers/azure"
+	"github.com/egressd/egressd/providers/conformance"
+	"github.com/egressd/egressd/providers/gcp"
+	"github.com/egressd/egressd/providers/plugin"
+	"github.com/egressd/egressd/providers/static"
 )
 
 type testConfig struct {
@@ -46,5 +53,54 @@ func TestDecodeConfig(t *testing.T) {
 		case err != nil && !strings.HasPrefix(err.Error(), "parsing test provider configuration: "):
 			t.Errorf("%s: error %q does not name the provider type", tc.raw, err)
 		}
+	}
+}
+
+// TestProviderConfigsStrict runs the configuration cases of the conformance suite for every
+// provider type of this repository: a fifth cloud adds its row.
+func TestProviderConfigsStrict(t *testing.T) {
+	pool, err := static.New(t.Context(), "pool", static.Config{Pools: []static.Pool{{Zone: "z", Addresses: []string{"192.0.2.10"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(plugin.NewHandler(pool))
+	t.Cleanup(srv.Close)
+	for typ, c := range map[string]conformance.Config{
+		aws.Type: {Construct: aws.Constructor,
+			Valid: `{"clusterName":"c1","region":"eu-west-1","vpcId":"vpc-0abc","maxAttempts":5,"maxBackoff":"5s",
+				"callLimits":{"mutatingQPS":5},"dedicatedDeviceIndex":1}`,
+			WrongTypes: map[string]string{"maxAttempts": `"five"`, "maxBackoff": `"soon"`, "region": `42`, "callLimits": `{"mutatingQPS":"x"}`},
+			Required:   []string{"clusterName"}},
+		gcp.Type: {Construct: gcp.Constructor,
+			Valid: `{"clusterName":"c1","project":"p1","endpoint":"http://127.0.0.1:1","withoutAuthentication":true,
+				"maxAliasRangesPerInterface":10,"retryBudget":"30s"}`,
+			WrongTypes: map[string]string{"maxAliasRangesPerInterface": `"ten"`, "retryBudget": `"later"`, "withoutAuthentication": `"yes"`, "project": `7`},
+			Required:   []string{"clusterName"}},
+		azure.Type: {Construct: azure.Constructor,
+			Valid: `{"clusterName":"c1","subscriptionId":"00000000-0000-0000-0000-000000000001","resourceGroup":"MC_rg",
+				"location":"westeurope","endpoint":"https://127.0.0.1:1","maxIPConfigurationsPerInterface":256,"pollFrequency":"1s",
+				"insecureAllowCredentialWithHTTP":false}`,
+			WrongTypes: map[string]string{"maxIPConfigurationsPerInterface": `"many"`, "pollFrequency": `1`, "resourceGroup": `["a"]`,
+				"insecureAllowCredentialWithHTTP": `"no"`},
+			Required: []string{"clusterName"}},
+		static.Type: {Construct: static.Constructor,
+			Valid:      `{"clusterName":"c1","pools":[{"zone":"dc1","addresses":["192.0.2.16/28"],"interface":"eth0"}],"maxIPsPerNode":4}`,
+			WrongTypes: map[string]string{"pools": `{"zone":"dc1"}`, "maxIPsPerNode": `"4"`, "clusterName": `["c1"]`},
+			Required:   []string{"clusterName", "pools"}},
+		plugin.Type: {Construct: plugin.Constructor,
+			Valid:      `{"clusterName":"c1","endpoint":"` + srv.URL + `","token":""}`,
+			WrongTypes: map[string]string{"endpoint": `8080`, "token": `{"secret":"x"}`},
+			Required:   []string{"clusterName", "endpoint"}},
+	} {
+		t.Run(typ, func(t *testing.T) { conformance.RunConfig(t, c) })
+	}
+}
+
+// TestConfigNestedField: nested objects are parsed as strictly as the top level, and the error
+// names both the outer and the inner field ("ips" misspelt for a static pool's "addresses").
+func TestConfigNestedField(t *testing.T) {
+	_, err := static.Constructor(t.Context(), "dc1", json.RawMessage(`{"clusterName":"c1","pools":[{"zone":"dc1","ips":["192.0.2.1"]}]}`))
+	if err == nil || !strings.Contains(err.Error(), `"pools"`) || !strings.Contains(err.Error(), `"ips"`) {
+		t.Fatalf("want an error naming pools and ips, got %v", err)
 	}
 }

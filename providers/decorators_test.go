@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -142,15 +141,7 @@ func TestRegistry(t *testing.T) {
 // TestMetricsPerConfiguredName: two AWS providers (two accounts) on one Metrics have their own
 // series, labelled with their configured names.
 func TestMetricsPerConfiguredName(t *testing.T) {
-	w, err := awssimtest.NewWorld(conformance.Topology{Zones: []string{"a"}, NodesPerZone: 1, IPsPerNode: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(w.Sim)
-	t.Cleanup(srv.Close)
-	if err := w.Connect(srv.URL); err != nil {
-		t.Fatal(err)
-	}
+	w := awssimtest.Harness{}.Setup(t, conformance.Topology{Zones: []string{"a"}, NodesPerZone: 1, IPsPerNode: 2}).(*awssimtest.World)
 	reg := prometheus.NewPedanticRegistry()
 	m, err := providers.NewMetrics(reg)
 	if err != nil {

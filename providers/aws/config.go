@@ -1,7 +1,7 @@
 package aws
 
 import (
-	"encoding/json"
+	"context"
 	"time"
 
 	"github.com/egressd/egressd/providers"
@@ -33,21 +33,20 @@ type Config struct {
 	DedicatedDeviceIndex int `json:"dedicatedDeviceIndex,omitempty"`
 }
 
+// Constructor is the registry's entry for this type: the configuration parsed strictly
+// (providers.DecodeConfig), then New.
+var Constructor = providers.ConstructorOf(Type, func(ctx context.Context, name string, cfg Config) (providers.Provider, error) {
+	return New(ctx, name, cfg)
+})
+
 const (
 	defaultMaxAttempts = 5
 	defaultMaxBackoff  = 5 * time.Second
 	defaultRetryBudget = 500
 )
 
-// ParseConfig parses the provider's JSON configuration strictly (providers.DecodeConfig): an
-// unknown field, a wrong type or a missing required field is an error naming the field.
-func ParseConfig(raw json.RawMessage) (Config, error) {
-	var cfg Config
-	err := providers.DecodeConfig(Type, raw, &cfg)
-	return cfg, err
-}
-
-func (cfg Config) withDefaults() Config {
+// Defaults returns cfg with the defaults of the fields it leaves unset (New applies them).
+func (cfg Config) Defaults() Config {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = defaultMaxAttempts
 	}

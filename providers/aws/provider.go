@@ -25,7 +25,6 @@ package aws
 
 import (
 	"context"
-	"encoding/json"
 	"net/netip"
 	"sync"
 
@@ -81,18 +80,7 @@ type typeLimits struct{ maxENIs, ipsPerENI int }
 var (
 	_ providers.Provider        = (*Provider)(nil)
 	_ providers.NodesDiscoverer = (*Provider)(nil)
-	_ providers.Constructor     = Constructor
 )
-
-// Constructor is the registry's entry for this type: it parses raw strictly and builds the
-// provider named name.
-func Constructor(ctx context.Context, name string, raw json.RawMessage) (providers.Provider, error) {
-	cfg, err := ParseConfig(raw)
-	if err != nil {
-		return nil, err
-	}
-	return New(ctx, name, cfg)
-}
 
 // Option adjusts how New builds the provider (tests and composition roots).
 type Option func(*options)
@@ -122,14 +110,10 @@ func WithStaticCredentials(id, secret string) Option {
 // New builds the provider named name from cfg (defaults applied here). It reads instance
 // metadata only when Region or VPC is missing.
 func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provider, error) {
-	if err := providers.CheckName(Type, name); err != nil {
+	cfg, o, err := providers.Prepare(Type, name, cfg, opts)
+	if err != nil {
 		return nil, err
 	}
-	var o options
-	for _, f := range opts {
-		f(&o)
-	}
-	cfg = cfg.withDefaults()
 	api, md, err := newClients(ctx, &cfg, o)
 	if err != nil {
 		return nil, err

@@ -1,7 +1,7 @@
 package azure
 
 import (
-	"encoding/json"
+	"context"
 	"time"
 
 	"github.com/egressd/egressd/providers"
@@ -31,6 +31,12 @@ type Config struct {
 	PollFrequency providers.Duration `json:"pollFrequency,omitempty"`
 }
 
+// Constructor is the registry's entry for this type: the configuration parsed strictly
+// (providers.DecodeConfig), then New.
+var Constructor = providers.ConstructorOf(Type, func(ctx context.Context, name string, cfg Config) (providers.Provider, error) {
+	return New(ctx, name, cfg)
+})
+
 const (
 	// defaultMaxIPConfigurations per NIC (Azure's documented limit is 256).
 	defaultMaxIPConfigurations = 256
@@ -38,15 +44,8 @@ const (
 	defaultPollFrequency = time.Second
 )
 
-// ParseConfig parses the provider's JSON configuration strictly (providers.DecodeConfig): an
-// unknown field, a wrong type or a missing required field is an error naming the field.
-func ParseConfig(raw json.RawMessage) (Config, error) {
-	var cfg Config
-	err := providers.DecodeConfig(Type, raw, &cfg)
-	return cfg, err
-}
-
-func (cfg Config) withDefaults() Config {
+// Defaults returns cfg with the defaults of the fields it leaves unset (New applies them).
+func (cfg Config) Defaults() Config {
 	if cfg.MaxIPConfigurationsPerInterface <= 0 {
 		cfg.MaxIPConfigurationsPerInterface = defaultMaxIPConfigurations
 	}

@@ -14,12 +14,8 @@ import (
 
 // classify maps ARM errors to provider errors.
 func classify(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var pe *providers.Error
-	if errors.As(err, &pe) {
-		return err
+	if err == nil || providers.KindOf(err) != 0 {
+		return err // nothing to classify, or classified already
 	}
 	var re *azcore.ResponseError
 	if !errors.As(err, &re) {

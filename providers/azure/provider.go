@@ -13,7 +13,6 @@ package azure
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -48,20 +47,7 @@ type MoveWindow struct {
 	Window time.Duration
 }
 
-var (
-	_ providers.Provider    = (*Provider)(nil)
-	_ providers.Constructor = Constructor
-)
-
-// Constructor is the registry's entry for this type: it parses raw strictly and builds the
-// provider named name.
-func Constructor(ctx context.Context, name string, raw json.RawMessage) (providers.Provider, error) {
-	cfg, err := ParseConfig(raw)
-	if err != nil {
-		return nil, err
-	}
-	return New(ctx, name, cfg)
-}
+var _ providers.Provider = (*Provider)(nil)
 
 // Option adjusts how New builds the provider (tests and composition roots).
 type Option func(*options)
@@ -82,14 +68,10 @@ func WithIMDS(md IMDSAPI) Option { return func(o *options) { o.imds = md } }
 // DefaultAzureCredential (Workload Identity, managed identity, environment, CLI). It reads IMDS
 // only when cfg names no subscription or no resource group.
 func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provider, error) {
-	if err := providers.CheckName(Type, name); err != nil {
+	cfg, o, err := providers.Prepare(Type, name, cfg, opts)
+	if err != nil {
 		return nil, err
 	}
-	var o options
-	for _, f := range opts {
-		f(&o)
-	}
-	cfg = cfg.withDefaults()
 	if cfg.SubscriptionID == "" || cfg.ResourceGroup == "" {
 		md := o.imds
 		if md == nil {

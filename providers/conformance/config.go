@@ -10,14 +10,12 @@ import (
 )
 
 // Config describes a provider's configuration for RunConfig, the strictness half of the
-// suite: every provider parses its JSON configuration with providers.DecodeConfig, and an
-// unknown field, a value of the wrong type or a missing required field fails with an error
-// naming the field, in ParseConfig and in the registry's Constructor alike.
+// suite: every provider's registry entry parses its JSON configuration with
+// providers.DecodeConfig (providers.ConstructorOf), so that an unknown field, a value of the
+// wrong type or a missing required field fails with an error naming the field, before any
+// cloud is reached; and the provider it builds is named by the configured name.
 type Config struct {
-	// Parse is the provider's ParseConfig.
-	Parse func(raw json.RawMessage) error
-	// Construct is the provider's Constructor: bad configurations must fail it before it
-	// reaches any cloud.
+	// Construct is the provider's Constructor.
 	Construct providers.Constructor
 	// Valid is a valid configuration object that sets every field of WrongTypes and Required,
 	// with which Construct succeeds without a cloud (endpoints of local servers, no metadata
@@ -34,9 +32,6 @@ func RunConfig(t *testing.T, c Config) {
 	var valid map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(c.Valid), &valid); err != nil {
 		t.Fatalf("Valid is not a JSON object: %v", err)
-	}
-	if err := c.Parse(json.RawMessage(c.Valid)); err != nil {
-		t.Fatalf("valid configuration rejected: %v", err)
 	}
 	// The configured name is the provider's identity.
 	p, err := c.Construct(context.Background(), "conformance-name", json.RawMessage(c.Valid))
@@ -67,18 +62,15 @@ func RunConfig(t *testing.T, c Config) {
 	}
 	bad := func(t *testing.T, raw json.RawMessage, field string) {
 		t.Helper()
-		errP := c.Parse(raw)
 		// A cancelled context: a constructor that accepted raw fails at its first call
 		// instead of waiting for a cloud, and its error then names no field.
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		_, errC := c.Construct(ctx, "conformance", raw)
-		for what, err := range map[string]error{"ParseConfig": errP, "Constructor": errC} {
-			if err == nil {
-				t.Errorf("%s accepted %s", what, raw)
-			} else if !strings.Contains(err.Error(), `"`+field+`"`) {
-				t.Errorf("%s: error does not name %q: %v", what, field, err)
-			}
+		_, err := c.Construct(ctx, "conformance", raw)
+		if err == nil {
+			t.Errorf("accepted %s", raw)
+		} else if !strings.Contains(err.Error(), `"`+field+`"`) {
+			t.Errorf("error does not name %q: %v", field, err)
 		}
 	}
 	t.Run("UnknownField", func(t *testing.T) { bad(t, with("bogusField", `1`), "bogusField") })

@@ -249,22 +249,13 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 			}
 			pubRemoved = time.Now()
 		}
-		hrd, err := p.read(ctx, h)
-		hinst := hrd.inst
-		if providers.IsNotFound(err) {
-			continue // the old node is gone, and its alias with it
-		}
+		removed, err := p.dropAlias(ctx, h, ip, nil)
 		if err != nil {
 			return nil, err
 		}
-		hn := findHolder(hinst, ip)
-		if hn == nil {
-			continue
+		if removed {
+			aliasRemoved = time.Now()
 		}
-		if _, err := p.updateAliases(ctx, h, hn.GetName(), hrd, removeAlias(ip)); err != nil {
-			return nil, err
-		}
-		aliasRemoved = time.Now()
 	}
 	if _, err := p.updateAliases(ctx, to, n.GetName(), trd, addAlias(ip, p.maxAliases)); err != nil {
 		return nil, err
@@ -347,23 +338,12 @@ func (p *Provider) ReleaseIP(ctx context.Context, req providers.ReleaseRequest) 
 		}
 	}
 	for h := range holders {
-		hrd, err := p.read(ctx, h)
-		hinst := hrd.inst
-		if providers.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		hn := findHolder(hinst, ip)
-		if hn == nil {
-			continue
-		}
+		var refuse error
 		if res == nil {
 			// An alias with no reservation of ours was not created by this cluster.
-			return &providers.Error{Kind: providers.KindPermission, Op: op, Code: "NotOwned", Err: fmt.Errorf("%s on %s has no reservation of cluster %s", ip, h.id(), req.Owner.Cluster)}
+			refuse = &providers.Error{Kind: providers.KindPermission, Op: op, Code: "NotOwned", Err: fmt.Errorf("%s on %s has no reservation of cluster %s", ip, h.id(), req.Owner.Cluster)}
 		}
-		if _, err := p.updateAliases(ctx, h, hn.GetName(), hrd, removeAlias(ip)); err != nil {
+		if _, err := p.dropAlias(ctx, h, ip, refuse); err != nil {
 			return err
 		}
 	}

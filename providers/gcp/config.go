@@ -1,7 +1,7 @@
 package gcp
 
 import (
-	"encoding/json"
+	"context"
 	"time"
 
 	"google.golang.org/api/option"
@@ -28,19 +28,18 @@ type Config struct {
 	RetryBudget providers.Duration `json:"retryBudget,omitempty"`
 }
 
-// ParseConfig parses the provider's JSON configuration strictly (providers.DecodeConfig): an
-// unknown field, a wrong type or a missing required field is an error naming the field.
-func ParseConfig(raw json.RawMessage) (Config, error) {
-	var cfg Config
-	err := providers.DecodeConfig(Type, raw, &cfg)
-	return cfg, err
-}
+// Constructor is the registry's entry for this type: the configuration parsed strictly
+// (providers.DecodeConfig), then New.
+var Constructor = providers.ConstructorOf(Type, func(ctx context.Context, name string, cfg Config) (providers.Provider, error) {
+	return New(ctx, name, cfg)
+})
 
 // defaultRetryBudget bounds the retries of one step (a read-modify-write of one NIC, one
 // address insert...), not of a whole provider call.
 const defaultRetryBudget = 30 * time.Second
 
-func (cfg Config) withDefaults() Config {
+// Defaults returns cfg with the defaults of the fields it leaves unset (New applies them).
+func (cfg Config) Defaults() Config {
 	if cfg.MaxAliasRangesPerInterface <= 0 {
 		cfg.MaxAliasRangesPerInterface = defaultMaxAliasRanges
 	}

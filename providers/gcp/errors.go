@@ -76,12 +76,8 @@ const errCodeNotVisibleYet = "NotVisibleYet"
 
 // classify turns an SDK error into a providers.Error where the kind is known.
 func classify(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var pe *providers.Error
-	if errors.As(err, &pe) {
-		return err
+	if err == nil || providers.KindOf(err) != 0 {
+		return err // nothing to classify, or classified already
 	}
 	ge := apiErr(err)
 	if ge == nil {

@@ -97,18 +97,8 @@ func (p *Provider) ReleaseOwned(ctx context.Context, res providers.OwnedResource
 			}
 			continue
 		}
-		hrd, err := p.read(ctx, ur)
-		hinst := hrd.inst
-		if providers.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
+		if _, err := p.dropAlias(ctx, ur, ip, nil); err != nil {
 			return err
-		}
-		if hn := findHolder(hinst, ip); hn != nil {
-			if _, err := p.updateAliases(ctx, ur, hn.GetName(), hrd, removeAlias(ip)); err != nil {
-				return err
-			}
 		}
 	}
 	return p.deleteAddress(ctx, p.project, region, name)

@@ -177,6 +177,30 @@ func (p *Provider) updateAliases(ctx context.Context, r instanceRef, nicName str
 	return inst, err
 }
 
+// dropAlias removes ip's alias range from instance h when h still exists and holds it, and
+// reports whether it did. When it would remove one and refuse is not nil, it returns refuse
+// instead and changes nothing.
+func (p *Provider) dropAlias(ctx context.Context, h instanceRef, ip netip.Addr, refuse error) (bool, error) {
+	hrd, err := p.read(ctx, h)
+	if providers.IsNotFound(err) {
+		return false, nil // the node is gone, and its alias with it
+	}
+	if err != nil {
+		return false, err
+	}
+	hn := findHolder(hrd.inst, ip)
+	if hn == nil {
+		return false, nil
+	}
+	if refuse != nil {
+		return false, refuse
+	}
+	if _, err := p.updateAliases(ctx, h, hn.GetName(), hrd, removeAlias(ip)); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 func addAlias(ip netip.Addr, max int) func(n *computepb.NetworkInterface) ([]*computepb.AliasIpRange, bool, error) {
 	return func(n *computepb.NetworkInterface) ([]*computepb.AliasIpRange, bool, error) {
 		if aliasHas(n, ip) {

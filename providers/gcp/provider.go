@@ -10,7 +10,6 @@ package gcp
 
 import (
 	"context"
-	"encoding/json"
 	"net/netip"
 	"sync"
 	"time"
@@ -68,20 +67,7 @@ type MoveWindow struct {
 	Public  time.Duration
 }
 
-var (
-	_ providers.Provider    = (*Provider)(nil)
-	_ providers.Constructor = Constructor
-)
-
-// Constructor is the registry's entry for this type: it parses raw strictly and builds the
-// provider named name.
-func Constructor(ctx context.Context, name string, raw json.RawMessage) (providers.Provider, error) {
-	cfg, err := ParseConfig(raw)
-	if err != nil {
-		return nil, err
-	}
-	return New(ctx, name, cfg)
-}
+var _ providers.Provider = (*Provider)(nil)
 
 // Option adjusts how New builds the provider (tests and composition roots).
 type Option func(*options)
@@ -101,14 +87,10 @@ func WithMetadata(md MetadataAPI) Option { return func(o *options) { o.metadata 
 // Application Default Credentials (GKE Workload Identity on GKE), or none with
 // WithoutAuthentication. It asks the metadata server for the project only when cfg names none.
 func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provider, error) {
-	if err := providers.CheckName(Type, name); err != nil {
+	cfg, o, err := providers.Prepare(Type, name, cfg, opts)
+	if err != nil {
 		return nil, err
 	}
-	var o options
-	for _, f := range opts {
-		f(&o)
-	}
-	cfg = cfg.withDefaults()
 	var c Clients
 	if o.clients != nil {
 		c = *o.clients

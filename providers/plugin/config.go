@@ -1,7 +1,7 @@
 package plugin
 
 import (
-	"encoding/json"
+	"context"
 
 	"github.com/egressd/egressd/providers"
 )
@@ -17,10 +17,8 @@ type Config struct {
 	Token string `json:"token,omitempty"`
 }
 
-// ParseConfig parses the provider's JSON configuration strictly (providers.DecodeConfig): an
-// unknown field, a wrong type or a missing required field is an error naming the field.
-func ParseConfig(raw json.RawMessage) (Config, error) {
-	var cfg Config
-	err := providers.DecodeConfig(Type, raw, &cfg)
-	return cfg, err
-}
+// Constructor is the registry's entry for this type: the configuration parsed strictly
+// (providers.DecodeConfig), then New.
+var Constructor = providers.ConstructorOf(Type, func(ctx context.Context, name string, cfg Config) (providers.Provider, error) {
+	return New(ctx, name, cfg)
+})

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -26,20 +25,7 @@ type Provider struct {
 	hc         *http.Client
 }
 
-var (
-	_ providers.Provider    = (*Provider)(nil)
-	_ providers.Constructor = Constructor
-)
-
-// Constructor is the registry's entry for this type: it parses raw strictly and builds the
-// provider named name.
-func Constructor(ctx context.Context, name string, raw json.RawMessage) (providers.Provider, error) {
-	cfg, err := ParseConfig(raw)
-	if err != nil {
-		return nil, err
-	}
-	return New(ctx, name, cfg)
-}
+var _ providers.Provider = (*Provider)(nil)
 
 // Option adjusts how New builds the provider (tests and composition roots).
 type Option func(*options)
@@ -52,12 +38,9 @@ func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = h
 // New builds the provider named name: it connects to the plugin server and negotiates the
 // protocol version.
 func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provider, error) {
-	if err := providers.CheckName(Type, name); err != nil {
+	cfg, o, err := providers.Prepare(Type, name, cfg, opts)
+	if err != nil {
 		return nil, err
-	}
-	var o options
-	for _, f := range opts {
-		f(&o)
 	}
 	hc := o.hc
 	if hc == nil {

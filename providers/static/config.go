@@ -1,7 +1,7 @@
 package static
 
 import (
-	"encoding/json"
+	"context"
 
 	"github.com/egressd/egressd/providers"
 )
@@ -16,6 +16,12 @@ type Config struct {
 	MaxIPsPerNode int `json:"maxIPsPerNode,omitempty"`
 }
 
+// Constructor is the registry's entry for this type: the configuration parsed strictly
+// (providers.DecodeConfig), then New.
+var Constructor = providers.ConstructorOf(Type, func(ctx context.Context, name string, cfg Config) (providers.Provider, error) {
+	return New(ctx, name, cfg)
+})
+
 // Pool is a zone's pre-provisioned addresses.
 type Pool struct {
 	Zone string `json:"zone"`
@@ -26,12 +32,4 @@ type Pool struct {
 	Interface string `json:"interface,omitempty"`
 	// Subnet is the segment's prefix, for the agent's routes; informational here.
 	Subnet string `json:"subnet,omitempty"`
-}
-
-// ParseConfig parses the provider's JSON configuration strictly (providers.DecodeConfig): an
-// unknown field, a wrong type or a missing required field is an error naming the field.
-func ParseConfig(raw json.RawMessage) (Config, error) {
-	var cfg Config
-	err := providers.DecodeConfig(Type, raw, &cfg)
-	return cfg, err
 }

@@ -7,7 +7,6 @@ package static
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -39,20 +38,7 @@ type Provider struct {
 	holds map[netip.Addr]holding
 }
 
-var (
-	_ providers.Provider    = (*Provider)(nil)
-	_ providers.Constructor = Constructor
-)
-
-// Constructor is the registry's entry for this type: it parses raw strictly and builds the
-// provider named name.
-func Constructor(ctx context.Context, name string, raw json.RawMessage) (providers.Provider, error) {
-	cfg, err := ParseConfig(raw)
-	if err != nil {
-		return nil, err
-	}
-	return New(ctx, name, cfg)
-}
+var _ providers.Provider = (*Provider)(nil)
 
 // New validates cfg and builds the provider named name. It makes no call: ctx is there for
 // the constructor's shape every provider shares.
