@@ -13,13 +13,11 @@ package azure
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/egressd/egressd/providers"
 )
@@ -94,14 +92,8 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 	var c Clients
 	if o.clients != nil {
 		c = *o.clients
-	} else {
-		cred, err := azidentity.NewDefaultAzureCredential(nil)
-		if err != nil {
-			return nil, fmt.Errorf("creating Azure credential: %w", err)
-		}
-		if c, err = NewClients(cfg.SubscriptionID, cred, ClientOptions(cfg.Endpoint, nil, cfg.InsecureAllowCredentialWithHTTP, 4)); err != nil {
-			return nil, err
-		}
+	} else if c, err = clientsFor(cfg); err != nil {
+		return nil, err
 	}
 	return &Provider{name: name, c: c, cfg: cfg, nics: map[string]nicRef{}, lks: map[string]*sync.Mutex{}}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 )
 
@@ -59,6 +60,16 @@ func NewClients(subscription string, cred azcore.TokenCredential, opts *arm.Clie
 		return Clients{}, fmt.Errorf("creating subnets client: %w", err)
 	}
 	return Clients{Interfaces: nics, PublicIPAddresses: pips, Subnets: subs}, nil
+}
+
+// clientsFor builds the armnetwork clients of cfg's subscription with DefaultAzureCredential
+// (Workload Identity, managed identity, environment, CLI) and the provider's retry policy.
+func clientsFor(cfg Config) (Clients, error) {
+	cred, err := azidentity.NewDefaultAzureCredential(nil)
+	if err != nil {
+		return Clients{}, fmt.Errorf("creating Azure credential: %w", err)
+	}
+	return NewClients(cfg.SubscriptionID, cred, ClientOptions(cfg.Endpoint, nil, cfg.InsecureAllowCredentialWithHTTP, 4))
 }
 
 // ClientOptions returns ARM client options for endpoint (empty: public Azure) with the

@@ -34,9 +34,13 @@ var Constructor = providers.ConstructorOf(Type, func(ctx context.Context, name s
 	return New(ctx, name, cfg)
 })
 
-// defaultRetryBudget bounds the retries of one step (a read-modify-write of one NIC, one
-// address insert...), not of a whole provider call.
-const defaultRetryBudget = 30 * time.Second
+const (
+	// defaultMaxAliasRanges per NIC when the configuration does not say.
+	defaultMaxAliasRanges = 10
+	// defaultRetryBudget bounds the retries of one step (a read-modify-write of one NIC, one
+	// address insert...), not of a whole provider call.
+	defaultRetryBudget = 30 * time.Second
+)
 
 // Defaults returns cfg with the defaults of the fields it leaves unset (New applies them).
 func (cfg Config) Defaults() Config {

@@ -31,13 +31,9 @@ var (
 	LabelOwner   = labelKey(egressv1.TagOwner)
 )
 
-const (
-	// accessConfigPrefix starts the name of the access config egressd creates; the rest is
-	// the egress IP it serves, so a NIC's access config says which egress IP it belongs to.
-	accessConfigPrefix = "egressd-nat-"
-	// defaultMaxAliasRanges per NIC when the configuration does not say.
-	defaultMaxAliasRanges = 10
-)
+// accessConfigPrefix starts the name of the access config egressd creates; the rest is the
+// egress IP it serves, so a NIC's access config says which egress IP it belongs to.
+const accessConfigPrefix = "egressd-nat-"
 
 // Provider implements providers.Provider for GCP.
 type Provider struct {
@@ -94,11 +90,8 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 	var c Clients
 	if o.clients != nil {
 		c = *o.clients
-	} else {
-		var err error
-		if c, err = NewClients(ctx, cfg.clientOptions()...); err != nil {
-			return nil, err
-		}
+	} else if c, err = NewClients(ctx, cfg.clientOptions()...); err != nil {
+		return nil, err
 	}
 	if cfg.Project == "" {
 		md := o.metadata

@@ -11,7 +11,9 @@ import (
 
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/aws/awssimtest"
+	"github.com/egressd/egressd/providers/azure/azuresimtest"
 	"github.com/egressd/egressd/providers/conformance"
+	"github.com/egressd/egressd/providers/gcp/gcpsimtest"
 	"github.com/egressd/egressd/providers/plugin"
 )
 
@@ -28,9 +30,16 @@ func wrap(t *testing.T, p providers.Provider) providers.Provider {
 	return c
 }
 
-// TestConformance runs the suite through the plugin protocol, wrapping AWS on the simulator.
+// TestConformance runs the suite through the plugin protocol, wrapping each cloud's provider
+// on its simulator (every simtest harness takes the same Wrap).
 func TestConformance(t *testing.T) {
-	conformance.Run(t, awssimtest.Harness{Wrap: wrap})
+	for name, h := range map[string]conformance.Harness{
+		"aws":   awssimtest.Harness{Wrap: wrap},
+		"gcp":   gcpsimtest.Harness{Wrap: wrap},
+		"azure": azuresimtest.Harness{Wrap: wrap},
+	} {
+		t.Run(name, func(t *testing.T) { conformance.Run(t, h) })
+	}
 }
 
 type failing struct{ providers.Provider }
