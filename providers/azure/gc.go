@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
+
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/providers"
 )
@@ -22,24 +24,20 @@ func (p *Provider) ListOwned(ctx context.Context, cluster string) ([]providers.O
 	}
 	prefix := "egressd-" + clusterHash(cluster) + "-"
 	var out []providers.OwnedResource
-	nics := p.c.Interfaces.NewListPager(p.cfg.ResourceGroup, nil)
-	for nics.More() {
-		page, err := nics.NextPage(ctx)
-		if err != nil {
-			return nil, classify("listing NICs", err)
-		}
-		for _, nic := range page.Value {
-			for _, c := range configs(nic) {
-				if !strings.HasPrefix(deref(c.Name), prefix) || strings.HasPrefix(deref(c.Name), prefix+"pub-") {
-					continue
-				}
-				r := providers.OwnedResource{Kind: providers.ResourcePrivateIP, ID: deref(nic.ID) + "/ipConfigurations/" + deref(c.Name), IP: cfgIP(c), Owner: providers.Owner{Cluster: cluster}}
-				if nic.Properties != nil && nic.Properties.VirtualMachine != nil {
-					r.InstanceID = deref(nic.Properties.VirtualMachine.ID)
-				}
-				out = append(out, r)
+	if err := p.eachNIC(ctx, "listing NICs", p.cfg.ResourceGroup, func(nic *armnetwork.Interface) bool {
+		for _, c := range configs(nic) {
+			if !strings.HasPrefix(deref(c.Name), prefix) || strings.HasPrefix(deref(c.Name), prefix+"pub-") {
+				continue
 			}
+			r := providers.OwnedResource{Kind: providers.ResourcePrivateIP, ID: deref(nic.ID) + "/ipConfigurations/" + deref(c.Name), IP: cfgIP(c), Owner: providers.Owner{Cluster: cluster}}
+			if nic.Properties != nil && nic.Properties.VirtualMachine != nil {
+				r.InstanceID = deref(nic.Properties.VirtualMachine.ID)
+			}
+			out = append(out, r)
 		}
+		return true
+	}); err != nil {
+		return nil, err
 	}
 	pips := p.c.PublicIPAddresses.NewListPager(p.cfg.ResourceGroup, nil)
 	for pips.More() {

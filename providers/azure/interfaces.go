@@ -40,21 +40,17 @@ func (p *Provider) nicFor(ctx context.Context, node providers.NodeRef) (nicRef, 
 		return n, nil
 	}
 	op := "finding the NIC of " + vm.id()
-	pager := p.c.Interfaces.NewListPager(vm.rg, nil)
 	var found *armnetwork.Interface
-	for pager.More() {
-		page, err := pager.NextPage(ctx)
-		if err != nil {
-			return nicRef{}, classify(op, err)
+	if err := p.eachNIC(ctx, op, vm.rg, func(nic *armnetwork.Interface) bool {
+		if nic.Properties == nil || nic.Properties.VirtualMachine == nil || !strings.EqualFold(deref(nic.Properties.VirtualMachine.ID), vm.id()) {
+			return true
 		}
-		for _, nic := range page.Value {
-			if nic.Properties == nil || nic.Properties.VirtualMachine == nil || !strings.EqualFold(deref(nic.Properties.VirtualMachine.ID), vm.id()) {
-				continue
-			}
-			if found == nil || (nic.Properties.Primary != nil && *nic.Properties.Primary) {
-				found = nic
-			}
+		if found == nil || (nic.Properties.Primary != nil && *nic.Properties.Primary) {
+			found = nic
 		}
+		return true
+	}); err != nil {
+		return nicRef{}, err
 	}
 	if found == nil {
 		return nicRef{}, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errors.New("no network interface references this VM")}
@@ -194,19 +190,32 @@ func (p *Provider) holderOf(ctx context.Context, cur providers.Assignment, name 
 	if p.cfg.ResourceGroup == "" {
 		return nil, nil
 	}
-	pager := p.c.Interfaces.NewListPager(p.cfg.ResourceGroup, nil)
+	var holder *nicRef
+	err := p.eachNIC(ctx, "listing NICs", p.cfg.ResourceGroup, func(nic *armnetwork.Interface) bool {
+		if configByName(nic, name) != nil {
+			holder = &nicRef{p.cfg.ResourceGroup, deref(nic.Name)}
+			return false
+		}
+		return true
+	})
+	return holder, err
+}
+
+// eachNIC calls fn with every NIC of resource group rg, page by page, until fn returns false.
+func (p *Provider) eachNIC(ctx context.Context, op, rg string, fn func(*armnetwork.Interface) bool) error {
+	pager := p.c.Interfaces.NewListPager(rg, nil)
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
-			return nil, classify("listing NICs", err)
+			return classify(op, err)
 		}
 		for _, nic := range page.Value {
-			if configByName(nic, name) != nil {
-				return &nicRef{p.cfg.ResourceGroup, deref(nic.Name)}, nil
+			if !fn(nic) {
+				return nil
 			}
 		}
 	}
-	return nil, nil
+	return nil
 }
 
 func configByName(nic *armnetwork.Interface, name string) *armnetwork.InterfaceIPConfiguration {
