@@ -9,11 +9,11 @@ import (
 
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/aws"
+	"github.com/egressd/egressd/providers/aws/awssimtest"
 	"github.com/egressd/egressd/providers/azure"
 	"github.com/egressd/egressd/providers/conformance"
 	"github.com/egressd/egressd/providers/gcp"
 	"github.com/egressd/egressd/providers/plugin"
-	"github.com/egressd/egressd/providers/static"
 )
 
 type testConfig struct {
@@ -57,13 +57,11 @@ func TestDecodeConfig(t *testing.T) {
 }
 
 // TestProviderConfigsStrict runs the configuration cases of the conformance suite for every
-// provider type of this repository: a fifth cloud adds its row.
+// cloud provider type of this repository and the plugin client: a fifth cloud adds its row.
+// The static provider's are in providers/static.
 func TestProviderConfigsStrict(t *testing.T) {
-	pool, err := static.New(t.Context(), "pool", static.Config{Pools: []static.Pool{{Zone: "z", Addresses: []string{"192.0.2.10"}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(plugin.NewHandler(pool))
+	behind := awssimtest.Harness{}.Setup(t, conformance.Topology{Zones: []string{"a"}, NodesPerZone: 1, IPsPerNode: 1}).Provider()
+	srv := httptest.NewServer(plugin.NewHandler(behind))
 	t.Cleanup(srv.Close)
 	for typ, c := range map[string]conformance.Config{
 		aws.Type: {Construct: aws.Constructor,
@@ -83,24 +81,11 @@ func TestProviderConfigsStrict(t *testing.T) {
 			WrongTypes: map[string]string{"maxIPConfigurationsPerInterface": `"many"`, "pollFrequency": `1`, "resourceGroup": `["a"]`,
 				"insecureAllowCredentialWithHTTP": `"no"`},
 			Required: []string{"clusterName"}},
-		static.Type: {Construct: static.Constructor,
-			Valid:      `{"clusterName":"c1","pools":[{"zone":"dc1","addresses":["192.0.2.16/28"],"interface":"eth0"}],"maxIPsPerNode":4}`,
-			WrongTypes: map[string]string{"pools": `{"zone":"dc1"}`, "maxIPsPerNode": `"4"`, "clusterName": `["c1"]`},
-			Required:   []string{"clusterName", "pools"}},
 		plugin.Type: {Construct: plugin.Constructor,
 			Valid:      `{"clusterName":"c1","endpoint":"` + srv.URL + `","token":""}`,
 			WrongTypes: map[string]string{"endpoint": `8080`, "token": `{"secret":"x"}`},
 			Required:   []string{"clusterName", "endpoint"}},
 	} {
 		t.Run(typ, func(t *testing.T) { conformance.RunConfig(t, c) })
-	}
-}
-
-// TestConfigNestedField: nested objects are parsed as strictly as the top level, and the error
-// names both the outer and the inner field ("ips" misspelt for a static pool's "addresses").
-func TestConfigNestedField(t *testing.T) {
-	_, err := static.Constructor(t.Context(), "dc1", json.RawMessage(`{"clusterName":"c1","pools":[{"zone":"dc1","ips":["192.0.2.1"]}]}`))
-	if err == nil || !strings.Contains(err.Error(), `"pools"`) || !strings.Contains(err.Error(), `"ips"`) {
-		t.Fatalf("want an error naming pools and ips, got %v", err)
 	}
 }

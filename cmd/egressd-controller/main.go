@@ -54,7 +54,7 @@ func run(configPath string, leaderElect bool, metricsAddr, healthAddr string) er
 			aws.Type:    aws.Constructor,
 			gcp.Type:    gcp.Constructor,
 			azure.Type:  azure.Constructor,
-			static.Type: static.Constructor,
+			static.Name: static.Constructor,
 			plugin.Type: plugin.Constructor,
 		},
 		LeaderElect:            leaderElect,

@@ -33,7 +33,7 @@ func TestMetricsMatchTheChartCatalog(t *testing.T) {
 	m.ReconcileErrors.WithLabelValues("egressgateway").Inc()
 	m.GCReleased.WithLabelValues("aws", "PrivateIP").Inc()
 	// One failing call through the decorator records calls, errors and latency.
-	sp, err := static.New(context.Background(), static.Type, static.Config{Pools: []static.Pool{{Zone: "z", Addresses: []string{"192.0.2.10"}}}})
+	sp, err := static.New(static.Config{Pools: []static.Pool{{Zone: "z", Addresses: []string{"192.0.2.10"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

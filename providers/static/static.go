@@ -7,6 +7,7 @@ package static
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -15,8 +16,29 @@ import (
 	"github.com/egressd/egressd/providers"
 )
 
-// Type is the provider type the controller's registry knows this package by.
-const Type = "static"
+// Name is the name the provider registers under.
+const Name = "static"
+
+// Config is the provider's JSON configuration.
+type Config struct {
+	Pools []Pool `json:"pools"`
+	// MaxIPsPerNode bounds the addresses one node holds (0: unbounded).
+	MaxIPsPerNode int `json:"maxIPsPerNode,omitempty"`
+	// ClusterName is set by the coordinator in every provider's configuration.
+	ClusterName string `json:"clusterName,omitempty"`
+}
+
+// Pool is a zone's pre-provisioned addresses.
+type Pool struct {
+	Zone string `json:"zone"`
+	// Addresses are single addresses ("192.0.2.10") or prefixes ("192.0.2.16/28"), every
+	// address of which is usable: the operator lists what is free on the segment.
+	Addresses []string `json:"addresses"`
+	// Interface the agent mounts and announces the addresses on ("eth0").
+	Interface string `json:"interface,omitempty"`
+	// Subnet is the segment's prefix, for the agent's routes; informational here.
+	Subnet string `json:"subnet,omitempty"`
+}
 
 type pool struct {
 	Pool
@@ -30,7 +52,6 @@ type holding struct {
 
 // Provider implements providers.Provider on static pools.
 type Provider struct {
-	name  string
 	pools []pool
 	max   int
 
@@ -40,13 +61,36 @@ type Provider struct {
 
 var _ providers.Provider = (*Provider)(nil)
 
-// New validates cfg and builds the provider named name. It makes no call: ctx is there for
-// the constructor's shape every provider shares.
-func New(_ context.Context, name string, cfg Config) (*Provider, error) {
-	if err := providers.CheckName(Type, name); err != nil {
+// Constructor has the providers.Constructor signature: the configuration parsed strictly
+// (providers.DecodeConfig), the provider named name.
+func Constructor(_ context.Context, name string, raw json.RawMessage) (providers.Provider, error) {
+	var cfg Config
+	if err := providers.DecodeConfig(Name, raw, &cfg); err != nil {
 		return nil, err
 	}
-	p := &Provider{name: name, max: cfg.MaxIPsPerNode, holds: map[netip.Addr]holding{}}
+	if err := providers.CheckName(Name, name); err != nil {
+		return nil, err
+	}
+	p, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return named{p, name}, nil
+}
+
+var _ providers.Constructor = Constructor
+
+// named is a Provider under its configured name, the provider's identity.
+type named struct {
+	*Provider
+	name string
+}
+
+func (n named) Name() string { return n.name }
+
+// New validates cfg and builds the provider.
+func New(cfg Config) (*Provider, error) {
+	p := &Provider{max: cfg.MaxIPsPerNode, holds: map[netip.Addr]holding{}}
 	for _, pl := range cfg.Pools {
 		if pl.Zone == "" {
 			return nil, fmt.Errorf("static pool without a zone")
@@ -75,8 +119,8 @@ func New(_ context.Context, name string, cfg Config) (*Provider, error) {
 	return p, nil
 }
 
-// Name implements providers.Provider: the configured name.
-func (p *Provider) Name() string { return p.name }
+// Name implements providers.Provider.
+func (p *Provider) Name() string { return Name }
 
 func (p *Provider) poolOf(a netip.Addr) *pool {
 	for i := range p.pools {
@@ -149,7 +193,7 @@ func (p *Provider) DiscoverNode(_ context.Context, node providers.NodeRef) (*pro
 }
 
 func (p *Provider) assignment(a netip.Addr, node string, pl *pool) *providers.Assignment {
-	return &providers.Assignment{IP: a, Node: node, InstanceID: node, InterfaceID: pl.Interface, Subnet: pl.Subnet, Attachment: Type}
+	return &providers.Assignment{IP: a, Node: node, InstanceID: node, InterfaceID: pl.Interface, Subnet: pl.Subnet, Attachment: Name}
 }
 
 // EnsureIP implements providers.Provider: the address must be in the pool of the node's zone.

@@ -2,7 +2,6 @@ package static_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -20,7 +19,7 @@ func (harness) Features() []conformance.Feature {
 }
 
 func (harness) Setup(t *testing.T, topo conformance.Topology) conformance.World {
-	cfg := static.Config{ClusterName: "c1", MaxIPsPerNode: topo.IPsPerNode}
+	cfg := static.Config{MaxIPsPerNode: topo.IPsPerNode}
 	w := &world{nodes: map[string][]providers.NodeRef{}, next: map[string]netip.Addr{}}
 	for i, z := range topo.Zones {
 		cfg.Pools = append(cfg.Pools, static.Pool{Zone: z, Addresses: []string{fmt.Sprintf("192.0.2.%d/28", 16*(i+1)), fmt.Sprintf("198.51.100.%d", i+1)},
@@ -31,12 +30,11 @@ func (harness) Setup(t *testing.T, topo conformance.Topology) conformance.World 
 			w.nodes[z] = append(w.nodes[z], providers.NodeRef{Name: name, ProviderID: "static://" + name, Zone: z})
 		}
 	}
-	raw, _ := json.Marshal(cfg)
-	p, err := static.Constructor(context.Background(), static.Type, raw)
+	p, err := static.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.p = p.(*static.Provider)
+	w.p = p
 	return w
 }
 
@@ -79,17 +77,16 @@ func (w *world) AddForeign(node providers.NodeRef) []netip.Addr {
 func TestConformance(t *testing.T) { conformance.Run(t, harness{}) }
 
 func TestConfig(t *testing.T) {
-	for _, raw := range []string{
-		`{"clusterName":"c1","pools":[{"zone":"a","addresses":["nope"]}]}`,
-		`{"clusterName":"c1","pools":[{"addresses":["192.0.2.1"]}]}`,
-		`{"clusterName":"c1","pools":[{"zone":"a","addresses":["192.0.2.0/24"]},{"zone":"b","addresses":["192.0.2.7"]}]}`,
-		`{"clusterName":"c1","pool":[]}`,
+	for name, pools := range map[string][]static.Pool{
+		"not an address": {{Zone: "a", Addresses: []string{"nope"}}},
+		"no zone":        {{Addresses: []string{"192.0.2.1"}}},
+		"overlapping":    {{Zone: "a", Addresses: []string{"192.0.2.0/24"}}, {Zone: "b", Addresses: []string{"192.0.2.7"}}},
 	} {
-		if _, err := static.Constructor(context.Background(), static.Type, json.RawMessage(raw)); err == nil {
-			t.Errorf("%s: accepted", raw)
+		if _, err := static.New(static.Config{Pools: pools}); err == nil {
+			t.Errorf("%s: accepted", name)
 		}
 	}
-	p, err := static.New(context.Background(), static.Type, static.Config{Pools: []static.Pool{{Zone: "a", Addresses: []string{"192.0.2.1"}}}})
+	p, err := static.New(static.Config{Pools: []static.Pool{{Zone: "a", Addresses: []string{"192.0.2.1"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
