@@ -11,11 +11,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/egressd/egressd/providers"
+	"github.com/egressd/egressd/providers/aws/awssimtest"
+	"github.com/egressd/egressd/providers/conformance"
 )
 
-type fake struct{ err error }
+type fake struct {
+	name string
+	err  error
+}
 
-func (f *fake) Name() string { return "fake" }
+func (f *fake) Name() string {
+	if f.name == "" {
+		return "fake"
+	}
+	return f.name
+}
 func (f *fake) DiscoverNode(context.Context, providers.NodeRef) (*providers.NodeInfo, error) {
 	return &providers.NodeInfo{}, f.err
 }
@@ -55,6 +65,24 @@ func TestMetrics(t *testing.T) {
 		`egressd_cloud_errors_total{kind="Throttled",operation="EnsureIP",provider="fake"}`: 1,
 		`egressd_cloud_errors_total{kind="Other",operation="ReleaseIP",provider="fake"}`:    1,
 	}
+	got := counters(t, reg)
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	if n := testutil.CollectAndCount(reg, "egressd_cloud_call_duration_seconds"); n != 2 {
+		t.Errorf("latency series = %d, want 2 (EnsureIP, ReleaseIP)", n)
+	}
+	// A second Metrics on the same registry is a programming error, reported, not a panic.
+	if _, err := providers.NewMetrics(reg); err == nil {
+		t.Error("registering twice succeeded")
+	}
+}
+
+// counters gathers reg's counters by name{labels} (labels sorted, as Gather returns them).
+func counters(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -75,18 +103,7 @@ func TestMetrics(t *testing.T) {
 			}
 		}
 	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %v, want %v", k, got[k], v)
-		}
-	}
-	if n := testutil.CollectAndCount(reg, "egressd_cloud_call_duration_seconds"); n != 2 {
-		t.Errorf("latency series = %d, want 2 (EnsureIP, ReleaseIP)", n)
-	}
-	// A second Metrics on the same registry is a programming error, reported, not a panic.
-	if _, err := providers.NewMetrics(reg); err == nil {
-		t.Error("registering twice succeeded")
-	}
+	return got
 }
 
 func TestRateLimitSeparatesReadsAndMutations(t *testing.T) {
@@ -109,13 +126,53 @@ func TestRateLimitSeparatesReadsAndMutations(t *testing.T) {
 }
 
 func TestRegistry(t *testing.T) {
-	r := providers.Registry{"fake": func(context.Context, json.RawMessage) (providers.Provider, error) { return &fake{}, nil }}
-	if _, err := r.New(context.Background(), "nope", nil); !providers.IsNotFound(err) {
-		t.Fatalf("unknown provider: %v", err)
+	r := providers.Registry{"fake": func(_ context.Context, name string, _ json.RawMessage) (providers.Provider, error) {
+		return &fake{name: name}, nil
+	}}
+	if _, err := r.New(context.Background(), "nope", "x", nil); !providers.IsNotFound(err) {
+		t.Fatalf("unknown provider type: %v", err)
 	}
-	p, err := r.New(context.Background(), "fake", nil)
-	if err != nil || p.Name() != "fake" {
+	p, err := r.New(context.Background(), "fake", "fake-eu", nil)
+	if err != nil || p.Name() != "fake-eu" {
 		t.Fatalf("New: %v %v", p, err)
+	}
+}
+
+// TestMetricsPerConfiguredName: two AWS providers (two accounts) on one Metrics have their own
+// series, labelled with their configured names.
+func TestMetricsPerConfiguredName(t *testing.T) {
+	w := awssimtest.Harness{}.Setup(t, conformance.Topology{Zones: []string{"a"}, NodesPerZone: 1, IPsPerNode: 2}).(*awssimtest.World)
+	reg := prometheus.NewPedanticRegistry()
+	m, err := providers.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	node := w.Nodes("a")[0]
+	for name, calls := range map[string]int{"aws-prod": 1, "aws-staging": 2} {
+		p, err := w.NewProvider(name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wrapped := providers.WithRateLimit(m.Wrap(p), providers.RateLimits{})
+		if wrapped.Name() != name {
+			t.Fatalf("decorated Name() = %q, want %q", wrapped.Name(), name)
+		}
+		for range calls {
+			if _, err := wrapped.DiscoverNode(ctx, node); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got := counters(t, reg)
+	for name, want := range map[string]float64{"aws-prod": 1, "aws-staging": 2} {
+		key := `egressd_cloud_calls_total{operation="DiscoverNode",provider="` + name + `"}`
+		if got[key] != want {
+			t.Errorf("%s = %v, want %v", key, got[key], want)
+		}
+	}
+	if _, ok := got[`egressd_cloud_calls_total{operation="DiscoverNode",provider="aws"}`]; ok {
+		t.Error("a series is labelled with the provider type, not its configured name")
 	}
 }
 

@@ -67,7 +67,7 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-var errUnknownProvider = errors.New("no provider registered under this name")
+var errUnknownProvider = errors.New("no provider implementation registered for this type")
 
 // KindOf returns the kind of err, or 0 when err is not a classified provider error.
 func KindOf(err error) ErrorKind {

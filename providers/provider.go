@@ -7,6 +7,7 @@ package providers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -16,7 +17,9 @@ import (
 // Every method is safe to call again after any error, including a timeout whose effect is
 // unknown: each states its idempotency rule. Only the coordinator calls a Provider.
 type Provider interface {
-	// Name is the name the provider is registered under ("aws", "gcp", "azure", "static", ...).
+	// Name is the provider's configured name (the key of its entry in the controller
+	// configuration, "aws-prod"), not its type: metric labels, rate limiters and the
+	// coordinator's node cache are keyed by it, so two providers of one type stay apart.
 	Name() string
 
 	// DiscoverNode describes a node: instance, zone, subnets, interfaces and capacity.
@@ -231,19 +234,31 @@ func discoverEach(ctx context.Context, p Provider, nodes []NodeRef) ([]*NodeInfo
 	return infos, errs
 }
 
-// Constructor builds a provider from its raw configuration (the provider's own JSON object in
-// the controller configuration).
-type Constructor func(ctx context.Context, config json.RawMessage) (Provider, error)
+// Constructor builds a provider of one type from its raw configuration (the provider's own
+// JSON object in the controller configuration). name is the provider's configured name, the
+// key of its entry in the controller configuration, which EgressGateways name in
+// spec.addresses.cloud.provider: the provider's identity, which Name returns. Two providers of
+// one type (two AWS accounts) have two names.
+type Constructor func(ctx context.Context, name string, config json.RawMessage) (Provider, error)
 
-// Registry maps provider names to constructors. The controller's composition root builds it
-// explicitly; nothing registers itself.
+// Registry maps provider types ("aws", "gcp", ...) to constructors. The controller's
+// composition root builds it explicitly; nothing registers itself.
 type Registry map[string]Constructor
 
-// New builds the named provider.
-func (r Registry) New(ctx context.Context, name string, config json.RawMessage) (Provider, error) {
-	c, ok := r[name]
+// New builds a provider of type typ under the configured name.
+func (r Registry) New(ctx context.Context, typ, name string, config json.RawMessage) (Provider, error) {
+	c, ok := r[typ]
 	if !ok {
-		return nil, &Error{Kind: KindNotFound, Op: "new provider " + name, Err: errUnknownProvider}
+		return nil, &Error{Kind: KindNotFound, Op: "new provider " + name + " of type " + typ, Err: errUnknownProvider}
 	}
-	return c(ctx, config)
+	return c(ctx, name, config)
+}
+
+// CheckName returns an error when name cannot be a provider's identity. Every provider's New
+// calls it: metrics, rate limits and the coordinator's caches are keyed by Name.
+func CheckName(typ, name string) error {
+	if name == "" {
+		return fmt.Errorf("new %s provider: a name is required (the key of its entry in the controller configuration)", typ)
+	}
+	return nil
 }

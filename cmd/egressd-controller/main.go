@@ -51,11 +51,11 @@ func run(configPath string, leaderElect bool, metricsAddr, healthAddr string) er
 		RestConfig: rest,
 		// The explicit registry: every provider implementation this binary carries.
 		Registry: providers.Registry{
-			"aws":    aws.Constructor,
-			"gcp":    gcp.NewFromConfig,
-			"azure":  azure.NewFromConfig,
-			"static": static.Constructor,
-			"plugin": plugin.Constructor,
+			aws.Type:    aws.Constructor,
+			gcp.Type:    gcp.Constructor,
+			azure.Type:  azure.Constructor,
+			static.Name: static.Constructor,
+			plugin.Type: plugin.Constructor,
 		},
 		LeaderElect:            leaderElect,
 		MetricsBindAddress:     metricsAddr,

@@ -134,7 +134,7 @@ func newEnv(t *testing.T, zones, perZone int, limits *providers.RateLimits) *env
 	e.prov = w.Provider()
 	if limits != nil {
 		// The EC2 call limit of the provider's configuration, every attempt counted.
-		p, err := w.NewProvider(func(c *aws.Config) { c.CallLimits = limits })
+		p, err := w.NewProvider(aws.Type, func(c *aws.Config) { c.CallLimits = limits })
 		if err != nil {
 			t.Fatal(err)
 		}

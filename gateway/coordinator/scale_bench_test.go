@@ -167,8 +167,8 @@ func newScaleWorld(tb testing.TB) *scaleWorld {
 	}
 	srv := httptest.NewServer(sim)
 	tb.Cleanup(srv.Close)
-	prov, err := aws.New(context.Background(), aws.Config{Region: "us-east-1", VPC: vpc, Endpoint: srv.URL, ClusterName: "c1",
-		MaxAttempts: 4, MaxBackoff: aws.Duration(20 * time.Millisecond)},
+	prov, err := aws.New(context.Background(), aws.Type, aws.Config{Region: "us-east-1", VPC: vpc, Endpoint: srv.URL, ClusterName: "c1",
+		MaxAttempts: 4, MaxBackoff: providers.Duration(20 * time.Millisecond)},
 		aws.WithStaticCredentials("AKIDSIM", "SECRETSIM"))
 	if err != nil {
 		tb.Fatal(err)
@@ -507,7 +507,7 @@ func (s *scaleWorld) run(ctx context.Context) *scaleRun {
 		tb.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	provs, err := BuildProviders(ctx, cfg, providers.Registry{"aws": func(context.Context, json.RawMessage) (providers.Provider, error) {
+	provs, err := BuildProviders(ctx, cfg, providers.Registry{"aws": func(context.Context, string, json.RawMessage) (providers.Provider, error) {
 		return s.prov, nil
 	}}, reg)
 	if err != nil {

@@ -134,7 +134,7 @@ func BuildProviders(ctx context.Context, cfg Config, reg providers.Registry, reg
 			slices.Sort(known)
 			return nil, fmt.Errorf("config: provider %q has type %q, which is not one of %v", name, typ, known)
 		}
-		p, err := construct(ctx, withClusterName(raw, cfg.ClusterName))
+		p, err := construct(ctx, name, withClusterName(raw, cfg.ClusterName))
 		if err != nil {
 			return nil, fmt.Errorf("config: provider %q: %w", name, err)
 		}

@@ -20,6 +20,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/aws"
 	"github.com/egressd/egressd/providers/aws/awssimtest"
@@ -57,7 +58,7 @@ func TestConstructorFromEnvironment(t *testing.T) {
 	} {
 		t.Setenv(k, v)
 	}
-	p, err := aws.Constructor(ctxT(t), json.RawMessage(`{"clusterName":"c1","maxBackoff":"10ms"}`))
+	p, err := aws.Constructor(ctxT(t), "aws-prod", json.RawMessage(`{"clusterName":"c1","maxBackoff":"10ms"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +73,8 @@ func TestConstructorFromEnvironment(t *testing.T) {
 		info.Capacity.DedicatedFreeIPSlots != 4 || len(info.Subnets) != 1 || len(info.Subnets[0].Reserved) != 5 {
 		t.Fatalf("DiscoverNode: %+v", info)
 	}
-	if _, err := aws.Constructor(ctxT(t), json.RawMessage(`{"regoin":"x"}`)); err == nil {
-		t.Fatal("unknown configuration field accepted")
+	if p.Name() != "aws-prod" {
+		t.Fatalf("Name() = %q, want the configured name aws-prod", p.Name())
 	}
 }
 
@@ -107,12 +108,12 @@ func TestOwnershipRecordsAndDedicatedInterface(t *testing.T) {
 		}
 	}
 	if ded.DeviceIndex != 1 || !ded.DeleteOnTermination || !slices.Equal(ded.Groups, primary.Groups) || ded.Subnet != primary.Subnet ||
-		ded.Tags[aws.TagCluster] != "c1" || ded.Tags[aws.TagOwner] != "gw1" || ded.Tags[aws.TagCreated] == "" ||
+		ded.Tags[egressv1.TagCluster] != "c1" || ded.Tags[egressv1.TagOwner] != "gw1" || ded.Tags[aws.TagCreated] == "" ||
 		a.InterfaceMAC != ded.MAC || a.Attachment != string(providers.InterfaceDedicated) {
 		t.Fatalf("dedicated ENI %+v, assignment %+v", ded, a)
 	}
 	for _, x := range w.Sim.Snapshot().EIPs {
-		if x.Tags[aws.TagCluster] != "c1" || x.Tags[aws.TagOwner] != "gw1" || x.Tags[aws.TagPrivateIP] != ip2.String() {
+		if x.Tags[egressv1.TagCluster] != "c1" || x.Tags[egressv1.TagOwner] != "gw1" || x.Tags[aws.TagPrivateIP] != ip2.String() {
 			t.Fatalf("EIP tags %v", x.Tags)
 		}
 	}

@@ -71,7 +71,11 @@ func newEnv(t *testing.T, maxRetries int32) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := azure.New(clients, azure.Options{SubscriptionID: sub, ResourceGroup: rg, PollFrequency: 10 * time.Millisecond})
+	p, err := azure.New(context.Background(), azure.Type, azure.Config{ClusterName: owner.Cluster, SubscriptionID: sub, ResourceGroup: rg,
+		PollFrequency: providers.Duration(10 * time.Millisecond)}, azure.WithClients(clients))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return &env{sim: sim, srv: srv, p: p}
 }
 

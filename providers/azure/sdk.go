@@ -15,8 +15,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
-
-	"github.com/egressd/egressd/providers"
 )
 
 // InterfacesAPI is the subset of armnetwork.InterfacesClient the provider calls, in the SDK's
@@ -64,6 +62,16 @@ func NewClients(subscription string, cred azcore.TokenCredential, opts *arm.Clie
 	return Clients{Interfaces: nics, PublicIPAddresses: pips, Subnets: subs}, nil
 }
 
+// clientsFor builds the armnetwork clients of cfg's subscription with DefaultAzureCredential
+// (Workload Identity, managed identity, environment, CLI) and the provider's retry policy.
+func clientsFor(cfg Config) (Clients, error) {
+	cred, err := azidentity.NewDefaultAzureCredential(nil)
+	if err != nil {
+		return Clients{}, fmt.Errorf("creating Azure credential: %w", err)
+	}
+	return NewClients(cfg.SubscriptionID, cred, ClientOptions(cfg.Endpoint, nil, cfg.InsecureAllowCredentialWithHTTP, 4))
+}
+
 // ClientOptions returns ARM client options for endpoint (empty: public Azure) with the
 // retry policy the provider relies on (429 and 5xx retried, Retry-After honoured).
 func ClientOptions(endpoint string, transport policy.Transporter, insecureHTTP bool, maxRetries int32) *arm.ClientOptions {
@@ -98,16 +106,22 @@ type IMDSAPI interface {
 	Compute(ctx context.Context) (IMDSCompute, error)
 }
 
+const defaultIMDSEndpoint = "http://169.254.169.254"
+
 // IMDS is the Azure Instance Metadata Service client.
 type IMDS struct {
-	// Endpoint is http://169.254.169.254 in Azure; tests point it at a simulator.
+	// Endpoint is http://169.254.169.254 in Azure (the default); tests point it at a simulator.
 	Endpoint string
 	Client   *http.Client
 }
 
 // Compute implements IMDSAPI.
 func (m IMDS) Compute(ctx context.Context) (IMDSCompute, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.Endpoint+"/metadata/instance?api-version=2021-02-01", nil)
+	ep := m.Endpoint
+	if ep == "" {
+		ep = defaultIMDSEndpoint
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep+"/metadata/instance?api-version=2021-02-01", nil)
 	if err != nil {
 		return IMDSCompute{}, fmt.Errorf("reading IMDS: %w", err)
 	}
@@ -133,71 +147,4 @@ func (m IMDS) Compute(ctx context.Context) (IMDSCompute, error) {
 		return IMDSCompute{}, fmt.Errorf("parsing IMDS: %w", err)
 	}
 	return doc.Compute, nil
-}
-
-// Config is the provider's JSON configuration.
-type Config struct {
-	// SubscriptionID and ResourceGroup (the node resource group, MC_... on AKS) default to
-	// the controller VM's own, from IMDS.
-	SubscriptionID string `json:"subscriptionId,omitempty"`
-	ResourceGroup  string `json:"resourceGroup,omitempty"`
-	// Location for public IPs; default the NIC's.
-	Location string `json:"location,omitempty"`
-	// Endpoint overrides the ARM endpoint (sovereign clouds, simulators).
-	Endpoint string `json:"endpoint,omitempty"`
-	// IMDSEndpoint overrides IMDS (simulators).
-	IMDSEndpoint string `json:"imdsEndpoint,omitempty"`
-	// InsecureAllowCredentialWithHTTP lets the token go over plain HTTP (simulators only).
-	InsecureAllowCredentialWithHTTP bool `json:"insecureAllowCredentialWithHTTP,omitempty"`
-	// MaxIPConfigurationsPerInterface; default 256.
-	MaxIPConfigurationsPerInterface int `json:"maxIPConfigurationsPerInterface,omitempty"`
-	// PollFrequency of long-running operations without Retry-After; default 1s.
-	PollFrequency string `json:"pollFrequency,omitempty"`
-}
-
-// NewFromConfig is the providers.Constructor for "azure": DefaultAzureCredential (Workload
-// Identity, managed identity, environment, CLI).
-func NewFromConfig(ctx context.Context, raw json.RawMessage) (providers.Provider, error) {
-	var cfg Config
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &cfg); err != nil {
-			return nil, fmt.Errorf("parsing azure provider config: %w", err)
-		}
-	}
-	if cfg.SubscriptionID == "" || cfg.ResourceGroup == "" {
-		ep := cfg.IMDSEndpoint
-		if ep == "" {
-			ep = "http://169.254.169.254"
-		}
-		c, err := (IMDS{Endpoint: ep}).Compute(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if cfg.SubscriptionID == "" {
-			cfg.SubscriptionID = c.SubscriptionID
-		}
-		if cfg.ResourceGroup == "" {
-			cfg.ResourceGroup = c.ResourceGroupName
-		}
-		if cfg.Location == "" {
-			cfg.Location = c.Location
-		}
-	}
-	cred, err := azidentity.NewDefaultAzureCredential(nil)
-	if err != nil {
-		return nil, fmt.Errorf("creating Azure credential: %w", err)
-	}
-	clients, err := NewClients(cfg.SubscriptionID, cred, ClientOptions(cfg.Endpoint, nil, cfg.InsecureAllowCredentialWithHTTP, 4))
-	if err != nil {
-		return nil, err
-	}
-	o := Options{SubscriptionID: cfg.SubscriptionID, ResourceGroup: cfg.ResourceGroup, Location: cfg.Location, MaxIPConfigurations: cfg.MaxIPConfigurationsPerInterface}
-	if cfg.PollFrequency != "" {
-		d, err := time.ParseDuration(cfg.PollFrequency)
-		if err != nil {
-			return nil, fmt.Errorf("parsing azure pollFrequency: %w", err)
-		}
-		o.PollFrequency = d
-	}
-	return New(clients, o), nil
 }

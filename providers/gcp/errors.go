@@ -14,12 +14,10 @@ import (
 	"github.com/egressd/egressd/providers"
 )
 
-// Retry pacing. The budget bounds one step (a read-modify-write of one NIC, one address
-// insert...), not a whole provider call.
+// Retry pacing within the budget (Config.RetryBudget).
 const (
-	defaultRetryBudget = 30 * time.Second
-	retryBase          = 50 * time.Millisecond
-	retryMax           = 2 * time.Second
+	retryBase = 50 * time.Millisecond
+	retryMax  = 2 * time.Second
 )
 
 func apiErr(err error) *googleapi.Error {
@@ -78,12 +76,8 @@ const errCodeNotVisibleYet = "NotVisibleYet"
 
 // classify turns an SDK error into a providers.Error where the kind is known.
 func classify(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var pe *providers.Error
-	if errors.As(err, &pe) {
-		return err
+	if err == nil || providers.KindOf(err) != 0 {
+		return err // nothing to classify, or classified already
 	}
 	ge := apiErr(err)
 	if ge == nil {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"cloud.google.com/go/compute/metadata"
-	"google.golang.org/api/option"
 
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/gcp"
@@ -63,11 +62,12 @@ func newEnv(t *testing.T, budget time.Duration) *env {
 	srv := httptest.NewServer(sim.Handler())
 	t.Cleanup(srv.Close)
 	ctx := context.Background()
-	clients, err := gcp.NewClients(ctx, option.WithEndpoint(srv.URL), option.WithoutAuthentication())
+	p, err := gcp.New(ctx, gcp.Type, gcp.Config{ClusterName: owner.Cluster, Project: proj, Endpoint: srv.URL, WithoutAuthentication: true,
+		RetryBudget: providers.Duration(budget)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{sim: sim, srv: srv, p: gcp.New(clients, gcp.Options{Project: proj, RetryBudget: budget})}
+	return &env{sim: sim, srv: srv, p: p}
 }
 
 func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
@@ -145,8 +145,11 @@ func TestCapacityExhausted(t *testing.T) {
 		}
 	}
 	// The provider's own limit.
-	clients, _ := gcp.NewClients(ctx, option.WithEndpoint(e.srv.URL), option.WithoutAuthentication())
-	small := gcp.New(clients, gcp.Options{Project: proj, MaxAliasRangesPerInterface: 1})
+	small, err := gcp.New(ctx, gcp.Type, gcp.Config{ClusterName: owner.Cluster, Project: proj, Endpoint: e.srv.URL, WithoutAuthentication: true,
+		MaxAliasRangesPerInterface: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := small.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeB, IP: ip("10.0.2.10")}); err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +163,7 @@ func TestCapacityExhausted(t *testing.T) {
 	}
 	// One access config per NIC: a node with an ephemeral external IP cannot take one.
 	e.sim.SetExternalAddressQuota(100)
-	_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeP, IP: ip("10.0.2.30"), Public: true})
+	_, err = e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeP, IP: ip("10.0.2.30"), Public: true})
 	if !providers.IsCapacityExhausted(err) || !strings.Contains(err.Error(), "AccessConfigInUse") {
 		t.Fatalf("want CapacityExhausted AccessConfigInUse, got %v", err)
 	}

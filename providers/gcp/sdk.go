@@ -2,17 +2,12 @@ package gcp
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"time"
 
 	compute "cloud.google.com/go/compute/apiv1"
 	computepb "cloud.google.com/go/compute/apiv1/computepb"
-	"cloud.google.com/go/compute/metadata"
 	gax "github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/option"
-
-	"github.com/egressd/egressd/providers"
 )
 
 // InstancesAPI is the subset of compute.InstancesClient the provider calls, in the SDK's own
@@ -63,60 +58,6 @@ type Clients struct {
 	Subnetworks      SubnetworksAPI
 	ZoneOperations   ZoneOperationsAPI
 	RegionOperations RegionOperationsAPI
-}
-
-// Config is the provider's JSON configuration.
-type Config struct {
-	// Project is the default project (nodes' providerIDs name their own). Empty: ask the
-	// metadata server for the controller's project.
-	Project string `json:"project,omitempty"`
-	// Endpoint overrides the Compute endpoint (Private Service Connect, or a simulator).
-	Endpoint string `json:"endpoint,omitempty"`
-	// WithoutAuthentication sends no credentials (simulators only).
-	WithoutAuthentication bool `json:"withoutAuthentication,omitempty"`
-	// MaxAliasRangesPerInterface bounds alias IP ranges per NIC. Default 10.
-	MaxAliasRangesPerInterface int `json:"maxAliasRangesPerInterface,omitempty"`
-	// RetryBudget bounds retries of throttled, 5xx and stale-fingerprint calls per
-	// operation step (Go duration). Default 30s.
-	RetryBudget string `json:"retryBudget,omitempty"`
-}
-
-// NewFromConfig is the providers.Constructor for "gcp": REST clients with Application Default
-// Credentials (GKE Workload Identity on GKE), or none with WithoutAuthentication.
-func NewFromConfig(ctx context.Context, raw json.RawMessage) (providers.Provider, error) {
-	var cfg Config
-	if len(raw) > 0 {
-		if err := json.Unmarshal(raw, &cfg); err != nil {
-			return nil, fmt.Errorf("parsing gcp provider config: %w", err)
-		}
-	}
-	var opts []option.ClientOption
-	if cfg.Endpoint != "" {
-		opts = append(opts, option.WithEndpoint(cfg.Endpoint))
-	}
-	if cfg.WithoutAuthentication {
-		opts = append(opts, option.WithoutAuthentication())
-	}
-	clients, err := NewClients(ctx, opts...)
-	if err != nil {
-		return nil, err
-	}
-	o := Options{MaxAliasRangesPerInterface: cfg.MaxAliasRangesPerInterface, Project: cfg.Project}
-	if cfg.RetryBudget != "" {
-		d, err := time.ParseDuration(cfg.RetryBudget)
-		if err != nil {
-			return nil, fmt.Errorf("parsing gcp retryBudget: %w", err)
-		}
-		o.RetryBudget = d
-	}
-	if o.Project == "" {
-		pid, err := ProjectFromMetadata(ctx, metadata.NewClient(nil))
-		if err != nil {
-			return nil, err
-		}
-		o.Project = pid
-	}
-	return New(clients, o), nil
 }
 
 // NewClients builds the Compute REST clients with opts (endpoint, credentials).

@@ -11,26 +11,35 @@ import (
 
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/aws/awssimtest"
+	"github.com/egressd/egressd/providers/azure/azuresimtest"
 	"github.com/egressd/egressd/providers/conformance"
+	"github.com/egressd/egressd/providers/gcp/gcpsimtest"
 	"github.com/egressd/egressd/providers/plugin"
 )
 
 func wrap(t *testing.T, p providers.Provider) providers.Provider {
 	srv := httptest.NewServer(plugin.NewHandler(p, plugin.WithToken("s3cret")))
 	t.Cleanup(srv.Close)
-	c, err := plugin.New(context.Background(), plugin.Config{Endpoint: srv.URL, Token: "s3cret"}, nil)
+	c, err := plugin.New(context.Background(), "plugin-"+p.Name(), plugin.Config{ClusterName: "c1", Endpoint: srv.URL, Token: "s3cret"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Name() != p.Name() {
-		t.Fatalf("name %q, want %q", c.Name(), p.Name())
+	if c.Name() != "plugin-"+p.Name() || c.ServerName() != p.Name() {
+		t.Fatalf("name %q, server name %q; want plugin-%s, %s", c.Name(), c.ServerName(), p.Name(), p.Name())
 	}
 	return c
 }
 
-// TestConformance runs the suite through the plugin protocol, wrapping AWS on the simulator.
+// TestConformance runs the suite through the plugin protocol, wrapping each cloud's provider
+// on its simulator (every simtest harness takes the same Wrap).
 func TestConformance(t *testing.T) {
-	conformance.Run(t, awssimtest.Harness{Wrap: wrap})
+	for name, h := range map[string]conformance.Harness{
+		"aws":   awssimtest.Harness{Wrap: wrap},
+		"gcp":   gcpsimtest.Harness{Wrap: wrap},
+		"azure": azuresimtest.Harness{Wrap: wrap},
+	} {
+		t.Run(name, func(t *testing.T) { conformance.Run(t, h) })
+	}
 }
 
 type failing struct{ providers.Provider }
@@ -44,7 +53,7 @@ func TestErrorsAndNegotiation(t *testing.T) {
 	srv := httptest.NewServer(plugin.NewHandler(failing{}))
 	defer srv.Close()
 	ctx := context.Background()
-	c, err := plugin.New(ctx, plugin.Config{Endpoint: srv.URL}, nil)
+	c, err := plugin.New(ctx, "p", plugin.Config{Endpoint: srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,12 +70,12 @@ func TestErrorsAndNegotiation(t *testing.T) {
 		_, _ = w.Write([]byte(`{"name":"future","versions":["v7"]}`))
 	}))
 	defer old.Close()
-	if _, err := plugin.New(ctx, plugin.Config{Endpoint: old.URL}, nil); err == nil {
+	if _, err := plugin.New(ctx, "p", plugin.Config{Endpoint: old.URL}); err == nil {
 		t.Fatal("negotiated with a server that does not speak v1")
 	}
 	tok := httptest.NewServer(plugin.NewHandler(failing{}, plugin.WithToken("t")))
 	defer tok.Close()
-	if _, err := plugin.New(ctx, plugin.Config{Endpoint: tok.URL}, nil); !providers.IsPermission(err) {
+	if _, err := plugin.New(ctx, "p", plugin.Config{Endpoint: tok.URL}); !providers.IsPermission(err) {
 		t.Fatalf("no token: want Permission, got %v", err)
 	}
 }

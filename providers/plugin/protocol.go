@@ -5,8 +5,6 @@
 package plugin
 
 import (
-	"time"
-
 	"github.com/egressd/egressd/providers"
 )
 
@@ -57,31 +55,3 @@ type WireError struct {
 	Message      string `json:"message"`
 	RetryAfterMS int64  `json:"retryAfterMs,omitempty"`
 }
-
-var kindNames = map[string]providers.ErrorKind{
-	providers.KindNotFound.String():          providers.KindNotFound,
-	providers.KindCapacityExhausted.String(): providers.KindCapacityExhausted,
-	providers.KindThrottled.String():         providers.KindThrottled,
-	providers.KindConflict.String():          providers.KindConflict,
-	providers.KindPermission.String():        providers.KindPermission,
-}
-
-// statusOf is the HTTP status of an error kind; the body's kind is authoritative, the status
-// lets generic HTTP tooling (proxies, logs) tell the cases apart.
-func statusOf(k providers.ErrorKind) int {
-	switch k {
-	case providers.KindNotFound:
-		return 404
-	case providers.KindCapacityExhausted:
-		return 507
-	case providers.KindThrottled:
-		return 429
-	case providers.KindConflict:
-		return 409
-	case providers.KindPermission:
-		return 403
-	}
-	return 500
-}
-
-func retryAfter(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
 	"net/http"
-	"strconv"
 
 	"github.com/egressd/egressd/providers"
 )
@@ -78,21 +76,6 @@ func route[T any](mux *http.ServeMux, path string, fn func(context.Context, *T) 
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
-}
-
-func writeError(w http.ResponseWriter, err error) {
-	we := WireError{Message: err.Error()}
-	var pe *providers.Error
-	if errors.As(err, &pe) {
-		we.Kind, we.Op, we.Code, we.RetryAfterMS = pe.Kind.String(), pe.Op, pe.Code, pe.RetryAfter.Milliseconds()
-		if pe.Err != nil {
-			we.Message = pe.Err.Error()
-		}
-	}
-	if we.RetryAfterMS > 0 {
-		w.Header().Set("Retry-After", strconv.FormatInt((we.RetryAfterMS+999)/1000, 10))
-	}
-	writeJSON(w, statusOf(providers.KindOf(err)), ErrorBody{Error: we})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/egressd/egressd/providers"
@@ -25,6 +24,8 @@ type Config struct {
 	Pools []Pool `json:"pools"`
 	// MaxIPsPerNode bounds the addresses one node holds (0: unbounded).
 	MaxIPsPerNode int `json:"maxIPsPerNode,omitempty"`
+	// ClusterName is set by the coordinator in every provider's configuration.
+	ClusterName string `json:"clusterName,omitempty"`
 }
 
 // Pool is a zone's pre-provisioned addresses.
@@ -60,18 +61,32 @@ type Provider struct {
 
 var _ providers.Provider = (*Provider)(nil)
 
-// Constructor has the providers.Constructor signature.
-func Constructor(_ context.Context, raw json.RawMessage) (providers.Provider, error) {
+// Constructor has the providers.Constructor signature: the configuration parsed strictly
+// (providers.DecodeConfig), the provider named name.
+func Constructor(_ context.Context, name string, raw json.RawMessage) (providers.Provider, error) {
 	var cfg Config
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("parsing static provider configuration: %w", err)
+	if err := providers.DecodeConfig(Name, raw, &cfg); err != nil {
+		return nil, err
 	}
-	return New(cfg)
+	if err := providers.CheckName(Name, name); err != nil {
+		return nil, err
+	}
+	p, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return named{p, name}, nil
 }
 
 var _ providers.Constructor = Constructor
+
+// named is a Provider under its configured name, the provider's identity.
+type named struct {
+	*Provider
+	name string
+}
+
+func (n named) Name() string { return n.name }
 
 // New validates cfg and builds the provider.
 func New(cfg Config) (*Provider, error) {

@@ -2,7 +2,6 @@ package static_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -31,12 +30,11 @@ func (harness) Setup(t *testing.T, topo conformance.Topology) conformance.World 
 			w.nodes[z] = append(w.nodes[z], providers.NodeRef{Name: name, ProviderID: "static://" + name, Zone: z})
 		}
 	}
-	raw, _ := json.Marshal(cfg)
-	p, err := static.Constructor(context.Background(), raw)
+	p, err := static.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.p = p.(*static.Provider)
+	w.p = p
 	return w
 }
 
@@ -79,14 +77,13 @@ func (w *world) AddForeign(node providers.NodeRef) []netip.Addr {
 func TestConformance(t *testing.T) { conformance.Run(t, harness{}) }
 
 func TestConfig(t *testing.T) {
-	for _, raw := range []string{
-		`{"pools":[{"zone":"a","addresses":["nope"]}]}`,
-		`{"pools":[{"addresses":["192.0.2.1"]}]}`,
-		`{"pools":[{"zone":"a","addresses":["192.0.2.0/24"]},{"zone":"b","addresses":["192.0.2.7"]}]}`,
-		`{"pool":[]}`,
+	for name, pools := range map[string][]static.Pool{
+		"not an address": {{Zone: "a", Addresses: []string{"nope"}}},
+		"no zone":        {{Addresses: []string{"192.0.2.1"}}},
+		"overlapping":    {{Zone: "a", Addresses: []string{"192.0.2.0/24"}}, {Zone: "b", Addresses: []string{"192.0.2.7"}}},
 	} {
-		if _, err := static.Constructor(context.Background(), json.RawMessage(raw)); err == nil {
-			t.Errorf("%s: accepted", raw)
+		if _, err := static.New(static.Config{Pools: pools}); err == nil {
+			t.Errorf("%s: accepted", name)
 		}
 	}
 	p, err := static.New(static.Config{Pools: []static.Pool{{Zone: "a", Addresses: []string{"192.0.2.1"}}}})

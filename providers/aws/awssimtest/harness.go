@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/aws"
 	"github.com/egressd/egressd/providers/conformance"
@@ -111,7 +112,7 @@ func NewWorld(topo conformance.Topology) (*World, error) {
 // Connect builds the provider and a raw EC2 client against the simulator at url.
 func (w *World) Connect(url string) error {
 	w.URL = url
-	p, err := w.NewProvider(nil)
+	p, err := w.NewProvider(aws.Type, nil)
 	if err != nil {
 		return err
 	}
@@ -121,16 +122,16 @@ func (w *World) Connect(url string) error {
 	return nil
 }
 
-// NewProvider builds another AWS provider on the simulator at w.URL through the real SDK, with
-// the harness's configuration adjusted by mod (nil: as is).
-func (w *World) NewProvider(mod func(*aws.Config)) (*aws.Provider, error) {
+// NewProvider builds another AWS provider named name on the simulator at w.URL through the
+// real SDK, with the harness's configuration adjusted by mod (nil: as is).
+func (w *World) NewProvider(name string, mod func(*aws.Config)) (*aws.Provider, error) {
 	cfg := aws.Config{Region: "us-east-1", VPC: w.VPC, Endpoint: w.URL, ClusterName: "c1",
-		MaxAttempts: 4, MaxBackoff: aws.Duration(20 * time.Millisecond)}
+		MaxAttempts: 4, MaxBackoff: providers.Duration(20 * time.Millisecond)}
 	if mod != nil {
 		mod(&cfg)
 	}
 	creds := credentials.NewStaticCredentialsProvider("AKIDSIM", "SECRETSIM", "")
-	return aws.New(context.Background(), cfg, aws.WithCredentials(creds))
+	return aws.New(context.Background(), name, cfg, aws.WithCredentials(creds))
 }
 
 func (w *World) Provider() providers.Provider { return w.p }
@@ -245,7 +246,7 @@ func (w *World) AddForeign(node providers.NodeRef) []netip.Addr {
 		in := &ec2.AllocateAddressInput{Domain: ec2types.DomainTypeVpc}
 		if i == 1 {
 			in.TagSpecifications = []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeElasticIp, Tags: []ec2types.Tag{
-				{Key: awssdk.String(aws.TagCluster), Value: awssdk.String("other")}, {Key: awssdk.String(aws.TagPrivateIP), Value: awssdk.String(ip.String())}}}}
+				{Key: awssdk.String(egressv1.TagCluster), Value: awssdk.String("other")}, {Key: awssdk.String(aws.TagPrivateIP), Value: awssdk.String(ip.String())}}}}
 		}
 		out, err := w.EC2.AllocateAddress(ctx, in)
 		must(out, err)
@@ -259,6 +260,6 @@ func (w *World) AddForeign(node providers.NodeRef) []netip.Addr {
 	}
 	must(w.EC2.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: &sn, TagSpecifications: []ec2types.TagSpecification{{
 		ResourceType: ec2types.ResourceTypeNetworkInterface, Tags: []ec2types.Tag{
-			{Key: awssdk.String(aws.TagCluster), Value: awssdk.String("other")}, {Key: awssdk.String(aws.TagRole), Value: awssdk.String("egress-interface")}}}}}))
+			{Key: awssdk.String(egressv1.TagCluster), Value: awssdk.String("other")}, {Key: awssdk.String(aws.TagRole), Value: awssdk.String("egress-interface")}}}}}))
 	return []netip.Addr{a, b}
 }

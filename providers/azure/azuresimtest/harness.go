@@ -37,8 +37,11 @@ func (StaticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore
 }
 
 // Harness implements conformance.Harness. No describe lag: ARM reads of a resource follow
-// its completed long-running operation, and the simulator does not model lag.
-type Harness struct{}
+// its completed long-running operation, and the simulator does not model lag. Wrap, when set,
+// wraps the provider under test (the plugin suite puts the plugin protocol in between).
+type Harness struct {
+	Wrap func(t *testing.T, p providers.Provider) providers.Provider
+}
 
 // Features implements conformance.Harness.
 func (Harness) Features() []conformance.Feature {
@@ -46,7 +49,7 @@ func (Harness) Features() []conformance.Feature {
 }
 
 // Setup implements conformance.Harness.
-func (Harness) Setup(t *testing.T, topo conformance.Topology) conformance.World {
+func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.World {
 	sim := azuresim.New(sub, "westeurope")
 	subnet := sim.SubnetID(rg, "vnet", "nodes")
 	if err := sim.AddSubnet(azuresim.SubnetSeed{ResourceGroup: rg, VNet: "vnet", Name: "nodes", CIDR: "10.240.0.0/16"}); err != nil {
@@ -69,19 +72,28 @@ func (Harness) Setup(t *testing.T, topo conformance.Topology) conformance.World 
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.p = azure.New(clients, azure.Options{SubscriptionID: sub, ResourceGroup: rg, MaxIPConfigurations: topo.IPsPerNode + 1, PollFrequency: 10 * time.Millisecond})
+	p, err := azure.New(context.Background(), azure.Type, azure.Config{ClusterName: w.Cluster(), SubscriptionID: sub, ResourceGroup: rg,
+		MaxIPConfigurationsPerInterface: topo.IPsPerNode + 1, PollFrequency: providers.Duration(10 * time.Millisecond)}, azure.WithClients(clients))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.p, w.prov = p, p
+	if h.Wrap != nil {
+		w.prov = h.Wrap(t, p)
+	}
 	return w
 }
 
 type world struct {
 	sim   *azuresim.Sim
 	p     *azure.Provider
+	prov  providers.Provider // p, or p wrapped
 	nodes map[string][]providers.NodeRef
 	mu    sync.Mutex
 	next  netip.Addr
 }
 
-func (w *world) Provider() providers.Provider          { return w.p }
+func (w *world) Provider() providers.Provider          { return w.prov }
 func (w *world) Cluster() string                       { return "conformance" }
 func (w *world) Nodes(zone string) []providers.NodeRef { return w.nodes[zone] }
 func (w *world) Interfaces(string) int                 { return 1 }

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/api/option"
-
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/conformance"
 	"github.com/egressd/egressd/providers/gcp"
@@ -29,8 +27,11 @@ func zoneOf(z string) string { return "us-central1-" + strings.TrimPrefix(z, "zo
 
 // Harness implements conformance.Harness. Describe lag is not a feature: instances.get is
 // strongly consistent on GCE (fingerprint concurrency depends on it), so the suite's hour
-// of lag would turn every update into a 412; the GCP tests cover address lag.
-type Harness struct{}
+// of lag would turn every update into a 412; the GCP tests cover address lag. Wrap, when set,
+// wraps the provider under test (the plugin suite puts the plugin protocol in between).
+type Harness struct {
+	Wrap func(t *testing.T, p providers.Provider) providers.Provider
+}
 
 // Features implements conformance.Harness.
 func (Harness) Features() []conformance.Feature {
@@ -38,7 +39,7 @@ func (Harness) Features() []conformance.Feature {
 }
 
 // Setup implements conformance.Harness.
-func (Harness) Setup(t *testing.T, topo conformance.Topology) conformance.World {
+func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.World {
 	sim := gcpsim.New()
 	seed := gcpsim.ProjectSeed{ID: project, Subnets: []gcpsim.SubnetSeed{{Name: "nodes", Region: "us-central1", CIDR: "10.0.0.0/20"}}}
 	w := &world{sim: sim, nodes: map[string][]providers.NodeRef{}, next: netip.MustParseAddr("10.0.1.0")}
@@ -57,23 +58,28 @@ func (Harness) Setup(t *testing.T, topo conformance.Topology) conformance.World 
 	}
 	srv := httptest.NewServer(sim.Handler())
 	t.Cleanup(srv.Close)
-	clients, err := gcp.NewClients(context.Background(), option.WithEndpoint(srv.URL), option.WithoutAuthentication())
+	p, err := gcp.New(context.Background(), gcp.Type, gcp.Config{ClusterName: w.Cluster(), Project: project, Endpoint: srv.URL,
+		WithoutAuthentication: true, MaxAliasRangesPerInterface: topo.IPsPerNode, RetryBudget: providers.Duration(time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.p = gcp.New(clients, gcp.Options{Project: project, MaxAliasRangesPerInterface: topo.IPsPerNode, RetryBudget: time.Second})
+	w.p, w.prov = p, p
+	if h.Wrap != nil {
+		w.prov = h.Wrap(t, p)
+	}
 	return w
 }
 
 type world struct {
 	sim   *gcpsim.Sim
 	p     *gcp.Provider
+	prov  providers.Provider // p, or p wrapped
 	nodes map[string][]providers.NodeRef
 	mu    sync.Mutex
 	next  netip.Addr
 }
 
-func (w *world) Provider() providers.Provider          { return w.p }
+func (w *world) Provider() providers.Provider          { return w.prov }
 func (w *world) Cluster() string                       { return "conformance" }
 func (w *world) Nodes(zone string) []providers.NodeRef { return w.nodes[zone] }
 func (w *world) Interfaces(string) int                 { return 1 }

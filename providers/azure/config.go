@@ -1,0 +1,56 @@
+package azure
+
+import (
+	"context"
+	"time"
+
+	"github.com/egressd/egressd/providers"
+)
+
+// Config is the provider's JSON configuration.
+type Config struct {
+	// ClusterName is the cluster this provider works for (the coordinator sets it from its
+	// own clusterName); ListOwned("") lists its resources.
+	ClusterName string `json:"clusterName" config:"required"`
+	// SubscriptionID and ResourceGroup (the node resource group, MC_... on AKS) default to
+	// the controller VM's own, from IMDS. ResourceGroup is the one listed for garbage
+	// collection.
+	SubscriptionID string `json:"subscriptionId,omitempty"`
+	ResourceGroup  string `json:"resourceGroup,omitempty"`
+	// Location for public IPs; default the NIC's.
+	Location string `json:"location,omitempty"`
+	// Endpoint overrides the ARM endpoint (sovereign clouds, simulators).
+	Endpoint string `json:"endpoint,omitempty"`
+	// IMDSEndpoint overrides IMDS (simulators).
+	IMDSEndpoint string `json:"imdsEndpoint,omitempty"`
+	// InsecureAllowCredentialWithHTTP lets the token go over plain HTTP (simulators only).
+	InsecureAllowCredentialWithHTTP bool `json:"insecureAllowCredentialWithHTTP,omitempty"`
+	// MaxIPConfigurationsPerInterface; default 256.
+	MaxIPConfigurationsPerInterface int `json:"maxIPConfigurationsPerInterface,omitempty"`
+	// PollFrequency of long-running operations without Retry-After; default 1s.
+	PollFrequency providers.Duration `json:"pollFrequency,omitempty"`
+}
+
+// Constructor is the registry's entry for this type: the configuration parsed strictly
+// (providers.DecodeConfig), then New.
+var Constructor = providers.ConstructorOf(Type, func(ctx context.Context, name string, cfg Config) (providers.Provider, error) {
+	return New(ctx, name, cfg)
+})
+
+const (
+	// defaultMaxIPConfigurations per NIC (Azure's documented limit is 256).
+	defaultMaxIPConfigurations = 256
+	// defaultPollFrequency when ARM sends no Retry-After.
+	defaultPollFrequency = time.Second
+)
+
+// Defaults returns cfg with the defaults of the fields it leaves unset (New applies them).
+func (cfg Config) Defaults() Config {
+	if cfg.MaxIPConfigurationsPerInterface <= 0 {
+		cfg.MaxIPConfigurationsPerInterface = defaultMaxIPConfigurations
+	}
+	if cfg.PollFrequency <= 0 {
+		cfg.PollFrequency = providers.Duration(defaultPollFrequency)
+	}
+	return cfg
+}

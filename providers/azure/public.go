@@ -1,0 +1,102 @@
+package azure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/providers"
+)
+
+// ensurePublicIP creates (PUT is idempotent by name) or reads the Standard static public IP.
+func (p *Provider) ensurePublicIP(ctx context.Context, rg, location string, ip netip.Addr, owner providers.Owner) (*armnetwork.PublicIPAddress, error) {
+	name := publicName(owner.Cluster, ip)
+	op := "creating public IP " + name
+	if got, err := p.c.PublicIPAddresses.Get(ctx, rg, name, nil); err == nil {
+		if !ownedBy(got.Tags, owner.Cluster) {
+			return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "NotOwned", Err: errors.New("public IP exists without this cluster's tag")}
+		}
+		return &got.PublicIPAddress, nil
+	} else if ce := classify(op, err); !providers.IsNotFound(ce) {
+		return nil, ce
+	}
+	if p.cfg.Location != "" {
+		location = p.cfg.Location
+	}
+	want := armnetwork.PublicIPAddress{
+		Location: to.Ptr(location),
+		SKU:      &armnetwork.PublicIPAddressSKU{Name: to.Ptr(armnetwork.PublicIPAddressSKUNameStandard), Tier: to.Ptr(armnetwork.PublicIPAddressSKUTierRegional)},
+		Properties: &armnetwork.PublicIPAddressPropertiesFormat{
+			PublicIPAllocationMethod: to.Ptr(armnetwork.IPAllocationMethodStatic),
+			PublicIPAddressVersion:   to.Ptr(armnetwork.IPVersionIPv4),
+		},
+		Tags: map[string]*string{egressv1.TagCluster: to.Ptr(owner.Cluster), egressv1.TagOwner: to.Ptr(owner.Gateway)},
+	}
+	poller, err := p.c.PublicIPAddresses.BeginCreateOrUpdate(ctx, rg, name, want, nil)
+	if err != nil {
+		return nil, classify(op, err)
+	}
+	resp, err := poller.PollUntilDone(ctx, p.pollOptions())
+	if err != nil {
+		return nil, classify(op, err)
+	}
+	return &resp.PublicIPAddress, nil
+}
+
+// pipOf reads the public IP associated with c, or nil.
+func (p *Provider) pipOf(ctx context.Context, c *armnetwork.InterfaceIPConfiguration) *armnetwork.PublicIPAddress {
+	if c.Properties == nil || c.Properties.PublicIPAddress == nil {
+		return nil
+	}
+	parts := strings.Split(strings.Trim(deref(c.Properties.PublicIPAddress.ID), "/"), "/")
+	if len(parts) != 8 {
+		return nil
+	}
+	resp, err := p.c.PublicIPAddresses.Get(ctx, parts[3], parts[7], nil)
+	if err != nil {
+		return &armnetwork.PublicIPAddress{ID: c.Properties.PublicIPAddress.ID}
+	}
+	return &resp.PublicIPAddress
+}
+
+func (p *Provider) deletePublicIP(ctx context.Context, rg, name, cluster string) error {
+	op := "deleting public IP " + name
+	got, err := p.c.PublicIPAddresses.Get(ctx, rg, name, nil)
+	if err != nil {
+		if ce := classify(op, err); providers.IsNotFound(ce) {
+			return nil
+		} else {
+			return ce
+		}
+	}
+	if !ownedBy(got.Tags, cluster) {
+		return &providers.Error{Kind: providers.KindPermission, Op: op, Code: "NotOwned", Err: errors.New("public IP not tagged for this cluster")}
+	}
+	if got.Properties != nil && got.Properties.IPConfiguration != nil {
+		if n, cfg, ok := parseNICID(deref(got.Properties.IPConfiguration.ID)); ok {
+			if !strings.HasPrefix(cfg, "egressd-"+clusterHash(cluster)+"-") {
+				return &providers.Error{Kind: providers.KindPermission, Op: op, Code: "InUse", Err: fmt.Errorf("associated with %s, not egressd's", cfg)}
+			}
+			if _, err := p.removeConfig(ctx, n, cfg); err != nil {
+				return err
+			}
+		}
+	}
+	poller, err := p.c.PublicIPAddresses.BeginDelete(ctx, rg, name, nil)
+	if err != nil {
+		if ce := classify(op, err); !providers.IsNotFound(ce) {
+			return ce
+		}
+		return nil
+	}
+	if _, err := poller.PollUntilDone(ctx, p.pollOptions()); err != nil {
+		return classify(op, err)
+	}
+	return nil
+}

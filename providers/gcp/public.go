@@ -1,0 +1,123 @@
+package gcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	computepb "cloud.google.com/go/compute/apiv1/computepb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/egressd/egressd/providers"
+)
+
+func accessConfigName(ip netip.Addr) string {
+	return accessConfigPrefix + strings.ReplaceAll(ip.String(), ".", "-")
+}
+
+func natConfig(n *computepb.NetworkInterface, natIP string) *computepb.AccessConfig {
+	for _, ac := range n.GetAccessConfigs() {
+		if ac.GetNatIP() == natIP {
+			return ac
+		}
+	}
+	return nil
+}
+
+// bindPublic binds natIP to the instance's NIC through an access config. A NIC has at most
+// one access config: when it has another one, the node cannot take this public IP.
+func (p *Provider) bindPublic(ctx context.Context, r instanceRef, nicName string, ip netip.Addr, natIP, tier string) error {
+	defer p.lock(r.key())()
+	op := "binding " + natIP + " to " + r.id() + " " + nicName
+	return p.retry(ctx, op, func() error {
+		inst, err := p.c.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: r.project, Zone: r.zone, Instance: r.name})
+		if err != nil {
+			return err
+		}
+		n := nicByName(inst, nicName)
+		if n == nil {
+			return &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errors.New("no such interface")}
+		}
+		if natConfig(n, natIP) != nil {
+			return nil
+		}
+		if len(n.GetAccessConfigs()) > 0 {
+			return &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "AccessConfigInUse",
+				Err: fmt.Errorf("interface already has access config %q (%s); GCE allows one per interface", n.GetAccessConfigs()[0].GetName(), n.GetAccessConfigs()[0].GetNatIP())}
+		}
+		ac := &computepb.AccessConfig{Name: proto.String(accessConfigName(ip)), Type: proto.String("ONE_TO_ONE_NAT"), NatIP: proto.String(natIP)}
+		if tier != "" {
+			ac.NetworkTier = proto.String(tier)
+		}
+		o, err := p.c.Instances.AddAccessConfig(ctx, &computepb.AddAccessConfigInstanceRequest{Project: r.project, Zone: r.zone, Instance: r.name, NetworkInterface: nicName, AccessConfigResource: ac})
+		p.bump(r.key())
+		if isStatus(err, 400) && strings.Contains(apiErr(err).Message, "access config") {
+			// The read was older than the interface (describe lag): read again.
+			return &providers.Error{Kind: providers.KindConflict, Op: op, Code: errCodeNotVisibleYet, Err: err}
+		}
+		if err != nil {
+			return err
+		}
+		return p.waitZone(ctx, op, r, o)
+	})
+}
+
+// unbindPublic removes the access config carrying natIP from the instance, if any.
+func (p *Provider) unbindPublic(ctx context.Context, r instanceRef, natIP string) error {
+	defer p.lock(r.key())()
+	op := "unbinding " + natIP + " from " + r.id()
+	return p.retry(ctx, op, func() error {
+		inst, err := p.c.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: r.project, Zone: r.zone, Instance: r.name})
+		if isStatus(err, 404) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, n := range inst.GetNetworkInterfaces() {
+			ac := natConfig(n, natIP)
+			if ac == nil {
+				continue
+			}
+			o, err := p.c.Instances.DeleteAccessConfig(ctx, &computepb.DeleteAccessConfigInstanceRequest{Project: r.project, Zone: r.zone, Instance: r.name, NetworkInterface: n.GetName(), AccessConfig: ac.GetName()})
+			p.bump(r.key())
+			if err != nil {
+				return err
+			}
+			return p.waitZone(ctx, op, r, o)
+		}
+		return nil
+	})
+}
+
+// ensurePublic reserves (or finds) the IP's external address and binds it to the NIC.
+func (p *Provider) ensurePublic(ctx context.Context, r instanceRef, n *computepb.NetworkInterface, ip netip.Addr, owner providers.Owner) (*computepb.Address, error) {
+	// Steady state: the interface already carries egressd's access config; no address call.
+	for _, ac := range n.GetAccessConfigs() {
+		if ac.GetName() == accessConfigName(ip) && ac.GetNatIP() != "" {
+			return &computepb.Address{Name: proto.String(publicName(owner.Cluster, ip)), Address: ac.NatIP, NetworkTier: ac.NetworkTier}, nil
+		}
+	}
+	want := &computepb.Address{
+		Name: proto.String(publicName(owner.Cluster, ip)), AddressType: proto.String("EXTERNAL"),
+		NetworkTier: proto.String("PREMIUM"), Labels: labels(owner),
+	}
+	a, err := p.ensureAddress(ctx, r.project, r.region(), want, true, owner)
+	if err != nil {
+		return nil, err
+	}
+	if natConfig(n, a.GetAddress()) != nil {
+		return a, nil
+	}
+	for _, u := range a.GetUsers() {
+		if ur, ok := parseInstanceID(u); ok && ur != r {
+			return nil, &providers.Error{Kind: providers.KindConflict, Op: "binding public IP of " + ip.String(), Code: "AddressInUse", Err: fmt.Errorf("%s is used by %s", a.GetAddress(), u)}
+		}
+	}
+	if err := p.bindPublic(ctx, r, n.GetName(), ip, a.GetAddress(), a.GetNetworkTier()); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
