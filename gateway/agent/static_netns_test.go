@@ -39,27 +39,9 @@ func TestStaticEndToEndNetns(t *testing.T) {
 	static := z.Addr(201)
 	pa := topo.Pod("a")
 	gws := []*netns.Node{topo.Node("gw1"), topo.Node("gw2")}
-	rlink, err := topo.Router.Netlink().LinkByName(z.RouterLink)
-	must(t, err)
-	// The router last saw the address at some other MAC (a previous holder): Linux updates an
-	// existing neighbour entry on a gratuitous ARP but creates none (arp_accept=0).
-	must(t, topo.Router.Netlink().NeighSet(&netlink.Neigh{LinkIndex: rlink.Attrs().Index, Family: netlink.FAMILY_V4,
-		State: netlink.NUD_STALE, IP: static.AsSlice(), HardwareAddr: net.HardwareAddr{0x02, 0xee, 0, 0, 0, 2}}))
-	routerSees := func() string {
-		neighs, err := topo.Router.Netlink().NeighList(rlink.Attrs().Index, netlink.FAMILY_V4)
-		must(t, err)
-		for _, n := range neighs {
-			if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == static && n.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) == 0 {
-				return n.HardwareAddr.String()
-			}
-		}
-		return ""
-	}
-	macOf := func(n *netns.Node) string {
-		l, err := n.Netlink().LinkByName(n.Link)
-		must(t, err)
-		return l.Attrs().HardwareAddr.String()
-	}
+	// The router last saw the address at some other MAC (a previous holder).
+	routerSees := routerNeighbour(t, topo, z, static, net.HardwareAddr{0x02, 0xee, 0, 0, 0, 2})
+	macOf := func(n *netns.Node) string { return linkMAC(t, n) }
 	nodeByName := func(name string) *netns.Node {
 		for _, g := range gws {
 			if g.Name == name {
@@ -135,13 +117,7 @@ func TestStaticEndToEndNetns(t *testing.T) {
 	must(t, c.Create(ctx, &egressv1.EgressPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "st"},
 		Spec: egressv1.EgressPolicyRule{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 			DestinationCIDRs: []string{"198.51.100.0/24"}, Gateway: "st"}}))
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "a", Labels: map[string]string{"app": "web"}},
-		Spec: corev1.PodSpec{NodeName: "worker1", Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
-	must(t, c.Create(ctx, p))
-	p.Status.Phase = corev1.PodRunning
-	p.Status.PodIP = pa.IP.String()
-	p.Status.PodIPs = []corev1.PodIP{{IP: pa.IP.String()}}
-	must(t, c.Status().Update(ctx, p))
+	createRunningPod(ctx, t, c, "a", "worker1", pa.IP)
 
 	// Assigned by the coordinator through the static provider; announced by the holder.
 	var holder *netns.Node
@@ -194,6 +170,8 @@ func TestStaticEndToEndNetns(t *testing.T) {
 	})
 	waitFor("no node holding "+static.String(), 10*time.Second, func() bool { return !holds(t, gws[0], static) && !holds(t, gws[1], static) })
 	// Nobody answers for the address on the segment any more.
+	rlink, err := topo.Router.Netlink().LinkByName(z.RouterLink)
+	must(t, err)
 	must(t, topo.Router.Netlink().NeighDel(&netlink.Neigh{LinkIndex: rlink.Attrs().Index, IP: net.IP(static.AsSlice())}))
 	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
 	defer rcancel()

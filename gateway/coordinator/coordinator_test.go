@@ -251,8 +251,10 @@ func (e *env) pass(ctx context.Context) (ctrl.Result, error) {
 			continue
 		}
 		r, err := e.eipr.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: x.Name}})
-		if err != nil && os.Getenv("EGRESSD_DEBUG") != "" {
-			e.t.Logf("EgressIP %s: %v", x.Name, err)
+		if (err != nil || r.RequeueAfter > 0) && os.Getenv("EGRESSD_DEBUG") != "" {
+			var now egressv1.EgressIP
+			_ = server.Client.Get(e.ctx, client.ObjectKeyFromObject(&x), &now)
+			e.t.Logf("EgressIP %s: %+v %v; Assigned %+v", x.Name, r, err, cond(now.Status.Conditions, egressv1.ConditionAssigned))
 		}
 		errs = append(errs, err)
 		res.RequeueAfter = minPositive(res.RequeueAfter, r.RequeueAfter)
