@@ -205,10 +205,10 @@ func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds
 	if c := in.Spec.Addresses.Cloud; c != nil && c.IPsPerZone > 0 {
 		want = int(c.IPsPerZone)
 	}
-	switch {
-	case in.Spec.Addresses.Static != nil:
+	switch in.Spec.Addresses.Source() {
+	case egressv1.AddressSourceStatic:
 		want = len(ips) // static pools define the set; nothing to allocate or trim here
-	case in.Spec.Addresses.NodeInterface != nil:
+	case egressv1.AddressSourceNodeInterface:
 		want = 0 // each gateway's own address; nothing to allocate
 	}
 	if len(ips) > want {
@@ -267,7 +267,7 @@ func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds
 			st.State = egressv1.GatewayStandby
 			st.Reason = "NoEgressIP"
 			// nodeInterface gateways egress with their own interface address: no EgressIP to hold.
-			if held[g.Name] || in.Spec.Addresses.NodeInterface != nil {
+			if held[g.Name] || in.Spec.Addresses.Source() == egressv1.AddressSourceNodeInterface {
 				st.State, st.Reason = egressv1.GatewayActive, ""
 			}
 		}
