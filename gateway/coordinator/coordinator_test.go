@@ -853,3 +853,30 @@ func TestAddressHeldOutsideEgressd(t *testing.T) {
 	}
 	e.checkCloudMatchesLedger()
 }
+
+// The finalizer comes before any cloud call: an EgressIP that lost it gets it back before the
+// EgressIP controller moves it in the cloud.
+func TestFinalizerBeforeCloudCall(t *testing.T) {
+	e := newEnv(t, 1, 2, nil)
+	e.createGateway()
+	e.settle()
+	victim := e.egressIPs()[0]
+	holder := victim.Status.Node
+	x := e.egressIP(victim.Name)
+	if !controllerutil.RemoveFinalizer(&x, egressv1.FinalizerReleaseCloud) {
+		t.Fatal("the gateway controller wrote an EgressIP without the finalizer")
+	}
+	if err := server.Client.Update(e.ctx, &x); err != nil {
+		t.Fatal(err)
+	}
+	e.health.fail(e.ips[holder], true)
+	e.settle()
+	moved := e.egressIP(victim.Name)
+	if moved.Status.Node == holder || moved.Status.Node == "" {
+		t.Fatalf("%s did not move off %s", victim.Spec.IP, holder)
+	}
+	if !controllerutil.ContainsFinalizer(&moved, egressv1.FinalizerReleaseCloud) {
+		t.Errorf("%s moved in the cloud without the finalizer: %v", victim.Spec.IP, moved.Finalizers)
+	}
+	e.checkCloudMatchesLedger()
+}

@@ -129,6 +129,15 @@ func (r *EgressIPReconciler) sync(ctx context.Context, e *egressv1.EgressIP) (ti
 		// The gateway controller reports the unknown provider on the group.
 		return 0, fmt.Errorf("assigning %s: provider %q not configured", e.Spec.IP, e.Spec.Provider)
 	}
+	if !controllerutil.ContainsFinalizer(e, egressv1.FinalizerReleaseCloud) {
+		// The gateway controller creates every EgressIP with it; one that lost it gets it back
+		// before the cloud holds anything for it, so its deletion still releases the address.
+		patch := client.MergeFrom(e.DeepCopy())
+		controllerutil.AddFinalizer(e, egressv1.FinalizerReleaseCloud)
+		if err := r.client.Patch(ctx, e, patch); err != nil {
+			return 0, fmt.Errorf("adding the finalizer of %s before assigning it: %w", e.Spec.IP, err)
+		}
+	}
 	ip, _ := netip.ParseAddr(e.Spec.IP)
 	owner := providers.Owner{Cluster: r.cfg.ClusterName, Gateway: e.Spec.Gateway}
 	var (
