@@ -14,8 +14,9 @@ TEST_FLAGS ?= -race -count=1
 
 all: build
 
+## build: the shipped binaries (cmd/...) and the lab's test tool (egressd-lab, for make demo).
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ ./cmd/... ./test/lab/cmd/egressd-lab
 
 ## tools: everything the tests, demo and verify need, installed by the project itself.
 tools: deps kube-binaries $(GOLANGCI_LINT)

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/test/privileged"
 )
 
 const (
@@ -20,9 +22,7 @@ const (
 // host's /sys/fs/bpf.
 func mountBPFFS(tb testing.TB) string {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root (CAP_BPF, CAP_NET_ADMIN and mount) to load eBPF programs; run as root")
-	}
+	privileged.Require(tb, "CAP_BPF, CAP_NET_ADMIN and mount, to load eBPF programs")
 	dir := tb.TempDir()
 	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
 		tb.Fatalf("mounting bpffs on %s: %v", dir, err)

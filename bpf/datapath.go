@@ -19,19 +19,25 @@ const Version = "v1"
 // DefaultPinRoot is where egressd pins its objects on a node.
 const DefaultPinRoot = "/sys/fs/bpf/egressd"
 
-// Mark layout shared by the programs, nftables and policy routing.
+// Mark layout shared by the programs, nftables and policy routing. The
+// values come from enum mark_layout in egressd.c through bpf2go (-type
+// mark_layout), so C and Go cannot disagree; nftables rules and ip rules are
+// built from these constants.
 const (
-	MarkMagic     uint32 = 0x6e000000
-	MarkMagicMask uint32 = 0xff000000
+	MarkMagic     = uint32(egressdMarkLayoutMARK_MAGIC)
+	MarkMagicMask = uint32(egressdMarkLayoutMARK_MAGIC_MASK)
 	// MarkTunnel is set on packets that arrived through the tunnel: their
 	// replies must be re-encapsulated to the source node.
-	MarkTunnel uint32 = 0x00800000
+	MarkTunnel = uint32(egressdMarkLayoutMARK_TUNNEL)
 	// MarkReply is set (by nftables, from the conntrack mark) on replies
 	// to be re-encapsulated; they are routed to the tunnel device.
-	MarkReply     uint32 = 0x00400000
-	MarkGroupMask uint32 = 0x0000ffff
+	MarkReply     = uint32(egressdMarkLayoutMARK_REPLY)
+	MarkGroupMask = uint32(egressdMarkLayoutMARK_GROUP_MASK)
 	// VNIReply is set in the VNI of replies sent back to a source node.
-	VNIReply uint32 = 0x800000
+	VNIReply = uint32(egressdMarkLayoutVNI_REPLY)
+)
+
+const (
 	// MaxGateways is how many gateways a group entry holds.
 	MaxGateways = 8
 	// MaxGroup is the largest group id (it travels in the VNI and mark).
@@ -59,7 +65,21 @@ type Options struct {
 // descriptors only: pinned maps and links keep the datapath running.
 type Datapath struct {
 	dir  string
-	objs egressdObjects
+	objs objects
+}
+
+// objects are the programs and maps the datapath uses. The generated
+// egressdObjects also holds the unused_* globals, which only exist to put the
+// enums shared with Go (mark_layout, drop_reason, gw_flags) into BTF for
+// bpf2go; leaving them out means no .bss map is ever created for them.
+type objects struct {
+	egressdPrograms
+	egressdMaps
+}
+
+// Close closes the programs and maps.
+func (o *objects) Close() error {
+	return errors.Join(o.egressdPrograms.Close(), o.egressdMaps.Close())
 }
 
 // PinDir returns the versioned directory under root.

@@ -45,23 +45,32 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 // Packet marks (see docs/datapath.md): top byte identifies egressd, bit 23
 // says the flow came through the tunnel (so its replies must go back through
 // it), bit 22 is set on replies to re-encapsulate, the low 16 bits carry the
-// gateway group.
-#define MARK_MAGIC 0x6e000000
-#define MARK_MAGIC_MASK 0xff000000
-#define MARK_TUNNEL 0x00800000
-#define MARK_REPLY 0x00400000
-#define MARK_GROUP_MASK 0x0000ffff
-
-// VNI: the group id, with bit 23 set on replies.
-#define VNI_REPLY 0x800000
+// gateway group. The layout is shared with nftables and policy routing:
+// bpf2go generates the Go constants from this enum (bpf/datapath.go), which
+// is why it is an enum and why unused_mark_layout exists (it puts the enum
+// into BTF; nothing reads it, and the loader never creates its map).
+enum mark_layout {
+	MARK_MAGIC = 0x6e000000,
+	MARK_MAGIC_MASK = 0xff000000,
+	MARK_TUNNEL = 0x00800000,
+	MARK_REPLY = 0x00400000,
+	MARK_GROUP_MASK = 0x0000ffff,
+	// VNI: the group id, with bit 23 set on replies.
+	VNI_REPLY = 0x800000,
+};
+const enum mark_layout *unused_mark_layout __attribute__((unused));
 
 #define RULE_EXCLUDED 1
 
-#define GW_HEALTHY 1
-#define GW_LOCAL 2
-// No new flows: a draining gateway keeps the flows pinned to it (while
-// healthy) but is never picked for a new one.
-#define GW_DRAINING 4
+// Flags of a gateway in the groups map.
+enum gw_flags {
+	GW_HEALTHY = 1,
+	GW_LOCAL = 2,
+	// No new flows: a draining gateway keeps the flows pinned to it (while
+	// healthy) but is never picked for a new one.
+	GW_DRAINING = 4,
+};
+const enum gw_flags *unused_gw_flags __attribute__((unused));
 
 enum drop_reason {
 	DROP_NO_GATEWAY = 0, // no healthy, non-draining gateway for a new flow
@@ -74,6 +83,8 @@ enum drop_reason {
 	DROP_MALFORMED,      // headers could not be read
 	DROP_MAX,
 };
+// Like unused_mark_layout: puts the enum into BTF for bpf2go.
+const enum drop_reason *unused_drop_reason __attribute__((unused));
 
 struct endpoint_key {
 	__u8 addr[16]; // IPv6, or IPv4-mapped IPv6 (::ffff:a.b.c.d)

@@ -19,6 +19,20 @@ type egressdConfig struct {
 	Pad           uint32
 }
 
+type egressdDropReason uint32
+
+const (
+	egressdDropReasonDROP_NO_GATEWAY  egressdDropReason = 0
+	egressdDropReasonDROP_NO_GROUP    egressdDropReason = 1
+	egressdDropReasonDROP_NO_TUNNEL   egressdDropReason = 2
+	egressdDropReasonDROP_ENCAP       egressdDropReason = 3
+	egressdDropReasonDROP_NOT_SERVED  egressdDropReason = 4
+	egressdDropReasonDROP_NO_RETURN   egressdDropReason = 5
+	egressdDropReasonDROP_NO_ENDPOINT egressdDropReason = 6
+	egressdDropReasonDROP_MALFORMED   egressdDropReason = 7
+	egressdDropReasonDROP_MAX         egressdDropReason = 8
+)
+
 type egressdEndpoint struct {
 	_         structs.HostLayout
 	PolicySet uint32
@@ -61,6 +75,25 @@ type egressdGroup struct {
 		Pad      uint32
 	}
 }
+
+type egressdGwFlags uint32
+
+const (
+	egressdGwFlagsGW_HEALTHY  egressdGwFlags = 1
+	egressdGwFlagsGW_LOCAL    egressdGwFlags = 2
+	egressdGwFlagsGW_DRAINING egressdGwFlags = 4
+)
+
+type egressdMarkLayout uint32
+
+const (
+	egressdMarkLayoutMARK_MAGIC      egressdMarkLayout = 1845493760
+	egressdMarkLayoutMARK_MAGIC_MASK egressdMarkLayout = 4278190080
+	egressdMarkLayoutMARK_TUNNEL     egressdMarkLayout = 8388608
+	egressdMarkLayoutMARK_REPLY      egressdMarkLayout = 4194304
+	egressdMarkLayoutMARK_GROUP_MASK egressdMarkLayout = 65535
+	egressdMarkLayoutVNI_REPLY       egressdMarkLayout = 8388608
+)
 
 type egressdOwnedAddrKey struct {
 	_         structs.HostLayout
@@ -141,6 +174,9 @@ const (
 	egressdProgEgressdProbe      = "egressd_probe"
 	egressdProgEgressdTunEgress  = "egressd_tun_egress"
 	egressdProgEgressdTunIngress = "egressd_tun_ingress"
+	egressdVarUnusedDropReason   = "unused_drop_reason"
+	egressdVarUnusedGwFlags      = "unused_gw_flags"
+	egressdVarUnusedMarkLayout   = "unused_mark_layout"
 )
 
 // loadEgressd returns the embedded CollectionSpec for egressd.
@@ -212,6 +248,9 @@ type egressdMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type egressdVariableSpecs struct {
+	UnusedDropReason *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
+	UnusedGwFlags    *ebpf.VariableSpec `ebpf:"unused_gw_flags"`
+	UnusedMarkLayout *ebpf.VariableSpec `ebpf:"unused_mark_layout"`
 }
 
 // egressdObjects contains all objects after they have been loaded into the kernel.
@@ -267,6 +306,9 @@ func (m *egressdMaps) Close() error {
 //
 // It can be passed to loadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type egressdVariables struct {
+	UnusedDropReason *ebpf.Variable `ebpf:"unused_drop_reason"`
+	UnusedGwFlags    *ebpf.Variable `ebpf:"unused_gw_flags"`
+	UnusedMarkLayout *ebpf.Variable `ebpf:"unused_mark_layout"`
 }
 
 // egressdPrograms contains all programs after they have been loaded into the kernel.

@@ -9,17 +9,17 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Drop reasons, indexes into Stats.Drops (match enum drop_reason in C).
+// Drop reasons, indexes into Stats.Drops: enum drop_reason in C, through bpf2go.
 const (
-	DropNoGateway = iota
-	DropNoGroup
-	DropNoTunnel
-	DropEncap
-	DropNotServed
-	DropNoReturn
-	DropNoEndpoint
-	DropMalformed
-	NumDropReasons
+	DropNoGateway  = int(egressdDropReasonDROP_NO_GATEWAY)
+	DropNoGroup    = int(egressdDropReasonDROP_NO_GROUP)
+	DropNoTunnel   = int(egressdDropReasonDROP_NO_TUNNEL)
+	DropEncap      = int(egressdDropReasonDROP_ENCAP)
+	DropNotServed  = int(egressdDropReasonDROP_NOT_SERVED)
+	DropNoReturn   = int(egressdDropReasonDROP_NO_RETURN)
+	DropNoEndpoint = int(egressdDropReasonDROP_NO_ENDPOINT)
+	DropMalformed  = int(egressdDropReasonDROP_MALFORMED)
+	NumDropReasons = int(egressdDropReasonDROP_MAX)
 )
 
 // DropReasonNames names the drop reasons for metrics.
@@ -155,11 +155,11 @@ func (d *Datapath) Rules() (map[RuleKey]Rule, error) {
 	return out, nil
 }
 
-// Gateway flags in the groups map (match GW_* in C).
+// Gateway flags in the groups map: enum gw_flags in C, through bpf2go.
 const (
-	gwHealthy  = 1
-	gwLocal    = 2
-	gwDraining = 4
+	gwHealthy  = uint32(egressdGwFlagsGW_HEALTHY)
+	gwLocal    = uint32(egressdGwFlagsGW_LOCAL)
+	gwDraining = uint32(egressdGwFlagsGW_DRAINING)
 )
 
 // Gateway is one gateway of a group as this node sees it.

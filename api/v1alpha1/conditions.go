@@ -32,6 +32,25 @@ const (
 	ReasonMoving              = "Moving"
 	ReasonPending             = "Pending"
 	ReasonSynced              = "Synced"
+	// ReasonInvalidAddresses: spec.addresses names no source the coordinator knows.
+	ReasonInvalidAddresses = "InvalidAddresses"
+	// ReasonAddressInUse: the cloud refused an allocated address because something else
+	// holds it (an Event on the gateway; the address is skipped).
+	ReasonAddressInUse = "AddressInUse"
+)
+
+// Reasons of a gateway node's state in EgressGateway status.zones[].gateways[].reason.
+const (
+	// Draining.
+	ReasonCordoned     = "Cordoned"
+	ReasonLabelRemoved = "LabelRemoved"
+	// Unhealthy.
+	ReasonNodeNotReady      = "NodeNotReady"
+	ReasonAgentLeaseExpired = "AgentLeaseExpired"
+	ReasonProbeFailed       = "ProbeFailed"
+	// Standby.
+	ReasonOverMaxGatewaysPerZone = "OverMaxGatewaysPerZone"
+	ReasonNoEgressIP             = "NoEgressIP"
 )
 
 // FinalizerReleaseCloud is set on every EgressIP before the coordinator makes a cloud call for

@@ -23,11 +23,14 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
+
+	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/contract"
 )
 
 const (
 	releaseName      = "egressd"
-	releaseNamespace = "egressd-system"
+	releaseNamespace = contract.DefaultNamespace
 )
 
 // profiles are complete values for every cloud profile, as a user would write them.
@@ -367,9 +370,11 @@ func checkAgent(t *testing.T, r rendered) {
 		t.Fatalf("agent has %d containers", len(pod.Containers))
 	}
 	c := pod.Containers[0]
+	// The chart cannot import the Go defaults; this pins values.yaml to them.
 	wantArgs := []string{
 		"--node-name=$(NODE_NAME)", "--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
-		"--tunnel-port=8742", "--pod-interface-patterns=lxc*,eni*,cali*,veth*,azv*,gke*", "--bpffs=/sys/fs/bpf",
+		fmt.Sprintf("--tunnel-port=%d", contract.DefaultTunnelPort),
+		"--pod-interface-patterns=" + strings.Join(dataplane.DefaultInterfacePatterns, ","), "--bpffs=/sys/fs/bpf",
 	}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("agent args %q, want %q", c.Args, wantArgs)
@@ -443,7 +448,7 @@ func checkAgent(t *testing.T, r rendered) {
 	for _, p := range c.Ports {
 		ports[p.Name] = fmt.Sprintf("%d/%s", p.ContainerPort, p.Protocol)
 	}
-	if want := map[string]string{"metrics": "9090/TCP", "health": "9091/TCP", "tunnel": "8742/UDP"}; !reflect.DeepEqual(ports, want) {
+	if want := map[string]string{"metrics": "9090/TCP", "health": "9091/TCP", "tunnel": fmt.Sprintf("%d/UDP", contract.DefaultTunnelPort)}; !reflect.DeepEqual(ports, want) {
 		t.Errorf("agent ports %v, want %v", ports, want)
 	}
 }

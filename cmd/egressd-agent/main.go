@@ -12,6 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager/signals"
 
 	"github.com/egressd/egressd/gateway/agent"
+	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/contract"
 )
 
 func main() {
@@ -20,16 +22,16 @@ func main() {
 	var tunnelPort, probePort uint
 	ns := os.Getenv("POD_NAMESPACE")
 	if ns == "" {
-		ns = agent.DefaultNamespace
+		ns = contract.DefaultNamespace
 	}
 	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	flag.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster config")
 	flag.StringVar(&o.Namespace, "namespace", ns, "namespace of the heartbeat Lease (default $POD_NAMESPACE)")
 	flag.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":9090", "Prometheus metrics address; 0 disables")
 	flag.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":9091", "/healthz and /readyz address; 0 disables")
-	flag.UintVar(&tunnelPort, "tunnel-port", 8742, "VXLAN UDP port, the same on every node")
-	flag.UintVar(&probePort, "probe-port", 8743, "probe UDP port, the same on every node")
-	flag.StringVar(&patterns, "pod-interface-patterns", "lxc*,eni*,cali*,veth*,azv*,gke*", "comma-separated name patterns of pod interfaces")
+	flag.UintVar(&tunnelPort, "tunnel-port", contract.DefaultTunnelPort, "VXLAN UDP port, the same on every node")
+	flag.UintVar(&probePort, "probe-port", contract.DefaultProbePort, "probe UDP port, the same on every node")
+	flag.StringVar(&patterns, "pod-interface-patterns", strings.Join(dataplane.DefaultInterfacePatterns, ","), "comma-separated name patterns of pod interfaces")
 	flag.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "bpffs mount; egressd pins under <bpffs>/egressd")
 	flag.BoolVar(&o.Cleanup, "cleanup", false, "remove the datapath and exit")
 	zo := zap.Options{}

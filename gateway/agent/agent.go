@@ -23,8 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,6 +32,7 @@ import (
 	"github.com/egressd/egressd/bpf"
 	"github.com/egressd/egressd/gateway/agent/announce"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 )
 
@@ -53,18 +52,14 @@ var _ Dataplane = (*dataplane.Dataplane)(nil)
 // Defaults of Config.
 const (
 	// DefaultLeaseInterval is how often the heartbeat Lease is renewed; the coordinator
-	// treats a Lease older than 10 s as a dead agent.
+	// treats a Lease older than contract.AgentLeaseDuration as a dead agent.
 	DefaultLeaseInterval = 2 * time.Second
-	// DefaultLeaseDuration is written into the Lease for readers other than the coordinator.
-	DefaultLeaseDuration = 10 * time.Second
 	// DefaultDebounce coalesces bursts of events into one Apply while keeping a new pod's
 	// steering within milliseconds.
 	DefaultDebounce = time.Millisecond
 	// DefaultResync re-applies an unchanged state, repairing drift (e.g. a link the
 	// datapath's watch missed).
 	DefaultResync = time.Minute
-	// DefaultNamespace holds the heartbeat Leases.
-	DefaultNamespace = "egressd-system"
 	// applyTimeout bounds one Apply.
 	applyTimeout = 30 * time.Second
 	// maxRetry caps the backoff after a failed Apply.
@@ -75,9 +70,10 @@ const (
 type Config struct {
 	// NodeName is this node. Required.
 	NodeName string
-	// Namespace of the heartbeat Lease; empty means DefaultNamespace.
+	// Namespace of the heartbeat Lease; empty means contract.DefaultNamespace.
 	Namespace string
-	// ProbePort is the port probes are sent to on every node; zero means probe.DefaultPort.
+	// ProbePort is the port probes are sent to on every node; zero means
+	// contract.DefaultProbePort.
 	ProbePort uint16
 	// ProbeAddress is where this node's responder listens; empty means ":<ProbePort>".
 	ProbeAddress string
@@ -93,7 +89,8 @@ type Config struct {
 	Announce func(ifname string, ip netip.Addr) error
 	// Registerer receives the agent's metrics; nil means none.
 	Registerer prometheus.Registerer
-	// LeaseInterval, LeaseDuration, Debounce and Resync: zero means the defaults.
+	// LeaseInterval, LeaseDuration (contract.AgentLeaseDuration), Debounce and Resync: zero
+	// means the defaults.
 	LeaseInterval, LeaseDuration, Debounce, Resync time.Duration
 }
 
@@ -105,10 +102,10 @@ func (c *Config) defaults() error {
 		return errors.New("agent: a dataplane is required")
 	}
 	if c.Namespace == "" {
-		c.Namespace = DefaultNamespace
+		c.Namespace = contract.DefaultNamespace
 	}
 	if c.ProbePort == 0 {
-		c.ProbePort = probe.DefaultPort
+		c.ProbePort = contract.DefaultProbePort
 	}
 	if c.ProbeAddress == "" {
 		c.ProbeAddress = fmt.Sprintf(":%d", c.ProbePort)
@@ -126,7 +123,7 @@ func (c *Config) defaults() error {
 		c.LeaseInterval = DefaultLeaseInterval
 	}
 	if c.LeaseDuration == 0 {
-		c.LeaseDuration = DefaultLeaseDuration
+		c.LeaseDuration = contract.AgentLeaseDuration
 	}
 	if c.Debounce == 0 {
 		c.Debounce = DefaultDebounce
@@ -156,7 +153,7 @@ type Agent struct {
 	// becameReady wakes the heartbeat when the agent turns ready, so a restarted agent renews
 	// its Lease at once instead of at its next tick.
 	becameReady chan struct{}
-	problems    []string
+	problems    []Problem
 
 	// Static addresses of the last applied state, and those still to announce.
 	announced    map[dataplane.EgressAddress]bool
@@ -392,53 +389,33 @@ func (a *Agent) setReady(err error) {
 	a.mu.Unlock()
 }
 
-func (a *Agent) logProblems(logger logr.Logger, problems []string) {
+func (a *Agent) logProblems(logger logr.Logger, problems []Problem) {
 	a.mu.Lock()
-	changed := !slices.Equal(a.problems, problems)
+	changed := !slices.EqualFunc(a.problems, problems, func(x, y Problem) bool { return reflect.DeepEqual(x, y) })
 	a.problems = problems
 	a.mu.Unlock()
 	if changed {
 		for _, p := range problems {
-			logger.Info("skipping an object", "problem", p)
+			logger.Info("skipping an object", "problem", p.String(), "reason", p.Kind)
 		}
 	}
 }
 
+// inputs reads the cache (ReadInputs; the cache holds this node's pods only) and adds this
+// agent's own probe results, interfaces and set ids.
 func (a *Agent) inputs(ctx context.Context) (Inputs, error) {
-	in := Inputs{ProbePort: a.cfg.ProbePort, Health: map[netip.Addr]bool{}}
+	in, err := ReadInputs(ctx, a.cache, a.cfg.NodeName)
+	if err != nil {
+		return in, err
+	}
+	if in.Node == nil {
+		return in, fmt.Errorf("node %s not found", a.cfg.NodeName)
+	}
+	in.ProbePort = a.cfg.ProbePort
 	a.mu.Lock()
 	in.SetIDs = a.last.SetIDs
 	a.mu.Unlock()
-
-	node := &corev1.Node{}
-	if err := a.cache.Get(ctx, types.NamespacedName{Name: a.cfg.NodeName}, node); err != nil {
-		if apierrors.IsNotFound(err) {
-			return in, fmt.Errorf("node %s not found", a.cfg.NodeName)
-		}
-		return in, fmt.Errorf("reading node %s: %w", a.cfg.NodeName, err)
-	}
-	in.Node = node
-	var (
-		pods  corev1.PodList
-		nss   corev1.NamespaceList
-		pols  egressv1.EgressPolicyList
-		cpols egressv1.ClusterEgressPolicyList
-		gws   egressv1.EgressGatewayList
-		eips  egressv1.EgressIPList
-	)
-	for _, l := range []client.ObjectList{&pods, &nss, &pols, &cpols, &gws, &eips} {
-		if err := a.cache.List(ctx, l); err != nil {
-			return in, fmt.Errorf("listing %T: %w", l, err)
-		}
-	}
-	// The cache holds this node's pods only, but a pod moving is cheap to guard against.
-	for _, p := range pods.Items {
-		if p.Spec.NodeName == a.cfg.NodeName {
-			in.Pods = append(in.Pods, p)
-		}
-	}
-	in.Namespaces, in.Policies, in.ClusterPolicies, in.Gateways, in.EgressIPs = nss.Items, pols.Items, cpols.Items, gws.Items, eips.Items
-	in.ProbeDraining = map[netip.Addr]bool{}
+	in.Health, in.ProbeDraining = map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for _, s := range a.prober.Statuses() {
 		in.Health[s.Addr.Addr()] = s.Up
 		in.ProbeDraining[s.Addr.Addr()] = s.Draining

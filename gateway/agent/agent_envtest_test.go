@@ -26,6 +26,7 @@ import (
 	"github.com/egressd/egressd/bpf"
 	"github.com/egressd/egressd/gateway/agent"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 	"github.com/egressd/egressd/test/envtest"
 )
@@ -423,7 +424,7 @@ func TestLeaseRenewedOnReady(t *testing.T) {
 	ready := time.Now()
 	for {
 		l := &coordinationv1.Lease{}
-		if err := c.Get(ctx, types.NamespacedName{Namespace: "egressd-system", Name: agent.LeaseName("worker1")}, l); err == nil {
+		if err := c.Get(ctx, types.NamespacedName{Namespace: "egressd-system", Name: contract.AgentLeaseName("worker1")}, l); err == nil {
 			t.Logf("Lease written %v after readiness", time.Since(ready).Round(time.Millisecond))
 			return
 		}

@@ -9,10 +9,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-)
 
-// LeaseName is the name of a node's heartbeat Lease.
-func LeaseName(node string) string { return "egressd-agent-" + node }
+	"github.com/egressd/egressd/gateway/contract"
+)
 
 // heartbeat renews the Lease every LeaseInterval while the agent is ready, and at once when it
 // turns ready, until ctx ends. A failed renewal is logged and retried at the next tick; it never
@@ -23,7 +22,7 @@ func LeaseName(node string) string { return "egressd-agent-" + node }
 // a few such rounds the coordinator failed a running, healthy gateway on an expired Lease (the
 // lab's back-to-back three-of-four trials, where it added 0.5 s to the outage).
 func (a *Agent) heartbeat(ctx context.Context) {
-	logger := log.FromContext(ctx).WithValues("lease", LeaseName(a.cfg.NodeName), "namespace", a.cfg.Namespace)
+	logger := log.FromContext(ctx).WithValues("lease", contract.AgentLeaseName(a.cfg.NodeName), "namespace", a.cfg.Namespace)
 	t := time.NewTicker(a.cfg.LeaseInterval)
 	defer t.Stop()
 	failing := false
@@ -55,10 +54,10 @@ func (a *Agent) renew(ctx context.Context) error {
 	holder := a.cfg.NodeName
 	secs := int32(a.cfg.LeaseDuration / time.Second)
 	lease := &coordinationv1.Lease{}
-	err := a.reader.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: LeaseName(holder)}, lease)
+	err := a.reader.Get(ctx, types.NamespacedName{Namespace: a.cfg.Namespace, Name: contract.AgentLeaseName(holder)}, lease)
 	if apierrors.IsNotFound(err) {
 		lease = &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Namespace: a.cfg.Namespace, Name: LeaseName(holder)},
+			ObjectMeta: metav1.ObjectMeta{Namespace: a.cfg.Namespace, Name: contract.AgentLeaseName(holder)},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs,
 				AcquireTime: &now, RenewTime: &now},
 		}

@@ -69,9 +69,9 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (manager.Manager, error) 
 	return mgr, nil
 }
 
-// trimPod keeps what the agent reads of a pod (inputs, ComputeState, podIPs): the labels, the
-// namespace, the deletion timestamp, spec.nodeName, spec.hostNetwork, the phase and the pod
-// IPs. Containers, their statuses, volumes and the rest stay out of the cache; a field read
+// trimPod keeps what the agent reads of a pod (ReadInputs, ComputeState, contract.Steerable):
+// the labels, the namespace, the deletion timestamp, spec.nodeName, spec.hostNetwork, the
+// phase and the pod IPs. Containers, their statuses, volumes and the rest stay out of the cache; a field read
 // that is not kept here reads as its zero value (TestTrimKeepsWhatIsRead).
 func trimPod(p *corev1.Pod) *corev1.Pod {
 	return &corev1.Pod{
@@ -82,7 +82,7 @@ func trimPod(p *corev1.Pod) *corev1.Pod {
 	}
 }
 
-// trimNode keeps what the agent reads of its node (sync, ComputeState, nodeInternalIPv4): the
+// trimNode keeps what the agent reads of its node (sync, ComputeState, contract.UnderlayIP): the
 // labels (the zone), the deletion timestamp, spec.unschedulable and the addresses. The node's
 // images, conditions and system info stay out of the cache.
 func trimNode(n *corev1.Node) *corev1.Node {

@@ -17,6 +17,7 @@ import (
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/bpf"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 )
 
@@ -71,8 +72,8 @@ type Result struct {
 	// names (for metrics).
 	GroupNames   map[uint32]string
 	GatewayNames map[uint32]string
-	// Problems are objects ComputeState skipped, with the reason, for the log.
-	Problems []string
+	// Problems are objects ComputeState skipped or used in part, and why.
+	Problems []Problem
 	// Announce are the addresses of State.Gateway that belong to static groups: nobody but
 	// this node tells the neighbours they moved, so the agent sends gratuitous ARP /
 	// unsolicited NA for each one it did not hold before. Cloud addresses are routed by the
@@ -131,7 +132,7 @@ func ComputeState(in Inputs) (Result, error) {
 	if in.Node == nil {
 		return res, errors.New("node not known yet")
 	}
-	nodeIP := nodeInternalIPv4(in.Node)
+	nodeIP := contract.UnderlayIP(in.Node)
 	if !nodeIP.IsValid() {
 		return res, fmt.Errorf("node %s has no IPv4 InternalIP", in.Node.Name)
 	}
@@ -139,14 +140,14 @@ func ComputeState(in Inputs) (Result, error) {
 	// The datapath answers probes on this node, with the bit its userspace responder sets.
 	res.State.ProbePort = in.ProbePort
 	res.State.Draining = in.Node.Spec.Unschedulable
-	problem := func(format string, args ...any) { res.Problems = append(res.Problems, fmt.Sprintf(format, args...)) }
+	problem := func(p Problem) { res.Problems = append(res.Problems, p) }
 
 	gateways := map[string]*gatewayInfo{}
 	for i := range in.Gateways {
 		g := &in.Gateways[i]
 		id := g.Status.GroupID
 		if id < 1 || id > bpf.MaxGroup {
-			problem("EgressGateway %s: no group id yet", g.Name)
+			problem(problemf(ProblemNoGroupID, gatewayRef(g.Name), nil, "no group id yet"))
 			continue
 		}
 		gateways[g.Name] = &gatewayInfo{obj: g, group: uint32(id)}
@@ -175,11 +176,10 @@ func ComputeState(in Inputs) (Result, error) {
 	var pods []podSet
 	for i := range in.Pods {
 		p := &in.Pods[i]
-		ips := podIPs(p)
-		if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || len(ips) == 0 {
-			continue // host-network pods have the node's IP; finished pods may have lost theirs
+		if !contract.Steerable(p) {
+			continue
 		}
-		ps := podSet{pod: dataplane.Pod{Name: p.Namespace + "/" + p.Name, IPs: ips}}
+		ps := podSet{pod: dataplane.Pod{Name: p.Namespace + "/" + p.Name, IPs: contract.PodIPs(p)}}
 		podLabels := labels.Set(p.Labels)
 		for _, pol := range policies {
 			if pol.cluster {
@@ -189,7 +189,10 @@ func ComputeState(in Inputs) (Result, error) {
 			} else if pol.ns != p.Namespace {
 				continue
 			}
-			if !pol.pods.Matches(podLabels) || !admits(pol.gw.obj, p.Namespace, labelsOf(p.Namespace)) {
+			if !pol.pods.Matches(podLabels) {
+				continue
+			}
+			if ok, _ := contract.NamespaceAdmitted(pol.gw.obj.Spec.AllowedNamespaces, p.Namespace, labelsOf(p.Namespace)); !ok {
 				continue
 			}
 			ps.policies = append(ps.policies, pol)
@@ -271,31 +274,33 @@ func ComputeState(in Inputs) (Result, error) {
 	return res, nil
 }
 
-func parsePolicies(in Inputs, gateways map[string]*gatewayInfo, problem func(string, ...any)) []*policy {
+func parsePolicies(in Inputs, gateways map[string]*gatewayInfo, problem func(Problem)) []*policy {
 	var out []*policy
 	add := func(kind, key, name, ns string, cluster bool, nsSel *metav1.LabelSelector, rule *egressv1.EgressPolicyRule) {
 		p := &policy{key: key, name: name, ns: ns, cluster: cluster, priority: rule.Priority}
+		ref := ObjectRef{Kind: kind, Namespace: ns, Name: name}
 		gw, ok := gateways[rule.Gateway]
 		if !ok {
-			problem("%s %s: EgressGateway %q not found or without a group id", kind, key, rule.Gateway)
+			problem(problemf(ProblemGatewayNotFound, ref, []ObjectRef{gatewayRef(rule.Gateway)},
+				"EgressGateway %q not found or without a group id", rule.Gateway))
 			return
 		}
 		p.gw = gw
 		var err error
 		if p.pods, err = metav1.LabelSelectorAsSelector(&rule.PodSelector); err != nil {
-			problem("%s %s: podSelector: %v", kind, key, err)
+			problem(problemf(ProblemInvalidSelector, ref, nil, "podSelector: %v", err))
 			return
 		}
 		if cluster {
 			if p.nss, err = metav1.LabelSelectorAsSelector(nsSel); err != nil {
-				problem("%s %s: namespaceSelector: %v", kind, key, err)
+				problem(problemf(ProblemInvalidSelector, ref, nil, "namespaceSelector: %v", err))
 				return
 			}
 		}
 		for _, c := range rule.DestinationCIDRs {
 			pfx, err := netip.ParsePrefix(c)
 			if err != nil {
-				problem("%s %s: destination %q: %v", kind, key, c, err)
+				problem(problemf(ProblemInvalidCIDR, ref, nil, "destination %q: %v", c, err))
 				return
 			}
 			p.dests = append(p.dests, pfx.Masked())
@@ -303,7 +308,7 @@ func parsePolicies(in Inputs, gateways map[string]*gatewayInfo, problem func(str
 		for _, c := range rule.ExcludedCIDRs {
 			pfx, err := netip.ParsePrefix(c)
 			if err != nil {
-				problem("%s %s: excluded %q: %v", kind, key, c, err)
+				problem(problemf(ProblemInvalidCIDR, ref, nil, "excluded %q: %v", c, err))
 				return
 			}
 			p.excl = append(p.excl, pfx.Masked())
@@ -320,22 +325,6 @@ func parsePolicies(in Inputs, gateways map[string]*gatewayInfo, problem func(str
 	}
 	slices.SortFunc(out, func(a, b *policy) int { return strings.Compare(a.key, b.key) })
 	return out
-}
-
-// admits reports whether a gateway's allowedNamespaces admits a namespace.
-func admits(gw *egressv1.EgressGateway, ns string, nsLabels labels.Set) bool {
-	a := gw.Spec.AllowedNamespaces
-	if a == nil {
-		return true
-	}
-	if slices.Contains(a.Names, ns) {
-		return true
-	}
-	if a.Selector != nil {
-		sel, err := metav1.LabelSelectorAsSelector(a.Selector)
-		return err == nil && sel.Matches(nsLabels)
-	}
-	return false
 }
 
 func contains(outer, inner netip.Prefix) bool {
@@ -460,19 +449,6 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 		held[e.Status.Node] = h
 	}
 
-	target := probe.Target{Interval: probe.DefaultInterval, FailureThreshold: probe.DefaultFailureThreshold}
-	if h := gw.Spec.Health; h != nil {
-		if h.Interval != nil {
-			target.Interval = h.Interval.Duration
-		}
-		if h.Timeout != nil {
-			target.Timeout = h.Timeout.Duration
-		}
-		if h.FailureThreshold > 0 {
-			target.FailureThreshold = int(h.FailureThreshold)
-		}
-	}
-
 	var cands []candidate
 	for _, z := range gw.Status.Zones {
 		for _, g := range z.Gateways {
@@ -481,7 +457,8 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 			}
 			ip, err := netip.ParseAddr(g.UnderlayIP)
 			if err != nil || !ip.Is4() {
-				res.Problems = append(res.Problems, fmt.Sprintf("EgressGateway %s: gateway %s has no IPv4 underlay IP", gw.Name, g.Node))
+				res.Problems = append(res.Problems, problemf(ProblemNoUnderlayIP, gatewayRef(gw.Name), []ObjectRef{nodeRef(g.Node)},
+					"gateway %s has no IPv4 underlay IP", g.Node))
 				continue
 			}
 			c := candidate{name: g.Node, zone: z.Name, local: z.Name == myZone, self: ip == nodeIP,
@@ -494,7 +471,7 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 					c.node.Healthy = up
 				}
 				c.draining = c.draining || in.ProbeDraining[ip]
-				addProbe(probes, ip, in.ProbePort, target)
+				addProbe(probes, contract.ProbeTarget(netip.AddrPortFrom(ip, in.ProbePort), gw.Spec.Health))
 			}
 			c.node.Draining = c.draining
 			res.GatewayNames[c.node.ID] = g.Node
@@ -503,10 +480,7 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 		}
 	}
 
-	affinity := egressv1.AffinityPreferLocal
-	if gw.Spec.Zones != nil && gw.Spec.Zones.Affinity != "" {
-		affinity = gw.Spec.Zones.Affinity
-	}
+	affinity := contract.ZoneAffinity(&gw.Spec)
 	// A local zone whose healthy gateways all drain cannot take new flows: PreferLocal then
 	// lists every zone (the draining ones stay listed for their established flows).
 	usable := func(c candidate) bool { return c.node.Healthy && !c.draining }
@@ -522,7 +496,7 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 			strings.Compare(a.zone, b.zone), strings.Compare(a.name, b.name))
 	})
 	if len(cands) > bpf.MaxGateways {
-		res.Problems = append(res.Problems, fmt.Sprintf("EgressGateway %s: %d gateways, using the first %d", gw.Name, len(cands), bpf.MaxGateways))
+		res.Problems = append(res.Problems, problemf(ProblemTooManyGateways, gatewayRef(gw.Name), nil, "%d gateways, using the first %d", len(cands), bpf.MaxGateways))
 		cands = cands[:bpf.MaxGateways]
 	}
 	g := dataplane.Group{}
@@ -543,8 +517,8 @@ func cmpBool(a, b bool) int {
 }
 
 // addProbe merges a gateway's probe settings across groups: the most demanding wins.
-func addProbe(probes map[netip.Addr]probe.Target, ip netip.Addr, port uint16, t probe.Target) {
-	t.Addr = netip.AddrPortFrom(ip, port)
+func addProbe(probes map[netip.Addr]probe.Target, t probe.Target) {
+	ip := t.Addr.Addr()
 	old, ok := probes[ip]
 	if !ok {
 		probes[ip] = t
@@ -563,7 +537,7 @@ func addProbe(probes map[netip.Addr]probe.Target, ip netip.Addr, port uint16, t 
 // the group with the first address of the named interface (already there, so the datapath
 // neither adds nor ever removes it). It also returns the mounted addresses of static groups,
 // which the agent announces.
-func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr, problem func(string, ...any)) (*dataplane.GatewayRole, []dataplane.EgressAddress) {
+func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr, problem func(Problem)) (*dataplane.GatewayRole, []dataplane.EgressAddress) {
 	var primary string
 	for _, ifc := range in.Interfaces {
 		if slices.Contains(ifc.Addrs, nodeIP) {
@@ -596,7 +570,7 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		}
 		ip, err := netip.ParseAddr(e.Spec.IP)
 		if err != nil {
-			problem("EgressIP %s: ip %q: %v", e.Name, e.Spec.IP, err)
+			problem(problemf(ProblemInvalidIP, egressIPRef(e.Name), nil, "ip %q: %v", e.Spec.IP, err))
 			continue
 		}
 		ip = ip.Unmap()
@@ -619,7 +593,7 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		} else if static != nil {
 			name, err := staticInterface(static, ip, in.Interfaces, egressIPs)
 			if err != nil {
-				problem("EgressIP %s: %v", e.Name, err)
+				problem(problemf(ProblemNoInterface, egressIPRef(e.Name), nil, "%v", err))
 				continue
 			}
 			if name != "" {
@@ -627,7 +601,7 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 			}
 		}
 		if ifname == "" {
-			problem("EgressIP %s: no interface with MAC %q or the node IP %s", e.Name, e.Status.InterfaceMAC, nodeIP)
+			problem(problemf(ProblemNoInterface, egressIPRef(e.Name), nil, "no interface with MAC %q or the node IP %s", e.Status.InterfaceMAC, nodeIP))
 			continue
 		}
 		addr := dataplane.EgressAddress{IP: ip, Interface: ifname}
@@ -664,7 +638,7 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		}
 		ip, err := interfaceAddr(in.Interfaces, ni, egressIPs)
 		if err != nil {
-			problem("EgressGateway %s: %v; not serving it on this node", name, err)
+			problem(problemf(ProblemNoInterface, gatewayRef(name), nil, "%v; not serving it on this node", err))
 			continue
 		}
 		if !slices.ContainsFunc(role.Addresses, func(a dataplane.EgressAddress) bool { return a.IP == ip }) {
@@ -749,30 +723,4 @@ func staticInterface(static *egressv1.StaticAddresses, ip netip.Addr, ifs []Inte
 		}
 	}
 	return "", nil
-}
-
-func nodeInternalIPv4(n *corev1.Node) netip.Addr {
-	for _, a := range n.Status.Addresses {
-		if a.Type != corev1.NodeInternalIP {
-			continue
-		}
-		if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Unmap().Is4() {
-			return ip.Unmap()
-		}
-	}
-	return netip.Addr{}
-}
-
-func podIPs(p *corev1.Pod) []netip.Addr {
-	var out []netip.Addr
-	add := func(s string) {
-		if ip, err := netip.ParseAddr(s); err == nil && !slices.Contains(out, ip.Unmap()) {
-			out = append(out, ip.Unmap())
-		}
-	}
-	for _, ip := range p.Status.PodIPs {
-		add(ip.IP)
-	}
-	add(p.Status.PodIP)
-	return out
 }

@@ -17,6 +17,7 @@ import (
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 )
 
@@ -167,7 +168,7 @@ func base() Inputs {
 		Policies:   []egressv1.EgressPolicy{pol("default", "web", rule("out", sel("app", "web"), []string{"203.0.113.0/24"}))},
 		Gateways:   []egressv1.EgressGateway{egw("out", 7, gw1)},
 		EgressIPs:  []egressv1.EgressIP{eip("10.0.0.201", "out", "gw1"), eip("10.0.0.200", "out", "gw1"), eip("10.0.0.202", "out", "")},
-		ProbePort:  probe.DefaultPort,
+		ProbePort:  contract.DefaultProbePort,
 	}
 }
 
@@ -199,7 +200,7 @@ func TestComputeState(t *testing.T) {
 			name: "selected pod gets a set; the group lists the holder with its lowest egress IP",
 			pods: basePods, sets: []dataplane.PolicySet{baseSet}, groups: []dataplane.Group{baseGroup}, noRole: true,
 			setIDs: map[string]uint32{"default/web": 1},
-			probes: []netip.AddrPort{netip.AddrPortFrom(gw1IP, probe.DefaultPort)},
+			probes: []netip.AddrPort{netip.AddrPortFrom(gw1IP, contract.DefaultProbePort)},
 		},
 		{
 			name: "host-network, finished and IP-less pods are left out",
@@ -383,8 +384,8 @@ func TestComputeState(t *testing.T) {
 			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{
 				gnode(gw1IP, true, ip("10.0.0.200")), draining(gnode(myIP, true))}}},
 			state: func(t *testing.T, s dataplane.State) {
-				if s.ProbePort != probe.DefaultPort || !s.Draining {
-					t.Errorf("probe port %d, draining %v; want %d, true", s.ProbePort, s.Draining, probe.DefaultPort)
+				if s.ProbePort != contract.DefaultProbePort || !s.Draining {
+					t.Errorf("probe port %d, draining %v; want %d, true", s.ProbePort, s.Draining, contract.DefaultProbePort)
 				}
 			},
 		},
@@ -545,7 +546,7 @@ func TestComputeState(t *testing.T) {
 				in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{myIP}}}
 			},
 			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw1IP, true), draining(gnode(ip("10.0.0.24"), true))}}},
-			probes: []netip.AddrPort{netip.AddrPortFrom(gw1IP, probe.DefaultPort), netip.AddrPortFrom(ip("10.0.0.24"), probe.DefaultPort)},
+			probes: []netip.AddrPort{netip.AddrPortFrom(gw1IP, contract.DefaultProbePort), netip.AddrPortFrom(ip("10.0.0.24"), contract.DefaultProbePort)},
 			noRole: true, // worker1 is not a gateway of the group, though it has eth0
 		},
 		{
@@ -675,8 +676,12 @@ func TestComputeState(t *testing.T) {
 			if tc.state != nil {
 				tc.state(t, res.State)
 			}
-			if tc.problem != "" && !strings.Contains(strings.Join(res.Problems, "\n"), tc.problem) {
-				t.Errorf("problems %q lack %q", res.Problems, tc.problem)
+			var problems []string
+			for _, p := range res.Problems {
+				problems = append(problems, p.String())
+			}
+			if tc.problem != "" && !strings.Contains(strings.Join(problems, "\n"), tc.problem) {
+				t.Errorf("problems %q lack %q", problems, tc.problem)
 			}
 		})
 	}

@@ -28,12 +28,14 @@ func cacheOptions(namespace string) cache.Options {
 }
 
 // trimPod keeps what the policy watches (policiesOf, podIPChanged) and the policy reconciler's
-// pod count read: the labels, the namespace, the phase, the pod IP and the deletion timestamp.
+// pod count (counted, contract.Steerable) read: the labels, the namespace, spec.hostNetwork,
+// the phase, the pod IPs and the deletion timestamp.
 func trimPod(p *corev1.Pod) *corev1.Pod {
 	return &corev1.Pod{
 		TypeMeta:   p.TypeMeta,
 		ObjectMeta: cachetrim.Meta(&p.ObjectMeta),
-		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP},
+		Spec:       corev1.PodSpec{HostNetwork: p.Spec.HostNetwork},
+		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/randfill"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/providers"
 )
 
@@ -68,6 +69,7 @@ type podCase struct {
 	ns, app, ip string
 	phase       corev1.PodPhase
 	deleting    bool
+	hostNetwork bool
 }
 
 func fullPod(seed int64, c podCase) corev1.Pod {
@@ -78,7 +80,11 @@ func fullPod(seed int64, c podCase) corev1.Pod {
 	if c.deleting {
 		p.DeletionTimestamp = &metav1.Time{Time: time.Unix(1700000000, 0)}
 	}
-	p.Status.Phase, p.Status.PodIP = c.phase, c.ip
+	p.Status.Phase, p.Status.PodIP, p.Status.PodIPs = c.phase, c.ip, nil
+	if c.ip != "" {
+		p.Status.PodIPs = []corev1.PodIP{{IP: c.ip}}
+	}
+	p.Spec.HostNetwork = c.hostNetwork
 	return p
 }
 
@@ -165,6 +171,7 @@ func TestTrimKeepsWhatIsRead(t *testing.T) {
 		{ns: "b", app: "web", ip: "10.244.0.7", phase: corev1.PodSucceeded},
 		{ns: "b", app: "web", ip: "10.244.0.8", phase: corev1.PodFailed},
 		{ns: "b", app: "web", ip: "10.244.0.9", phase: corev1.PodRunning, deleting: true},
+		{ns: "b", app: "web", ip: "10.0.0.10", phase: corev1.PodRunning, hostNetwork: true},
 	}
 	var fullPods, trimmedPods []corev1.Pod
 	for i, c := range podCases {
@@ -236,7 +243,7 @@ func TestTrimDropsTheRest(t *testing.T) {
 		TypeMeta: p.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
 			Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.0.5"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.0.5", PodIPs: []corev1.PodIP{{IP: "10.244.0.5"}}},
 	}
 	gotPod := trimPod(&p)
 	if d := cmp.Diff(wantPod, gotPod); d != "" {
@@ -294,7 +301,7 @@ func TestCacheTrimsPodsAndNodes(t *testing.T) {
 	var cp corev1.Pod
 	for {
 		errN, errP := c.Get(ctx, client.ObjectKeyFromObject(n), &cn), c.Get(ctx, client.ObjectKeyFromObject(p), &cp)
-		if errN == nil && errP == nil && UnderlayIP(&cn).IsValid() && cp.Status.PodIP != "" {
+		if errN == nil && errP == nil && contract.UnderlayIP(&cn).IsValid() && cp.Status.PodIP != "" {
 			break
 		}
 		select {
@@ -309,7 +316,7 @@ func TestCacheTrimsPodsAndNodes(t *testing.T) {
 	if len(cp.Spec.Containers) > 0 || len(cp.Status.ContainerStatuses) > 0 || len(cp.ManagedFields) > 0 {
 		t.Errorf("the cached pod is not trimmed: %+v", cp)
 	}
-	if nodeRef(&cn) != nodeRef(n) || !nodeReady(&cn) || UnderlayIP(&cn) != UnderlayIP(n) || !counted(&cp) || cp.Labels["app"] != "web" {
-		t.Errorf("the cached node and pod read differently: %v %v %v, pod counted %v", nodeRef(&cn), nodeReady(&cn), UnderlayIP(&cn), counted(&cp))
+	if nodeRef(&cn) != nodeRef(n) || !nodeReady(&cn) || contract.UnderlayIP(&cn) != contract.UnderlayIP(n) || !counted(&cp) || cp.Labels["app"] != "web" {
+		t.Errorf("the cached node and pod read differently: %v %v %v, pod counted %v", nodeRef(&cn), nodeReady(&cn), contract.UnderlayIP(&cn), counted(&cp))
 	}
 }

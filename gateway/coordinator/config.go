@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/providers"
 )
 
@@ -50,15 +51,13 @@ type Config struct {
 	CapacityTTL metav1.Duration `json:"capacityTTL,omitempty"`
 }
 
-// Defaults.
+// Defaults of the coordinator's own settings. The namespace, the probe port and the agent
+// Lease timeout default to gateway/contract's values, which the agents use too.
 const (
-	DefaultNamespace         = "egressd-system"
-	DefaultProbePort         = 8743
-	DefaultGCGracePeriod     = 10 * time.Minute
-	DefaultGCInterval        = time.Minute
-	DefaultResyncPeriod      = 5 * time.Minute
-	DefaultAgentLeaseTimeout = 10 * time.Second
-	DefaultCapacityTTL       = 10 * time.Minute
+	DefaultGCGracePeriod = 10 * time.Minute
+	DefaultGCInterval    = time.Minute
+	DefaultResyncPeriod  = 5 * time.Minute
+	DefaultCapacityTTL   = 10 * time.Minute
 )
 
 // LoadConfig reads and defaults a configuration file.
@@ -85,15 +84,15 @@ func ParseConfig(raw []byte) (Config, error) {
 		}
 	}
 	if c.Namespace == "" {
-		c.Namespace = DefaultNamespace
+		c.Namespace = contract.DefaultNamespace
 	}
 	if c.ProbePort == 0 {
-		c.ProbePort = DefaultProbePort
+		c.ProbePort = contract.DefaultProbePort
 	}
 	def(&c.GCGracePeriod, DefaultGCGracePeriod)
 	def(&c.GCInterval, DefaultGCInterval)
 	def(&c.ResyncPeriod, DefaultResyncPeriod)
-	def(&c.AgentLeaseTimeout, DefaultAgentLeaseTimeout)
+	def(&c.AgentLeaseTimeout, contract.AgentLeaseDuration)
 	def(&c.CapacityTTL, DefaultCapacityTTL)
 	return c, nil
 }

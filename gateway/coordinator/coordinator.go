@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/static"
 )
@@ -93,7 +94,7 @@ func (c *Coordinator) listInputs(ctx context.Context) ([]corev1.Node, map[string
 	leases := map[string]*coordinationv1.Lease{}
 	for i := range leaseList.Items {
 		l := &leaseList.Items[i]
-		if l.Spec.HolderIdentity != nil && AgentLeaseName(*l.Spec.HolderIdentity) == l.Name {
+		if l.Spec.HolderIdentity != nil && contract.AgentLeaseName(*l.Spec.HolderIdentity) == l.Name {
 			leases[*l.Spec.HolderIdentity] = l
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/aws"
@@ -184,7 +185,7 @@ func (e *env) addNode(name, zone, providerID string, ip netip.Addr) {
 }
 
 func (e *env) renewLease(node string) {
-	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: AgentLeaseName(node), Namespace: testNamespace}}
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: contract.AgentLeaseName(node), Namespace: testNamespace}}
 	_, err := controllerutil.CreateOrUpdate(e.ctx, server.Client, l, func() error {
 		now := metav1.NewMicroTime(e.clock.Now())
 		l.Spec.HolderIdentity, l.Spec.RenewTime = &node, &now
@@ -847,7 +848,7 @@ func TestAddressHeldOutsideEgressd(t *testing.T) {
 	if occupied[eips[0].Spec.IP] {
 		t.Fatalf("the ledger kept %s, which is held outside egressd", eips[0].Spec.IP)
 	}
-	expectEvent(t, e, ReasonAddressInUse)
+	expectEvent(t, e, egressv1.ReasonAddressInUse)
 	if c := cond(e.gatewayObj().Status.Conditions, egressv1.ConditionReady); c.Status != metav1.ConditionTrue {
 		t.Errorf("gateway not Ready: %+v", c)
 	}

@@ -229,7 +229,7 @@ func (r *EgressIPReconciler) release(ctx context.Context, e *egressv1.EgressIP) 
 func (r *EgressIPReconciler) abandonTaken(ctx context.Context, gw *egressv1.EgressGateway, e *egressv1.EgressIP, ip netip.Addr, cause error) error {
 	_ = r.alloc.Release(ip)
 	markErr := r.alloc.MarkInUse(e.Spec.Zone, e.Spec.Subnet, ip)
-	r.recorder.Eventf(gw, nil, corev1.EventTypeNormal, ReasonAddressInUse, "Allocate",
+	r.recorder.Eventf(gw, nil, corev1.EventTypeNormal, egressv1.ReasonAddressInUse, "Allocate",
 		"%s is held outside egressd in zone %s (%v); allocating another address", ip, e.Spec.Zone, cause)
 	patch := client.MergeFrom(e.DeepCopy())
 	controllerutil.RemoveFinalizer(e, egressv1.FinalizerReleaseCloud)
@@ -238,9 +238,6 @@ func (r *EgressIPReconciler) abandonTaken(ctx context.Context, gw *egressv1.Egre
 	}
 	return errors.Join(markErr, deleteEgressIP(ctx, r.client, e))
 }
-
-// ReasonAddressInUse: the cloud refused an allocated address because something else holds it.
-const ReasonAddressInUse = "AddressInUse"
 
 // setAssigned writes where the cloud holds the address (a != nil) or why it does not.
 func (r *EgressIPReconciler) setAssigned(ctx context.Context, e *egressv1.EgressIP, a *providers.Assignment, failed *metav1.Condition) error {

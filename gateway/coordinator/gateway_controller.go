@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 	"github.com/egressd/egressd/ipalloc"
 	"github.com/egressd/egressd/providers"
@@ -39,9 +40,6 @@ type GatewayReconciler struct {
 func NewGatewayReconciler(c *Coordinator) *GatewayReconciler {
 	return &GatewayReconciler{Coordinator: c, probes: &probeSet{health: c.health, byGroup: map[string][]probe.Target{}}}
 }
-
-// reasonInvalidAddresses: spec.addresses cannot be used as it is.
-const reasonInvalidAddresses = "InvalidAddresses"
 
 // addrSource is a group's address source resolved against the controller's providers.
 type addrSource struct {
@@ -84,7 +82,7 @@ func (r *GatewayReconciler) reconcile(ctx context.Context, name string) (ctrl.Re
 	src, cond := r.sourceOf(gw)
 	if cond == nil && src.kind == egressv1.AddressSourceStatic {
 		if err := r.static.SetPools(gw.Name, staticPools(gw.Spec.Addresses.Static)); err != nil {
-			cond = &metav1.Condition{Type: egressv1.ConditionReady, Status: metav1.ConditionFalse, Reason: reasonInvalidAddresses,
+			cond = &metav1.Condition{Type: egressv1.ConditionReady, Status: metav1.ConditionFalse, Reason: egressv1.ReasonInvalidAddresses,
 				Message: fmt.Sprintf("spec.addresses.static: %v", err)}
 		}
 	}
@@ -208,7 +206,7 @@ func (r *GatewayReconciler) sourceOf(gw *egressv1.EgressGateway) (addrSource, *m
 		typ, _ := ProviderType(a.Cloud.Provider, r.cfg.Providers[a.Cloud.Provider])
 		return addrSource{kind: kind, provider: p, providerType: typ}, nil
 	}
-	return addrSource{}, &metav1.Condition{Type: egressv1.ConditionReady, Status: metav1.ConditionFalse, Reason: reasonInvalidAddresses, Message: "spec.addresses names no source"}
+	return addrSource{}, &metav1.Condition{Type: egressv1.ConditionReady, Status: metav1.ConditionFalse, Reason: egressv1.ReasonInvalidAddresses, Message: "spec.addresses names no source"}
 }
 
 // assignGroupID gives the group the lowest number no other group has, and records it at once.
@@ -396,21 +394,10 @@ func (r *GatewayReconciler) releaseGroup(ctx context.Context, name string) error
 
 // probeTargets adds the group's gateways to the coordinator's probes.
 func (r *GatewayReconciler) probeTargets(gw *egressv1.EgressGateway, views []NodeView) {
-	t := probe.Target{}
-	if h := gw.Spec.Health; h != nil {
-		if h.Interval != nil {
-			t.Interval = h.Interval.Duration
-		}
-		if h.Timeout != nil {
-			t.Timeout = h.Timeout.Duration
-		}
-		t.FailureThreshold = int(h.FailureThreshold)
-	}
 	var mine []probe.Target
 	for _, v := range views {
 		if v.UnderlayIP.IsValid() {
-			t.Addr = netip.AddrPortFrom(v.UnderlayIP, uint16(r.cfg.ProbePort))
-			mine = append(mine, t)
+			mine = append(mine, contract.ProbeTarget(netip.AddrPortFrom(v.UnderlayIP, uint16(r.cfg.ProbePort)), gw.Spec.Health))
 		}
 	}
 	r.probes.set(gw.Name, mine)

@@ -12,15 +12,13 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 	"github.com/egressd/egressd/providers"
 )
 
 // ZoneLabel is the well-known label carrying a node's zone.
 const ZoneLabel = corev1.LabelTopologyZone
-
-// AgentLeaseName is the Lease an agent renews as its heartbeat.
-func AgentLeaseName(node string) string { return "egressd-agent-" + node }
 
 // Health answers whether the coordinator's own probes reach a node's agent.
 type Health interface {
@@ -30,19 +28,6 @@ type Health interface {
 	Up(addr netip.Addr) bool
 	// SetTargets replaces the set of probed targets.
 	SetTargets(targets []probe.Target)
-}
-
-// UnderlayIP is the node's InternalIP (IPv4), the address tunnels and probes reach it at.
-func UnderlayIP(n *corev1.Node) netip.Addr {
-	for _, a := range n.Status.Addresses {
-		if a.Type != corev1.NodeInternalIP {
-			continue
-		}
-		if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is4() {
-			return ip
-		}
-	}
-	return netip.Addr{}
 }
 
 func nodeReady(n *corev1.Node) bool {
@@ -92,7 +77,7 @@ func (c *Coordinator) nodeViews(gw *egressv1.EgressGateway, nodes []corev1.Node,
 		v := NodeView{
 			Name:       n.Name,
 			Zone:       n.Labels[ZoneLabel],
-			UnderlayIP: UnderlayIP(n),
+			UnderlayIP: contract.UnderlayIP(n),
 			Selected:   selected && n.DeletionTimestamp == nil,
 			Ready:      nodeReady(n),
 			Cordoned:   n.Spec.Unschedulable,

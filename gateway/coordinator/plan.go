@@ -9,6 +9,7 @@ import (
 	"time"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/ipalloc"
 )
 
@@ -86,10 +87,7 @@ type gatewayView struct {
 // uses alloc only to place addresses (ipalloc.Place); alloc must hold the group's leases with
 // their current nodes.
 func PlanGateway(in PlanInput, alloc *ipalloc.Allocator) (Plan, error) {
-	grace := 30 * time.Second
-	if in.Spec.DrainGracePeriod != nil {
-		grace = in.Spec.DrainGracePeriod.Duration
-	}
+	grace := contract.DrainGracePeriod(&in.Spec)
 	prevState := map[string]egressv1.GatewayNodeStatus{}
 	for _, z := range in.Previous.Zones {
 		for _, g := range z.Gateways {
@@ -113,9 +111,9 @@ func PlanGateway(in PlanInput, alloc *ipalloc.Allocator) (Plan, error) {
 		g := &gatewayView{NodeView: n}
 		switch {
 		case !n.Selected || n.Cordoned:
-			g.state, g.reason = egressv1.GatewayDraining, "Cordoned"
+			g.state, g.reason = egressv1.GatewayDraining, egressv1.ReasonCordoned
 			if !n.Selected {
-				g.reason = "LabelRemoved"
+				g.reason = egressv1.ReasonLabelRemoved
 			}
 			g.since = in.Now
 			if prev.State == egressv1.GatewayDraining && prev.Since != nil {
@@ -131,11 +129,11 @@ func PlanGateway(in PlanInput, alloc *ipalloc.Allocator) (Plan, error) {
 				plan.Requeue = minPositive(plan.Requeue, left)
 			}
 		case !n.Ready:
-			g.state, g.reason = egressv1.GatewayUnhealthy, "NodeNotReady"
+			g.state, g.reason = egressv1.GatewayUnhealthy, egressv1.ReasonNodeNotReady
 		case !n.AgentAlive:
-			g.state, g.reason = egressv1.GatewayUnhealthy, "AgentLeaseExpired"
+			g.state, g.reason = egressv1.GatewayUnhealthy, egressv1.ReasonAgentLeaseExpired
 		case !n.ProbeUp:
-			g.state, g.reason = egressv1.GatewayUnhealthy, "ProbeFailed"
+			g.state, g.reason = egressv1.GatewayUnhealthy, egressv1.ReasonProbeFailed
 		default:
 			g.usable = true
 		}
@@ -180,7 +178,7 @@ func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds
 	if m := in.Spec.Zones; m != nil && m.MaxGatewaysPerZone != nil && len(usable) > int(*m.MaxGatewaysPerZone) {
 		for _, g := range usable[*m.MaxGatewaysPerZone:] {
 			g.usable = false
-			g.state, g.reason = egressv1.GatewayStandby, "OverMaxGatewaysPerZone"
+			g.state, g.reason = egressv1.GatewayStandby, egressv1.ReasonOverMaxGatewaysPerZone
 		}
 		usable = usable[:*m.MaxGatewaysPerZone]
 	}
@@ -265,7 +263,7 @@ func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds
 		}
 		if g.usable {
 			st.State = egressv1.GatewayStandby
-			st.Reason = "NoEgressIP"
+			st.Reason = egressv1.ReasonNoEgressIP
 			// nodeInterface gateways egress with their own interface address: no EgressIP to hold.
 			if held[g.Name] || in.Spec.Addresses.Source() == egressv1.AddressSourceNodeInterface {
 				st.State, st.Reason = egressv1.GatewayActive, ""

@@ -11,11 +11,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 )
 
 // PolicyReconciler writes the status of EgressPolicies and ClusterEgressPolicies: whether the
@@ -101,7 +101,7 @@ func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPoli
 	}
 	var allowed, refused []string
 	for _, ns := range namespaces {
-		ok, err := namespaceAllowed(gw.Spec.AllowedNamespaces, &ns)
+		ok, err := contract.NamespaceAdmitted(gw.Spec.AllowedNamespaces, ns.Name, ns.Labels)
 		if err != nil || !ok {
 			refused = append(refused, ns.Name)
 			continue
@@ -144,26 +144,9 @@ func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPoli
 	return acc, ready
 }
 
-// counted reports whether a selected pod counts in MatchedPods: it has an IP, has not finished
-// and is not being deleted.
+// counted reports whether a selected pod counts in MatchedPods: the agent steers it
+// (contract.Steerable, the rule the agent applies) and it is not being deleted (a terminating
+// pod is still steered while it runs, but no longer counts as one the policy serves).
 func counted(p *corev1.Pod) bool {
-	return p.Status.PodIP != "" && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed && p.DeletionTimestamp == nil
-}
-
-// namespaceAllowed applies a gateway's allowedNamespaces to a namespace.
-func namespaceAllowed(sel *egressv1.NamespaceSelection, ns *corev1.Namespace) (bool, error) {
-	if sel == nil {
-		return true, nil
-	}
-	if slices.Contains(sel.Names, ns.Name) {
-		return true, nil
-	}
-	if sel.Selector != nil {
-		s, err := metav1.LabelSelectorAsSelector(sel.Selector)
-		if err != nil {
-			return false, err
-		}
-		return s.Matches(labels.Set(ns.Labels)), nil
-	}
-	return false, nil
+	return contract.Steerable(p) && p.DeletionTimestamp == nil
 }

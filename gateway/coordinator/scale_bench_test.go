@@ -39,6 +39,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/aws"
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
@@ -228,7 +229,7 @@ func (s *scaleWorld) populate(ctx context.Context) {
 	must("leases", parallel(ctx, len(s.gwNodes), scaleCreateWorkers, func(ctx context.Context, i int) error {
 		node := s.gwNodes[i]
 		now := metav1.NewMicroTime(time.Now())
-		return s.create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: AgentLeaseName(node), Namespace: testNamespace},
+		return s.create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: contract.AgentLeaseName(node), Namespace: testNamespace},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &node, RenewTime: &now, LeaseDurationSeconds: ptr.To[int32](10)}})
 	}))
 	must("pods", parallel(ctx, scalePods, scaleCreateWorkers, func(ctx context.Context, i int) error {
@@ -452,7 +453,7 @@ func (s *scaleWorld) renewLeases(ctx context.Context) <-chan struct{} {
 			now := metav1.NewMicroTime(time.Now())
 			raw, _ := json.Marshal(map[string]any{"spec": map[string]any{"renewTime": now}})
 			_ = parallel(ctx, len(s.gwNodes), 8, func(ctx context.Context, i int) error {
-				l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: AgentLeaseName(s.gwNodes[i]), Namespace: testNamespace}}
+				l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: contract.AgentLeaseName(s.gwNodes[i]), Namespace: testNamespace}}
 				return s.client.Patch(ctx, l, client.RawPatch(types.MergePatchType, raw))
 			})
 		}

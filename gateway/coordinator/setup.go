@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/static"
 )
@@ -294,7 +295,7 @@ func nodeChanged() predicate.Predicate {
 			return true
 		}
 		return !mapsEqual(a.Labels, b.Labels) || a.Spec.Unschedulable != b.Spec.Unschedulable ||
-			nodeReady(a) != nodeReady(b) || UnderlayIP(a) != UnderlayIP(b) || a.Spec.ProviderID != b.Spec.ProviderID
+			nodeReady(a) != nodeReady(b) || contract.UnderlayIP(a) != contract.UnderlayIP(b) || a.Spec.ProviderID != b.Spec.ProviderID
 	}}
 }
 

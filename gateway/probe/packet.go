@@ -14,8 +14,6 @@ import (
 
 // Wire format constants.
 const (
-	// DefaultPort is the probe port on every node's underlay IP.
-	DefaultPort = 8743
 	// Size is the length of a request and of a reply.
 	Size = 16
 	// Version is the protocol version this package speaks.

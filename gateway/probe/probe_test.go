@@ -133,6 +133,13 @@ func runProber(t *testing.T, opts Options, targets ...Target) *Prober {
 	t.Helper()
 	p := NewProber(listen(t, "127.0.0.1:0"), opts)
 	p.SetTargets(targets)
+	startProber(t, p)
+	return p
+}
+
+// startProber runs p until the test ends.
+func startProber(t *testing.T, p *Prober) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -142,7 +149,6 @@ func runProber(t *testing.T, opts Options, targets ...Target) *Prober {
 			t.Errorf("Prober.Run: %v", err)
 		}
 	})
-	return p
 }
 
 func TestProberDownAndUp(t *testing.T) {
@@ -185,12 +191,13 @@ func TestProberStartDownAndTargets(t *testing.T) {
 	defer stopB()
 	dead := netip.MustParseAddrPort("127.0.0.1:9") // discard: nobody answers
 	rec := newRecorder()
-	p := runProber(t, Options{OnChange: rec.onChange, StartDown: true},
-		Target{Addr: a, Interval: 10 * time.Millisecond}, Target{Addr: dead, Interval: 10 * time.Millisecond, FailureThreshold: 1})
-
+	p := NewProber(listen(t, "127.0.0.1:0"), Options{OnChange: rec.onChange, StartDown: true})
+	p.SetTargets([]Target{{Addr: a, Interval: 10 * time.Millisecond}, {Addr: dead, Interval: 10 * time.Millisecond, FailureThreshold: 1}})
+	// Checked before Run starts: once it runs, the first probe may answer before any check.
 	if s, _ := p.Status(a); s.Up || s.Probed {
 		t.Errorf("StartDown target before the first probe: %+v", s)
 	}
+	startProber(t, p)
 	rec.wait(t, "a up", func(s Status) bool { return s.Addr == a && s.Up })
 	waitFor(t, "dead probed", func() bool { s, _ := p.Status(dead); return s.Probed && s.Failures >= 2 })
 	if s, _ := p.Status(dead); s.Up {

@@ -10,37 +10,33 @@ import (
 	"slices"
 	"sync"
 	"time"
-)
 
-// Defaults of a Target's zero fields; they match the EgressGateway health defaults (a dead
-// gateway is detected in 300 ms).
-const (
-	DefaultInterval         = 100 * time.Millisecond
-	DefaultFailureThreshold = 3
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 )
 
 // Target is one address to probe and how.
 type Target struct {
 	// Addr is the responder's underlay IP and probe port.
 	Addr netip.AddrPort
-	// Interval between probes; zero means DefaultInterval.
+	// Interval between probes; zero means the EgressGateway default
+	// (egressv1.DefaultProbeInterval).
 	Interval time.Duration
 	// Timeout of one probe; zero or more than Interval means Interval.
 	Timeout time.Duration
 	// FailureThreshold is how many probes in a row must fail before the target is down; zero
-	// means DefaultFailureThreshold.
+	// means the EgressGateway default (egressv1.DefaultFailureThreshold).
 	FailureThreshold int
 }
 
 func (t Target) withDefaults() Target {
 	if t.Interval <= 0 {
-		t.Interval = DefaultInterval
+		t.Interval = egressv1.DefaultProbeInterval
 	}
 	if t.Timeout <= 0 || t.Timeout > t.Interval {
 		t.Timeout = t.Interval
 	}
 	if t.FailureThreshold <= 0 {
-		t.FailureThreshold = DefaultFailureThreshold
+		t.FailureThreshold = egressv1.DefaultFailureThreshold
 	}
 	return t
 }

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// State is what a running `egressctl lab up` writes to its directory for the other lab
+// State is what a running `egressd-lab up` writes to its directory for the other lab
 // commands (status, reboot, down) and for people (the kubeconfig).
 type State struct {
 	PID        int    `json:"pid"`
@@ -109,7 +109,7 @@ func ReadState(dir string) (State, error) {
 	var st State
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return st, fmt.Errorf("no lab running from %s (no %s): start one with `egressctl lab up`", dir, stateFile)
+		return st, fmt.Errorf("no lab running from %s (no %s): start one with `egressd-lab up`", dir, stateFile)
 	}
 	if err != nil {
 		return st, err
@@ -118,7 +118,7 @@ func ReadState(dir string) (State, error) {
 		return st, err
 	}
 	if syscall.Kill(st.PID, 0) != nil {
-		return st, fmt.Errorf("the lab of %s (pid %d) is gone; `egressctl lab down` cleans up after it", dir, st.PID)
+		return st, fmt.Errorf("the lab of %s (pid %d) is gone; `egressd-lab down` cleans up after it", dir, st.PID)
 	}
 	return st, nil
 }

@@ -5,7 +5,7 @@
 // egressd-controller in a control-plane namespace, an echo server outside the VPC and a monitor
 // pod. It owns the lifecycle of all of it — Up builds, Close tears down, Sweep removes what a
 // crashed run left — and the events the walkthrough and the benchmarks play: gateway reboots
-// and planned drains. `egressctl lab` and `make demo` drive it.
+// and planned drains. `egressd-lab` (cmd/egressd-lab) and `make demo` drive it.
 package lab
 
 import (
@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/gateway/contract"
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
 	"github.com/egressd/egressd/test/envtest"
 	"github.com/egressd/egressd/test/netns"
@@ -32,7 +33,7 @@ const Prefix = "edlab-"
 // Names and labels the lab gives the cluster.
 const (
 	ClusterName    = "egressd-lab"
-	SystemNS       = "egressd-system"
+	SystemNS       = contract.DefaultNamespace
 	WorkloadNS     = "demo"
 	GatewayLabel   = "egressd.io/gateway"
 	GatewayGroup   = "lab" // value of GatewayLabel on gateway nodes and name of the EgressGateway

@@ -20,14 +20,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/egressd/egressd/test/netns"
+	"github.com/egressd/egressd/test/privileged"
 )
 
 func skipUnlessRoot(t testing.TB) {
 	t.Helper()
-	if os.Getenv("EGRESSD_SKIP_PRIVILEGED") != "" {
-		t.Skip("EGRESSD_SKIP_PRIVILEGED is set")
-	}
-	netns.SkipUnlessPrivileged(t)
+	privileged.Require(t, "network namespaces, nftables, eBPF and bpffs for the lab")
 }
 
 func upLab(t testing.TB, cfg Config) *Lab {
@@ -36,7 +34,7 @@ func upLab(t testing.TB, cfg Config) *Lab {
 	defer cancel()
 	cfg.Log = testWriter{t}
 	// EGRESSD_LAB_KEEP keeps the work directory (logs of every binary) for a post-mortem, like
-	// egressctl lab --keep-logs.
+	// egressd-lab --keep-logs.
 	cfg.KeepWorkDir = cfg.KeepWorkDir || os.Getenv("EGRESSD_LAB_KEEP") != ""
 	l, err := Up(ctx, cfg)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/test/netns"
 )
 
@@ -218,7 +219,7 @@ func (l *Lab) StartAgent(name string) error {
 		argv: []string{filepath.Join(l.Config.BinDir, AgentBinary), "--node-name=" + n.Name,
 			"--kubeconfig=" + l.Kubeconfig, "--namespace=" + SystemNS,
 			"--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
-			"--tunnel-port=8742", "--probe-port=8743",
+			fmt.Sprintf("--tunnel-port=%d", contract.DefaultTunnelPort), fmt.Sprintf("--probe-port=%d", contract.DefaultProbePort),
 			"--pod-interface-patterns=" + l.Topo.Spec.HostIfacePrefix + "*", "--bpffs=" + bpffs,
 			"--zap-time-encoding=rfc3339nano", "--zap-log-level=debug"}}
 	return n.agent.start()

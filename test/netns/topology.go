@@ -16,6 +16,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/test/privileged"
 )
 
 // Topology is a built test bed. All fields are read-only after Build.
@@ -132,7 +134,7 @@ func (t *Topology) Pod(name string) *Pod {
 // running as root.
 func New(t testing.TB, spec Spec) *Topology {
 	t.Helper()
-	SkipUnlessPrivileged(t)
+	privileged.Require(t, "network namespaces, veths and nftables")
 	topo, err := Build(context.Background(), spec)
 	if err != nil {
 		t.Fatalf("building test bed: %v", err)
@@ -143,14 +145,6 @@ func New(t testing.TB, spec Spec) *Topology {
 		}
 	})
 	return topo
-}
-
-// SkipUnlessPrivileged skips a test that needs root (network namespaces, veths, nftables).
-func SkipUnlessPrivileged(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create network namespaces (run as root, as CI does)")
-	}
 }
 
 // Build creates the topology. On error everything created so far is removed.

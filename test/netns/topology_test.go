@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/egressd/egressd/test/privileged"
 )
 
 // clusterSpec is the shape the datapath tests use: 2 workers and 2 gateways on one L2.
@@ -186,7 +188,7 @@ func TestWithoutHostileRulesIPv4Only(t *testing.T) {
 }
 
 func TestCloseLeavesNothing(t *testing.T) {
-	SkipUnlessPrivileged(t)
+	privileged.Require(t, "network namespaces")
 	rootLinks := linkNames(t)
 	topo, err := Build(context.Background(), clusterSpec())
 	if err != nil {
@@ -225,7 +227,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 }
 
 func TestSweep(t *testing.T) {
-	SkipUnlessPrivileged(t)
+	privileged.Require(t, "network namespaces")
 	prefix := "edtbsweep-"
 	live, err := Build(context.Background(), Spec{Prefix: prefix, Nodes: []NodeSpec{{Name: "n"}}})
 	if err != nil {
@@ -383,7 +385,7 @@ func TestIsolatedNodesFollowRouter(t *testing.T) {
 }
 
 func TestStartRunsInNamespaceAndCloseKills(t *testing.T) {
-	SkipUnlessPrivileged(t)
+	privileged.Require(t, "network namespaces")
 	topo, err := Build(context.Background(), Spec{Nodes: []NodeSpec{{Name: "n"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -410,7 +412,7 @@ func TestStartRunsInNamespaceAndCloseKills(t *testing.T) {
 }
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 {
+	if privileged.Available() {
 		// Leftovers of crashed runs of this package; live runs are left alone.
 		_ = Sweep(DefaultPrefix)
 		_ = Sweep("edtbsweep-")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/egressd/egressd/test/netns"
+	"github.com/egressd/egressd/test/privileged"
 )
 
 // sinkPort is the throughput sink on the external host (the bed's bulk
@@ -110,9 +111,7 @@ func nft(b *testing.B, ns *netns.Namespace, rules string) {
 // the node's tunnel address, which the gateway SNATs again), as they would
 // in a cluster. Needs ip, nft, iptables and ipset. Run with -benchtime 1x.
 func BenchmarkDatapathThroughput(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: network namespaces, eBPF and nftables")
-	}
+	privileged.Require(b, "network namespaces, eBPF and nftables")
 	for _, tool := range []string{"ip", "nft", "iptables", "ipset"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			b.Skipf("baselines need %s (apt-get install iproute2 nftables iptables ipset)", tool)

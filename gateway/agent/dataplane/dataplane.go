@@ -14,14 +14,12 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/gateway/contract"
 )
 
 // Defaults of Config.
 const (
 	DefaultTunnelDevice = "egressd0"
-	// DefaultTunnelPort is egressd's own VXLAN port, away from 4789
-	// (IANA, Cilium, Calico) and 8472 (Linux default, flannel).
-	DefaultTunnelPort = 8742
 	// DefaultRulePriority is the ip rule preference of egressd's policy
 	// routing rules (before the main table's 32766).
 	DefaultRulePriority = 17400
@@ -48,8 +46,8 @@ type Config struct {
 	PinRoot string
 	// TunnelDevice names the VXLAN device; empty means DefaultTunnelDevice.
 	TunnelDevice string
-	// TunnelPort is the VXLAN UDP port; 0 means DefaultTunnelPort. All
-	// nodes must agree.
+	// TunnelPort is the VXLAN UDP port; 0 means
+	// contract.DefaultTunnelPort. All nodes must agree.
 	TunnelPort uint16
 	// InterfacePatterns are shell patterns (path.Match) of pod interface
 	// names; nil means DefaultInterfacePatterns.
@@ -70,7 +68,7 @@ func (c *Config) defaults() {
 		c.TunnelDevice = DefaultTunnelDevice
 	}
 	if c.TunnelPort == 0 {
-		c.TunnelPort = DefaultTunnelPort
+		c.TunnelPort = contract.DefaultTunnelPort
 	}
 	if c.InterfacePatterns == nil {
 		c.InterfacePatterns = DefaultInterfacePatterns

@@ -18,6 +18,7 @@ import (
 
 	"github.com/egressd/egressd/bpf"
 	"github.com/egressd/egressd/test/netns"
+	"github.com/egressd/egressd/test/privileged"
 )
 
 // cluster is the e2e bed: worker1 (pods a selected, b unselected), worker2
@@ -187,9 +188,8 @@ func expectSeen(t *testing.T, from *netns.Pod, dst netip.Addr, want ...netip.Add
 }
 
 func skipUnlessRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces, eBPF and nftables")
-	}
+	t.Helper()
+	privileged.Require(t, "network namespaces, eBPF and nftables")
 }
 
 func TestEgress(t *testing.T) {

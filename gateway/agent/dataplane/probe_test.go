@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -13,8 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 	"github.com/egressd/egressd/test/netns"
+	"github.com/egressd/egressd/test/privileged"
 )
 
 // TestProbeAnsweredByDatapath probes a gateway node whose agent is not
@@ -24,9 +25,7 @@ import (
 // compares the round trip through the reflector with the userspace
 // Responder's.
 func TestProbeAnsweredByDatapath(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces and eBPF")
-	}
+	privileged.Require(t, "network namespaces and eBPF")
 	topo := netns.New(t, netns.Spec{Nodes: []netns.NodeSpec{{Name: "worker1"}, {Name: "gw1"}}})
 	bpffs := t.TempDir()
 	if err := unix.Mount("bpf", bpffs, "bpf", 0, ""); err != nil {
@@ -37,7 +36,7 @@ func TestProbeAnsweredByDatapath(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	const port = probe.DefaultPort
+	const port = contract.DefaultProbePort
 	// apply applies gw1's datapath from a fresh Dataplane and closes it, as
 	// an agent that exits (or is killed) right after its Apply.
 	apply := func(t *testing.T, cfg dataplane.Config, s dataplane.State) {

@@ -31,7 +31,6 @@ Usage:
   egressctl list [--bpffs /sys/fs/bpf]   this node's datapath tables, read from the pinned bpf maps (run on the node)
   egressctl convert [flags] [FILE|-]     CiliumEgressGatewayPolicy / egressGroups YAML -> egressd YAML
   egressctl probe [flags] URL            send a request every interval to an echo server, report egress IPs and outages
-  egressctl lab COMMAND                  the egressd lab in network namespaces (root)
 
 status and explain read the API server like kubectl: --kubeconfig, else $KUBECONFIG, else
 ~/.kube/config, else in-cluster; --context picks a context. Output: -o table (default), json, yaml.

@@ -21,6 +21,7 @@ import (
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/gateway/agent"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/contract"
 )
 
 // Explanation is the answer; it is also the -o json|yaml document.
@@ -42,8 +43,10 @@ type Explanation struct {
 	Groups       []Group   `json:"groups,omitempty"`
 	// HealthAssumed: egressctl cannot see the agent's probe results, so every gateway the
 	// coordinator lists as Active or Draining counts as healthy.
-	HealthAssumed bool     `json:"healthAssumed,omitempty"`
-	Problems      []string `json:"problems,omitempty"`
+	HealthAssumed bool `json:"healthAssumed,omitempty"`
+	// Problems are what the agent would log about the policies considered and the gateways
+	// used.
+	Problems []agent.Problem `json:"problems,omitempty"`
 }
 
 // Verdict is one policy that could select the pod and whether it does.
@@ -65,6 +68,11 @@ func (v Verdict) Ref() string {
 		return v.Name
 	}
 	return v.Namespace + "/" + v.Name
+}
+
+// Object is the policy as the agent's problems name it.
+func (v Verdict) Object() agent.ObjectRef {
+	return agent.ObjectRef{Kind: v.Kind, Namespace: v.Namespace, Name: v.Name}
 }
 
 // Route is a resolved destination prefix of the pod's policy set.
@@ -107,57 +115,23 @@ type Gateway struct {
 	Note       string `json:"note,omitempty"`
 }
 
-// Gather reads what the agent on the pod's node would have in its cache, and the pod.
+// Gather reads the pod and what the agent on its node would have in its cache, with the
+// agent's own reader (agent.ReadInputs), asking the API server for that node's pods only.
 func Gather(ctx context.Context, c client.Reader, namespace, name string) (*corev1.Pod, agent.Inputs, error) {
-	var in agent.Inputs
 	var pod corev1.Pod
 	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &pod); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, in, fmt.Errorf("pod %s/%s not found", namespace, name)
+			return nil, agent.Inputs{}, fmt.Errorf("pod %s/%s not found", namespace, name)
 		}
-		return nil, in, fmt.Errorf("reading pod %s/%s: %w", namespace, name, err)
+		return nil, agent.Inputs{}, fmt.Errorf("reading pod %s/%s: %w", namespace, name, err)
 	}
 	if pod.Spec.NodeName == "" {
-		return &pod, in, nil
+		return &pod, agent.Inputs{}, nil
 	}
-	var node corev1.Node
-	if err := c.Get(ctx, client.ObjectKey{Name: pod.Spec.NodeName}, &node); err != nil {
-		if !apierrors.IsNotFound(err) {
-			return nil, in, fmt.Errorf("reading node %s: %w", pod.Spec.NodeName, err)
-		}
-	} else {
-		in.Node = &node
+	in, err := agent.ReadInputs(ctx, c, pod.Spec.NodeName, client.MatchingFields{"spec.nodeName": pod.Spec.NodeName})
+	if err != nil {
+		return nil, in, err
 	}
-	var pods corev1.PodList
-	if err := c.List(ctx, &pods, client.MatchingFields{"spec.nodeName": pod.Spec.NodeName}); err != nil {
-		return nil, in, fmt.Errorf("listing pods of node %s: %w", pod.Spec.NodeName, err)
-	}
-	in.Pods = pods.Items
-	var nss corev1.NamespaceList
-	if err := c.List(ctx, &nss); err != nil {
-		return nil, in, fmt.Errorf("listing namespaces: %w", err)
-	}
-	in.Namespaces = nss.Items
-	var pols egressv1.EgressPolicyList
-	if err := c.List(ctx, &pols); err != nil {
-		return nil, in, fmt.Errorf("listing EgressPolicies: %w", err)
-	}
-	in.Policies = pols.Items
-	var cpols egressv1.ClusterEgressPolicyList
-	if err := c.List(ctx, &cpols); err != nil {
-		return nil, in, fmt.Errorf("listing ClusterEgressPolicies: %w", err)
-	}
-	in.ClusterPolicies = cpols.Items
-	var gws egressv1.EgressGatewayList
-	if err := c.List(ctx, &gws); err != nil {
-		return nil, in, fmt.Errorf("listing EgressGateways: %w", err)
-	}
-	in.Gateways = gws.Items
-	var eips egressv1.EgressIPList
-	if err := c.List(ctx, &eips); err != nil {
-		return nil, in, fmt.Errorf("listing EgressIPs: %w", err)
-	}
-	in.EgressIPs = eips.Items
 	return &pod, in, nil
 }
 
@@ -243,7 +217,7 @@ func Explain(pod *corev1.Pod, in agent.Inputs) *Explanation {
 // match?), else with an empty podSelector (is it the namespace selector?).
 func verdicts(pod *corev1.Pod, in agent.Inputs) []Verdict {
 	var out []Verdict
-	selects := func(pols []egressv1.EgressPolicy, cpols []egressv1.ClusterEgressPolicy, gws []egressv1.EgressGateway) (bool, []string) {
+	selects := func(pols []egressv1.EgressPolicy, cpols []egressv1.ClusterEgressPolicy, gws []egressv1.EgressGateway) (bool, []agent.Problem) {
 		one := agent.Inputs{Node: in.Node, Pods: []corev1.Pod{*pod}, Namespaces: in.Namespaces,
 			Policies: pols, ClusterPolicies: cpols, Gateways: gws}
 		res, err := agent.ComputeState(one)
@@ -263,7 +237,7 @@ func verdicts(pod *corev1.Pod, in agent.Inputs) []Verdict {
 		}
 		return fmt.Sprintf("EgressGateway %s does not admit namespace %s (allowedNamespaces)", name, pod.Namespace)
 	}
-	decide := func(v *Verdict, real, withStandIn func() (bool, []string), anyPod func() (bool, []string), nsSel bool) {
+	decide := func(v *Verdict, real, withStandIn func() (bool, []agent.Problem), anyPod func() (bool, []agent.Problem), nsSel bool) {
 		if ok, _ := real(); ok {
 			v.Applies, v.Reason = true, "selects the pod"
 			return
@@ -273,7 +247,11 @@ func verdicts(pod *corev1.Pod, in agent.Inputs) []Verdict {
 		case ok:
 			v.Reason = gatewayWhy(v.Gateway)
 		case len(problems) > 0:
-			v.Reason = strings.Join(problems, "; ")
+			var msgs []string
+			for _, p := range problems {
+				msgs = append(msgs, p.String())
+			}
+			v.Reason = strings.Join(msgs, "; ")
 		case !nsSel:
 			v.Reason = "podSelector does not match the pod's labels"
 		default:
@@ -293,8 +271,8 @@ func verdicts(pod *corev1.Pod, in agent.Inputs) []Verdict {
 		alt := *p.DeepCopy()
 		alt.Spec.Gateway = standIn
 		decide(&v,
-			func() (bool, []string) { return selects([]egressv1.EgressPolicy{p}, nil, in.Gateways) },
-			func() (bool, []string) { return selects([]egressv1.EgressPolicy{alt}, nil, open) },
+			func() (bool, []agent.Problem) { return selects([]egressv1.EgressPolicy{p}, nil, in.Gateways) },
+			func() (bool, []agent.Problem) { return selects([]egressv1.EgressPolicy{alt}, nil, open) },
 			nil, false)
 		out = append(out, v)
 	}
@@ -306,9 +284,9 @@ func verdicts(pod *corev1.Pod, in agent.Inputs) []Verdict {
 		anyPod := *alt.DeepCopy()
 		anyPod.Spec.PodSelector = metav1.LabelSelector{}
 		decide(&v,
-			func() (bool, []string) { return selects(nil, []egressv1.ClusterEgressPolicy{p}, in.Gateways) },
-			func() (bool, []string) { return selects(nil, []egressv1.ClusterEgressPolicy{alt}, open) },
-			func() (bool, []string) { return selects(nil, []egressv1.ClusterEgressPolicy{anyPod}, open) },
+			func() (bool, []agent.Problem) { return selects(nil, []egressv1.ClusterEgressPolicy{p}, in.Gateways) },
+			func() (bool, []agent.Problem) { return selects(nil, []egressv1.ClusterEgressPolicy{alt}, open) },
+			func() (bool, []agent.Problem) { return selects(nil, []egressv1.ClusterEgressPolicy{anyPod}, open) },
 			true)
 		out = append(out, v)
 	}
@@ -325,18 +303,13 @@ func whyNone(pod *corev1.Pod, vs []Verdict) string {
 	return "no policy applies to the pod (see each policy's reason): traffic leaves the usual way, with the node's IP"
 }
 
-// relevantProblems keeps ComputeState's complaints about the policies considered and the
-// gateways used, leaving out the rest of the cluster.
-func relevantProblems(problems []string, vs []Verdict, gateways []string) []string {
-	var out []string
+// relevantProblems keeps ComputeState's problems with the policies considered and the
+// gateways used (as the problem's object), leaving out the rest of the cluster.
+func relevantProblems(problems []agent.Problem, vs []Verdict, gateways []string) []agent.Problem {
+	var out []agent.Problem
 	for _, p := range problems {
-		keep := false
-		for _, v := range vs {
-			keep = keep || strings.HasPrefix(p, v.Kind+" "+v.Ref()+":")
-		}
-		for _, g := range gateways {
-			keep = keep || strings.HasPrefix(p, "EgressGateway "+g+":")
-		}
+		keep := slices.ContainsFunc(vs, func(v Verdict) bool { return p.Object == v.Object() }) ||
+			slices.ContainsFunc(gateways, func(g string) bool { return p.Object == agent.ObjectRef{Kind: "EgressGateway", Name: g} })
 		if keep {
 			out = append(out, p)
 		}
@@ -356,7 +329,7 @@ func covers(cidrs []string, p netip.Prefix) bool {
 
 // group describes a group as the node's datapath has it, and the group's gateways it left out.
 func group(g dataplane.Group, res agent.Result, in agent.Inputs) Group {
-	out := Group{ID: g.ID, Gateway: res.GroupNames[g.ID], Affinity: string(egressv1.AffinityPreferLocal), Mode: string(egressv1.ModeActiveActive)}
+	out := Group{ID: g.ID, Gateway: res.GroupNames[g.ID], Affinity: string(egressv1.DefaultZoneAffinity), Mode: string(egressv1.DefaultMode)}
 	var gw *egressv1.EgressGateway
 	for i := range in.Gateways {
 		if in.Gateways[i].Name == out.Gateway {
@@ -366,12 +339,7 @@ func group(g dataplane.Group, res agent.Result, in agent.Inputs) Group {
 	if gw == nil {
 		return out
 	}
-	if gw.Spec.Mode != "" {
-		out.Mode = string(gw.Spec.Mode)
-	}
-	if z := gw.Spec.Zones; z != nil && z.Affinity != "" {
-		out.Affinity = string(z.Affinity)
-	}
+	out.Mode, out.Affinity = string(contract.Mode(&gw.Spec)), string(contract.ZoneAffinity(&gw.Spec))
 	public := map[string]string{}
 	for _, e := range in.EgressIPs {
 		if e.Spec.Gateway == gw.Name && e.Status.PublicIP != "" {

@@ -83,3 +83,39 @@ func TestExplainGroups(t *testing.T) {
 		})
 	}
 }
+
+// TestExplainProblemsByObject: explain keeps the agent's problems whose object is a policy it
+// considered or a gateway the pod uses, and leaves out those of other objects, even when
+// their names look alike (a policy "pol" in another namespace, a gateway "g2").
+func TestExplainProblemsByObject(t *testing.T) {
+	pod, in := inputs(egressv1.AffinityAny, nil)
+	bad := func(ns, name, gw string) egressv1.EgressPolicy {
+		return egressv1.EgressPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: egressv1.EgressPolicyRule{Gateway: gw, DestinationCIDRs: []string{"198.51.100.0/24"}}}
+	}
+	in.Policies = append(in.Policies, bad("ns", "lost", "nope"), bad("other", "pol", "nope"))
+	// A gateway with a problem of its own (a gateway node without an underlay IP) that the pod
+	// uses, and one that it does not.
+	in.Gateways[0].Status.Zones[1].Gateways = append(in.Gateways[0].Status.Zones[1].Gateways,
+		egressv1.GatewayNodeStatus{Node: "gc", State: egressv1.GatewayActive})
+	// g2 has no group id yet: the agent reports it whatever the pods, but this pod does not
+	// use it.
+	in.Gateways = append(in.Gateways, egressv1.EgressGateway{ObjectMeta: metav1.ObjectMeta{Name: "g2"}})
+	ex := Explain(pod, in)
+	if !ex.Selected {
+		t.Fatalf("not selected: %+v", ex)
+	}
+	var got []string
+	for _, p := range ex.Problems {
+		got = append(got, string(p.Kind)+" "+p.Object.String())
+	}
+	want := []string{"GatewayNotFound EgressPolicy ns/lost", "NoUnderlayIP EgressGateway g"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("problems %q, want %q", got, want)
+	}
+	for _, p := range ex.Problems {
+		if p.Kind == agent.ProblemGatewayNotFound && (len(p.Related) != 1 || p.Related[0] != (agent.ObjectRef{Kind: "EgressGateway", Name: "nope"})) {
+			t.Errorf("GatewayNotFound does not name the missing gateway: %+v", p)
+		}
+	}
+}

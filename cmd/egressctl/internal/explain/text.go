@@ -93,7 +93,7 @@ func WriteText(w io.Writer, ex *Explanation) error {
 	if len(ex.Problems) > 0 {
 		fmt.Fprintln(tw, "\nProblems the agent would log:")
 		for _, p := range ex.Problems {
-			fmt.Fprintf(tw, "  %s\n", p)
+			fmt.Fprintf(tw, "  %s\n", p.String())
 		}
 	}
 	return tw.Flush()

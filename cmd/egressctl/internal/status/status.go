@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 )
 
 // Report is the whole status; it is also the -o json|yaml document.
@@ -185,13 +186,10 @@ func policies(ctx context.Context, c client.Reader) ([]Policy, error) {
 
 func gateway(g *egressv1.EgressGateway, eips []egressv1.EgressIP, pols []Policy) Gateway {
 	out := Gateway{
-		Name: g.Name, Mode: string(cmp.Or(g.Spec.Mode, egressv1.ModeActiveActive)),
-		Affinity: string(egressv1.AffinityPreferLocal), GroupID: g.Status.GroupID,
+		Name: g.Name, Mode: string(contract.Mode(&g.Spec)),
+		Affinity: string(contract.ZoneAffinity(&g.Spec)), GroupID: g.Status.GroupID,
 		Ready: g.Status.ReadyGateways, EgressIPs: g.Status.EgressIPs,
 		Stale: g.Status.ObservedGeneration != 0 && g.Status.ObservedGeneration < g.Generation,
-	}
-	if z := g.Spec.Zones; z != nil && z.Affinity != "" {
-		out.Affinity = string(z.Affinity)
 	}
 	for _, t := range []string{egressv1.ConditionReady, egressv1.ConditionDegraded, egressv1.ConditionCloudSynced} {
 		c := meta.FindStatusCondition(g.Status.Conditions, t)

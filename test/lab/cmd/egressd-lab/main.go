@@ -1,3 +1,7 @@
+// Command egressd-lab runs the egressd lab (test/lab): a cluster in network namespaces with
+// the real egressd-agent and egressd-controller against envtest and the EC2 simulator. It is
+// a test tool and lives under test/ so that egressctl, which users install, links no lab,
+// simulator or envtest code. `make build` puts it in bin/; `make demo` runs its demo.
 package main
 
 import (
@@ -8,13 +12,22 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/egressd/egressd/test/lab"
 )
 
-const labUsage = `Usage: egressctl lab COMMAND [flags]
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := runLab(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const labUsage = `Usage: egressd-lab COMMAND [flags]
 
 The egressd lab: a cluster in network namespaces on this machine, driven by the EC2 simulator,
 with the real egressd-agent and egressd-controller (needs root).
@@ -27,23 +40,13 @@ with the real egressd-agent and egressd-controller (needs root).
   demo                the walkthrough of DESIGN.md §7 (make demo): prints a table, writes a report
 `
 
-// withLab routes `egressctl lab ...` to runLab and everything else to run.
-func withLab(run func(context.Context, []string, io.Reader, io.Writer, io.Writer) int) func(context.Context, []string, io.Reader, io.Writer, io.Writer) int {
-	return func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-		if len(args) > 0 && args[0] == "lab" {
-			return runLab(ctx, args[1:], stdout, stderr)
-		}
-		return run(ctx, args, stdin, stdout, stderr)
-	}
-}
-
 func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, labUsage)
 		return 2
 	}
 	cmd := args[0]
-	fs := flag.NewFlagSet("lab "+cmd, flag.ContinueOnError)
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", filepath.Join("out", "lab"), "directory of the running lab's state and kubeconfig")
 	var cfg lab.Config
@@ -69,7 +72,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "reboot":
 		fs.DurationVar(&down, "down", 10*time.Second, "how long the nodes stay down")
 	}
-	// Flags may follow the node name: egressctl lab reboot gw-a1 --down 5s.
+	// Flags may follow the node name: egressd-lab reboot gw-a1 --down 5s.
 	var positional []string
 	for rest := args[1:]; ; {
 		if err := fs.Parse(rest); err != nil {
@@ -82,7 +85,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		rest = fs.Args()[1:]
 	}
 	fail := func(err error) int {
-		fmt.Fprintf(stderr, "egressctl lab %s: %v\n", cmd, err)
+		fmt.Fprintf(stderr, "egressd-lab %s: %v\n", cmd, err)
 		return 1
 	}
 	switch cmd {
@@ -114,7 +117,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return labCall(ctx, *dir, http.MethodPost, "/"+cmd+"?"+q.Encode(), stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "egressctl lab: unknown command %q\n\n%s", cmd, labUsage)
+		fmt.Fprintf(stderr, "egressd-lab: unknown command %q\n\n%s", cmd, labUsage)
 		return 2
 	}
 }
@@ -122,31 +125,31 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func labUp(ctx context.Context, cfg lab.Config, dir string, policy bool, stdout, stderr io.Writer) int {
 	l, err := lab.Up(ctx, cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "egressctl lab up: %v\n", err)
+		fmt.Fprintf(stderr, "egressd-lab up: %v\n", err)
 		return 1
 	}
 	defer func() {
-		fmt.Fprintln(stderr, "egressctl lab: tearing down")
+		fmt.Fprintln(stderr, "egressd-lab: tearing down")
 		if err := l.Close(); err != nil {
-			fmt.Fprintf(stderr, "egressctl lab: teardown: %v\n", err)
+			fmt.Fprintf(stderr, "egressd-lab: teardown: %v\n", err)
 		}
 	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, stop, err := l.ServeControl(ctx, dir, cancel)
 	if err != nil {
-		fmt.Fprintf(stderr, "egressctl lab up: %v\n", err)
+		fmt.Fprintf(stderr, "egressd-lab up: %v\n", err)
 		return 1
 	}
 	defer func() { _ = stop() }()
 	if policy && !cfg.NoControlPlane {
 		if err := l.ApplyDemoPolicy(ctx); err != nil {
-			fmt.Fprintf(stderr, "egressctl lab up: %v\n", err)
+			fmt.Fprintf(stderr, "egressd-lab up: %v\n", err)
 			return 1
 		}
 	}
 	fmt.Fprintf(stdout, "lab up. kubectl:\n  export KUBECONFIG=%s\n  kubectl get egressgateways,egressips,nodes\n"+
-		"explore: egressctl lab status | reboot NODE | drain NODE | undrain NODE   (--dir %s)\nstop: Ctrl-C or egressctl lab down\n", st.Kubeconfig, dir)
+		"explore: egressd-lab status | reboot NODE | drain NODE | undrain NODE   (--dir %s)\nstop: Ctrl-C or egressd-lab down\n", st.Kubeconfig, dir)
 	<-ctx.Done()
 	return 0
 }
@@ -154,7 +157,7 @@ func labUp(ctx context.Context, cfg lab.Config, dir string, policy bool, stdout,
 func labCall(ctx context.Context, dir, method, path string, stdout, stderr io.Writer) int {
 	out, err := lab.Call(ctx, dir, method, path)
 	if err != nil {
-		fmt.Fprintf(stderr, "egressctl lab: %v\n", err)
+		fmt.Fprintf(stderr, "egressd-lab: %v\n", err)
 		return 1
 	}
 	fmt.Fprint(stdout, out)

@@ -1,0 +1,150 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/gateway/contract"
+	"github.com/egressd/egressd/test/netns"
+)
+
+// vxlanFrame is a VXLAN datagram's payload: the 8-byte header (I flag, VNI) and the inner
+// Ethernet frame.
+func vxlanFrame(vni uint32, inner []byte) []byte {
+	b := make([]byte, 8, 8+len(inner))
+	b[0] = 0x08
+	binary.BigEndian.PutUint32(b[4:], vni<<8)
+	return append(b, inner...)
+}
+
+// TestTunnelIngressVXLAN runs egressd_tun_ingress where it runs on a gateway: on tc ingress of
+// a collect-metadata VXLAN device, fed by crafted VXLAN datagrams sent from another node's
+// namespace, so that the device supplies the tunnel metadata (VNI, outer source) the program
+// reads. A request of a served group is marked for SNAT and its source node recorded; a VNI
+// with the reply bit goes to the local pod; an unserved group, a truncated inner frame and a
+// datagram to another port are not taken.
+func TestTunnelIngressVXLAN(t *testing.T) {
+	topo := netns.New(t, netns.Spec{NoIPv6: true, NoHostileRules: true, Nodes: []netns.NodeSpec{{Name: "gw"}, {Name: "src"}}})
+	gw, src := topo.Node("gw"), topo.Node("src")
+	d := load(t, Limits{})
+	const port = contract.DefaultTunnelPort
+	var tunIndex int
+	must(t, gw.Do(func() error {
+		vx := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "edtest0"}, FlowBased: true, Port: port}
+		if err := netlink.LinkAdd(vx); err != nil {
+			return fmt.Errorf("adding the VXLAN device: %w", err)
+		}
+		l, err := netlink.LinkByName("edtest0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return err
+		}
+		tunIndex = l.Attrs().Index
+		return d.AttachTCX(HookTunnelIngress, tunIndex, "edtest0")
+	}))
+	must(t, d.SetServed(5))
+
+	var conn *net.UDPConn
+	must(t, src.Do(func() error {
+		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(gw.IP, port)))
+		conn = c
+		return err
+	}))
+	t.Cleanup(func() { conn.Close() })
+	send := func(payload []byte, to uint16) {
+		t.Helper()
+		if to == port {
+			_, err := conn.Write(payload)
+			must(t, err)
+			return
+		}
+		must(t, src.Do(func() error {
+			c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(gw.IP, to)))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write(payload)
+			return err
+		}))
+	}
+	// waitFor polls the maps: the datagram crosses the fabric and the device asynchronously.
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(3 * time.Second); !cond(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 3 s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	tcp := uint8(unix.IPPROTO_TCP)
+	flow := func(sport uint16) FlowKey { return FlowKey{Src: pod4, Dst: dst4, Sport: sport, Dport: 80, Proto: tcp} }
+	self := StatsKey{5, GatewaySelf}
+
+	t.Run("request of a served group", func(t *testing.T) {
+		before := packets(t, d, self)
+		send(vxlanFrame(5, packet(pod4, dst4, tcp, 40000, 80)), port)
+		waitFor("the flow's source node recorded", func() bool { _, _, ok := returnFlow(t, d, flow(40000)); return ok })
+		node, group, _ := returnFlow(t, d, flow(40000))
+		if node != src.IP || group != 5 {
+			t.Errorf("return flow to %s group %d, want the sending node %s, group 5", node, group, src.IP)
+		}
+		if after := packets(t, d, self); after != before+1 {
+			t.Errorf("counter %+v went from %d to %d, want +1", self, before, after)
+		}
+	})
+	t.Run("wrong port", func(t *testing.T) {
+		send(vxlanFrame(5, packet(pod4, dst4, tcp, 40001, 80)), port+100)
+		// A datagram to the right port afterwards: once it is seen, the other one had its chance.
+		send(vxlanFrame(5, packet(pod4, dst4, tcp, 40002, 80)), port)
+		waitFor("the datagram to the tunnel port", func() bool { _, _, ok := returnFlow(t, d, flow(40002)); return ok })
+		if _, _, ok := returnFlow(t, d, flow(40001)); ok {
+			t.Error("a datagram to another port reached the tunnel program")
+		}
+	})
+	t.Run("unserved group", func(t *testing.T) {
+		k := StatsKey{6, GatewaySelf}
+		before := drops(t, d, k, DropNotServed)
+		send(vxlanFrame(6, packet(pod4, dst4, tcp, 40003, 80)), port)
+		waitFor("a not_served drop", func() bool { return drops(t, d, k, DropNotServed) == before+1 })
+		if _, _, ok := returnFlow(t, d, flow(40003)); ok {
+			t.Error("a flow of a group this gateway does not serve was recorded")
+		}
+	})
+	t.Run("reply bit hands the reply to the pod", func(t *testing.T) {
+		reply := vxlanFrame(VNIReply|5, packet(dst4, pod4, tcp, 80, 40004))
+		// No flow entry and no endpoint for the pod: dropped, never NATed as a request.
+		k := StatsKey{5, 0}
+		before := drops(t, d, k, DropNoEndpoint)
+		send(reply, port)
+		waitFor("a no_endpoint drop", func() bool { return drops(t, d, k, DropNoEndpoint) == before+1 })
+		// With the pod known, the reply is delivered to its interface (counted, gateway 0).
+		must(t, d.SetEndpoint(pod4, Endpoint{PolicySet: 1, Ifindex: uint32(tunIndex)}))
+		delivered := packets(t, d, k)
+		send(reply, port)
+		waitFor("the reply delivered", func() bool { return packets(t, d, k) == delivered+1 })
+		if _, _, ok := returnFlow(t, d, FlowKey{Src: dst4, Dst: pod4, Sport: 80, Dport: 40004, Proto: tcp}); ok {
+			t.Error("a reply was recorded as a request")
+		}
+	})
+	t.Run("truncated inner frame", func(t *testing.T) {
+		k := StatsKey{0, 0}
+		before := drops(t, d, k, DropMalformed)
+		// Ethernet, IPv4 and two bytes of TCP: the device passes it, the ports cannot be read.
+		send(vxlanFrame(5, packet(pod4, dst4, tcp, 40005, 80)[:14+20+2]), port)
+		waitFor("a malformed drop", func() bool { return drops(t, d, k, DropMalformed) == before+1 })
+		if _, _, ok := returnFlow(t, d, flow(40005)); ok {
+			t.Error("a truncated frame was recorded")
+		}
+	})
+}
