@@ -17,7 +17,6 @@ import (
 	"github.com/egressd/egressd/providers/azure"
 	"github.com/egressd/egressd/providers/gcp"
 	"github.com/egressd/egressd/providers/plugin"
-	"github.com/egressd/egressd/providers/static"
 )
 
 func main() {
@@ -49,12 +48,12 @@ func run(configPath string, leaderElect bool, metricsAddr, healthAddr string) er
 	return coordinator.Run(ctrl.SetupSignalHandler(), coordinator.RunOptions{
 		Config:     cfg,
 		RestConfig: rest,
-		// The explicit registry: every provider implementation this binary carries.
+		// The explicit registry: every provider implementation this binary carries. Static
+		// pools are not configured here but in each EgressGateway (spec.addresses.static).
 		Registry: providers.Registry{
 			aws.Type:    aws.Constructor,
 			gcp.Type:    gcp.Constructor,
 			azure.Type:  azure.Constructor,
-			static.Name: static.Constructor,
 			plugin.Type: plugin.Constructor,
 		},
 		LeaderElect:            leaderElect,

@@ -221,7 +221,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	responder := probe.NewResponder(rconn)
 	prober := probe.NewProber(pconn, probe.Options{OnChange: func(s probe.Status) {
-		logger.Info("gateway probe changed", "gateway", s.Addr.Addr(), "up", s.Up, "draining", s.Draining, "failures", s.Failures)
+		logger.Info("gateway probe changed", "underlay", s.Addr.Addr(), "up", s.Up, "draining", s.Draining, "failures", s.Failures)
 		a.signal()
 	}})
 	a.mu.Lock()

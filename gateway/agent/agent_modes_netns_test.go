@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
@@ -36,25 +37,8 @@ func TestAgentNetnsAddressModes(t *testing.T) {
 	gw1, gw2 := topo.Node("gw1"), topo.Node("gw2")
 
 	// The router last saw the static address at some other MAC (a previous holder).
-	rlink, err := topo.Router.Netlink().LinkByName(z.RouterLink)
-	must(t, err)
-	must(t, topo.Router.Netlink().NeighSet(&netlink.Neigh{LinkIndex: rlink.Attrs().Index, Family: netlink.FAMILY_V4,
-		State: netlink.NUD_STALE, IP: static.AsSlice(), HardwareAddr: net.HardwareAddr{0x02, 0xee, 0, 0, 0, 1}}))
-	routerSees := func() string {
-		neighs, err := topo.Router.Netlink().NeighList(rlink.Attrs().Index, netlink.FAMILY_V4)
-		must(t, err)
-		for _, n := range neighs {
-			if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == static {
-				return n.HardwareAddr.String()
-			}
-		}
-		return ""
-	}
-	macOf := func(n *netns.Node) string {
-		l, err := n.Netlink().LinkByName(n.Link)
-		must(t, err)
-		return l.Attrs().HardwareAddr.String()
-	}
+	routerSees := routerNeighbour(t, topo, z, static, net.HardwareAddr{0x02, 0xee, 0, 0, 0, 1})
+	macOf := func(n *netns.Node) string { return linkMAC(t, n) }
 
 	// Objects, as the coordinator writes them for these modes.
 	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "egressd-system"}}))
@@ -104,13 +88,7 @@ func TestAgentNetnsAddressModes(t *testing.T) {
 
 	w := dps["worker1"]
 	w.waitFor(t, 30*time.Second, "the worker's first state", func(s dataplane.State) bool { return s.NodeIP == topo.Node("worker1").IP })
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "a", Labels: map[string]string{"app": "web"}},
-		Spec: corev1.PodSpec{NodeName: "worker1", Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
-	must(t, c.Create(ctx, p))
-	p.Status.Phase = corev1.PodRunning
-	p.Status.PodIP = pa.IP.String()
-	p.Status.PodIPs = []corev1.PodIP{{IP: pa.IP.String()}}
-	must(t, c.Status().Update(ctx, p))
+	createRunningPod(ctx, t, c, "a", "worker1", pa.IP)
 	w.waitFor(t, 30*time.Second, "pod a steered to both groups", func(s dataplane.State) bool { return podSet(s, pa.IP) != 0 && len(s.Groups) == 2 })
 	dps["gw1"].waitFor(t, 30*time.Second, "gw1 serving ni with its node IP", func(s dataplane.State) bool {
 		return s.Gateway != nil && len(s.Gateway.Groups) == 1 && s.Gateway.Groups[0] == dataplane.ServedGroup{Group: 7, EgressIPv4: gw1.IP}
@@ -204,6 +182,47 @@ func holds(t *testing.T, n *netns.Node, ip netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// routerNeighbour seeds the router's neighbour entry for ip on zone z's segment at a previous
+// holder's MAC (Linux updates an existing entry on a gratuitous ARP but creates none, with
+// arp_accept=0) and returns a reader of the MAC the router has for ip ("" when none usable).
+func routerNeighbour(t *testing.T, topo *netns.Topology, z *netns.Zone, ip netip.Addr, previous net.HardwareAddr) func() string {
+	t.Helper()
+	rlink, err := topo.Router.Netlink().LinkByName(z.RouterLink)
+	must(t, err)
+	must(t, topo.Router.Netlink().NeighSet(&netlink.Neigh{LinkIndex: rlink.Attrs().Index, Family: netlink.FAMILY_V4,
+		State: netlink.NUD_STALE, IP: ip.AsSlice(), HardwareAddr: previous}))
+	return func() string {
+		neighs, err := topo.Router.Netlink().NeighList(rlink.Attrs().Index, netlink.FAMILY_V4)
+		must(t, err)
+		for _, n := range neighs {
+			if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == ip && n.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) == 0 {
+				return n.HardwareAddr.String()
+			}
+		}
+		return ""
+	}
+}
+
+// linkMAC is the MAC address of a node's underlay link.
+func linkMAC(t *testing.T, n *netns.Node) string {
+	t.Helper()
+	l, err := n.Netlink().LinkByName(n.Link)
+	must(t, err)
+	return l.Attrs().HardwareAddr.String()
+}
+
+// createRunningPod creates a pod on node and gives it ip, as the kubelet would report it.
+func createRunningPod(ctx context.Context, t *testing.T, c client.Client, name, node string, ip netip.Addr) {
+	t.Helper()
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
+	must(t, c.Create(ctx, p))
+	p.Status.Phase = corev1.PodRunning
+	p.Status.PodIP = ip.String()
+	p.Status.PodIPs = []corev1.PodIP{{IP: ip.String()}}
+	must(t, c.Status().Update(ctx, p))
 }
 
 func ctrlKey(name string) types.NamespacedName { return types.NamespacedName{Name: name} }

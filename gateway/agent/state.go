@@ -576,8 +576,9 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		ip = ip.Unmap()
 		gi, ok := gateways[e.Spec.Gateway]
 		var static *egressv1.StaticAddresses
+		var source egressv1.AddressSource
 		if ok {
-			static = gi.obj.Spec.Addresses.Static
+			static, source = gi.obj.Spec.Addresses.Static, gi.obj.Spec.Addresses.Source()
 		}
 		ifname := primary
 		if e.Status.InterfaceMAC != "" {
@@ -608,7 +609,7 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		if !ok {
 			continue // mounted, but no group to serve yet
 		}
-		if static != nil {
+		if source.Announced() {
 			announce = append(announce, addr)
 		}
 		sg := serve(gi)

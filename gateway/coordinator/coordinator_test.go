@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -21,6 +23,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/gateway/contract"
@@ -37,6 +40,8 @@ var server *envtest.Server
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// Reconcilers log through log.FromContext; tests that read the log put their own in ctx.
+	log.SetLogger(logr.Discard())
 	if testing.Short() {
 		os.Exit(m.Run())
 	}
@@ -77,6 +82,9 @@ type env struct {
 	zones map[string][]string // AWS zone → node names
 	cfg   Config
 	prov  providers.Provider
+	// The coordinator's two reconcilers of the group and its addresses.
+	gwr  *GatewayReconciler
+	eipr *EgressIPReconciler
 }
 
 func newEnv(t *testing.T, zones, perZone int, limits *providers.RateLimits) *env {
@@ -150,6 +158,7 @@ func newEnv(t *testing.T, zones, perZone int, limits *providers.RateLimits) *env
 func (e *env) restart() {
 	e.c = New(Options{Config: e.cfg, Client: server.Client, Reader: server.Client, Recorder: e.recorder,
 		Providers: map[string]providers.Provider{"aws": e.prov}, Health: e.health, Clock: e.clock})
+	e.gwr, e.eipr = NewGatewayReconciler(e.c), NewEgressIPReconciler(e.c)
 }
 
 func ensureNamespace(t *testing.T, name string) {
@@ -228,49 +237,63 @@ func (e *env) createGateway(mods ...func(*egressv1.EgressGateway)) *egressv1.Egr
 	return gw
 }
 
-// settle reconciles the group (and releases deleted EgressIPs) until nothing is left to do.
+// pass is one round of the controllers as the manager would run them after a gateway event:
+// the gateway reconcile (plan, ledger, status), then the EgressIP reconcile of every address
+// of the group (cloud sync, release). It returns the errors and the shortest requeue.
+func (e *env) pass(ctx context.Context) (ctrl.Result, error) {
+	res, err := e.gwr.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: e.gateway}})
+	var eips egressv1.EgressIPList
+	if lerr := server.Client.List(e.ctx, &eips); lerr != nil {
+		e.t.Fatal(lerr)
+	}
+	errs := []error{err}
+	for _, x := range eips.Items {
+		if x.Spec.Gateway != e.gateway && x.DeletionTimestamp == nil {
+			continue
+		}
+		r, err := e.eipr.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: x.Name}})
+		if (err != nil || r.RequeueAfter > 0) && os.Getenv("EGRESSD_DEBUG") != "" {
+			var now egressv1.EgressIP
+			_ = server.Client.Get(e.ctx, client.ObjectKeyFromObject(&x), &now)
+			e.t.Logf("EgressIP %s: %+v %v; Assigned %+v", x.Name, r, err, cond(now.Status.Conditions, egressv1.ConditionAssigned))
+		}
+		errs = append(errs, err)
+		res.RequeueAfter = minPositive(res.RequeueAfter, r.RequeueAfter)
+	}
+	return res, errors.Join(errs...)
+}
+
+// settle runs passes until two in a row find nothing left to do (the first quiet pass may
+// still have written status, or deleted an address the next pass replaces).
 func (e *env) settle() {
 	e.t.Helper()
 	var lastErr error
 	backoff := 50 * time.Millisecond
+	quiet := 0
 	for i := 0; i < 40; i++ {
-		res, err := GatewayReconciler{e.c}.Reconcile(e.ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: e.gateway}})
-		e.releaseDeleted()
+		res, err := e.pass(e.ctx)
 		if os.Getenv("EGRESSD_DEBUG") != "" {
 			e.t.Logf("pass %d: %+v %v", i, res, err)
 		}
 		// As the work queue would: back off exponentially on errors, honour a short requeue.
-		if err != nil {
+		// Quiet: no error, no immediate requeue, and no short requeue for throttling (only the
+		// drain timer or the periodic resync remain).
+		switch {
+		case err != nil:
 			time.Sleep(backoff)
 			backoff = min(2*backoff, 2*time.Second)
-		} else if res.RequeueAfter > 0 && res.RequeueAfter < 5*time.Second {
+			quiet = 0
+		case res.RequeueAfter > 0 && res.RequeueAfter < 5*time.Second:
 			time.Sleep(res.RequeueAfter)
-		}
-		// Settled: no error, no immediate requeue, and no short requeue for throttling (only
-		// the drain timer or the periodic resync remain).
-		if err == nil && (res.RequeueAfter == 0 || res.RequeueAfter >= 5*time.Second) {
-			// One more pass: the first quiet pass may still have written status.
-			if _, err := (GatewayReconciler{e.c}).Reconcile(e.ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: e.gateway}}); err == nil {
+			quiet = 0
+		default:
+			if quiet++; quiet == 2 {
 				return
 			}
 		}
 		lastErr = err
 	}
 	e.t.Fatalf("gateway %s did not settle in 40 passes: %v", e.gateway, lastErr)
-}
-
-func (e *env) releaseDeleted() {
-	var eips egressv1.EgressIPList
-	if err := server.Client.List(e.ctx, &eips); err != nil {
-		e.t.Fatal(err)
-	}
-	for _, x := range eips.Items {
-		if x.DeletionTimestamp != nil {
-			if _, err := (EgressIPReconciler{e.c}).Reconcile(e.ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: x.Name}}); err != nil {
-				e.t.Logf("releasing %s: %v", x.Name, err)
-			}
-		}
-	}
 }
 
 func (e *env) gatewayObj() *egressv1.EgressGateway {
@@ -599,7 +622,7 @@ func TestCrashInTheMiddleOfAMove(t *testing.T) {
 	// The move's cloud call takes 2 s; the coordinator is killed after 300 ms.
 	e.world.Sim.SetLatency("AssignPrivateIpAddresses", 2*time.Second)
 	ctx, cancel := context.WithTimeout(e.ctx, 300*time.Millisecond)
-	_, err := GatewayReconciler{e.c}.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: e.gateway}})
+	_, err := e.pass(ctx)
 	cancel()
 	t.Logf("killed reconcile returned: %v", err)
 	time.Sleep(2 * time.Second) // let the simulator finish applying what it received
@@ -682,7 +705,7 @@ func TestConditionsForBadReferencesAndQuota(t *testing.T) {
 		if err := server.Client.Create(e.ctx, gw); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := (GatewayReconciler{e.c}).Reconcile(e.ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: gw.Name}}); err != nil {
+		if _, err := e.gwr.Reconcile(e.ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: gw.Name}}); err != nil {
 			t.Fatal(err)
 		}
 		_ = server.Client.Get(e.ctx, client.ObjectKeyFromObject(gw), gw)
@@ -732,7 +755,7 @@ func TestQuotaExhausted(t *testing.T) {
 	e.world.Sim.SetElasticIPLimit(0)
 	e.createGateway(func(g *egressv1.EgressGateway) { g.Spec.Addresses.Cloud.Public = true })
 	for i := 0; i < 3; i++ {
-		_, _ = GatewayReconciler{e.c}.Reconcile(e.ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: e.gateway}})
+		_, _ = e.pass(e.ctx)
 	}
 	eips := e.egressIPs()
 	if len(eips) != 1 {
@@ -828,6 +851,33 @@ func TestAddressHeldOutsideEgressd(t *testing.T) {
 	expectEvent(t, e, egressv1.ReasonAddressInUse)
 	if c := cond(e.gatewayObj().Status.Conditions, egressv1.ConditionReady); c.Status != metav1.ConditionTrue {
 		t.Errorf("gateway not Ready: %+v", c)
+	}
+	e.checkCloudMatchesLedger()
+}
+
+// The finalizer comes before any cloud call: an EgressIP that lost it gets it back before the
+// EgressIP controller moves it in the cloud.
+func TestFinalizerBeforeCloudCall(t *testing.T) {
+	e := newEnv(t, 1, 2, nil)
+	e.createGateway()
+	e.settle()
+	victim := e.egressIPs()[0]
+	holder := victim.Status.Node
+	x := e.egressIP(victim.Name)
+	if !controllerutil.RemoveFinalizer(&x, egressv1.FinalizerReleaseCloud) {
+		t.Fatal("the gateway controller wrote an EgressIP without the finalizer")
+	}
+	if err := server.Client.Update(e.ctx, &x); err != nil {
+		t.Fatal(err)
+	}
+	e.health.fail(e.ips[holder], true)
+	e.settle()
+	moved := e.egressIP(victim.Name)
+	if moved.Status.Node == holder || moved.Status.Node == "" {
+		t.Fatalf("%s did not move off %s", victim.Spec.IP, holder)
+	}
+	if !controllerutil.ContainsFinalizer(&moved, egressv1.FinalizerReleaseCloud) {
+		t.Errorf("%s moved in the cloud without the finalizer: %v", victim.Spec.IP, moved.Finalizers)
 	}
 	e.checkCloudMatchesLedger()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -51,4 +52,42 @@ func (h *ProbeHealth) onChange(s probe.Status) {
 	case h.Changes <- event.GenericEvent{}:
 	default: // a reconcile of every group is already queued
 	}
+}
+
+// probeSet is what the gateway controller hands the prober: the probe targets of every group,
+// merged so that a node in several groups is probed with the most demanding settings.
+type probeSet struct {
+	health Health
+
+	mu      sync.Mutex
+	byGroup map[string][]probe.Target
+}
+
+// set records a group's targets (none: the group is gone) and hands the union to the prober.
+func (s *probeSet) set(gateway string, targets []probe.Target) {
+	if s.health == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(targets) == 0 {
+		delete(s.byGroup, gateway)
+	} else {
+		s.byGroup[gateway] = targets
+	}
+	union := map[netip.AddrPort]probe.Target{}
+	for _, ts := range s.byGroup {
+		for _, t := range ts {
+			u, ok := union[t.Addr]
+			if !ok || t.Interval < u.Interval || (t.Interval == u.Interval && t.FailureThreshold < u.FailureThreshold) {
+				union[t.Addr] = t
+			}
+		}
+	}
+	all := make([]probe.Target, 0, len(union))
+	for _, t := range union {
+		all = append(all, t)
+	}
+	slices.SortFunc(all, func(a, b probe.Target) int { return a.Addr.Compare(b.Addr) })
+	s.health.SetTargets(all)
 }

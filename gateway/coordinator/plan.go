@@ -1,7 +1,9 @@
 package coordinator
 
 import (
+	"bytes"
 	"cmp"
+	"crypto/sha256"
 	"net/netip"
 	"slices"
 	"time"
@@ -39,6 +41,8 @@ type IPView struct {
 
 // PlanInput is everything the planner decides from. It holds no clients: Plan is pure.
 type PlanInput struct {
+	// Group is the gateway's name: the key of the ActiveStandby election.
+	Group string
 	Spec  egressv1.EgressGatewaySpec
 	Nodes []NodeView
 	IPs   []IPView
@@ -199,10 +203,10 @@ func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds
 	if c := in.Spec.Addresses.Cloud; c != nil && c.IPsPerZone > 0 {
 		want = int(c.IPsPerZone)
 	}
-	switch {
-	case in.Spec.Addresses.Static != nil:
+	switch in.Spec.Addresses.Source() {
+	case egressv1.AddressSourceStatic:
 		want = len(ips) // static pools define the set; nothing to allocate or trim here
-	case in.Spec.Addresses.NodeInterface != nil:
+	case egressv1.AddressSourceNodeInterface:
 		want = 0 // each gateway's own address; nothing to allocate
 	}
 	if len(ips) > want {
@@ -261,7 +265,7 @@ func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds
 			st.State = egressv1.GatewayStandby
 			st.Reason = egressv1.ReasonNoEgressIP
 			// nodeInterface gateways egress with their own interface address: no EgressIP to hold.
-			if held[g.Name] || in.Spec.Addresses.NodeInterface != nil {
+			if held[g.Name] || in.Spec.Addresses.Source() == egressv1.AddressSourceNodeInterface {
 				st.State, st.Reason = egressv1.GatewayActive, ""
 			}
 		}
@@ -278,22 +282,39 @@ func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds
 }
 
 // activeNode picks the one active gateway of an ActiveStandby zone: the current holder while it
-// is usable (failback Never), else the first usable node by name (which is also where Immediate
-// failback returns).
+// is usable (failback Never), else the election's winner among the usable nodes (which is also
+// where Immediate failback returns).
 func activeNode(in PlanInput, usable []*gatewayView, ips []IPView) string {
-	byName := slices.Clone(usable)
-	slices.SortFunc(byName, func(a, b *gatewayView) int { return cmp.Compare(a.Name, b.Name) })
-	if in.Spec.Failback == egressv1.FailbackImmediate {
-		return byName[0].Name
+	names := make([]string, len(usable))
+	for i, g := range usable {
+		names[i] = g.Name
 	}
-	for _, ip := range ips {
-		for _, g := range usable {
-			if g.Name == ip.Node {
-				return g.Name
+	if in.Spec.Failback != egressv1.FailbackImmediate {
+		for _, ip := range ips {
+			if slices.Contains(names, ip.Node) {
+				return ip.Node
 			}
 		}
 	}
-	return byName[0].Name
+	return ElectActive(in.Group, names)
+}
+
+// ElectActive is the ActiveStandby election, as MetalLB's speaker elects the node announcing a
+// service: candidates ranked by sha256(node name + "#" + group), the first wins (ties, which
+// need a hash collision, by name). The ranking of two nodes is the same whoever else is a
+// candidate, so a node joining or leaving moves only the groups it wins or held; and since the
+// key includes the group, groups sharing a set of nodes spread their active role across them
+// instead of all electing the alphabetically first node (DESIGN.md §1). "" when there is no
+// candidate.
+func ElectActive(group string, candidates []string) string {
+	best, bestSum := "", [sha256.Size]byte{}
+	for _, n := range candidates {
+		sum := sha256.Sum256([]byte(n + "#" + group))
+		if c := bytes.Compare(sum[:], bestSum[:]); best == "" || c < 0 || (c == 0 && n < best) {
+			best, bestSum = n, sum
+		}
+	}
+	return best
 }
 
 // rebalance moves addresses from the most loaded usable gateway to the least loaded while they

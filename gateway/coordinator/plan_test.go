@@ -134,8 +134,8 @@ func TestPlanGateway(t *testing.T) {
 			place:  map[string]string{"10.0.1.10": "n2", "10.0.1.11": "n2"},
 		},
 		{
-			name:   "ActiveStandby, failback Immediate: addresses return to the first node",
-			in:     PlanInput{Spec: spec(standby, immediate, ipsPerZone(2)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n2"), ip("10.0.1.11", "a", "n2")}},
+			name:   "ActiveStandby, failback Immediate: addresses return to the elected node",
+			in:     PlanInput{Group: "db", Spec: spec(standby, immediate, ipsPerZone(2)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n2"), ip("10.0.1.11", "a", "n2")}},
 			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Standby"},
 			place:  map[string]string{"10.0.1.10": "n1", "10.0.1.11": "n1"},
 		},
@@ -257,5 +257,65 @@ func TestPlanDrainRequeuesAtGraceEnd(t *testing.T) {
 	}
 	if plan.Requeue != 20*time.Second {
 		t.Fatalf("requeue after %v, want 20s (30s grace, draining for 10s)", plan.Requeue)
+	}
+}
+
+// ElectActive ranks nodes by sha256(node + "#" + group), as MetalLB's speaker does. The expected
+// winners are the hash's (pinned here: a change of the hash moves every active role).
+func TestElectActive(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		group      string
+		candidates []string
+		want       string
+	}{
+		{name: "no candidate", group: "web", want: ""},
+		{name: "one candidate", group: "web", candidates: []string{"n3"}, want: "n3"},
+		{name: "web", group: "web", candidates: []string{"n1", "n2", "n3"}, want: "n2"},
+		{name: "db, same nodes, another winner", group: "db", candidates: []string{"n1", "n2", "n3"}, want: "n1"},
+		{name: "candidate order does not matter", group: "db", candidates: []string{"n3", "n2", "n1"}, want: "n1"},
+		{name: "a loser leaving changes nothing", group: "web", candidates: []string{"n2", "n3"}, want: "n2"},
+		{name: "the winner leaving: the next in rank", group: "db", candidates: []string{"n2", "n3"}, want: "n3"},
+		{name: "not alphabetical", group: "", candidates: []string{"n1", "n2", "n3"}, want: "n3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ElectActive(tc.group, tc.candidates); got != tc.want {
+				t.Errorf("ElectActive(%q, %v) = %q, want %q", tc.group, tc.candidates, got, tc.want)
+			}
+		})
+	}
+}
+
+// With many ActiveStandby groups on the same gateway nodes, the planner spreads the active role
+// across them; electing by name put every group on the same node.
+func TestActiveStandbySpreadsAcrossNodes(t *testing.T) {
+	const groups, nodes = 400, 4
+	views := make([]NodeView, nodes)
+	for i := range views {
+		views[i] = node(fmt.Sprintf("gw-%d", i), "a")
+	}
+	active := map[string]int{}
+	for g := range groups {
+		name := fmt.Sprintf("egress-%d", g)
+		in := PlanInput{Group: name, Spec: spec(standby, immediate), Nodes: views, IPs: []IPView{ip("10.0.1.10", "a", "")}, Now: t0}
+		plan, err := PlanGateway(in, ipalloc.New())
+		if err != nil {
+			t.Fatal(err)
+		}
+		winner := plan.Zones[0].Place[netip.MustParseAddr("10.0.1.10")]
+		if want := ElectActive(name, []string{"gw-0", "gw-1", "gw-2", "gw-3"}); winner != want {
+			t.Fatalf("%s: placed on %q, the election says %q", name, winner, want)
+		}
+		active[winner]++
+	}
+	lo, hi := groups, 0
+	for i := range nodes {
+		n := active[fmt.Sprintf("gw-%d", i)]
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	t.Logf("%d ActiveStandby groups over %d nodes: active per node %v (min %d, max %d, even share %d)", groups, nodes, active, lo, hi, groups/nodes)
+	// A fair spread: every node within 30% of its even share (binomial sd is 8.7 here).
+	if lo < groups/nodes*7/10 || hi > groups/nodes*13/10 {
+		t.Errorf("active role spread %v: outside 70-130%% of the even share %d", active, groups/nodes)
 	}
 }

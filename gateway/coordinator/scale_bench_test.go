@@ -657,10 +657,11 @@ func (s *scaleWorld) steadyState(ctx context.Context, c *Coordinator, passes int
 	var st steadyState
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
+	gr := NewGatewayReconciler(c)
 	for range passes {
 		for k := range scaleGateways {
 			t := time.Now()
-			_, err := GatewayReconciler{c}.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: gatewayName(k)}})
+			_, err := gr.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: gatewayName(k)}})
 			st.gateway.add(time.Since(t), err)
 		}
 	}

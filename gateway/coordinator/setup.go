@@ -32,6 +32,7 @@ import (
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/providers"
+	"github.com/egressd/egressd/providers/static"
 )
 
 // RunOptions configure the controller binary.
@@ -42,6 +43,9 @@ type RunOptions struct {
 	LeaderElect            bool
 	MetricsBindAddress     string
 	HealthProbeBindAddress string
+	// ListenPacket opens the probe socket; nil means net.ListenPacket. Tests open it in the
+	// network namespace the gateways' underlay addresses are reachable from.
+	ListenPacket func(network, address string) (net.PacketConn, error)
 }
 
 // Run builds the manager, the providers and the controllers, and runs until ctx ends.
@@ -76,7 +80,11 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err != nil {
 		return err
 	}
-	conn, err := net.ListenPacket("udp4", ":0")
+	listen := o.ListenPacket
+	if listen == nil {
+		listen = net.ListenPacket
+	}
+	conn, err := listen("udp4", ":0")
 	if err != nil {
 		return fmt.Errorf("opening the probe socket: %w", err)
 	}
@@ -124,6 +132,10 @@ func BuildProviders(ctx context.Context, cfg Config, reg providers.Registry, reg
 		typ, err := ProviderType(name, raw)
 		if err != nil {
 			return nil, err
+		}
+		if name == egressv1.ProviderStatic || typ == static.Name {
+			// The static source is configured per group and its EgressIPs are named by it.
+			return nil, fmt.Errorf("config: provider %q: static pools are not configured here but in each EgressGateway's spec.addresses.static, and %q is no provider name", name, egressv1.ProviderStatic)
 		}
 		construct, ok := reg[typ]
 		if !ok {
@@ -192,11 +204,13 @@ func Setup(mgr manager.Manager, c *Coordinator, healthChanges <-chan event.Gener
 	if healthChanges != nil {
 		b = b.WatchesRawSource(source.Channel(healthChanges, allGateways))
 	}
-	if err := b.Complete(GatewayReconciler{c}); err != nil {
+	if err := b.Complete(NewGatewayReconciler(c)); err != nil {
 		return err
 	}
+	// The EgressIP controller acts on the cloud, one address per reconcile; the work queue
+	// never hands it one EgressIP twice at once, and its in-flight set guards the rest.
 	if err := ctrl.NewControllerManagedBy(mgr).Named("egressip").For(&egressv1.EgressIP{}).
-		Complete(EgressIPReconciler{c}); err != nil {
+		Complete(NewEgressIPReconciler(c)); err != nil {
 		return err
 	}
 	// policiesOf maps an event to the policies it can change: a gateway to the policies naming

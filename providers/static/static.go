@@ -1,13 +1,14 @@
-// Package static is the provider for bare metal and pre-provisioned addresses: pools of
-// addresses per zone that the operator owns, announced by the agent with gratuitous ARP /
-// unsolicited NA on the node that holds them. It makes no cloud call; which node holds which
-// address lives in memory (the coordinator's EgressIP ledger rebuilds it after a restart by
-// calling EnsureIP again). Nothing outside the configured pools is ever touched or listed.
+// Package static is the provider behind the static address source (EgressGateway
+// spec.addresses.static): pools of addresses per zone that the operator owns, announced by the
+// agent with gratuitous ARP / unsolicited NA on the node that holds them. The coordinator builds
+// one Provider and gives it each static group's pools (SetPools); it is not configured in the
+// controller's providers map. It makes no cloud call; which node holds which address lives in
+// memory (the coordinator's EgressIP ledger rebuilds it after a restart: MoveIP assigns an
+// address no node holds). Nothing outside the pools is ever touched or listed.
 package static
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -16,16 +17,16 @@ import (
 	"github.com/egressd/egressd/providers"
 )
 
-// Name is the name the provider registers under.
+// Name is the provider's name, and the spec.provider of every EgressIP it places
+// (egressv1.ProviderStatic).
 const Name = "static"
 
-// Config is the provider's JSON configuration.
+// Config is the provider's configuration: pools that belong to no group (tests and
+// the conformance suite; the coordinator starts empty and calls SetPools).
 type Config struct {
 	Pools []Pool `json:"pools"`
 	// MaxIPsPerNode bounds the addresses one node holds (0: unbounded).
 	MaxIPsPerNode int `json:"maxIPsPerNode,omitempty"`
-	// ClusterName is set by the coordinator in every provider's configuration.
-	ClusterName string `json:"clusterName,omitempty"`
 }
 
 // Pool is a zone's pre-provisioned addresses.
@@ -42,6 +43,8 @@ type Pool struct {
 
 type pool struct {
 	Pool
+	// owner is the group the pool belongs to ("" for Config's pools).
+	owner    string
 	prefixes []netip.Prefix
 }
 
@@ -52,76 +55,79 @@ type holding struct {
 
 // Provider implements providers.Provider on static pools.
 type Provider struct {
-	pools []pool
-	max   int
+	max int
 
 	mu    sync.Mutex
+	pools []pool
 	holds map[netip.Addr]holding
 }
 
 var _ providers.Provider = (*Provider)(nil)
 
-// Constructor has the providers.Constructor signature: the configuration parsed strictly
-// (providers.DecodeConfig), the provider named name.
-func Constructor(_ context.Context, name string, raw json.RawMessage) (providers.Provider, error) {
-	var cfg Config
-	if err := providers.DecodeConfig(Name, raw, &cfg); err != nil {
-		return nil, err
-	}
-	if err := providers.CheckName(Name, name); err != nil {
-		return nil, err
-	}
-	p, err := New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return named{p, name}, nil
-}
-
-var _ providers.Constructor = Constructor
-
-// named is a Provider under its configured name, the provider's identity.
-type named struct {
-	*Provider
-	name string
-}
-
-func (n named) Name() string { return n.name }
-
 // New validates cfg and builds the provider.
 func New(cfg Config) (*Provider, error) {
 	p := &Provider{max: cfg.MaxIPsPerNode, holds: map[netip.Addr]holding{}}
-	for _, pl := range cfg.Pools {
+	if err := p.SetPools("", cfg.Pools); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// SetPools replaces the pools of one owner (a static group). Its pools may overlap neither
+// each other nor another owner's: an address belongs to one group. On error nothing changes.
+// Addresses held from a pool that goes away stay held until released.
+func (p *Provider) SetPools(owner string, pools []Pool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	others := slices.DeleteFunc(slices.Clone(p.pools), func(pl pool) bool { return pl.owner == owner })
+	mine := make([]pool, 0, len(pools))
+	for _, pl := range pools {
 		if pl.Zone == "" {
-			return nil, fmt.Errorf("static pool without a zone")
+			return fmt.Errorf("static pool without a zone")
 		}
-		c := pool{Pool: pl}
+		c := pool{Pool: pl, owner: owner}
 		for _, a := range pl.Addresses {
 			pr, err := netip.ParsePrefix(a)
 			if err != nil {
 				ad, err2 := netip.ParseAddr(a)
 				if err2 != nil {
-					return nil, fmt.Errorf("static pool %s: %q is neither an address nor a prefix", pl.Zone, a)
+					return fmt.Errorf("static pool %s: %q is neither an address nor a prefix", pl.Zone, a)
 				}
 				pr = netip.PrefixFrom(ad, ad.BitLen())
 			}
-			for _, o := range p.pools {
+			for _, o := range append(others, mine...) {
 				for _, op := range o.prefixes {
 					if op.Overlaps(pr) {
-						return nil, fmt.Errorf("static pools %s and %s overlap at %s", o.Zone, pl.Zone, pr)
+						return fmt.Errorf("static pools %s and %s overlap at %s%s", o.label(), c.label(), pr, ownedBy(o.owner))
 					}
 				}
 			}
 			c.prefixes = append(c.prefixes, pr.Masked())
 		}
-		p.pools = append(p.pools, c)
+		mine = append(mine, c)
 	}
-	return p, nil
+	p.pools = append(others, mine...)
+	return nil
+}
+
+func (pl pool) label() string {
+	if pl.Subnet != "" {
+		return pl.Zone + "/" + pl.Subnet
+	}
+	return pl.Zone
+}
+
+func ownedBy(owner string) string {
+	if owner == "" {
+		return ""
+	}
+	return " (the first is " + owner + "'s)"
 }
 
 // Name implements providers.Provider.
 func (p *Provider) Name() string { return Name }
 
+// poolOf is the pool of a; p.mu must be held.
 func (p *Provider) poolOf(a netip.Addr) *pool {
 	for i := range p.pools {
 		for _, pr := range p.pools[i].prefixes {
@@ -134,6 +140,8 @@ func (p *Provider) poolOf(a netip.Addr) *pool {
 }
 
 func (p *Provider) zoneHasPool(zone string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return slices.ContainsFunc(p.pools, func(pl pool) bool { return pl.Zone == zone })
 }
 
@@ -199,6 +207,8 @@ func (p *Provider) assignment(a netip.Addr, node string, pl *pool) *providers.As
 // EnsureIP implements providers.Provider: the address must be in the pool of the node's zone.
 func (p *Provider) EnsureIP(_ context.Context, req providers.EnsureRequest) (*providers.Assignment, error) {
 	op := fmt.Sprintf("ensuring %s on %s", req.IP, req.Node.Name)
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	pl := p.poolOf(req.IP)
 	if pl == nil {
 		return nil, &providers.Error{Kind: providers.KindPermission, Op: op, Err: fmt.Errorf("%s is in no static pool", req.IP)}
@@ -209,8 +219,6 @@ func (p *Provider) EnsureIP(_ context.Context, req providers.EnsureRequest) (*pr
 	if req.Public {
 		return nil, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Err: fmt.Errorf("static pools have no public IPs")}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if h, ok := p.holds[req.IP]; ok {
 		if h.node == req.Node.Name && h.owner.Cluster == req.Owner.Cluster {
 			return p.assignment(req.IP, h.node, pl), nil
@@ -228,6 +236,8 @@ func (p *Provider) EnsureIP(_ context.Context, req providers.EnsureRequest) (*pr
 func (p *Provider) MoveIP(_ context.Context, req providers.MoveRequest) (*providers.Assignment, error) {
 	a := req.Current.IP
 	op := fmt.Sprintf("moving %s to %s", a, req.To.Name)
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	pl := p.poolOf(a)
 	if pl == nil {
 		return nil, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: fmt.Errorf("%s is in no static pool", a)}
@@ -235,8 +245,6 @@ func (p *Provider) MoveIP(_ context.Context, req providers.MoveRequest) (*provid
 	if pl.Zone != req.To.Zone {
 		return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Err: fmt.Errorf("%s belongs to zone %s, node is in %q", a, pl.Zone, req.To.Zone)}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	h, held := p.holds[a]
 	if held && h.owner.Cluster != req.Owner.Cluster {
 		return nil, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: fmt.Errorf("%s is not cluster %s's", a, req.Owner.Cluster)}
@@ -283,7 +291,10 @@ func (p *Provider) ListOwned(_ context.Context, cluster string) ([]providers.Own
 
 // ReleaseOwned implements providers.Provider.
 func (p *Provider) ReleaseOwned(ctx context.Context, res providers.OwnedResource) error {
-	if res.Kind != providers.ResourcePrivateIP || p.poolOf(res.IP) == nil {
+	p.mu.Lock()
+	inPool := p.poolOf(res.IP) != nil
+	p.mu.Unlock()
+	if res.Kind != providers.ResourcePrivateIP || !inPool {
 		return &providers.Error{Kind: providers.KindPermission, Op: fmt.Sprintf("releasing %s %s", res.Kind, res.ID),
 			Err: fmt.Errorf("not an address of a static pool")}
 	}

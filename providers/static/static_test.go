@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,5 +95,49 @@ func TestConfig(t *testing.T) {
 		IP: netip.MustParseAddr("203.0.113.1")})
 	if !providers.IsPermission(err) {
 		t.Errorf("address outside every pool: want Permission, got %v", err)
+	}
+}
+
+// Each static group gives the one provider its pools; an address belongs to one group, and a
+// rejected SetPools changes nothing.
+func TestSetPools(t *testing.T) {
+	ctx := context.Background()
+	p, err := static.New(static.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := providers.Owner{Cluster: "c"}
+	node := providers.NodeRef{Name: "n1", Zone: "a"}
+	ip := netip.MustParseAddr("192.0.2.10")
+	if _, err := p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: node, IP: ip}); !providers.IsPermission(err) {
+		t.Fatalf("before any pool: want Permission, got %v", err)
+	}
+	if err := p.SetPools("g1", []static.Pool{{Zone: "a", Subnet: "192.0.2.0/24", Addresses: []string{"192.0.2.10", "192.0.2.11"}}}); err != nil {
+		t.Fatal(err)
+	}
+	err = p.SetPools("g2", []static.Pool{{Zone: "a", Subnet: "192.0.2.0/24", Addresses: []string{"192.0.2.11"}}})
+	if err == nil || !strings.Contains(err.Error(), "g1") {
+		t.Fatalf("g2 claiming g1's 192.0.2.11: %v, want an overlap error naming g1", err)
+	}
+	// g1 may redefine its own pools, which the overlap check does not hold against it.
+	if err := p.SetPools("g1", []static.Pool{{Zone: "a", Subnet: "192.0.2.0/24", Addresses: []string{"192.0.2.10"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetPools("g2", []static.Pool{{Zone: "a", Subnet: "192.0.2.0/24", Addresses: []string{"192.0.2.11"}}}); err != nil {
+		t.Fatalf("192.0.2.11 is free again: %v", err)
+	}
+	a, err := p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: node, IP: ip})
+	if err != nil || a.Node != "n1" {
+		t.Fatalf("EnsureIP: %+v, %v", a, err)
+	}
+	// The group goes away: its held address is still released.
+	if err := p.SetPools("g1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ReleaseIP(ctx, providers.ReleaseRequest{Owner: owner, Current: *a}); err != nil {
+		t.Fatal(err)
+	}
+	if n, held := p.Holder(ip); held {
+		t.Fatalf("%s still held by %s after release", ip, n)
 	}
 }

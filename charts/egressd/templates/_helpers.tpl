@@ -58,9 +58,9 @@ each provider's own configuration object as the provider parses it. */}}
 {{- $_ := set $providers "gcp" (dict "project" .Values.gcp.project) -}}
 {{- else if eq .Values.provider "azure" -}}
 {{- $_ := set $providers "azure" (dict "subscriptionID" .Values.azure.subscriptionID "resourceGroup" .Values.azure.resourceGroup) -}}
-{{- else if eq .Values.provider "static" -}}
-{{- $_ := set $providers "static" (dict "pools" .Values.static.pools) -}}
 {{- end -}}
+{{- /* provider static: no entry. Static pools belong to each EgressGateway
+(spec.addresses.static), and the controller refuses a provider named or of type static. */ -}}
 {{- range $name, $cfg := .Values.extraProviders -}}
 {{- $_ := set $providers $name $cfg -}}
 {{- end -}}
