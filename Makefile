@@ -34,18 +34,21 @@ IMAGE_TAG ?=
 # no file capabilities on exec, and Kubernetes gives no ambient capabilities, so a non-root
 # agent would start with an empty effective set. It would also need CAP_DAC_OVERRIDE on top, to
 # pin under the host's bpffs (a root-owned directory, mode 0700 where systemd mounts it).
+IMAGES := \
+	egressd-controller=./cmd/egressd-controller:user=65532 \
+	egressd-agent=./cmd/egressd-agent:user=0
+IMAGE_NAMES := $(foreach i,$(IMAGES),$(firstword $(subst =, ,$(i))))
+
 images:
 	$(GO) run ./hack/images -out $(IMAGES_OUT) -platforms $(IMAGE_PLATFORMS) -repo $(IMAGE_REPO) \
-		$(if $(IMAGE_TAG),-tag $(IMAGE_TAG)) \
-		egressd-controller=./cmd/egressd-controller:user=65532 \
-		egressd-agent=./cmd/egressd-agent:user=0
+		$(if $(IMAGE_TAG),-tag $(IMAGE_TAG)) $(IMAGES)
 
 ## push-images: push the OCI layouts of `make images` to $(IMAGE_REPO)/NAME:$(IMAGE_TAG), each a
 ## multi-platform index, with crane (log in first: bin/crane auth login ghcr.io -u USER
 ## --password-stdin). The release workflow runs it; IMAGE_TAG must be the tag they were built with.
 push-images: $(CRANE)
 	@[[ -n "$(IMAGE_TAG)" ]] || { echo "push-images: set IMAGE_TAG, the tag the images were built with"; exit 1; }
-	@for name in egressd-controller egressd-agent; do \
+	@for name in $(IMAGE_NAMES); do \
 		ref=$$($(CRANE) push $(IMAGES_OUT)/$$name.oci $(IMAGE_REPO)/$$name:$(IMAGE_TAG)) || exit 1; \
 		echo "pushed $$ref"; done
 
