@@ -6,17 +6,54 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := $(CURDIR)/bin
 GOLANGCI_LINT := $(BIN)/golangci-lint
+ACTIONLINT := $(BIN)/actionlint
+CRANE := $(BIN)/crane
 PKGS ?= ./...
 TEST_TIMEOUT ?= 40m
 TEST_FLAGS ?= -race -count=1
 
-.PHONY: all build generate verify verify-generated lint vet test test-unit demo bench bench-datapath tools deps kube-binaries clean
+.PHONY: all build images push-images crane generate verify verify-generated lint lint-workflows vet test test-unit demo bench bench-datapath tools deps kube-binaries clean
 
 all: build
 
 ## build: the shipped binaries (cmd/...) and the lab's test tool (egressd-lab, for make demo).
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./test/lab/cmd/egressd-lab
+
+## images: the container images of egressd-controller and egressd-agent, built without a
+## container engine by hack/images: OCI layouts (what the release pushes) and one archive per
+## platform for `ctr images import`, under $(IMAGES_OUT). The tag defaults to the chart's
+## appVersion, so the chart's default image references are these images.
+IMAGES_OUT ?= out/images
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+IMAGE_REPO ?= ghcr.io/egressd
+IMAGE_TAG ?=
+# The controller runs as uid 65532, as the chart's pod securityContext also says.
+# The agent runs as uid 0 with only the capabilities its container's securityContext in the
+# chart adds (all others dropped, not privileged). A non-root uid cannot work there: the
+# chart sets allowPrivilegeEscalation: false, i.e. no_new_privs, under which the kernel grants
+# no file capabilities on exec, and Kubernetes gives no ambient capabilities, so a non-root
+# agent would start with an empty effective set. It would also need CAP_DAC_OVERRIDE on top, to
+# pin under the host's bpffs (a root-owned directory, mode 0700 where systemd mounts it).
+IMAGES := \
+	egressd-controller=./cmd/egressd-controller:user=65532 \
+	egressd-agent=./cmd/egressd-agent:user=0
+IMAGE_NAMES := $(foreach i,$(IMAGES),$(firstword $(subst =, ,$(i))))
+
+images:
+	$(GO) run ./hack/images -out $(IMAGES_OUT) -platforms $(IMAGE_PLATFORMS) -repo $(IMAGE_REPO) \
+		$(if $(IMAGE_TAG),-tag $(IMAGE_TAG)) $(IMAGES)
+
+## push-images: push the OCI layouts of `make images` to $(IMAGE_REPO)/NAME:$(IMAGE_TAG), each a
+## multi-platform index, with crane (log in first: bin/crane auth login ghcr.io -u USER
+## --password-stdin). The release workflow runs it; IMAGE_TAG must be the tag they were built with.
+push-images: $(CRANE)
+	@[[ -n "$(IMAGE_TAG)" ]] || { echo "push-images: set IMAGE_TAG, the tag the images were built with"; exit 1; }
+	@for name in $(IMAGE_NAMES); do \
+		ref=$$($(CRANE) push $(IMAGES_OUT)/$$name.oci $(IMAGE_REPO)/$$name:$(IMAGE_TAG)) || exit 1; \
+		echo "pushed $$ref"; done
+
+crane: $(CRANE)
 
 ## tools: everything the tests, demo and verify need, installed by the project itself.
 tools: deps kube-binaries $(GOLANGCI_LINT)
@@ -30,12 +67,18 @@ kube-binaries:
 $(GOLANGCI_LINT): hack/tools/go.mod hack/tools/go.sum
 	cd hack/tools && $(GO) build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
+$(ACTIONLINT): hack/tools/actionlint/go.mod hack/tools/actionlint/go.sum
+	cd hack/tools/actionlint && $(GO) build -o $(ACTIONLINT) github.com/rhysd/actionlint/cmd/actionlint
+
+$(CRANE): hack/tools/go.mod hack/tools/go.sum
+	cd hack/tools && $(GO) build -o $(CRANE) github.com/google/go-containerregistry/cmd/crane
+
 ## generate: CRDs + deepcopy (controller-gen) and BPF objects (bpf2go, needs clang).
 generate: deps
 	$(GO) generate ./api/... ./bpf/...
 
-## verify: regenerate and fail on any diff, then vet and lint.
-verify: verify-generated vet lint
+## verify: regenerate and fail on any diff, then vet and lint (Go code and CI workflows).
+verify: verify-generated vet lint lint-workflows
 
 GENERATED := api bpf charts/egressd/files
 
@@ -54,6 +97,13 @@ vet:
 
 lint: $(GOLANGCI_LINT)
 	$(GOLANGCI_LINT) run $(PKGS)
+
+# actionlint checks the workflows' syntax, expressions, action inputs and permissions, and the
+# run: scripts too when shellcheck is installed (it is on GitHub's runners; hack/deps.sh does
+# not install it here).
+lint-workflows: $(ACTIONLINT)
+	@command -v shellcheck >/dev/null || echo "lint-workflows: no shellcheck, run: scripts are not checked"
+	$(ACTIONLINT) .github/workflows/*.yaml
 
 ## test: every test, including the privileged namespace/BPF tests when run as root, and the
 ## lab's end-to-end failover test on the binaries built here.

@@ -370,6 +370,9 @@ func checkAgent(t *testing.T, r rendered) {
 		t.Fatalf("agent has %d containers", len(pod.Containers))
 	}
 	c := pod.Containers[0]
+	if want := "ghcr.io/egressd/egressd-agent:" + loadChart(t).Metadata.AppVersion; c.Image != want {
+		t.Errorf("agent image %q, want %q", c.Image, want)
+	}
 	// The chart cannot import the Go defaults; this pins values.yaml to them.
 	wantArgs := []string{
 		"--node-name=$(NODE_NAME)", "--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
@@ -647,7 +650,8 @@ func TestValuesSchemaRejects(t *testing.T) {
 		"misspelt top-level key":      with(profiles["aws"], "clustername", "x"),
 		"both monitor kinds": with(profiles["aws"],
 			"monitoring.serviceMonitor.enabled", true, "monitoring.podMonitor.enabled", true),
-		"bad taint effect": with(profiles["aws"], "gateway.taint.effect", "NoWay"),
+		"bad taint effect":                          with(profiles["aws"], "gateway.taint.effect", "NoWay"),
+		"bpffs mounter image without tag or digest": with(profiles["static"], "agent.bpffs.mountImage.tag", ""),
 	}
 	for name, values := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -711,6 +715,10 @@ func TestOptionalParts(t *testing.T) {
 		ds := into[appsv1.DaemonSet](t, r.get(t, "DaemonSet", agentName))
 		if n := len(ds.Spec.Template.Spec.InitContainers); n != 1 {
 			t.Fatalf("%d init containers, want the bpffs mounter", n)
+		}
+		// The agent image has no shell: the mounter runs from an image that has one.
+		if img := ds.Spec.Template.Spec.InitContainers[0].Image; img != "docker.io/library/busybox:1.37.0" {
+			t.Errorf("bpffs mounter image %q, want agent.bpffs.mountImage", img)
 		}
 		// Only the opt-in mounter is privileged; the agent itself never is.
 		if c := ds.Spec.Template.Spec.Containers[0]; c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
