@@ -286,7 +286,8 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		if err := api.exited(); err != nil {
 			return false, err
 		}
-		_, err := c.Client.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
+		// readyz includes the RBAC bootstrap roles, which kube-controller-manager needs at once.
+		_, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		return err == nil, nil
 	}); err != nil {
 		return err
