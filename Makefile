@@ -10,12 +10,33 @@ PKGS ?= ./...
 TEST_TIMEOUT ?= 40m
 TEST_FLAGS ?= -race -count=1
 
-.PHONY: all build generate verify verify-generated lint vet test test-unit e2e e2e-binaries demo bench bench-datapath tools deps kube-binaries clean
+.PHONY: all build images generate verify verify-generated lint vet test test-unit e2e e2e-binaries demo bench bench-datapath tools deps kube-binaries clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+## images: the container images of egressd-controller and egressd-agent, built without a
+## container engine by hack/images: OCI layouts (what the release pushes) and one archive per
+## platform for `ctr images import`, under $(IMAGES_OUT). The tag defaults to the chart's
+## appVersion, so the chart's default image references are these images.
+IMAGES_OUT ?= out/images
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+IMAGE_REPO ?= ghcr.io/egressd
+IMAGE_TAG ?=
+# The controller runs as uid 65532, as the chart's pod securityContext also says.
+# The agent runs as uid 0 with only the capabilities its container's securityContext in the
+# chart adds (all others dropped, not privileged). A non-root uid cannot work there: the
+# chart sets allowPrivilegeEscalation: false, i.e. no_new_privs, under which the kernel grants
+# no file capabilities on exec, and Kubernetes gives no ambient capabilities, so a non-root
+# agent would start with an empty effective set. It would also need CAP_DAC_OVERRIDE on top, to
+# pin under the host's bpffs (a root-owned directory, mode 0700 where systemd mounts it).
+images:
+	$(GO) run ./hack/images -out $(IMAGES_OUT) -platforms $(IMAGE_PLATFORMS) -repo $(IMAGE_REPO) \
+		$(if $(IMAGE_TAG),-tag $(IMAGE_TAG)) \
+		egressd-controller=./cmd/egressd-controller:user=65532 \
+		egressd-agent=./cmd/egressd-agent:user=0
 
 ## tools: everything the tests, demo and verify need, installed by the project itself.
 tools: deps kube-binaries $(GOLANGCI_LINT)

@@ -18,6 +18,11 @@ import (
 	"github.com/egressd/egressd/providers/gcp"
 	"github.com/egressd/egressd/providers/plugin"
 	"github.com/egressd/egressd/providers/static"
+
+	// The image holds only this binary (hack/images), so there is no CA bundle for the cloud
+	// APIs' TLS. These Mozilla roots are used only when the system has none: a bundle mounted
+	// at /etc/ssl/certs (or named by SSL_CERT_FILE) still wins, for private endpoints.
+	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 func main() {
