@@ -71,7 +71,7 @@ func TestCluster(t *testing.T) {
 	})
 	start := time.Now()
 	egressd, err := BuildImages(ctx, filepath.Join(dir, "images"), "",
-		"egressd-controller="+module+"/cmd/egressd-controller:user=65532", "egressd-agent="+module+"/cmd/egressd-agent")
+		"egressd-controller="+module+"/cmd/egressd-controller:user=65532", "egressd-agent="+module+"/cmd/egressd-agent:user=0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	upgraded, err := BuildImages(ctx, filepath.Join(dir, "images-upgrade"), upgradeTag, "egressd-agent="+module+"/cmd/egressd-agent")
+	upgraded, err := BuildImages(ctx, filepath.Join(dir, "images-upgrade"), upgradeTag, "egressd-agent="+module+"/cmd/egressd-agent:user=0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,6 +162,7 @@ type suite struct {
 
 	podIP    string
 	egressIP string
+	before   map[string]nodeState // per node, before helm install
 }
 
 func (s *suite) wait(t *testing.T, what string, timeout time.Duration, cond func(context.Context) (bool, error)) {

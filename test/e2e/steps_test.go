@@ -115,6 +115,14 @@ agent:
 	if err := os.WriteFile(f, []byte(values), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	s.before = map[string]nodeState{}
+	for _, n := range s.c.Nodes {
+		st, err := readNodeState(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.before[n.Name] = st
+	}
 	chart := filepath.Join(envtest.RepoRoot(), "charts", "egressd")
 	start := time.Now()
 	if out, err := s.c.Helm(s.ctx, "install", "egressd", chart, "--namespace", releaseNS, "--create-namespace", "-f", f); err != nil {
@@ -279,6 +287,10 @@ func (s *suite) waitEgressIP(t *testing.T, notOn string) egressv1.EgressIP {
 // must move the IP to the other gateway of the zone, and the client keep the same egress IP.
 func (s *suite) leaderFailover(t *testing.T) {
 	leader := s.leader(t, "")
+	pre0, err := s.status(s.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	zero := int64(0)
 	if err := s.c.Client.CoreV1().Pods(releaseNS).Delete(s.ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
@@ -292,10 +304,16 @@ func (s *suite) leaderFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	from := eip.Status.Node
+	pre, err := s.status(s.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE during the leader change: %d failed HTTP requests, %d long-lived flow errors",
+		pre.httpErr-pre0.httpErr, pre.flowErr-pre0.flowErr)
 	start = time.Now()
 	s.setGatewayLabel(t, from, false)
 	moved := s.waitEgressIP(t, from)
-	t.Logf("FIGURE IP move %s from %s to %s under the new leader: %s", moved.Spec.IP, from, moved.Status.Node, time.Since(start).Round(time.Millisecond))
+	t.Logf("FIGURE IP move %s from %s to %s (drain by label removal) under the new leader: %s", moved.Spec.IP, from, moved.Status.Node, time.Since(start).Round(time.Millisecond))
 	if moved.Spec.IP != s.egressIP {
 		t.Fatalf("egress IP changed from %s to %s; a move keeps it", s.egressIP, moved.Spec.IP)
 	}
@@ -304,7 +322,8 @@ func (s *suite) leaderFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := s.clientStatus(t, func(st clientStatus) bool { return st.httpOK > before.httpOK+5 && st.lastIP == s.egressIP })
-	t.Logf("after the move the echo host sees %s; client %+v", st.lastIP, st)
+	t.Logf("FIGURE during the drain and move: %d of %d new HTTP connections failed, the long-lived flow needed %d new connections (%d errors); after it the echo host sees %s",
+		st.httpErr-pre.httpErr, st.httpErr-pre.httpErr+st.httpOK-pre.httpOK, st.flowConns-pre.flowConns, st.flowErr-pre.flowErr, st.lastIP)
 	s.setGatewayLabel(t, from, true)
 }
 
@@ -400,7 +419,11 @@ func (s *suite) uninstall(t *testing.T) {
 	})
 	t.Logf("helm uninstall and pods gone: %s", time.Since(start).Round(time.Millisecond))
 	for _, n := range s.c.Nodes {
-		if left := datapathLeftovers(n); len(left) > 0 {
+		after, err := readNodeState(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left := leftovers(s.before[n.Name], after); len(left) > 0 {
 			t.Errorf("node %s keeps egressd objects after helm uninstall:\n  %s", n.Name, strings.Join(left, "\n  "))
 		}
 	}
@@ -420,54 +443,85 @@ func (s *suite) uninstall(t *testing.T) {
 	t.Logf("after uninstall the echo host sees the pod IP %s again", st.lastIP)
 }
 
-// datapathLeftovers lists what egressd objects a node still has: pins under bpffs, the
-// tunnel device, nftables tables, policy rules and routes, and tc filters on pod interfaces.
-func datapathLeftovers(n *Node) []string {
+// nodeState is what a node shows of the datapath objects egressd creates: bpffs entries, links,
+// nftables tables, policy rules, routes of every table, and tc filters on pod interfaces.
+type nodeState map[string]string
+
+func readNodeState(n *Node) (nodeState, error) {
+	st := nodeState{}
+	for what, argv := range map[string][]string{
+		"bpffs":    {"find", "/sys/fs/bpf", "-mindepth", "1"},
+		"nftables": {"nft", "list", "tables"},
+		"rules":    {"ip", "rule", "show"},
+		"routes":   {"ip", "route", "show", "table", "all"},
+		"links":    {"ip", "-br", "link", "show"},
+	} {
+		out, err := n.Exec(argv...)
+		if err != nil {
+			return nil, err
+		}
+		st[what] = strings.TrimSpace(string(out))
+	}
+	var filters []string
+	for _, l := range strings.Split(st["links"], "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || !strings.HasPrefix(f[0], "veth") {
+			continue
+		}
+		dev, _, _ := strings.Cut(f[0], "@")
+		for _, dir := range []string{"ingress", "egress"} {
+			out, err := n.Exec("tc", "filter", "show", "dev", dev, dir)
+			if err != nil {
+				return nil, err
+			}
+			if o := strings.TrimSpace(string(out)); o != "" {
+				filters = append(filters, dev+" "+dir+": "+o)
+			}
+		}
+	}
+	st["tc filters"] = strings.Join(filters, "\n")
+	return st, nil
+}
+
+// leftovers compares a node's state after uninstall with its state before install. Links are
+// checked by name only (pods come and go): no egressd device may remain.
+func leftovers(before, after nodeState) []string {
 	var left []string
-	checks := []struct {
-		what string
-		argv []string
-		bad  func(string) bool
-	}{
-		{"bpffs pins", []string{"find", "/sys/fs/bpf", "-mindepth", "1"}, func(s string) bool { return s != "" }},
-		{"links", []string{"ip", "-o", "link", "show"}, func(s string) bool { return strings.Contains(s, "egressd") }},
-		{"nftables", []string{"nft", "list", "tables"}, func(s string) bool { return strings.Contains(s, "egressd") }},
-		{"rules", []string{"ip", "rule", "show"}, func(s string) bool {
-			return len(strings.Split(strings.TrimSpace(s), "\n")) != 3 // local, main, default
-		}},
-		{"routes", []string{"ip", "route", "show", "table", "all"}, func(s string) bool {
-			for _, l := range strings.Split(s, "\n") {
-				if strings.Contains(l, "table") && !strings.Contains(l, "table local") && !strings.Contains(l, "table main") {
-					return true
+	for what, b := range before {
+		a := after[what]
+		switch what {
+		case "links":
+			for _, l := range strings.Split(a, "\n") {
+				if strings.Contains(l, "egressd") {
+					left = append(left, "link "+l)
 				}
 			}
-			return strings.Contains(s, "egressd")
-		}},
-	}
-	for _, c := range checks {
-		out, err := n.Exec(c.argv...)
-		if err != nil {
-			left = append(left, fmt.Sprintf("%s: %v", c.what, err))
-			continue
-		}
-		if c.bad(strings.TrimSpace(string(out))) {
-			left = append(left, fmt.Sprintf("%s:\n%s", c.what, out))
-		}
-	}
-	links, _ := n.Exec("ip", "-o", "link", "show", "type", "veth")
-	for _, l := range strings.Split(strings.TrimSpace(string(links)), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		dev, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-		for _, dir := range []string{"ingress", "egress"} {
-			if out, _ := n.Exec("tc", "filter", "show", "dev", dev, dir); strings.TrimSpace(string(out)) != "" {
-				left = append(left, fmt.Sprintf("tc %s filters on %s: %s", dir, dev, out))
+		case "tc filters":
+			if a != "" {
+				left = append(left, "tc filters:\n"+a)
+			}
+		case "routes":
+			// The bridge CNI's own routes appear with a node's first pod (the controller's).
+			if a, b = withoutCNI(a), withoutCNI(b); a != b {
+				left = append(left, fmt.Sprintf("%s before install:\n%s\nafter uninstall:\n%s", what, b, a))
+			}
+		default:
+			if a != b {
+				left = append(left, fmt.Sprintf("%s before install:\n%s\nafter uninstall:\n%s", what, b, a))
 			}
 		}
 	}
 	return left
+}
+
+func withoutCNI(routes string) string {
+	var keep []string
+	for _, l := range strings.Split(routes, "\n") {
+		if !strings.Contains(l, "dev cni0") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // checkTeardown checks that the machine has nothing of the cluster left: no namespace, cgroup,
