@@ -85,6 +85,12 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("images built in %s", time.Since(start).Round(time.Millisecond))
+	for _, set := range []map[string]Image{egressd, tools} {
+		for _, img := range set {
+			t.Logf("FIGURE image %s linux/amd64: layer %.1f MiB compressed, %.1f MiB uncompressed", img.Ref,
+				float64(img.Layer)/(1<<20), float64(img.Uncompressed)/(1<<20))
+		}
+	}
 
 	c, err := Up(ctx, Config{KubeDir: kubeDir, BinDir: binDir, Dir: dir,
 		Nodes:  []NodeConfig{{Name: "gw-a1", Zone: 0, Gateway: true}, {Name: "gw-a2", Zone: 0, Gateway: true}, {Name: "worker-b1", Zone: 1}},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 
 	"github.com/egressd/egressd/test/envtest"
@@ -21,9 +22,11 @@ const (
 	ClientImage = ImageRepo + "/e2e-client:e2e"
 )
 
-// Image is one built image: its reference and the linux/amd64 archive ctr imports.
+// Image is one built image: its reference and the linux/amd64 archive ctr imports, with the
+// sizes hack/images reports (compressed layer, uncompressed).
 type Image struct {
-	Ref, Archive string
+	Ref, Archive        string
+	Layer, Uncompressed int64
 }
 
 // BuildImages runs `go run ./hack/images` from the module root for linux/amd64, writing into
@@ -46,7 +49,18 @@ func BuildImages(ctx context.Context, out, tag string, specs ...string) (map[str
 		}
 		name := f[0][strings.LastIndex(f[0], "/")+1:]
 		name, _, _ = strings.Cut(name, ":")
-		images[name] = Image{Ref: f[0], Archive: f[3]}
+		img := Image{Ref: f[0], Archive: f[3]}
+		for _, kv := range f[4:] {
+			k, v, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "layer":
+				img.Layer = n
+			case "uncompressed":
+				img.Uncompressed = n
+			}
+		}
+		images[name] = img
 	}
 	for _, s := range specs {
 		name, _, _ := strings.Cut(s, "=")

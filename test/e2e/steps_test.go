@@ -193,10 +193,14 @@ func (s *suite) idleFigures(t *testing.T) {
 	}
 	const window = 10 * time.Second
 	time.Sleep(window)
+	mib := func(b int64) float64 { return float64(b) / (1 << 20) }
 	for _, sm := range samples {
 		cpu := float64(readInt(sm.cpuPath)-sm.cpu0) / float64(window.Nanoseconds()) * 1000
 		sm.mem = readInt(sm.memPath)
-		t.Logf("FIGURE idle %s: CPU %.1f millicores, memory %.1f MiB (cgroup usage, page cache included)", sm.name, cpu, float64(sm.mem)/(1<<20))
+		dir := filepath.Dir(sm.memPath)
+		stat := memoryStat(filepath.Join(dir, "memory.stat"))
+		t.Logf("FIGURE idle %s: CPU %.1f millicores over %s; memory %.1f MiB charged (rss %.1f, page cache %.1f, kernel %.1f: BPF maps are charged here)",
+			sm.name, cpu, window, mib(sm.mem), mib(stat["total_rss"]), mib(stat["total_cache"]), mib(readInt(filepath.Join(dir, "memory.kmem.usage_in_bytes"))))
 	}
 }
 
@@ -214,6 +218,18 @@ func podCgroup(n *Node, p corev1.Pod) string {
 		return nil
 	})
 	return found
+}
+
+func memoryStat(path string) map[string]int64 {
+	out := map[string]int64{}
+	b, _ := os.ReadFile(path)
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, " ")
+		if ok {
+			out[k], _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return out
 }
 
 func readInt(path string) int64 {
