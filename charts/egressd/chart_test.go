@@ -787,3 +787,19 @@ func TestUninstallHook(t *testing.T) {
 		}
 	}
 }
+
+// TestControllerSpreadHonorsTaints: the default spread constraints ignore the nodes the
+// controller cannot run on (the tainted gateway pool); counted as empty domains, they left the
+// second replica Pending on the e2e cluster (two tainted gateways, one worker).
+func TestControllerSpreadHonorsTaints(t *testing.T) {
+	dep := into[appsv1.Deployment](t, mustRender(t, profiles["aws"]).get(t, "Deployment", controllerName))
+	cs := dep.Spec.Template.Spec.TopologySpreadConstraints
+	if len(cs) != 2 {
+		t.Fatalf("%d default spread constraints, want 2 (hostname, zone)", len(cs))
+	}
+	for _, c := range cs {
+		if c.NodeTaintsPolicy == nil || *c.NodeTaintsPolicy != corev1.NodeInclusionPolicyHonor {
+			t.Errorf("spread constraint on %s: nodeTaintsPolicy %v, want Honor", c.TopologyKey, c.NodeTaintsPolicy)
+		}
+	}
+}

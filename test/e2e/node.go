@@ -191,6 +191,11 @@ func (n *Node) writeConfigs() error {
 			return err
 		}
 	}
+	// Gateway nodes carry the chart's gateway taint, as the node pools of docs/terraform do.
+	taints := ""
+	if n.Config.Gateway {
+		taints = "registerWithTaints:\n- {key: " + GatewayLabel + ", value: \"true\", effect: NoSchedule}\n"
+	}
 	files := map[string]string{
 		"containerd.toml": fmt.Sprintf(`version = 2
 root = %[1]q
@@ -247,7 +252,7 @@ evictionHard: {memory.available: 1Mi, nodefs.available: 1%%, imagefs.available: 
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 nodeStatusUpdateFrequency: 4s
-`, n.IP, p.path("ca.crt"), n.CgroupRoot, n.Socket, n.Instance.ProviderID),
+%[6]s`, n.IP, p.path("ca.crt"), n.CgroupRoot, n.Socket, n.Instance.ProviderID, taints),
 		"kube-proxy.yaml": fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: %[1]s}

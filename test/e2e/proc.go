@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/egressd/egressd/test/lab"
 	"github.com/egressd/egressd/test/netns"
 )
 
@@ -77,25 +77,7 @@ func (p *proc) exited() error {
 	if p.running() {
 		return nil
 	}
-	return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.err, p.log, tail(p.log, 20))
-}
-
-func tail(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	var lines []string
-	s := bufio.NewScanner(f)
-	s.Buffer(make([]byte, 64<<10), 1<<20)
-	for s.Scan() {
-		lines = append(lines, s.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return "    " + strings.Join(lines, "\n    ")
+	return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.err, p.log, lab.Tail(p.log, 20))
 }
 
 // cgroup hierarchies (v1) the node trees are made in: every mounted controller, as the kubelet

@@ -19,6 +19,7 @@ import (
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/test/envtest"
+	"github.com/egressd/egressd/test/lab"
 )
 
 // clientStatus is the client pod's last status line.
@@ -574,7 +575,7 @@ func (s *suite) dumpLogs() {
 	dir := filepath.Join(s.c.Config.Dir, "logs")
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		s.t.Logf("--- %s:\n%s", e.Name(), tail(filepath.Join(dir, e.Name()), 15))
+		s.t.Logf("--- %s:\n%s", e.Name(), lab.Tail(filepath.Join(dir, e.Name()), 15))
 	}
 	pods, err := s.c.Client.CoreV1().Pods("").List(s.ctx, metav1.ListOptions{})
 	if err != nil {
