@@ -77,7 +77,11 @@ func (p *proc) exited() error {
 	if p.running() {
 		return nil
 	}
-	return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.err, p.log, lab.Tail(p.log, 20))
+	err := p.err
+	if err == nil {
+		err = errors.New("exit status 0")
+	}
+	return fmt.Errorf("%s exited (%w); last lines of %s:\n%s", p.name, err, p.log, lab.Tail(p.log, 20))
 }
 
 // cgroup hierarchies (v1) the node trees are made in: every mounted controller, as the kubelet

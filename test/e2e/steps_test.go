@@ -163,11 +163,10 @@ func (s *suite) waitReady(t *testing.T, what string, timeout time.Duration, agen
 // 10 s of idleness.
 func (s *suite) idleFigures(t *testing.T) {
 	type sample struct {
-		name       string
-		cpu0, mem  int64
-		cpuPath    string
-		memPath    string
-		containerN string
+		name      string
+		cpu0, mem int64
+		cpuPath   string
+		memPath   string
 	}
 	var samples []*sample
 	for _, n := range s.c.Nodes {
