@@ -6,11 +6,13 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := $(CURDIR)/bin
 GOLANGCI_LINT := $(BIN)/golangci-lint
+ACTIONLINT := $(BIN)/actionlint
+CRANE := $(BIN)/crane
 PKGS ?= ./...
 TEST_TIMEOUT ?= 40m
 TEST_FLAGS ?= -race -count=1
 
-.PHONY: all build images generate verify verify-generated lint vet test test-unit e2e e2e-binaries demo bench bench-datapath tools deps kube-binaries clean
+.PHONY: all build images push-images crane generate verify verify-generated lint lint-workflows vet test test-unit e2e e2e-binaries demo bench bench-datapath tools deps kube-binaries clean
 
 all: build
 
@@ -38,6 +40,17 @@ images:
 		egressd-controller=./cmd/egressd-controller:user=65532 \
 		egressd-agent=./cmd/egressd-agent:user=0
 
+## push-images: push the OCI layouts of `make images` to $(IMAGE_REPO)/NAME:$(IMAGE_TAG), each a
+## multi-platform index, with crane (log in first: bin/crane auth login ghcr.io -u USER
+## --password-stdin). The release workflow runs it; IMAGE_TAG must be the tag they were built with.
+push-images: $(CRANE)
+	@[[ -n "$(IMAGE_TAG)" ]] || { echo "push-images: set IMAGE_TAG, the tag the images were built with"; exit 1; }
+	@for name in egressd-controller egressd-agent; do \
+		ref=$$($(CRANE) push $(IMAGES_OUT)/$$name.oci $(IMAGE_REPO)/$$name:$(IMAGE_TAG)) || exit 1; \
+		echo "pushed $$ref"; done
+
+crane: $(CRANE)
+
 ## tools: everything the tests, demo and verify need, installed by the project itself.
 tools: deps kube-binaries $(GOLANGCI_LINT)
 
@@ -53,12 +66,18 @@ e2e-binaries:
 $(GOLANGCI_LINT): hack/tools/go.mod hack/tools/go.sum
 	cd hack/tools && $(GO) build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
+$(ACTIONLINT): hack/tools/actionlint/go.mod hack/tools/actionlint/go.sum
+	cd hack/tools/actionlint && $(GO) build -o $(ACTIONLINT) github.com/rhysd/actionlint/cmd/actionlint
+
+$(CRANE): hack/tools/go.mod hack/tools/go.sum
+	cd hack/tools && $(GO) build -o $(CRANE) github.com/google/go-containerregistry/cmd/crane
+
 ## generate: CRDs + deepcopy (controller-gen) and BPF objects (bpf2go, needs clang).
 generate: deps
 	$(GO) generate ./api/... ./bpf/...
 
-## verify: regenerate and fail on any diff, then vet and lint.
-verify: verify-generated vet lint
+## verify: regenerate and fail on any diff, then vet and lint (Go code and CI workflows).
+verify: verify-generated vet lint lint-workflows
 
 GENERATED := api bpf charts/egressd/files
 
@@ -77,6 +96,13 @@ vet:
 
 lint: $(GOLANGCI_LINT)
 	$(GOLANGCI_LINT) run $(PKGS)
+
+# actionlint checks the workflows' syntax, expressions, action inputs and permissions, and the
+# run: scripts too when shellcheck is installed (it is on GitHub's runners; hack/deps.sh does
+# not install it here).
+lint-workflows: $(ACTIONLINT)
+	@command -v shellcheck >/dev/null || echo "lint-workflows: no shellcheck, run: scripts are not checked"
+	$(ACTIONLINT) .github/workflows/*.yaml
 
 ## test: every test, including the privileged namespace/BPF tests when run as root, the lab's
 ## end-to-end failover test on the binaries built here and, as root, the real-cluster suite

@@ -2,6 +2,9 @@ module github.com/egressd/egressd
 
 go 1.26.0
 
+// The release builds with this toolchain; the images' digests depend on it (docs/release.md).
+toolchain go1.26.8
+
 require (
 	cel.dev/expr v0.25.2 // indirect
 	cloud.google.com/go/auth v0.24.1-0.20261001053825-dbc26066f70a // indirect

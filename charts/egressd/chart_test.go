@@ -373,6 +373,9 @@ func checkAgent(t *testing.T, r rendered) {
 		t.Fatalf("agent has %d containers", len(pod.Containers))
 	}
 	c := pod.Containers[0]
+	if want := "ghcr.io/egressd/egressd-agent:" + loadChart(t).Metadata.AppVersion; c.Image != want {
+		t.Errorf("agent image %q, want %q", c.Image, want)
+	}
 	wantArgs := []string{
 		"--node-name=$(NODE_NAME)", "--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
 		"--tunnel-port=8742", "--pod-interface-patterns=lxc*,eni*,cali*,veth*,azv*,gke*", "--bpffs=/sys/fs/bpf", "--daemonset=egressd-agent",
@@ -656,6 +659,7 @@ func TestValuesSchemaRejects(t *testing.T) {
 		"both monitor kinds": with(profiles["aws"],
 			"monitoring.serviceMonitor.enabled", true, "monitoring.podMonitor.enabled", true),
 		"bad taint effect": with(profiles["aws"], "gateway.taint.effect", "NoWay"),
+		"bpffs mounter image without tag or digest": with(profiles["static"], "agent.bpffs.mountImage.tag", ""),
 	}
 	for name, values := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -719,6 +723,10 @@ func TestOptionalParts(t *testing.T) {
 		ds := into[appsv1.DaemonSet](t, r.get(t, "DaemonSet", agentName))
 		if n := len(ds.Spec.Template.Spec.InitContainers); n != 1 {
 			t.Fatalf("%d init containers, want the bpffs mounter", n)
+		}
+		// The agent image has no shell: the mounter runs from an image that has one.
+		if img := ds.Spec.Template.Spec.InitContainers[0].Image; img != "docker.io/library/busybox:1.37.0" {
+			t.Errorf("bpffs mounter image %q, want agent.bpffs.mountImage", img)
 		}
 		// Only the opt-in mounter is privileged; the agent itself never is.
 		if c := ds.Spec.Template.Spec.Containers[0]; c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
