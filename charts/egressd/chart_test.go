@@ -658,7 +658,7 @@ func TestValuesSchemaRejects(t *testing.T) {
 		"misspelt top-level key":      with(profiles["aws"], "clustername", "x"),
 		"both monitor kinds": with(profiles["aws"],
 			"monitoring.serviceMonitor.enabled", true, "monitoring.podMonitor.enabled", true),
-		"bad taint effect": with(profiles["aws"], "gateway.taint.effect", "NoWay"),
+		"bad taint effect":                          with(profiles["aws"], "gateway.taint.effect", "NoWay"),
 		"bpffs mounter image without tag or digest": with(profiles["static"], "agent.bpffs.mountImage.tag", ""),
 	}
 	for name, values := range cases {
