@@ -12,7 +12,7 @@ PKGS ?= ./...
 TEST_TIMEOUT ?= 40m
 TEST_FLAGS ?= -race -count=1
 
-.PHONY: all build images push-images crane generate verify verify-generated lint lint-workflows vet test test-unit demo bench bench-datapath tools deps kube-binaries clean
+.PHONY: all build images push-images crane generate verify verify-generated lint lint-workflows vet test test-unit e2e e2e-binaries demo bench bench-datapath tools deps kube-binaries clean
 
 all: build
 
@@ -64,6 +64,9 @@ deps:
 kube-binaries:
 	@hack/kube-binaries.sh >/dev/null
 
+e2e-binaries:
+	@hack/e2e-binaries.sh >/dev/null
+
 $(GOLANGCI_LINT): hack/tools/go.mod hack/tools/go.sum
 	cd hack/tools && $(GO) build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
@@ -105,10 +108,19 @@ lint-workflows: $(ACTIONLINT)
 	@command -v shellcheck >/dev/null || echo "lint-workflows: no shellcheck, run: scripts are not checked"
 	$(ACTIONLINT) .github/workflows/*.yaml
 
-## test: every test, including the privileged namespace/BPF tests when run as root, and the
-## lab's end-to-end failover test on the binaries built here.
-test: deps kube-binaries build
-	EGRESSD_KUBE_ASSETS=$$(hack/kube-binaries.sh) $(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) $(PKGS)
+## test: every test, including the privileged namespace/BPF tests when run as root, the lab's
+## end-to-end failover test on the binaries built here and, as root, the real-cluster suite
+## (test/e2e, which skips with a message otherwise).
+test: deps kube-binaries build $(if $(filter 0,$(shell id -u)),e2e-binaries)
+	EGRESSD_KUBE_ASSETS=$$(hack/kube-binaries.sh) $(if $(filter 0,$(shell id -u)),EGRESSD_E2E_BINARIES=$$(hack/e2e-binaries.sh)) \
+		$(GO) test $(TEST_FLAGS) -timeout $(TEST_TIMEOUT) $(PKGS)
+
+## e2e: the real-cluster suite (docs/e2e.md): kubelets with containerd, the control plane and
+## the CNI plugins built from the module proxy, the chart installed, upgraded and removed with
+## helm. Needs root. Serialised with every other namespace/BPF test by a lock file.
+e2e: deps kube-binaries e2e-binaries
+	EGRESSD_KUBE_ASSETS=$$(hack/kube-binaries.sh) EGRESSD_E2E_BINARIES=$$(hack/e2e-binaries.sh) \
+		flock /tmp/egressd-netns.lock $(GO) test -count=1 -v -timeout 30m -run TestCluster ./test/e2e/
 
 ## test-unit: the tests that need neither root nor an API server.
 test-unit:

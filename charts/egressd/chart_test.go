@@ -17,6 +17,7 @@ import (
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/releaseutil"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -240,7 +241,12 @@ func TestRenderEveryProfile(t *testing.T) {
 				"CustomResourceDefinition": 4, "ServiceAccount": 2, "ClusterRole": 2,
 				"ClusterRoleBinding": 2, "Role": 2, "RoleBinding": 2, "ConfigMap": 1,
 				"Deployment": 1, "PodDisruptionBudget": 1, "DaemonSet": 1,
+				// The uninstall hook (uninstall.yaml): its own identity and Job.
+				"Job": 1,
 			}
+			want["ServiceAccount"]++
+			want["Role"]++
+			want["RoleBinding"]++
 			if !reflect.DeepEqual(counts, want) {
 				t.Errorf("rendered kinds %v, want %v", counts, want)
 			}
@@ -377,7 +383,7 @@ func checkAgent(t *testing.T, r rendered) {
 	wantArgs := []string{
 		"--node-name=$(NODE_NAME)", "--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
 		fmt.Sprintf("--tunnel-port=%d", contract.DefaultTunnelPort),
-		"--pod-interface-patterns=" + strings.Join(dataplane.DefaultInterfacePatterns, ","), "--bpffs=/sys/fs/bpf",
+		"--pod-interface-patterns=" + strings.Join(dataplane.DefaultInterfacePatterns, ","), "--bpffs=/sys/fs/bpf", "--daemonset=egressd-agent",
 	}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("agent args %q, want %q", c.Args, wantArgs)
@@ -507,7 +513,10 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	flatten := func(rules []rbacv1.PolicyRule) []rule {
 		var out []rule
 		for _, pr := range rules {
-			if len(pr.ResourceNames) != 0 || len(pr.NonResourceURLs) != 0 {
+			// The only named resource: the agents' DaemonSet, which a stopping agent reads
+			// and the uninstall hook deletes.
+			named := len(pr.ResourceNames) == 1 && pr.ResourceNames[0] == agentName && slices.Equal(pr.Resources, []string{"daemonsets"})
+			if (len(pr.ResourceNames) != 0 && !named) || len(pr.NonResourceURLs) != 0 {
 				t.Errorf("unexpected rule %+v", pr)
 			}
 			for _, g := range pr.APIGroups {
@@ -555,7 +564,11 @@ func TestRBACLeastPrivilege(t *testing.T) {
 			{"egressd.io", "egresspolicies", read},
 		},
 		"Role/" + agentName: {
+			{"apps", "daemonsets", "get"},
 			{"coordination.k8s.io", "leases", "create,get,update"},
+		},
+		"Role/" + agentName + "-uninstall": {
+			{"apps", "daemonsets", "delete,get"},
 		},
 	}
 	got := map[string][]rule{}
@@ -746,4 +759,60 @@ func TestOptionalParts(t *testing.T) {
 			t.Errorf("controller image %q does not use the digest", img)
 		}
 	})
+}
+
+// TestUninstallHook checks the pre-delete hook that makes `helm uninstall` remove every node's
+// datapath: its Job runs the agent image unprivileged and as non-root, and switching the value
+// off removes the hook and the agent's --daemonset flag.
+func TestUninstallHook(t *testing.T) {
+	r := mustRender(t, profiles["aws"])
+	job := into[batchv1.Job](t, r.get(t, "Job", agentName+"-uninstall"))
+	if got := job.Annotations["helm.sh/hook"]; got != "pre-delete" {
+		t.Errorf("uninstall Job hook %q, want pre-delete", got)
+	}
+	pod := job.Spec.Template.Spec
+	c := pod.Containers[0]
+	if want := []string{"--namespace=" + releaseNamespace, "--daemonset=" + agentName, "uninstall"}; !slices.Equal(c.Args, want) {
+		t.Errorf("uninstall args %q, want %q", c.Args, want)
+	}
+	if c.Image != into[appsv1.DaemonSet](t, r.get(t, "DaemonSet", agentName)).Spec.Template.Spec.Containers[0].Image {
+		t.Errorf("uninstall image %s is not the agent's", c.Image)
+	}
+	if pod.SecurityContext == nil || pod.SecurityContext.RunAsNonRoot == nil || !*pod.SecurityContext.RunAsNonRoot {
+		t.Error("uninstall Job must run as non-root")
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.Privileged != nil && *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0 {
+		t.Errorf("uninstall container security context %+v: want no privilege, all capabilities dropped", sc)
+	}
+	if pod.ServiceAccountName != agentName+"-uninstall" {
+		t.Errorf("uninstall Job service account %q", pod.ServiceAccountName)
+	}
+
+	off := mustRender(t, with(profiles["aws"], "agent.removeDatapathOnUninstall", false))
+	if n := len(off.ofKind("Job")); n != 0 {
+		t.Errorf("%d Jobs with removeDatapathOnUninstall=false", n)
+	}
+	for _, a := range into[appsv1.DaemonSet](t, off.get(t, "DaemonSet", agentName)).Spec.Template.Spec.Containers[0].Args {
+		if strings.HasPrefix(a, "--daemonset") {
+			t.Errorf("agent arg %s with removeDatapathOnUninstall=false", a)
+		}
+	}
+}
+
+// TestControllerSpreadHonorsTaints: the default spread constraints ignore the nodes the
+// controller cannot run on (the tainted gateway pool); counted as empty domains, they left the
+// second replica Pending on the e2e cluster (two tainted gateways, one worker).
+func TestControllerSpreadHonorsTaints(t *testing.T) {
+	dep := into[appsv1.Deployment](t, mustRender(t, profiles["aws"]).get(t, "Deployment", controllerName))
+	cs := dep.Spec.Template.Spec.TopologySpreadConstraints
+	if len(cs) != 2 {
+		t.Fatalf("%d default spread constraints, want 2 (hostname, zone)", len(cs))
+	}
+	for _, c := range cs {
+		if c.NodeTaintsPolicy == nil || *c.NodeTaintsPolicy != corev1.NodeInclusionPolicyHonor {
+			t.Errorf("spread constraint on %s: nodeTaintsPolicy %v, want Honor", c.TopologyKey, c.NodeTaintsPolicy)
+		}
+	}
 }

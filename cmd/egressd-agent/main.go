@@ -1,5 +1,7 @@
 // Command egressd-agent is egressd's node agent (gateway/agent). `egressd-agent cleanup` (or
-// --cleanup) removes the datapath; SIGTERM stops the agent and leaves the datapath running.
+// --cleanup) removes the datapath; SIGTERM stops the agent and leaves the datapath running,
+// unless the agents' DaemonSet (--daemonset) is being deleted. `egressd-agent uninstall`
+// deletes that DaemonSet in the foreground and waits (the chart's pre-delete hook).
 package main
 
 import (
@@ -34,6 +36,7 @@ func main() {
 	flag.StringVar(&patterns, "pod-interface-patterns", strings.Join(dataplane.DefaultInterfacePatterns, ","), "comma-separated name patterns of pod interfaces")
 	flag.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "bpffs mount; egressd pins under <bpffs>/egressd")
 	flag.BoolVar(&o.Cleanup, "cleanup", false, "remove the datapath and exit")
+	flag.StringVar(&o.DaemonSet, "daemonset", "", "the agents' DaemonSet in --namespace: stopping while it is being deleted removes the datapath")
 	zo := zap.Options{}
 	zo.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -41,6 +44,7 @@ func main() {
 	o.TunnelPort, o.ProbePort = uint16(tunnelPort), uint16(probePort)
 	o.PodInterfacePatterns = strings.Split(patterns, ",")
 	o.Cleanup = o.Cleanup || flag.Arg(0) == "cleanup"
+	o.Uninstall = flag.Arg(0) == "uninstall"
 
 	if err := agent.Main(signals.SetupSignalHandler(), o); err != nil {
 		log.Log.Error(err, "egressd-agent")

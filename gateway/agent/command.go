@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -23,11 +24,17 @@ type CommandOptions struct {
 	BPFFS string
 	// Cleanup removes the datapath instead of running.
 	Cleanup bool
+	// DaemonSet is the name of the agents' DaemonSet in Namespace. When set, a stopping agent
+	// whose DaemonSet is being deleted or gone (an uninstall) removes the datapath.
+	DaemonSet string
+	// Uninstall deletes DaemonSet in the foreground and waits for it to go, instead of running:
+	// the chart's pre-delete hook.
+	Uninstall bool
 }
 
 // Main is the egressd-agent composition root: the datapath, the manager and the agent. It
 // runs until ctx ends and leaves the datapath running (a restarted agent picks it up from the
-// pinned maps); only Cleanup removes it.
+// pinned maps) unless its DaemonSet is being deleted (uninstall.go); Cleanup removes it.
 func Main(ctx context.Context, o CommandOptions) error {
 	logger := log.FromContext(ctx)
 	dp := dataplane.New(dataplane.Config{
@@ -42,7 +49,6 @@ func Main(ctx context.Context, o CommandOptions) error {
 		logger.Info("datapath removed")
 		return nil
 	}
-	defer dp.Close() // file descriptors only; pinned maps and links stay
 
 	var cfg *rest.Config
 	var err error
@@ -53,6 +59,36 @@ func Main(ctx context.Context, o CommandOptions) error {
 	}
 	if err != nil {
 		return fmt.Errorf("loading the API server config: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if o.Uninstall {
+		if o.DaemonSet == "" {
+			return fmt.Errorf("uninstall needs the DaemonSet's name (--daemonset)")
+		}
+		logger.Info("deleting the agents' DaemonSet in the foreground", "daemonset", o.DaemonSet)
+		return DeleteDaemonSet(ctx, cs, o.Namespace, o.DaemonSet)
+	}
+	defer dp.Close() // file descriptors only; pinned maps and links stay
+	if o.DaemonSet != "" {
+		defer func() {
+			// ctx is done: ask with a context of its own.
+			gone, err := Uninstalling(context.WithoutCancel(ctx), cs, o.Namespace, o.DaemonSet)
+			if err != nil {
+				logger.Error(err, "keeping the datapath: cannot tell an uninstall from a restart")
+				return
+			}
+			if !gone {
+				return
+			}
+			if err := dp.Remove(context.WithoutCancel(ctx)); err != nil {
+				logger.Error(err, "removing the datapath on uninstall")
+				return
+			}
+			logger.Info("DaemonSet deleted: datapath removed", "daemonset", o.DaemonSet)
+		}()
 	}
 	mgr, err := NewManager(cfg, ManagerOptions{NodeName: o.NodeName,
 		MetricsBindAddress: o.MetricsBindAddress, HealthProbeBindAddress: o.HealthProbeBindAddress})

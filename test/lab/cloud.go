@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -59,11 +60,9 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 	return nil
 }
 
-// startSimulator runs the EC2 simulator in-process on loopback, seeds a VPC with one subnet per
-// bed zone and one instance per node whose primary address is the node's underlay address,
-// gives each node's eth0 its ENI's MAC (so interfaceMAC in EgressIP status names a real
-// interface), serves each node's instance metadata at 169.254.169.254 inside its namespace,
-// and starts the VPC router that follows the simulator.
+// startSimulator runs the EC2 simulator in-process on loopback, seeds it (SeedVPC), serves each
+// node's instance metadata at 169.254.169.254 inside its namespace, and starts the VPC router
+// that follows the simulator.
 func (l *Lab) startSimulator(ctx context.Context) error {
 	l.Sim = awssim.New(Region)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -73,49 +72,66 @@ func (l *Lab) startSimulator(ctx context.Context) error {
 	l.SimAddr = ln.Addr().String()
 	l.serve(ln, l.Sim)
 
-	vpc, err := l.Sim.AddVPC(awssim.VPCSpec{CIDR: "10.0.0.0/16"})
+	nodes := []*netns.Node{}
+	for _, n := range l.Nodes {
+		nodes = append(nodes, n.Node)
+	}
+	vpc, instances, err := SeedVPC(l.Sim, l.Topo, append(nodes, l.CP), l.Config.InstanceType, ClusterName)
 	if err != nil {
 		return err
 	}
 	l.VPC = vpc
-	subnets := map[string]string{}
-	for _, z := range l.Topo.Zones {
-		id, err := l.Sim.AddSubnet(awssim.SubnetSpec{VPC: vpc, Zone: z.Name, CIDR: z.Subnet.String(),
-			Tags: map[string]string{"kubernetes.io/cluster/" + ClusterName: "shared"}})
-		if err != nil {
-			return err
-		}
-		subnets[z.Name] = id
+	for i, n := range l.Nodes {
+		n.Instance = instances[i]
 	}
-	launch := func(n *netns.Node) (awssim.Instance, error) {
-		in, err := l.Sim.AddInstance(awssim.InstanceSpec{Type: l.Config.InstanceType, Subnet: subnets[n.Zone.Name],
-			PrivateIP: n.IP.String(), Tags: map[string]string{"Name": n.Name, "kubernetes.io/cluster/" + ClusterName: "owned"}})
-		if err != nil {
-			return in, fmt.Errorf("launching %s: %w", n.Name, err)
-		}
-		if err := setMAC(n, in.MAC); err != nil {
-			return in, err
-		}
-		return in, l.serveIMDS(n.Namespace, in.ID)
-	}
-	for _, n := range l.Nodes {
-		if n.Instance, err = launch(n.Node); err != nil {
+	for i, n := range append(nodes, l.CP) {
+		if err := l.serveIMDS(n.Namespace, instances[i].ID); err != nil {
 			return err
 		}
 	}
-	if _, err := launch(l.CP); err != nil {
-		return err
-	}
-	l.router = &router{lab: l, routes: map[netip.Addr]string{}, nat: map[netip.Addr]netip.Addr{}}
-	if err := l.router.sync(); err != nil {
+	l.router = NewRouter(l.Sim, l.Topo, nodes, instances, l.workDir)
+	if err := l.router.Sync(); err != nil {
 		return err
 	}
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		l.router.run(l.ctx)
+		l.router.Run(l.ctx)
 	}()
 	return nil
+}
+
+// SeedVPC seeds sim with the bed's cloud side: a VPC (10.0.0.0/16) with one subnet per bed
+// zone tagged for cluster, and one instance of instanceType per node whose primary address is
+// the node's underlay address. It gives each node's underlay link its ENI's MAC, so that
+// interfaceMAC in EgressIP status names a real interface. Instances come in the order of nodes.
+func SeedVPC(sim *awssim.Server, topo *netns.Topology, nodes []*netns.Node, instanceType, cluster string) (string, []awssim.Instance, error) {
+	vpc, err := sim.AddVPC(awssim.VPCSpec{CIDR: "10.0.0.0/16"})
+	if err != nil {
+		return "", nil, err
+	}
+	subnets := map[string]string{}
+	for _, z := range topo.Zones {
+		id, err := sim.AddSubnet(awssim.SubnetSpec{VPC: vpc, Zone: z.Name, CIDR: z.Subnet.String(),
+			Tags: map[string]string{"kubernetes.io/cluster/" + cluster: "shared"}})
+		if err != nil {
+			return "", nil, err
+		}
+		subnets[z.Name] = id
+	}
+	var instances []awssim.Instance
+	for _, n := range nodes {
+		in, err := sim.AddInstance(awssim.InstanceSpec{Type: instanceType, Subnet: subnets[n.Zone.Name],
+			PrivateIP: n.IP.String(), Tags: map[string]string{"Name": n.Name, "kubernetes.io/cluster/" + cluster: "owned"}})
+		if err != nil {
+			return "", nil, fmt.Errorf("launching %s: %w", n.Name, err)
+		}
+		if err := setMAC(n, in.MAC); err != nil {
+			return "", nil, err
+		}
+		instances = append(instances, in)
+	}
+	return vpc, instances, nil
 }
 
 func setMAC(n *netns.Node, mac string) error {
@@ -170,11 +186,15 @@ func (l *Lab) serve(ln net.Listener, h http.Handler) {
 	}()
 }
 
-// router makes the bed's VPC router follow the simulator: a secondary private address reaches
-// only the node whose instance holds it (RouteToNode), a released one reaches nobody (Unroute),
-// and an Elastic IP is a 1:1 NAT at the router's edge towards the outside (ext0).
-type router struct {
-	lab    *Lab
+// Router makes a bed's VPC router follow the EC2 simulator: a secondary private address
+// reaches only the node whose instance holds it (RouteToNode), a released one reaches nobody
+// (Unroute), and an Elastic IP is a 1:1 NAT at the router's edge towards the outside (ext0).
+// The lab and the real-cluster e2e suite (test/e2e) use it.
+type Router struct {
+	sim    *awssim.Server
+	topo   *netns.Topology
+	nodeOf map[string]*netns.Node // instance ID → bed node
+	dir    string                 // where the nftables file goes
 	mu     sync.Mutex
 	routes map[netip.Addr]string     // private IP → node
 	nat    map[netip.Addr]netip.Addr // private IP → public IP
@@ -183,7 +203,19 @@ type router struct {
 	syncs  int
 }
 
-func (r *router) run(ctx context.Context) {
+// NewRouter returns the router of topo following sim, for the nodes whose instances are given
+// (in the same order); dir holds the router's nftables file. Call Sync or Run.
+func NewRouter(sim *awssim.Server, topo *netns.Topology, nodes []*netns.Node, instances []awssim.Instance, dir string) *Router {
+	r := &Router{sim: sim, topo: topo, nodeOf: map[string]*netns.Node{}, dir: dir,
+		routes: map[netip.Addr]string{}, nat: map[netip.Addr]netip.Addr{}}
+	for i, n := range nodes {
+		r.nodeOf[instances[i].ID] = n
+	}
+	return r
+}
+
+// Run syncs every routerPoll until ctx ends.
+func (r *Router) Run(ctx context.Context) {
 	t := time.NewTicker(routerPoll)
 	defer t.Stop()
 	for {
@@ -191,7 +223,7 @@ func (r *router) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			err := r.sync()
+			err := r.Sync()
 			r.mu.Lock()
 			r.err = err
 			r.mu.Unlock()
@@ -199,17 +231,12 @@ func (r *router) run(ctx context.Context) {
 	}
 }
 
-// sync applies one snapshot of the simulator's holdings.
-func (r *router) sync() error {
-	l := r.lab
-	nodeOf := map[string]*netns.Node{} // instance ID → bed node
-	for _, n := range l.Nodes {
-		nodeOf[n.Instance.ID] = n.Node
-	}
+// Sync applies one snapshot of the simulator's holdings.
+func (r *Router) Sync() error {
 	wantRoutes := map[netip.Addr]*netns.Node{}
 	wantNAT := map[netip.Addr]netip.Addr{}
 	held := map[netip.Addr]netip.Addr{}
-	for _, h := range l.Sim.Holdings() {
+	for _, h := range r.sim.Holdings() {
 		if h.Instance != "" {
 			held[h.PrivateIP] = netip.Addr{}
 		}
@@ -219,7 +246,7 @@ func (r *router) sync() error {
 		if h.Primary {
 			continue // the bed routes node addresses itself
 		}
-		if n := nodeOf[h.Instance]; n != nil {
+		if n := r.nodeOf[h.Instance]; n != nil {
 			wantRoutes[h.PrivateIP] = n
 		}
 	}
@@ -231,7 +258,7 @@ func (r *router) sync() error {
 		if r.routes[ip] == n.Name {
 			continue
 		}
-		if err := l.Topo.RouteToNode(netip.PrefixFrom(ip, 32), n); err != nil {
+		if err := r.topo.RouteToNode(netip.PrefixFrom(ip, 32), n); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -241,14 +268,14 @@ func (r *router) sync() error {
 		if _, ok := wantRoutes[ip]; ok {
 			continue
 		}
-		if err := l.Topo.Unroute(netip.PrefixFrom(ip, 32)); err != nil {
+		if err := r.topo.Unroute(netip.PrefixFrom(ip, 32)); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		delete(r.routes, ip)
 	}
 	if !mapsEqual(wantNAT, r.nat) || !mapsEqual(held, r.held) {
-		if err := l.applyTable(held, wantNAT); err != nil {
+		if err := r.applyTable(held, wantNAT); err != nil {
 			errs = append(errs, err)
 		} else {
 			r.nat, r.held = wantNAT, held
@@ -257,24 +284,21 @@ func (r *router) sync() error {
 	return errors.Join(errs...)
 }
 
-// Routes returns the router's current view: private IP → node, private IP → public IP.
-func (l *Lab) Routes() (map[netip.Addr]string, map[netip.Addr]netip.Addr, error) {
-	r := l.router
+// Routes returns the router's current view: private IP → node, private IP → public IP, and
+// the last sync error.
+func (r *Router) Routes() (map[netip.Addr]string, map[netip.Addr]netip.Addr, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	routes := make(map[netip.Addr]string, len(r.routes))
-	for k, v := range r.routes {
-		routes[k] = v
-	}
-	nat := make(map[netip.Addr]netip.Addr, len(r.nat))
-	for k, v := range r.nat {
-		nat[k] = v
-	}
-	return routes, nat, r.err
+	return maps.Clone(r.routes), maps.Clone(r.nat), r.err
+}
+
+// Routes returns the router's current view: private IP → node, private IP → public IP.
+func (l *Lab) Routes() (map[netip.Addr]string, map[netip.Addr]netip.Addr, error) {
+	return l.router.Routes()
 }
 
 // SyncRouter applies the simulator's current state to the router now (tests).
-func (l *Lab) SyncRouter() error { return l.router.sync() }
+func (l *Lab) SyncRouter() error { return l.router.Sync() }
 
 func mapsEqual(a, b map[netip.Addr]netip.Addr) bool {
 	if len(a) != len(b) {
@@ -293,7 +317,7 @@ func mapsEqual(a, b map[netip.Addr]netip.Addr) bool {
 // check: a node cannot send from, nor receive at, an address the cloud did not give it), and
 // makes each Elastic IP a 1:1 NAT at the edge: traffic from the private address leaving towards
 // the outside is SNATed to the public one, traffic to the public one DNATed to the private.
-func (l *Lab) applyTable(held, nat map[netip.Addr]netip.Addr) error {
+func (r *Router) applyTable(held, nat map[netip.Addr]netip.Addr) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table ip %s\ndelete table ip %s\ntable ip %s {\n", eipTable, eipTable, eipTable)
 	sorted := func(m map[netip.Addr]netip.Addr) []netip.Addr {
@@ -305,7 +329,7 @@ func (l *Lab) applyTable(held, nat map[netip.Addr]netip.Addr) error {
 		return out
 	}
 	var subnets []string
-	for _, z := range l.Topo.Zones {
+	for _, z := range r.topo.Zones {
 		subnets = append(subnets, z.Subnet.String())
 	}
 	b.WriteString("  set held {\n    type ipv4_addr\n")
@@ -330,11 +354,11 @@ func (l *Lab) applyTable(held, nat map[netip.Addr]netip.Addr) error {
 		fmt.Fprintf(&b, "    oifname \"ext0\" ip saddr %s snat to %s\n", p, nat[p])
 	}
 	b.WriteString("  }\n}\n")
-	f := filepath.Join(l.workDir, "router.nft")
+	f := filepath.Join(r.dir, "router.nft")
 	if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
-	if out, err := l.Topo.Router.Run("nft", "-f", f); err != nil {
+	if out, err := r.topo.Router.Run("nft", "-f", f); err != nil {
 		return fmt.Errorf("applying the router's table: %w: %s", err, out)
 	}
 	return nil

@@ -235,7 +235,7 @@ func (l *Lab) WaitFor(ctx context.Context, timeout time.Duration, what string, c
 		}
 		last, lastErr = v, err
 		if l.controller != nil && !l.ControllerRunning() {
-			return last, fmt.Errorf("waiting for %s: egressd-controller exited; last lines of %s:\n%s", what, l.LogPath(""), tail(l.LogPath(""), 15))
+			return last, fmt.Errorf("waiting for %s: egressd-controller exited; last lines of %s:\n%s", what, l.LogPath(""), Tail(l.LogPath(""), 15))
 		}
 		select {
 		case <-ctx.Done():

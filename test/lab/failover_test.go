@@ -37,7 +37,7 @@ func TestFailover(t *testing.T) {
 	}
 	before, err := l.WaitFor(ctx, 2*time.Minute, "gateway ready", l.AllActive)
 	if err != nil {
-		t.Fatalf("%v\ncontroller log:\n%s", err, tail(l.LogPath(""), 20))
+		t.Fatalf("%v\ncontroller log:\n%s", err, Tail(l.LogPath(""), 20))
 	}
 	mon := NewMonitor(l.Monitor, l.Echo)
 	mctx, mcancel := context.WithCancel(ctx)

@@ -128,7 +128,7 @@ type Lab struct {
 	workDir    string
 	bpffs      string
 	controller *process
-	router     *router
+	router     *Router
 	servers    []*http.Server
 
 	ctx      context.Context // lives until Close

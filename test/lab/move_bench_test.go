@@ -76,7 +76,7 @@ func BenchmarkCloudMove(b *testing.B) {
 	}
 	start, err := l.WaitFor(ctx, 2*time.Minute, "gateway ready", l.AllActive)
 	if err != nil {
-		b.Fatalf("%v\ncontroller log:\n%s", err, tail(l.LogPath(""), 20))
+		b.Fatalf("%v\ncontroller log:\n%s", err, Tail(l.LogPath(""), 20))
 	}
 	mon := NewMonitor(l.Monitor, l.Echo)
 	mctx, mcancel := context.WithCancel(ctx)
@@ -91,7 +91,7 @@ func BenchmarkCloudMove(b *testing.B) {
 	for i := range trials {
 		r, err := l.moveTrial(ctx, mon, zone)
 		if err != nil {
-			b.Fatalf("trial %d: %v\ncontroller log:\n%s", i, err, tail(l.LogPath(""), 30))
+			b.Fatalf("trial %d: %v\ncontroller log:\n%s", i, err, Tail(l.LogPath(""), 30))
 		}
 		b.Logf("trial %d: %s → %s: switch %s (failed %d), ledger %s, cloud %s, moved %s, mutating calls %d %v",
 			i, r.crashed, r.survivor, fmtDur(r.switched), r.failed, fmtDur(r.ledger), fmtDur(r.cloud), fmtDur(r.moved),
@@ -245,7 +245,7 @@ func (l *Lab) waitMove(ctx context.Context, at time.Time, name string, ip netip.
 			return ledger, cloud, nil
 		}
 		if l.controller != nil && !l.ControllerRunning() {
-			return ledger, cloud, fmt.Errorf("egressd-controller exited; last lines of %s:\n%s", l.LogPath(""), tail(l.LogPath(""), 15))
+			return ledger, cloud, fmt.Errorf("egressd-controller exited; last lines of %s:\n%s", l.LogPath(""), Tail(l.LogPath(""), 15))
 		}
 		select {
 		case <-ctx.Done():

@@ -116,11 +116,13 @@ func (p *process) checkAlive(ctx context.Context) error {
 	case <-time.After(startupGrace):
 		return nil
 	case <-p.done:
-		return fmt.Errorf("%s exited right after start (%w); last lines of %s:\n%s", p.name, p.err, p.log, tail(p.log, 15))
+		return fmt.Errorf("%s exited right after start (%w); last lines of %s:\n%s", p.name, p.err, p.log, Tail(p.log, 15))
 	}
 }
 
-func tail(path string, n int) string {
+// Tail returns the last n lines of a log file, indented, for error messages (empty when the
+// file cannot be read).
+func Tail(path string, n int) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return ""

@@ -4,10 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/bpf"
@@ -15,9 +14,33 @@ import (
 
 var errAddrNotAvail = unix.EADDRNOTAVAIL
 
-func writeSysctl(path, value string) error {
-	if err := os.WriteFile(filepath.Join("/proc/sys", path), []byte(value), 0o644); err != nil {
-		return fmt.Errorf("setting %s=%s: %w", path, value, err)
+// IPv4 per-device settings (IPV4_DEVCONF_* in linux/ip.h), the indexes of
+// net.ipv4.conf.<dev>.* in netlink's IFLA_INET_CONF.
+const (
+	devconfForwarding  = 1
+	devconfRPFilter    = 8
+	devconfAcceptLocal = 23
+)
+
+// setIPv4DevConf sets IPv4 per-device settings of link idx through rtnetlink
+// (RTM_SETLINK, IFLA_AF_SPEC/AF_INET/IFLA_INET_CONF), what writing
+// /proc/sys/net/ipv4/conf/<dev>/* does. A container runtime mounts /proc/sys
+// read-only in every unprivileged container, host network or not, and NET_ADMIN
+// is all the kernel asks for here, so the agent needs no privileged mount.
+func setIPv4DevConf(idx int, name string, conf map[int]uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(idx)
+	req.AddData(msg)
+	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+	inet := spec.AddRtAttr(unix.AF_INET, nil)
+	attrs := inet.AddRtAttr(unix.IFLA_INET_CONF, nil)
+	for k, v := range conf {
+		attrs.AddRtAttr(k, nl.Uint32Attr(v))
+	}
+	req.AddData(spec)
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("setting IPv4 device settings %v of %s: %w", conf, name, err)
 	}
 	return nil
 }
@@ -92,14 +115,11 @@ func (d *Dataplane) ensureTunnel(nodeIP netip.Addr) error {
 	}
 	// Tunnelled requests carry pod source addresses that the main table
 	// routes elsewhere; strict reverse-path filtering would drop them.
-	for _, kv := range [][2]string{
-		{"net/ipv4/conf/" + name + "/rp_filter", "0"},
-		{"net/ipv4/conf/" + name + "/forwarding", "1"},
-		{"net/ipv4/conf/" + name + "/accept_local", "1"},
-	} {
-		if err := writeSysctl(kv[0], kv[1]); err != nil {
-			return err
-		}
+	err = setIPv4DevConf(l.Attrs().Index, name, map[int]uint32{
+		devconfRPFilter: 0, devconfForwarding: 1, devconfAcceptLocal: 1,
+	})
+	if err != nil {
+		return err
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("setting %s up: %w", name, err)
