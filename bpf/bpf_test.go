@@ -353,16 +353,39 @@ func TestDrainingGateway(t *testing.T) {
 			t.Fatalf("flow of an unhealthy draining gateway stayed on %d", gw)
 		}
 	})
-	t.Run("all draining: new flows dropped and counted, pinned ones kept", func(t *testing.T) {
+	t.Run("all draining: new flows go to the healthy draining ones, pinned ones kept", func(t *testing.T) {
+		// An ActiveStandby zone's holder drains for its grace period while its standby holds
+		// no address yet: dropping new flows then would fail every new connection until the
+		// address moves.
 		drainB := gwB
 		drainB.Draining = true
-		must(t, d.SetGroup(5, []Gateway{drainA, drainB}))
+		down := drainA
+		down.Healthy = false
+		must(t, d.SetGroup(5, []Gateway{down, drainB}))
+		for port := uint16(6000); port < 6016; port++ {
+			if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actRedirect {
+				t.Fatalf("verdict %#x with every healthy gateway draining, want a redirect", got)
+			}
+			if gw, _, _ := d.FlowGateway(key(port)); gw != gwB.ID {
+				t.Fatalf("new flow %d went to gateway %d, want the healthy draining %d", port, gw, gwB.ID)
+			}
+		}
+		// Established flows keep going.
+		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 5000, 80)); got != actRedirect {
+			t.Fatalf("pinned flow on a draining gateway: verdict %#x", got)
+		}
+	})
+	t.Run("none healthy: new flows dropped and counted", func(t *testing.T) {
+		downA, downB := drainA, gwB
+		downA.Healthy, downB.Healthy = false, false
+		downB.Draining = true
+		must(t, d.SetGroup(5, []Gateway{downA, downB}))
 		before, err := d.Stats()
 		must(t, err)
-		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 6000, 80)); got != actShot {
-			t.Fatalf("verdict %#x with every gateway draining, want TC_ACT_SHOT", got)
+		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 7000, 80)); got != actShot {
+			t.Fatalf("verdict %#x with no healthy gateway, want TC_ACT_SHOT", got)
 		}
-		if _, ok, _ := d.FlowGateway(key(6000)); ok {
+		if _, ok, _ := d.FlowGateway(key(7000)); ok {
 			t.Error("a dropped flow was pinned")
 		}
 		after, err := d.Stats()
@@ -370,10 +393,6 @@ func TestDrainingGateway(t *testing.T) {
 		k := StatsKey{5, 0}
 		if n := after[k].Drops[DropNoGateway] - before[k].Drops[DropNoGateway]; n != 1 {
 			t.Fatalf("no_gateway drops went up by %d, want 1", n)
-		}
-		// Established flows of both keep going.
-		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 5000, 80)); got != actRedirect {
-			t.Fatalf("pinned flow on a draining gateway: verdict %#x", got)
 		}
 	})
 }

@@ -73,7 +73,7 @@ enum gw_flags {
 const enum gw_flags *unused_gw_flags __attribute__((unused));
 
 enum drop_reason {
-	DROP_NO_GATEWAY = 0, // no healthy, non-draining gateway for a new flow
+	DROP_NO_GATEWAY = 0, // no healthy gateway for a new flow
 	DROP_NO_GROUP,       // rule points at an unknown group
 	DROP_NO_TUNNEL,      // tunnel device not configured
 	DROP_ENCAP,          // setting the tunnel key or redirecting failed
@@ -459,14 +459,25 @@ int egressd_pod(struct __sk_buff *skb)
 		}
 	}
 	if (!gw) {
-		// New flows (and flows whose gateway went away) only go to
-		// healthy gateways that are not draining.
-		__u32 usable = 0;
+		// New flows (and flows whose gateway went away) go to healthy
+		// gateways that are not draining. When every healthy one drains
+		// (an ActiveStandby zone's holder within its grace period: its
+		// standby gets the address only when the grace ends), they take
+		// new flows rather than see them dropped: draining means "let
+		// the others take new flows", and there are no others.
+		__u32 usable = 0, healthy = 0;
 #pragma unroll
 		for (int i = 0; i < MAX_GATEWAYS; i++) {
-			if (i < g->count &&
-			    (g->gateways[i].flags & (GW_HEALTHY | GW_DRAINING)) == GW_HEALTHY)
-				usable++;
+			if (i < g->count && (g->gateways[i].flags & GW_HEALTHY)) {
+				healthy++;
+				if (!(g->gateways[i].flags & GW_DRAINING))
+					usable++;
+			}
+		}
+		__u32 mask = GW_HEALTHY | GW_DRAINING;
+		if (usable == 0) {
+			mask = GW_HEALTHY;
+			usable = healthy;
 		}
 		if (usable == 0) {
 			count(gid, 0, 0, DROP_NO_GATEWAY);
@@ -477,7 +488,7 @@ int egressd_pod(struct __sk_buff *skb)
 #pragma unroll
 		for (int i = 0; i < MAX_GATEWAYS; i++) {
 			if (i < g->count &&
-			    (g->gateways[i].flags & (GW_HEALTHY | GW_DRAINING)) == GW_HEALTHY) {
+			    (g->gateways[i].flags & mask) == GW_HEALTHY) {
 				if (seen == pick && !gw)
 					gw = &g->gateways[i];
 				seen++;

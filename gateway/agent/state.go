@@ -419,7 +419,7 @@ type candidate struct {
 //
 // Draining gateways (state Draining, a draining bit in their probe reply, or this node while
 // cordoned) stay listed with their probe health and the Draining flag: their established flows
-// keep going, new flows go to the others (or are dropped when none is left) until the
+// keep going, new flows go to the others (or to them when no other is left) until the
 // coordinator moves their egress IPs.
 func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.Addr]probe.Target, res *Result) dataplane.Group {
 	gw := gi.obj

@@ -92,6 +92,7 @@ func TestCluster(t *testing.T) {
 		}
 	}
 
+	netnsBefore := netnsNames()
 	c, err := Up(ctx, Config{KubeDir: kubeDir, BinDir: binDir, Dir: dir,
 		Nodes:  []NodeConfig{{Name: "gw-a1", Zone: 0, Gateway: true}, {Name: "gw-a2", Zone: 0, Gateway: true}, {Name: "worker-b1", Zone: 1}},
 		Images: []Image{tools["e2e-pause"], tools["e2e-client"], egressd["egressd-controller"], egressd["egressd-agent"], upgraded["egressd-agent"]},
@@ -131,7 +132,7 @@ func TestCluster(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatalf("teardown: %v", err)
 	}
-	s.checkTeardown(dir)
+	s.checkTeardown(dir, netnsBefore)
 	t.Logf("e2e wall time %s", time.Since(began).Round(time.Millisecond))
 }
 

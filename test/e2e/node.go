@@ -39,8 +39,11 @@ type Node struct {
 	proxy      *proc
 }
 
-// Hard-coded paths that get a per-node directory in the node's mount namespace.
-var nodePaths = []string{"/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/var/lib/cni"}
+// Hard-coded paths that get a per-node directory in the node's mount namespace. /run/netns
+// holds the pods' network namespaces, which containerd names cni-<uuid>: in the host's
+// directory, every pod still running at teardown left an empty cni-* file behind, visible to
+// `ip netns list` on the machine.
+var nodePaths = []string{"/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/var/lib/cni", "/run/netns"}
 
 // The host-wide sysctls the kubelet sets when they differ (container_manager_linux.go), with
 // the values it wants: bind-mounted as files in the node's mount namespace, so no kubelet

@@ -542,12 +542,11 @@ func withoutCNI(routes string) string {
 
 // checkTeardown checks that the machine has nothing of the cluster left: no namespace, cgroup,
 // mount or process.
-func (s *suite) checkTeardown(dir string) {
+func (s *suite) checkTeardown(dir string, netnsBefore map[string]bool) {
 	t := s.t
-	entries, _ := os.ReadDir("/run/netns")
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), s.c.ID) {
-			t.Errorf("network namespace %s left after teardown", e.Name())
+	for name := range netnsNames() {
+		if !netnsBefore[name] {
+			t.Errorf("network namespace %s left after teardown", name)
 		}
 	}
 	for _, n := range s.c.Nodes {
@@ -568,6 +567,17 @@ func (s *suite) checkTeardown(dir string) {
 			t.Errorf("process %s left after teardown: %s", p.Name(), strings.ReplaceAll(string(cmdline), "\x00", " "))
 		}
 	}
+}
+
+// netnsNames lists the machine's named network namespaces (/run/netns): the cluster's node
+// namespaces and, were they not kept in each node's mount namespace, its pods'.
+func netnsNames() map[string]bool {
+	names := map[string]bool{}
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		names[e.Name()] = true
+	}
+	return names
 }
 
 func (s *suite) dumpLogs() {

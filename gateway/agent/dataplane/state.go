@@ -88,9 +88,9 @@ type Group struct {
 	// Gateways are at most 8 gateways, in the order the control plane
 	// prefers (zone-local first). New flows hash over the healthy ones
 	// that are not draining; established flows stay on their gateway while
-	// it is listed and healthy, draining or not. With no healthy,
-	// non-draining gateway new flows are dropped, never sent with the node
-	// IP.
+	// it is listed and healthy, draining or not. When every healthy one
+	// drains, new flows use those; with no healthy gateway they are
+	// dropped, never sent with the node IP.
 	Gateways []GatewayNode
 }
 
@@ -106,8 +106,9 @@ type GatewayNode struct {
 	EgressIPv4, EgressIPv6 netip.Addr
 	// Healthy is the agent's latest probe result.
 	Healthy bool
-	// Draining gateways get no new flows; flows pinned to them stay while
-	// they are healthy.
+	// Draining gateways get no new flows while a healthy gateway that does
+	// not drain is listed; flows pinned to them stay while they are
+	// healthy.
 	Draining bool
 }
 
