@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
 type armError struct {
@@ -20,7 +22,7 @@ func (e *armError) write(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("x-ms-error-code", e.code)
 	w.WriteHeader(e.status)
-	_, _ = w.Write(mustJSON(map[string]any{"error": map[string]any{"code": e.code, "message": e.msg}}))
+	_, _ = w.Write(simkit.MustJSON(map[string]any{"error": map[string]any{"code": e.code, "message": e.msg}}))
 }
 
 func aerr(status int, code, format string, args ...any) *armError {
@@ -39,7 +41,7 @@ func (s *Sim) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/subscriptions/", s.serveARM)
 	mux.HandleFunc("/metadata/instance", s.serveIMDS)
-	mux.HandleFunc("/admin/", s.serveAdmin)
+	mux.Handle("/admin/", simkit.Admin[SeedDocument, FaultDocument, State, Event](s, s.seed, s.faults))
 	return mux
 }
 
@@ -50,8 +52,8 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 		aerr(http.StatusNotFound, "NoRegisteredProviderFound", "no route %s %s", r.Method, r.URL.Path).write(w)
 		return
 	}
+	s.Count(method)
 	s.mu.Lock()
-	s.calls[method]++
 	lat := s.latency
 	s.mu.Unlock()
 	if lat > 0 {
@@ -74,16 +76,13 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 		aerr(http.StatusTooManyRequests, "TooManyRequests", "The request is being throttled.").write(w)
 		return
 	}
-	if q := s.throttle[method]; len(q) > 0 {
-		s.throttle[method] = q[1:]
-		w.Header().Set("Retry-After", q[0].retryAfter)
+	if f, ok := s.throttle.Next(method); ok {
+		w.Header().Set("Retry-After", f.retryAfter)
 		aerr(http.StatusTooManyRequests, "TooManyRequests", "The request is being throttled.").write(w)
 		return
 	}
 	var after *scriptedFault
-	if q := s.scripted[method]; len(q) > 0 {
-		f := q[0]
-		s.scripted[method] = q[1:]
+	if f, ok := s.scripted.Next(method); ok {
 		if !f.afterApply {
 			aerr(f.status, "InternalServerError", "An error occurred (injected).").write(w)
 			return
@@ -112,7 +111,7 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(resp.status)
-	_, _ = w.Write(mustJSON(resp.body))
+	_, _ = w.Write(simkit.MustJSON(resp.body))
 }
 
 type handler func(r *http.Request, parts []string, body []byte) (*response, *armError)
@@ -162,9 +161,7 @@ func resID(parts []string) string { return "/" + strings.Join(parts, "/") }
 func (s *Sim) newOp(r *http.Request, method string, apply func() *OpFailure) (*operation, map[string]string) {
 	s.seq++
 	op := &operation{id: fmt.Sprintf("op-%d-%d", time.Now().UnixNano(), s.seq), doneAt: time.Now().Add(s.opDelay), apply: apply}
-	if q := s.failOps[method]; len(q) > 0 {
-		f := q[0]
-		s.failOps[method] = q[1:]
+	if f, ok := s.failOps.Next(method); ok {
 		op.failure = &f
 	}
 	s.ops[op.id] = op
@@ -486,22 +483,22 @@ func (s *Sim) getSubnet(_ *http.Request, parts []string, _ []byte) (*response, *
 // ---- IMDS ----
 
 func (s *Sim) serveIMDS(w http.ResponseWriter, r *http.Request) {
+	s.Count(MIMDS)
 	s.mu.Lock()
-	s.calls[MIMDS]++
 	m := s.imds
 	s.mu.Unlock()
 	if r.Header.Get("Metadata") != "true" {
 		w.WriteHeader(http.StatusBadRequest)
-		_, _ = w.Write(mustJSON(map[string]string{"error": "Bad request. Required metadata header not specified"}))
+		_, _ = w.Write(simkit.MustJSON(map[string]string{"error": "Bad request. Required metadata header not specified"}))
 		return
 	}
 	if r.URL.Query().Get("api-version") == "" {
 		w.WriteHeader(http.StatusBadRequest)
-		_, _ = w.Write(mustJSON(map[string]string{"error": "Bad request. api-version was not specified in the request"}))
+		_, _ = w.Write(simkit.MustJSON(map[string]string{"error": "Bad request. api-version was not specified in the request"}))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	_, _ = w.Write(mustJSON(map[string]any{"compute": map[string]any{
+	_, _ = w.Write(simkit.MustJSON(map[string]any{"compute": map[string]any{
 		"subscriptionId": m.SubscriptionID, "resourceGroupName": m.ResourceGroupName, "location": m.Location, "name": m.Name,
 	}}))
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
 // apiError is a Compute error response.
@@ -23,7 +25,7 @@ type apiError struct {
 func (e *apiError) write(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
 	w.WriteHeader(e.status)
-	_, _ = w.Write(mustJSON(map[string]any{"error": map[string]any{
+	_, _ = w.Write(simkit.MustJSON(map[string]any{"error": map[string]any{
 		"code":    e.status,
 		"message": e.message,
 		"errors":  []map[string]string{{"message": e.message, "domain": "global", "reason": e.reason}},
@@ -40,7 +42,7 @@ func (s *Sim) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/compute/v1/", s.serveCompute)
 	mux.HandleFunc("/computeMetadata/v1/", s.serveMetadata)
-	mux.HandleFunc("/admin/", s.serveAdmin)
+	mux.Handle("/admin/", simkit.Admin[SeedDocument, FaultDocument, State, Event](s, s.seed, s.faults))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// The metadata client probes the root to detect GCE.
 		w.Header().Set("Metadata-Flavor", "Google")
@@ -56,8 +58,8 @@ func (s *Sim) serveCompute(w http.ResponseWriter, r *http.Request) {
 		errf(http.StatusNotFound, "notFound", "no route %s %s", r.Method, r.URL.Path).write(w)
 		return
 	}
+	s.Count(name)
 	s.mu.Lock()
-	s.calls[name]++
 	lat := s.latency
 	s.mu.Unlock()
 	if lat > 0 {
@@ -79,9 +81,7 @@ func (s *Sim) serveCompute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var after *scriptedFault
-	if q := s.scripted[name]; len(q) > 0 {
-		f := q[0]
-		s.scripted[name] = q[1:]
+	if f, ok := s.scripted.Next(name); ok {
 		if !f.afterApply {
 			(&apiError{status: f.status, reason: f.reason, message: "injected fault"}).write(w)
 			return
@@ -103,7 +103,7 @@ func (s *Sim) serveCompute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
-	_, _ = w.Write(mustJSON(out))
+	_, _ = w.Write(simkit.MustJSON(out))
 }
 
 // admitLocked applies the method's rate limit.
@@ -686,9 +686,7 @@ func (s *Sim) newOp(p *project, scope, where, opType, target, method string, app
 	} else {
 		op.region = where
 	}
-	if q := s.failOps[method]; len(q) > 0 {
-		f := q[0]
-		s.failOps[method] = q[1:]
+	if f, ok := s.failOps.Next(method); ok {
 		op.err = &opError{HTTPStatus: f.HTTPStatus, Code: f.Code, Message: f.Message}
 	}
 	s.ops[op.name] = op
@@ -763,8 +761,8 @@ func (s *Sim) waitOperation(r *http.Request, parts []string) {
 // ---- metadata ----
 
 func (s *Sim) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	s.Count(MMetadata)
 	s.mu.Lock()
-	s.calls[MMetadata]++
 	m := s.meta
 	s.mu.Unlock()
 	w.Header().Set("Metadata-Flavor", "Google")

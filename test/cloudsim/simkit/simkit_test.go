@@ -1,0 +1,102 @@
+package simkit
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestQueueHandsOutInOrder(t *testing.T) {
+	q := Queue[int]{}
+	q.Add("m", 2, 7)
+	q.Add("m", 1, 8)
+	for _, want := range []int{7, 7, 8} {
+		if got, ok := q.Next("m"); !ok || got != want {
+			t.Fatalf("Next = %d, %v; want %d, true", got, ok, want)
+		}
+	}
+	if _, ok := q.Next("m"); ok {
+		t.Fatal("Next on an empty queue reported a fault")
+	}
+	if _, ok := q.Next("other"); ok {
+		t.Fatal("Next on an unknown method reported a fault")
+	}
+}
+
+func TestCounters(t *testing.T) {
+	var c Counters
+	if got := c.CallCounts(); got == nil || len(got) != 0 {
+		t.Fatalf("zero CallCounts = %v, want an empty map", got)
+	}
+	c.Count("a")
+	c.Count("a")
+	c.Count("b")
+	counts := c.CallCounts()
+	counts["a"] = 100 // a copy: the counter stays
+	if c.Calls("a") != 2 || c.Calls("b") != 1 {
+		t.Fatalf("Calls = %d, %d; want 2, 1", c.Calls("a"), c.Calls("b"))
+	}
+	c.ResetCalls()
+	if c.Calls("a") != 0 || len(c.CallCounts()) != 0 {
+		t.Fatalf("after ResetCalls: %v", c.CallCounts())
+	}
+}
+
+func TestSetDurationsStopsAtTheFirstBadValue(t *testing.T) {
+	var a, b time.Duration
+	err := SetDurations(Duration{"2s", func(d time.Duration) { a = d }}, Duration{"", nil},
+		Duration{"soon", func(d time.Duration) { b = d }})
+	if err == nil || !strings.Contains(err.Error(), `"soon"`) {
+		t.Fatalf("err = %v, want one naming \"soon\"", err)
+	}
+	if a != 2*time.Second || b != 0 {
+		t.Fatalf("a, b = %v, %v; want 2s, 0", a, b)
+	}
+}
+
+type fakeSim struct{ Counters }
+
+func (*fakeSim) Snapshot() map[string]string { return map[string]string{"10.0.0.1": "vm"} }
+func (*fakeSim) Events() []string            { return []string{"ip+"} }
+
+func TestAdmin(t *testing.T) {
+	sim := &fakeSim{}
+	sim.Count("get")
+	var seeded []string
+	h := Admin[[]string, struct{ N int }, map[string]string, string](sim,
+		func(d []string) error { seeded = d; return nil },
+		func(f struct{ N int }) error {
+			if f.N < 0 {
+				return errors.New("N is negative")
+			}
+			return nil
+		})
+	for _, c := range []struct {
+		method, path, body string
+		status             int
+		want               string
+	}{
+		{http.MethodPost, "/admin/seed", `["a","b"]`, 200, "{}"},
+		{http.MethodPost, "/admin/seed", `{`, 400, "unexpected EOF"},
+		{http.MethodPost, "/admin/faults", `{"N":-1}`, 400, "N is negative"},
+		{http.MethodPost, "/admin/faults", `{"N":1}`, 200, "{}"},
+		{http.MethodGet, "/admin/state", "", 200, `{"10.0.0.1":"vm"}`},
+		{http.MethodGet, "/admin/calls", "", 200, `{"get":1}`},
+		{http.MethodGet, "/admin/events", "", 200, `["ip+"]`},
+		{http.MethodGet, "/admin/seed", "", 404, "404 page not found"},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(c.method, c.path, strings.NewReader(c.body)))
+		body, _ := io.ReadAll(rec.Body)
+		if rec.Code != c.status || strings.TrimSpace(string(body)) != c.want {
+			t.Errorf("%s %s: %d %q, want %d %q", c.method, c.path, rec.Code, body, c.status, c.want)
+		}
+	}
+	if strings.Join(seeded, ",") != "a,b" {
+		t.Fatalf("seeded %v, want [a b]", seeded)
+	}
+}
