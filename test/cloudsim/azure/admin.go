@@ -21,11 +21,7 @@ type FaultDocument struct {
 		Count      int    `json:"count"`
 		RetryAfter string `json:"retryAfter"`
 	} `json:"throttle,omitempty"`
-	FailNext      []simkit.FailNext `json:"failNext,omitempty"`
-	FailOperation []struct {
-		Method string `json:"method"`
-		OpFailure
-	} `json:"failOperation,omitempty"`
+	simkit.Failures[OpFailure]
 }
 
 // seed applies an admin SeedDocument (POST /admin/seed).
@@ -56,11 +52,6 @@ func (s *Sim) faults(doc FaultDocument) error {
 	for _, t := range doc.Throttle {
 		s.Throttle(t.Method, t.Count, t.RetryAfter)
 	}
-	for _, f := range doc.FailNext {
-		s.FailNext(f.Method, f.Count, f.Status, f.AfterApply)
-	}
-	for _, f := range doc.FailOperation {
-		s.FailNextOperation(f.Method, f.OpFailure)
-	}
+	doc.Apply(s)
 	return nil
 }

@@ -21,11 +21,7 @@ type FaultDocument struct {
 		Burst     int     `json:"burst"`
 		Status    int     `json:"status"`
 	} `json:"rateLimits,omitempty"`
-	FailNext      []simkit.FailNext `json:"failNext,omitempty"`
-	FailOperation []struct {
-		Method string `json:"method"`
-		OpFailure
-	} `json:"failOperation,omitempty"`
+	simkit.Failures[OpFailure]
 }
 
 // seed applies an admin SeedDocument (POST /admin/seed).
@@ -51,11 +47,6 @@ func (s *Sim) faults(doc FaultDocument) error {
 	for _, l := range doc.RateLimits {
 		s.SetRateLimit(l.Method, l.PerSecond, l.Burst, l.Status)
 	}
-	for _, f := range doc.FailNext {
-		s.FailNext(f.Method, f.Count, f.Status, f.AfterApply)
-	}
-	for _, f := range doc.FailOperation {
-		s.FailNextOperation(f.Method, f.OpFailure)
-	}
+	doc.Apply(s)
 	return nil
 }

@@ -68,13 +68,55 @@ func (q Queue[F]) Next(method string) (F, bool) {
 	return l[0], true
 }
 
-// FailNext is a fault document's request to fail the next Count calls of Method with Status,
-// after applying the change when AfterApply is set.
+// Failures is the part of a fault document that every simulator reads the same way: scripted
+// errors and failed operations. O is the simulator's description of a failed operation.
+type Failures[O any] struct {
+	FailNext      []FailNext         `json:"failNext,omitempty"`
+	FailOperation []FailOperation[O] `json:"failOperation,omitempty"`
+}
+
+// FailNext asks to fail the next Count calls of Method with Status, after applying the change
+// when AfterApply is set.
 type FailNext struct {
 	Method     string `json:"method"`
 	Count      int    `json:"count"`
 	Status     int    `json:"status"`
 	AfterApply bool   `json:"afterApply"`
+}
+
+// FailOperation asks to fail the next operation Method starts with Failure. In JSON the
+// failure's fields stand beside "method".
+type FailOperation[O any] struct {
+	Method  string
+	Failure O
+}
+
+// UnmarshalJSON reads {"method": ..., <O's fields>}.
+func (f *FailOperation[O]) UnmarshalJSON(b []byte) error {
+	var m struct {
+		Method string `json:"method"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	f.Method = m.Method
+	return json.Unmarshal(b, &f.Failure)
+}
+
+// Failer is what Failures.Apply sets faults on.
+type Failer[O any] interface {
+	FailNext(method string, n, status int, afterApply bool)
+	FailNextOperation(method string, f O)
+}
+
+// Apply queues every failure on sim.
+func (f Failures[O]) Apply(sim Failer[O]) {
+	for _, n := range f.FailNext {
+		sim.FailNext(n.Method, n.Count, n.Status, n.AfterApply)
+	}
+	for _, o := range f.FailOperation {
+		sim.FailNextOperation(o.Method, o.Failure)
+	}
 }
 
 // Duration is one Go duration string of a fault document and the setting it goes to.

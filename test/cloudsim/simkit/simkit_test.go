@@ -1,10 +1,13 @@
 package simkit
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +101,41 @@ func TestAdmin(t *testing.T) {
 	}
 	if strings.Join(seeded, ",") != "a,b" {
 		t.Fatalf("seeded %v, want [a b]", seeded)
+	}
+}
+
+type opFailure struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+type failRecorder struct{ got []string }
+
+func (r *failRecorder) FailNext(method string, n, status int, afterApply bool) {
+	r.got = append(r.got, fmt.Sprintf("next %s %d %d %v", method, n, status, afterApply))
+}
+
+func (r *failRecorder) FailNextOperation(method string, f opFailure) {
+	r.got = append(r.got, fmt.Sprintf("op %s %s %s", method, f.Code, f.Message))
+}
+
+func TestFailuresReadsFlatOperationFailures(t *testing.T) {
+	var doc struct {
+		Latency string `json:"latency"`
+		Failures[opFailure]
+	}
+	err := json.Unmarshal([]byte(`{"latency":"1s","failNext":[{"method":"a.put","count":2,"status":503,"afterApply":true}],
+		"failOperation":[{"method":"a.put","code":"Conflict","message":"taken"}]}`), &doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r failRecorder
+	doc.Apply(&r)
+	want := []string{"next a.put 2 503 true", "op a.put Conflict taken"}
+	if doc.Latency != "1s" || !slices.Equal(r.got, want) {
+		t.Fatalf("latency %q, applied %q; want 1s, %q", doc.Latency, r.got, want)
+	}
+	if err := json.Unmarshal([]byte(`{"failOperation":[{"method":7}]}`), &doc); err == nil {
+		t.Fatal("a numeric method was accepted")
 	}
 }
