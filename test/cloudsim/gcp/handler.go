@@ -212,6 +212,35 @@ func (s *Sim) findInstance(p *project, parts []string) (*instance, *apiError) {
 	return in, nil
 }
 
+// findInstanceNIC finds the instance of parts and its interface named by ?networkInterface;
+// key is the instance's project/zone/name.
+func (s *Sim) findInstanceNIC(p *project, r *http.Request, parts []string) (in *instance, n *nic, key string, e *apiError) {
+	in, e = s.findInstance(p, parts)
+	if e != nil {
+		return nil, nil, "", e
+	}
+	name := r.URL.Query().Get("networkInterface")
+	if n = findNIC(in, name); n == nil {
+		return nil, nil, "", errf(http.StatusBadRequest, "invalid", "Invalid value for field 'networkInterface': '%s'.", name)
+	}
+	return in, n, p.id + "/" + in.Zone + "/" + in.Name, nil
+}
+
+// nicOp starts a zone operation changing interface n of in: the fingerprint changes now, and
+// when the operation is done apply changes the interface (found again by name) and the
+// instance's history records it unless apply failed.
+func (s *Sim) nicOp(p *project, in *instance, n *nic, opType, method string, apply func(*nic) *opError) map[string]any {
+	n.Fingerprint = s.newFingerprint()
+	name := n.Name
+	return s.newOp(p, "zone", in.Zone, opType, instanceLink(p.id, in.Zone, in.Name), method, func() *opError {
+		if e := apply(findNIC(in, name)); e != nil {
+			return e
+		}
+		in.snapshot(time.Now())
+		return nil
+	})
+}
+
 func findNIC(in *instance, name string) *nic {
 	for _, n := range in.nics {
 		if n.Name == name {
@@ -230,14 +259,9 @@ func (s *Sim) getInstance(p *project, _ *http.Request, parts []string) (any, *ap
 }
 
 func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string) (any, *apiError) {
-	in, e := s.findInstance(p, parts)
+	in, n, key, e := s.findInstanceNIC(p, r, parts)
 	if e != nil {
 		return nil, e
-	}
-	key := p.id + "/" + in.Zone + "/" + in.Name
-	n := findNIC(in, r.URL.Query().Get("networkInterface"))
-	if n == nil {
-		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'networkInterface': '%s'.", r.URL.Query().Get("networkInterface"))
 	}
 	var body struct {
 		Fingerprint   string       `json:"fingerprint"`
@@ -285,11 +309,8 @@ func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string
 			return nil, errf(http.StatusBadRequest, "invalid", "IP address '%s' is already in use by another resource (%s).", pr.Addr(), other)
 		}
 	}
-	n.Fingerprint = s.newFingerprint()
 	want := append([]aliasRange(nil), body.AliasIPRanges...)
-	nicName := n.Name
-	return s.newOp(p, "zone", in.Zone, "updateNetworkInterface", instanceLink(p.id, in.Zone, in.Name), MUpdateNetworkIface, func() *opError {
-		n := findNIC(in, nicName)
+	return s.nicOp(p, in, n, "updateNetworkInterface", MUpdateNetworkIface, func(n *nic) *opError {
 		for _, a := range want {
 			pr, _ := parseAlias(a.IPCidrRange)
 			if other := p.ipInUse(n.Network, pr.Addr(), key); other != "" && other != in.Zone+"/"+in.Name {
@@ -316,20 +337,14 @@ func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string
 			}
 		}
 		n.Aliases = want
-		in.snapshot(time.Now())
 		return nil
 	}), nil
 }
 
 func (s *Sim) addAccessConfig(p *project, r *http.Request, parts []string) (any, *apiError) {
-	in, e := s.findInstance(p, parts)
+	in, n, key, e := s.findInstanceNIC(p, r, parts)
 	if e != nil {
 		return nil, e
-	}
-	key := p.id + "/" + in.Zone + "/" + in.Name
-	n := findNIC(in, r.URL.Query().Get("networkInterface"))
-	if n == nil {
-		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'networkInterface'.")
 	}
 	var ac accessConfig
 	if err := decode(r, &ac); err != nil {
@@ -361,29 +376,20 @@ func (s *Sim) addAccessConfig(p *project, r *http.Request, parts []string) (any,
 	if ac.NetworkTier == "" {
 		ac.NetworkTier = "PREMIUM"
 	}
-	n.Fingerprint = s.newFingerprint()
-	nicName := n.Name
-	return s.newOp(p, "zone", in.Zone, "addAccessConfig", instanceLink(p.id, in.Zone, in.Name), MAddAccessConfig, func() *opError {
-		n := findNIC(in, nicName)
+	return s.nicOp(p, in, n, "addAccessConfig", MAddAccessConfig, func(n *nic) *opError {
 		if len(n.AccessConfigs) > 0 {
 			return &opError{HTTPStatus: 400, Code: "INVALID_USAGE", Message: "At most one access config currently supported."}
 		}
 		n.AccessConfigs = append(n.AccessConfigs, ac)
 		s.emit(key, ac.NatIP, "nat+")
-		in.snapshot(time.Now())
 		return nil
 	}), nil
 }
 
 func (s *Sim) deleteAccessConfig(p *project, r *http.Request, parts []string) (any, *apiError) {
-	in, e := s.findInstance(p, parts)
+	in, n, key, e := s.findInstanceNIC(p, r, parts)
 	if e != nil {
 		return nil, e
-	}
-	key := p.id + "/" + in.Zone + "/" + in.Name
-	n := findNIC(in, r.URL.Query().Get("networkInterface"))
-	if n == nil {
-		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'networkInterface'.")
 	}
 	name := r.URL.Query().Get("accessConfig")
 	idx := -1
@@ -395,10 +401,7 @@ func (s *Sim) deleteAccessConfig(p *project, r *http.Request, parts []string) (a
 	if idx < 0 {
 		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'accessConfig': '%s'. The access config does not exist.", name)
 	}
-	n.Fingerprint = s.newFingerprint()
-	nicName := n.Name
-	return s.newOp(p, "zone", in.Zone, "deleteAccessConfig", instanceLink(p.id, in.Zone, in.Name), MDeleteAccessConfig, func() *opError {
-		n := findNIC(in, nicName)
+	return s.nicOp(p, in, n, "deleteAccessConfig", MDeleteAccessConfig, func(n *nic) *opError {
 		var keep []accessConfig
 		for _, ac := range n.AccessConfigs {
 			if ac.Name == name {
@@ -408,7 +411,6 @@ func (s *Sim) deleteAccessConfig(p *project, r *http.Request, parts []string) (a
 			keep = append(keep, ac)
 		}
 		n.AccessConfigs = keep
-		in.snapshot(time.Now())
 		return nil
 	}), nil
 }
