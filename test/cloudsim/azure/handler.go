@@ -160,12 +160,12 @@ func resID(parts []string) string { return "/" + strings.Join(parts, "/") }
 
 func (s *Sim) newOp(r *http.Request, method string, apply func() *OpFailure) (*operation, map[string]string) {
 	s.seq++
-	op := &operation{id: fmt.Sprintf("op-%d-%d", time.Now().UnixNano(), s.seq), doneAt: time.Now().Add(s.opDelay), apply: apply}
+	op := &operation{id: fmt.Sprintf("op-%d-%d", time.Now().UnixNano(), s.seq), Op: simkit.Op[OpFailure]{DoneAt: time.Now().Add(s.opDelay), Apply: apply}}
 	if f, ok := s.failOps.Next(method); ok {
-		op.failure = &f
+		op.Failure = &f
 	}
 	s.ops[op.id] = op
-	s.opOrder = append(s.opOrder, op.id)
+	s.started.Start(&op.Op)
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -187,14 +187,14 @@ func (s *Sim) asyncOperation(_ *http.Request, parts []string, _ []byte) (*respon
 		return nil, aerr(http.StatusNotFound, "NotFound", "operation %s not found", parts[7])
 	}
 	switch {
-	case !op.done:
+	case !op.Done:
 		h := map[string]string{}
 		if s.retryAfter != "" {
 			h["Retry-After"] = s.retryAfter
 		}
 		return &response{status: 200, body: map[string]any{"status": "InProgress"}, headers: h}, nil
-	case op.failure != nil:
-		return &response{status: 200, body: map[string]any{"status": "Failed", "error": map[string]any{"code": op.failure.Code, "message": op.failure.Message}}}, nil
+	case op.Failure != nil:
+		return &response{status: 200, body: map[string]any{"status": "Failed", "error": map[string]any{"code": op.Failure.Code, "message": op.Failure.Message}}}, nil
 	}
 	return &response{status: 200, body: map[string]any{"status": "Succeeded"}}, nil
 }
@@ -205,10 +205,10 @@ func (s *Sim) locationOperation(_ *http.Request, parts []string, _ []byte) (*res
 		return nil, aerr(http.StatusNotFound, "NotFound", "operation %s not found", parts[7])
 	}
 	switch {
-	case !op.done:
+	case !op.Done:
 		return &response{status: http.StatusAccepted, headers: map[string]string{"Retry-After": "0"}}, nil
-	case op.failure != nil:
-		return nil, aerr(http.StatusBadRequest, op.failure.Code, "%s", op.failure.Message)
+	case op.Failure != nil:
+		return nil, aerr(http.StatusBadRequest, op.Failure.Code, "%s", op.Failure.Message)
 	}
 	return &response{status: http.StatusNoContent}, nil
 }

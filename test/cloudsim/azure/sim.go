@@ -60,7 +60,7 @@ type Sim struct {
 	maxIPCfg map[string]int
 	pips     map[string]map[string]any
 	ops      map[string]*operation
-	opOrder  []string
+	started  simkit.Ops[OpFailure]
 	seq      int
 	events   []Event
 	imds     IMDSSeed
@@ -82,11 +82,8 @@ type subnet struct {
 }
 
 type operation struct {
-	id      string
-	doneAt  time.Time
-	apply   func() *OpFailure
-	failure *OpFailure
-	done    bool
+	id string
+	simkit.Op[OpFailure]
 }
 
 type throttleFault struct{ retryAfter string }
@@ -407,20 +404,8 @@ func (s *Sim) finishNICLocked(n map[string]any) {
 	}
 }
 
-func (s *Sim) settleLocked() {
-	now := time.Now()
-	for _, id := range s.opOrder {
-		op := s.ops[id]
-		if op.done || now.Before(op.doneAt) {
-			continue
-		}
-		op.done = true
-		if op.failure == nil && op.apply != nil {
-			op.failure = op.apply()
-		}
-		op.apply = nil
-	}
-}
+// settleLocked applies every operation whose time has come, in creation order.
+func (s *Sim) settleLocked() { s.started.Settle(time.Now()) }
 
 func sortedKeys(m map[string]map[string]any) []string {
 	keys := make([]string, 0, len(m))

@@ -623,8 +623,8 @@ func (s *Sim) insertAddress(p *project, r *http.Request, parts []string) (any, *
 		p.addresses[region+"/"+body.Name] = a
 	}
 	op := s.newOp(p, "region", region, "insert", fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s/addresses/%s", p.id, region, body.Name), MAddressesInsert, nil)
-	if fail != nil && s.ops[op["name"].(string)].err == nil {
-		s.ops[op["name"].(string)].err = fail
+	if fail != nil && s.ops[op["name"].(string)].Failure == nil {
+		s.ops[op["name"].(string)].Failure = fail
 	}
 	return op, nil
 }
@@ -681,7 +681,7 @@ func (s *Sim) newOp(p *project, scope, where, opType, target, method string, app
 	op := &operation{
 		name:    fmt.Sprintf("operation-%d-%x", time.Now().UnixMilli(), s.seq),
 		project: p.id, opType: opType, target: target,
-		status: "RUNNING", doneAt: time.Now().Add(s.opDelay), apply: apply, id: 9000000000 + s.seq,
+		id: 9000000000 + s.seq, Op: simkit.Op[opError]{DoneAt: time.Now().Add(s.opDelay), Apply: apply},
 	}
 	if scope == "zone" {
 		op.zone = where
@@ -689,10 +689,10 @@ func (s *Sim) newOp(p *project, scope, where, opType, target, method string, app
 		op.region = where
 	}
 	if f, ok := s.failOps.Next(method); ok {
-		op.err = &opError{HTTPStatus: f.HTTPStatus, Code: f.Code, Message: f.Message}
+		op.Failure = &opError{HTTPStatus: f.HTTPStatus, Code: f.Code, Message: f.Message}
 	}
 	s.ops[op.name] = op
-	s.opOrder = append(s.opOrder, op.name)
+	s.started.Start(&op.Op)
 	return s.opJSON(op)
 }
 
@@ -703,7 +703,7 @@ func (s *Sim) opJSON(op *operation) map[string]any {
 		"name":          op.name,
 		"operationType": op.opType,
 		"targetLink":    op.target,
-		"status":        op.status,
+		"status":        "RUNNING",
 		"progress":      0,
 		"insertTime":    time.Now().Format(time.RFC3339Nano),
 	}
@@ -714,13 +714,14 @@ func (s *Sim) opJSON(op *operation) map[string]any {
 		m["region"] = fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s", op.project, op.region)
 		m["selfLink"] = fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s/operations/%s", op.project, op.region, op.name)
 	}
-	if op.status == "DONE" {
+	if op.Done {
+		m["status"] = "DONE"
 		m["progress"] = 100
 		m["endTime"] = time.Now().Format(time.RFC3339Nano)
-		if op.err != nil {
-			m["error"] = map[string]any{"errors": []map[string]string{{"code": op.err.Code, "message": op.err.Message}}}
-			m["httpErrorStatusCode"] = op.err.HTTPStatus
-			m["httpErrorMessage"] = strings.ToUpper(http.StatusText(op.err.HTTPStatus))
+		if f := op.Failure; f != nil {
+			m["error"] = map[string]any{"errors": []map[string]string{{"code": f.Code, "message": f.Message}}}
+			m["httpErrorStatusCode"] = f.HTTPStatus
+			m["httpErrorMessage"] = strings.ToUpper(http.StatusText(f.HTTPStatus))
 		}
 	}
 	return m
@@ -744,7 +745,7 @@ func (s *Sim) waitOperation(r *http.Request, parts []string) {
 	op := s.ops[parts[4]]
 	var until time.Time
 	if op != nil {
-		until = op.doneAt
+		until = op.DoneAt
 	}
 	s.mu.Unlock()
 	d := time.Until(until)

@@ -64,7 +64,7 @@ type Sim struct {
 	mu       sync.Mutex
 	projects map[string]*project
 	ops      map[string]*operation
-	opOrder  []string
+	started  simkit.Ops[opError]
 	seq      uint64
 	events   []Event
 	meta     MetadataSeed
@@ -142,11 +142,8 @@ type address struct {
 
 type operation struct {
 	name, zone, region, project, opType, target string
-	status                                      string
-	doneAt                                      time.Time
-	apply                                       func() *opError
-	err                                         *opError
 	id                                          uint64
+	simkit.Op[opError]                          // Done: status DONE, else RUNNING
 }
 
 type opError struct {
@@ -546,20 +543,7 @@ func (in *instance) view(now time.Time, lag time.Duration) []*nic {
 }
 
 // settleLocked applies every operation whose time has come, in creation order.
-func (s *Sim) settleLocked() {
-	now := time.Now()
-	for _, name := range s.opOrder {
-		op := s.ops[name]
-		if op.status == "DONE" || now.Before(op.doneAt) {
-			continue
-		}
-		op.status = "DONE"
-		if op.err == nil && op.apply != nil {
-			op.err = op.apply()
-		}
-		op.apply = nil
-	}
-}
+func (s *Sim) settleLocked() { s.started.Settle(time.Now()) }
 
 func (s *Sim) emit(instanceKey, ip, kind string) {
 	s.events = append(s.events, Event{At: time.Now(), Instance: instanceKey, IP: ip, Kind: kind})

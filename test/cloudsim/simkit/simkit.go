@@ -198,3 +198,34 @@ func MustJSON(v any) []byte {
 	}
 	return b
 }
+
+// Op is one long-running operation. It is done from DoneAt on; its change applies then, once,
+// unless it failed already (Failure set when it started, from a failOperation fault).
+type Op[F any] struct {
+	DoneAt  time.Time
+	Apply   func() *F
+	Failure *F
+	Done    bool
+}
+
+// Ops settles a simulator's long-running operations in the order they started. It does no
+// locking: the simulator uses it under its own lock.
+type Ops[F any] struct{ started []*Op[F] }
+
+// Start records op.
+func (o *Ops[F]) Start(op *Op[F]) { o.started = append(o.started, op) }
+
+// Settle applies every operation due at now, in the order they started; a change that fails
+// when applied leaves its failure on the operation.
+func (o *Ops[F]) Settle(now time.Time) {
+	for _, op := range o.started {
+		if op.Done || now.Before(op.DoneAt) {
+			continue
+		}
+		op.Done = true
+		if op.Failure == nil && op.Apply != nil {
+			op.Failure = op.Apply()
+		}
+		op.Apply = nil
+	}
+}

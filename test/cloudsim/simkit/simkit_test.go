@@ -139,3 +139,32 @@ func TestFailuresReadsFlatOperationFailures(t *testing.T) {
 		t.Fatal("a numeric method was accepted")
 	}
 }
+
+func TestOpsSettleInStartOrderOnceDue(t *testing.T) {
+	now := time.Now()
+	var applied []string
+	mk := func(name string, due time.Duration, fail *string) *Op[string] {
+		return &Op[string]{DoneAt: now.Add(due), Apply: func() *string { applied = append(applied, name); return fail }}
+	}
+	conflict := "conflict"
+	first, second, later := mk("first", 0, nil), mk("second", -time.Second, &conflict), mk("later", time.Minute, nil)
+	failed := mk("failed", 0, nil)
+	failed.Failure = &conflict
+	var ops Ops[string]
+	for _, op := range []*Op[string]{first, second, later, failed} {
+		ops.Start(op)
+	}
+	ops.Settle(now)
+	ops.Settle(now) // a second settle applies nothing again
+	if !slices.Equal(applied, []string{"first", "second"}) {
+		t.Fatalf("applied %v, want [first second]", applied)
+	}
+	if !first.Done || first.Failure != nil || !second.Done || second.Failure == nil || later.Done || !failed.Done {
+		t.Fatalf("done/failure: first %v %v, second %v %v, later %v, failed %v",
+			first.Done, first.Failure, second.Done, second.Failure, later.Done, failed.Done)
+	}
+	ops.Settle(now.Add(time.Minute))
+	if !later.Done || !slices.Equal(applied, []string{"first", "second", "later"}) {
+		t.Fatalf("after a minute: later.Done %v, applied %v", later.Done, applied)
+	}
+}
