@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -218,7 +220,7 @@ func (s *Sim) locationOperation(_ *http.Request, parts []string, _ []byte) (*res
 func (s *Sim) listNICs(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
 	prefix := strings.ToLower(resID(parts)) + "/"
 	out := []any{}
-	for _, k := range sortedKeys(s.nics) {
+	for _, k := range slices.Sorted(maps.Keys(s.nics)) {
 		if strings.HasPrefix(k, prefix) {
 			out = append(out, s.nics[k])
 		}
@@ -400,7 +402,7 @@ func (s *Sim) pipView(p map[string]any) map[string]any {
 func (s *Sim) listPIPs(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
 	prefix := strings.ToLower(resID(parts)) + "/"
 	out := []any{}
-	for _, k := range sortedKeys(s.pips) {
+	for _, k := range slices.Sorted(maps.Keys(s.pips)) {
 		if strings.HasPrefix(k, prefix) {
 			out = append(out, s.pipView(s.pips[k]))
 		}

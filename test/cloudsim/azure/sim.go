@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -406,12 +405,3 @@ func (s *Sim) finishNICLocked(n map[string]any) {
 
 // settleLocked applies every operation whose time has come, in creation order.
 func (s *Sim) settleLocked() { s.started.Settle(time.Now()) }
-
-func sortedKeys(m map[string]map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -529,12 +531,7 @@ func (s *Sim) listAddresses(p *project, r *http.Request, parts []string) (any, *
 		region = parts[2]
 	}
 	byRegion := map[string][]map[string]any{}
-	keys := make([]string, 0, len(p.addresses))
-	for k := range p.addresses {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(p.addresses)) {
 		a := p.addresses[k]
 		if !s.visible(a) || (region != "" && a.Region != region) {
 			continue
