@@ -1,6 +1,7 @@
 package azuresim
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -55,12 +56,8 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.Count(method)
-	s.mu.Lock()
-	lat := s.latency
-	s.mu.Unlock()
-	if lat > 0 {
-		time.Sleep(lat)
-	}
+	// Unlike GCP's, a request whose client stops waiting still goes on.
+	s.Delay(context.WithoutCancel(r.Context()))
 	if r.URL.Query().Get("api-version") == "" {
 		aerr(http.StatusBadRequest, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.").write(w)
 		return

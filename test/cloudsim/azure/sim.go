@@ -51,6 +51,7 @@ type Event struct {
 // Its counters (Calls, CallCounts, ResetCalls) are per method name (the M constants).
 type Sim struct {
 	simkit.Counters
+	simkit.Latency
 	mu       sync.Mutex
 	sub      string
 	location string
@@ -65,7 +66,6 @@ type Sim struct {
 	imds     IMDSSeed
 	nextPub  int
 
-	latency    time.Duration
 	opDelay    time.Duration
 	retryAfter string // Retry-After value on LRO responses
 	throttle   simkit.Queue[throttleFault]
@@ -230,9 +230,6 @@ func (s *Sim) PutPublicIP(rg, name, ip string, tags map[string]string) {
 
 // ---- faults ----
 
-// SetLatency delays every request.
-func (s *Sim) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
-
 // SetOperationDelay sets how long long-running operations stay InProgress.
 func (s *Sim) SetOperationDelay(d time.Duration) { s.mu.Lock(); s.opDelay = d; s.mu.Unlock() }
 
@@ -259,7 +256,8 @@ func (s *Sim) ThrottleAll(n int, retryAfter string) {
 func (s *Sim) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.latency, s.throttleN = 0, 0
+	s.SetLatency(0)
+	s.throttleN = 0
 	clear(s.throttle)
 	clear(s.scripted)
 	clear(s.failOps)

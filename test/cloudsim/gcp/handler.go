@@ -61,15 +61,8 @@ func (s *Sim) serveCompute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.Count(name)
-	s.mu.Lock()
-	lat := s.latency
-	s.mu.Unlock()
-	if lat > 0 {
-		select {
-		case <-time.After(lat):
-		case <-r.Context().Done():
-			return
-		}
+	if !s.Delay(r.Context()) {
+		return
 	}
 	if name == MZoneOperationsWait || name == MRegionOperationsWait {
 		s.waitOperation(r, parts)

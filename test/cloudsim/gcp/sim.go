@@ -61,6 +61,7 @@ type Event struct {
 // CallCounts, ResetCalls) are per method name (the M constants).
 type Sim struct {
 	simkit.Counters
+	simkit.Latency
 	mu       sync.Mutex
 	projects map[string]*project
 	ops      map[string]*operation
@@ -70,7 +71,6 @@ type Sim struct {
 	meta     MetadataSeed
 
 	// faults
-	latency     time.Duration
 	opDelay     time.Duration
 	lag         time.Duration
 	limits      map[string]*bucket
@@ -304,9 +304,6 @@ func (s *Sim) SetMetadata(m MetadataSeed) {
 
 // ---- faults ----
 
-// SetLatency delays every request.
-func (s *Sim) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
-
 // SetOperationDelay sets how long operations stay RUNNING before their change applies.
 func (s *Sim) SetOperationDelay(d time.Duration) { s.mu.Lock(); s.opDelay = d; s.mu.Unlock() }
 
@@ -351,7 +348,8 @@ func (s *Sim) ThrottleAll(n int) { s.mu.Lock(); s.throttleAll = n; s.mu.Unlock()
 func (s *Sim) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.latency, s.lag, s.throttleAll = 0, 0, 0
+	s.SetLatency(0)
+	s.lag, s.throttleAll = 0, 0
 	s.limits = map[string]*bucket{}
 	clear(s.scripted)
 	clear(s.failOps)

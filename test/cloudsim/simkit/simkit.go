@@ -5,10 +5,12 @@
 package simkit
 
 import (
+	"context"
 	"encoding/json"
 	"maps"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -45,6 +47,29 @@ func (c *Counters) CallCounts() map[string]int {
 
 // ResetCalls zeroes the counters.
 func (c *Counters) ResetCalls() { c.mu.Lock(); c.n = nil; c.mu.Unlock() }
+
+// Latency is a delay injected before every request. The zero value delays none; it is safe
+// for concurrent use, and a simulator embeds it to offer SetLatency.
+type Latency struct{ d atomic.Int64 }
+
+// SetLatency delays every request by d.
+func (l *Latency) SetLatency(d time.Duration) { l.d.Store(int64(d)) }
+
+// Delay waits out the latency; it returns false when ctx ends first.
+func (l *Latency) Delay(ctx context.Context) bool {
+	d := time.Duration(l.d.Load())
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
 
 // Queue holds faults per method, handed out first in, first out. It does no locking: the
 // simulator uses it under its own lock. Empty it with clear.

@@ -1,6 +1,7 @@
 package simkit
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -166,5 +167,23 @@ func TestOpsSettleInStartOrderOnceDue(t *testing.T) {
 	ops.Settle(now.Add(time.Minute))
 	if !later.Done || !slices.Equal(applied, []string{"first", "second", "later"}) {
 		t.Fatalf("after a minute: later.Done %v, applied %v", later.Done, applied)
+	}
+}
+
+func TestLatencyDelaysUntilContextEnds(t *testing.T) {
+	var l Latency
+	if !l.Delay(context.Background()) {
+		t.Fatal("zero latency reported a cancelled wait")
+	}
+	l.SetLatency(20 * time.Millisecond)
+	start := time.Now()
+	if !l.Delay(context.Background()) || time.Since(start) < 20*time.Millisecond {
+		t.Fatalf("Delay returned after %v, want at least 20ms", time.Since(start))
+	}
+	l.SetLatency(time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if l.Delay(ctx) {
+		t.Fatal("Delay outlived its context")
 	}
 }
