@@ -72,6 +72,24 @@ func (d *Dataplane) applyNFT(m nftModel) error {
 	if d.nftHash == m.key() {
 		return nil
 	}
+	if err := d.replaceNFT("writing", m.fill); err != nil {
+		return err
+	}
+	d.nftHash = m.key()
+	return nil
+}
+
+func (d *Dataplane) removeNFT() error {
+	if err := d.replaceNFT("removing", nil); err != nil {
+		return err
+	}
+	d.nftHash = ""
+	return nil
+}
+
+// replaceNFT deletes egressd's table and, when fill is set, adds it again with what fill puts
+// in it, in one batch.
+func (d *Dataplane) replaceNFT(verb string, fill func(*nftables.Conn, *nftables.Table) error) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
@@ -82,8 +100,20 @@ func (d *Dataplane) applyNFT(m nftModel) error {
 	// existed, all inside this one batch.
 	c.AddTable(t)
 	c.DelTable(t)
-	c.AddTable(t)
+	if fill != nil {
+		c.AddTable(t)
+		if err := fill(c, t); err != nil {
+			return err
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("%s nftables table %s: %w", verb, d.cfg.NFTTable, err)
+	}
+	return nil
+}
 
+// fill adds the sets, chains and rules of m to table t.
+func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 	snat4 := &nftables.Set{Table: t, Name: "snat4", IsMap: true, KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeIPAddr}
 	snat6 := &nftables.Set{Table: t, Name: "snat6", IsMap: true, KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeIP6Addr}
 	for _, s := range []struct {
@@ -172,25 +202,5 @@ func (d *Dataplane) applyNFT(m nftModel) error {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic)},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}})
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("writing nftables table %s: %w", d.cfg.NFTTable, err)
-	}
-	d.nftHash = m.key()
-	return nil
-}
-
-func (d *Dataplane) removeNFT() error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("opening nftables: %w", err)
-	}
-	defer func() { _ = c.CloseLasting() }()
-	t := &nftables.Table{Name: d.cfg.NFTTable, Family: nftables.TableFamilyINet}
-	c.AddTable(t)
-	c.DelTable(t)
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("removing nftables table %s: %w", d.cfg.NFTTable, err)
-	}
-	d.nftHash = ""
 	return nil
 }

@@ -8,9 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,14 +54,14 @@ func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.Worl
 	if err := sim.AddSubnet(azuresim.SubnetSeed{ResourceGroup: rg, VNet: "vnet", Name: "nodes", CIDR: "10.240.0.0/16"}); err != nil {
 		t.Fatal(err)
 	}
-	w := &world{sim: sim, nodes: map[string][]providers.NodeRef{}, next: netip.MustParseAddr("10.240.1.0")}
+	w := &world{SimWorld: conformance.NewSimWorld(sim, mutating, netip.MustParseAddr("10.240.1.0")), sim: sim}
 	host := 4
 	for _, z := range topo.Zones {
 		for i := range topo.NodesPerZone {
 			name := fmt.Sprintf("vm-%s-%d", strings.TrimPrefix(z, "zone-"), i)
 			sim.AddVM(azuresim.VMSeed{ResourceGroup: rg, Name: name, Subnet: subnet, PrimaryIP: fmt.Sprintf("10.240.0.%d", host), MaxIPConfigurations: topo.IPsPerNode + 1})
 			host++
-			w.nodes[z] = append(w.nodes[z], providers.NodeRef{Name: name, Zone: z,
+			w.AddNode(providers.NodeRef{Name: name, Zone: z,
 				ProviderID: "azure:///subscriptions/" + sub + "/resourceGroups/" + rg + "/providers/Microsoft.Compute/virtualMachines/" + name})
 		}
 	}
@@ -77,57 +76,26 @@ func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.Worl
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.p, w.prov = p, p
-	if h.Wrap != nil {
-		w.prov = h.Wrap(t, p)
-	}
+	w.SetProvider(t, p, h.Wrap)
 	return w
 }
 
 type world struct {
-	sim   *azuresim.Sim
-	p     *azure.Provider
-	prov  providers.Provider // p, or p wrapped
-	nodes map[string][]providers.NodeRef
-	mu    sync.Mutex
-	next  netip.Addr
+	*conformance.SimWorld
+	sim *azuresim.Sim
 }
 
-func (w *world) Provider() providers.Provider          { return w.prov }
-func (w *world) Cluster() string                       { return "conformance" }
-func (w *world) Nodes(zone string) []providers.NodeRef { return w.nodes[zone] }
-func (w *world) Interfaces(string) int                 { return 1 }
-func (w *world) ResetCalls()                           { w.sim.ResetCalls() }
-func (w *world) SetDescribeLag(time.Duration)          {}
-func (w *world) ClearFaults()                          { w.sim.ClearFaults() }
-func (w *world) PublicIPs() int                        { return len(w.sim.Snapshot().PublicIPs) }
-func (w *world) Calls() map[string]int                 { return w.sim.CallCounts() }
+func (w *world) SetDescribeLag(time.Duration) {}
+func (w *world) ClearFaults()                 { w.sim.ClearFaults() }
+func (w *world) PublicIPs() int               { return len(w.sim.Snapshot().PublicIPs) }
 
 // Throttle answers 429 with Retry-After: 1 (the SDK waits it out between its retries).
 func (w *world) Throttle(n int) { w.sim.ThrottleAll(n, "1") }
 
-func (w *world) FreeAddress(string) netip.Addr {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.next = w.next.Next()
-	return w.next
-}
-
 var mutating = []string{azuresim.MNICPut, azuresim.MPIPPut, azuresim.MPIPDelete}
 
-func (w *world) MutatingCalls() int {
-	c := w.sim.CallCounts()
-	n := 0
-	for _, m := range mutating {
-		n += c[m]
-	}
-	return n
-}
-
 func (w *world) FailMutationsAfterApply() {
-	for _, m := range mutating {
-		w.sim.FailNext(m, 1, http.StatusInternalServerError, true)
-	}
+	w.FailEachMutation(w.sim.FailNext, http.StatusInternalServerError)
 }
 
 func (w *world) Holder(ip netip.Addr) (string, netip.Addr, bool) {
@@ -153,7 +121,7 @@ func (w *world) Addresses(node string) []netip.Addr {
 			out = append(out, netip.MustParseAddr(a))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	slices.SortFunc(out, netip.Addr.Compare)
 	return out
 }
 

@@ -8,9 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,7 +41,7 @@ func (Harness) Features() []conformance.Feature {
 func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.World {
 	sim := gcpsim.New()
 	seed := gcpsim.ProjectSeed{ID: project, Subnets: []gcpsim.SubnetSeed{{Name: "nodes", Region: "us-central1", CIDR: "10.0.0.0/20"}}}
-	w := &world{sim: sim, nodes: map[string][]providers.NodeRef{}, next: netip.MustParseAddr("10.0.1.0")}
+	w := &world{SimWorld: conformance.NewSimWorld(sim, mutating, netip.MustParseAddr("10.0.1.0")), sim: sim}
 	host := 2
 	for _, z := range topo.Zones {
 		for i := range topo.NodesPerZone {
@@ -50,7 +49,7 @@ func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.Worl
 			seed.Instances = append(seed.Instances, gcpsim.InstanceSeed{Name: name, Zone: zoneOf(z), MaxAliasRanges: topo.IPsPerNode,
 				NICs: []gcpsim.NICSeed{{Subnet: "nodes", NetworkIP: fmt.Sprintf("10.0.0.%d", host)}}})
 			host++
-			w.nodes[z] = append(w.nodes[z], providers.NodeRef{Name: name, Zone: z, ProviderID: "gce://" + project + "/" + zoneOf(z) + "/" + name})
+			w.AddNode(providers.NodeRef{Name: name, Zone: z, ProviderID: "gce://" + project + "/" + zoneOf(z) + "/" + name})
 		}
 	}
 	if err := sim.Seed(seed); err != nil {
@@ -63,55 +62,24 @@ func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.Worl
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.p, w.prov = p, p
-	if h.Wrap != nil {
-		w.prov = h.Wrap(t, p)
-	}
+	w.SetProvider(t, p, h.Wrap)
 	return w
 }
 
 type world struct {
-	sim   *gcpsim.Sim
-	p     *gcp.Provider
-	prov  providers.Provider // p, or p wrapped
-	nodes map[string][]providers.NodeRef
-	mu    sync.Mutex
-	next  netip.Addr
+	*conformance.SimWorld
+	sim *gcpsim.Sim
 }
 
-func (w *world) Provider() providers.Provider          { return w.prov }
-func (w *world) Cluster() string                       { return "conformance" }
-func (w *world) Nodes(zone string) []providers.NodeRef { return w.nodes[zone] }
-func (w *world) Interfaces(string) int                 { return 1 }
-func (w *world) ResetCalls()                           { w.sim.ResetCalls() }
-func (w *world) SetDescribeLag(d time.Duration)        { w.sim.SetDescribeLag(d) }
-func (w *world) ClearFaults()                          { w.sim.ClearFaults() }
-func (w *world) Throttle(n int)                        { w.sim.ThrottleAll(n) }
-func (w *world) PublicIPs() int                        { return w.sim.AddressCount("EXTERNAL") }
-func (w *world) Calls() map[string]int                 { return w.sim.CallCounts() }
-
-func (w *world) FreeAddress(string) netip.Addr {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.next = w.next.Next()
-	return w.next
-}
+func (w *world) SetDescribeLag(d time.Duration) { w.sim.SetDescribeLag(d) }
+func (w *world) ClearFaults()                   { w.sim.ClearFaults() }
+func (w *world) Throttle(n int)                 { w.sim.ThrottleAll(n) }
+func (w *world) PublicIPs() int                 { return w.sim.AddressCount("EXTERNAL") }
 
 var mutating = []string{gcpsim.MUpdateNetworkIface, gcpsim.MAddAccessConfig, gcpsim.MDeleteAccessConfig, gcpsim.MAddressesInsert, gcpsim.MAddressesDelete}
 
-func (w *world) MutatingCalls() int {
-	c := w.sim.CallCounts()
-	n := 0
-	for _, m := range mutating {
-		n += c[m]
-	}
-	return n
-}
-
 func (w *world) FailMutationsAfterApply() {
-	for _, m := range mutating {
-		w.sim.FailNext(m, 1, http.StatusServiceUnavailable, true)
-	}
+	w.FailEachMutation(w.sim.FailNext, http.StatusServiceUnavailable)
 }
 
 func instName(key string) string { return key[strings.LastIndex(key, "/")+1:] }
@@ -138,7 +106,7 @@ func (w *world) Addresses(node string) []netip.Addr {
 			out = append(out, netip.MustParseAddr(a))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	slices.SortFunc(out, netip.Addr.Compare)
 	return out
 }
 

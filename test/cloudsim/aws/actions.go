@@ -185,12 +185,8 @@ func (s *Server) xinstance(w *world, in *instance) xInstance {
 			x.PrivateIPAddress = e.Primary.String()
 		}
 		xe := w.xeni(e)
-		x.NetworkInterfaces = append(x.NetworkInterfaces, xInstanceENI{
-			NetworkInterfaceID: xe.NetworkInterfaceID, SubnetID: xe.SubnetID, VpcID: xe.VpcID, Description: xe.Description,
-			OwnerID: xe.OwnerID, Status: xe.Status, MacAddress: xe.MacAddress, PrivateIPAddress: xe.PrivateIPAddress,
-			SourceDestCheck: true, InterfaceType: "interface", GroupSet: xe.GroupSet, Attachment: xe.Attachment,
-			Association: xe.Association, PrivateIPs: xe.PrivateIPs,
-		})
+		xe.AvailabilityZone, xe.TagSet = "", nil // not part of an instance's interface
+		x.NetworkInterfaces = append(x.NetworkInterfaces, xe)
 	}
 	return x
 }

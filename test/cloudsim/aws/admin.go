@@ -89,41 +89,17 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /admin/holdings", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.Holdings()) })
 	mux.HandleFunc("GET /admin/calls", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.Calls()) })
 	mux.HandleFunc("DELETE /admin/calls", func(w http.ResponseWriter, r *http.Request) { s.ResetCalls(); writeJSON(w, struct{}{}) })
-	mux.HandleFunc("POST /admin/topology", func(w http.ResponseWriter, r *http.Request) {
-		var t Topology
-		if decode(w, r, &t) {
-			out, err := s.SeedTopology(t)
-			reply(w, out, err)
-		}
+	post(mux, "POST /admin/topology", func(t Topology) (any, error) { return s.SeedTopology(t) })
+	post(mux, "POST /admin/vpcs", func(v VPCSpec) (any, error) {
+		id, err := s.AddVPC(v)
+		return map[string]string{"vpcId": id}, err
 	})
-	mux.HandleFunc("POST /admin/vpcs", func(w http.ResponseWriter, r *http.Request) {
-		var v VPCSpec
-		if decode(w, r, &v) {
-			id, err := s.AddVPC(v)
-			reply(w, map[string]string{"vpcId": id}, err)
-		}
+	post(mux, "POST /admin/subnets", func(v SubnetSpec) (any, error) {
+		id, err := s.AddSubnet(v)
+		return map[string]string{"subnetId": id}, err
 	})
-	mux.HandleFunc("POST /admin/subnets", func(w http.ResponseWriter, r *http.Request) {
-		var v SubnetSpec
-		if decode(w, r, &v) {
-			id, err := s.AddSubnet(v)
-			reply(w, map[string]string{"subnetId": id}, err)
-		}
-	})
-	mux.HandleFunc("POST /admin/instances", func(w http.ResponseWriter, r *http.Request) {
-		var v InstanceSpec
-		if decode(w, r, &v) {
-			in, err := s.AddInstance(v)
-			reply(w, in, err)
-		}
-	})
-	mux.HandleFunc("POST /admin/instance-types", func(w http.ResponseWriter, r *http.Request) {
-		var v InstanceType
-		if decode(w, r, &v) {
-			s.AddInstanceType(v)
-			writeJSON(w, v)
-		}
-	})
+	post(mux, "POST /admin/instances", func(v InstanceSpec) (any, error) { return s.AddInstance(v) })
+	post(mux, "POST /admin/instance-types", func(v InstanceType) (any, error) { s.AddInstanceType(v); return v, nil })
 	mux.HandleFunc("DELETE /admin/instances/{id}", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, struct{}{}, s.TerminateInstance(r.PathValue("id")))
 	})
@@ -150,16 +126,25 @@ func (s *Server) AdminHandler() http.Handler {
 		writeJSON(w, struct{}{})
 	})
 	mux.HandleFunc("DELETE /admin/faults", func(w http.ResponseWriter, r *http.Request) { s.ClearFaults(); writeJSON(w, struct{}{}) })
-	mux.HandleFunc("POST /admin/imds-instance", func(w http.ResponseWriter, r *http.Request) {
-		var v struct {
-			InstanceID string `json:"instanceId"`
-		}
-		if decode(w, r, &v) {
-			s.SetIMDSInstance(v.InstanceID)
-			writeJSON(w, v)
-		}
+	post(mux, "POST /admin/imds-instance", func(v struct {
+		InstanceID string `json:"instanceId"`
+	}) (any, error) {
+		s.SetIMDSInstance(v.InstanceID)
+		return v, nil
 	})
 	return mux
+}
+
+// post serves pattern by decoding the request body into a T and answering what f returns
+// (400 with the error when decoding or f fails).
+func post[T any](mux *http.ServeMux, pattern string, f func(T) (any, error)) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		var v T
+		if decode(w, r, &v) {
+			out, err := f(v)
+			reply(w, out, err)
+		}
+	})
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -77,11 +77,13 @@ type xAttach struct {
 	Status              string `xml:"status"`
 }
 
+// xENI is an ENI as DescribeNetworkInterfaces answers it and, without availabilityZone and
+// tagSet, as an instance's networkInterfaceSet lists it.
 type xENI struct {
 	NetworkInterfaceID string    `xml:"networkInterfaceId"`
 	SubnetID           string    `xml:"subnetId"`
 	VpcID              string    `xml:"vpcId"`
-	AvailabilityZone   string    `xml:"availabilityZone"`
+	AvailabilityZone   string    `xml:"availabilityZone,omitempty"`
 	Description        string    `xml:"description"`
 	OwnerID            string    `xml:"ownerId"`
 	Status             string    `xml:"status"`
@@ -123,23 +125,6 @@ func (w *world) xeni(e *eni) xENI {
 	return x
 }
 
-type xInstanceENI struct {
-	NetworkInterfaceID string    `xml:"networkInterfaceId"`
-	SubnetID           string    `xml:"subnetId"`
-	VpcID              string    `xml:"vpcId"`
-	Description        string    `xml:"description"`
-	OwnerID            string    `xml:"ownerId"`
-	Status             string    `xml:"status"`
-	MacAddress         string    `xml:"macAddress"`
-	PrivateIPAddress   string    `xml:"privateIpAddress"`
-	SourceDestCheck    bool      `xml:"sourceDestCheck"`
-	InterfaceType      string    `xml:"interfaceType"`
-	GroupSet           []xGroup  `xml:"groupSet>item"`
-	Attachment         *xAttach  `xml:"attachment"`
-	Association        *xAssoc   `xml:"association"`
-	PrivateIPs         []xPrivIP `xml:"privateIpAddressesSet>item"`
-}
-
 type xPlacement struct {
 	AvailabilityZone string `xml:"availabilityZone"`
 	Tenancy          string `xml:"tenancy"`
@@ -151,16 +136,16 @@ type xState struct {
 }
 
 type xInstance struct {
-	InstanceID        string         `xml:"instanceId"`
-	InstanceType      string         `xml:"instanceType"`
-	Placement         xPlacement     `xml:"placement"`
-	PrivateIPAddress  string         `xml:"privateIpAddress"`
-	SubnetID          string         `xml:"subnetId"`
-	VpcID             string         `xml:"vpcId"`
-	InstanceState     xState         `xml:"instanceState"`
-	GroupSet          []xGroup       `xml:"groupSet>item"`
-	TagSet            []xTag         `xml:"tagSet>item"`
-	NetworkInterfaces []xInstanceENI `xml:"networkInterfaceSet>item"`
+	InstanceID        string     `xml:"instanceId"`
+	InstanceType      string     `xml:"instanceType"`
+	Placement         xPlacement `xml:"placement"`
+	PrivateIPAddress  string     `xml:"privateIpAddress"`
+	SubnetID          string     `xml:"subnetId"`
+	VpcID             string     `xml:"vpcId"`
+	InstanceState     xState     `xml:"instanceState"`
+	GroupSet          []xGroup   `xml:"groupSet>item"`
+	TagSet            []xTag     `xml:"tagSet>item"`
+	NetworkInterfaces []xENI     `xml:"networkInterfaceSet>item"`
 }
 
 type xReservation struct {

@@ -1,9 +1,7 @@
 package azuresim
 
 import (
-	"encoding/json"
-	"net/http"
-	"time"
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
 // SeedDocument is what POST /admin/seed accepts.
@@ -23,82 +21,37 @@ type FaultDocument struct {
 		Count      int    `json:"count"`
 		RetryAfter string `json:"retryAfter"`
 	} `json:"throttle,omitempty"`
-	FailNext []struct {
-		Method     string `json:"method"`
-		Count      int    `json:"count"`
-		Status     int    `json:"status"`
-		AfterApply bool   `json:"afterApply"`
-	} `json:"failNext,omitempty"`
-	FailOperation []struct {
-		Method string `json:"method"`
-		OpFailure
-	} `json:"failOperation,omitempty"`
+	simkit.Failures[OpFailure]
 }
 
-// serveAdmin: POST /admin/seed, POST /admin/faults, GET /admin/state, /admin/calls,
-// /admin/events.
-func (s *Sim) serveAdmin(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	switch {
-	case r.URL.Path == "/admin/seed" && r.Method == http.MethodPost:
-		var doc SeedDocument
-		if err := json.NewDecoder(r.Body).Decode(&doc); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
+// seed applies an admin SeedDocument (POST /admin/seed).
+func (s *Sim) seed(doc SeedDocument) error {
+	for _, sn := range doc.Subnets {
+		if err := s.AddSubnet(sn); err != nil {
+			return err
 		}
-		for _, sn := range doc.Subnets {
-			if err := s.AddSubnet(sn); err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-		}
-		for _, vm := range doc.VMs {
-			s.AddVM(vm)
-		}
-		if doc.IMDS != nil {
-			s.SetIMDS(*doc.IMDS)
-		}
-		_, _ = w.Write([]byte("{}"))
-	case r.URL.Path == "/admin/faults" && r.Method == http.MethodPost:
-		var doc FaultDocument
-		if err := json.NewDecoder(r.Body).Decode(&doc); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		for _, d := range []struct {
-			v   string
-			set func(time.Duration)
-		}{{doc.Latency, s.SetLatency}, {doc.OperationDelay, s.SetOperationDelay}} {
-			if d.v == "" {
-				continue
-			}
-			dur, err := time.ParseDuration(d.v)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			d.set(dur)
-		}
-		if doc.LRORetryAfter != "" {
-			s.SetLRORetryAfter(doc.LRORetryAfter)
-		}
-		for _, t := range doc.Throttle {
-			s.Throttle(t.Method, t.Count, t.RetryAfter)
-		}
-		for _, f := range doc.FailNext {
-			s.FailNext(f.Method, f.Count, f.Status, f.AfterApply)
-		}
-		for _, f := range doc.FailOperation {
-			s.FailNextOperation(f.Method, f.OpFailure)
-		}
-		_, _ = w.Write([]byte("{}"))
-	case r.URL.Path == "/admin/state" && r.Method == http.MethodGet:
-		_, _ = w.Write(mustJSON(s.Snapshot()))
-	case r.URL.Path == "/admin/calls" && r.Method == http.MethodGet:
-		_, _ = w.Write(mustJSON(s.CallCounts()))
-	case r.URL.Path == "/admin/events" && r.Method == http.MethodGet:
-		_, _ = w.Write(mustJSON(s.Events()))
-	default:
-		http.NotFound(w, r)
 	}
+	for _, vm := range doc.VMs {
+		s.AddVM(vm)
+	}
+	if doc.IMDS != nil {
+		s.SetIMDS(*doc.IMDS)
+	}
+	return nil
+}
+
+// faults applies an admin FaultDocument (POST /admin/faults).
+func (s *Sim) faults(doc FaultDocument) error {
+	if err := simkit.SetDurations(simkit.Duration{Value: doc.Latency, Set: s.SetLatency},
+		simkit.Duration{Value: doc.OperationDelay, Set: s.SetOperationDelay}); err != nil {
+		return err
+	}
+	if doc.LRORetryAfter != "" {
+		s.SetLRORetryAfter(doc.LRORetryAfter)
+	}
+	for _, t := range doc.Throttle {
+		s.Throttle(t.Method, t.Count, t.RetryAfter)
+	}
+	doc.Apply(s)
+	return nil
 }

@@ -1,13 +1,18 @@
 package azuresim
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
 type armError struct {
@@ -20,7 +25,7 @@ func (e *armError) write(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("x-ms-error-code", e.code)
 	w.WriteHeader(e.status)
-	_, _ = w.Write(mustJSON(map[string]any{"error": map[string]any{"code": e.code, "message": e.msg}}))
+	_, _ = w.Write(simkit.MustJSON(map[string]any{"error": map[string]any{"code": e.code, "message": e.msg}}))
 }
 
 func aerr(status int, code, format string, args ...any) *armError {
@@ -39,7 +44,7 @@ func (s *Sim) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/subscriptions/", s.serveARM)
 	mux.HandleFunc("/metadata/instance", s.serveIMDS)
-	mux.HandleFunc("/admin/", s.serveAdmin)
+	mux.Handle("/admin/", simkit.Admin[SeedDocument, FaultDocument, State, Event](s, s.seed, s.faults))
 	return mux
 }
 
@@ -50,13 +55,9 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 		aerr(http.StatusNotFound, "NoRegisteredProviderFound", "no route %s %s", r.Method, r.URL.Path).write(w)
 		return
 	}
-	s.mu.Lock()
-	s.calls[method]++
-	lat := s.latency
-	s.mu.Unlock()
-	if lat > 0 {
-		time.Sleep(lat)
-	}
+	s.Count(method)
+	// Unlike GCP's, a request whose client stops waiting still goes on.
+	s.Delay(context.WithoutCancel(r.Context()))
 	if r.URL.Query().Get("api-version") == "" {
 		aerr(http.StatusBadRequest, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.").write(w)
 		return
@@ -74,16 +75,13 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 		aerr(http.StatusTooManyRequests, "TooManyRequests", "The request is being throttled.").write(w)
 		return
 	}
-	if q := s.throttle[method]; len(q) > 0 {
-		s.throttle[method] = q[1:]
-		w.Header().Set("Retry-After", q[0].retryAfter)
+	if f, ok := s.throttle.Next(method); ok {
+		w.Header().Set("Retry-After", f.retryAfter)
 		aerr(http.StatusTooManyRequests, "TooManyRequests", "The request is being throttled.").write(w)
 		return
 	}
 	var after *scriptedFault
-	if q := s.scripted[method]; len(q) > 0 {
-		f := q[0]
-		s.scripted[method] = q[1:]
+	if f, ok := s.scripted.Next(method); ok {
 		if !f.afterApply {
 			aerr(f.status, "InternalServerError", "An error occurred (injected).").write(w)
 			return
@@ -112,7 +110,7 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(resp.status)
-	_, _ = w.Write(mustJSON(resp.body))
+	_, _ = w.Write(simkit.MustJSON(resp.body))
 }
 
 type handler func(r *http.Request, parts []string, body []byte) (*response, *armError)
@@ -161,14 +159,12 @@ func resID(parts []string) string { return "/" + strings.Join(parts, "/") }
 
 func (s *Sim) newOp(r *http.Request, method string, apply func() *OpFailure) (*operation, map[string]string) {
 	s.seq++
-	op := &operation{id: fmt.Sprintf("op-%d-%d", time.Now().UnixNano(), s.seq), doneAt: time.Now().Add(s.opDelay), apply: apply}
-	if q := s.failOps[method]; len(q) > 0 {
-		f := q[0]
-		s.failOps[method] = q[1:]
-		op.failure = &f
+	op := &operation{id: fmt.Sprintf("op-%d-%d", time.Now().UnixNano(), s.seq), Op: simkit.Op[OpFailure]{DoneAt: time.Now().Add(s.opDelay), Apply: apply}}
+	if f, ok := s.failOps.Next(method); ok {
+		op.Failure = &f
 	}
 	s.ops[op.id] = op
-	s.opOrder = append(s.opOrder, op.id)
+	s.started.Start(&op.Op)
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -190,14 +186,14 @@ func (s *Sim) asyncOperation(_ *http.Request, parts []string, _ []byte) (*respon
 		return nil, aerr(http.StatusNotFound, "NotFound", "operation %s not found", parts[7])
 	}
 	switch {
-	case !op.done:
+	case !op.Done:
 		h := map[string]string{}
 		if s.retryAfter != "" {
 			h["Retry-After"] = s.retryAfter
 		}
 		return &response{status: 200, body: map[string]any{"status": "InProgress"}, headers: h}, nil
-	case op.failure != nil:
-		return &response{status: 200, body: map[string]any{"status": "Failed", "error": map[string]any{"code": op.failure.Code, "message": op.failure.Message}}}, nil
+	case op.Failure != nil:
+		return &response{status: 200, body: map[string]any{"status": "Failed", "error": map[string]any{"code": op.Failure.Code, "message": op.Failure.Message}}}, nil
 	}
 	return &response{status: 200, body: map[string]any{"status": "Succeeded"}}, nil
 }
@@ -208,10 +204,10 @@ func (s *Sim) locationOperation(_ *http.Request, parts []string, _ []byte) (*res
 		return nil, aerr(http.StatusNotFound, "NotFound", "operation %s not found", parts[7])
 	}
 	switch {
-	case !op.done:
+	case !op.Done:
 		return &response{status: http.StatusAccepted, headers: map[string]string{"Retry-After": "0"}}, nil
-	case op.failure != nil:
-		return nil, aerr(http.StatusBadRequest, op.failure.Code, "%s", op.failure.Message)
+	case op.Failure != nil:
+		return nil, aerr(http.StatusBadRequest, op.Failure.Code, "%s", op.Failure.Message)
 	}
 	return &response{status: http.StatusNoContent}, nil
 }
@@ -221,7 +217,7 @@ func (s *Sim) locationOperation(_ *http.Request, parts []string, _ []byte) (*res
 func (s *Sim) listNICs(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
 	prefix := strings.ToLower(resID(parts)) + "/"
 	out := []any{}
-	for _, k := range sortedKeys(s.nics) {
+	for _, k := range slices.Sorted(maps.Keys(s.nics)) {
 		if strings.HasPrefix(k, prefix) {
 			out = append(out, s.nics[k])
 		}
@@ -403,7 +399,7 @@ func (s *Sim) pipView(p map[string]any) map[string]any {
 func (s *Sim) listPIPs(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
 	prefix := strings.ToLower(resID(parts)) + "/"
 	out := []any{}
-	for _, k := range sortedKeys(s.pips) {
+	for _, k := range slices.Sorted(maps.Keys(s.pips)) {
 		if strings.HasPrefix(k, prefix) {
 			out = append(out, s.pipView(s.pips[k]))
 		}
@@ -486,22 +482,22 @@ func (s *Sim) getSubnet(_ *http.Request, parts []string, _ []byte) (*response, *
 // ---- IMDS ----
 
 func (s *Sim) serveIMDS(w http.ResponseWriter, r *http.Request) {
+	s.Count(MIMDS)
 	s.mu.Lock()
-	s.calls[MIMDS]++
 	m := s.imds
 	s.mu.Unlock()
 	if r.Header.Get("Metadata") != "true" {
 		w.WriteHeader(http.StatusBadRequest)
-		_, _ = w.Write(mustJSON(map[string]string{"error": "Bad request. Required metadata header not specified"}))
+		_, _ = w.Write(simkit.MustJSON(map[string]string{"error": "Bad request. Required metadata header not specified"}))
 		return
 	}
 	if r.URL.Query().Get("api-version") == "" {
 		w.WriteHeader(http.StatusBadRequest)
-		_, _ = w.Write(mustJSON(map[string]string{"error": "Bad request. api-version was not specified in the request"}))
+		_, _ = w.Write(simkit.MustJSON(map[string]string{"error": "Bad request. api-version was not specified in the request"}))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	_, _ = w.Write(mustJSON(map[string]any{"compute": map[string]any{
+	_, _ = w.Write(simkit.MustJSON(map[string]any{"compute": map[string]any{
 		"subscriptionId": m.SubscriptionID, "resourceGroupName": m.ResourceGroupName, "location": m.Location, "name": m.Name,
 	}}))
 }

@@ -17,10 +17,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
 // Method names for counters and faults.
@@ -46,7 +47,11 @@ type Event struct {
 }
 
 // Sim is the simulator.
+//
+// Its counters (Calls, CallCounts, ResetCalls) are per method name (the M constants).
 type Sim struct {
+	simkit.Counters
+	simkit.Latency
 	mu       sync.Mutex
 	sub      string
 	location string
@@ -55,19 +60,17 @@ type Sim struct {
 	maxIPCfg map[string]int
 	pips     map[string]map[string]any
 	ops      map[string]*operation
-	opOrder  []string
+	started  simkit.Ops[OpFailure]
 	seq      int
-	calls    map[string]int
 	events   []Event
 	imds     IMDSSeed
 	nextPub  int
 
-	latency    time.Duration
 	opDelay    time.Duration
 	retryAfter string // Retry-After value on LRO responses
-	throttle   map[string][]throttleFault
-	scripted   map[string][]scriptedFault
-	failOps    map[string][]OpFailure
+	throttle   simkit.Queue[throttleFault]
+	scripted   simkit.Queue[scriptedFault]
+	failOps    simkit.Queue[OpFailure]
 	throttleN  int // requests left to throttle on every method; < 0: all
 	throttleRA string
 }
@@ -78,11 +81,8 @@ type subnet struct {
 }
 
 type operation struct {
-	id      string
-	doneAt  time.Time
-	apply   func() *OpFailure
-	failure *OpFailure
-	done    bool
+	id string
+	simkit.Op[OpFailure]
 }
 
 type throttleFault struct{ retryAfter string }
@@ -103,8 +103,8 @@ func New(subscription, location string) *Sim {
 	return &Sim{
 		sub: subscription, location: location,
 		subnets: map[string]*subnet{}, nics: map[string]map[string]any{}, maxIPCfg: map[string]int{},
-		pips: map[string]map[string]any{}, ops: map[string]*operation{}, calls: map[string]int{},
-		throttle: map[string][]throttleFault{}, scripted: map[string][]scriptedFault{}, failOps: map[string][]OpFailure{},
+		pips: map[string]map[string]any{}, ops: map[string]*operation{},
+		throttle: simkit.Queue[throttleFault]{}, scripted: simkit.Queue[scriptedFault]{}, failOps: simkit.Queue[OpFailure]{},
 	}
 }
 
@@ -230,9 +230,6 @@ func (s *Sim) PutPublicIP(rg, name, ip string, tags map[string]string) {
 
 // ---- faults ----
 
-// SetLatency delays every request.
-func (s *Sim) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
-
 // SetOperationDelay sets how long long-running operations stay InProgress.
 func (s *Sim) SetOperationDelay(d time.Duration) { s.mu.Lock(); s.opDelay = d; s.mu.Unlock() }
 
@@ -244,9 +241,7 @@ func (s *Sim) SetLRORetryAfter(v string) { s.mu.Lock(); s.retryAfter = v; s.mu.U
 func (s *Sim) Throttle(method string, n int, retryAfter string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := 0; i < n; i++ {
-		s.throttle[method] = append(s.throttle[method], throttleFault{retryAfter: retryAfter})
-	}
+	s.throttle.Add(method, n, throttleFault{retryAfter: retryAfter})
 }
 
 // ThrottleAll makes the next n ARM requests answer 429 with Retry-After: retryAfter; n < 0
@@ -261,10 +256,11 @@ func (s *Sim) ThrottleAll(n int, retryAfter string) {
 func (s *Sim) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.latency, s.throttleN = 0, 0
-	s.throttle = map[string][]throttleFault{}
-	s.scripted = map[string][]scriptedFault{}
-	s.failOps = map[string][]OpFailure{}
+	s.SetLatency(0)
+	s.throttleN = 0
+	clear(s.throttle)
+	clear(s.scripted)
+	clear(s.failOps)
 }
 
 // AddIPConfig adds a secondary ipConfiguration to a NIC directly (foreign resources in tests).
@@ -286,36 +282,17 @@ func (s *Sim) AddIPConfig(nicID, name, ip string) {
 func (s *Sim) FailNext(method string, n, status int, afterApply bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := 0; i < n; i++ {
-		s.scripted[method] = append(s.scripted[method], scriptedFault{status: status, afterApply: afterApply})
-	}
+	s.scripted.Add(method, n, scriptedFault{status: status, afterApply: afterApply})
 }
 
 // FailNextOperation makes the next long-running operation started by method fail.
 func (s *Sim) FailNextOperation(method string, f OpFailure) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.failOps[method] = append(s.failOps[method], f)
+	s.failOps.Add(method, 1, f)
 }
 
 // ---- inspection ----
-
-// Calls returns the requests received for method.
-func (s *Sim) Calls(method string) int { s.mu.Lock(); defer s.mu.Unlock(); return s.calls[method] }
-
-// CallCounts returns a copy of the counters.
-func (s *Sim) CallCounts() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range s.calls {
-		out[k] = v
-	}
-	return out
-}
-
-// ResetCalls zeroes the counters.
-func (s *Sim) ResetCalls() { s.mu.Lock(); s.calls = map[string]int{}; s.mu.Unlock() }
 
 // Events returns the effective changes so far.
 func (s *Sim) Events() []Event {
@@ -424,34 +401,5 @@ func (s *Sim) finishNICLocked(n map[string]any) {
 	}
 }
 
-func (s *Sim) settleLocked() {
-	now := time.Now()
-	for _, id := range s.opOrder {
-		op := s.ops[id]
-		if op.done || now.Before(op.doneAt) {
-			continue
-		}
-		op.done = true
-		if op.failure == nil && op.apply != nil {
-			op.failure = op.apply()
-		}
-		op.apply = nil
-	}
-}
-
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-func sortedKeys(m map[string]map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+// settleLocked applies every operation whose time has come, in creation order.
+func (s *Sim) settleLocked() { s.started.Settle(time.Now()) }

@@ -4,13 +4,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
 // apiError is a Compute error response.
@@ -23,7 +27,7 @@ type apiError struct {
 func (e *apiError) write(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
 	w.WriteHeader(e.status)
-	_, _ = w.Write(mustJSON(map[string]any{"error": map[string]any{
+	_, _ = w.Write(simkit.MustJSON(map[string]any{"error": map[string]any{
 		"code":    e.status,
 		"message": e.message,
 		"errors":  []map[string]string{{"message": e.message, "domain": "global", "reason": e.reason}},
@@ -40,7 +44,7 @@ func (s *Sim) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/compute/v1/", s.serveCompute)
 	mux.HandleFunc("/computeMetadata/v1/", s.serveMetadata)
-	mux.HandleFunc("/admin/", s.serveAdmin)
+	mux.Handle("/admin/", simkit.Admin[SeedDocument, FaultDocument, State, Event](s, s.seed, s.faults))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// The metadata client probes the root to detect GCE.
 		w.Header().Set("Metadata-Flavor", "Google")
@@ -56,16 +60,9 @@ func (s *Sim) serveCompute(w http.ResponseWriter, r *http.Request) {
 		errf(http.StatusNotFound, "notFound", "no route %s %s", r.Method, r.URL.Path).write(w)
 		return
 	}
-	s.mu.Lock()
-	s.calls[name]++
-	lat := s.latency
-	s.mu.Unlock()
-	if lat > 0 {
-		select {
-		case <-time.After(lat):
-		case <-r.Context().Done():
-			return
-		}
+	s.Count(name)
+	if !s.Delay(r.Context()) {
+		return
 	}
 	if name == MZoneOperationsWait || name == MRegionOperationsWait {
 		s.waitOperation(r, parts)
@@ -79,9 +76,7 @@ func (s *Sim) serveCompute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var after *scriptedFault
-	if q := s.scripted[name]; len(q) > 0 {
-		f := q[0]
-		s.scripted[name] = q[1:]
+	if f, ok := s.scripted.Next(name); ok {
 		if !f.afterApply {
 			(&apiError{status: f.status, reason: f.reason, message: "injected fault"}).write(w)
 			return
@@ -103,7 +98,7 @@ func (s *Sim) serveCompute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
-	_, _ = w.Write(mustJSON(out))
+	_, _ = w.Write(simkit.MustJSON(out))
 }
 
 // admitLocked applies the method's rate limit.
@@ -212,6 +207,35 @@ func (s *Sim) findInstance(p *project, parts []string) (*instance, *apiError) {
 	return in, nil
 }
 
+// findInstanceNIC finds the instance of parts and its interface named by ?networkInterface;
+// key is the instance's project/zone/name.
+func (s *Sim) findInstanceNIC(p *project, r *http.Request, parts []string) (in *instance, n *nic, key string, e *apiError) {
+	in, e = s.findInstance(p, parts)
+	if e != nil {
+		return nil, nil, "", e
+	}
+	name := r.URL.Query().Get("networkInterface")
+	if n = findNIC(in, name); n == nil {
+		return nil, nil, "", errf(http.StatusBadRequest, "invalid", "Invalid value for field 'networkInterface': '%s'.", name)
+	}
+	return in, n, p.id + "/" + in.Zone + "/" + in.Name, nil
+}
+
+// nicOp starts a zone operation changing interface n of in: the fingerprint changes now, and
+// when the operation is done apply changes the interface (found again by name) and the
+// instance's history records it unless apply failed.
+func (s *Sim) nicOp(p *project, in *instance, n *nic, opType, method string, apply func(*nic) *opError) map[string]any {
+	n.Fingerprint = s.newFingerprint()
+	name := n.Name
+	return s.newOp(p, "zone", in.Zone, opType, instanceLink(p.id, in.Zone, in.Name), method, func() *opError {
+		if e := apply(findNIC(in, name)); e != nil {
+			return e
+		}
+		in.snapshot(time.Now())
+		return nil
+	})
+}
+
 func findNIC(in *instance, name string) *nic {
 	for _, n := range in.nics {
 		if n.Name == name {
@@ -230,14 +254,9 @@ func (s *Sim) getInstance(p *project, _ *http.Request, parts []string) (any, *ap
 }
 
 func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string) (any, *apiError) {
-	in, e := s.findInstance(p, parts)
+	in, n, key, e := s.findInstanceNIC(p, r, parts)
 	if e != nil {
 		return nil, e
-	}
-	key := p.id + "/" + in.Zone + "/" + in.Name
-	n := findNIC(in, r.URL.Query().Get("networkInterface"))
-	if n == nil {
-		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'networkInterface': '%s'.", r.URL.Query().Get("networkInterface"))
 	}
 	var body struct {
 		Fingerprint   string       `json:"fingerprint"`
@@ -285,11 +304,8 @@ func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string
 			return nil, errf(http.StatusBadRequest, "invalid", "IP address '%s' is already in use by another resource (%s).", pr.Addr(), other)
 		}
 	}
-	n.Fingerprint = s.newFingerprint()
 	want := append([]aliasRange(nil), body.AliasIPRanges...)
-	nicName := n.Name
-	return s.newOp(p, "zone", in.Zone, "updateNetworkInterface", instanceLink(p.id, in.Zone, in.Name), MUpdateNetworkIface, func() *opError {
-		n := findNIC(in, nicName)
+	return s.nicOp(p, in, n, "updateNetworkInterface", MUpdateNetworkIface, func(n *nic) *opError {
 		for _, a := range want {
 			pr, _ := parseAlias(a.IPCidrRange)
 			if other := p.ipInUse(n.Network, pr.Addr(), key); other != "" && other != in.Zone+"/"+in.Name {
@@ -316,20 +332,14 @@ func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string
 			}
 		}
 		n.Aliases = want
-		in.snapshot(time.Now())
 		return nil
 	}), nil
 }
 
 func (s *Sim) addAccessConfig(p *project, r *http.Request, parts []string) (any, *apiError) {
-	in, e := s.findInstance(p, parts)
+	in, n, key, e := s.findInstanceNIC(p, r, parts)
 	if e != nil {
 		return nil, e
-	}
-	key := p.id + "/" + in.Zone + "/" + in.Name
-	n := findNIC(in, r.URL.Query().Get("networkInterface"))
-	if n == nil {
-		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'networkInterface'.")
 	}
 	var ac accessConfig
 	if err := decode(r, &ac); err != nil {
@@ -361,29 +371,20 @@ func (s *Sim) addAccessConfig(p *project, r *http.Request, parts []string) (any,
 	if ac.NetworkTier == "" {
 		ac.NetworkTier = "PREMIUM"
 	}
-	n.Fingerprint = s.newFingerprint()
-	nicName := n.Name
-	return s.newOp(p, "zone", in.Zone, "addAccessConfig", instanceLink(p.id, in.Zone, in.Name), MAddAccessConfig, func() *opError {
-		n := findNIC(in, nicName)
+	return s.nicOp(p, in, n, "addAccessConfig", MAddAccessConfig, func(n *nic) *opError {
 		if len(n.AccessConfigs) > 0 {
 			return &opError{HTTPStatus: 400, Code: "INVALID_USAGE", Message: "At most one access config currently supported."}
 		}
 		n.AccessConfigs = append(n.AccessConfigs, ac)
 		s.emit(key, ac.NatIP, "nat+")
-		in.snapshot(time.Now())
 		return nil
 	}), nil
 }
 
 func (s *Sim) deleteAccessConfig(p *project, r *http.Request, parts []string) (any, *apiError) {
-	in, e := s.findInstance(p, parts)
+	in, n, key, e := s.findInstanceNIC(p, r, parts)
 	if e != nil {
 		return nil, e
-	}
-	key := p.id + "/" + in.Zone + "/" + in.Name
-	n := findNIC(in, r.URL.Query().Get("networkInterface"))
-	if n == nil {
-		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'networkInterface'.")
 	}
 	name := r.URL.Query().Get("accessConfig")
 	idx := -1
@@ -395,10 +396,7 @@ func (s *Sim) deleteAccessConfig(p *project, r *http.Request, parts []string) (a
 	if idx < 0 {
 		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'accessConfig': '%s'. The access config does not exist.", name)
 	}
-	n.Fingerprint = s.newFingerprint()
-	nicName := n.Name
-	return s.newOp(p, "zone", in.Zone, "deleteAccessConfig", instanceLink(p.id, in.Zone, in.Name), MDeleteAccessConfig, func() *opError {
-		n := findNIC(in, nicName)
+	return s.nicOp(p, in, n, "deleteAccessConfig", MDeleteAccessConfig, func(n *nic) *opError {
 		var keep []accessConfig
 		for _, ac := range n.AccessConfigs {
 			if ac.Name == name {
@@ -408,7 +406,6 @@ func (s *Sim) deleteAccessConfig(p *project, r *http.Request, parts []string) (a
 			keep = append(keep, ac)
 		}
 		n.AccessConfigs = keep
-		in.snapshot(time.Now())
 		return nil
 	}), nil
 }
@@ -527,12 +524,7 @@ func (s *Sim) listAddresses(p *project, r *http.Request, parts []string) (any, *
 		region = parts[2]
 	}
 	byRegion := map[string][]map[string]any{}
-	keys := make([]string, 0, len(p.addresses))
-	for k := range p.addresses {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(p.addresses)) {
 		a := p.addresses[k]
 		if !s.visible(a) || (region != "" && a.Region != region) {
 			continue
@@ -621,8 +613,8 @@ func (s *Sim) insertAddress(p *project, r *http.Request, parts []string) (any, *
 		p.addresses[region+"/"+body.Name] = a
 	}
 	op := s.newOp(p, "region", region, "insert", fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s/addresses/%s", p.id, region, body.Name), MAddressesInsert, nil)
-	if fail != nil && s.ops[op["name"].(string)].err == nil {
-		s.ops[op["name"].(string)].err = fail
+	if fail != nil && s.ops[op["name"].(string)].Failure == nil {
+		s.ops[op["name"].(string)].Failure = fail
 	}
 	return op, nil
 }
@@ -679,20 +671,18 @@ func (s *Sim) newOp(p *project, scope, where, opType, target, method string, app
 	op := &operation{
 		name:    fmt.Sprintf("operation-%d-%x", time.Now().UnixMilli(), s.seq),
 		project: p.id, opType: opType, target: target,
-		status: "RUNNING", doneAt: time.Now().Add(s.opDelay), apply: apply, id: 9000000000 + s.seq,
+		id: 9000000000 + s.seq, Op: simkit.Op[opError]{DoneAt: time.Now().Add(s.opDelay), Apply: apply},
 	}
 	if scope == "zone" {
 		op.zone = where
 	} else {
 		op.region = where
 	}
-	if q := s.failOps[method]; len(q) > 0 {
-		f := q[0]
-		s.failOps[method] = q[1:]
-		op.err = &opError{HTTPStatus: f.HTTPStatus, Code: f.Code, Message: f.Message}
+	if f, ok := s.failOps.Next(method); ok {
+		op.Failure = &opError{HTTPStatus: f.HTTPStatus, Code: f.Code, Message: f.Message}
 	}
 	s.ops[op.name] = op
-	s.opOrder = append(s.opOrder, op.name)
+	s.started.Start(&op.Op)
 	return s.opJSON(op)
 }
 
@@ -703,7 +693,7 @@ func (s *Sim) opJSON(op *operation) map[string]any {
 		"name":          op.name,
 		"operationType": op.opType,
 		"targetLink":    op.target,
-		"status":        op.status,
+		"status":        "RUNNING",
 		"progress":      0,
 		"insertTime":    time.Now().Format(time.RFC3339Nano),
 	}
@@ -714,13 +704,14 @@ func (s *Sim) opJSON(op *operation) map[string]any {
 		m["region"] = fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s", op.project, op.region)
 		m["selfLink"] = fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s/operations/%s", op.project, op.region, op.name)
 	}
-	if op.status == "DONE" {
+	if op.Done {
+		m["status"] = "DONE"
 		m["progress"] = 100
 		m["endTime"] = time.Now().Format(time.RFC3339Nano)
-		if op.err != nil {
-			m["error"] = map[string]any{"errors": []map[string]string{{"code": op.err.Code, "message": op.err.Message}}}
-			m["httpErrorStatusCode"] = op.err.HTTPStatus
-			m["httpErrorMessage"] = strings.ToUpper(http.StatusText(op.err.HTTPStatus))
+		if f := op.Failure; f != nil {
+			m["error"] = map[string]any{"errors": []map[string]string{{"code": f.Code, "message": f.Message}}}
+			m["httpErrorStatusCode"] = f.HTTPStatus
+			m["httpErrorMessage"] = strings.ToUpper(http.StatusText(f.HTTPStatus))
 		}
 	}
 	return m
@@ -744,7 +735,7 @@ func (s *Sim) waitOperation(r *http.Request, parts []string) {
 	op := s.ops[parts[4]]
 	var until time.Time
 	if op != nil {
-		until = op.doneAt
+		until = op.DoneAt
 	}
 	s.mu.Unlock()
 	d := time.Until(until)
@@ -763,8 +754,8 @@ func (s *Sim) waitOperation(r *http.Request, parts []string) {
 // ---- metadata ----
 
 func (s *Sim) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	s.Count(MMetadata)
 	s.mu.Lock()
-	s.calls[MMetadata]++
 	m := s.meta
 	s.mu.Unlock()
 	w.Header().Set("Metadata-Flavor", "Google")

@@ -14,7 +14,6 @@
 package gcpsim
 
 import (
-	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"net/http"
@@ -24,6 +23,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
 // Method names used for call counters and fault injection.
@@ -56,24 +57,25 @@ type Event struct {
 	Kind string
 }
 
-// Sim is the simulator. Create it with New; serve it with Handler.
+// Sim is the simulator. Create it with New; serve it with Handler. Its counters (Calls,
+// CallCounts, ResetCalls) are per method name (the M constants).
 type Sim struct {
+	simkit.Counters
+	simkit.Latency
 	mu       sync.Mutex
 	projects map[string]*project
 	ops      map[string]*operation
-	opOrder  []string
+	started  simkit.Ops[opError]
 	seq      uint64
-	calls    map[string]int
 	events   []Event
 	meta     MetadataSeed
 
 	// faults
-	latency     time.Duration
 	opDelay     time.Duration
 	lag         time.Duration
 	limits      map[string]*bucket
-	scripted    map[string][]scriptedFault
-	failOps     map[string][]OpFailure
+	scripted    simkit.Queue[scriptedFault]
+	failOps     simkit.Queue[OpFailure]
 	fpRaces     map[string]int // instance key → stale fingerprint races left
 	extPoolNext uint32
 	extQuota    int
@@ -140,11 +142,8 @@ type address struct {
 
 type operation struct {
 	name, zone, region, project, opType, target string
-	status                                      string
-	doneAt                                      time.Time
-	apply                                       func() *opError
-	err                                         *opError
 	id                                          uint64
+	simkit.Op[opError]                          // Done: status DONE, else RUNNING
 }
 
 type opError struct {
@@ -179,10 +178,9 @@ func New() *Sim {
 	return &Sim{
 		projects: map[string]*project{},
 		ops:      map[string]*operation{},
-		calls:    map[string]int{},
 		limits:   map[string]*bucket{},
-		scripted: map[string][]scriptedFault{},
-		failOps:  map[string][]OpFailure{},
+		scripted: simkit.Queue[scriptedFault]{},
+		failOps:  simkit.Queue[OpFailure]{},
 		fpRaces:  map[string]int{},
 		extQuota: 1 << 30,
 	}
@@ -306,9 +304,6 @@ func (s *Sim) SetMetadata(m MetadataSeed) {
 
 // ---- faults ----
 
-// SetLatency delays every request.
-func (s *Sim) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
-
 // SetOperationDelay sets how long operations stay RUNNING before their change applies.
 func (s *Sim) SetOperationDelay(d time.Duration) { s.mu.Lock(); s.opDelay = d; s.mu.Unlock() }
 
@@ -342,9 +337,7 @@ func (s *Sim) FailNext(method string, n int, status int, afterApply bool) {
 	case http.StatusForbidden:
 		reason = "rateLimitExceeded"
 	}
-	for i := 0; i < n; i++ {
-		s.scripted[method] = append(s.scripted[method], scriptedFault{status: status, reason: reason, afterApply: afterApply})
-	}
+	s.scripted.Add(method, n, scriptedFault{status: status, reason: reason, afterApply: afterApply})
 }
 
 // ThrottleAll makes the next n requests of any Compute method answer 429
@@ -355,10 +348,11 @@ func (s *Sim) ThrottleAll(n int) { s.mu.Lock(); s.throttleAll = n; s.mu.Unlock()
 func (s *Sim) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.latency, s.lag, s.throttleAll = 0, 0, 0
+	s.SetLatency(0)
+	s.lag, s.throttleAll = 0, 0
 	s.limits = map[string]*bucket{}
-	s.scripted = map[string][]scriptedFault{}
-	s.failOps = map[string][]OpFailure{}
+	clear(s.scripted)
+	clear(s.failOps)
 	s.fpRaces = map[string]int{}
 }
 
@@ -366,7 +360,7 @@ func (s *Sim) ClearFaults() {
 func (s *Sim) FailNextOperation(method string, f OpFailure) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.failOps[method] = append(s.failOps[method], f)
+	s.failOps.Add(method, 1, f)
 }
 
 // RaceFingerprint makes the next n updateNetworkInterface calls on the instance see a
@@ -378,23 +372,6 @@ func (s *Sim) RaceFingerprint(project, zone, name string, n int) {
 }
 
 // ---- inspection ----
-
-// Calls returns the number of requests received for method.
-func (s *Sim) Calls(method string) int { s.mu.Lock(); defer s.mu.Unlock(); return s.calls[method] }
-
-// CallCounts returns a copy of all counters.
-func (s *Sim) CallCounts() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]int, len(s.calls))
-	for k, v := range s.calls {
-		out[k] = v
-	}
-	return out
-}
-
-// ResetCalls zeroes the counters.
-func (s *Sim) ResetCalls() { s.mu.Lock(); s.calls = map[string]int{}; s.mu.Unlock() }
 
 // Events returns the effective changes so far.
 func (s *Sim) Events() []Event {
@@ -564,20 +541,7 @@ func (in *instance) view(now time.Time, lag time.Duration) []*nic {
 }
 
 // settleLocked applies every operation whose time has come, in creation order.
-func (s *Sim) settleLocked() {
-	now := time.Now()
-	for _, name := range s.opOrder {
-		op := s.ops[name]
-		if op.status == "DONE" || now.Before(op.doneAt) {
-			continue
-		}
-		op.status = "DONE"
-		if op.err == nil && op.apply != nil {
-			op.err = op.apply()
-		}
-		op.apply = nil
-	}
-}
+func (s *Sim) settleLocked() { s.started.Settle(time.Now()) }
 
 func (s *Sim) emit(instanceKey, ip, kind string) {
 	s.events = append(s.events, Event{At: time.Now(), Instance: instanceKey, IP: ip, Kind: kind})
@@ -628,12 +592,4 @@ func (s *Sim) subnetByLink(p *project, link string) *subnet {
 		return nil
 	}
 	return p.subnets[parts[0]+"/"+parts[2]]
-}
-
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
 }
