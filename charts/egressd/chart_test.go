@@ -243,6 +243,8 @@ func TestRenderEveryProfile(t *testing.T) {
 				"Deployment": 1, "PodDisruptionBudget": 1, "DaemonSet": 1,
 				// The uninstall hook (uninstall.yaml): its own identity and Job.
 				"Job": 1,
+				// The agent's write policy (admission-agent.yaml).
+				"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1,
 			}
 			want["ServiceAccount"]++
 			want["Role"]++
@@ -531,8 +533,9 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		return out
 	}
 	const (
-		read = "get,list,watch"
-		all  = "create,delete,get,list,patch,update,watch"
+		read  = "get,list,watch"
+		watch = "list,watch"
+		all   = "create,delete,get,list,patch,update,watch"
 	)
 	want := map[string][]rule{
 		"ClusterRole/" + controllerName: {
@@ -554,14 +557,16 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		"Role/" + controllerName: {
 			{"coordination.k8s.io", "leases", all},
 		},
+		// The agent reads through its watches only; admission-agent.yaml narrows its Lease
+		// writes to its own node's (identity_envtest_test.go).
 		"ClusterRole/" + agentName: {
-			{"", "namespaces", read},
-			{"", "nodes", read},
-			{"", "pods", read},
-			{"egressd.io", "clusteregresspolicies", read},
-			{"egressd.io", "egressgateways", read},
-			{"egressd.io", "egressips", read},
-			{"egressd.io", "egresspolicies", read},
+			{"", "namespaces", watch},
+			{"", "nodes", watch},
+			{"", "pods", watch},
+			{"egressd.io", "clusteregresspolicies", watch},
+			{"egressd.io", "egressgateways", watch},
+			{"egressd.io", "egressips", watch},
+			{"egressd.io", "egresspolicies", watch},
 		},
 		"Role/" + agentName: {
 			{"apps", "daemonsets", "get"},
