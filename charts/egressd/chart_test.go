@@ -16,6 +16,7 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/releaseutil"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -818,6 +819,37 @@ func TestControllerSpreadHonorsTaints(t *testing.T) {
 	for _, c := range cs {
 		if c.NodeTaintsPolicy == nil || *c.NodeTaintsPolicy != corev1.NodeInclusionPolicyHonor {
 			t.Errorf("spread constraint on %s: nodeTaintsPolicy %v, want Honor", c.TopologyKey, c.NodeTaintsPolicy)
+		}
+	}
+}
+
+// TestAgentWritePolicyFollowsTheServiceAccount checks that the agent's write policy matches the
+// agent's service account, whatever its name, refuses (not only warns) and fails closed.
+// TestAgentIdentity checks what it admits against the API server.
+func TestAgentWritePolicyFollowsTheServiceAccount(t *testing.T) {
+	for sa, values := range map[string]map[string]any{
+		agentName:      profiles["aws"],
+		"custom-agent": with(profiles["aws"], "agent.serviceAccount.name", "custom-agent"),
+	} {
+		r := mustRender(t, values)
+		p := into[admissionregistrationv1.ValidatingAdmissionPolicy](t, r.get(t, "ValidatingAdmissionPolicy", agentName+"-writes"))
+		b := into[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r.get(t, "ValidatingAdmissionPolicyBinding", agentName+"-writes"))
+		want := "request.userInfo.username == 'system:serviceaccount:" + releaseNamespace + ":" + sa + "'"
+		if len(p.Spec.MatchConditions) != 1 || p.Spec.MatchConditions[0].Expression != want {
+			t.Errorf("service account %s: match conditions %+v, want one: %s", sa, p.Spec.MatchConditions, want)
+		}
+		if p.Spec.FailurePolicy == nil || *p.Spec.FailurePolicy != admissionregistrationv1.Fail {
+			t.Errorf("service account %s: failurePolicy %v, want Fail", sa, p.Spec.FailurePolicy)
+		}
+		if b.Spec.PolicyName != p.Name || !slices.Equal(b.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) || b.Spec.MatchResources != nil {
+			t.Errorf("service account %s: binding %+v, want policy %s, Deny, every resource", sa, b.Spec, p.Name)
+		}
+		var bound bool
+		for _, o := range r.ofKind("ServiceAccount") {
+			bound = bound || o.GetName() == sa
+		}
+		if !bound {
+			t.Errorf("no ServiceAccount %s rendered", sa)
 		}
 	}
 }
