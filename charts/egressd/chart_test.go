@@ -16,6 +16,7 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/releaseutil"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -243,6 +244,8 @@ func TestRenderEveryProfile(t *testing.T) {
 				"Deployment": 1, "PodDisruptionBudget": 1, "DaemonSet": 1,
 				// The uninstall hook (uninstall.yaml): its own identity and Job.
 				"Job": 1,
+				// The agent's write policy (admission-agent.yaml).
+				"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1,
 			}
 			want["ServiceAccount"]++
 			want["Role"]++
@@ -531,8 +534,9 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		return out
 	}
 	const (
-		read = "get,list,watch"
-		all  = "create,delete,get,list,patch,update,watch"
+		read  = "get,list,watch"
+		watch = "list,watch"
+		all   = "create,delete,get,list,patch,update,watch"
 	)
 	want := map[string][]rule{
 		"ClusterRole/" + controllerName: {
@@ -554,14 +558,16 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		"Role/" + controllerName: {
 			{"coordination.k8s.io", "leases", all},
 		},
+		// The agent reads through its watches only; admission-agent.yaml narrows its Lease
+		// writes to its own node's (identity_envtest_test.go).
 		"ClusterRole/" + agentName: {
-			{"", "namespaces", read},
-			{"", "nodes", read},
-			{"", "pods", read},
-			{"egressd.io", "clusteregresspolicies", read},
-			{"egressd.io", "egressgateways", read},
-			{"egressd.io", "egressips", read},
-			{"egressd.io", "egresspolicies", read},
+			{"", "namespaces", watch},
+			{"", "nodes", watch},
+			{"", "pods", watch},
+			{"egressd.io", "clusteregresspolicies", watch},
+			{"egressd.io", "egressgateways", watch},
+			{"egressd.io", "egressips", watch},
+			{"egressd.io", "egresspolicies", watch},
 		},
 		"Role/" + agentName: {
 			{"apps", "daemonsets", "get"},
@@ -813,6 +819,37 @@ func TestControllerSpreadHonorsTaints(t *testing.T) {
 	for _, c := range cs {
 		if c.NodeTaintsPolicy == nil || *c.NodeTaintsPolicy != corev1.NodeInclusionPolicyHonor {
 			t.Errorf("spread constraint on %s: nodeTaintsPolicy %v, want Honor", c.TopologyKey, c.NodeTaintsPolicy)
+		}
+	}
+}
+
+// TestAgentWritePolicyFollowsTheServiceAccount checks that the agent's write policy matches the
+// agent's service account, whatever its name, refuses (not only warns) and fails closed.
+// TestAgentIdentity checks what it admits against the API server.
+func TestAgentWritePolicyFollowsTheServiceAccount(t *testing.T) {
+	for sa, values := range map[string]map[string]any{
+		agentName:      profiles["aws"],
+		"custom-agent": with(profiles["aws"], "agent.serviceAccount.name", "custom-agent"),
+	} {
+		r := mustRender(t, values)
+		p := into[admissionregistrationv1.ValidatingAdmissionPolicy](t, r.get(t, "ValidatingAdmissionPolicy", agentName+"-writes"))
+		b := into[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, r.get(t, "ValidatingAdmissionPolicyBinding", agentName+"-writes"))
+		want := "request.userInfo.username == 'system:serviceaccount:" + releaseNamespace + ":" + sa + "'"
+		if len(p.Spec.MatchConditions) != 1 || p.Spec.MatchConditions[0].Expression != want {
+			t.Errorf("service account %s: match conditions %+v, want one: %s", sa, p.Spec.MatchConditions, want)
+		}
+		if p.Spec.FailurePolicy == nil || *p.Spec.FailurePolicy != admissionregistrationv1.Fail {
+			t.Errorf("service account %s: failurePolicy %v, want Fail", sa, p.Spec.FailurePolicy)
+		}
+		if b.Spec.PolicyName != p.Name || !slices.Equal(b.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) || b.Spec.MatchResources != nil {
+			t.Errorf("service account %s: binding %+v, want policy %s, Deny, every resource", sa, b.Spec, p.Name)
+		}
+		var bound bool
+		for _, o := range r.ofKind("ServiceAccount") {
+			bound = bound || o.GetName() == sa
+		}
+		if !bound {
+			t.Errorf("no ServiceAccount %s rendered", sa)
 		}
 	}
 }

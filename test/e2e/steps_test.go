@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/test/envtest"
 	"github.com/egressd/egressd/test/lab"
 )
@@ -133,7 +134,37 @@ agent:
 	}
 	s.waitReady(t, "all egressd pods Ready after helm install", 4*time.Minute, "")
 	t.Logf("FIGURE helm install to all pods Ready: %s", time.Since(start).Round(time.Millisecond))
+	s.heartbeatsThroughPolicy(t)
 	s.idleFigures(t)
+}
+
+// heartbeatsThroughPolicy checks that every agent created and renews its own Lease with the
+// token its kubelet gave it, while the chart's write policy (admission-agent.yaml) is in force:
+// the policy admits a kubelet's pod-bound token for the agent's own node.
+func (s *suite) heartbeatsThroughPolicy(t *testing.T) {
+	t.Helper()
+	if _, err := s.c.Client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Get(s.ctx, "egressd-agent-writes", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the agent's write policy binding: %v", err)
+	}
+	// first renewal time seen per node; the condition holds once every Lease renewed after it.
+	first := map[string]time.Time{}
+	s.wait(t, "every agent renewing its own heartbeat Lease", time.Minute, func(ctx context.Context) (bool, error) {
+		all := true
+		for _, n := range s.c.Nodes {
+			l, err := s.c.Client.CoordinationV1().Leases(releaseNS).Get(ctx, contract.AgentLeaseName(n.Name), metav1.GetOptions{})
+			if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != n.Name || l.Spec.RenewTime == nil {
+				return false, nil
+			}
+			if f, ok := first[n.Name]; !ok {
+				first[n.Name] = l.Spec.RenewTime.Time
+				all = false
+			} else if !l.Spec.RenewTime.After(f) {
+				all = false
+			}
+		}
+		return all, nil
+	})
+	t.Logf("%d agents renew their own heartbeat Lease under the write policy", len(s.c.Nodes))
 }
 
 // waitReady waits for the controller Deployment (2 replicas) and the agent DaemonSet (one per
