@@ -39,39 +39,28 @@ spec:
   egressGateway: {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-1}}, interface: eth1}
 `
 
-// severalGateways is a Cilium 1.18 policy with an egressGateways list.
-const severalGateways = `
-apiVersion: cilium.io/v2
-kind: CiliumEgressGatewayPolicy
-metadata: {name: spread}
-spec:
-  selectors: [{podSelector: {matchLabels: {io.kubernetes.pod.namespace: shop}}}]
-  destinationCIDRs: [203.0.113.0/24]
-  egressGateway: {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-1}}, egressIP: 192.0.2.11}
-  egressGateways:
-  - {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-1}}, egressIP: 192.0.2.11}
-  - {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-2}}, egressIP: 192.0.2.12}
-`
-
-// widened loses an exclusion: the output steers more than the source.
-const widened = `
-apiVersion: cilium.io/v2
-kind: CiliumEgressGatewayPolicy
-metadata: {name: widened}
-spec:
-  selectors: [{podSelector: {matchLabels: {io.kubernetes.pod.namespace: ns}}}]
-  destinationCIDRs: [10.0.0.0/8]
-  excludedCIDRs: [10.1.0.0/16, 10.2.0.0]
-  egressGateway: {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-1}}, interface: eth1}
-`
-
 const foreignObject = `
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: unrelated}
 `
 
+// The conversion package's fixtures: egressGateways with three entries, and a policy whose
+// dropped exclusion widens it.
+var (
+	spreadFile  = filepath.Join("..", "convert", "testdata", "egress-gateways.yaml")
+	widenedFile = filepath.Join("..", "convert", "testdata", "widened.yaml")
+)
+
 func TestConvertCommand(t *testing.T) {
+	readFile := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	severalGateways := readFile(spreadFile)
 	dir := t.TempDir()
 	file := func(name, content string) string {
 		path := filepath.Join(dir, name)
@@ -81,7 +70,6 @@ func TestConvertCommand(t *testing.T) {
 		return path
 	}
 	exactFile := file("exact.yaml", exactPolicy)
-	spreadFile := file("spread.yaml", severalGateways)
 	brokenFile := file("broken.yaml", "a: [unclosed")
 	policiesDir := filepath.Join(dir, "policies")
 	if err := os.Mkdir(policiesDir, 0o700); err != nil {
@@ -130,14 +118,14 @@ func TestConvertCommand(t *testing.T) {
 			stderr: []string{"error: ConfigMap/unrelated: not an egress gateway policy; skipped", "converted with losses"},
 		},
 		{
-			name: "a dropped exclusion widens the policy: exit 3", stdin: widened, args: []string{"convert"},
+			name: "a dropped exclusion widens the policy: exit 3", args: []string{"convert", "-f", widenedFile},
 			code: ExitLossy, stdout: []string{"- 10.1.0.0/16", "gateway: widened"},
-			stderr: []string{"error: CiliumEgressGatewayPolicy/widened spec.excludedCIDRs[1]:", "traffic to it now uses the gateway"},
+			stderr: []string{"error: " + widenedFile + ": CiliumEgressGatewayPolicy/widened spec.excludedCIDRs[1]:", "traffic to it now uses the gateway"},
 		},
 		{
 			name: "egressGateways with two entries", args: append([]string{"convert", "-f", spreadFile}, static...),
-			code: ExitOK, stdout: []string{"- 192.0.2.11\n        - 192.0.2.12\n", "      - gw-1\n      - gw-2\n"},
-			stderr: []string{"info: " + spreadFile + ": CiliumEgressGatewayPolicy/spread spec.egressGateways: Cilium assigns each pod to one of the 2 gateways"},
+			code: ExitOK, stdout: []string{"- 192.0.2.11\n        - 192.0.2.12\n        - 192.0.2.13\n", "      - gw-1\n      - gw-2\n      - gw-3\n"},
+			stderr: []string{"info: " + spreadFile + ": CiliumEgressGatewayPolicy/spread spec.egressGateways: Cilium assigns each pod to one of the 3 gateways"},
 		},
 		{
 			name: "-f repeated, issues name the file", args: append([]string{"convert", "-f", exactFile, "--filename", spreadFile}, static...),

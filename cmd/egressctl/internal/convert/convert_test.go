@@ -3,6 +3,8 @@ package convert
 import (
 	"bytes"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -179,22 +181,6 @@ spec:
   somethingNew: true
 `
 
-// egressGatewaysList is a Cilium 1.18 policy with three gateways, one node each, the first
-// repeating egressGateway as Cilium documents.
-const egressGatewaysList = `
-apiVersion: cilium.io/v2
-kind: CiliumEgressGatewayPolicy
-metadata: {name: spread}
-spec:
-  selectors: [{podSelector: {matchLabels: {app: api, io.kubernetes.pod.namespace: shop}}}]
-  destinationCIDRs: [203.0.113.0/24]
-  egressGateway: {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-1}}, egressIP: 192.0.2.11}
-  egressGateways:
-  - {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-1}}, egressIP: 192.0.2.11}
-  - {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-2}}, egressIP: 192.0.2.12}
-  - {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-3}}, egressIP: 192.0.2.13}
-`
-
 // egressGatewaysNotRepeating lists gateways whose first entry is not egressGateway.
 const egressGatewaysNotRepeating = `
 apiVersion: cilium.io/v2
@@ -247,18 +233,6 @@ spec:
   egressGateway: {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-1}}, interface: eth1}
 `
 
-// badExclusion has an exclusion that is not a CIDR: dropping it widens the policy.
-const badExclusion = `
-apiVersion: cilium.io/v2
-kind: CiliumEgressGatewayPolicy
-metadata: {name: widened}
-spec:
-  selectors: [{podSelector: {matchLabels: {io.kubernetes.pod.namespace: shop}}}]
-  destinationCIDRs: [10.0.0.0/8]
-  excludedCIDRs: [10.1.0.0/16, 10.2.0.0]
-  egressGateway: {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-1}}, interface: eth1}
-`
-
 // nameCollision: policy a's two selectors become a-0 and a-1; policy a-0 would be a-0 too.
 const nameCollision = `
 apiVersion: cilium.io/v2
@@ -277,6 +251,16 @@ spec:
   destinationCIDRs: [172.16.0.0/12]
   egressGateway: {nodeSelector: {matchLabels: {kubernetes.io/hostname: gw-1}}, interface: eth1}
 `
+
+// fixture reads a file of testdata, which the CLI tests read too.
+func fixture(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
 
 type issueKey struct {
 	sev   Severity
@@ -620,7 +604,7 @@ spec:
 		},
 		{
 			name: "egressGateways: three gateways, the first repeating egressGateway",
-			in:   egressGatewaysList,
+			in:   fixture(t, "egress-gateways.yaml"),
 			opts: Options{Provider: "static", Zone: "dc1", Subnet: netip.MustParsePrefix("192.0.2.0/24")},
 			out: `---
 apiVersion: egressd.io/v1alpha1
@@ -724,7 +708,7 @@ spec:
 		},
 		{
 			name:   "an exclusion that cannot be read is dropped, widening the policy",
-			in:     badExclusion,
+			in:     fixture(t, "widened.yaml"),
 			has:    []string{"  excludedCIDRs:\n  - 10.1.0.0/16\n  gateway: widened\n"},
 			issues: []issueKey{{Error, "spec.excludedCIDRs[1]"}},
 		},
