@@ -2,7 +2,10 @@ package providers_test
 
 import (
 	"encoding/json"
-	"net/http/httptest"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -61,8 +64,22 @@ func TestDecodeConfig(t *testing.T) {
 // The static provider's are in providers/static.
 func TestProviderConfigsStrict(t *testing.T) {
 	behind := awssimtest.Harness{}.Setup(t, conformance.Topology{Zones: []string{"a"}, NodesPerZone: 1, IPsPerNode: 1}).Provider()
-	srv := httptest.NewServer(plugin.NewHandler(behind))
-	t.Cleanup(srv.Close)
+	dir, err := os.MkdirTemp("", "egressd-plugin") // short: a socket path has at most 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	sock, tokenFile := filepath.Join(dir, "p.sock"), filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: plugin.NewHandler(behind, plugin.WithToken("s3cret")), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
 	for typ, c := range map[string]conformance.Config{
 		aws.Type: {Construct: aws.Constructor,
 			Valid: `{"clusterName":"c1","region":"eu-west-1","vpcId":"vpc-0abc","maxAttempts":5,"maxBackoff":"5s",
@@ -82,8 +99,8 @@ func TestProviderConfigsStrict(t *testing.T) {
 				"insecureAllowCredentialWithHTTP": `"no"`},
 			Required: []string{"clusterName"}},
 		plugin.Type: {Construct: plugin.Constructor,
-			Valid:      `{"clusterName":"c1","endpoint":"` + srv.URL + `","token":""}`,
-			WrongTypes: map[string]string{"endpoint": `8080`, "token": `{"secret":"x"}`},
+			Valid:      `{"clusterName":"c1","endpoint":"unix://` + sock + `","tokenFile":"` + tokenFile + `"}`,
+			WrongTypes: map[string]string{"endpoint": `8080`, "tokenFile": `{"secret":"x"}`},
 			Required:   []string{"clusterName", "endpoint"}},
 	} {
 		t.Run(typ, func(t *testing.T) { conformance.RunConfig(t, c) })

@@ -48,6 +48,26 @@ func TestServerSideDryRun(t *testing.T) {
 			}
 		})
 	}
+	// A sidecar plugin and a TLS one: the Deployment's extra container, the shared emptyDir
+	// and the Secret and ConfigMap volumes pass the API server's validation.
+	t.Run("plugins", func(t *testing.T) {
+		r := mustRender(t, with(profiles["aws"], "plugins", map[string]any{
+			"hetzner": map[string]any{
+				"tokenSecret": map[string]any{"name": "hetzner-plugin", "key": "token"},
+				"sidecar":     map[string]any{"image": "ghcr.io/acme/egressd-hetzner:1.0", "resources": map[string]any{"requests": map[string]any{"cpu": "10m"}}},
+			},
+			"ipam": map[string]any{
+				"tokenSecret": map[string]any{"name": "ipam-plugin", "key": "token"},
+				"endpoint":    "https://ipam-plugin.ipam.svc:8443",
+				"caFrom":      map[string]any{"configMap": "ipam-ca", "key": "ca.crt"},
+			},
+		}))
+		for _, o := range r.objects {
+			if o.GetKind() == "Deployment" || o.GetKind() == "ConfigMap" {
+				applyDryRun(ctx, t, env.Client, o)
+			}
+		}
+	})
 	t.Run("podMonitor", func(t *testing.T) {
 		r := mustRender(t, with(profiles["aws"], "monitoring.podMonitor.enabled", true))
 		for _, o := range r.ofKind("PodMonitor") {

@@ -25,9 +25,11 @@ func (p *Provider) call(ctx context.Context, path string, in, out any) error {
 }
 
 func (p *Provider) do(req *http.Request, out any) error {
-	if p.token != "" {
-		req.Header.Set("Authorization", "Bearer "+p.token)
+	token, err := p.token()
+	if err != nil {
+		return err
 	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := p.hc.Do(req)
 	if err != nil {
 		return err

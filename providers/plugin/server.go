@@ -12,7 +12,8 @@ import (
 // HandlerOption configures NewHandler.
 type HandlerOption func(*handler)
 
-// WithToken makes the handler require "Authorization: Bearer <token>".
+// WithToken sets the bearer token the handler requires ("Authorization: Bearer <token>").
+// It is required: a handler without one refuses every request.
 func WithToken(token string) HandlerOption { return func(h *handler) { h.token = token } }
 
 type handler struct {
@@ -21,7 +22,9 @@ type handler struct {
 	mux   *http.ServeMux
 }
 
-// NewHandler serves p over the plugin protocol.
+// NewHandler serves p over the plugin protocol, to clients that present the token of
+// WithToken. Serve it on a unix socket (a sidecar of the controller) or with TLS
+// (http.ListenAndServeTLS); the client refuses plain HTTP over TCP.
 func NewHandler(p providers.Provider, opts ...HandlerOption) http.Handler {
 	h := &handler{p: p, mux: http.NewServeMux()}
 	for _, o := range opts {
@@ -51,12 +54,14 @@ func NewHandler(p providers.Provider, opts ...HandlerOption) http.Handler {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.token != "" {
-		want := "Bearer " + h.token
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
-			writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: WireError{Kind: providers.KindPermission.String(), Message: "missing or wrong bearer token"}})
-			return
-		}
+	if h.token == "" {
+		writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: WireError{Kind: providers.KindPermission.String(), Message: "the plugin server has no token configured (plugin.WithToken); it serves no one"}})
+		return
+	}
+	want := "Bearer " + h.token
+	if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte(want)) != 1 {
+		writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: WireError{Kind: providers.KindPermission.String(), Message: "missing or wrong bearer token"}})
+		return
 	}
 	h.mux.ServeHTTP(w, r)
 }

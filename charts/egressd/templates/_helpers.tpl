@@ -62,7 +62,58 @@ each provider's own configuration object as the provider parses it. */}}
 {{- /* provider static: no entry. Static pools belong to each EgressGateway
 (spec.addresses.static), and the controller refuses a provider named or of type static. */ -}}
 {{- range $name, $cfg := .Values.extraProviders -}}
+{{- if hasKey $cfg "token" -}}
+{{- fail (printf "extraProviders.%s.token: a token in the values ends up in the controller's ConfigMap; put it in a Secret and use plugins.%s.tokenSecret" $name $name) -}}
+{{- end -}}
 {{- $_ := set $providers $name $cfg -}}
 {{- end -}}
+{{- range $name, $p := .Values.plugins -}}
+{{- include "egressd.checkPlugin" (list $name $p) -}}
+{{- $c := dict "type" "plugin" "tokenFile" (printf "%s/%s/token/token" (include "egressd.pluginSecretsDir" $) $name) -}}
+{{- if get $p "sidecar" -}}
+{{- $_ := set $c "endpoint" (printf "unix://%s/%s.sock" (include "egressd.pluginSocketDir" $) $name) -}}
+{{- else -}}
+{{- $_ := set $c "endpoint" $p.endpoint -}}
+{{- $_ := set $c "caFile" (printf "%s/%s/ca/%s" (include "egressd.pluginSecretsDir" $) $name $p.caFrom.key) -}}
+{{- end -}}
+{{- $_ := set $providers $name $c -}}
+{{- end -}}
 {{- dict "clusterName" .Values.clusterName "providers" $providers | toYaml -}}
+{{- end -}}
+
+{{/* Where the controller pod keeps plugin sockets (an emptyDir shared with the sidecars) and
+the plugins' mounted token and CA files. */}}
+{{- define "egressd.pluginSocketDir" -}}/run/egressd/plugins{{- end -}}
+{{- define "egressd.pluginSecretsDir" -}}/etc/egressd-plugins{{- end -}}
+
+{{/* checkPlugin fails the render on a plugin entry that would be insecure or ambiguous. */}}
+{{- define "egressd.checkPlugin" -}}
+{{- $name := index . 0 -}}
+{{- $p := index . 1 -}}
+{{- $tok := get $p "tokenSecret" | default dict -}}
+{{- $side := get $p "sidecar" -}}
+{{- $ep := get $p "endpoint" -}}
+{{- $ca := get $p "caFrom" | default dict -}}
+{{- if not (and (get $tok "name") (get $tok "key")) -}}
+{{- fail (printf "plugins.%s.tokenSecret: name and key of the Secret holding the plugin's bearer token are required" $name) -}}
+{{- end -}}
+{{- if and $side $ep -}}
+{{- fail (printf "plugins.%s: set sidecar (the plugin runs in the controller pod, on a unix socket) or endpoint (https://), not both" $name) -}}
+{{- end -}}
+{{- if not $side -}}
+{{- if not $ep -}}
+{{- fail (printf "plugins.%s: set sidecar (unix socket, the default transport) or endpoint (https://host:port)" $name) -}}
+{{- end -}}
+{{- if not (hasPrefix "https://" $ep) -}}
+{{- fail (printf "plugins.%s.endpoint %s: over TCP the plugin protocol needs TLS (https://); plain HTTP would send the token in clear" $name $ep) -}}
+{{- end -}}
+{{- if not (and (get $ca "key") (or (get $ca "secret") (get $ca "configMap"))) -}}
+{{- fail (printf "plugins.%s.caFrom: the CA that signed the plugin's certificate is required with an https endpoint ({secret: NAME, key: ca.crt} or {configMap: NAME, key: ca.crt})" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* anySidecar is non-empty when a plugin runs as a sidecar of the controller. */}}
+{{- define "egressd.anySidecar" -}}
+{{- range $name, $p := .Values.plugins -}}{{- if get $p "sidecar" -}}yes{{- end -}}{{- end -}}
 {{- end -}}

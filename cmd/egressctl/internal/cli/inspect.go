@@ -87,9 +87,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := newFlagSet("status", stderr, "status [GATEWAY] [flags]")
 	conn, timeout := apiFlags(fs)
 	out := outputFlag(fs)
-	positional, err := parseInterleaved(fs, args)
-	if err != nil {
-		return ExitUsage
+	positional, code, ok := parseFlags(fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
 	if len(positional) > 1 || !validOutput(*out) {
 		fs.Usage()
@@ -125,9 +125,9 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	var ns string
 	fs.StringVar(&ns, "n", "", "namespace of the pod (default the context's namespace)")
 	fs.StringVar(&ns, "namespace", "", "namespace of the pod (default the context's namespace)")
-	positional, err := parseInterleaved(fs, args)
-	if err != nil {
-		return ExitUsage
+	positional, code, ok := parseFlags(fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
 	if len(positional) != 1 || !validOutput(*out) {
 		fs.Usage()
@@ -168,9 +168,9 @@ func runList(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("list", stderr, "list [--bpffs /sys/fs/bpf] [flags]")
 	bpffs := fs.String("bpffs", "/sys/fs/bpf", "bpffs mount the agent pins under (its --bpffs); maps are read from <bpffs>/egressd/"+bpf.Version)
 	out := outputFlag(fs)
-	positional, err := parseInterleaved(fs, args)
-	if err != nil {
-		return ExitUsage
+	positional, code, ok := parseFlags(fs, args, stdout, stderr)
+	if !ok {
+		return code
 	}
 	if len(positional) != 0 || !validOutput(*out) {
 		fs.Usage()

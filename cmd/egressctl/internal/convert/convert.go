@@ -1,8 +1,10 @@
-// Package convert turns Cilium egress gateway policies (CiliumEgressGatewayPolicy, cilium.io/v2)
-// and Isovalent-style policies with egressGroups into egressd objects: one EgressGateway per
-// distinct gateway definition, and per source selector an EgressPolicy (when the selector pins
-// one namespace) or a ClusterEgressPolicy. Whatever has no exact egressd equivalent is reported
-// as an Issue; nothing is dropped silently.
+// Package convert turns Cilium egress gateway policies (CiliumEgressGatewayPolicy, cilium.io/v2,
+// with the single egressGateway or the Cilium 1.18 egressGateways list) and Isovalent-style
+// policies with egressGroups into egressd objects: one EgressGateway per distinct gateway
+// definition, and per source selector an EgressPolicy (when the selector pins one namespace) or
+// a ClusterEgressPolicy. Whatever has no exact egressd equivalent is reported as an Issue;
+// nothing is dropped silently, and Result.Lossy says whether the output steers other traffic,
+// or steers it otherwise, than the source did.
 package convert
 
 import (
@@ -24,13 +26,16 @@ import (
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 )
 
-// Severity of an Issue.
+// Severity of an Issue. Error and Warning are losses: applying the output does not do what
+// the source did (Result.Lossy).
 type Severity string
 
 const (
-	// Error: the field or object could not be converted; the output lacks it.
+	// Error: the field or object could not be converted; the output lacks it, so it steers
+	// less (a skipped policy or selector) or more (a dropped exclusion) than the source.
 	Error Severity = "error"
-	// Warning: converted, but egressd will behave differently from the source.
+	// Warning: converted, but egressd will behave differently from the source (another egress
+	// IP, other gateway nodes, another zone preference).
 	Warning Severity = "warning"
 	// Info: converted; a difference worth knowing that changes nothing observable.
 	Info Severity = "info"
@@ -81,6 +86,13 @@ func (r *Result) Has(s Severity) bool {
 	return slices.ContainsFunc(r.Issues, func(i Issue) bool { return i.Severity == s })
 }
 
+// Lossy reports whether the output differs from the source in what it steers or how: some
+// object, selector or exclusion was skipped (Error), or egressd will behave differently
+// (Warning).
+func (r *Result) Lossy() bool {
+	return r.Has(Error) || r.Has(Warning)
+}
+
 // ciliumPolicy is the union of the CiliumEgressGatewayPolicy (cilium.io/v2) spec and the
 // Isovalent egressGroups variant; strict decoding turns any other field into an Issue.
 type ciliumPolicy struct {
@@ -96,8 +108,11 @@ type ciliumSpec struct {
 	DestinationCIDRs []string         `json:"destinationCIDRs"`
 	ExcludedCIDRs    []string         `json:"excludedCIDRs,omitempty"`
 	EgressGateway    *ciliumGateway   `json:"egressGateway,omitempty"`
-	EgressGroups     []ciliumGateway  `json:"egressGroups,omitempty"`
-	AZAffinity       string           `json:"azAffinity,omitempty"`
+	// EgressGateways (Cilium 1.18+): several gateways; Cilium assigns each selected pod to
+	// one of them, and the first entry repeats egressGateway.
+	EgressGateways []ciliumGateway `json:"egressGateways,omitempty"`
+	EgressGroups   []ciliumGateway `json:"egressGroups,omitempty"`
+	AZAffinity     string          `json:"azAffinity,omitempty"`
 }
 
 type ciliumSelector struct {
@@ -117,20 +132,61 @@ type ciliumGateway struct {
 const (
 	ciliumNamespaceLabel       = "io.kubernetes.pod.namespace"
 	ciliumNamespaceLabelPrefix = "io.cilium.k8s.namespace.labels."
+	// ciliumReservedPrefix starts Cilium's other pseudo-labels (service account, cluster),
+	// which no pod carries as a label and egressd cannot select on.
+	ciliumReservedPrefix = "io.cilium."
 	// namespaceNameLabel is set by Kubernetes on every namespace.
 	namespaceNameLabel = "kubernetes.io/metadata.name"
+	// hostnameLabel is set by the kubelet on every node.
+	hostnameLabel = "kubernetes.io/hostname"
 )
+
+// Cilium label sources that may prefix a selector key (k8s:app); for pods both mean the
+// pod's Kubernetes labels.
+var ciliumLabelSources = []string{"k8s:", "any:"}
+
+// Input is one named stream of YAML documents, such as a file given with -f.
+type Input struct {
+	// Name prefixes the issues of the input's objects; empty for a single unnamed input.
+	Name   string
+	Reader io.Reader
+}
 
 // Convert reads YAML documents (single objects or kind: List) and converts every egress gateway
 // policy among them. Documents of other kinds are reported and skipped.
 func Convert(in io.Reader, opts Options) (*Result, error) {
-	docs, err := splitDocuments(in)
-	if err != nil {
-		return nil, err
+	return ConvertInputs([]Input{{Reader: in}}, opts)
+}
+
+// ConvertInputs converts the documents of every input as one set: gateways shared by policies
+// of different inputs are written once, and an object that two inputs both define is reported.
+// An input that cannot be read or parsed fails the whole conversion (nothing is converted),
+// with an error naming it.
+func ConvertInputs(inputs []Input, opts Options) (*Result, error) {
+	type named struct {
+		input string
+		doc   []byte
 	}
-	c := &converter{opts: opts, res: &Result{}, gateways: map[string]*egressv1.EgressGateway{}}
-	for _, doc := range docs {
-		c.convertDocument(doc)
+	var all []named
+	for _, in := range inputs {
+		docs, err := splitDocuments(in.Reader)
+		if err != nil {
+			if in.Name != "" {
+				return nil, fmt.Errorf("%s: %w", in.Name, err)
+			}
+			return nil, err
+		}
+		for _, d := range docs {
+			all = append(all, named{in.Name, d})
+		}
+	}
+	c := &converter{
+		opts: opts, res: &Result{},
+		gateways: map[string]*egressv1.EgressGateway{}, sources: map[string]string{},
+		outputs: map[string]string{}, gatewayNames: map[string]bool{},
+	}
+	for _, d := range all {
+		c.convertDocument(d.input, d.doc)
 	}
 	return c.res, nil
 }
@@ -139,7 +195,13 @@ type converter struct {
 	opts Options
 	res  *Result
 	// gateways by the canonical JSON of their spec, so identical gateways are emitted once.
-	gateways map[string]*egressv1.EgressGateway
+	gateways     map[string]*egressv1.EgressGateway
+	gatewayNames map[string]bool
+	// sources: kind/name of every converted input object → where it was read, so a second
+	// definition is reported instead of overwriting the first in kubectl apply.
+	sources map[string]string
+	// outputs: kind/namespace/name of every written policy → the source it came from.
+	outputs map[string]string
 }
 
 func splitDocuments(in io.Reader) ([][]byte, error) {
@@ -180,7 +242,7 @@ func (c *converter) issue(sev Severity, source, field, format string, args ...an
 	c.res.Issues = append(c.res.Issues, Issue{Severity: sev, Source: source, Field: field, Message: fmt.Sprintf(format, args...)})
 }
 
-func (c *converter) convertDocument(doc []byte) {
+func (c *converter) convertDocument(input string, doc []byte) {
 	var head struct {
 		Kind     string `json:"kind"`
 		Metadata struct {
@@ -189,6 +251,9 @@ func (c *converter) convertDocument(doc []byte) {
 	}
 	_ = yaml.Unmarshal(doc, &head)
 	source := head.Kind + "/" + head.Metadata.Name
+	if input != "" {
+		source = input + ": " + source
+	}
 	switch head.Kind {
 	case "CiliumEgressGatewayPolicy", "IsovalentEgressGatewayPolicy":
 	default:
@@ -200,7 +265,20 @@ func (c *converter) convertDocument(doc []byte) {
 		c.issue(Error, source, "", "cannot be read (%v); skipped", err)
 		return
 	}
+	id := head.Kind + "/" + head.Metadata.Name
+	if where, seen := c.sources[id]; seen && head.Metadata.Name != "" {
+		c.issue(Error, source, "", "defined again (first in %s); this definition is skipped", orStdin(where))
+		return
+	}
+	c.sources[id] = input
 	c.convertPolicy(source, &p)
+}
+
+func orStdin(input string) string {
+	if input == "" {
+		return "the same input"
+	}
+	return input
 }
 
 func (c *converter) convertPolicy(source string, p *ciliumPolicy) {
@@ -213,18 +291,45 @@ func (c *converter) convertPolicy(source string, p *ciliumPolicy) {
 	if !ok {
 		return
 	}
-	gw, ok := c.gateway(source, name, &p.Spec)
-	if !ok {
-		return
-	}
 	if len(p.Spec.Selectors) == 0 {
 		c.issue(Error, source, "spec.selectors", "no selectors: the policy selects no pod; skipped")
+		return
+	}
+	for i, sel := range p.Spec.Selectors {
+		if sel.PodSelector == nil && sel.NamespaceSelector == nil && sel.NodeSelector == nil {
+			// Cilium refuses such a policy as a whole, so it steers nothing; converting it
+			// would steer every pod of the cluster.
+			c.issue(Error, source, fmt.Sprintf("spec.selectors[%d]", i),
+				"neither podSelector nor namespaceSelector: Cilium rejects the policy, so it steers nothing; skipped")
+			return
+		}
+	}
+	gw, ok := c.gateway(source, &p.Spec)
+	if !ok {
 		return
 	}
 	if len(p.Spec.Selectors) > 1 {
 		c.issue(Info, source, "spec.selectors", "%d selectors become %d policies (an egressd policy has one selector), named %s-0 to %s-%d",
 			len(p.Spec.Selectors), len(p.Spec.Selectors), name, name, len(p.Spec.Selectors)-1)
 	}
+	// The gateway is written only when a policy uses it: a gateway of cloud addresses
+	// provisions them whether or not anything is steered through it.
+	var policies []*egressv1.EgressPolicy
+	var clusterPolicies []*egressv1.ClusterEgressPolicy
+	defer func() {
+		if len(policies)+len(clusterPolicies) == 0 {
+			return
+		}
+		gwName := c.addGateway(name, gw)
+		for _, o := range policies {
+			o.Spec.Gateway = gwName
+		}
+		for _, o := range clusterPolicies {
+			o.Spec.Gateway = gwName
+		}
+		c.res.Policies = append(c.res.Policies, policies...)
+		c.res.ClusterPolicies = append(c.res.ClusterPolicies, clusterPolicies...)
+	}()
 	for i, sel := range p.Spec.Selectors {
 		field := fmt.Sprintf("spec.selectors[%d]", i)
 		policyName := name
@@ -244,19 +349,28 @@ func (c *converter) convertPolicy(source string, p *ciliumPolicy) {
 			PodSelector:      podSel,
 			DestinationCIDRs: slices.Clone(dests),
 			ExcludedCIDRs:    slices.Clone(excluded),
-			Gateway:          gw,
 		}
 		meta := metav1.ObjectMeta{Name: policyName, Labels: map[string]string{"egressd.io/converted-from": sanitizeLabel(name)}}
+		kind := "ClusterEgressPolicy"
+		if ns != "" {
+			kind = "EgressPolicy"
+		}
+		key := kind + "/" + ns + "/" + policyName
+		if from, taken := c.outputs[key]; taken {
+			c.issue(Error, source, field, "would be written as %s %s, which %s already became; skipped", kind, strings.TrimPrefix(ns+"/"+policyName, "/"), from)
+			continue
+		}
+		c.outputs[key] = source
 		if ns != "" {
 			meta.Namespace = ns
-			c.res.Policies = append(c.res.Policies, &egressv1.EgressPolicy{
+			policies = append(policies, &egressv1.EgressPolicy{
 				TypeMeta:   metav1.TypeMeta{APIVersion: egressv1.GroupVersion.String(), Kind: "EgressPolicy"},
 				ObjectMeta: meta,
 				Spec:       rule,
 			})
 			continue
 		}
-		c.res.ClusterPolicies = append(c.res.ClusterPolicies, &egressv1.ClusterEgressPolicy{
+		clusterPolicies = append(clusterPolicies, &egressv1.ClusterEgressPolicy{
 			TypeMeta:   metav1.TypeMeta{APIVersion: egressv1.GroupVersion.String(), Kind: "ClusterEgressPolicy"},
 			ObjectMeta: meta,
 			Spec:       egressv1.ClusterEgressPolicySpec{NamespaceSelector: nsSel, EgressPolicyRule: rule},
@@ -279,7 +393,7 @@ func (c *converter) cidrs(source string, spec *ciliumSpec) (dests, excluded []st
 			return nil, nil, false
 		}
 		if m := p.Masked(); m != p {
-			c.issue(Warning, source, fmt.Sprintf("spec.destinationCIDRs[%d]", i), "%s has host bits set; written as %s", p, m)
+			c.issue(Info, source, fmt.Sprintf("spec.destinationCIDRs[%d]", i), "%s has host bits set; written as %s, which matches the same addresses", p, m)
 			p = m
 		}
 		if !slices.Contains(destPrefixes, p) {
@@ -295,7 +409,7 @@ func (c *converter) cidrs(source string, spec *ciliumSpec) (dests, excluded []st
 			continue
 		}
 		if m := p.Masked(); m != p {
-			c.issue(Warning, source, field, "%s has host bits set; written as %s", p, m)
+			c.issue(Info, source, field, "%s has host bits set; written as %s, which matches the same addresses", p, m)
 			p = m
 		}
 		inside := slices.ContainsFunc(destPrefixes, func(d netip.Prefix) bool {
@@ -321,6 +435,9 @@ func (c *converter) splitSelector(source, field string, sel ciliumSelector) (ns 
 	}
 	if sel.NamespaceSelector != nil {
 		nsSel = *sel.NamespaceSelector.DeepCopy()
+	}
+	if !c.stripLabelSources(source, field+".podSelector", &podSel) || !c.stripLabelSources(source, field+".namespaceSelector", &nsSel) {
+		return "", nsSel, podSel, false
 	}
 	// Namespace pseudo-labels in the pod selector move to the namespace selector.
 	for k, v := range podSel.MatchLabels {
@@ -368,10 +485,45 @@ func (c *converter) splitSelector(source, field string, sel ciliumSelector) (ns 
 			return name, metav1.LabelSelector{}, podSel, true
 		}
 	}
-	if sel.PodSelector == nil && sel.NamespaceSelector == nil {
-		c.issue(Warning, source, field, "selects every pod of the cluster")
-	}
 	return "", nsSel, podSel, true
+}
+
+// stripLabelSources removes Cilium's label-source prefixes (k8s:app is the label app) and
+// refuses Cilium's other pseudo-labels: keeping one would select no pod, dropping it would
+// select more pods than Cilium does.
+func (c *converter) stripLabelSources(source, field string, s *metav1.LabelSelector) bool {
+	strip := func(k string) string {
+		for _, p := range ciliumLabelSources {
+			k = strings.TrimPrefix(k, p)
+		}
+		return k
+	}
+	reserved := func(k string) bool {
+		return strings.HasPrefix(k, ciliumReservedPrefix) && !strings.HasPrefix(k, ciliumNamespaceLabelPrefix)
+	}
+	if len(s.MatchLabels) > 0 {
+		labels := make(map[string]string, len(s.MatchLabels))
+		for k, v := range s.MatchLabels {
+			labels[strip(k)] = v
+		}
+		s.MatchLabels = labels
+	}
+	for i := range s.MatchExpressions {
+		s.MatchExpressions[i].Key = strip(s.MatchExpressions[i].Key)
+	}
+	for k := range s.MatchLabels {
+		if reserved(k) {
+			c.issue(Error, source, field, "Cilium pseudo-label %s has no egressd equivalent (pods do not carry it); the selector is skipped", k)
+			return false
+		}
+	}
+	for _, e := range s.MatchExpressions {
+		if reserved(e.Key) {
+			c.issue(Error, source, field, "Cilium pseudo-label %s has no egressd equivalent (pods do not carry it); the selector is skipped", e.Key)
+			return false
+		}
+	}
+	return true
 }
 
 func setMatchLabel(s *metav1.LabelSelector, k, v string) {
@@ -381,27 +533,43 @@ func setMatchLabel(s *metav1.LabelSelector, k, v string) {
 	s.MatchLabels[k] = v
 }
 
-// gateway builds (or reuses) the EgressGateway of a policy and returns its name.
-func (c *converter) gateway(source, policyName string, spec *ciliumSpec) (string, bool) {
+// gateway builds the EgressGateway spec of a policy.
+func (c *converter) gateway(source string, spec *ciliumSpec) (egressv1.EgressGatewaySpec, bool) {
 	var groups []ciliumGateway
 	field := "spec.egressGateway"
+	// onePerEntry: Cilium sends through one node per gateway entry (the first selected, by
+	// name); Isovalent's egressGroups use every node of a group, as egressd does.
+	onePerEntry := true
 	switch {
-	case spec.EgressGateway != nil && len(spec.EgressGroups) > 0:
-		c.issue(Error, source, "spec", "both egressGateway and egressGroups are set; skipped")
-		return "", false
+	case (spec.EgressGateway != nil || len(spec.EgressGateways) > 0) && len(spec.EgressGroups) > 0:
+		c.issue(Error, source, "spec", "both egressGateway(s) and egressGroups are set; skipped")
+		return egressv1.EgressGatewaySpec{}, false
+	case len(spec.EgressGateways) > 0:
+		field = "spec.egressGateways"
+		groups = spec.EgressGateways
+		if spec.EgressGateway != nil && canonical(*spec.EgressGateway) != canonical(spec.EgressGateways[0]) {
+			// Cilium 1.18 documents egressGateways[0] as repeating egressGateway; when it
+			// does not, use both rather than guess which one Cilium would drop.
+			groups = append([]ciliumGateway{*spec.EgressGateway}, spec.EgressGateways...)
+			c.issue(Warning, source, field+"[0]", "differs from spec.egressGateway, which Cilium expects it to repeat; both are converted as gateways of the policy")
+		}
+		if len(groups) > 1 {
+			c.issue(Info, source, field, "Cilium assigns each pod to one of the %d gateways; egressd spreads each pod's flows over all of them (ActiveActive), so a pod's traffic leaves with any of their egress IPs", len(groups))
+		}
 	case spec.EgressGateway != nil:
 		groups = []ciliumGateway{*spec.EgressGateway}
 	case len(spec.EgressGroups) > 0:
+		onePerEntry = false
 		groups = spec.EgressGroups
 		field = "spec.egressGroups"
 	default:
-		c.issue(Error, source, "spec.egressGateway", "missing; skipped")
-		return "", false
+		c.issue(Error, source, "spec.egressGateway", "missing (and no egressGateways or egressGroups); skipped")
+		return egressv1.EgressGatewaySpec{}, false
 	}
 	for i := range groups {
 		if groups[i].NodeSelector == nil {
 			c.issue(Error, source, fmt.Sprintf("%s[%d].nodeSelector", field, i), "missing: egressd needs a node selector for gateway nodes; skipped")
-			return "", false
+			return egressv1.EgressGatewaySpec{}, false
 		}
 	}
 
@@ -410,7 +578,7 @@ func (c *converter) gateway(source, policyName string, spec *ciliumSpec) (string
 	if !ok {
 		c.issue(Error, source, field, "%d egress groups with node selectors that do not differ in the value of one label; "+
 			"an egressd policy uses one EgressGateway, so write one gateway whose nodeSelector selects all their nodes", len(groups))
-		return "", false
+		return egressv1.EgressGatewaySpec{}, false
 	}
 	gw.NodeSelector = nodeSel
 
@@ -418,7 +586,7 @@ func (c *converter) gateway(source, policyName string, spec *ciliumSpec) (string
 	for i, g := range groups {
 		if g.Interface != iface {
 			c.issue(Error, source, fmt.Sprintf("%s[%d].interface", field, i), "egress groups use different interfaces (%q, %q); skipped", iface, g.Interface)
-			return "", false
+			return egressv1.EgressGatewaySpec{}, false
 		}
 		if g.EgressIP != "" {
 			ips = append(ips, g.EgressIP)
@@ -426,14 +594,14 @@ func (c *converter) gateway(source, policyName string, spec *ciliumSpec) (string
 	}
 	if len(ips) > 0 && len(ips) != len(groups) {
 		c.issue(Error, source, field, "some egress groups name an egressIP and some do not; skipped")
-		return "", false
+		return egressv1.EgressGatewaySpec{}, false
 	}
 
 	switch {
 	case len(ips) > 0:
 		addrs, ok := c.egressIPAddresses(source, field, ips, iface)
 		if !ok {
-			return "", false
+			return egressv1.EgressGatewaySpec{}, false
 		}
 		gw.Addresses = addrs
 	default:
@@ -441,14 +609,21 @@ func (c *converter) gateway(source, policyName string, spec *ciliumSpec) (string
 			iface = c.opts.DefaultInterface
 			if iface == "" {
 				iface = "eth0"
+				c.issue(Warning, source, field, "no interface nor egressIP: Cilium uses the default-route interface; written as nodeInterface eth0 (say which with --default-interface)")
+			} else {
+				c.issue(Info, source, field, "no interface nor egressIP: Cilium uses the default-route interface; written as nodeInterface %s (--default-interface)", iface)
 			}
-			c.issue(Warning, source, field, "no interface nor egressIP: Cilium uses the default-route interface; written as nodeInterface %s (see --default-interface)", iface)
 		}
 		gw.Addresses = egressv1.EgressAddresses{NodeInterface: &egressv1.NodeInterfaceAddresses{Interface: iface, Family: egressv1.IPv4}}
 	}
 
-	if spec.EgressGateway != nil {
-		c.issue(Info, source, field, "Cilium sends through one gateway node (the first by name); egressd uses every selected node (ActiveActive), so when the selector matches several nodes the traffic leaves with each one's address")
+	if onePerEntry && !pinsOneNodeEach(groups) {
+		if gw.Addresses.NodeInterface != nil {
+			// The egress address is the node's own: more nodes, more source addresses.
+			c.issue(Warning, source, field, "Cilium sends through one node per gateway (the first its nodeSelector selects, by name); egressd uses every selected node (ActiveActive), so when a selector matches several nodes the traffic also leaves with the other nodes' %s addresses; select one node (%s) to keep one address", gw.Addresses.NodeInterface.Interface, hostnameLabel)
+		} else {
+			c.issue(Info, source, field, "Cilium sends through one node per gateway (the first by name); egressd uses every selected node (ActiveActive) and moves the same egress IPs between them")
+		}
 	}
 	var maxNodes *int32
 	for _, g := range groups {
@@ -482,18 +657,30 @@ func (c *converter) gateway(source, policyName string, spec *ciliumSpec) (string
 		gw.Zones.Affinity = ""
 	}
 
+	return gw, true
+}
+
+// addGateway writes the gateway of a policy, or reuses an identical one, and returns its name.
+func (c *converter) addGateway(policyName string, gw egressv1.EgressGatewaySpec) string {
 	key := canonical(gw)
 	if existing, ok := c.gateways[key]; ok {
-		return existing.Name, true
+		return existing.Name
 	}
+	// Two kinds (Cilium and Isovalent) may hold policies of one name: give the second
+	// gateway its own name rather than have kubectl apply replace the first.
+	name := policyName
+	for n := 2; c.gatewayNames[name]; n++ {
+		name = fmt.Sprintf("%s-%d", policyName, n)
+	}
+	c.gatewayNames[name] = true
 	obj := &egressv1.EgressGateway{
 		TypeMeta:   metav1.TypeMeta{APIVersion: egressv1.GroupVersion.String(), Kind: "EgressGateway"},
-		ObjectMeta: metav1.ObjectMeta{Name: policyName, Labels: map[string]string{"egressd.io/converted-from": sanitizeLabel(policyName)}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"egressd.io/converted-from": sanitizeLabel(policyName)}},
 		Spec:       gw,
 	}
 	c.gateways[key] = obj
 	c.res.Gateways = append(c.res.Gateways, obj)
-	return obj.Name, true
+	return obj.Name
 }
 
 // egressIPAddresses converts fixed egress IPs, which Cilium expects the operator to have put on
@@ -538,6 +725,18 @@ func (c *converter) egressIPAddresses(source, field string, ips []string, iface 
 		}
 		return egressv1.EgressAddresses{Cloud: &egressv1.CloudAddresses{Provider: c.opts.Provider, IPsPerZone: 1, Family: family}}, true
 	}
+}
+
+// pinsOneNodeEach reports whether every gateway's node selector names exactly one node by
+// hostname, so that Cilium's "first selected node" and egressd's "every selected node" agree.
+func pinsOneNodeEach(groups []ciliumGateway) bool {
+	for _, g := range groups {
+		s := g.NodeSelector
+		if s == nil || len(s.MatchExpressions) != 0 || len(s.MatchLabels) != 1 || s.MatchLabels[hostnameLabel] == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // mergeNodeSelectors returns one selector for all groups: the group's own when there is one,
