@@ -75,7 +75,9 @@ type env struct {
 	clock  *testclock.FakeClock
 	health *staticHealth
 	// probes, when set, replaces health: the coordinator's real prober (failsafe tests).
-	probes   Health
+	probes Health
+	// metrics, when set, are the coordinator's metrics.
+	metrics  *Metrics
 	recorder *events.FakeRecorder
 	gateway  string
 	// nodes: Kubernetes node name → instance ID; ips: node → underlay IP.
@@ -163,7 +165,7 @@ func (e *env) restart() {
 		health = e.probes
 	}
 	e.c = New(Options{Config: e.cfg, Client: server.Client, Reader: server.Client, Recorder: e.recorder,
-		Providers: map[string]providers.Provider{"aws": e.prov}, Health: health, Clock: e.clock})
+		Providers: map[string]providers.Provider{"aws": e.prov}, Health: health, Clock: e.clock, Metrics: e.metrics})
 	e.gwr, e.eipr = NewGatewayReconciler(e.c), NewEgressIPReconciler(e.c)
 }
 

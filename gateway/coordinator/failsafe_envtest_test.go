@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
@@ -108,7 +110,13 @@ func TestControllerProbePathCut(t *testing.T) {
 		go func() { defer wg.Done(); _ = run(ctx) }()
 	}
 	e.probes = health
+	metrics, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.metrics = metrics
 	e.restart()
+	failing := func() float64 { return testutil.ToFloat64(metrics.ControllerProbesFailing.WithLabelValues(e.gateway)) }
 
 	threshold := int32(3)
 	e.createGateway(func(gw *egressv1.EgressGateway) {
@@ -189,6 +197,9 @@ func TestControllerProbePathCut(t *testing.T) {
 			t.Errorf("Degraded message does not name gateway %s: %s", n, d.Message)
 		}
 	}
+	if v := failing(); v != 1 {
+		t.Errorf("egressd_controller_probes_failing with the path cut: %v, want 1", v)
+	}
 	t.Logf("path cut: Degraded=%s %s: %s", d.Status, d.Reason, d.Message)
 
 	path.cut.Store(false)
@@ -199,6 +210,9 @@ func TestControllerProbePathCut(t *testing.T) {
 	check("path restored")
 	if d := cond(e.gatewayObj().Status.Conditions, egressv1.ConditionDegraded); d.Status != metav1.ConditionFalse || d.Reason != egressv1.ReasonAllGatewaysHealthy {
 		t.Errorf("Degraded after the restore: %+v", d)
+	}
+	if v := failing(); v != 0 {
+		t.Errorf("egressd_controller_probes_failing after the restore: %v, want 0", v)
 	}
 
 	// One gateway really stops answering while the others answer: it fails as before.

@@ -167,6 +167,7 @@ func (r *GatewayReconciler) observe(gw *egressv1.EgressGateway, plan *Plan, eips
 	}
 	r.metrics.Gateways.DeletePartialMatch(map[string]string{"gateway": gw.Name})
 	r.metrics.EgressIPs.DeletePartialMatch(map[string]string{"gateway": gw.Name})
+	r.metrics.ControllerProbesFailing.WithLabelValues(gw.Name).Set(float64(b2i(len(plan.ProbesIgnored) > 0)))
 	for _, z := range plan.Zones {
 		counts := map[egressv1.GatewayState]int{}
 		for _, g := range z.Gateways {
