@@ -18,23 +18,7 @@ import (
 // Leases and the datapath are untouched: no gateway fails, no egress IP moves, the monitor's
 // requests keep succeeding, and Degraded says ControllerProbesFailing until the rule is removed.
 func TestControllerProbesBlocked(t *testing.T) {
-	skipUnlessRoot(t)
-	skipUnlessBinaries(t)
-	l := upLab(t, Config{Zones: 2, BinDir: binDir(), NotReadyAfter: 2 * time.Second})
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	if err := l.ApplyDemoPolicy(ctx); err != nil {
-		t.Fatal(err)
-	}
-	before, err := l.WaitFor(ctx, 2*time.Minute, "gateway ready", l.AllActive)
-	if err != nil {
-		t.Fatalf("%v\ncontroller log:\n%s", err, Tail(l.LogPath(""), 20))
-	}
-	mon := NewMonitor(l.Monitor, l.Echo)
-	mctx, mcancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); mon.Run(mctx) }()
-	defer func() { mcancel(); <-done }()
+	l, ctx, before, mon := monitoredLab(t)
 	time.Sleep(3 * time.Second)
 
 	cp := l.CP
