@@ -27,11 +27,16 @@ const (
 	ReasonNoGatewayNodes      = "NoGatewayNodes"
 	ReasonAllGatewaysHealthy  = "AllGatewaysHealthy"
 	ReasonSomeGatewaysDown    = "SomeGatewaysUnhealthy"
-	ReasonAccepted            = "Accepted"
-	ReasonAssigned            = "Assigned"
-	ReasonMoving              = "Moving"
-	ReasonPending             = "Pending"
-	ReasonSynced              = "Synced"
+	// ReasonControllerProbesFailing (Degraded): the coordinator's probes fail for every gateway
+	// of the group while their agents renew their Leases and their Nodes are Ready. The fault
+	// is taken to be on the controller's side of the path, so the probe verdicts are ignored:
+	// nothing is drained or marked Unhealthy for them, and no egress IP moves.
+	ReasonControllerProbesFailing = "ControllerProbesFailing"
+	ReasonAccepted                = "Accepted"
+	ReasonAssigned                = "Assigned"
+	ReasonMoving                  = "Moving"
+	ReasonPending                 = "Pending"
+	ReasonSynced                  = "Synced"
 	// ReasonInvalidAddresses: spec.addresses names no source the coordinator knows.
 	ReasonInvalidAddresses = "InvalidAddresses"
 	// ReasonAddressInUse: the cloud refused an allocated address because something else

@@ -50,6 +50,8 @@ var Metrics = []Metric{
 		"Unclaimed cloud resources tagged as this cluster's, released by garbage collection after the grace period."},
 	{"egressd_egress_ips", Gauge, []string{"gateway", "zone", "assigned"}, Controller,
 		"Egress IPs in the ledger per EgressGateway and zone; assigned is \"true\" when the cloud holds the IP where the ledger says."},
+	{"egressd_controller_probes_failing", Gauge, []string{"gateway"}, Controller,
+		"1 while the coordinator's probes fail for every gateway of the EgressGateway and are ignored because the agents' Leases are fresh (Degraded reason ControllerProbesFailing)."},
 	{"egressd_datapath_packets_total", Counter, []string{"group", "gateway"}, Agent,
 		"Packets the node's datapath steered to a gateway node (gateway) of an EgressGateway (group)."},
 	{"egressd_datapath_bytes_total", Counter, []string{"group", "gateway"}, Agent,

@@ -68,12 +68,16 @@ func (h *staticHealth) fail(a netip.Addr, down bool) { h.down[a] = down }
 
 // env is one coordinator against the envtest API server and an EC2 simulator.
 type env struct {
-	t        *testing.T
-	ctx      context.Context
-	world    *awssimtest.World
-	c        *Coordinator
-	clock    *testclock.FakeClock
-	health   *staticHealth
+	t      *testing.T
+	ctx    context.Context
+	world  *awssimtest.World
+	c      *Coordinator
+	clock  *testclock.FakeClock
+	health *staticHealth
+	// probes, when set, replaces health: the coordinator's real prober (failsafe tests).
+	probes Health
+	// metrics, when set, are the coordinator's metrics.
+	metrics  *Metrics
 	recorder *events.FakeRecorder
 	gateway  string
 	// nodes: Kubernetes node name → instance ID; ips: node → underlay IP.
@@ -156,8 +160,12 @@ func newEnv(t *testing.T, zones, perZone int, limits *providers.RateLimits) *env
 // restart builds a fresh coordinator (empty allocator, caches and in-flight set), as after a
 // crash or a leader change.
 func (e *env) restart() {
+	var health Health = e.health
+	if e.probes != nil {
+		health = e.probes
+	}
 	e.c = New(Options{Config: e.cfg, Client: server.Client, Reader: server.Client, Recorder: e.recorder,
-		Providers: map[string]providers.Provider{"aws": e.prov}, Health: e.health, Clock: e.clock})
+		Providers: map[string]providers.Provider{"aws": e.prov}, Health: health, Clock: e.clock, Metrics: e.metrics})
 	e.gwr, e.eipr = NewGatewayReconciler(e.c), NewEgressIPReconciler(e.c)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -56,6 +57,16 @@ func (r *GatewayReconciler) conditions(gw *egressv1.EgressGateway, plan *Plan, e
 	if unhealthy > 0 || len(unplaced) > 0 {
 		degraded.Status, degraded.Reason = metav1.ConditionTrue, egressv1.ReasonSomeGatewaysDown
 		degraded.Message = fmt.Sprintf("%d of %d gateways unhealthy; unplaced egress IPs: %v", unhealthy, total, unplaced)
+	}
+	if len(plan.ProbesIgnored) > 0 {
+		// Said first: it is why nothing else moved, and what an operator must fix.
+		msg := fmt.Sprintf("the coordinator's probes to UDP port %d fail for every gateway of the group while their agents renew their Leases "+
+			"and their Nodes are Ready; the controller's own path is taken to be cut, so %s keep their state and egress IPs",
+			r.cfg.ProbePort, strings.Join(plan.ProbesIgnored, ", "))
+		if degraded.Status == metav1.ConditionTrue {
+			msg += "; " + degraded.Message
+		}
+		degraded.Status, degraded.Reason, degraded.Message = metav1.ConditionTrue, egressv1.ReasonControllerProbesFailing, truncate(msg, 1000)
 	}
 	synced := metav1.Condition{Type: egressv1.ConditionCloudSynced, Status: metav1.ConditionTrue, Reason: egressv1.ReasonSynced, Message: "the cloud holds every placed egress IP where the ledger says"}
 	// The EgressIP controller reports each address's cloud call in its Assigned condition; the
@@ -156,6 +167,7 @@ func (r *GatewayReconciler) observe(gw *egressv1.EgressGateway, plan *Plan, eips
 	}
 	r.metrics.Gateways.DeletePartialMatch(map[string]string{"gateway": gw.Name})
 	r.metrics.EgressIPs.DeletePartialMatch(map[string]string{"gateway": gw.Name})
+	r.metrics.ControllerProbesFailing.WithLabelValues(gw.Name).Set(float64(b2i(len(plan.ProbesIgnored) > 0)))
 	for _, z := range plan.Zones {
 		counts := map[egressv1.GatewayState]int{}
 		for _, g := range z.Gateways {

@@ -12,6 +12,9 @@ type Metrics struct {
 	IPMoves         *prometheus.CounterVec
 	ReconcileErrors *prometheus.CounterVec
 	GCReleased      *prometheus.CounterVec
+	// ControllerProbesFailing is 1 while a group's coordinator probe failures are ignored
+	// (Plan.ProbesIgnored): no gateway is Unhealthy for them, so egressd_gateways shows nothing.
+	ControllerProbesFailing *prometheus.GaugeVec
 }
 
 // NewMetrics registers the coordinator's metrics with reg.
@@ -35,8 +38,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		GCReleased: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "egressd_gc_released_total", Help: "Unclaimed cloud resources released by garbage collection.",
 		}, []string{"provider", "kind"}),
+		ControllerProbesFailing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "egressd_controller_probes_failing",
+			Help: "1 while the coordinator's probes fail for every gateway of the EgressGateway and are ignored because the agents' Leases are fresh.",
+		}, []string{"gateway"}),
 	}
-	for _, c := range []prometheus.Collector{m.Gateways, m.EgressIPs, m.Failovers, m.IPMoves, m.ReconcileErrors, m.GCReleased} {
+	for _, c := range []prometheus.Collector{m.Gateways, m.EgressIPs, m.Failovers, m.IPMoves, m.ReconcileErrors, m.GCReleased, m.ControllerProbesFailing} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -32,6 +32,7 @@ func TestMetricsMatchTheChartCatalog(t *testing.T) {
 	m.IPMoves.WithLabelValues("g", "aws").Inc()
 	m.ReconcileErrors.WithLabelValues("egressgateway").Inc()
 	m.GCReleased.WithLabelValues("aws", "PrivateIP").Inc()
+	m.ControllerProbesFailing.WithLabelValues("g").Set(1)
 	// One failing call through the decorator records calls, errors and latency.
 	sp, err := static.New(static.Config{Pools: []static.Pool{{Zone: "z", Addresses: []string{"192.0.2.10"}}}})
 	if err != nil {

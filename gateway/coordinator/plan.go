@@ -69,6 +69,9 @@ type Plan struct {
 	Zones []ZonePlan
 	// Requeue is when the plan changes by itself (a drain grace period ends); zero: never.
 	Requeue time.Duration
+	// ProbesIgnored names, sorted, the gateways whose failed coordinator probes were ignored
+	// because the probes failed for the whole group (controllerProbesFailing); empty otherwise.
+	ProbesIgnored []string
 }
 
 // gatewayView is a node's standing in the group before placement.
@@ -102,6 +105,11 @@ func PlanGateway(in PlanInput, alloc *ipalloc.Allocator) (Plan, error) {
 	}
 
 	var plan Plan
+	ignored := controllerProbesFailing(in.Nodes)
+	for name := range ignored {
+		plan.ProbesIgnored = append(plan.ProbesIgnored, name)
+	}
+	slices.Sort(plan.ProbesIgnored)
 	zones := map[string][]*gatewayView{}
 	for _, n := range in.Nodes {
 		prev, wasGateway := prevState[n.Name]
@@ -132,7 +140,7 @@ func PlanGateway(in PlanInput, alloc *ipalloc.Allocator) (Plan, error) {
 			g.state, g.reason = egressv1.GatewayUnhealthy, egressv1.ReasonNodeNotReady
 		case !n.AgentAlive:
 			g.state, g.reason = egressv1.GatewayUnhealthy, egressv1.ReasonAgentLeaseExpired
-		case !n.ProbeUp:
+		case !n.ProbeUp && !ignored[n.Name]:
 			g.state, g.reason = egressv1.GatewayUnhealthy, egressv1.ReasonProbeFailed
 		default:
 			g.usable = true
@@ -160,6 +168,39 @@ func PlanGateway(in PlanInput, alloc *ipalloc.Allocator) (Plan, error) {
 		plan.Zones = append(plan.Zones, zp)
 	}
 	return plan, nil
+}
+
+// controllerProbesFailing returns the gateways whose failed coordinator probes are not to be
+// believed: those that are otherwise healthy (selected, not cordoned, Node Ready, agent Lease
+// fresh) when no node of the group answers the coordinator's probes at all. A probe failing for
+// every gateway while every agent still reaches the API server says the controller's own path to
+// the probe port is cut (a NetworkPolicy in its namespace, a partition of its node) far more
+// often than that every gateway died at once; failing them all would drop all steered traffic
+// with no_gateway. One node answering shows the path works, and the others' failures stand. The
+// agents' own probes still decide datapath failover between gateways, so a gateway whose agent
+// lives but whose datapath is broken for everyone is avoided by the workers, not here.
+// Nodes the coordinator does not probe (no underlay address) are no evidence either way.
+func controllerProbesFailing(nodes []NodeView) map[string]bool {
+	var alive []string
+	for _, n := range nodes {
+		if !n.UnderlayIP.IsValid() {
+			continue
+		}
+		if n.ProbeUp {
+			return nil // the controller's path works: probe failures are the gateways'
+		}
+		if n.Selected && !n.Cordoned && n.Ready && n.AgentAlive {
+			alive = append(alive, n.Name)
+		}
+	}
+	if len(alive) == 0 {
+		return nil
+	}
+	ignored := make(map[string]bool, len(alive))
+	for _, name := range alive {
+		ignored[name] = true
+	}
+	return ignored
 }
 
 func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds map[string]int, alloc *ipalloc.Allocator) (ZonePlan, error) {

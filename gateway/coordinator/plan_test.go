@@ -69,6 +69,8 @@ func TestPlanGateway(t *testing.T) {
 		want   map[string]int                   // zone -> new addresses
 		excess []string
 		gone   []string // nodes no longer listed
+		// ignored: the gateways whose failed coordinator probes the plan ignores.
+		ignored []string
 	}{
 		{
 			name:   "four zones, one gateway each, nothing allocated yet",
@@ -176,6 +178,74 @@ func TestPlanGateway(t *testing.T) {
 			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Active"},
 			place:  map[string]string{"10.0.1.10": "n1", "10.0.1.11": "n2"},
 		},
+		// Fail-safe health: the coordinator's probes fail for the whole group.
+		{
+			name:    "every probe fails, leases fresh: nothing moves, nothing turns unhealthy",
+			in:      PlanInput{Spec: spec(ipsPerZone(2)), Nodes: []NodeView{node("n1", "a", probeDown), node("n2", "a", probeDown), node("n3", "b", probeDown)}, IPs: []IPView{ip("10.0.1.10", "a", "n1"), ip("10.0.1.11", "a", "n2"), ip("10.0.2.10", "b", "n3"), ip("10.0.2.11", "b", "n3")}},
+			states:  map[string]egressv1.GatewayState{"n1": "Active", "n2": "Active", "n3": "Active"},
+			place:   map[string]string{"10.0.1.10": "n1", "10.0.1.11": "n2", "10.0.2.10": "n3", "10.0.2.11": "n3"},
+			ignored: []string{"n1", "n2", "n3"},
+		},
+		{
+			name:    "single-gateway group, probe fails, lease fresh: kept",
+			in:      PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown)}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}},
+			states:  map[string]egressv1.GatewayState{"n1": "Active"},
+			place:   map[string]string{"10.0.1.10": "n1"},
+			ignored: []string{"n1"},
+		},
+		{
+			name:    "ActiveStandby, every probe fails, leases fresh: the active keeps its address",
+			in:      PlanInput{Spec: spec(standby), Nodes: []NodeView{node("n1", "a", probeDown), node("n2", "a", probeDown)}, IPs: []IPView{ip("10.0.1.10", "a", "n2")}},
+			states:  map[string]egressv1.GatewayState{"n1": "Standby", "n2": "Active"},
+			place:   map[string]string{"10.0.1.10": "n2"},
+			ignored: []string{"n1", "n2"},
+		},
+		{
+			name:   "every probe fails, every lease expired: all unhealthy, addresses unplaced",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown, leaseGone), node("n2", "a", probeDown, leaseGone)}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}},
+			states: map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Unhealthy"},
+			place:  map[string]string{"10.0.1.10": ""},
+		},
+		{
+			name:    "every probe fails, the holder's lease expired: it fails, the fresh one takes over",
+			in:      PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown, leaseGone), node("n2", "a", probeDown)}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}},
+			states:  map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Active"},
+			place:   map[string]string{"10.0.1.10": "n2"},
+			ignored: []string{"n2"},
+		},
+		{
+			name:    "every probe fails, the holder's node NotReady: it fails, the fresh one takes over",
+			in:      PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown, notReady), node("n2", "a", probeDown)}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}},
+			states:  map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Active"},
+			place:   map[string]string{"10.0.1.10": "n2"},
+			ignored: []string{"n2"},
+		},
+		{
+			name:    "every probe fails, the holder cordoned: it drains as usual, the other is kept",
+			in:      PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown, cordoned), node("n2", "a", probeDown)}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}, Previous: draining("n1", t0.Add(-10*time.Second))},
+			states:  map[string]egressv1.GatewayState{"n1": "Draining", "n2": "Standby"},
+			place:   map[string]string{"10.0.1.10": "n1"},
+			ignored: []string{"n2"},
+		},
+		{
+			name:   "probes fail in one zone, pass in another: the failures stand",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown), node("n2", "a", probeDown), node("n3", "b")}, IPs: []IPView{ip("10.0.1.10", "a", "n1"), ip("10.0.2.10", "b", "n3")}},
+			states: map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Unhealthy", "n3": "Active"},
+			place:  map[string]string{"10.0.1.10": "", "10.0.2.10": "n3"},
+		},
+		{
+			name:   "one cordoned node still answers: the path works, the failures stand",
+			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown), node("n2", "a", cordoned)}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}, Previous: draining("n2", t0.Add(-time.Minute))},
+			states: map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Draining"},
+			place:  map[string]string{"10.0.1.10": ""},
+		},
+		{
+			name:    "a node without an underlay address is not probed and is no evidence",
+			in:      PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown), node("n2", "a", func(n *NodeView) { n.UnderlayIP = netip.Addr{} })}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}},
+			states:  map[string]egressv1.GatewayState{"n1": "Active", "n2": "Standby"},
+			place:   map[string]string{"10.0.1.10": "n1"},
+			ignored: []string{"n1"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.in.Now = t0
@@ -236,6 +306,9 @@ func TestPlanGateway(t *testing.T) {
 			}
 			if fmt.Sprint(excess) != fmt.Sprint(tc.excess) {
 				t.Errorf("excess %v, want %v", excess, tc.excess)
+			}
+			if fmt.Sprint(plan.ProbesIgnored) != fmt.Sprint(tc.ignored) {
+				t.Errorf("probe failures ignored for %v, want %v", plan.ProbesIgnored, tc.ignored)
 			}
 		})
 	}

@@ -23,15 +23,16 @@ func skipUnlessBinaries(t testing.TB) {
 	}
 }
 
-// TestFailover brings up a two-zone lab with egressd, checks that the monitor's requests leave
-// through both egress IPs, reboots one gateway and checks the gateway comes back whole with the
-// same egress IP set and the monitor sees the same IPs as before.
-func TestFailover(t *testing.T) {
+// monitoredLab brings up a two-zone lab with egressd and the demo policy, waits until every
+// gateway is Active and starts the monitor. It returns the lab, a context for the test (4
+// minutes), the gateway as it was then, and the monitor; both stop when the test ends.
+func monitoredLab(t *testing.T) (*Lab, context.Context, GatewayView, *Monitor) {
+	t.Helper()
 	skipUnlessRoot(t)
 	skipUnlessBinaries(t)
 	l := upLab(t, Config{Zones: 2, BinDir: binDir(), NotReadyAfter: 2 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	if err := l.ApplyDemoPolicy(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -43,8 +44,15 @@ func TestFailover(t *testing.T) {
 	mctx, mcancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); mon.Run(mctx) }()
-	defer func() { mcancel(); <-done }()
+	t.Cleanup(func() { mcancel(); <-done })
+	return l, ctx, before, mon
+}
 
+// TestFailover brings up a two-zone lab with egressd, checks that the monitor's requests leave
+// through both egress IPs, reboots one gateway and checks the gateway comes back whole with the
+// same egress IP set and the monitor sees the same IPs as before.
+func TestFailover(t *testing.T) {
+	l, ctx, before, mon := monitoredLab(t)
 	time.Sleep(3 * time.Second)
 	seenBefore := sources(mon.Samples())
 	wantIPs := egressSources(before)
