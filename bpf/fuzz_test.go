@@ -355,7 +355,7 @@ func FuzzTunnelEgress(f *testing.F) {
 		}
 	}
 	// ICMP echo reply (type 0) of the recorded echo flow.
-	f.Add(ipv4Frame(5, 4, 0, 0, unix.IPPROTO_ICMP, dst4, pod4, nil, []byte{0, 0, 0, 0, 0, 80, 0, 1}), uint32(MarkMagic|MarkReply))
+	f.Add(ipv4Frame(5, 4, 0, 0, unix.IPPROTO_ICMP, dst4, pod4, nil, []byte{0, 0, 0, 0, 0, 80, 0, 1}), MarkMagic|MarkReply)
 	d := load(f, Limits{})
 	for k, g := range recorded {
 		setReturnFlow(f, d, k, src, g)
