@@ -12,7 +12,7 @@ PKGS ?= ./...
 TEST_TIMEOUT ?= 40m
 TEST_FLAGS ?= -race -count=1
 
-.PHONY: all build images push-images crane generate verify verify-generated lint lint-workflows vet test test-unit e2e e2e-binaries demo bench bench-datapath tools deps kube-binaries clean
+.PHONY: all build images push-images crane generate verify verify-generated lint lint-workflows vet test test-unit e2e e2e-binaries demo bench bench-datapath fuzz tools deps kube-binaries clean
 
 all: build
 
@@ -138,6 +138,14 @@ bench: deps kube-binaries build
 bench-datapath: deps
 	@mkdir -p out
 	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./bpf/... ./gateway/agent/dataplane/... | tee out/bench-datapath.txt
+
+## fuzz: fuzz each BPF program through BPF_PROG_TEST_RUN for FUZZTIME (root); crashers land in bpf/testdata/fuzz.
+FUZZTIME ?= 60s
+FUZZ_TARGETS := FuzzClassifier FuzzTunnelEgress FuzzProbe
+fuzz: deps
+	@for t in $(FUZZ_TARGETS); do \
+		flock /tmp/egressd-netns.lock $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./bpf/ || exit 1; \
+	done
 
 clean:
 	rm -rf $(BIN) out

@@ -316,7 +316,9 @@ static __always_inline void count(__u32 group, __u32 gw, __u64 bytes, int drop)
 }
 
 // parse reads the L2-L4 headers into p. It returns 0 on success, 1 for
-// packets egressd never handles (not IP) and -1 on malformed ones.
+// packets egressd never handles (not IP) and -1 on malformed ones: an IP
+// header with a bad version or length, a datagram longer than the frame, an
+// L4 header cut short, or an IPv6 packet from an IPv4-mapped address.
 static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 {
 	struct ethhdr eth;
@@ -326,13 +328,19 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	__builtin_memcpy(p->eth_dst, eth.h_dest, 6);
 	p->l3_proto = bpf_ntohs(eth.h_proto);
 
-	__u32 l4off;
+	__u32 l4off, end;
 	__u8 proto;
 	int frag = 0;
 	if (p->l3_proto == ETH_P_IP) {
 		struct iphdr ip;
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
 			return -1;
+		// The stack drops these; steering them would send garbage to a
+		// gateway (and read ports from inside the IP header).
+		__u32 tot = bpf_ntohs(ip.tot_len);
+		if (ip.version != 4 || ip.ihl < 5 || tot < ip.ihl * 4 || ETH_HLEN + tot > skb->len)
+			return -1;
+		end = ETH_HLEN + tot;
 		__builtin_memset(p->key.src, 0, 10);
 		p->key.src[10] = 0xff;
 		p->key.src[11] = 0xff;
@@ -350,6 +358,14 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		struct ipv6hdr ip6;
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
 			return -1;
+		end = ETH_HLEN + sizeof(ip6) + bpf_ntohs(ip6.payload_len);
+		if (ip6.version != 6 || end > skb->len)
+			return -1;
+		// An IPv4-mapped source is no address of a pod on the wire, but
+		// it is the endpoint key of an IPv4 pod: never take it as one.
+		if (ip6.saddr.in6_u.u6_addr32[0] == 0 && ip6.saddr.in6_u.u6_addr32[1] == 0 &&
+		    ip6.saddr.in6_u.u6_addr32[2] == bpf_htonl(0xffff))
+			return -1;
 		__builtin_memcpy(p->key.src, &ip6.saddr, 16);
 		__builtin_memcpy(p->key.dst, &ip6.daddr, 16);
 		proto = ip6.nexthdr;
@@ -362,15 +378,17 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	p->key.dport = 0;
 	if (frag)
 		return 0;
+	// The whole L4 header must be inside the datagram (not in padding).
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
 		__u16 ports[2];
-		if (bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) < 0)
+		if (l4off + (proto == IPPROTO_TCP ? 20 : 8) > end ||
+		    bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) < 0)
 			return -1;
 		p->key.sport = ports[0];
 		p->key.dport = ports[1];
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
-		__u8 hdr[6];
-		if (bpf_skb_load_bytes(skb, l4off, hdr, sizeof(hdr)) < 0)
+		__u8 hdr[8];
+		if (l4off + sizeof(hdr) > end || bpf_skb_load_bytes(skb, l4off, hdr, sizeof(hdr)) < 0)
 			return -1;
 		__u8 t = hdr[0];
 		// Echo request/reply (v4: 8/0, v6: 128/129): the identifier
