@@ -449,6 +449,11 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 		held[e.Status.Node] = h
 	}
 
+	// A draining gateway is listed for its established flows while it holds one of the group's
+	// addresses. Once they have moved on nothing can leave through it, and a flow pinned there (a
+	// SYN sent while it was the last gateway taking new flows) would stay black-holed for as long
+	// as it stays listed. nodeInterface gateways hold no EgressIP: their own address serves.
+	allocated := gw.Spec.Addresses.Source() != egressv1.AddressSourceNodeInterface
 	var cands []candidate
 	for _, z := range gw.Status.Zones {
 		for _, g := range z.Gateways {
@@ -464,6 +469,9 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 			c := candidate{name: g.Node, zone: z.Name, local: z.Name == myZone, self: ip == nodeIP,
 				draining: g.State == egressv1.GatewayDraining}
 			c.node = dataplane.GatewayNode{ID: GatewayID(ip), NodeIP: ip, EgressIPv4: held[g.Node][0], EgressIPv6: held[g.Node][1], Healthy: true}
+			if c.draining && allocated && held[g.Node] == ([2]netip.Addr{}) {
+				continue
+			}
 			if c.self {
 				c.draining = c.draining || in.Node.Spec.Unschedulable
 			} else {

@@ -323,7 +323,7 @@ func TestComputeState(t *testing.T) {
 			pods: basePods,
 		},
 		{
-			name: "only Active and Draining gateways are listed; probe health marks them; this node is healthy unprobed",
+			name: "only Active and Draining gateways are listed (a draining one holding no address is not); probe health marks them; this node is healthy unprobed",
 			mutate: func(in *Inputs) {
 				in.Gateways[0] = egw("out", 7, gw1, gw2,
 					gwNode{"a", "worker1", "10.0.0.11", egressv1.GatewayActive},
@@ -334,9 +334,9 @@ func TestComputeState(t *testing.T) {
 				in.EgressIPs = append(in.EgressIPs, eip("10.0.0.210", "out", "gw2"), eip("fd00:a::210", "out", "gw2"), eip("10.0.0.199", "elsewhere", "gw2"))
 			},
 			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{
-				gnode(gw1IP, true, ip("10.0.0.200")), gnode(myIP, true), draining(gnode(ip("10.0.0.31"), true)),
+				gnode(gw1IP, true, ip("10.0.0.200")), gnode(myIP, true),
 				gnode(gw2IP, false, ip("10.0.0.210"), ip("fd00:a::210"))}}},
-			probes: []netip.AddrPort{netip.AddrPortFrom(ip("10.0.0.21"), 8743), netip.AddrPortFrom(gw2IP, 8743), netip.AddrPortFrom(ip("10.0.0.31"), 8743)},
+			probes: []netip.AddrPort{netip.AddrPortFrom(ip("10.0.0.21"), 8743), netip.AddrPortFrom(gw2IP, 8743)},
 		},
 		{
 			name: "Draining state: listed (established flows stay) with the Draining flag, after those taking new flows",
