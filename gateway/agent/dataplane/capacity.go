@@ -55,6 +55,20 @@ func unionSize[K comparable, V any](have map[K]V, want map[K]bool) int {
 	return n
 }
 
+// byFamily splits the keys of rules into IPv4 and IPv6 (the rules4 and
+// rules6 maps).
+func byFamily(rules map[bpf.RuleKey]bpf.Rule) (v4, v6 map[bpf.RuleKey]bool) {
+	v4, v6 = map[bpf.RuleKey]bool{}, map[bpf.RuleKey]bool{}
+	for k := range rules {
+		if k.Prefix.Addr().Is4() {
+			v4[k] = true
+		} else {
+			v6[k] = true
+		}
+	}
+	return v4, v6
+}
+
 // planMaps reads the maps and checks that s fits them at every step of the
 // write order of applyMaps and applyGateway. The peak of each map is:
 //   - endpoints: the desired entries only, since departed endpoints are
@@ -89,22 +103,8 @@ func (d *Dataplane) planMaps(s *State) (*plan, error) {
 			wantEP[ip.Unmap()] = true
 		}
 	}
-	have4, have6 := map[bpf.RuleKey]bool{}, map[bpf.RuleKey]bool{}
-	for k := range p.haveRules {
-		if k.Prefix.Addr().Is4() {
-			have4[k] = true
-		} else {
-			have6[k] = true
-		}
-	}
-	want4, want6 := map[bpf.RuleKey]bool{}, map[bpf.RuleKey]bool{}
-	for k := range p.wantRules {
-		if k.Prefix.Addr().Is4() {
-			want4[k] = true
-		} else {
-			want6[k] = true
-		}
-	}
+	have4, have6 := byFamily(p.haveRules)
+	want4, want6 := byFamily(p.wantRules)
 	wantG := map[uint32]bool{}
 	for _, g := range s.Groups {
 		wantG[g.ID] = true
