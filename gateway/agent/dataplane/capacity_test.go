@@ -142,7 +142,7 @@ func TestApplyCapacity(t *testing.T) {
 	if !maps.Equal(gotEP, wantEP) {
 		t.Errorf("endpoints %v, want %v", gotEP, wantEP)
 	}
-	if ep := got.endpoints[pod.IP]; ep.Ifindex != uint32(before.endpoints[pod.IP].Ifindex) || ep.Ifindex == 0 {
+	if ep := got.endpoints[pod.IP]; ep.Ifindex != before.endpoints[pod.IP].Ifindex || ep.Ifindex == 0 {
 		t.Errorf("reused IP: ifindex %d, want the pod interface's %d", ep.Ifindex, before.endpoints[pod.IP].Ifindex)
 	}
 	wantRules := map[bpf.RuleKey]bpf.Rule{
