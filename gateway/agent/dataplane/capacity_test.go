@@ -165,3 +165,37 @@ func TestApplyCapacity(t *testing.T) {
 		t.Errorf("first state again:\nwant %+v\ngot  %+v", before, again)
 	}
 }
+
+// TestApplyCapacityGroups fills the groups map to its real size (the
+// compiled-in 4096, below the 65535 group ids allow): one group more fails
+// naming groups with every map unchanged, and exactly the map's size applies.
+func TestApplyCapacityGroups(t *testing.T) {
+	privileged.Require(t, "network namespaces and eBPF")
+	topo := netns.New(t, netns.Spec{Nodes: []netns.NodeSpec{{Name: "capg"}}})
+	n := topo.Node("capg")
+	d := New(Config{NetNS: n.Path(), PinRoot: filepath.Join(mountBPFFS(t), "capg")})
+	t.Cleanup(func() { _ = d.Remove(ctxT(t)) })
+	withGroups := func(count int) State {
+		s := State{NodeIP: n.IP}
+		for id := 1; id <= count; id++ {
+			s.Groups = append(s.Groups, Group{ID: uint32(id), Gateways: []GatewayNode{{ID: 1, NodeIP: n.IP, Healthy: true}}})
+		}
+		return s
+	}
+	if err := d.Apply(ctxT(t), withGroups(1)); err != nil {
+		t.Fatalf("applying one group: %v", err)
+	}
+	size := int(d.dp.Capacity().Groups)
+	before := dumpMaps(t, d)
+	err := d.Apply(ctxT(t), withGroups(size+1))
+	capacityErr(t, err, "groups", size+1, size)
+	if after := dumpMaps(t, d); !reflect.DeepEqual(after, before) {
+		t.Fatalf("a failed Apply changed the maps: %d groups before, %d after", len(before.groups), len(after.groups))
+	}
+	if err := d.Apply(ctxT(t), withGroups(size)); err != nil {
+		t.Fatalf("applying %d groups: %v", size, err)
+	}
+	if got := dumpMaps(t, d); len(got.groups) != size {
+		t.Errorf("%d groups in the map, want %d", len(got.groups), size)
+	}
+}
