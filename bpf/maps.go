@@ -476,3 +476,20 @@ func (d *Datapath) MapMemory() (map[string]uint64, error) {
 	}
 	return out, nil
 }
+
+// Capacity is the size (max_entries) of each map a dataplane state fills,
+// read from the loaded maps, so it reflects Limits and maps reused from pins.
+type Capacity struct {
+	Endpoints, Rules4, Rules6, Groups, Served uint32
+}
+
+// Capacity returns the sizes of the loaded maps.
+func (d *Datapath) Capacity() Capacity {
+	return Capacity{
+		Endpoints: d.objs.Endpoints.MaxEntries(),
+		Rules4:    d.objs.Rules4.MaxEntries(),
+		Rules6:    d.objs.Rules6.MaxEntries(),
+		Groups:    d.objs.Groups.MaxEntries(),
+		Served:    d.objs.Served.MaxEntries(),
+	}
+}

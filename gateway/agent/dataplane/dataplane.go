@@ -153,8 +153,9 @@ func (d *Dataplane) load() error {
 // Apply makes the node's datapath match s. Order matters so that no update
 // opens a window where matched traffic leaks with the node IP or is
 // dropped: gateway plumbing first, then groups, then rules, then endpoints;
-// stale endpoints, rules and groups go last; the probe reflector after all
-// of them.
+// stale rules and groups go last; the probe reflector after all of them.
+// A state that does not fit the maps fails with a *CapacityError before
+// anything is touched.
 func (d *Dataplane) Apply(ctx context.Context, s State) error {
 	if err := s.validate(); err != nil {
 		return fmt.Errorf("validating state: %w", err)
@@ -168,13 +169,18 @@ func (d *Dataplane) Apply(ctx context.Context, s State) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// Before the first write: a state that does not fit fails whole.
+		p, err := d.planMaps(&s)
+		if err != nil {
+			return err
+		}
 		if err := d.ensureTunnel(s.NodeIP); err != nil {
 			return err
 		}
 		if err := d.applyGateway(s.Gateway); err != nil {
 			return err
 		}
-		if err := d.applyMaps(&s); err != nil {
+		if err := d.applyMaps(&s, p); err != nil {
 			return err
 		}
 		if err := d.syncPodLinks(&s); err != nil {
@@ -191,8 +197,28 @@ func (d *Dataplane) Apply(ctx context.Context, s State) error {
 	})
 }
 
-func (d *Dataplane) applyMaps(s *State) error {
+// applyMaps writes groups, rules and endpoints. The order keeps every
+// endpoint pointing at a complete policy set, even when a write fails half
+// way (a kernel error: planMaps has ruled out a full map):
+//  1. endpoints of departed pods are deleted first, so a pod IP that is gone
+//     never keeps classifying traffic, and a later failure cannot leave it
+//     behind for a new pod that reuses the IP;
+//  2. groups, then rules are upserted, so every set an endpoint will point
+//     at is complete before any endpoint points at it;
+//  3. endpoints are upserted (a reused IP moves to its new set here);
+//  4. only then stale rules and groups go: no endpoint points at them any
+//     more, and a failure before this step leaves them in place, still
+//     complete, for the endpoints that were not moved yet.
+func (d *Dataplane) applyMaps(s *State, p *plan) error {
 	dp := d.dp
+	wantEP := d.wantEndpoints(s)
+	for ip := range p.haveEP {
+		if _, ok := wantEP[ip]; !ok {
+			if err := dp.DeleteEndpoint(ip); err != nil {
+				return err
+			}
+		}
+	}
 	// Groups.
 	for _, g := range s.Groups {
 		gws := make([]bpf.Gateway, 0, len(g.Gateways))
@@ -206,19 +232,7 @@ func (d *Dataplane) applyMaps(s *State) error {
 	}
 	// Rules: upsert every desired rule before deleting stale ones, so a
 	// prefix present before and after is never missing.
-	want := map[bpf.RuleKey]bpf.Rule{}
-	for _, ps := range s.PolicySets {
-		for _, dst := range ps.Destinations {
-			want[bpf.RuleKey{PolicySet: ps.ID, Prefix: dst.Prefix.Masked()}] = bpf.Rule{Group: dst.Group}
-		}
-		for _, ex := range ps.Excluded {
-			want[bpf.RuleKey{PolicySet: ps.ID, Prefix: ex.Masked()}] = bpf.Rule{Excluded: true}
-		}
-	}
-	have, err := dp.Rules()
-	if err != nil {
-		return err
-	}
+	want, have := p.wantRules, p.haveRules
 	for k, r := range want {
 		if old, ok := have[k]; ok && old == r {
 			continue
@@ -227,7 +241,38 @@ func (d *Dataplane) applyMaps(s *State) error {
 			return err
 		}
 	}
-	// Endpoints.
+	for ip, ep := range wantEP {
+		if old, ok := p.haveEP[ip]; ok && old == ep {
+			continue
+		}
+		if err := dp.SetEndpoint(ip, ep); err != nil {
+			return err
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			if err := dp.DeleteRule(k); err != nil {
+				return err
+			}
+		}
+	}
+	wantG := map[uint32]bool{}
+	for _, g := range s.Groups {
+		wantG[g.ID] = true
+	}
+	for id := range p.haveG {
+		if !wantG[id] {
+			if err := dp.DeleteGroup(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// wantEndpoints is the endpoint map s asks for, with each pod's host-side
+// interface resolved in the managed namespace.
+func (d *Dataplane) wantEndpoints(s *State) map[netip.Addr]bpf.Endpoint {
 	wantEP := map[netip.Addr]bpf.Endpoint{}
 	for _, p := range s.Pods {
 		ifindex := 0
@@ -244,48 +289,7 @@ func (d *Dataplane) applyMaps(s *State) error {
 			wantEP[ip.Unmap()] = bpf.Endpoint{PolicySet: p.PolicySet, Ifindex: uint32(ifindex)}
 		}
 	}
-	haveEP, err := dp.Endpoints()
-	if err != nil {
-		return err
-	}
-	for ip, ep := range wantEP {
-		if old, ok := haveEP[ip]; ok && old == ep {
-			continue
-		}
-		if err := dp.SetEndpoint(ip, ep); err != nil {
-			return err
-		}
-	}
-	for ip := range haveEP {
-		if _, ok := wantEP[ip]; !ok {
-			if err := dp.DeleteEndpoint(ip); err != nil {
-				return err
-			}
-		}
-	}
-	for k := range have {
-		if _, ok := want[k]; !ok {
-			if err := dp.DeleteRule(k); err != nil {
-				return err
-			}
-		}
-	}
-	haveG, err := dp.Groups()
-	if err != nil {
-		return err
-	}
-	wantG := map[uint32]bool{}
-	for _, g := range s.Groups {
-		wantG[g.ID] = true
-	}
-	for id := range haveG {
-		if !wantG[id] {
-			if err := dp.DeleteGroup(id); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return wantEP
 }
 
 func (d *Dataplane) matches(name string) bool {
