@@ -2,6 +2,7 @@ package gcp_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -481,5 +482,55 @@ func TestDiscoverNodeAndMetadata(t *testing.T) {
 	pid, err := gcp.ProjectFromMetadata(ctx, metadata.NewClient(&http.Client{Timeout: 5 * time.Second}))
 	if err != nil || pid != proj {
 		t.Fatalf("metadata project %q, %v", pid, err)
+	}
+}
+
+// TestPatchSemantics checks the simulator the way instances.updateNetworkInterface behaves: a
+// body without aliasIpRanges leaves the aliases as they are, and only an explicit empty list
+// removes them. The provider's releases and moves off a node's only alias (TestReleaseTwice,
+// TestMoveKeepsIPAndPublicIP) pass only because its client sends that list.
+func TestPatchSemantics(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.6.1")}); err != nil {
+		t.Fatal(err)
+	}
+	base := e.srv.URL + "/compute/v1/projects/" + proj + "/zones/us-central1-a/instances/node-a"
+	patch := func(body string) {
+		t.Helper()
+		resp, err := http.Get(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var inst struct {
+			NetworkInterfaces []struct{ Fingerprint string } `json:"networkInterfaces"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&inst)
+		_ = resp.Body.Close()
+		if err != nil || len(inst.NetworkInterfaces) == 0 {
+			t.Fatalf("reading the fingerprint: %v %+v", err, inst)
+		}
+		fp := inst.NetworkInterfaces[0].Fingerprint
+		req, err := http.NewRequest(http.MethodPatch, base+"/updateNetworkInterface?networkInterface=nic0",
+			strings.NewReader(fmt.Sprintf(body, fp)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("PATCH %s: %s", body, resp.Status)
+		}
+	}
+	patch(`{"fingerprint": %q}`)
+	if h := e.sim.Holder("10.0.6.1"); h != holder("node-a", "us-central1-a") {
+		t.Fatalf("a body without aliasIpRanges changed them: holder %q", h)
+	}
+	patch(`{"fingerprint": %q, "aliasIpRanges": []}`)
+	if h := e.sim.Holder("10.0.6.1"); h != "" {
+		t.Fatalf("an explicit empty aliasIpRanges left the alias on %q", h)
 	}
 }

@@ -1,13 +1,19 @@
 package gcp
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 
 	compute "cloud.google.com/go/compute/apiv1"
 	computepb "cloud.google.com/go/compute/apiv1/computepb"
 	gax "github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/option"
+	htransport "google.golang.org/api/transport/http"
 )
 
 // InstancesAPI is the subset of compute.InstancesClient the provider calls, in the SDK's own
@@ -62,7 +68,13 @@ type Clients struct {
 
 // NewClients builds the Compute REST clients with opts (endpoint, credentials).
 func NewClients(ctx context.Context, opts ...option.ClientOption) (Clients, error) {
-	inst, err := compute.NewInstancesRESTClient(ctx, opts...)
+	hc, _, err := htransport.NewClient(ctx, opts...)
+	if err != nil {
+		return Clients{}, fmt.Errorf("creating the instances client's transport: %w", err)
+	}
+	patched := *hc
+	patched.Transport = explicitAliasRanges{hc.Transport}
+	inst, err := compute.NewInstancesRESTClient(ctx, append(opts[:len(opts):len(opts)], option.WithHTTPClient(&patched))...)
 	if err != nil {
 		return Clients{}, fmt.Errorf("creating instances client: %w", err)
 	}
@@ -92,4 +104,39 @@ func ProjectFromMetadata(ctx context.Context, md MetadataAPI) (string, error) {
 		return "", fmt.Errorf("reading the project from the metadata server: %w", err)
 	}
 	return pid, nil
+}
+
+// explicitAliasRanges makes every instances.updateNetworkInterface body carry aliasIpRanges.
+// The method has PATCH semantics: a field left out of the body is left unchanged. The REST
+// client marshals with protojson, which leaves out an empty repeated field, so removing a
+// NIC's last alias range (a release, or a move off a node's only egress IP) would succeed and
+// change nothing (googleapis/google-cloud-python#11931 reports the same through the Python
+// client; the discovery-based Go client has ForceSendFields for it). The provider calls this
+// method only to set alias ranges, so a body without the field always means "none".
+type explicitAliasRanges struct{ base http.RoundTripper }
+
+func (t explicitAliasRanges) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method != http.MethodPatch || !strings.HasSuffix(r.URL.Path, "/updateNetworkInterface") || r.Body == nil {
+		return t.base.RoundTrip(r)
+	}
+	b, err := io.ReadAll(r.Body)
+	_ = r.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("reading the updateNetworkInterface body: %w", err)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return nil, fmt.Errorf("updateNetworkInterface body is not a JSON object: %w", err)
+	}
+	if _, ok := fields["aliasIpRanges"]; !ok {
+		fields["aliasIpRanges"] = json.RawMessage("[]")
+		if b, err = json.Marshal(fields); err != nil {
+			return nil, err
+		}
+	}
+	out := r.Clone(r.Context())
+	out.Body = io.NopCloser(bytes.NewReader(b))
+	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	out.ContentLength = int64(len(b))
+	return t.base.RoundTrip(out)
 }

@@ -258,9 +258,11 @@ func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string
 	if e != nil {
 		return nil, e
 	}
+	// PATCH semantics, as instances.updateNetworkInterface documents: a field left out of the
+	// body is left unchanged. Only an explicit "aliasIpRanges": [] removes every alias.
 	var body struct {
-		Fingerprint   string       `json:"fingerprint"`
-		AliasIPRanges []aliasRange `json:"aliasIpRanges"`
+		Fingerprint   string        `json:"fingerprint"`
+		AliasIPRanges *[]aliasRange `json:"aliasIpRanges"`
 	}
 	if err := decode(r, &body); err != nil {
 		return nil, errf(http.StatusBadRequest, "parseError", "%v", err)
@@ -275,12 +277,16 @@ func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string
 	if body.Fingerprint != n.Fingerprint {
 		return nil, errf(http.StatusPreconditionFailed, "conditionNotMet", "Supplied fingerprint does not match current metadata fingerprint.")
 	}
-	if len(body.AliasIPRanges) > in.maxAliases {
+	if body.AliasIPRanges == nil {
+		body.AliasIPRanges = &n.Aliases
+	}
+	ranges := *body.AliasIPRanges
+	if len(ranges) > in.maxAliases {
 		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.aliasIpRanges': exceeded the maximum number of alias IP ranges (%d) per network interface.", in.maxAliases)
 	}
 	sn := s.subnetByLink(p, n.Subnetwork)
 	seen := map[netip.Addr]bool{}
-	for _, a := range body.AliasIPRanges {
+	for _, a := range ranges {
 		pr, err := parseAlias(a.IPCidrRange)
 		if err != nil || !pr.Addr().Is4() {
 			return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.aliasIpRanges[].ipCidrRange': '%s'.", a.IPCidrRange)
@@ -304,7 +310,7 @@ func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string
 			return nil, errf(http.StatusBadRequest, "invalid", "IP address '%s' is already in use by another resource (%s).", pr.Addr(), other)
 		}
 	}
-	want := append([]aliasRange(nil), body.AliasIPRanges...)
+	want := append([]aliasRange(nil), ranges...)
 	return s.nicOp(p, in, n, "updateNetworkInterface", MUpdateNetworkIface, func(n *nic) *opError {
 		for _, a := range want {
 			pr, _ := parseAlias(a.IPCidrRange)
