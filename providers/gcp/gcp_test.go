@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -532,5 +533,57 @@ func TestPatchSemantics(t *testing.T) {
 	patch(`{"fingerprint": %q, "aliasIpRanges": []}`)
 	if h := e.sim.Holder("10.0.6.1"); h != "" {
 		t.Fatalf("an explicit empty aliasIpRanges left the alias on %q", h)
+	}
+}
+
+// TestListOwnedPaginates lists the cluster's addresses over several pages: the simulator serves
+// two per page (Compute's default is 500), so five owned addresses and a foreign one take
+// three addresses.aggregatedList calls, and none is missed.
+func TestListOwnedPaginates(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	for i := 1; i <= 5; i++ {
+		if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip(fmt.Sprintf("10.0.7.%d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.sim.PutAddress(proj, "us-central1", "other-cluster", "10.0.7.9", "INTERNAL", map[string]string{gcp.LabelCluster: "prod-2"})
+	e.sim.SetPageSize(2)
+	e.sim.ResetCalls()
+	owned, err := e.p.ListOwned(ctx, owner.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(owned) != 5 {
+		t.Fatalf("listed %d of 5 owned addresses: %+v", len(owned), owned)
+	}
+	if n := e.sim.CallCounts()[gcpsim.MAddressesAggregated]; n != 3 {
+		t.Fatalf("addresses.aggregatedList called %d times, want 3 pages", n)
+	}
+}
+
+// TestSimulatorRefusesBadNames checks the simulator refuses what Compute refuses: an address
+// name that is no RFC 1035 label, a malformed filter and a page size above 500.
+func TestSimulatorRefusesBadNames(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	base := e.srv.URL + "/compute/v1/projects/" + proj
+	for _, c := range []struct{ method, path, body string }{
+		{http.MethodPost, "/regions/us-central1/addresses", `{"name": "Egressd_1", "address": "10.0.8.1", "addressType": "INTERNAL"}`},
+		{http.MethodPost, "/regions/us-central1/addresses", `{"name": "` + strings.Repeat("a", 64) + `", "addressType": "INTERNAL"}`},
+		{http.MethodGet, "/aggregated/addresses?filter=" + url.QueryEscape("name ~ foo"), ""},
+		{http.MethodGet, "/aggregated/addresses?maxResults=501", ""},
+	} {
+		req, err := http.NewRequest(c.method, base+c.path, strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s %s: %s, want 400", c.method, c.path, resp.Status)
+		}
 	}
 }

@@ -1,12 +1,14 @@
 package gcpsim
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"slices"
 	"sort"
@@ -521,15 +523,27 @@ func (s *Sim) getAddress(p *project, _ *http.Request, parts []string) (any, *api
 	return s.addressJSON(p, a), nil
 }
 
+// resourceName is Compute's rule for resource names (RFC 1035 labels, at most 63 characters).
+var resourceName = regexp.MustCompile(`^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$`)
+
 var labelFilter = regexp.MustCompile(`labels\.([a-z0-9_-]+)\s*=\s*"?([a-z0-9_-]*)"?`)
 
 func (s *Sim) listAddresses(p *project, r *http.Request, parts []string) (any, *apiError) {
-	conds := labelFilter.FindAllStringSubmatch(r.URL.Query().Get("filter"), -1)
+	q := r.URL.Query()
+	conds := labelFilter.FindAllStringSubmatch(q.Get("filter"), -1)
+	if f := q.Get("filter"); f != "" && len(conds) == 0 {
+		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'filter': '%s'. Invalid list filter expression.", f)
+	}
+	page, e := s.pageOf(q)
+	if e != nil {
+		return nil, e
+	}
 	region := ""
 	if parts[1] == "regions" {
 		region = parts[2]
 	}
-	byRegion := map[string][]map[string]any{}
+	// Keys sort by region, then name: a stable order for page tokens.
+	var matched []*address
 	for _, k := range slices.Sorted(maps.Keys(p.addresses)) {
 		a := p.addresses[k]
 		if !s.visible(a) || (region != "" && a.Region != region) {
@@ -542,17 +556,67 @@ func (s *Sim) listAddresses(p *project, r *http.Request, parts []string) (any, *
 			}
 		}
 		if ok {
-			byRegion[a.Region] = append(byRegion[a.Region], s.addressJSON(p, a))
+			matched = append(matched, a)
 		}
 	}
+	matched, next := page.cut(matched)
+	byRegion := map[string][]map[string]any{}
+	for _, a := range matched {
+		byRegion[a.Region] = append(byRegion[a.Region], s.addressJSON(p, a))
+	}
+	var out map[string]any
 	if region != "" {
-		return map[string]any{"kind": "compute#addressList", "items": byRegion[region]}, nil
+		out = map[string]any{"kind": "compute#addressList", "items": byRegion[region]}
+	} else {
+		items := map[string]any{}
+		for reg, list := range byRegion {
+			items["regions/"+reg] = map[string]any{"addresses": list}
+		}
+		out = map[string]any{"kind": "compute#addressAggregatedList", "items": items}
 	}
-	items := map[string]any{}
-	for reg, list := range byRegion {
-		items["regions/"+reg] = map[string]any{"addresses": list}
+	if next != "" {
+		out["nextPageToken"] = next
 	}
-	return map[string]any{"kind": "compute#addressAggregatedList", "items": items}, nil
+	return out, nil
+}
+
+// listPage is one page of a list call: Compute's maxResults (default and maximum 500) and an
+// opaque pageToken from the previous page's nextPageToken.
+type listPage struct{ offset, size int }
+
+func (s *Sim) pageOf(q url.Values) (listPage, *apiError) {
+	pg := listPage{size: s.pageSize}
+	if v := q.Get("maxResults"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 500 {
+			return pg, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'maxResults': '%s'. Must be less than or equal to 500", v)
+		}
+		if n > 0 && n < pg.size {
+			pg.size = n
+		}
+	}
+	if t := q.Get("pageToken"); t != "" {
+		b, err := base64.RawURLEncoding.DecodeString(t)
+		off, err2 := strconv.Atoi(strings.TrimPrefix(string(b), "offset:"))
+		if err != nil || err2 != nil || !strings.HasPrefix(string(b), "offset:") || off < 0 {
+			return pg, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'pageToken': '%s'.", t)
+		}
+		pg.offset = off
+	}
+	return pg, nil
+}
+
+// cut returns the page's part of all and the token of the next page ("" on the last one).
+func (pg listPage) cut(all []*address) ([]*address, string) {
+	if pg.offset >= len(all) {
+		return nil, ""
+	}
+	end := min(pg.offset+pg.size, len(all))
+	next := ""
+	if end < len(all) {
+		next = base64.RawURLEncoding.EncodeToString([]byte("offset:" + strconv.Itoa(end)))
+	}
+	return all[pg.offset:end], next
 }
 
 func (s *Sim) insertAddress(p *project, r *http.Request, parts []string) (any, *apiError) {
@@ -571,6 +635,9 @@ func (s *Sim) insertAddress(p *project, r *http.Request, parts []string) (any, *
 	}
 	if body.Name == "" {
 		return nil, errf(http.StatusBadRequest, "required", "Required field 'resource.name' not specified")
+	}
+	if !resourceName.MatchString(body.Name) {
+		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.name': '%s'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)'", body.Name)
 	}
 	if a := p.addresses[region+"/"+body.Name]; a != nil && a.deleted.IsZero() {
 		return nil, errf(http.StatusConflict, "alreadyExists", "The resource 'projects/%s/regions/%s/addresses/%s' already exists", p.id, region, body.Name)

@@ -79,6 +79,7 @@ type Sim struct {
 	fpRaces     map[string]int // instance key → stale fingerprint races left
 	extPoolNext uint32
 	extQuota    int
+	pageSize    int // list page size: Compute's default 500 unless a test sets fewer
 	throttleAll int // calls left to throttle on every method; < 0: all
 }
 
@@ -183,6 +184,7 @@ func New() *Sim {
 		failOps:  simkit.Queue[OpFailure]{},
 		fpRaces:  map[string]int{},
 		extQuota: 1 << 30,
+		pageSize: 500,
 	}
 }
 
@@ -312,6 +314,17 @@ func (s *Sim) SetDescribeLag(d time.Duration) { s.mu.Lock(); s.lag = d; s.mu.Unl
 
 // SetExternalAddressQuota limits the number of external addresses per project (QUOTA_EXCEEDED).
 func (s *Sim) SetExternalAddressQuota(n int) { s.mu.Lock(); s.extQuota = n; s.mu.Unlock() }
+
+// SetPageSize caps list pages at n items (Compute's default and maximum is 500), so tests can
+// cross page boundaries with a few resources. n <= 0 restores 500.
+func (s *Sim) SetPageSize(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n <= 0 || n > 500 {
+		n = 500
+	}
+	s.pageSize = n
+}
 
 // SetRateLimit installs a token bucket on method; status is 403 (rateLimitExceeded) or 429.
 // A rate of 0 removes the limit.
