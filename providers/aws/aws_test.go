@@ -413,3 +413,44 @@ func TestDiscoverNodesChunked(t *testing.T) {
 		}
 	}
 }
+
+// TestPaginatedDescribes: with the simulator serving one result per page (EC2 may return fewer
+// than MaxResults), discovery and ListOwned still see every instance and every owned address,
+// over as many pages as there are results.
+func TestPaginatedDescribes(t *testing.T) {
+	w := newWorld(t, 4)
+	ctx := ctxT(t)
+	nodes := append(append([]providers.NodeRef{}, w.Nodes("zone-a")...), w.Nodes("zone-b")...)
+	for i, n := range nodes[:3] {
+		zone := map[bool]string{true: "zone-a", false: "zone-b"}[i < 2]
+		if _, err := w.AWS.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: n, IP: w.FreeAddress(zone)}); err != nil {
+			t.Fatalf("ensure %d: %v", i, err)
+		}
+	}
+	want, err := w.AWS.ListOwned(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Sim.SetPageSize(1)
+	t.Cleanup(func() { w.Sim.SetPageSize(0) })
+	w.Sim.ResetCalls()
+	infos, errs := w.AWS.DiscoverNodes(ctx, nodes)
+	for i := range nodes {
+		if errs[i] != nil || infos[i] == nil {
+			t.Fatalf("%s over pages of one: %v", nodes[i].Name, errs[i])
+		}
+	}
+	if n := w.Sim.Calls()["DescribeInstances"]; n != len(nodes) {
+		t.Errorf("DescribeInstances calls %d, want %d pages of one", n, len(nodes))
+	}
+	got, err := w.AWS.ListOwned(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) || len(got) < 3 {
+		t.Fatalf("ListOwned over pages of one: %d resources, %d in one page", len(got), len(want))
+	}
+	if n := w.Sim.Calls()["DescribeNetworkInterfaces"]; n < 2 {
+		t.Errorf("DescribeNetworkInterfaces calls %d: the listing never crossed a page", n)
+	}
+}

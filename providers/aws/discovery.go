@@ -21,6 +21,11 @@ func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*p
 	return infos[0], errs[0]
 }
 
+// describePage is the MaxResults of paginated describes: EC2's maximum. EC2 recommends
+// paginated requests for DescribeInstances and DescribeNetworkInterfaces (unpaginated ones are
+// prone to throttling and timeouts), and a page may hold fewer results than asked.
+const describePage = 1000
+
 // discoverBatch is how many instances one DescribeInstances asks for (by an instance-id
 // filter, which, unlike InstanceIds, does not fail the whole call for one unknown instance).
 const discoverBatch = 200
@@ -38,7 +43,7 @@ func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef)
 	}
 	instances := map[string]*ec2types.Instance{}
 	for chunk := range slices.Chunk(slices.Compact(slices.Sorted(slices.Values(want))), discoverBatch) {
-		pg := ec2.NewDescribeInstancesPaginator(p.api, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{filter("instance-id", chunk...)}})
+		pg := ec2.NewDescribeInstancesPaginator(p.api, &ec2.DescribeInstancesInput{MaxResults: awssdk.Int32(describePage), Filters: []ec2types.Filter{filter("instance-id", chunk...)}})
 		for pg.HasMorePages() {
 			out, err := pg.NextPage(ctx)
 			if err != nil {

@@ -21,7 +21,7 @@ func (p *Provider) ListOwned(ctx context.Context, cluster string) ([]providers.O
 		cluster = p.cfg.ClusterName
 	}
 	var out []providers.OwnedResource
-	pg := ec2.NewDescribeNetworkInterfacesPaginator(p.api, &ec2.DescribeNetworkInterfacesInput{Filters: []ec2types.Filter{
+	pg := ec2.NewDescribeNetworkInterfacesPaginator(p.api, &ec2.DescribeNetworkInterfacesInput{MaxResults: awssdk.Int32(describePage), Filters: []ec2types.Filter{
 		filter("vpc-id", p.cfg.VPC), filter("tag-key", egressv1.TagCluster, TagIPPrefix+"*")}})
 	for pg.HasMorePages() {
 		page, err := pg.NextPage(ctx)

@@ -172,6 +172,7 @@ func strs(a []netip.Addr) []string {
 type describeInstancesResp struct {
 	reqMeta
 	Reservations []xReservation `xml:"reservationSet>item"`
+	NextToken    string         `xml:"nextToken,omitempty"`
 }
 
 func (s *Server) xinstance(w *world, in *instance) xInstance {
@@ -234,6 +235,11 @@ func (s *Server) describeInstances(q url.Values) (any, *apiError) {
 				Instances: []xInstance{s.xinstance(w, in)}})
 		}
 	}
+	from, to, next, perr := s.page(q, len(resp.Reservations), "InstanceId")
+	if perr != nil {
+		return nil, perr
+	}
+	resp.Reservations, resp.NextToken = resp.Reservations[from:to], next
 	return resp, nil
 }
 
@@ -311,7 +317,8 @@ func (s *Server) describeSubnets(q url.Values) (any, *apiError) {
 
 type describeNetworkInterfacesResp struct {
 	reqMeta
-	ENIs []xENI `xml:"networkInterfaceSet>item"`
+	ENIs      []xENI `xml:"networkInterfaceSet>item"`
+	NextToken string `xml:"nextToken,omitempty"`
 }
 
 func (s *Server) describeNetworkInterfaces(q url.Values) (any, *apiError) {
@@ -376,6 +383,11 @@ func (s *Server) describeNetworkInterfaces(q url.Values) (any, *apiError) {
 			resp.ENIs = append(resp.ENIs, w.xeni(e))
 		}
 	}
+	from, to, next, perr := s.page(q, len(resp.ENIs), "NetworkInterfaceId")
+	if perr != nil {
+		return nil, perr
+	}
+	resp.ENIs, resp.NextToken = resp.ENIs[from:to], next
 	return resp, nil
 }
 

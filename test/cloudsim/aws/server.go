@@ -46,6 +46,7 @@ type Server struct {
 	eipLimit int
 	imds     imdsState
 	reqSeq   int
+	pageSize int // cap on paginated describe pages; 0: none
 	now      func() time.Time
 }
 
@@ -140,7 +141,19 @@ func (s *Server) serveEC2(w http.ResponseWriter, r *http.Request) {
 		s.writeErrorID(w, reqID, faultError(fault))
 		return
 	}
-	out, aerr := h(s, q)
+	var out any
+	aerr := checkIDs(q)
+	if aerr == nil && dryRun(q) {
+		// A dry run checks everything a real call would, then changes nothing.
+		saved := s.w
+		s.w = saved.clone()
+		if _, aerr = h(s, q); aerr == nil {
+			aerr = dryRunOK
+		}
+		s.w = saved
+	} else if aerr == nil {
+		out, aerr = h(s, q)
+	}
 	if aerr == nil && mutating(action) && s.lag > 0 {
 		s.history = append(s.history, snap{at: s.now(), w: s.w.clone()})
 	}

@@ -107,11 +107,55 @@ func TestWireProtocol(t *testing.T) {
 	if len(nis) != 1 || len(nis[0].PrivateIpAddresses) != 2 || nis[0].PrivateIpAddresses[1].Association == nil {
 		t.Fatalf("instance interfaces: %+v", nis)
 	}
-	if _, err := c.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{"eni-404"}}); code(err) != "InvalidNetworkInterfaceID.NotFound" {
+	if _, err := c.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{"eni-00000000000000404"}}); code(err) != "InvalidNetworkInterfaceID.NotFound" {
 		t.Fatalf("not found: %v", err)
 	}
-	if _, err := c.ReleaseAddress(ctx, &ec2.ReleaseAddressInput{AllocationId: aws.String("eipalloc-404")}); code(err) != "InvalidAllocationID.NotFound" {
+	if _, err := c.ReleaseAddress(ctx, &ec2.ReleaseAddressInput{AllocationId: aws.String("eipalloc-00000404")}); code(err) != "InvalidAllocationID.NotFound" {
 		t.Fatalf("release unknown: %v", err)
+	}
+	// IDs of the wrong shape are refused as malformed before any lookup.
+	if _, err := c.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{"eni-404"}}); code(err) != "InvalidNetworkInterfaceID.Malformed" {
+		t.Fatalf("malformed ENI id: %v", err)
+	}
+	if _, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{"node-a"}}); code(err) != "InvalidInstanceID.Malformed" {
+		t.Fatalf("malformed instance id: %v", err)
+	}
+	if _, err := c.ReleaseAddress(ctx, &ec2.ReleaseAddressInput{AllocationId: aws.String("eni-0000000000000000a")}); code(err) != "InvalidAllocationID.Malformed" {
+		t.Fatalf("an ENI id as allocation id: %v", err)
+	}
+	// A dry run checks the request as the call would, and changes nothing.
+	before, err := c.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AllocateAddress(ctx, &ec2.AllocateAddressInput{Domain: ec2types.DomainTypeVpc, DryRun: aws.Bool(true)}); code(err) != "DryRunOperation" {
+		t.Fatalf("dry run: %v", err)
+	}
+	if after, err := c.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{}); err != nil || len(after.Addresses) != len(before.Addresses) {
+		t.Fatalf("a dry run allocated an address: %v, %d then %d", err, len(before.Addresses), len(after.Addresses))
+	}
+	if _, err := c.ReleaseAddress(ctx, &ec2.ReleaseAddressInput{AllocationId: alloc.AllocationId, DryRun: aws.Bool(true)}); code(err) != "InvalidIPAddress.InUse" {
+		t.Fatalf("a dry run of a release that would fail (associated) must fail as the release would: %v", err)
+	}
+	// Pagination: MaxResults bounds (5-1000), not with an ID list, and pages that add up.
+	if _, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{MaxResults: aws.Int32(4)}); code(err) != "InvalidParameterValue" {
+		t.Fatalf("MaxResults 4: %v", err)
+	}
+	if _, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{MaxResults: aws.Int32(5), InstanceIds: []string{b.ID}}); code(err) != "InvalidParameterCombination" {
+		t.Fatalf("MaxResults with InstanceIds: %v", err)
+	}
+	sim.SetPageSize(1)
+	pages, seen := 0, 0
+	for pg := ec2.NewDescribeInstancesPaginator(c, &ec2.DescribeInstancesInput{MaxResults: aws.Int32(5)}); pg.HasMorePages(); pages++ {
+		out, err := pg.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen += len(out.Reservations)
+	}
+	sim.SetPageSize(0)
+	if pages != 3 || seen != 3 {
+		t.Fatalf("3 instances over pages of 1: %d pages, %d instances", pages, seen)
 	}
 
 	// Dedicated interface: create (client token makes a retry return the same one), attach,
@@ -169,7 +213,7 @@ func TestWireProtocol(t *testing.T) {
 	if err != nil || len(lagged.NetworkInterfaces[0].TagSet) != 1 {
 		t.Fatalf("describe lag: the deleted tag should still show: %v %+v", err, lagged)
 	}
-	if sim.Calls()["DescribeNetworkInterfaces"] != 2 {
+	if sim.Calls()["DescribeNetworkInterfaces"] != 3 { // not found, malformed, lagged
 		t.Fatalf("calls: %v", sim.Calls())
 	}
 }
