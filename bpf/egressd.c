@@ -81,7 +81,7 @@ enum drop_reason {
 	DROP_NO_RETURN,      // reply without a recorded source node
 	DROP_NO_ENDPOINT,    // reply for a pod this node does not know
 	DROP_MALFORMED,      // headers could not be read
-	DROP_RESERVED_PORT,  // a pod sent UDP to egressd's tunnel or probe port
+	DROP_RESERVED_PORT,  // a pod sent UDP to a reserved port (the tunnel's)
 	DROP_MAX,
 };
 // Like unused_mark_layout: puts the enum into BTF for bpf2go.
@@ -158,7 +158,7 @@ struct served_group {
 struct config {
 	__u32 tunnel_ifindex;
 	// UDP ports pods may not send to, anywhere (network byte order; 0:
-	// unused): the tunnel port and the probe port. A pod that could reach a
+	// unused): the agent reserves the tunnel port. A pod that could reach a
 	// gateway's tunnel would hand it frames with any inner source, and its
 	// node's masquerade would make them come from a cluster node.
 	__u16 reserved_ports[2];

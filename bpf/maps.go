@@ -19,7 +19,7 @@ const (
 	DropNoReturn   = int(egressdDropReasonDROP_NO_RETURN)
 	DropNoEndpoint = int(egressdDropReasonDROP_NO_ENDPOINT)
 	DropMalformed  = int(egressdDropReasonDROP_MALFORMED)
-	// DropReservedPort: a pod sent UDP to the tunnel or probe port (SetTunnel).
+	// DropReservedPort: a pod sent UDP to a reserved port (SetTunnel).
 	DropReservedPort = int(egressdDropReasonDROP_RESERVED_PORT)
 	NumDropReasons   = int(egressdDropReasonDROP_MAX)
 )
@@ -281,9 +281,9 @@ func (d *Datapath) Served() ([]uint32, error) {
 }
 
 // SetTunnel records the ifindex of the egressd tunnel device (0: none) and
-// the UDP ports pods may never send to, wherever to: the tunnel port and the
-// probe port (0: none). A pod that reached a gateway's tunnel port could hand
-// it frames with any inner source, from its node's address once its node
+// up to two UDP ports pods may never send to, wherever to (the agent passes
+// the tunnel port). A pod that reached a gateway's tunnel port could hand it
+// frames with any inner source, from its node's address once its node
 // masquerades them; the classifier drops such packets, counted
 // DropReservedPort.
 func (d *Datapath) SetTunnel(ifindex int, reservedPorts ...uint16) error {

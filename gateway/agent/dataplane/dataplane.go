@@ -177,7 +177,7 @@ func (d *Dataplane) Apply(ctx context.Context, s State) error {
 		if err != nil {
 			return err
 		}
-		if err := d.ensureTunnel(s.NodeIP, s.ProbePort); err != nil {
+		if err := d.ensureTunnel(s.NodeIP); err != nil {
 			return err
 		}
 		if err := d.applyGateway(s.Gateway); err != nil {

@@ -66,7 +66,7 @@ func underlayLink(nodeIP netip.Addr) (netlink.Link, error) {
 // ensureTunnel creates (or keeps) the collect-metadata VXLAN device and
 // attaches the tunnel programs. An existing device with the right
 // parameters is reused as is, so an agent restart does not disturb it.
-func (d *Dataplane) ensureTunnel(nodeIP netip.Addr, probePort uint16) error {
+func (d *Dataplane) ensureTunnel(nodeIP netip.Addr) error {
 	ul, err := underlayLink(nodeIP)
 	if err != nil {
 		return err
@@ -131,7 +131,9 @@ func (d *Dataplane) ensureTunnel(nodeIP netip.Addr, probePort uint16) error {
 	if err := d.attach(bpf.HookTunnelEgress, idx, name); err != nil {
 		return err
 	}
-	return d.dp.SetTunnel(idx, d.cfg.TunnelPort, probePort)
+	// Pods may not send to the tunnel port. The probe port stays open to
+	// them: the controller probes gateways from a pod (docs/datapath.md).
+	return d.dp.SetTunnel(idx, d.cfg.TunnelPort)
 }
 
 func (d *Dataplane) removeTunnel() error {
