@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/test/privileged"
@@ -44,11 +46,17 @@ func load(tb testing.TB, lim Limits) *Datapath {
 			tb.Errorf("removing pins: %v", err)
 		}
 	})
-	if err := d.SetTunnel(1); err != nil {
+	if err := d.SetTunnel(1, fuzzTunnelPort, fuzzProbePort); err != nil {
 		tb.Fatal(err)
 	}
 	return d
 }
+
+// The tunnel and probe ports the test datapaths reserve (SetTunnel).
+const (
+	fuzzTunnelPort = 8742
+	fuzzProbePort  = 8743
+)
 
 var (
 	podMAC  = []byte{0x02, 0, 0, 0, 0, 0x02}
@@ -395,4 +403,34 @@ func TestDrainingGateway(t *testing.T) {
 			t.Fatalf("no_gateway drops went up by %d, want 1", n)
 		}
 	})
+}
+
+// TestRemoveOtherVersions: after an upgrade, the previous version's pins (its maps, and its
+// links, which keep its programs attached) go, and this version's stay.
+func TestRemoveOtherVersions(t *testing.T) {
+	root := mountBPFFS(t)
+	d, err := Load(Options{PinRoot: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	old := filepath.Join(root, "v1")
+	must(t, os.MkdirAll(filepath.Join(old, "links"), 0o700))
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	must(t, err)
+	defer m.Close()
+	must(t, m.Pin(filepath.Join(old, "endpoints")))
+	// Directories that are not datapath versions stay.
+	must(t, os.Mkdir(filepath.Join(root, "other"), 0o700))
+	must(t, RemoveOtherVersions(root))
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Fatalf("%s still there: %v", old, err)
+	}
+	for _, keep := range []string{filepath.Join(PinDir(root), "endpoints"), filepath.Join(root, "other")} {
+		if _, err := os.Stat(keep); err != nil {
+			t.Fatalf("%s removed: %v", keep, err)
+		}
+	}
+	must(t, os.Remove(filepath.Join(root, "other")))
+	must(t, Remove(root))
 }

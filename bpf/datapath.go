@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -14,7 +15,7 @@ import (
 // Version names the bpffs subdirectory the maps and links are pinned under.
 // Bump it whenever a map's layout changes: an agent of the new version then
 // starts with fresh maps instead of failing on incompatible pins.
-const Version = "v1"
+const Version = "v2"
 
 // DefaultPinRoot is where egressd pins its objects on a node.
 const DefaultPinRoot = "/sys/fs/bpf/egressd"
@@ -285,7 +286,41 @@ func unpinLink(pin string) error {
 // versioned directory of root, then the directories. It works without a
 // loaded Datapath, so a crashed agent's leftovers can be cleaned.
 func Remove(root string) error {
-	dir := PinDir(root)
+	return removeDir(root, PinDir(root))
+}
+
+// RemoveOtherVersions removes what an agent of another datapath version pinned under root
+// (v1/ when Version is v2): it detaches its links, so its programs stop classifying, and
+// removes its maps. Call it once the datapath of this version is in place: until then the old
+// programs keep the node's traffic going.
+func RemoveOtherVersions(root string) error {
+	if root == "" {
+		root = DefaultPinRoot
+	}
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("listing %s: %w", root, err)
+	}
+	var errs []error
+	for _, e := range ents {
+		name := e.Name()
+		if !e.IsDir() || name == Version || !versionDir.MatchString(name) {
+			continue
+		}
+		if err := removeDir(root, filepath.Join(root, name)); err != nil {
+			errs = append(errs, fmt.Errorf("removing datapath %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var versionDir = regexp.MustCompile(`^v[0-9]+$`)
+
+// removeDir detaches the links and removes the pins of one version directory of root.
+func removeDir(root, dir string) error {
 	links, err := os.ReadDir(filepath.Join(dir, "links"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("listing links: %w", err)

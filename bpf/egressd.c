@@ -81,6 +81,7 @@ enum drop_reason {
 	DROP_NO_RETURN,      // reply without a recorded source node
 	DROP_NO_ENDPOINT,    // reply for a pod this node does not know
 	DROP_MALFORMED,      // headers could not be read
+	DROP_RESERVED_PORT,  // a pod sent UDP to a reserved port (the tunnel's)
 	DROP_MAX,
 };
 // Like unused_mark_layout: puts the enum into BTF for bpf2go.
@@ -156,7 +157,11 @@ struct served_group {
 
 struct config {
 	__u32 tunnel_ifindex;
-	__u32 _pad;
+	// UDP ports pods may not send to, anywhere (network byte order; 0:
+	// unused): the agent reserves the tunnel port. A pod that could reach a
+	// gateway's tunnel would hand it frames with any inner source, and its
+	// node's masquerade would make them come from a cluster node.
+	__u16 reserved_ports[2];
 };
 
 struct stats_key {
@@ -291,6 +296,10 @@ struct {
 
 struct pkt {
 	struct flow_key key;
+	// UDP destination port (network order) whenever the UDP header is in
+	// the packet, first fragments included (key.dport is 0 for those);
+	// 0 otherwise.
+	__u16 udp_dport;
 	__u16 l3_proto; // ETH_P_IP / ETH_P_IPV6, host order
 	__u8 eth_src[6];
 	__u8 eth_dst[6];
@@ -330,7 +339,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 
 	__u32 l4off, end;
 	__u8 proto;
-	int frag = 0;
+	int frag = 0, first = 1;
 	if (p->l3_proto == ETH_P_IP) {
 		struct iphdr ip;
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
@@ -352,8 +361,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		proto = ip.protocol;
 		l4off = ETH_HLEN + ip.ihl * 4;
 		// All fragments of a datagram must reach the same gateway:
-		// key them without ports.
+		// key them without ports. A first fragment (offset 0, more
+		// fragments) still carries the L4 header.
 		frag = ip.frag_off & bpf_htons(0x3fff);
+		first = !(ip.frag_off & bpf_htons(0x1fff));
 	} else if (p->l3_proto == ETH_P_IPV6) {
 		struct ipv6hdr ip6;
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
@@ -370,14 +381,33 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		__builtin_memcpy(p->key.dst, &ip6.daddr, 16);
 		proto = ip6.nexthdr;
 		l4off = ETH_HLEN + sizeof(ip6);
+		// A fragment header right after the fixed header: keyed by it
+		// (no ports), but a first fragment's UDP port is still read.
+		if (proto == IPPROTO_FRAGMENT && l4off + 16 <= end) {
+			struct {
+				__u8 nexthdr;
+				__u8 reserved;
+				__be16 frag_off;
+				__be32 id;
+				__be16 ports[2];
+			} fh;
+			if (bpf_skb_load_bytes(skb, l4off, &fh, sizeof(fh)) == 0 && fh.nexthdr == IPPROTO_UDP &&
+			    !(fh.frag_off & bpf_htons(0xfff8)))
+				p->udp_dport = fh.ports[1];
+		}
 	} else {
 		return 1;
 	}
 	p->key.proto = proto;
 	p->key.sport = 0;
 	p->key.dport = 0;
-	if (frag)
+	if (frag) {
+		__u16 ports[2];
+		if (first && proto == IPPROTO_UDP && l4off + 8 <= end &&
+		    bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) == 0)
+			p->udp_dport = ports[1];
 		return 0;
+	}
 	// The whole L4 header must be inside the datagram (not in padding).
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
 		__u16 ports[2];
@@ -386,6 +416,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 			return -1;
 		p->key.sport = ports[0];
 		p->key.dport = ports[1];
+		if (proto == IPPROTO_UDP)
+			p->udp_dport = ports[1];
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
 		__u8 hdr[8];
 		if (l4off + sizeof(hdr) > end || bpf_skb_load_bytes(skb, l4off, hdr, sizeof(hdr)) < 0)
@@ -441,6 +473,15 @@ int egressd_pod(struct __sk_buff *skb)
 	int r = parse(skb, &p);
 	if (r != 0)
 		return TC_NEXT;
+
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (p.udp_dport && cfg &&
+	    (p.udp_dport == cfg->reserved_ports[0] || p.udp_dport == cfg->reserved_ports[1])) {
+		// Pods never reach egressd's tunnel or probe ports, steered or not.
+		count(0, 0, 0, DROP_RESERVED_PORT);
+		return TC_ACT_SHOT;
+	}
 
 	struct endpoint_key ek;
 	__builtin_memcpy(ek.addr, p.key.src, 16);
@@ -534,8 +575,6 @@ int egressd_pod(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg || cfg->tunnel_ifindex == 0) {
 		count(gid, gwid, 0, DROP_NO_TUNNEL);
 		return TC_ACT_SHOT;

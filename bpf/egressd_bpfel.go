@@ -16,21 +16,22 @@ import (
 type egressdConfig struct {
 	_             structs.HostLayout
 	TunnelIfindex uint32
-	Pad           uint32
+	ReservedPorts [2]uint16
 }
 
 type egressdDropReason uint32
 
 const (
-	egressdDropReasonDROP_NO_GATEWAY  egressdDropReason = 0
-	egressdDropReasonDROP_NO_GROUP    egressdDropReason = 1
-	egressdDropReasonDROP_NO_TUNNEL   egressdDropReason = 2
-	egressdDropReasonDROP_ENCAP       egressdDropReason = 3
-	egressdDropReasonDROP_NOT_SERVED  egressdDropReason = 4
-	egressdDropReasonDROP_NO_RETURN   egressdDropReason = 5
-	egressdDropReasonDROP_NO_ENDPOINT egressdDropReason = 6
-	egressdDropReasonDROP_MALFORMED   egressdDropReason = 7
-	egressdDropReasonDROP_MAX         egressdDropReason = 8
+	egressdDropReasonDROP_NO_GATEWAY    egressdDropReason = 0
+	egressdDropReasonDROP_NO_GROUP      egressdDropReason = 1
+	egressdDropReasonDROP_NO_TUNNEL     egressdDropReason = 2
+	egressdDropReasonDROP_ENCAP         egressdDropReason = 3
+	egressdDropReasonDROP_NOT_SERVED    egressdDropReason = 4
+	egressdDropReasonDROP_NO_RETURN     egressdDropReason = 5
+	egressdDropReasonDROP_NO_ENDPOINT   egressdDropReason = 6
+	egressdDropReasonDROP_MALFORMED     egressdDropReason = 7
+	egressdDropReasonDROP_RESERVED_PORT egressdDropReason = 8
+	egressdDropReasonDROP_MAX           egressdDropReason = 9
 )
 
 type egressdEndpoint struct {
@@ -146,7 +147,7 @@ type egressdStats struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
-	Drops   [8]uint64
+	Drops   [9]uint64
 }
 
 type egressdStatsKey struct {

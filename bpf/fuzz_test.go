@@ -34,6 +34,9 @@ type frame struct {
 	// sport, dport: TCP/UDP ports, or the ICMP echo identifier in sport; zero for
 	// fragments, whose later pieces carry no ports.
 	sport, dport uint16
+	// udpDst is the UDP destination port wherever the UDP header is in the frame: whole
+	// datagrams, IPv4 first fragments, and IPv6 first fragments behind a fragment header.
+	udpDst uint16
 }
 
 // parseFrame is the oracle's parser. IPv4: version 4, IHL at least 5, a total length that
@@ -84,7 +87,15 @@ func parseFrame(b []byte) frame {
 	}
 	f.kind = wellFormed
 	if frag {
+		off := binary.BigEndian.Uint16(b[14+6:]) & 0x1fff
+		if f.proto == unix.IPPROTO_UDP && off == 0 && len(l4) >= 8 {
+			f.udpDst = binary.BigEndian.Uint16(l4[2:])
+		}
 		return f
+	}
+	if f.proto == unix.IPPROTO_FRAGMENT && len(l4) >= 16 && l4[0] == unix.IPPROTO_UDP &&
+		binary.BigEndian.Uint16(l4[2:])&0xfff8 == 0 {
+		f.udpDst = binary.BigEndian.Uint16(l4[10:])
 	}
 	switch f.proto {
 	case unix.IPPROTO_TCP, unix.IPPROTO_UDP:
@@ -96,6 +107,9 @@ func parseFrame(b []byte) frame {
 			return frame{kind: malformed}
 		}
 		f.sport, f.dport = binary.BigEndian.Uint16(l4[0:]), binary.BigEndian.Uint16(l4[2:])
+		if f.proto == unix.IPPROTO_UDP {
+			f.udpDst = f.dport
+		}
 	case unix.IPPROTO_ICMP, unix.IPPROTO_ICMPV6:
 		if len(l4) < 8 {
 			return frame{kind: malformed}
@@ -260,7 +274,36 @@ func seedFrames(src4, dst4 netip.Addr, src6, dst6 netip.Addr, sport, dport uint1
 	}
 	v6ver := append([]byte{}, v6tcp...)
 	v6ver[14] = 0x40 // version 4 in an IPv6 header
-	return append(seeds, v6ver)
+	return append(append(seeds, v6ver), reservedPortFrames(src4, dst4, src6, dst6)...)
+}
+
+// reservedPortFrames are UDP packets to the tunnel and probe ports, which the classifier drops
+// from any pod whatever their destination: whole datagrams, first fragments (IPv4, and IPv6
+// behind a fragment header), a later fragment (no ports: passed), and TCP to the port (passed).
+func reservedPortFrames(src4, dst4, src6, dst6 netip.Addr) [][]byte {
+	udp := uint8(unix.IPPROTO_UDP)
+	udpHdr := func(dport uint16) []byte {
+		h := make([]byte, 8)
+		binary.BigEndian.PutUint16(h[0:], 40000)
+		binary.BigEndian.PutUint16(h[2:], dport)
+		binary.BigEndian.PutUint16(h[4:], 1400)
+		return h
+	}
+	v6frag := func(off uint16, dport uint16) []byte {
+		fh := []byte{unix.IPPROTO_UDP, 0, byte(off >> 8), byte(off) | 1, 0, 0, 0, 7} // M flag set
+		return ipv6Frame(unix.IPPROTO_FRAGMENT, src6, dst6, append(fh, udpHdr(dport)...))
+	}
+	return [][]byte{
+		packet(src4, dst4, udp, 40000, fuzzTunnelPort),
+		packet(src4, dst4, udp, 40000, fuzzProbePort),
+		packet(src6, dst6, udp, 40000, fuzzTunnelPort),
+		ipv4Frame(5, 4, 0, 0x2000, udp, src4, dst4, nil, udpHdr(fuzzTunnelPort)), // first fragment
+		ipv4Frame(5, 4, 0, 0x2010, udp, src4, dst4, nil, udpHdr(fuzzTunnelPort)), // later fragment
+		v6frag(0, fuzzTunnelPort),                                                // IPv6 first fragment
+		v6frag(0x10<<3, fuzzTunnelPort),                                          // IPv6 later fragment
+		packet(src4, dst4, unix.IPPROTO_TCP, 40000, fuzzTunnelPort),              // TCP
+		packet(src4, dst4, udp, fuzzTunnelPort, 53),                              // from the port
+	}
 }
 
 // shortIP reports a frame with an IPv4 or IPv6 EtherType too short for the IP header:
@@ -316,6 +359,11 @@ func FuzzClassifier(f *testing.F) {
 		gid, steered := fuzzSteering.group(fr)
 		gw, exists := fuzzSteering.gw[gid]
 		switch {
+		case fr.kind == wellFormed && fr.udpDst != 0 && (fr.udpDst == fuzzTunnelPort || fr.udpDst == fuzzProbePort):
+			k := StatsKey{0, 0}
+			if got != actShot || after[k].Drops[DropReservedPort] != before[k].Drops[DropReservedPort]+1 || totalAfter != totalBefore+1 {
+				t.Fatalf("frame %+v to a reserved port: verdict %#x, want a drop counted reserved_port\n% x", fr, got, pkt)
+			}
 		case !steered:
 			if got != actNext || totalAfter != totalBefore {
 				t.Fatalf("%v frame %+v: verdict %#x, counters %d → %d; want next, none counted\n% x", fr.kind, fr, got, totalBefore, totalAfter, pkt)

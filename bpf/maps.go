@@ -19,12 +19,15 @@ const (
 	DropNoReturn   = int(egressdDropReasonDROP_NO_RETURN)
 	DropNoEndpoint = int(egressdDropReasonDROP_NO_ENDPOINT)
 	DropMalformed  = int(egressdDropReasonDROP_MALFORMED)
-	NumDropReasons = int(egressdDropReasonDROP_MAX)
+	// DropReservedPort: a pod sent UDP to a reserved port (SetTunnel).
+	DropReservedPort = int(egressdDropReasonDROP_RESERVED_PORT)
+	NumDropReasons   = int(egressdDropReasonDROP_MAX)
 )
 
 // DropReasonNames names the drop reasons for metrics.
 var DropReasonNames = [NumDropReasons]string{
 	"no_gateway", "no_group", "no_tunnel", "encap", "not_served", "no_return", "no_endpoint", "malformed",
+	"reserved_port",
 }
 
 // GatewaySelf is the gateway id under which a gateway node counts traffic it
@@ -277,10 +280,23 @@ func (d *Datapath) Served() ([]uint32, error) {
 	return out, nil
 }
 
-// SetTunnel records the ifindex of the egressd tunnel device (0: none).
-func (d *Datapath) SetTunnel(ifindex int) error {
+// SetTunnel records the ifindex of the egressd tunnel device (0: none) and
+// up to two UDP ports pods may never send to, wherever to (the agent passes
+// the tunnel port). A pod that reached a gateway's tunnel port could hand it
+// frames with any inner source, from its node's address once its node
+// masquerades them; the classifier drops such packets, counted
+// DropReservedPort.
+func (d *Datapath) SetTunnel(ifindex int, reservedPorts ...uint16) error {
+	if len(reservedPorts) > 2 {
+		return fmt.Errorf("%d reserved ports, the datapath holds 2", len(reservedPorts))
+	}
 	k := uint32(0)
 	v := egressdConfig{TunnelIfindex: uint32(ifindex)}
+	for i, port := range reservedPorts {
+		var pb [2]byte
+		binary.BigEndian.PutUint16(pb[:], port)
+		v.ReservedPorts[i] = binary.NativeEndian.Uint16(pb[:])
+	}
 	if err := d.objs.Config.Update(&k, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("setting tunnel ifindex: %w", err)
 	}

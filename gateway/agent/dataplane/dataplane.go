@@ -97,6 +97,9 @@ type Dataplane struct {
 	// to (0: none) once probeKnown.
 	probeKnown   bool
 	probeIfindex int
+	// othersRemoved: the datapath an agent of another bpf.Version pinned
+	// (an upgrade) is gone.
+	othersRemoved bool
 }
 
 // New returns a Dataplane. It touches nothing: the first Apply loads the
@@ -193,6 +196,15 @@ func (d *Dataplane) Apply(ctx context.Context, s State) error {
 		}
 		cp := s
 		d.state = &cp
+		// After an upgrade the previous version's programs stay attached
+		// (and keep steering with their frozen maps) until removed: now
+		// that this version's datapath is whole, detach them.
+		if !d.othersRemoved {
+			if err := bpf.RemoveOtherVersions(d.cfg.PinRoot); err != nil {
+				return err
+			}
+			d.othersRemoved = true
+		}
 		return nil
 	})
 }

@@ -131,7 +131,9 @@ func (d *Dataplane) ensureTunnel(nodeIP netip.Addr) error {
 	if err := d.attach(bpf.HookTunnelEgress, idx, name); err != nil {
 		return err
 	}
-	return d.dp.SetTunnel(idx)
+	// Pods may not send to the tunnel port. The probe port stays open to
+	// them: the controller probes gateways from a pod (docs/datapath.md).
+	return d.dp.SetTunnel(idx, d.cfg.TunnelPort)
 }
 
 func (d *Dataplane) removeTunnel() error {

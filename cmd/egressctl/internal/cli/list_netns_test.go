@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/egressd/egressd/bpf"
 	"github.com/egressd/egressd/cmd/egressctl/internal/datapath"
 	"github.com/egressd/egressd/gateway/agent"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
@@ -76,7 +77,7 @@ func TestList(t *testing.T) {
 	}
 	t.Logf("egressctl list:\n%s", out)
 	expectLines(t, "list", out,
-		"Datapath pinned under "+filepath.Join(bpffs, "egressd", "v1"),
+		"Datapath pinned under "+filepath.Join(bpffs, "egressd", bpf.Version),
 		fmt.Sprintf("%s 3", a.IP), fmt.Sprintf("%s 3", a.IP6), fmt.Sprintf("%s 0 (none: node IP)", b.IP),
 		"3 203.0.113.0/24 group 7",
 		"3 203.0.113.200/32 excluded (node IP)",
