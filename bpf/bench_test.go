@@ -80,3 +80,20 @@ func TestMapMemory(t *testing.T) {
 	t.Logf("fixed-size maps: flows %.1f MiB, return_flows %.1f MiB, groups %.1f MiB, stats %.1f MiB",
 		float64(mem["flows"])/(1<<20), float64(mem["return_flows"])/(1<<20), float64(mem["groups"])/(1<<20), float64(mem["stats"])/(1<<20))
 }
+
+// BenchmarkMapFill: the cost of MapFill with the endpoints map full (64k entries), the most an
+// agent's metrics scrape pays for it.
+func BenchmarkMapFill(b *testing.B) {
+	d := load(b, Limits{})
+	for i := range 65536 {
+		must(b, d.SetEndpoint(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), Endpoint{PolicySet: 1}))
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		fill, err := d.MapFill()
+		must(b, err)
+		if fill[0].Entries != 65536 {
+			b.Fatalf("endpoints: %+v", fill[0])
+		}
+	}
+}

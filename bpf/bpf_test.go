@@ -434,3 +434,32 @@ func TestRemoveOtherVersions(t *testing.T) {
 	must(t, os.Remove(filepath.Join(root, "other")))
 	must(t, Remove(root))
 }
+
+// TestMapFill counts what is in the maps: three endpoints, two rules, one group, and a stats
+// entry once a packet is counted, against the maps' real sizes.
+func TestMapFill(t *testing.T) {
+	d := load(t, Limits{Endpoints: 16})
+	for i := range 3 {
+		must(t, d.SetEndpoint(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), Endpoint{PolicySet: 1}))
+	}
+	must(t, d.SetRule(RuleKey{1, netip.MustParsePrefix("203.0.113.0/24")}, Rule{Group: 5}))
+	must(t, d.SetRule(RuleKey{1, netip.MustParsePrefix("2001:db8::/32")}, Rule{Group: 5}))
+	must(t, d.SetGroup(5, []Gateway{{ID: 9, Underlay: netip.MustParseAddr("10.9.0.1"), Healthy: true}}))
+	fill, err := d.MapFill()
+	must(t, err)
+	got := map[string]MapFill{}
+	for _, f := range fill {
+		got[f.Map] = f
+	}
+	for name, want := range map[string]MapFill{
+		"endpoints": {"endpoints", 3, 16}, "rules4": {"rules4", 1, 65536}, "rules6": {"rules6", 1, 65536},
+		"groups": {"groups", 1, 4096}, "flows": {"flows", 0, 262144}, "stats": {"stats", 0, 16384},
+	} {
+		if got[name] != want {
+			t.Errorf("map %s: %+v, want %+v", name, got[name], want)
+		}
+	}
+	if len(fill) != len(FillMaps) {
+		t.Errorf("%d maps reported, want %d", len(fill), len(FillMaps))
+	}
+}

@@ -509,3 +509,52 @@ func (d *Datapath) Capacity() Capacity {
 		Served:    d.objs.Served.MaxEntries(),
 	}
 }
+
+// MapFill is how full one map is.
+type MapFill struct {
+	Map        string
+	Entries    uint32
+	MaxEntries uint32
+}
+
+// FillMaps are the maps MapFill reports: every map whose overflow loses or refuses state.
+var FillMaps = []string{"endpoints", "rules4", "rules6", "groups", "served", "flows", "return_flows", "stats"}
+
+// MapFill counts the entries of each map in FillMaps by walking its keys (one syscall per
+// entry: about 0.5 µs each here, so tens of milliseconds for a 64k map; call it on an interval,
+// never per packet or per Apply).
+func (d *Datapath) MapFill() ([]MapFill, error) {
+	byName := map[string]*ebpf.Map{
+		"endpoints": d.objs.Endpoints, "rules4": d.objs.Rules4, "rules6": d.objs.Rules6, "groups": d.objs.Groups,
+		"served": d.objs.Served, "flows": d.objs.Flows, "return_flows": d.objs.ReturnFlows, "stats": d.objs.Stats,
+	}
+	out := make([]MapFill, 0, len(FillMaps))
+	for _, name := range FillMaps {
+		m := byName[name]
+		n, err := countKeys(m)
+		if err != nil {
+			return nil, fmt.Errorf("counting entries of map %s: %w", name, err)
+		}
+		out = append(out, MapFill{Map: name, Entries: n, MaxEntries: m.MaxEntries()})
+	}
+	return out, nil
+}
+
+// countKeys walks m's keys. A hash map's walk restarts from the first key when the key it
+// continues from was deleted meanwhile, so the count is capped at MaxEntries.
+func countKeys(m *ebpf.Map) (uint32, error) {
+	var n uint32
+	var prev any // nil: the first key
+	for n < m.MaxEntries() {
+		next, err := m.NextKeyBytes(prev)
+		if err != nil {
+			return n, err
+		}
+		if next == nil {
+			return n, nil
+		}
+		n++
+		prev = next
+	}
+	return n, nil
+}

@@ -58,6 +58,10 @@ var Metrics = []Metric{
 		"Bytes the node's datapath steered to a gateway node of an EgressGateway."},
 	{"egressd_datapath_drops_total", Counter, []string{"group", "reason"}, Agent,
 		"Packets the node's datapath dropped, by EgressGateway and reason."},
+	{"egressd_datapath_map_entries", Gauge, []string{"map"}, Agent,
+		"Entries in a BPF map of the node's datapath (counted at most every 30 s)."},
+	{"egressd_datapath_map_max_entries", Gauge, []string{"map"}, Agent,
+		"Size (max_entries) of a BPF map of the node's datapath."},
 	{"egressd_gateway_probe_up", Gauge, []string{"group", "gateway"}, Agent,
 		"1 when the node's probes reach the gateway node over the tunnel, 0 when the gateway is considered down."},
 }

@@ -3,6 +3,8 @@ package agent
 import (
 	"net/netip"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,6 +21,12 @@ var (
 	descDrops = prometheus.NewDesc("egressd_datapath_drops_total",
 		"Packets the node's datapath dropped, by EgressGateway and reason.",
 		[]string{"group", "reason"}, nil)
+	descMapEntries = prometheus.NewDesc("egressd_datapath_map_entries",
+		"Entries in a BPF map of the node's datapath (counted at most every 30 s).",
+		[]string{"map"}, nil)
+	descMapMax = prometheus.NewDesc("egressd_datapath_map_max_entries",
+		"Size (max_entries) of a BPF map of the node's datapath.",
+		[]string{"map"}, nil)
 	descProbeUp = prometheus.NewDesc("egressd_gateway_probe_up",
 		"1 when the node's probes reach the gateway node over the tunnel, 0 when the gateway is considered down.",
 		[]string{"group", "gateway"}, nil)
@@ -26,12 +34,46 @@ var (
 
 // collector reads the bpf counters and the probe results at scrape time, so the metrics are
 // exactly the datapath's (which survive agent restarts) and nothing is copied on the hot path.
-type collector struct{ a *Agent }
+// Map fill is the exception: counting walks every key, so it is refreshed at most every
+// mapFillInterval.
+type collector struct {
+	a *Agent
+
+	mu       sync.Mutex
+	fill     []bpf.MapFill
+	fillTime time.Time
+}
+
+// mapFillInterval bounds how often a scrape walks the maps (about 30 ms for a full 64k map,
+// BenchmarkMapFill).
+const mapFillInterval = 30 * time.Second
+
+// filler is the Dataplane's optional map-fill report.
+type filler interface {
+	MapFill() ([]bpf.MapFill, error)
+}
+
+func (c *collector) mapFill(now time.Time) []bpf.MapFill {
+	f, ok := c.a.cfg.Dataplane.(filler)
+	if !ok {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fill == nil || now.Sub(c.fillTime) >= mapFillInterval {
+		if fill, err := f.MapFill(); err == nil {
+			c.fill, c.fillTime = fill, now
+		}
+	}
+	return c.fill
+}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descPackets
 	ch <- descBytes
 	ch <- descDrops
+	ch <- descMapEntries
+	ch <- descMapMax
 	ch <- descProbeUp
 }
 
@@ -74,6 +116,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(n), g, bpf.DropReasonNames[i])
 			}
 		}
+	}
+	for _, f := range c.mapFill(time.Now()) {
+		ch <- prometheus.MustNewConstMetric(descMapEntries, prometheus.GaugeValue, float64(f.Entries), f.Map)
+		ch <- prometheus.MustNewConstMetric(descMapMax, prometheus.GaugeValue, float64(f.MaxEntries), f.Map)
 	}
 	if prober == nil {
 		return

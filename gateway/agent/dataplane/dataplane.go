@@ -429,6 +429,17 @@ func (d *Dataplane) Stats() (map[bpf.StatsKey]bpf.Stats, error) {
 	return d.dp.Stats()
 }
 
+// MapFill reports how full the datapath's maps are (bpf.Datapath.MapFill: it walks every key,
+// tens of milliseconds for a full 64k map).
+func (d *Dataplane) MapFill() ([]bpf.MapFill, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dp == nil {
+		return nil, errors.New("datapath not loaded")
+	}
+	return d.dp.MapFill()
+}
+
 // Close releases file descriptors and leaves the datapath running, as an
 // agent does when it exits to be restarted.
 func (d *Dataplane) Close() error {
