@@ -32,11 +32,14 @@ const (
 	// is taken to be on the controller's side of the path, so the probe verdicts are ignored:
 	// nothing is drained or marked Unhealthy for them, and no egress IP moves.
 	ReasonControllerProbesFailing = "ControllerProbesFailing"
-	ReasonAccepted                = "Accepted"
-	ReasonAssigned                = "Assigned"
-	ReasonMoving                  = "Moving"
-	ReasonPending                 = "Pending"
-	ReasonSynced                  = "Synced"
+	// ReasonTooManyGateways (Degraded): more Active or Draining gateways than a node's datapath
+	// lists (8); each node uses the first ones, zone-local first, so some never carry traffic.
+	ReasonTooManyGateways = "TooManyGateways"
+	ReasonAccepted        = "Accepted"
+	ReasonAssigned        = "Assigned"
+	ReasonMoving          = "Moving"
+	ReasonPending         = "Pending"
+	ReasonSynced          = "Synced"
 	// ReasonInvalidAddresses: spec.addresses names no source the coordinator knows.
 	ReasonInvalidAddresses = "InvalidAddresses"
 	// ReasonAddressInUse: the cloud refused an allocated address because something else

@@ -34,6 +34,11 @@ const (
 // DefaultNamespace holds the agents' heartbeat Leases and the controller's leader election.
 const DefaultNamespace = "egressd-system"
 
+// MaxGatewaysPerGroup is how many gateways of a group a node's datapath lists (bpf.MaxGateways,
+// zone-local first). The coordinator says so on an EgressGateway with more Active or Draining
+// gateways; the agent uses the first ones and reports the rest.
+const MaxGatewaysPerGroup = 8
+
 // AgentLeaseDuration is how long an agent's heartbeat Lease stays valid: the agent writes it
 // into the Lease and the coordinator, by default, treats an older Lease as a dead agent.
 const AgentLeaseDuration = 10 * time.Second

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/ipalloc"
 	"github.com/egressd/egressd/providers"
 )
@@ -24,7 +25,7 @@ import (
 // conditions are the group's Ready, Degraded and CloudSynced conditions, from the plan, the
 // ledger and the error of the pass.
 func (r *GatewayReconciler) conditions(gw *egressv1.EgressGateway, plan *Plan, eips []egressv1.EgressIP, planErr error) []metav1.Condition {
-	var unhealthy, active, total int
+	var unhealthy, active, draining, total int
 	for _, z := range plan.Zones {
 		for _, g := range z.Gateways {
 			total++
@@ -33,6 +34,8 @@ func (r *GatewayReconciler) conditions(gw *egressv1.EgressGateway, plan *Plan, e
 				unhealthy++
 			case egressv1.GatewayActive:
 				active++
+			case egressv1.GatewayDraining:
+				draining++
 			}
 		}
 	}
@@ -57,6 +60,15 @@ func (r *GatewayReconciler) conditions(gw *egressv1.EgressGateway, plan *Plan, e
 	if unhealthy > 0 || len(unplaced) > 0 {
 		degraded.Status, degraded.Reason = metav1.ConditionTrue, egressv1.ReasonSomeGatewaysDown
 		degraded.Message = fmt.Sprintf("%d of %d gateways unhealthy; unplaced egress IPs: %v", unhealthy, total, unplaced)
+	}
+	if listed := active + draining; listed > contract.MaxGatewaysPerGroup {
+		// Never a silent cut: the agents list only the first ones.
+		msg := fmt.Sprintf("%d Active or Draining gateways, but a node's datapath lists at most %d (zone-local first): "+
+			"the others never carry traffic; set spec.zones.maxGatewaysPerZone or split the group", listed, contract.MaxGatewaysPerGroup)
+		if degraded.Status == metav1.ConditionTrue {
+			msg += "; " + degraded.Message
+		}
+		degraded.Status, degraded.Reason, degraded.Message = metav1.ConditionTrue, egressv1.ReasonTooManyGateways, truncate(msg, 1000)
 	}
 	if len(plan.ProbesIgnored) > 0 {
 		// Said first: it is why nothing else moved, and what an operator must fix.
