@@ -478,7 +478,7 @@ int egressd_pod(struct __sk_buff *skb)
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (p.udp_dport && cfg &&
 	    (p.udp_dport == cfg->reserved_ports[0] || p.udp_dport == cfg->reserved_ports[1])) {
-		// Pods never reach egressd's tunnel or probe ports, steered or not.
+		// Pods never reach a reserved port (the tunnel's), steered or not.
 		count(0, 0, 0, DROP_RESERVED_PORT);
 		return TC_ACT_SHOT;
 	}

@@ -472,16 +472,21 @@ func (d *Datapath) OwnedAddrs() ([]OwnedAddr, error) {
 	return out, nil
 }
 
-// MapMemory returns the kernel's memory accounting (memlock) of each map in
-// bytes.
-func (d *Datapath) MapMemory() (map[string]uint64, error) {
-	out := map[string]uint64{}
-	for name, m := range map[string]*ebpf.Map{
+// maps are the datapath's maps by their names in the object (and their pins).
+func (d *Datapath) maps() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
 		"endpoints": d.objs.Endpoints, "rules4": d.objs.Rules4, "rules6": d.objs.Rules6,
 		"groups": d.objs.Groups, "flows": d.objs.Flows, "return_flows": d.objs.ReturnFlows,
 		"served": d.objs.Served, "config": d.objs.Config, "stats": d.objs.Stats, "owned_addrs": d.objs.OwnedAddrs,
 		"probe_cfg": d.objs.ProbeCfg,
-	} {
+	}
+}
+
+// MapMemory returns the kernel's memory accounting (memlock) of each map in
+// bytes.
+func (d *Datapath) MapMemory() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for name, m := range d.maps() {
 		info, err := m.Info()
 		if err != nil {
 			return nil, fmt.Errorf("reading info of map %s: %w", name, err)
@@ -524,10 +529,7 @@ var FillMaps = []string{"endpoints", "rules4", "rules6", "groups", "served", "fl
 // entry: about 0.5 µs each here, so tens of milliseconds for a 64k map; call it on an interval,
 // never per packet or per Apply).
 func (d *Datapath) MapFill() ([]MapFill, error) {
-	byName := map[string]*ebpf.Map{
-		"endpoints": d.objs.Endpoints, "rules4": d.objs.Rules4, "rules6": d.objs.Rules6, "groups": d.objs.Groups,
-		"served": d.objs.Served, "flows": d.objs.Flows, "return_flows": d.objs.ReturnFlows, "stats": d.objs.Stats,
-	}
+	byName := d.maps()
 	out := make([]MapFill, 0, len(FillMaps))
 	for _, name := range FillMaps {
 		m := byName[name]

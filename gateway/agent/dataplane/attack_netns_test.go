@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/egressd/egressd/bpf"
 	"github.com/egressd/egressd/gateway/contract"
@@ -36,8 +37,8 @@ func vxlanFrame(src, dst netip.Addr) []byte {
 // TestPodCannotReachTunnel attacks a gateway from a pod: VXLAN frames to the gateway's tunnel
 // port, at its v4 and v6 underlay addresses. The classifier on the pod's veth drops every one,
 // counted reserved_port, whether or not the pod is steered (pod b is selected by no policy), and
-// the gateway forwards nothing. A datagram to another port, and a probe to the probe port (the
-// controller probes from a pod), pass.
+// the gateway forwards nothing. A datagram to another port arrives, and a probe to the probe
+// port (the controller probes from a pod) is answered.
 func TestPodCannotReachTunnel(t *testing.T) {
 	skipUnlessRoot(t)
 	c := newCluster(t)
@@ -53,17 +54,20 @@ func TestPodCannotReachTunnel(t *testing.T) {
 	forwarded := func(st map[bpf.StatsKey]bpf.Stats) uint64 {
 		return st[bpf.StatsKey{Group: 1, Gateway: bpf.GatewaySelf}].Packets
 	}
-	send := func(from string, dst netip.Addr, port uint16, payload []byte, n int) {
+	dial := func(from string, dst netip.Addr, port uint16) net.Conn {
 		t.Helper()
 		conn, err := c.topo.Pod(from).DialContext(ctxT(t), "udp", net.JoinHostPort(dst.String(), strconv.Itoa(int(port))))
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()
-		for i := range n {
-			// A port with no listener answers port unreachable, which the next write reports:
-			// the datagram arrived. Reserved ports are dropped silently.
-			if _, err := conn.Write(payload); err != nil && (i == 0 || !errors.Is(err, syscall.ECONNREFUSED)) {
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	send := func(from string, dst netip.Addr, port uint16, payload []byte, n int) {
+		t.Helper()
+		conn := dial(from, dst, port)
+		for range n {
+			if _, err := conn.Write(payload); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -75,9 +79,30 @@ func TestPodCannotReachTunnel(t *testing.T) {
 		send(pod, gw.IP, contract.DefaultTunnelPort, frame, n)
 		send(pod, gw.IP6, contract.DefaultTunnelPort, frame, n)
 	}
-	send("a", gw.IP, 8743, []byte("EGRP\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01"), 1) // a probe
-	send("a", gw.IP, 8744, frame, 2)                                                          // not reserved: refused by gw1, so it arrived
 	w1After, gw1After := before("worker1"), before("gw1")
+
+	// Not reserved: a datagram to a port nobody listens on arrives, and gw1's port unreachable
+	// makes the next write on the connected socket fail with ECONNREFUSED.
+	other := dial("a", gw.IP, 8744)
+	refused := false
+	for i := 0; i < 20 && !refused; i++ {
+		_, err := other.Write(frame)
+		refused = errors.Is(err, syscall.ECONNREFUSED)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !refused {
+		t.Error("a datagram to UDP 8744 never drew port unreachable from gw1: did it arrive?")
+	}
+	// The probe port is not reserved (the controller probes from a pod): gw1 answers.
+	probe := dial("a", gw.IP, 8743)
+	if _, err := probe.Write([]byte("EGRP\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01")); err != nil {
+		t.Fatal(err)
+	}
+	_ = probe.SetReadDeadline(time.Now().Add(2 * time.Second))
+	reply := make([]byte, 64)
+	if n, err := probe.Read(reply); err != nil || n != 16 || reply[5]&0x80 == 0 {
+		t.Errorf("probe from a pod: %d bytes % x, %v; want gw1's 16-byte reply", n, reply[:n], err)
+	}
 	if got := drops(w1After) - drops(w1); got != 4*n {
 		t.Errorf("worker1 counted %d reserved_port drops, want %d (every frame to the tunnel port)", got, 4*n)
 	}
