@@ -54,6 +54,8 @@ func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.Worl
 	if err := sim.AddSubnet(azuresim.SubnetSeed{ResourceGroup: rg, VNet: "vnet", Name: "nodes", CIDR: "10.240.0.0/16"}); err != nil {
 		t.Fatal(err)
 	}
+	// Two items per list page, so every list the suite drives crosses pages (nextLink).
+	sim.SetPageSize(2)
 	w := &world{SimWorld: conformance.NewSimWorld(sim, mutating, netip.MustParseAddr("10.240.1.0")), sim: sim}
 	host := 4
 	for _, z := range topo.Zones {
