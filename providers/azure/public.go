@@ -18,11 +18,14 @@ import (
 func (p *Provider) ensurePublicIP(ctx context.Context, rg, location string, ip netip.Addr, owner providers.Owner) (*armnetwork.PublicIPAddress, error) {
 	name := publicName(owner.Cluster, ip)
 	op := "creating public IP " + name
-	if got, err := p.c.PublicIPAddresses.Get(ctx, rg, name, nil); err == nil {
+	if got, err := p.readPublicIP(ctx, rg, name); err == nil {
 		if !ownedBy(got.Tags, owner.Cluster) {
 			return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "NotOwned", Err: errors.New("public IP exists without this cluster's tag")}
 		}
-		return &got.PublicIPAddress, nil
+		if got.Properties == nil || got.Properties.ProvisioningState == nil || *got.Properties.ProvisioningState != armnetwork.ProvisioningStateFailed {
+			return got, nil
+		}
+		// Its last operation failed: PUT it again (idempotent by name) to provision it.
 	} else if ce := classify(op, err); !providers.IsNotFound(ce) {
 		return nil, ce
 	}
@@ -47,6 +50,31 @@ func (p *Provider) ensurePublicIP(ctx context.Context, rg, location string, ip n
 		return nil, classify(op, err)
 	}
 	return &resp.PublicIPAddress, nil
+}
+
+// readPublicIP reads a public IP once no operation on it runs (busyRetries waits at most): one
+// whose creation is still Updating cannot be associated yet (ARM answers RetryableError).
+func (p *Provider) readPublicIP(ctx context.Context, rg, name string) (*armnetwork.PublicIPAddress, error) {
+	for attempt := 0; ; attempt++ {
+		got, err := p.c.PublicIPAddresses.Get(ctx, rg, name, nil)
+		if err != nil {
+			return nil, err
+		}
+		var ps *armnetwork.ProvisioningState
+		if got.Properties != nil {
+			ps = got.Properties.ProvisioningState
+		}
+		if settled(ps) {
+			return &got.PublicIPAddress, nil
+		}
+		if attempt == busyRetries {
+			return nil, &providers.Error{Kind: providers.KindConflict, Op: "reading public IP " + name, Code: "AnotherOperationInProgress",
+				Err: fmt.Errorf("public IP %s stayed %s through %d reads", name, *ps, attempt+1)}
+		}
+		if err := p.wait(ctx, attempt); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // pipOf reads the public IP associated with c, or nil.

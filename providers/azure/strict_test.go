@@ -273,3 +273,29 @@ func TestListsFollowNextLink(t *testing.T) {
 		t.Fatalf("after release: %+v", st)
 	}
 }
+
+// TestPublicIPUpdatingIsWaitedFor: an ensure whose wait for the public IP's creation was cut
+// short leaves it Updating; the next ensure must not associate it until it is Succeeded (ARM
+// answers RetryableError; the SDK's own retries are off here so the provider has to wait).
+func TestPublicIPUpdatingIsWaitedFor(t *testing.T) {
+	e := newEnv(t, -1)
+	e.sim.SetOperationDelay(300 * time.Millisecond)
+	req := providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.240.34.1"), Public: true}
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, err := e.p.EnsureIP(short, req)
+	cancel()
+	if err == nil {
+		t.Fatal("ensure finished within 50 ms of 300 ms operations")
+	}
+	a, err := e.p.EnsureIP(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := e.sim.Snapshot()
+	if !a.PublicIP.IsValid() || st.PublicIPs[a.PublicIP.String()] != "10.240.34.1" || len(st.PublicIPs) != 1 {
+		t.Fatalf("assignment %+v, state %+v", a, st)
+	}
+	if ps := e.sim.ProvisioningState(a.PublicAllocation); ps != "Succeeded" {
+		t.Fatalf("public IP %s", ps)
+	}
+}
