@@ -299,3 +299,19 @@ func TestPublicIPUpdatingIsWaitedFor(t *testing.T) {
 		t.Fatalf("public IP %s", ps)
 	}
 }
+
+// TestOperationFailedAnotherOperationInProgressIsRetried: ARM can also accept the PUT and fail
+// its operation with AnotherOperationInProgress (a dependent resource was busy). The NIC keeps
+// its previous content, and the provider writes again after a wait.
+func TestOperationFailedAnotherOperationInProgressIsRetried(t *testing.T) {
+	e := newEnv(t, 3)
+	e.sim.SetOperationDelay(20 * time.Millisecond)
+	e.sim.FailNextOperation(azuresim.MNICPut, azuresim.OpFailure{Code: "AnotherOperationInProgress", Message: "Another operation on this or dependent resource is in progress."})
+	e.sim.ResetCalls()
+	if _, err := e.p.EnsureIP(context.Background(), providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.240.35.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if e.sim.Calls(azuresim.MNICPut) != 2 || !strings.HasPrefix(e.sim.Snapshot().PrivateIPs["10.240.35.1"], "vm-a-nic/") {
+		t.Fatalf("calls %s, state %+v", summary(e.sim.CallCounts()), e.sim.Snapshot())
+	}
+}
