@@ -107,11 +107,12 @@ func (p *Provider) wait(ctx context.Context, attempt int) error {
 	}
 }
 
-// settled reports whether a provisioningState is terminal: no operation on the resource runs.
-// Updating (and Creating, Deleting) is not done: what the document shows is the goal of an
-// operation that may still fail.
+// settled reports whether a provisioningState is terminal (Succeeded, Failed, Canceled: the ARM
+// resource provider contract's three): no operation on the resource runs. Updating (and
+// Creating, Deleting) is not done: what the document shows is the goal of an operation that may
+// still fail.
 func settled(ps *armnetwork.ProvisioningState) bool {
-	return ps == nil || *ps == armnetwork.ProvisioningStateSucceeded || *ps == armnetwork.ProvisioningStateFailed
+	return ps == nil || *ps == armnetwork.ProvisioningStateSucceeded || *ps == armnetwork.ProvisioningStateFailed || *ps == "Canceled"
 }
 
 func nicState(nic *armnetwork.Interface) *armnetwork.ProvisioningState {
@@ -121,11 +122,11 @@ func nicState(nic *armnetwork.Interface) *armnetwork.ProvisioningState {
 	return nic.Properties.ProvisioningState
 }
 
-// failed reports a NIC whose last operation failed; its document may show changes that were
-// never applied, so a write of the same content is not a no-op.
+// failed reports a NIC whose last operation failed or was canceled; its document may show
+// changes that were never applied, so a write of the same content is not a no-op.
 func failed(nic *armnetwork.Interface) bool {
 	ps := nicState(nic)
-	return ps != nil && *ps == armnetwork.ProvisioningStateFailed
+	return ps != nil && (*ps == armnetwork.ProvisioningStateFailed || *ps == "Canceled")
 }
 
 // readNIC reads the NIC once no operation on it runs (busyRetries waits at most).

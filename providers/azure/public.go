@@ -22,7 +22,7 @@ func (p *Provider) ensurePublicIP(ctx context.Context, rg, location string, ip n
 		if !ownedBy(got.Tags, owner.Cluster) {
 			return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "NotOwned", Err: errors.New("public IP exists without this cluster's tag")}
 		}
-		if got.Properties == nil || got.Properties.ProvisioningState == nil || *got.Properties.ProvisioningState != armnetwork.ProvisioningStateFailed {
+		if ps := got.Properties; ps == nil || ps.ProvisioningState == nil || (*ps.ProvisioningState != armnetwork.ProvisioningStateFailed && *ps.ProvisioningState != "Canceled") {
 			return got, nil
 		}
 		// Its last operation failed: PUT it again (idempotent by name) to provision it.

@@ -315,3 +315,32 @@ func TestOperationFailedAnotherOperationInProgressIsRetried(t *testing.T) {
 		t.Fatalf("calls %s, state %+v", summary(e.sim.CallCounts()), e.sim.Snapshot())
 	}
 }
+
+// TestFailedIsWrittenAgain: an operation that failed but left the NIC (and the public IP)
+// showing the write's content, provisioningState Failed. The address is not held until a write
+// succeeds, so the next ensure writes both again instead of reporting them held.
+func TestFailedIsWrittenAgain(t *testing.T) {
+	e := newEnv(t, 3)
+	ctx := context.Background()
+	req := providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.240.36.1"), Public: true}
+	keep := azuresim.OpFailure{Code: "InternalServerError", Message: "An error occurred.", KeepContent: true}
+	e.sim.FailNextOperation(azuresim.MPIPPut, keep)
+	if _, err := e.p.EnsureIP(ctx, req); err == nil {
+		t.Fatal("the public IP's operation failed, the ensure did not")
+	}
+	e.sim.FailNextOperation(azuresim.MNICPut, keep)
+	if _, err := e.p.EnsureIP(ctx, req); err == nil {
+		t.Fatal("the NIC's operation failed, the ensure did not")
+	}
+	nic := e.sim.NICID(rg, "vm-a-nic")
+	if st := e.sim.ProvisioningState(nic); st != "Failed" {
+		t.Fatalf("NIC %s after the failed operation", st)
+	}
+	a, err := e.p.EnsureIP(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, pst := e.sim.ProvisioningState(nic), e.sim.ProvisioningState(a.PublicAllocation); st != "Succeeded" || pst != "Succeeded" {
+		t.Fatalf("ensure returned with the NIC %s and the public IP %s", st, pst)
+	}
+}

@@ -381,8 +381,8 @@ func (s *Sim) putNIC(r *http.Request, parts []string, body []byte) (*response, *
 }
 
 // writeNICLocked stores doc as the NIC's new content, Updating with a new etag, and starts the
-// operation that makes it Succeeded, or on a scripted failure restores old's content as
-// Failed. It returns the operation's headers.
+// operation that makes it Succeeded, or on a scripted failure restores old's content (or keeps
+// doc's, OpFailure.KeepContent) as Failed. It returns the operation's headers.
 func (s *Sim) writeNICLocked(r *http.Request, key string, old, doc map[string]any) map[string]string {
 	s.finishNICLocked(doc, "Updating")
 	s.stampLocked(doc)
@@ -390,6 +390,9 @@ func (s *Sim) writeNICLocked(r *http.Request, key string, old, doc map[string]an
 	_, h := s.newOp(r, MNICPut, key, func(fail *OpFailure) *OpFailure {
 		if fail != nil {
 			back := clone(old)
+			if fail.KeepContent {
+				back = doc
+			}
 			setStateLocked(back, "Failed")
 			s.stampLocked(back)
 			s.nics[key] = back
@@ -539,14 +542,18 @@ func (s *Sim) putPIP(r *http.Request, parts []string, body []byte) (*response, *
 	s.pips[key] = doc
 	_, h := s.newOp(r, MPIPPut, key, func(fail *OpFailure) *OpFailure {
 		if fail != nil {
-			if old == nil {
-				delete(s.pips, key)
-			} else {
-				back := clone(old)
-				props(back)["provisioningState"] = "Failed"
-				s.stampLocked(back)
-				s.pips[key] = back
+			back := old
+			if fail.KeepContent {
+				back = doc
 			}
+			if back == nil {
+				delete(s.pips, key)
+				return fail
+			}
+			back = clone(back)
+			props(back)["provisioningState"] = "Failed"
+			s.stampLocked(back)
+			s.pips[key] = back
 			return fail
 		}
 		props(doc)["provisioningState"] = "Succeeded"

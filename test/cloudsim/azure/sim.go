@@ -117,6 +117,10 @@ type scriptedFault struct {
 type OpFailure struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// KeepContent leaves the resource with the failed write's content (provisioningState
+	// Failed) instead of its previous content. The ARM resource provider contract does not say
+	// which a resource provider keeps; clients must handle both.
+	KeepContent bool `json:"keepContent,omitempty"`
 }
 
 // New returns a simulator for one subscription.

@@ -311,3 +311,15 @@ func TestBeforeNextAndAdminNICChange(t *testing.T) {
 		t.Fatalf("unknown NIC: %d", resp.StatusCode)
 	}
 }
+
+func TestFailedOperationKeepingItsContent(t *testing.T) {
+	s, c := newTestSim(t, 1)
+	got := c.do("GET", nicPath, nil)
+	s.FailNextOperation(MNICPut, OpFailure{Code: "InternalServerError", Message: "An error occurred.", KeepContent: true})
+	put := c.do("PUT", nicPath, withSecondary(got.body, "a", "10.1.1.1"), "If-Match", str(got.body["etag"]))
+	op := c.do("GET", put.header.Get("Azure-AsyncOperation"), nil)
+	after := c.do("GET", nicPath, nil)
+	if op.body["status"] != "Failed" || str(props(after.body)["provisioningState"]) != "Failed" || len(ipConfigs(after.body)) != 2 {
+		t.Fatalf("operation %v; NIC %v", op.body, after.body)
+	}
+}
