@@ -81,6 +81,10 @@ func TestFiguresCallsPerOperation(t *testing.T) {
 		_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.240.20.1")})
 		return err
 	})
+	step("resync ensure+public (held)", func() error {
+		_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeB, IP: ip("10.240.20.2"), Public: true})
+		return err
+	})
 	step("resync ListOwned", func() error { _, err := e.p.ListOwned(ctx, owner.Cluster); return err })
 	step("move", func() (err error) {
 		priv, err = e.p.MoveIP(ctx, providers.MoveRequest{Owner: owner, Current: *priv, To: nodeB})
