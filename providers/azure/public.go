@@ -95,7 +95,8 @@ func (p *Provider) pipOf(ctx context.Context, c *armnetwork.InterfaceIPConfigura
 
 func (p *Provider) deletePublicIP(ctx context.Context, rg, name, cluster string) error {
 	op := "deleting public IP " + name
-	got, err := p.c.PublicIPAddresses.Get(ctx, rg, name, nil)
+	// Read it settled: a DELETE during its creation's operation answers 409.
+	got, err := p.readPublicIP(ctx, rg, name)
 	if err != nil {
 		if ce := classify(op, err); providers.IsNotFound(ce) {
 			return nil

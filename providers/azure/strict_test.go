@@ -344,3 +344,23 @@ func TestFailedIsWrittenAgain(t *testing.T) {
 		t.Fatalf("ensure returned with the NIC %s and the public IP %s", st, pst)
 	}
 }
+
+// TestReleaseWaitsForThePublicIPsOperation: a release right after an ensure whose wait was cut
+// short finds the public IP still Updating; a DELETE then would answer 409.
+func TestReleaseWaitsForThePublicIPsOperation(t *testing.T) {
+	e := newEnv(t, 3)
+	e.sim.SetOperationDelay(300 * time.Millisecond)
+	req := providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.240.37.1"), Public: true}
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, err := e.p.EnsureIP(short, req)
+	cancel()
+	if err == nil {
+		t.Fatal("ensure finished within 50 ms of 300 ms operations")
+	}
+	if err := e.p.ReleaseIP(context.Background(), providers.ReleaseRequest{Owner: owner, Current: providers.Assignment{IP: req.IP, Node: nodeA.Name}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.sim.Snapshot(); len(st.PublicIPs) != 0 || len(st.PrivateIPs) != 0 {
+		t.Fatalf("left behind: %+v", st)
+	}
+}
