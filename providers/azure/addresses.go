@@ -162,7 +162,7 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 		return true, nil
 	})
 	unlock()
-	if from == nil && providers.IsConflict(err) {
+	if from == nil && providers.IsConflict(err) && !isBusy(err) && !isStale(err) {
 		// No NIC holds the cluster's ipConfiguration and someone else holds the address.
 		return nil, &providers.Error{Kind: providers.KindNotFound, Op: op, Code: "NotOwned", Err: err}
 	}
