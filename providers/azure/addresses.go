@@ -37,7 +37,9 @@ func (p *Provider) assignment(node string, n nicRef, nic *armnetwork.Interface, 
 
 // EnsureIP implements providers.Provider. Steady state: one NIC get (plus one NIC list the
 // first time a VM is seen). First time: NIC get, NIC PUT + operation polls; with Public the
-// public IP get (404), PUT + polls first.
+// public IP get (404), PUT + polls first. A NIC in Updating is read again until its operation
+// ends; a write refused with 412 (changed since read) or AnotherOperationInProgress is re-read
+// and re-applied (updateNIC).
 func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*providers.Assignment, error) {
 	op := "ensuring " + req.IP.String() + " on " + req.Node.Name
 	if req.Interface == providers.InterfaceDedicated {
@@ -49,14 +51,16 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 		return nil, err
 	}
 	defer p.lock(n.key())()
-	nic, err := p.getNIC(ctx, n)
+	nic, err := p.readNIC(ctx, n)
 	if err != nil {
 		return nil, err
 	}
 	name := configName(req.Owner.Cluster, req.IP)
-	c := findConfig(nic, req.IP)
-	if c != nil && deref(c.Name) != name {
-		return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "NotOwned", Err: fmt.Errorf("%s is ipConfiguration %s, not egressd's", req.IP, deref(c.Name))}
+	notOwned := func(c *armnetwork.InterfaceIPConfiguration) error {
+		return &providers.Error{Kind: providers.KindConflict, Op: op, Code: "NotOwned", Err: fmt.Errorf("%s is ipConfiguration %s, not egressd's", req.IP, deref(c.Name))}
+	}
+	if c := findConfig(nic, req.IP); c != nil && deref(c.Name) != name {
+		return nil, notOwned(c) // before creating a public IP for it
 	}
 	var pip *armnetwork.PublicIPAddress
 	if req.Public {
@@ -64,23 +68,31 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 			return nil, err
 		}
 	}
-	if c != nil && (pip == nil || (c.Properties.PublicIPAddress != nil && strings.EqualFold(deref(c.Properties.PublicIPAddress.ID), deref(pip.ID)))) {
-		return p.assignment(req.Node.Name, n, nic, c, pip), nil
-	}
-	if c == nil {
-		if len(configs(nic)) >= p.cfg.MaxIPConfigurationsPerInterface {
-			return nil, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "IPConfigurationLimit", Err: fmt.Errorf("NIC %s has %d ipConfigurations", n.name, len(configs(nic)))}
+	var c *armnetwork.InterfaceIPConfiguration
+	nic, err = p.updateNIC(ctx, n, nic, func(nic *armnetwork.Interface) (bool, error) {
+		c = findConfig(nic, req.IP)
+		if c != nil && deref(c.Name) != name {
+			return false, notOwned(c)
 		}
-		var ref *armnetwork.PublicIPAddress
-		if pip != nil {
-			ref = &armnetwork.PublicIPAddress{ID: pip.ID}
+		if c != nil && (pip == nil || (c.Properties.PublicIPAddress != nil && strings.EqualFold(deref(c.Properties.PublicIPAddress.ID), deref(pip.ID)))) {
+			return failed(nic), nil // held; written again only if the NIC's last operation failed
 		}
-		c = newConfig(nic, name, req.IP, req.Subnet, ref)
-		nic.Properties.IPConfigurations = append(nic.Properties.IPConfigurations, c)
-	} else {
-		c.Properties.PublicIPAddress = &armnetwork.PublicIPAddress{ID: pip.ID}
-	}
-	if err := p.putNIC(ctx, n, nic); err != nil {
+		if c == nil {
+			if len(configs(nic)) >= p.cfg.MaxIPConfigurationsPerInterface {
+				return false, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "IPConfigurationLimit", Err: fmt.Errorf("NIC %s has %d ipConfigurations", n.name, len(configs(nic)))}
+			}
+			var ref *armnetwork.PublicIPAddress
+			if pip != nil {
+				ref = &armnetwork.PublicIPAddress{ID: pip.ID}
+			}
+			c = newConfig(nic, name, req.IP, req.Subnet, ref)
+			nic.Properties.IPConfigurations = append(nic.Properties.IPConfigurations, c)
+		} else {
+			c.Properties.PublicIPAddress = &armnetwork.PublicIPAddress{ID: pip.ID}
+		}
+		return true, nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return p.assignment(req.Node.Name, n, nic, c, pip), nil
@@ -88,7 +100,8 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 
 // MoveIP implements providers.Provider: remove the ipConfiguration from the holder's NIC,
 // then add it (with the same public IP reference) to the target's. The target NIC is read
-// before the removal so the addition follows the removal's operation at once.
+// before the removal so the addition follows the removal's operation at once; if the target
+// changed meanwhile, its PUT answers 412 and the addition is re-applied to a fresh read.
 func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*providers.Assignment, error) {
 	ip := req.Current.IP
 	op := "moving " + ip.String() + " to " + req.To.Name
@@ -97,18 +110,25 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 	if err != nil {
 		return nil, err
 	}
-	target, err := p.getNIC(ctx, to_)
+	target, err := p.readNIC(ctx, to_)
 	if err != nil {
 		return nil, err
 	}
-	if c := configByName(target, name); c != nil {
+	if c := configByName(target, name); c != nil && !failed(target) {
 		return p.assignment(req.To.Name, to_, target, c, p.pipOf(ctx, c)), nil
 	}
-	if findConfig(target, ip) != nil {
-		return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "NotOwned", Err: errors.New("the target holds the address under another ipConfiguration")}
+	// check refuses a target that holds the address under another name or is full.
+	check := func(nic *armnetwork.Interface) error {
+		if c := findConfig(nic, ip); c != nil && !strings.EqualFold(deref(c.Name), name) {
+			return &providers.Error{Kind: providers.KindConflict, Op: op, Code: "NotOwned", Err: errors.New("the target holds the address under another ipConfiguration")}
+		}
+		if configByName(nic, name) == nil && len(configs(nic)) >= p.cfg.MaxIPConfigurationsPerInterface {
+			return &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "IPConfigurationLimit", Err: fmt.Errorf("NIC %s is full", to_.name)}
+		}
+		return nil
 	}
-	if len(configs(target)) >= p.cfg.MaxIPConfigurationsPerInterface {
-		return nil, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "IPConfigurationLimit", Err: fmt.Errorf("NIC %s is full", to_.name)}
+	if err := check(target); err != nil {
+		return nil, err
 	}
 	from, err := p.holderOf(ctx, req.Current, name)
 	if err != nil {
@@ -129,11 +149,20 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 		pipRef = &armnetwork.PublicIPAddress{ID: to.Ptr(req.Current.PublicAllocation)}
 	}
 	unlock := p.lock(to_.key())
-	c := newConfig(target, name, ip, "", pipRef)
-	target.Properties.IPConfigurations = append(target.Properties.IPConfigurations, c)
-	err = p.putNIC(ctx, to_, target)
+	var c *armnetwork.InterfaceIPConfiguration
+	target, err = p.updateNIC(ctx, to_, target, func(nic *armnetwork.Interface) (bool, error) {
+		if c = configByName(nic, name); c != nil {
+			return failed(nic), nil
+		}
+		if err := check(nic); err != nil {
+			return false, err
+		}
+		c = newConfig(nic, name, ip, "", pipRef)
+		nic.Properties.IPConfigurations = append(nic.Properties.IPConfigurations, c)
+		return true, nil
+	})
 	unlock()
-	if from == nil && providers.IsConflict(err) {
+	if from == nil && providers.IsConflict(err) && !isBusy(err) && !isStale(err) {
 		// No NIC holds the cluster's ipConfiguration and someone else holds the address.
 		return nil, &providers.Error{Kind: providers.KindNotFound, Op: op, Code: "NotOwned", Err: err}
 	}

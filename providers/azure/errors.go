@@ -12,7 +12,8 @@ import (
 	"github.com/egressd/egressd/providers"
 )
 
-// classify maps ARM errors to provider errors.
+// classify maps ARM errors to provider errors by HTTP status and ARM error code
+// (azcore.ResponseError's StatusCode and ErrorCode), never by message text.
 func classify(op string, err error) error {
 	if err == nil || providers.KindOf(err) != 0 {
 		return err // nothing to classify, or classified already
@@ -44,4 +45,30 @@ func classify(op string, err error) error {
 		return &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: code, Err: err}
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// armCode returns the HTTP status and ARM error code of err (0 and "" when it carries no ARM
+// response). A failed long-running operation carries the operation's error code.
+func armCode(err error) (int, string) {
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) {
+		return 0, ""
+	}
+	return re.StatusCode, re.ErrorCode
+}
+
+// isStale reports a write refused because its If-Match etag is no longer the resource's:
+// another writer changed it since it was read.
+func isStale(err error) bool {
+	status, code := armCode(err)
+	return status == http.StatusPreconditionFailed || code == "PreconditionFailed"
+}
+
+// isBusy reports a write refused, or an operation failed, because another operation on the
+// resource or one it references is running: AnotherOperationInProgress (409, or an operation's
+// error), and RetryableError (429 with ReferencedResourceNotProvisioned; the SDK's retry
+// policy retries it first, this comes past those retries).
+func isBusy(err error) bool {
+	_, code := armCode(err)
+	return code == "AnotherOperationInProgress" || code == "RetryableError"
 }

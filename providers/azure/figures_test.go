@@ -28,7 +28,10 @@ func summary(c map[string]int) string {
 }
 
 // TestFiguresCallsPerOperation prints the ARM calls per provider operation (run with -v to
-// quote them) and the move window with 50 ms operations. Long-running operations are polled
+// quote them) and the move window with 50 ms operations. The two contended ensures have
+// another writer change the NIC between the provider's read and its PUT: at once (412, the
+// change's operation done) and with its operation still running (409
+// AnotherOperationInProgress). Long-running operations are polled
 // every 10 ms here; each poll is one operations.get, so with real ARM latencies (seconds per
 // NIC update) and the 1 s default poll frequency the poll count grows accordingly.
 func TestFiguresCallsPerOperation(t *testing.T) {
@@ -60,8 +63,26 @@ func TestFiguresCallsPerOperation(t *testing.T) {
 		pub, err = e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeB, IP: ip("10.240.20.2"), Public: true})
 		return err
 	})
+	step("ensure, NIC changed (412)", func() error {
+		e.sim.BeforeNext(azuresim.MNICPut, func() {
+			e.sim.SetOperationDelay(0) // the other writer's operation is done when the provider PUTs
+			_ = e.sim.AddBackendPool(e.sim.NICID(rg, "vm-a-nic"), pool2)
+			e.sim.SetOperationDelay(50 * time.Millisecond)
+		})
+		_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.240.20.3")})
+		return err
+	})
+	step("ensure, NIC busy (409)", func() error {
+		e.sim.BeforeNext(azuresim.MNICPut, func() { _ = e.sim.AddBackendPool(e.sim.NICID(rg, "vm-a-nic"), pool2+"x") })
+		_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.240.20.4")})
+		return err
+	})
 	step("resync ensure (held)", func() error {
 		_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.240.20.1")})
+		return err
+	})
+	step("resync ensure+public (held)", func() error {
+		_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeB, IP: ip("10.240.20.2"), Public: true})
 		return err
 	})
 	step("resync ListOwned", func() error { _, err := e.p.ListOwned(ctx, owner.Cluster); return err })

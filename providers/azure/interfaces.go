@@ -3,10 +3,14 @@ package azure
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 
@@ -70,11 +74,126 @@ func (p *Provider) getNIC(ctx context.Context, n nicRef) (*armnetwork.Interface,
 	return &resp.Interface, nil
 }
 
-// putNIC writes the NIC and waits for the long-running operation; a failed operation is an
-// error.
+// Bounds of the retries of a NIC write. The waits start at pollFrequency (1 s by default) and
+// double.
+const (
+	// staleRetries bounds the re-reads after 412 PreconditionFailed: another writer changed the
+	// NIC between our read and our write. Each retry re-reads at once; more than a few in a row
+	// means the NIC is rewritten continuously, and the caller's next reconcile will do.
+	staleRetries = 5
+	// busyRetries bounds the waits for another operation on the NIC (provisioningState Updating
+	// when read, 409 AnotherOperationInProgress or 429 RetryableError when written). With
+	// busyMaxFactor they add up to about two minutes at the 1 s default, longer than ARM takes
+	// to update a NIC.
+	busyRetries   = 10
+	busyMaxFactor = 16
+)
+
+// wait sleeps before the attempt-th retry of a busy resource: pollFrequency << attempt, at
+// most busyMaxFactor × pollFrequency.
+func (p *Provider) wait(ctx context.Context, attempt int) error {
+	base := time.Duration(p.cfg.PollFrequency)
+	d := base * busyMaxFactor
+	if attempt < 4 {
+		d = min(base<<attempt, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// settled reports whether a provisioningState is terminal (Succeeded, Failed, Canceled: the ARM
+// resource provider contract's three): no operation on the resource runs. Updating (and
+// Creating, Deleting) is not done: what the document shows is the goal of an operation that may
+// still fail.
+func settled(ps *armnetwork.ProvisioningState) bool {
+	return ps == nil || *ps == armnetwork.ProvisioningStateSucceeded || *ps == armnetwork.ProvisioningStateFailed || *ps == "Canceled"
+}
+
+func nicState(nic *armnetwork.Interface) *armnetwork.ProvisioningState {
+	if nic.Properties == nil {
+		return nil
+	}
+	return nic.Properties.ProvisioningState
+}
+
+// failed reports a NIC whose last operation failed or was canceled; its document may show
+// changes that were never applied, so a write of the same content is not a no-op.
+func failed(nic *armnetwork.Interface) bool {
+	ps := nicState(nic)
+	return ps != nil && (*ps == armnetwork.ProvisioningStateFailed || *ps == "Canceled")
+}
+
+// readNIC reads the NIC once no operation on it runs (busyRetries waits at most).
+func (p *Provider) readNIC(ctx context.Context, n nicRef) (*armnetwork.Interface, error) {
+	for attempt := 0; ; attempt++ {
+		nic, err := p.getNIC(ctx, n)
+		if err != nil || settled(nicState(nic)) {
+			return nic, err
+		}
+		if attempt == busyRetries {
+			return nil, &providers.Error{Kind: providers.KindConflict, Op: "reading NIC " + n.name, Code: "AnotherOperationInProgress",
+				Err: fmt.Errorf("NIC %s stayed %s through %d reads", n.name, *nicState(nic), attempt+1)}
+		}
+		if err := p.wait(ctx, attempt); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// updateNIC applies change to the NIC and writes it back with If-Match, so a concurrent change
+// by another writer (cloud-provider-azure moving load-balancer pools, an operator) is never
+// overwritten. nic is the NIC as just read (nil: read it now). change edits the document it is
+// given and says whether there is anything to write; it is called again on a fresh read when
+// the write is refused because the NIC changed (412) or another operation on it runs (409
+// AnotherOperationInProgress, RetryableError; after a wait), so it must derive everything from
+// that document. It returns the NIC as written (or as read when change wrote nothing).
+func (p *Provider) updateNIC(ctx context.Context, n nicRef, nic *armnetwork.Interface, change func(*armnetwork.Interface) (bool, error)) (*armnetwork.Interface, error) {
+	stale, busy := 0, 0
+	for {
+		if nic == nil {
+			var err error
+			if nic, err = p.readNIC(ctx, n); err != nil {
+				return nil, err
+			}
+		}
+		write, err := change(nic)
+		if err != nil || !write {
+			return nic, err
+		}
+		err = p.putNIC(ctx, n, nic)
+		switch {
+		case err == nil:
+			return nic, nil
+		case isStale(err) && stale < staleRetries:
+			stale++
+		case isBusy(err) && busy < busyRetries:
+			if err := p.wait(ctx, busy); err != nil {
+				return nil, err
+			}
+			busy++
+		default:
+			return nil, err
+		}
+		nic = nil
+	}
+}
+
+// putNIC writes the NIC if it is still as read (If-Match: its etag) and waits for the
+// long-running operation; a failed operation is an error.
 func (p *Provider) putNIC(ctx context.Context, n nicRef, nic *armnetwork.Interface) error {
 	op := "updating NIC " + n.name
-	poller, err := p.c.Interfaces.BeginCreateOrUpdate(ctx, n.rg, n.name, *nic, nil)
+	if deref(nic.Etag) == "" {
+		return fmt.Errorf("%s: the NIC as read has no etag, and egressd writes NICs only if they are unchanged since read", op)
+	}
+	// The header goes on the PUT only: the operation's polls and final GET are not conditional.
+	put := policy.WithHTTPHeader(ctx, http.Header{"If-Match": []string{*nic.Etag}})
+	poller, err := p.c.Interfaces.BeginCreateOrUpdate(put, n.rg, n.name, *nic, nil)
 	if err != nil {
 		return classify(op, err)
 	}
@@ -152,27 +271,32 @@ func newConfig(nic *armnetwork.Interface, name string, ip netip.Addr, subnet str
 // removed configuration, or nil when the NIC did not have it.
 func (p *Provider) removeConfig(ctx context.Context, n nicRef, name string) (*armnetwork.InterfaceIPConfiguration, error) {
 	defer p.lock(n.key())()
-	nic, err := p.getNIC(ctx, n)
+	var removed *armnetwork.InterfaceIPConfiguration
+	_, err := p.updateNIC(ctx, n, nil, func(nic *armnetwork.Interface) (bool, error) {
+		// removed stays what the first read found: a retry after our own write went through (a
+		// 5xx after apply) reads the NIC without it.
+		found := false
+		var keep []*armnetwork.InterfaceIPConfiguration
+		for _, c := range configs(nic) {
+			if strings.EqualFold(deref(c.Name), name) {
+				removed, found = c, true
+				continue
+			}
+			keep = append(keep, c)
+		}
+		if !found {
+			return false, nil
+		}
+		nic.Properties.IPConfigurations = keep
+		return true, nil
+	})
 	if providers.IsNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var keep []*armnetwork.InterfaceIPConfiguration
-	var removed *armnetwork.InterfaceIPConfiguration
-	for _, c := range configs(nic) {
-		if strings.EqualFold(deref(c.Name), name) {
-			removed = c
-			continue
-		}
-		keep = append(keep, c)
-	}
-	if removed == nil {
-		return nil, nil
-	}
-	nic.Properties.IPConfigurations = keep
-	return removed, p.putNIC(ctx, n, nic)
+	return removed, nil
 }
 
 // holderOf finds the NIC holding the cluster's ipConfiguration for ip: the recorded one

@@ -18,11 +18,14 @@ import (
 func (p *Provider) ensurePublicIP(ctx context.Context, rg, location string, ip netip.Addr, owner providers.Owner) (*armnetwork.PublicIPAddress, error) {
 	name := publicName(owner.Cluster, ip)
 	op := "creating public IP " + name
-	if got, err := p.c.PublicIPAddresses.Get(ctx, rg, name, nil); err == nil {
+	if got, err := p.readPublicIP(ctx, rg, name); err == nil {
 		if !ownedBy(got.Tags, owner.Cluster) {
 			return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "NotOwned", Err: errors.New("public IP exists without this cluster's tag")}
 		}
-		return &got.PublicIPAddress, nil
+		if ps := got.Properties; ps == nil || ps.ProvisioningState == nil || (*ps.ProvisioningState != armnetwork.ProvisioningStateFailed && *ps.ProvisioningState != "Canceled") {
+			return got, nil
+		}
+		// Its last operation failed: PUT it again (idempotent by name) to provision it.
 	} else if ce := classify(op, err); !providers.IsNotFound(ce) {
 		return nil, ce
 	}
@@ -49,6 +52,31 @@ func (p *Provider) ensurePublicIP(ctx context.Context, rg, location string, ip n
 	return &resp.PublicIPAddress, nil
 }
 
+// readPublicIP reads a public IP once no operation on it runs (busyRetries waits at most): one
+// whose creation is still Updating cannot be associated yet (ARM answers RetryableError).
+func (p *Provider) readPublicIP(ctx context.Context, rg, name string) (*armnetwork.PublicIPAddress, error) {
+	for attempt := 0; ; attempt++ {
+		got, err := p.c.PublicIPAddresses.Get(ctx, rg, name, nil)
+		if err != nil {
+			return nil, err
+		}
+		var ps *armnetwork.ProvisioningState
+		if got.Properties != nil {
+			ps = got.Properties.ProvisioningState
+		}
+		if settled(ps) {
+			return &got.PublicIPAddress, nil
+		}
+		if attempt == busyRetries {
+			return nil, &providers.Error{Kind: providers.KindConflict, Op: "reading public IP " + name, Code: "AnotherOperationInProgress",
+				Err: fmt.Errorf("public IP %s stayed %s through %d reads", name, *ps, attempt+1)}
+		}
+		if err := p.wait(ctx, attempt); err != nil {
+			return nil, err
+		}
+	}
+}
+
 // pipOf reads the public IP associated with c, or nil.
 func (p *Provider) pipOf(ctx context.Context, c *armnetwork.InterfaceIPConfiguration) *armnetwork.PublicIPAddress {
 	if c.Properties == nil || c.Properties.PublicIPAddress == nil {
@@ -67,7 +95,8 @@ func (p *Provider) pipOf(ctx context.Context, c *armnetwork.InterfaceIPConfigura
 
 func (p *Provider) deletePublicIP(ctx context.Context, rg, name, cluster string) error {
 	op := "deleting public IP " + name
-	got, err := p.c.PublicIPAddresses.Get(ctx, rg, name, nil)
+	// Read it settled: a DELETE during its creation's operation answers 409.
+	got, err := p.readPublicIP(ctx, rg, name)
 	if err != nil {
 		if ce := classify(op, err); providers.IsNotFound(ce) {
 			return nil

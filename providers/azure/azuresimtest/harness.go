@@ -54,6 +54,11 @@ func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.Worl
 	if err := sim.AddSubnet(azuresim.SubnetSeed{ResourceGroup: rg, VNet: "vnet", Name: "nodes", CIDR: "10.240.0.0/16"}); err != nil {
 		t.Fatal(err)
 	}
+	// Two items per list page, so every list the suite drives crosses pages (nextLink), and
+	// operations that run a little while, so resources go through Updating and a write
+	// retried by the SDK after a 5xx-after-apply meets AnotherOperationInProgress.
+	sim.SetPageSize(2)
+	sim.SetOperationDelay(5 * time.Millisecond)
 	w := &world{SimWorld: conformance.NewSimWorld(sim, mutating, netip.MustParseAddr("10.240.1.0")), sim: sim}
 	host := 4
 	for _, z := range topo.Zones {

@@ -1,6 +1,9 @@
 package azuresim
 
 import (
+	"encoding/json"
+	"net/http"
+
 	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
@@ -16,7 +19,9 @@ type FaultDocument struct {
 	Latency        string `json:"latency,omitempty"`
 	OperationDelay string `json:"operationDelay,omitempty"`
 	LRORetryAfter  string `json:"lroRetryAfter,omitempty"`
-	Throttle       []struct {
+	// PageSize caps list pages (SetPageSize); 0 leaves the setting alone.
+	PageSize int `json:"pageSize,omitempty"`
+	Throttle []struct {
 		Method     string `json:"method"`
 		Count      int    `json:"count"`
 		RetryAfter string `json:"retryAfter"`
@@ -46,6 +51,9 @@ func (s *Sim) faults(doc FaultDocument) error {
 		simkit.Duration{Value: doc.OperationDelay, Set: s.SetOperationDelay}); err != nil {
 		return err
 	}
+	if doc.PageSize > 0 {
+		s.SetPageSize(doc.PageSize)
+	}
 	if doc.LRORetryAfter != "" {
 		s.SetLRORetryAfter(doc.LRORetryAfter)
 	}
@@ -54,4 +62,33 @@ func (s *Sim) faults(doc FaultDocument) error {
 	}
 	doc.Apply(s)
 	return nil
+}
+
+// NICChange is what POST /admin/nicchange accepts: a change to a NIC by another writer than the
+// client under test (ChangeNIC), such as cloud-provider-azure adding the node to a pool.
+type NICChange struct {
+	// NIC is the NIC's resource ID.
+	NIC string `json:"nic"`
+	// AddBackendPools are load-balancer backend pool IDs put on the primary ipConfiguration.
+	AddBackendPools []string `json:"addBackendPools"`
+}
+
+// serveNICChange applies a NICChange; a NIC whose operation runs answers 409, an unknown one
+// 400.
+func (s *Sim) serveNICChange(w http.ResponseWriter, r *http.Request) {
+	var c NICChange
+	if err := json.NewDecoder(r.Body).Decode(&c); err != nil || c.NIC == "" || len(c.AddBackendPools) == 0 {
+		http.Error(w, "want {\"nic\": \"<NIC resource ID>\", \"addBackendPools\": [\"<pool ID>\", ...]}", http.StatusBadRequest)
+		return
+	}
+	if err := s.AddBackendPool(c.NIC, c.AddBackendPools...); err != nil {
+		status := http.StatusBadRequest
+		if s.ETag(c.NIC) != "" {
+			status = http.StatusConflict
+		}
+		http.Error(w, err.Error(), status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte("{}"))
 }

@@ -16,16 +16,21 @@ import (
 )
 
 type armError struct {
-	status int
-	code   string
-	msg    string
+	status  int
+	code    string
+	msg     string
+	details []any
 }
 
 func (e *armError) write(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("x-ms-error-code", e.code)
 	w.WriteHeader(e.status)
-	_, _ = w.Write(simkit.MustJSON(map[string]any{"error": map[string]any{"code": e.code, "message": e.msg}}))
+	body := map[string]any{"code": e.code, "message": e.msg}
+	if len(e.details) > 0 {
+		body["details"] = e.details
+	}
+	_, _ = w.Write(simkit.MustJSON(map[string]any{"error": body}))
 }
 
 func aerr(status int, code, format string, args ...any) *armError {
@@ -45,6 +50,7 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("/subscriptions/", s.serveARM)
 	mux.HandleFunc("/metadata/instance", s.serveIMDS)
 	mux.Handle("/admin/", simkit.Admin[SeedDocument, FaultDocument, State, Event](s, s.seed, s.faults))
+	mux.HandleFunc("POST /admin/nicchange", s.serveNICChange)
 	return mux
 }
 
@@ -56,10 +62,16 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.Count(method)
+	s.mu.Lock()
+	hook, hooked := s.before.Next(method)
+	s.mu.Unlock()
+	if hooked {
+		hook()
+	}
 	// Unlike GCP's, a request whose client stops waiting still goes on.
 	s.Delay(context.WithoutCancel(r.Context()))
-	if r.URL.Query().Get("api-version") == "" {
-		aerr(http.StatusBadRequest, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.").write(w)
+	if e := s.checkAPIVersion(r.URL.Query(), typeOf(method, parts)); e != nil {
+		e.write(w)
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
@@ -153,26 +165,50 @@ func (s *Sim) route(method string, parts []string) (string, handler) {
 	return "", nil
 }
 
+// typeOf names the resource type of a request as ARM's api-version errors do.
+func typeOf(method string, parts []string) string {
+	switch method {
+	case MNICGet, MNICPut, MNICList:
+		return "networkInterfaces"
+	case MPIPGet, MPIPPut, MPIPDelete, MPIPList:
+		return "publicIPAddresses"
+	case MSubnetGet:
+		return "virtualNetworks/subnets"
+	}
+	return "locations/" + parts[6]
+}
+
 func resID(parts []string) string { return "/" + strings.Join(parts, "/") }
 
 // ---- operations ----
 
-func (s *Sim) newOp(r *http.Request, method string, apply func() *OpFailure) (*operation, map[string]string) {
+// newOp starts the long-running operation of a write to the resource key; it completes after
+// the operation delay by calling apply with the failure a FailNextOperation fault scripted for
+// method (nil: none), and ends with the failure apply returns. r is the request (nil: a change
+// by another actor, whose operation no client polls).
+func (s *Sim) newOp(r *http.Request, method, key string, apply func(fail *OpFailure) *OpFailure) (*operation, map[string]string) {
 	s.seq++
-	op := &operation{id: fmt.Sprintf("op-%d-%d", time.Now().UnixNano(), s.seq), Op: simkit.Op[OpFailure]{DoneAt: time.Now().Add(s.opDelay), Apply: apply}}
+	var fail *OpFailure
 	if f, ok := s.failOps.Next(method); ok {
-		op.Failure = &f
+		fail = &f
 	}
+	op := &operation{id: fmt.Sprintf("%08x-%04x-4000-8000-%012x", s.seq, s.seq>>16, time.Now().UnixNano()&0xffffffffffff),
+		Op: simkit.Op[OpFailure]{DoneAt: time.Now().Add(s.opDelay), Apply: func() *OpFailure { return apply(fail) }}}
 	s.ops[op.id] = op
+	s.busy[key] = op
 	s.started.Start(&op.Op)
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
+	scheme, host, version := "https", "management.azure.com", servedAPIVersions[len(servedAPIVersions)-1]
+	if r != nil {
+		if r.TLS == nil {
+			scheme = "http"
+		}
+		host, version = r.Host, r.URL.Query().Get("api-version")
 	}
-	base := fmt.Sprintf("%s://%s/subscriptions/%s/providers/Microsoft.Network/locations/%s", scheme, r.Host, s.sub, s.location)
+	base := fmt.Sprintf("%s://%s/subscriptions/%s/providers/Microsoft.Network/locations/%s", scheme, host, s.sub, s.location)
+	op.url = base + "/operations/" + op.id + "?api-version=" + version
 	h := map[string]string{
-		"Azure-AsyncOperation": base + "/operations/" + op.id + "?api-version=" + r.URL.Query().Get("api-version"),
-		"Location":             base + "/operationResults/" + op.id + "?api-version=" + r.URL.Query().Get("api-version"),
+		"Azure-AsyncOperation": op.url,
+		"Location":             base + "/operationResults/" + op.id + "?api-version=" + version,
 	}
 	if s.retryAfter != "" {
 		h["Retry-After"] = s.retryAfter
@@ -183,7 +219,7 @@ func (s *Sim) newOp(r *http.Request, method string, apply func() *OpFailure) (*o
 func (s *Sim) asyncOperation(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
 	op := s.ops[parts[7]]
 	if op == nil {
-		return nil, aerr(http.StatusNotFound, "NotFound", "operation %s not found", parts[7])
+		return nil, aerr(http.StatusNotFound, "NotFound", "Operation %s not found.", parts[7])
 	}
 	switch {
 	case !op.Done:
@@ -201,7 +237,7 @@ func (s *Sim) asyncOperation(_ *http.Request, parts []string, _ []byte) (*respon
 func (s *Sim) locationOperation(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
 	op := s.ops[parts[7]]
 	if op == nil {
-		return nil, aerr(http.StatusNotFound, "NotFound", "operation %s not found", parts[7])
+		return nil, aerr(http.StatusNotFound, "NotFound", "Operation %s not found.", parts[7])
 	}
 	switch {
 	case !op.Done:
@@ -214,23 +250,49 @@ func (s *Sim) locationOperation(_ *http.Request, parts []string, _ []byte) (*res
 
 // ---- network interfaces ----
 
-func (s *Sim) listNICs(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
+// list answers one page of the stored documents under the request's path (a resource group's
+// collection), shaped by view.
+func (s *Sim) list(r *http.Request, parts []string, docs map[string]map[string]any, view func(map[string]any) map[string]any) (*response, *armError) {
+	if !s.rgs[strings.ToLower(parts[3])] {
+		return nil, aerr(http.StatusNotFound, "ResourceGroupNotFound", "Resource group '%s' could not be found.", parts[3])
+	}
 	prefix := strings.ToLower(resID(parts)) + "/"
-	out := []any{}
-	for _, k := range slices.Sorted(maps.Keys(s.nics)) {
+	var keys []string
+	for _, k := range slices.Sorted(maps.Keys(docs)) {
 		if strings.HasPrefix(k, prefix) {
-			out = append(out, s.nics[k])
+			keys = append(keys, k)
 		}
 	}
-	return &response{status: 200, body: map[string]any{"value": out}}, nil
+	from, to, next, e := s.pageOf(r, len(keys))
+	if e != nil {
+		return nil, e
+	}
+	out := []any{}
+	for _, k := range keys[from:to] {
+		out = append(out, view(docs[k]))
+	}
+	body := map[string]any{"value": out}
+	if next != "" {
+		body["nextLink"] = next
+	}
+	return &response{status: 200, body: body}, nil
+}
+
+func (s *Sim) listNICs(r *http.Request, parts []string, _ []byte) (*response, *armError) {
+	return s.list(r, parts, s.nics, clone)
 }
 
 func (s *Sim) getNIC(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
 	n := s.nics[strings.ToLower(resID(parts))]
 	if n == nil {
-		return nil, aerr(http.StatusNotFound, "NotFound", "Resource %s not found.", resID(parts))
+		return nil, s.notFound(parts)
 	}
-	return &response{status: 200, body: n, headers: map[string]string{"ETag": fmt.Sprintf("W/\"%p\"", n)}}, nil
+	return &response{status: 200, body: n, headers: map[string]string{"ETag": str(n["etag"])}}, nil
+}
+
+// inProgress is ARM's answer to a write while the resource's previous operation runs.
+func inProgress(op *operation) *armError {
+	return aerr(http.StatusConflict, "AnotherOperationInProgress", "Another operation on this or dependent resource is in progress. To retrieve status of the operation use uri: %s.", op.url)
 }
 
 func (s *Sim) putNIC(r *http.Request, parts []string, body []byte) (*response, *armError) {
@@ -238,7 +300,19 @@ func (s *Sim) putNIC(r *http.Request, parts []string, body []byte) (*response, *
 	key := strings.ToLower(id)
 	old := s.nics[key]
 	if old == nil {
+		if !s.rgs[strings.ToLower(parts[3])] {
+			return nil, s.notFound(parts)
+		}
+		if e := precondition(r, nil, id); e != nil {
+			return nil, e
+		}
 		return nil, aerr(http.StatusBadRequest, "InvalidRequest", "egressd's simulator does not create network interfaces (%s)", id)
+	}
+	if op := s.busy[key]; op.running() {
+		return nil, inProgress(op)
+	}
+	if e := precondition(r, old, id); e != nil {
+		return nil, e
 	}
 	var doc map[string]any
 	if err := json.Unmarshal(body, &doc); err != nil {
@@ -287,6 +361,13 @@ func (s *Sim) putNIC(r *http.Request, parts []string, body []byte) (*response, *
 			if s.pips[pk] == nil {
 				return nil, aerr(http.StatusBadRequest, "InvalidResourceReference", "Resource %s referenced by %s was not found.", str(pip["id"]), id)
 			}
+			if st := str(props(s.pips[pk])["provisioningState"]); st != "Succeeded" {
+				// ARM answers 429 RetryableError with the detail ReferencedResourceNotProvisioned.
+				e := aerr(http.StatusTooManyRequests, "RetryableError", "A retryable error occurred.")
+				e.details = []any{map[string]any{"code": "ReferencedResourceNotProvisioned",
+					"message": fmt.Sprintf("Cannot proceed with operation because resource %s used by resource %s is not in Succeeded state. Resource is in %s state and the last operation that updated/is updating the resource is PutPublicIpAddressOperation.", str(pip["id"]), id, st)}}
+				return nil, e
+			}
 			if other := s.pipUser(pk, key); other != "" {
 				return nil, aerr(http.StatusBadRequest, "PublicIPAddressInUse", "Resource %s is referenced by %s.", str(pip["id"]), other)
 			}
@@ -295,21 +376,33 @@ func (s *Sim) putNIC(r *http.Request, parts []string, body []byte) (*response, *
 	if primaries != 1 {
 		return nil, aerr(http.StatusBadRequest, "NetworkInterfaceMustHaveExactlyOnePrimaryIpConfiguration", "%s has %d primary ipConfigurations.", id, primaries)
 	}
-	s.finishNICLocked(doc)
-	pending := clone(doc)
-	props(pending)["provisioningState"] = "Updating"
-	_, h := s.newOp(r, MNICPut, func() *OpFailure {
-		cur := s.nics[key]
-		for _, c := range ipConfigs(doc) {
-			if other := s.ipUser(str(props(c)["privateIPAddress"]), key); other != "" {
-				return &OpFailure{Code: "PrivateIPAddressInUse", Message: "address taken while the operation ran by " + other}
+	h := s.writeNICLocked(r, key, old, doc)
+	return &response{status: 200, body: doc, headers: h}, nil
+}
+
+// writeNICLocked stores doc as the NIC's new content, Updating with a new etag, and starts the
+// operation that makes it Succeeded, or on a scripted failure restores old's content (or keeps
+// doc's, OpFailure.KeepContent) as Failed. It returns the operation's headers.
+func (s *Sim) writeNICLocked(r *http.Request, key string, old, doc map[string]any) map[string]string {
+	s.finishNICLocked(doc, "Updating")
+	s.stampLocked(doc)
+	s.nics[key] = doc
+	_, h := s.newOp(r, MNICPut, key, func(fail *OpFailure) *OpFailure {
+		if fail != nil {
+			back := clone(old)
+			if fail.KeepContent {
+				back = doc
 			}
+			setStateLocked(back, "Failed")
+			s.stampLocked(back)
+			s.nics[key] = back
+			return fail
 		}
-		s.diffEvents(str(doc["name"]), cur, doc)
-		s.nics[key] = doc
+		setStateLocked(doc, "Succeeded")
+		s.diffEvents(str(doc["name"]), old, doc)
 		return nil
 	})
-	return &response{status: 200, body: pending, headers: h}, nil
+	return h
 }
 
 func mapOf(v any) map[string]any { m, _ := v.(map[string]any); return m }
@@ -396,28 +489,31 @@ func (s *Sim) pipView(p map[string]any) map[string]any {
 	return out
 }
 
-func (s *Sim) listPIPs(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
-	prefix := strings.ToLower(resID(parts)) + "/"
-	out := []any{}
-	for _, k := range slices.Sorted(maps.Keys(s.pips)) {
-		if strings.HasPrefix(k, prefix) {
-			out = append(out, s.pipView(s.pips[k]))
-		}
-	}
-	return &response{status: 200, body: map[string]any{"value": out}}, nil
+func (s *Sim) listPIPs(r *http.Request, parts []string, _ []byte) (*response, *armError) {
+	return s.list(r, parts, s.pips, s.pipView)
 }
 
 func (s *Sim) getPIP(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
 	p := s.pips[strings.ToLower(resID(parts))]
 	if p == nil {
-		return nil, aerr(http.StatusNotFound, "ResourceNotFound", "The Resource '%s' was not found.", resID(parts))
+		return nil, s.notFound(parts)
 	}
-	return &response{status: 200, body: s.pipView(p)}, nil
+	return &response{status: 200, body: s.pipView(p), headers: map[string]string{"ETag": str(p["etag"])}}, nil
 }
 
 func (s *Sim) putPIP(r *http.Request, parts []string, body []byte) (*response, *armError) {
 	id := resID(parts)
 	key := strings.ToLower(id)
+	if !s.rgs[strings.ToLower(parts[3])] {
+		return nil, s.notFound(parts)
+	}
+	old := s.pips[key]
+	if op := s.busy[key]; op.running() {
+		return nil, inProgress(op)
+	}
+	if e := precondition(r, old, id); e != nil {
+		return nil, e
+	}
 	var doc map[string]any
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return nil, aerr(http.StatusBadRequest, "InvalidRequestFormat", "%v", err)
@@ -427,38 +523,69 @@ func (s *Sim) putPIP(r *http.Request, parts []string, body []byte) (*response, *
 	}
 	doc["id"], doc["name"], doc["type"] = id, parts[len(parts)-1], "Microsoft.Network/publicIPAddresses"
 	p := props(doc)
-	if old := s.pips[key]; old != nil {
+	if str(mapOf(doc["sku"])["name"]) == "Standard" && str(p["publicIPAllocationMethod"]) != "Static" {
+		return nil, aerr(http.StatusBadRequest, "StandardSkuPublicIPAddressesMustBeStatic", "Standard sku publicIp %s must have AllocationMethod set to Static.", id)
+	}
+	delete(p, "ipConfiguration") // read-only: the simulator derives it from the NICs
+	if old != nil {
 		p["ipAddress"] = props(old)["ipAddress"]
 	} else {
 		s.nextPub++
 		p["ipAddress"] = fmt.Sprintf("20.%d.%d.%d", 50+s.nextPub/65536, (s.nextPub/256)%256, s.nextPub%256)
 	}
-	if str(mapOf(doc["sku"])["name"]) == "Standard" && str(p["publicIPAllocationMethod"]) != "Static" {
-		return nil, aerr(http.StatusBadRequest, "StandardSkuPublicIPAddressesMustBeStatic", "Standard sku publicIp %s must have AllocationMethod set to Static.", id)
-	}
-	p["provisioningState"] = "Succeeded"
-	_, h := s.newOp(r, MPIPPut, func() *OpFailure {
-		s.pips[key] = doc
-		return nil
-	})
 	status := http.StatusCreated
-	if s.pips[key] != nil {
+	if old != nil {
 		status = http.StatusOK
 	}
-	pending := clone(doc)
-	props(pending)["provisioningState"] = "Updating"
-	return &response{status: status, body: pending, headers: h}, nil
+	p["provisioningState"] = "Updating"
+	s.stampLocked(doc)
+	s.pips[key] = doc
+	_, h := s.newOp(r, MPIPPut, key, func(fail *OpFailure) *OpFailure {
+		if fail != nil {
+			back := old
+			if fail.KeepContent {
+				back = doc
+			}
+			if back == nil {
+				delete(s.pips, key)
+				return fail
+			}
+			back = clone(back)
+			props(back)["provisioningState"] = "Failed"
+			s.stampLocked(back)
+			s.pips[key] = back
+			return fail
+		}
+		props(doc)["provisioningState"] = "Succeeded"
+		return nil
+	})
+	return &response{status: status, body: s.pipView(doc), headers: h}, nil
 }
 
 func (s *Sim) deletePIP(r *http.Request, parts []string, _ []byte) (*response, *armError) {
 	key := strings.ToLower(resID(parts))
-	if s.pips[key] == nil {
+	if !s.rgs[strings.ToLower(parts[3])] {
+		return nil, s.notFound(parts)
+	}
+	old := s.pips[key]
+	if old == nil {
 		return &response{status: http.StatusNoContent}, nil
+	}
+	if op := s.busy[key]; op.running() {
+		return nil, inProgress(op)
+	}
+	if e := precondition(r, old, resID(parts)); e != nil {
+		return nil, e
 	}
 	if u := s.pipUser(key, ""); u != "" {
 		return nil, aerr(http.StatusBadRequest, "PublicIPAddressCannotBeDeleted", "Public IP address %s can not be deleted since it is still allocated to resource %s.", resID(parts), u)
 	}
-	_, h := s.newOp(r, MPIPDelete, func() *OpFailure {
+	props(old)["provisioningState"] = "Deleting"
+	_, h := s.newOp(r, MPIPDelete, key, func(fail *OpFailure) *OpFailure {
+		if fail != nil {
+			props(old)["provisioningState"] = "Failed"
+			return fail
+		}
 		delete(s.pips, key)
 		return nil
 	})
@@ -471,7 +598,7 @@ func (s *Sim) deletePIP(r *http.Request, parts []string, _ []byte) (*response, *
 func (s *Sim) getSubnet(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
 	sn := s.subnets[strings.ToLower(resID(parts))]
 	if sn == nil {
-		return nil, aerr(http.StatusNotFound, "NotFound", "Resource %s not found.", resID(parts))
+		return nil, s.notFound(parts)
 	}
 	return &response{status: 200, body: map[string]any{
 		"id": sn.ID, "name": parts[len(parts)-1], "type": "Microsoft.Network/virtualNetworks/subnets",

@@ -9,8 +9,18 @@
 // (inside the subnet, unique in the virtual network), the per-NIC ipConfiguration limit, public
 // IP association (one ipConfiguration per public IP) and exactly one primary ipConfiguration.
 //
+// As strict as ARM where egressd depends on it (docs/testbed.md, "Azure", gives each rule's
+// reference): every NIC and public IP carries an etag that changes on every write, also on
+// writes by another actor (ChangeNIC); PUT honours If-Match and If-None-Match (412
+// PreconditionFailed); a write while the resource's previous operation runs answers 409
+// AnotherOperationInProgress; a resource shows provisioningState Updating while its operation
+// runs, and Failed (with its previous content) when the operation failed; lists page with
+// nextLink (SetPageSize); api-version is validated; unknown resources answer ResourceNotFound,
+// ResourceGroupNotFound or, for a subnet, NotFound, in ARM's {"error":{"code","message"}} body.
+//
 // Faults: latency, per-method 429 with Retry-After, scripted 5xx (also after the change was
-// applied), failed long-running operations. It imports no Azure SDK.
+// applied), failed long-running operations, a function run between two calls (BeforeNext).
+// It imports no Azure SDK.
 package azuresim
 
 import (
@@ -66,6 +76,12 @@ type Sim struct {
 	imds     IMDSSeed
 	nextPub  int
 
+	rgs      map[string]bool // lower(resource group name)
+	parents  map[string]bool // lower(virtual network ID), the parents of subnets
+	busy     map[string]*operation
+	etagSeq  int
+	pageSize int
+
 	opDelay    time.Duration
 	retryAfter string // Retry-After value on LRO responses
 	throttle   simkit.Queue[throttleFault]
@@ -73,6 +89,7 @@ type Sim struct {
 	failOps    simkit.Queue[OpFailure]
 	throttleN  int // requests left to throttle on every method; < 0: all
 	throttleRA string
+	before     simkit.Queue[func()]
 }
 
 type subnet struct {
@@ -81,9 +98,13 @@ type subnet struct {
 }
 
 type operation struct {
-	id string
+	id  string
+	url string // its Azure-AsyncOperation URL
 	simkit.Op[OpFailure]
 }
+
+// running reports whether op has not completed (nil: none).
+func (op *operation) running() bool { return op != nil && !op.Done }
 
 type throttleFault struct{ retryAfter string }
 
@@ -96,6 +117,10 @@ type scriptedFault struct {
 type OpFailure struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// KeepContent leaves the resource with the failed write's content (provisioningState
+	// Failed) instead of its previous content. The ARM resource provider contract does not say
+	// which a resource provider keeps; clients must handle both.
+	KeepContent bool `json:"keepContent,omitempty"`
 }
 
 // New returns a simulator for one subscription.
@@ -104,7 +129,9 @@ func New(subscription, location string) *Sim {
 		sub: subscription, location: location,
 		subnets: map[string]*subnet{}, nics: map[string]map[string]any{}, maxIPCfg: map[string]int{},
 		pips: map[string]map[string]any{}, ops: map[string]*operation{},
+		rgs: map[string]bool{}, parents: map[string]bool{}, busy: map[string]*operation{},
 		throttle: simkit.Queue[throttleFault]{}, scripted: simkit.Queue[scriptedFault]{}, failOps: simkit.Queue[OpFailure]{},
+		before: simkit.Queue[func()]{},
 	}
 }
 
@@ -165,6 +192,8 @@ func (s *Sim) AddSubnet(sn SubnetSeed) error {
 	defer s.mu.Unlock()
 	id := s.SubnetID(sn.ResourceGroup, sn.VNet, sn.Name)
 	s.subnets[strings.ToLower(id)] = &subnet{ID: id, CIDR: cidr}
+	s.rgs[strings.ToLower(sn.ResourceGroup)] = true
+	s.parents[strings.ToLower(id[:strings.LastIndex(id, "/subnets/")])] = true
 	return nil
 }
 
@@ -208,7 +237,9 @@ func (s *Sim) AddVM(vm VMSeed) {
 		mx = 256
 	}
 	s.maxIPCfg[strings.ToLower(id)] = mx
-	s.finishNICLocked(s.nics[strings.ToLower(id)])
+	s.rgs[strings.ToLower(vm.ResourceGroup)] = true
+	s.finishNICLocked(s.nics[strings.ToLower(id)], "Succeeded")
+	s.stampLocked(s.nics[strings.ToLower(id)])
 }
 
 // SetIMDS sets what IMDS answers.
@@ -226,6 +257,8 @@ func (s *Sim) PutPublicIP(rg, name, ip string, tags map[string]string) {
 	s.pips[strings.ToLower(id)] = map[string]any{"name": name, "id": id, "location": s.location, "tags": t,
 		"sku":        map[string]any{"name": "Standard", "tier": "Regional"},
 		"properties": map[string]any{"ipAddress": ip, "publicIPAllocationMethod": "Static", "provisioningState": "Succeeded"}}
+	s.stampLocked(s.pips[strings.ToLower(id)])
+	s.rgs[strings.ToLower(rg)] = true
 }
 
 // ---- faults ----
@@ -261,6 +294,16 @@ func (s *Sim) ClearFaults() {
 	clear(s.throttle)
 	clear(s.scripted)
 	clear(s.failOps)
+	clear(s.before)
+}
+
+// BeforeNext runs f before the simulator serves the next call of method (after counting it,
+// outside the simulator's lock), so a test can change a resource between a client's read and
+// its write, as a concurrent writer would.
+func (s *Sim) BeforeNext(method string, f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.before.Add(method, 1, f)
 }
 
 // AddIPConfig adds a secondary ipConfiguration to a NIC directly (foreign resources in tests).
@@ -274,7 +317,72 @@ func (s *Sim) AddIPConfig(nicID, name, ip string) {
 		"subnet": map[string]any{"id": str(mapOf(props(prim)["subnet"])["id"])},
 	}}
 	props(n)["ipConfigurations"] = append(props(n)["ipConfigurations"].([]any), cfg)
-	s.finishNICLocked(n)
+	s.finishNICLocked(n, "Succeeded")
+	s.stampLocked(n)
+}
+
+// ChangeNIC changes a NIC as another writer would (cloud-provider-azure adding the node to a
+// load-balancer pool, an operator): a PUT of the NIC as stored with change applied. The NIC
+// gets a new etag and, while its operation runs (SetOperationDelay), shows Updating; a
+// FailNextOperation(MNICPut) fault fails that operation. Like such a PUT it fails while the
+// NIC's previous operation runs. It applies none of the PUT's validation.
+func (s *Sim) ChangeNIC(nicID string, change func(nic map[string]any)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleLocked()
+	key := strings.ToLower(nicID)
+	old := s.nics[key]
+	if old == nil {
+		return fmt.Errorf("changing NIC %s: no such NIC", nicID)
+	}
+	if op := s.busy[key]; op.running() {
+		return fmt.Errorf("changing NIC %s: operation %s is in progress", nicID, op.id)
+	}
+	doc := clone(old)
+	change(doc)
+	s.writeNICLocked(nil, key, old, doc)
+	return nil
+}
+
+// AddBackendPool puts the NIC's primary ipConfiguration into load-balancer backend pools, as
+// cloud-provider-azure does, in one write (ChangeNIC).
+func (s *Sim) AddBackendPool(nicID string, poolIDs ...string) error {
+	return s.ChangeNIC(nicID, func(nic map[string]any) {
+		for _, c := range ipConfigs(nic) {
+			if b, _ := props(c)["primary"].(bool); b {
+				pools, _ := props(c)["loadBalancerBackendAddressPools"].([]any)
+				for _, id := range poolIDs {
+					pools = append(pools, map[string]any{"id": id})
+				}
+				props(c)["loadBalancerBackendAddressPools"] = pools
+			}
+		}
+	})
+}
+
+// ETag returns the etag of a NIC or public IP by resource ID ("" when there is none).
+func (s *Sim) ETag(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleLocked()
+	if n := s.nics[strings.ToLower(id)]; n != nil {
+		return str(n["etag"])
+	}
+	return str(s.pips[strings.ToLower(id)]["etag"])
+}
+
+// ProvisioningState returns the provisioningState of a NIC or public IP by resource ID.
+func (s *Sim) ProvisioningState(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleLocked()
+	if n := s.nics[strings.ToLower(id)]; n != nil {
+		return str(props(n)["provisioningState"])
+	}
+	if p := s.pips[strings.ToLower(id)]; p != nil {
+		return str(props(p)["provisioningState"])
+	}
+	return ""
 }
 
 // FailNext makes the next n calls of method answer status; with afterApply the change is
@@ -385,19 +493,35 @@ func clone(m map[string]any) map[string]any {
 }
 
 // finishNICLocked fills server-side fields (ids, provisioning state, public IP addresses).
-func (s *Sim) finishNICLocked(n map[string]any) {
+func (s *Sim) finishNICLocked(n map[string]any, state string) {
 	id := str(n["id"])
-	props(n)["provisioningState"] = "Succeeded"
+	props(n)["provisioningState"] = state
 	for _, c := range ipConfigs(n) {
 		c["id"] = id + "/ipConfigurations/" + str(c["name"])
 		p := props(c)
-		p["provisioningState"] = "Succeeded"
+		p["provisioningState"] = state
 		if p["privateIPAddressVersion"] == nil {
 			p["privateIPAddressVersion"] = "IPv4"
 		}
 		if pip, ok := p["publicIPAddress"].(map[string]any); ok {
 			p["publicIPAddress"] = map[string]any{"id": str(pip["id"])}
 		}
+	}
+}
+
+// stampLocked gives a stored document a new etag, a weak entity tag around a GUID as the network
+// resource provider's are.
+func (s *Sim) stampLocked(doc map[string]any) {
+	s.etagSeq++
+	doc["etag"] = fmt.Sprintf("W/\"%08x-0000-4000-8000-%012x\"", s.etagSeq, time.Now().UnixNano()&0xffffffffffff)
+}
+
+// setStateLocked sets the provisioningState of a stored document (and of a NIC's
+// ipConfigurations).
+func setStateLocked(doc map[string]any, state string) {
+	props(doc)["provisioningState"] = state
+	for _, c := range ipConfigs(doc) {
+		props(c)["provisioningState"] = state
 	}
 }
 
