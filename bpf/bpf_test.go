@@ -46,11 +46,14 @@ func load(tb testing.TB, lim Limits) *Datapath {
 			tb.Errorf("removing pins: %v", err)
 		}
 	})
-	if err := d.SetTunnel(1, fuzzTunnelPort, fuzzProbePort); err != nil {
+	if err := d.SetTunnel(1, testNodeIP, fuzzTunnelPort, fuzzProbePort); err != nil {
 		tb.Fatal(err)
 	}
 	return d
 }
+
+// testNodeIP is the underlay address of the test datapaths' node (SetTunnel).
+var testNodeIP = netip.MustParseAddr("192.168.0.11")
 
 // The tunnel and probe ports the test datapaths reserve (SetTunnel).
 const (

@@ -15,7 +15,7 @@ import (
 // Version names the bpffs subdirectory the maps and links are pinned under.
 // Bump it whenever a map's layout changes: an agent of the new version then
 // starts with fresh maps instead of failing on incompatible pins.
-const Version = "v2"
+const Version = "v3"
 
 // DefaultPinRoot is where egressd pins its objects on a node.
 const DefaultPinRoot = "/sys/fs/bpf/egressd"
@@ -52,6 +52,7 @@ type Limits struct {
 	Rules       uint32 // per family
 	Flows       uint32
 	ReturnFlows uint32
+	Sources     uint32
 }
 
 // Options configures Load.
@@ -113,6 +114,7 @@ func Load(opts Options) (*Datapath, error) {
 	setMax("rules6", opts.Limits.Rules)
 	setMax("flows", opts.Limits.Flows)
 	setMax("return_flows", opts.Limits.ReturnFlows)
+	setMax("sources", opts.Limits.Sources)
 
 	d := &Datapath{dir: dir}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{

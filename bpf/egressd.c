@@ -10,9 +10,12 @@
 //                       egressd tunnel device, or straight into the stack
 //                       with a mark when this node is the chosen gateway).
 //   egressd_tun_ingress tc ingress of the egressd tunnel device: on a gateway,
+//                       admits only frames from a cluster node carrying a pod
+//                       of that node steered to the group (the sources map),
 //                       records which node a flow came from and marks it for
 //                       nftables SNAT and policy routing; on a source node,
-//                       hands replies straight to the pod interface.
+//                       hands a reply to the pod only when it comes from the
+//                       gateway its flow is pinned to.
 //   egressd_tun_egress  tc egress of the tunnel device: re-encapsulates
 //                       replies (de-NATed by conntrack, routed to the tunnel
 //                       device by fwmark) to the node the flow came from.
@@ -79,9 +82,12 @@ enum drop_reason {
 	DROP_ENCAP,          // setting the tunnel key or redirecting failed
 	DROP_NOT_SERVED,     // gateway received a group it does not serve
 	DROP_NO_RETURN,      // reply without a recorded source node
-	DROP_NO_ENDPOINT,    // reply for a pod this node does not know
 	DROP_MALFORMED,      // headers could not be read
 	DROP_RESERVED_PORT,  // a pod sent UDP to a reserved port (the tunnel's)
+	DROP_FOREIGN_NODE,   // gateway: a tunnelled frame from a host that is no node
+	DROP_FOREIGN_SOURCE, // gateway: inner source is no pod of the sending node
+			     // steered to the group
+	DROP_UNSOLICITED,    // source node: a reply for no flow pinned to its sender
 	DROP_MAX,
 };
 // Like unused_mark_layout: puts the enum into BTF for bpf2go.
@@ -140,6 +146,8 @@ struct flow {
 	__u32 group;
 	__u32 gateway;
 	__u32 ifindex;
+	__u32 gw_underlay; // the gateway's underlay IPv4 (network order): the
+			   // only sender whose replies reach the pod
 	__u8 pod_mac[6];
 	__u8 host_mac[6];
 };
@@ -155,8 +163,21 @@ struct served_group {
 	__u32 _pad;
 };
 
+// Gateway: who may send a served group's traffic through the tunnel. A pod
+// entry is (its node's underlay address, group, pod address); a node entry
+// has group 0 and a zero address, and only tells a foreign host from a node
+// with a spoofed inner source in the drop counters.
+struct source_key {
+	__u32 node; // IPv4, network byte order
+	__u32 group;
+	__u8 addr[16]; // IPv6, or IPv4-mapped IPv6
+};
+
 struct config {
 	__u32 tunnel_ifindex;
+	// This node's underlay IPv4 (network byte order): the outer source of
+	// every frame it tunnels, which the receiver checks.
+	__u32 node_ip;
 	// UDP ports pods may not send to, anywhere (network byte order; 0:
 	// unused): the agent reserves the tunnel port. A pod that could reach a
 	// gateway's tunnel would hand it frames with any inner source, and its
@@ -235,6 +256,15 @@ struct {
 	__type(value, struct served_group);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } served SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct source_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sources SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -561,6 +591,7 @@ int egressd_pod(struct __sk_buff *skb)
 		    .group = gid,
 		    .gateway = gw->id,
 		    .ifindex = skb->ifindex,
+		    .gw_underlay = gw->underlay,
 		};
 		__builtin_memcpy(nf.pod_mac, p.eth_src, 6);
 		__builtin_memcpy(nf.host_mac, p.eth_dst, 6);
@@ -581,6 +612,7 @@ int egressd_pod(struct __sk_buff *skb)
 	}
 	struct bpf_tunnel_key tk = {
 	    .remote_ipv4 = bpf_ntohl(gw->underlay),
+	    .local_ipv4 = bpf_ntohl(cfg->node_ip),
 	    .tunnel_id = gid & MARK_GROUP_MASK,
 	    .tunnel_ttl = 64,
 	};
@@ -592,35 +624,30 @@ int egressd_pod(struct __sk_buff *skb)
 	return bpf_redirect(cfg->tunnel_ifindex, 0);
 }
 
-// deliver hands a reply that came back through the tunnel to the pod.
-static __always_inline int deliver(struct __sk_buff *skb, struct pkt *p, __u32 gid)
+// deliver hands a reply that came back through the tunnel to the pod whose
+// flow is pinned to the sender (node: the outer source, network order). Any
+// other reply-bit frame is unsolicited: a flow this node never sent, one of
+// another group, or one pinned elsewhere. A flow evicted from the LRU map
+// takes its replies again once the pod's next packet pins it.
+static __always_inline int deliver(struct __sk_buff *skb, struct pkt *p, __u32 gid, __u32 node)
 {
 	struct flow_key ok = {};
 	reverse(&p->key, &ok);
 	struct flow *f = bpf_map_lookup_elem(&flows, &ok);
-	if (f && f->ifindex) {
-		__u32 ifindex = f->ifindex;
-		__u8 macs[12];
-		__builtin_memcpy(macs, f->pod_mac, 6);
-		__builtin_memcpy(&macs[6], f->host_mac, 6);
-		if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0) {
-			count(gid, 0, 0, DROP_MALFORMED);
-			return TC_ACT_SHOT;
-		}
-		count(gid, f->gateway, skb->len, -1);
-		return bpf_redirect(ifindex, 0);
-	}
-	// The flow entry was evicted: find the pod's interface and let the
-	// neighbour subsystem fill in the addresses.
-	struct endpoint_key ek;
-	__builtin_memcpy(ek.addr, p->key.dst, 16);
-	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &ek);
-	if (!ep || !ep->ifindex) {
-		count(gid, 0, 0, DROP_NO_ENDPOINT);
+	if (!f || f->group != gid || f->gw_underlay != node || !f->ifindex) {
+		count(gid, 0, 0, DROP_UNSOLICITED);
 		return TC_ACT_SHOT;
 	}
-	count(gid, 0, skb->len, -1);
-	return bpf_redirect_neigh(ep->ifindex, 0, 0, 0);
+	__u32 ifindex = f->ifindex;
+	__u8 macs[12];
+	__builtin_memcpy(macs, f->pod_mac, 6);
+	__builtin_memcpy(&macs[6], f->host_mac, 6);
+	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0) {
+		count(gid, 0, 0, DROP_MALFORMED);
+		return TC_ACT_SHOT;
+	}
+	count(gid, f->gateway, skb->len, -1);
+	return bpf_redirect(ifindex, 0);
 }
 
 SEC("tc")
@@ -636,15 +663,27 @@ int egressd_tun_ingress(struct __sk_buff *skb)
 	}
 	__u32 vni = tk.tunnel_id;
 	__u32 gid = vni & MARK_GROUP_MASK;
+	__u32 node = bpf_htonl(tk.remote_ipv4);
 	if (vni & VNI_REPLY)
-		return deliver(skb, &p, gid);
+		return deliver(skb, &p, gid, node);
 
 	struct served_group *sg = bpf_map_lookup_elem(&served, &gid);
 	if (!sg) {
 		count(gid, 0xffffffff, 0, DROP_NOT_SERVED);
 		return TC_ACT_SHOT;
 	}
-	__u32 node = bpf_htonl(tk.remote_ipv4);
+	// Only a pod of the sending node that a policy steers to this group
+	// may use its egress IPs: anything else that reaches the tunnel port
+	// (a host that is no node, a node sending for a pod it does not run)
+	// is dropped before it is NATed.
+	struct source_key sk = {.node = node, .group = gid};
+	__builtin_memcpy(sk.addr, p.key.src, 16);
+	if (!bpf_map_lookup_elem(&sources, &sk)) {
+		struct source_key nk = {.node = node};
+		count(gid, 0xffffffff, 0,
+		      bpf_map_lookup_elem(&sources, &nk) ? DROP_FOREIGN_SOURCE : DROP_FOREIGN_NODE);
+		return TC_ACT_SHOT;
+	}
 	struct return_flow *rf = bpf_map_lookup_elem(&return_flows, &p.key);
 	if (!rf || rf->node != node || rf->group != gid) {
 		struct return_flow n = {.node = node, .group = gid};
@@ -676,8 +715,11 @@ int egressd_tun_egress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	__u32 gid = rf->group;
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
 	struct bpf_tunnel_key tk = {
 	    .remote_ipv4 = bpf_ntohl(rf->node),
+	    .local_ipv4 = cfg ? bpf_ntohl(cfg->node_ip) : 0,
 	    .tunnel_id = VNI_REPLY | (gid & MARK_GROUP_MASK),
 	    .tunnel_ttl = 64,
 	};

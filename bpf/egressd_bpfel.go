@@ -16,22 +16,25 @@ import (
 type egressdConfig struct {
 	_             structs.HostLayout
 	TunnelIfindex uint32
+	NodeIp        uint32
 	ReservedPorts [2]uint16
 }
 
 type egressdDropReason uint32
 
 const (
-	egressdDropReasonDROP_NO_GATEWAY    egressdDropReason = 0
-	egressdDropReasonDROP_NO_GROUP      egressdDropReason = 1
-	egressdDropReasonDROP_NO_TUNNEL     egressdDropReason = 2
-	egressdDropReasonDROP_ENCAP         egressdDropReason = 3
-	egressdDropReasonDROP_NOT_SERVED    egressdDropReason = 4
-	egressdDropReasonDROP_NO_RETURN     egressdDropReason = 5
-	egressdDropReasonDROP_NO_ENDPOINT   egressdDropReason = 6
-	egressdDropReasonDROP_MALFORMED     egressdDropReason = 7
-	egressdDropReasonDROP_RESERVED_PORT egressdDropReason = 8
-	egressdDropReasonDROP_MAX           egressdDropReason = 9
+	egressdDropReasonDROP_NO_GATEWAY     egressdDropReason = 0
+	egressdDropReasonDROP_NO_GROUP       egressdDropReason = 1
+	egressdDropReasonDROP_NO_TUNNEL      egressdDropReason = 2
+	egressdDropReasonDROP_ENCAP          egressdDropReason = 3
+	egressdDropReasonDROP_NOT_SERVED     egressdDropReason = 4
+	egressdDropReasonDROP_NO_RETURN      egressdDropReason = 5
+	egressdDropReasonDROP_MALFORMED      egressdDropReason = 6
+	egressdDropReasonDROP_RESERVED_PORT  egressdDropReason = 7
+	egressdDropReasonDROP_FOREIGN_NODE   egressdDropReason = 8
+	egressdDropReasonDROP_FOREIGN_SOURCE egressdDropReason = 9
+	egressdDropReasonDROP_UNSOLICITED    egressdDropReason = 10
+	egressdDropReasonDROP_MAX            egressdDropReason = 11
 )
 
 type egressdEndpoint struct {
@@ -46,12 +49,13 @@ type egressdEndpointKey struct {
 }
 
 type egressdFlow struct {
-	_       structs.HostLayout
-	Group   uint32
-	Gateway uint32
-	Ifindex uint32
-	PodMac  [6]uint8
-	HostMac [6]uint8
+	_          structs.HostLayout
+	Group      uint32
+	Gateway    uint32
+	Ifindex    uint32
+	GwUnderlay uint32
+	PodMac     [6]uint8
+	HostMac    [6]uint8
 }
 
 type egressdFlowKey struct {
@@ -143,11 +147,18 @@ type egressdServedGroup struct {
 	Pad  uint32
 }
 
+type egressdSourceKey struct {
+	_     structs.HostLayout
+	Node  uint32
+	Group uint32
+	Addr  [16]uint8
+}
+
 type egressdStats struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
-	Drops   [9]uint64
+	Drops   [11]uint64
 }
 
 type egressdStatsKey struct {
@@ -170,6 +181,7 @@ const (
 	egressdMapRules4             = "rules4"
 	egressdMapRules6             = "rules6"
 	egressdMapServed             = "served"
+	egressdMapSources            = "sources"
 	egressdMapStats              = "stats"
 	egressdProgEgressdPod        = "egressd_pod"
 	egressdProgEgressdProbe      = "egressd_probe"
@@ -242,6 +254,7 @@ type egressdMapSpecs struct {
 	Rules4      *ebpf.MapSpec `ebpf:"rules4"`
 	Rules6      *ebpf.MapSpec `ebpf:"rules6"`
 	Served      *ebpf.MapSpec `ebpf:"served"`
+	Sources     *ebpf.MapSpec `ebpf:"sources"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -284,6 +297,7 @@ type egressdMaps struct {
 	Rules4      *ebpf.Map `ebpf:"rules4"`
 	Rules6      *ebpf.Map `ebpf:"rules6"`
 	Served      *ebpf.Map `ebpf:"served"`
+	Sources     *ebpf.Map `ebpf:"sources"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 }
 
@@ -299,6 +313,7 @@ func (m *egressdMaps) Close() error {
 		m.Rules4,
 		m.Rules6,
 		m.Served,
+		m.Sources,
 		m.Stats,
 	)
 }

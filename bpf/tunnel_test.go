@@ -27,9 +27,15 @@ func runCtx(tb testing.TB, p *ebpf.Program, pkt []byte, mark uint32) (uint32, ui
 func setReturnFlow(tb testing.TB, d *Datapath, k FlowKey, node netip.Addr, group uint32) {
 	tb.Helper()
 	rk := k.raw()
-	b := node.As4()
-	v := egressdReturnFlow{Node: binary.NativeEndian.Uint32(b[:]), Group: group}
+	v := egressdReturnFlow{Node: be32(node), Group: group}
 	must(tb, d.objs.ReturnFlows.Update(&rk, &v, ebpf.UpdateAny))
+}
+
+// setFlow pins a flow on a source node, as the classifier does.
+func setFlow(tb testing.TB, d *Datapath, k FlowKey, f egressdFlow) {
+	tb.Helper()
+	rk := k.raw()
+	must(tb, d.objs.Flows.Update(&rk, &f, ebpf.UpdateAny))
 }
 
 // returnFlow is the source node the gateway recorded for a flow, if any.
@@ -40,9 +46,7 @@ func returnFlow(tb testing.TB, d *Datapath, k FlowKey) (netip.Addr, uint32, bool
 	if err := d.objs.ReturnFlows.Lookup(&rk, &v); err != nil {
 		return netip.Addr{}, 0, false
 	}
-	var b [4]byte
-	binary.NativeEndian.PutUint32(b[:], v.Node)
-	return netip.AddrFrom4(b), v.Group, true
+	return fromBE32(v.Node), v.Group, true
 }
 
 func drops(tb testing.TB, d *Datapath, k StatsKey, reason int) uint64 {

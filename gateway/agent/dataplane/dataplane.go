@@ -180,7 +180,7 @@ func (d *Dataplane) Apply(ctx context.Context, s State) error {
 		if err := d.ensureTunnel(s.NodeIP); err != nil {
 			return err
 		}
-		if err := d.applyGateway(s.Gateway); err != nil {
+		if err := d.applyGateway(s.Gateway, p); err != nil {
 			return err
 		}
 		if err := d.applyMaps(&s, p); err != nil {

@@ -13,10 +13,12 @@ import (
 )
 
 // applyGateway sets up (or, with a nil role, removes) the gateway side:
-// egress addresses, policy routing, the nftables table and the served map.
-// New pieces are added before the served map accepts traffic for them;
-// stale ones are removed after.
-func (d *Dataplane) applyGateway(role *GatewayRole) error {
+// egress addresses, policy routing, the nftables table, the sources and the
+// served map. New pieces are added before the served map accepts traffic for
+// them; stale ones are removed after. A new source is admitted before a
+// group it uses is served; a stale one goes only after the groups that are
+// no longer served, so no frame of a served group meets a half-written map.
+func (d *Dataplane) applyGateway(role *GatewayRole, p *plan) error {
 	if role == nil {
 		role = &GatewayRole{}
 	}
@@ -47,6 +49,13 @@ func (d *Dataplane) applyGateway(role *GatewayRole) error {
 			return err
 		}
 	}
+	for src := range p.wantSources {
+		if !p.haveSources[src] {
+			if err := d.dp.SetSource(src); err != nil {
+				return err
+			}
+		}
+	}
 	want := map[uint32]bool{}
 	for _, g := range role.Groups {
 		want[g.Group] = true
@@ -61,6 +70,13 @@ func (d *Dataplane) applyGateway(role *GatewayRole) error {
 	for _, id := range served {
 		if !want[id] {
 			if err := d.dp.DeleteServed(id); err != nil {
+				return err
+			}
+		}
+	}
+	for src := range p.haveSources {
+		if !p.wantSources[src] {
+			if err := d.dp.DeleteSource(src); err != nil {
 				return err
 			}
 		}

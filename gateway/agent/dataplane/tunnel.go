@@ -133,7 +133,7 @@ func (d *Dataplane) ensureTunnel(nodeIP netip.Addr) error {
 	}
 	// Pods may not send to the tunnel port. The probe port stays open to
 	// them: the controller probes gateways from a pod (docs/datapath.md).
-	return d.dp.SetTunnel(idx, d.cfg.TunnelPort)
+	return d.dp.SetTunnel(idx, nodeIP, d.cfg.TunnelPort)
 }
 
 func (d *Dataplane) removeTunnel() error {
