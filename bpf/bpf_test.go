@@ -204,6 +204,36 @@ func TestClassifier(t *testing.T) {
 	}
 }
 
+// TestProbePortOnlyForProbers: the probe port (the second reserved port) is closed to pods
+// unless their endpoint is a Prober (the controller's); the tunnel port is closed to every pod.
+// A prober's probe goes on like any packet (here: no rule, so to the stack).
+func TestProbePortOnlyForProbers(t *testing.T) {
+	d := setup(t)
+	udp := uint8(unix.IPPROTO_UDP)
+	gw := gwA.Underlay
+	reserved := func() uint64 { return drops(t, d, StatsKey{}, DropReservedPort) }
+	verdict := func(what string, dport uint16, want uint32, wantDrops uint64) {
+		t.Helper()
+		before := reserved()
+		if got := run(t, d, packet(pod4, gw, udp, 40000, dport)); got != want {
+			t.Errorf("%s: verdict %#x, want %#x", what, got, want)
+		}
+		if got := reserved() - before; got != wantDrops {
+			t.Errorf("%s: %d reserved_port drops, want %d", what, got, wantDrops)
+		}
+	}
+	verdict("pod to the probe port", fuzzProbePort, actShot, 1)
+	verdict("pod to the tunnel port", fuzzTunnelPort, actShot, 1)
+	must(t, d.SetEndpoint(pod4, Endpoint{PolicySet: 1, Ifindex: 1, Prober: true}))
+	verdict("prober to the probe port", fuzzProbePort, actNext, 0)
+	verdict("prober to the tunnel port", fuzzTunnelPort, actShot, 1)
+	eps, err := d.Endpoints()
+	must(t, err)
+	if !eps[pod4].Prober || eps[pod6].Prober {
+		t.Errorf("endpoints read back %+v / %+v, want the prober flag on %s only", eps[pod4], eps[pod6], pod4)
+	}
+}
+
 func TestLocalGatewayPassesToStack(t *testing.T) {
 	d := setup(t)
 	must(t, d.SetGroup(5, []Gateway{{ID: 9, Healthy: true, Local: true}}))

@@ -97,9 +97,18 @@ struct endpoint_key {
 	__u8 addr[16]; // IPv6, or IPv4-mapped IPv6 (::ffff:a.b.c.d)
 };
 
+// Flags of an endpoint.
+enum ep_flags {
+	// The pod may send to the second reserved port, the probe port: the
+	// controller's pods, which probe every gateway.
+	EP_PROBER = 1,
+};
+const enum ep_flags *unused_ep_flags __attribute__((unused));
+
 struct endpoint {
 	__u32 policy_set;
 	__u32 ifindex; // host-side interface, 0 if unknown
+	__u32 flags;   // EP_PROBER
 };
 
 struct rule4_key {
@@ -179,9 +188,10 @@ struct config {
 	// every frame it tunnels, which the receiver checks.
 	__u32 node_ip;
 	// UDP ports pods may not send to, anywhere (network byte order; 0:
-	// unused): the agent reserves the tunnel port. A pod that could reach a
-	// gateway's tunnel would hand it frames with any inner source, and its
-	// node's masquerade would make them come from a cluster node.
+	// unused): the agent reserves the tunnel port and the probe port. A pod
+	// that could reach a gateway's tunnel would hand it frames with any
+	// inner source, and its node's masquerade would make them come from a
+	// cluster node. Pods flagged EP_PROBER may send to the second one.
 	__u16 reserved_ports[2];
 };
 
@@ -506,16 +516,17 @@ int egressd_pod(struct __sk_buff *skb)
 
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (p.udp_dport && cfg &&
-	    (p.udp_dport == cfg->reserved_ports[0] || p.udp_dport == cfg->reserved_ports[1])) {
-		// Pods never reach a reserved port (the tunnel's), steered or not.
-		count(0, 0, 0, DROP_RESERVED_PORT);
-		return TC_ACT_SHOT;
-	}
-
 	struct endpoint_key ek;
 	__builtin_memcpy(ek.addr, p.key.src, 16);
 	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &ek);
+	if (p.udp_dport && cfg &&
+	    (p.udp_dport == cfg->reserved_ports[0] || p.udp_dport == cfg->reserved_ports[1]) &&
+	    !(p.udp_dport == cfg->reserved_ports[1] && ep && (ep->flags & EP_PROBER))) {
+		// Pods never reach a reserved port, steered or not; only the
+		// controller's reach the probe port.
+		count(0, 0, 0, DROP_RESERVED_PORT);
+		return TC_ACT_SHOT;
+	}
 	if (!ep)
 		return TC_NEXT;
 	__u32 set = ep->policy_set;

@@ -41,12 +41,19 @@ type egressdEndpoint struct {
 	_         structs.HostLayout
 	PolicySet uint32
 	Ifindex   uint32
+	Flags     uint32
 }
 
 type egressdEndpointKey struct {
 	_    structs.HostLayout
 	Addr [16]uint8
 }
+
+type egressdEpFlags uint32
+
+const (
+	egressdEpFlagsEP_PROBER egressdEpFlags = 1
+)
 
 type egressdFlow struct {
 	_          structs.HostLayout
@@ -188,6 +195,7 @@ const (
 	egressdProgEgressdTunEgress  = "egressd_tun_egress"
 	egressdProgEgressdTunIngress = "egressd_tun_ingress"
 	egressdVarUnusedDropReason   = "unused_drop_reason"
+	egressdVarUnusedEpFlags      = "unused_ep_flags"
 	egressdVarUnusedGwFlags      = "unused_gw_flags"
 	egressdVarUnusedMarkLayout   = "unused_mark_layout"
 )
@@ -263,6 +271,7 @@ type egressdMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type egressdVariableSpecs struct {
 	UnusedDropReason *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
+	UnusedEpFlags    *ebpf.VariableSpec `ebpf:"unused_ep_flags"`
 	UnusedGwFlags    *ebpf.VariableSpec `ebpf:"unused_gw_flags"`
 	UnusedMarkLayout *ebpf.VariableSpec `ebpf:"unused_mark_layout"`
 }
@@ -323,6 +332,7 @@ func (m *egressdMaps) Close() error {
 // It can be passed to loadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type egressdVariables struct {
 	UnusedDropReason *ebpf.Variable `ebpf:"unused_drop_reason"`
+	UnusedEpFlags    *ebpf.Variable `ebpf:"unused_ep_flags"`
 	UnusedGwFlags    *ebpf.Variable `ebpf:"unused_gw_flags"`
 	UnusedMarkLayout *ebpf.Variable `ebpf:"unused_mark_layout"`
 }

@@ -63,12 +63,25 @@ func fromBE32(v uint32) netip.Addr {
 type Endpoint struct {
 	PolicySet uint32 // 0: not selected by any policy
 	Ifindex   uint32 // host-side interface, used to deliver replies
+	// Prober pods may send to the probe port (the second reserved port of
+	// SetTunnel): the controller's, which probe every gateway.
+	Prober bool
+}
+
+const epProber = uint32(egressdEpFlagsEP_PROBER)
+
+func (e Endpoint) value() egressdEndpoint {
+	v := egressdEndpoint{PolicySet: e.PolicySet, Ifindex: e.Ifindex}
+	if e.Prober {
+		v.Flags |= epProber
+	}
+	return v
 }
 
 // SetEndpoint inserts or replaces the entry of a pod address.
 func (d *Datapath) SetEndpoint(ip netip.Addr, ep Endpoint) error {
 	k := egressdEndpointKey{Addr: addr16(ip.Unmap())}
-	v := egressdEndpoint{PolicySet: ep.PolicySet, Ifindex: ep.Ifindex}
+	v := ep.value()
 	if err := d.objs.Endpoints.Update(&k, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("setting endpoint %s: %w", ip, err)
 	}
@@ -91,7 +104,7 @@ func (d *Datapath) Endpoints() (map[netip.Addr]Endpoint, error) {
 	var v egressdEndpoint
 	it := d.objs.Endpoints.Iterate()
 	for it.Next(&k, &v) {
-		out[netip.AddrFrom16(k.Addr).Unmap()] = Endpoint{PolicySet: v.PolicySet, Ifindex: v.Ifindex}
+		out[netip.AddrFrom16(k.Addr).Unmap()] = Endpoint{PolicySet: v.PolicySet, Ifindex: v.Ifindex, Prober: v.Flags&epProber != 0}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterating endpoints: %w", err)
@@ -301,10 +314,11 @@ func (d *Datapath) Served() ([]uint32, error) {
 // SetTunnel records the ifindex of the egressd tunnel device (0: none), this
 // node's underlay IPv4 address (the outer source of every frame it tunnels:
 // receivers admit frames by it, see SetSource) and up to two UDP ports pods
-// may never send to, wherever to (the agent passes the tunnel port). A pod
-// that reached a gateway's tunnel port could hand it frames with any inner
-// source, from its node's address once its node masquerades them; the
-// classifier drops such packets, counted DropReservedPort.
+// may never send to, wherever to (the agent passes the tunnel port and the
+// probe port). A pod that reached a gateway's tunnel port could hand it
+// frames with any inner source, from its node's address once its node
+// masquerades them; the classifier drops such packets, counted
+// DropReservedPort. Prober endpoints may send to the second port.
 func (d *Datapath) SetTunnel(ifindex int, nodeIP netip.Addr, reservedPorts ...uint16) error {
 	if len(reservedPorts) > 2 {
 		return fmt.Errorf("%d reserved ports, the datapath holds 2", len(reservedPorts))

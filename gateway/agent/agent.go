@@ -420,7 +420,7 @@ func (a *Agent) inputs(ctx context.Context) (Inputs, error) {
 	if in.Node == nil {
 		return in, fmt.Errorf("node %s not found", a.cfg.NodeName)
 	}
-	in.ProbePort = a.cfg.ProbePort
+	in.ProbePort, in.Namespace = a.cfg.ProbePort, a.cfg.Namespace
 	if err := a.view.read(ctx, &in); err != nil {
 		return in, err
 	}

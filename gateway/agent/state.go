@@ -47,6 +47,9 @@ type Inputs struct {
 	SetIDs map[string]uint32
 	// ProbePort is the probe port of every node.
 	ProbePort uint16
+	// Namespace is the release namespace: the controller's pods there may reach ProbePort
+	// (contract.ControllerPod); no other pod may.
+	Namespace string
 	// ClusterView says that ClusterPods and Nodes are read (from a synced cache): the
 	// cluster's pods and nodes, which a gateway node admits tunnelled traffic from. The agent
 	// reads them only on a node that Result.NeedsClusterView; without them its gateway role
@@ -209,7 +212,8 @@ func ComputeState(in Inputs) (Result, error) {
 		if !contract.Steerable(p) {
 			continue
 		}
-		ps := podSet{pod: dataplane.Pod{Name: p.Namespace + "/" + p.Name, IPs: contract.PodIPs(p)}}
+		ps := podSet{pod: dataplane.Pod{Name: p.Namespace + "/" + p.Name, IPs: contract.PodIPs(p),
+			Prober: contract.ControllerPod(p, in.Namespace)}}
 		for _, pol := range policies {
 			if pol.selects(p, labelsOf(p.Namespace)) {
 				ps.policies = append(ps.policies, pol)

@@ -887,3 +887,29 @@ func TestGatewaySources(t *testing.T) {
 		t.Errorf("standby gateway: NeedsClusterView %v, %v; want true", res.NeedsClusterView, err)
 	}
 }
+
+// TestControllerPodsMayProbe: the controller's pods in the release namespace are Probers (the
+// datapath lets them reach the probe port); the same labels in another namespace, and other
+// pods of the release namespace, are not.
+func TestControllerPodsMayProbe(t *testing.T) {
+	in := base()
+	in.Namespace = "egressd-system"
+	ctrl := []string{"app.kubernetes.io/name", "egressd", "app.kubernetes.io/component", "controller"}
+	in.Pods = []corev1.Pod{
+		pod("egressd-system", "controller", []string{"10.244.0.20"}, ctrl...),
+		pod("default", "impostor", []string{"10.244.0.21"}, ctrl...),
+		pod("egressd-system", "other", []string{"10.244.0.22"}, "app.kubernetes.io/name", "egressd"),
+	}
+	res, err := ComputeState(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, p := range res.State.Pods {
+		got[p.Name] = p.Prober
+	}
+	want := map[string]bool{"egressd-system/controller": true, "default/impostor": false, "egressd-system/other": false}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("probers %v, want %v", got, want)
+	}
+}

@@ -52,10 +52,11 @@ func ipChecksum(h []byte) uint16 {
 }
 
 // TestPodCannotReachTunnel attacks a gateway from a pod: VXLAN frames to the gateway's tunnel
-// port, at its v4 and v6 underlay addresses. The classifier on the pod's veth drops every one,
-// counted reserved_port, whether or not the pod is steered (pod b is selected by no policy), and
-// the gateway forwards nothing. A datagram to another port arrives, and a probe to the probe
-// port (the controller probes from a pod) is answered.
+// port, at its v4 and v6 underlay addresses, and probes to its probe port. The classifier on
+// the pod's veth drops every one, counted reserved_port, whether or not the pod is steered (pod
+// b is selected by no policy), and the gateway forwards nothing. A datagram to another port
+// arrives; a probe from a Prober pod (the controller's) is answered, and a Prober still cannot
+// reach the tunnel port.
 func TestPodCannotReachTunnel(t *testing.T) {
 	skipUnlessRoot(t)
 	c := newCluster(t)
@@ -110,18 +111,45 @@ func TestPodCannotReachTunnel(t *testing.T) {
 	if !refused {
 		t.Error("a datagram to UDP 8744 never drew port unreachable from gw1: did it arrive?")
 	}
-	// The probe port is not reserved (the controller probes from a pod): gw1 answers.
-	probe := dial("a", gw.IP, 8743)
-	if _, err := probe.Write([]byte("EGRP\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01")); err != nil {
-		t.Fatal(err)
-	}
-	_ = probe.SetReadDeadline(time.Now().Add(2 * time.Second))
-	reply := make([]byte, 64)
-	if n, err := probe.Read(reply); err != nil || n != 16 || reply[5]&0x80 == 0 {
-		t.Errorf("probe from a pod: %d bytes % x, %v; want gw1's 16-byte reply", n, reply[:n], err)
-	}
 	if got := drops(w1After) - drops(w1); got != 4*n {
 		t.Errorf("worker1 counted %d reserved_port drops, want %d (every frame to the tunnel port)", got, 4*n)
+	}
+	// The probe port: closed to pods a and b, open to b once it is a Prober.
+	probeReq := []byte("EGRP\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01")
+	probe := func(pod string) (int, []byte, error) {
+		conn := dial(pod, gw.IP, contract.DefaultProbePort)
+		if _, err := conn.Write(probeReq); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		reply := make([]byte, 64)
+		k, err := conn.Read(reply)
+		return k, reply[:max(k, 0)], err
+	}
+	probeDrops := drops(before("worker1"))
+	for _, pod := range []string{"a", "b"} {
+		if k, reply, err := probe(pod); err == nil {
+			t.Errorf("probe from pod %s (no prober) answered: %d bytes % x", pod, k, reply)
+		}
+	}
+	if got := drops(before("worker1")) - probeDrops; got != 2 {
+		t.Errorf("worker1 counted %d reserved_port drops for the probes, want 2", got)
+	}
+	st := c.states["worker1"]
+	st.Pods = slices.Clone(st.Pods)
+	for i := range st.Pods {
+		st.Pods[i].Prober = st.Pods[i].Name == "b"
+	}
+	if err := c.dps["worker1"].Apply(ctxT(t), st); err != nil {
+		t.Fatal(err)
+	}
+	if k, reply, err := probe("b"); err != nil || k != 16 || reply[5]&0x80 == 0 {
+		t.Errorf("probe from prober pod b: %d bytes % x, %v; want gw1's 16-byte reply", k, reply, err)
+	}
+	w1 = before("worker1")
+	send("b", gw.IP, contract.DefaultTunnelPort, frame, n)
+	if got := drops(before("worker1")) - drops(w1); got != n {
+		t.Errorf("prober pod b: %d of %d frames to the tunnel port dropped, want all", got, n)
 	}
 	if got := forwarded(gw1After) - forwarded(gw1); got != 0 {
 		t.Errorf("gw1 forwarded %d tunnelled packets for group 1 during the attack, want 0", got)

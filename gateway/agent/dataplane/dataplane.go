@@ -177,7 +177,7 @@ func (d *Dataplane) Apply(ctx context.Context, s State) error {
 		if err != nil {
 			return err
 		}
-		if err := d.ensureTunnel(s.NodeIP); err != nil {
+		if err := d.ensureTunnel(s.NodeIP, s.ProbePort); err != nil {
 			return err
 		}
 		if err := d.applyGateway(s.Gateway, p); err != nil {
@@ -298,7 +298,7 @@ func (d *Dataplane) wantEndpoints(s *State) map[netip.Addr]bpf.Endpoint {
 			}
 		}
 		for _, ip := range p.IPs {
-			wantEP[ip.Unmap()] = bpf.Endpoint{PolicySet: p.PolicySet, Ifindex: uint32(ifindex)}
+			wantEP[ip.Unmap()] = bpf.Endpoint{PolicySet: p.PolicySet, Ifindex: uint32(ifindex), Prober: p.Prober}
 		}
 	}
 	return wantEP

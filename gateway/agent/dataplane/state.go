@@ -60,6 +60,9 @@ type Pod struct {
 	// PolicySet is the id of the pod's policy set; 0 when no policy
 	// selects the pod (its traffic leaves the usual way).
 	PolicySet uint32
+	// Prober pods may send to ProbePort; every other pod's datagrams to it
+	// are dropped (reserved_port). The controller's pods probe gateways.
+	Prober bool
 }
 
 // PolicySet maps destination prefixes to gateway groups.
