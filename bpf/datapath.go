@@ -32,7 +32,10 @@ const (
 	MarkTunnel = uint32(egressdMarkLayoutMARK_TUNNEL)
 	// MarkReply is set (by nftables, from the conntrack mark) on replies
 	// to be re-encapsulated; they are routed to the tunnel device.
-	MarkReply     = uint32(egressdMarkLayoutMARK_REPLY)
+	MarkReply = uint32(egressdMarkLayoutMARK_REPLY)
+	// MarkSteer is set by the classifier on a source node's packets to
+	// tunnel to a gateway: policy routing sends them to the tunnel device.
+	MarkSteer     = uint32(egressdMarkLayoutMARK_STEER)
 	MarkGroupMask = uint32(egressdMarkLayoutMARK_GROUP_MASK)
 	// VNIReply is set in the VNI of replies sent back to a source node.
 	VNIReply = uint32(egressdMarkLayoutVNI_REPLY)

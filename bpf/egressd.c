@@ -5,10 +5,13 @@
 // egressd datapath. Four tc programs share one set of maps:
 //
 //   egressd_pod         tc ingress of the host side of every pod interface:
-//                       classifies packets leaving a pod and sends matching
-//                       ones to a gateway of their group (VXLAN via the
-//                       egressd tunnel device, or straight into the stack
-//                       with a mark when this node is the chosen gateway).
+//                       classifies packets leaving a pod, pins matching ones
+//                       to a gateway of their group and marks them; they go
+//                       on through the rest of the tc chain (a CNI's own
+//                       programs) and the stack (its netfilter rules), so
+//                       NetworkPolicy still applies, and policy routing
+//                       takes them to the egressd tunnel device (or, when
+//                       this node is the gateway, to the egress interface).
 //   egressd_tun_ingress tc ingress of the egressd tunnel device: on a gateway,
 //                       admits only frames from a cluster node carrying a pod
 //                       of that node steered to the group (the sources map),
@@ -16,7 +19,9 @@
 //                       nftables SNAT and policy routing; on a source node,
 //                       hands a reply to the pod only when it comes from the
 //                       gateway its flow is pinned to.
-//   egressd_tun_egress  tc egress of the tunnel device: re-encapsulates
+//   egressd_tun_egress  tc egress of the tunnel device: on a source node,
+//                       encapsulates steered packets to the gateway their
+//                       flow is pinned to; on a gateway, re-encapsulates
 //                       replies (de-NATed by conntrack, routed to the tunnel
 //                       device by fwmark) to the node the flow came from.
 //   egressd_probe       tc ingress of the node's underlay interface: answers
@@ -47,8 +52,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 // Packet marks (see docs/datapath.md): top byte identifies egressd, bit 23
 // says the flow came through the tunnel (so its replies must go back through
-// it), bit 22 is set on replies to re-encapsulate, the low 16 bits carry the
-// gateway group. The layout is shared with nftables and policy routing:
+// it), bit 22 is set on replies to re-encapsulate, bit 21 on a source node's
+// packets to tunnel to a gateway, the low 16 bits carry the gateway group. The layout is shared with nftables and policy routing:
 // bpf2go generates the Go constants from this enum (bpf/datapath.go), which
 // is why it is an enum and why unused_mark_layout exists (it puts the enum
 // into BTF; nothing reads it, and the loader never creates its map).
@@ -57,6 +62,7 @@ enum mark_layout {
 	MARK_MAGIC_MASK = 0xff000000,
 	MARK_TUNNEL = 0x00800000,
 	MARK_REPLY = 0x00400000,
+	MARK_STEER = 0x00200000,
 	MARK_GROUP_MASK = 0x0000ffff,
 	// VNI: the group id, with bit 23 set on replies.
 	VNI_REPLY = 0x800000,
@@ -88,6 +94,8 @@ enum drop_reason {
 	DROP_FOREIGN_SOURCE, // gateway: inner source is no pod of the sending node
 			     // steered to the group
 	DROP_UNSOLICITED,    // source node: a reply for no flow pinned to its sender
+	DROP_NO_FLOW,        // source node: a steered packet reached the tunnel
+			     // device without a pinned flow
 	DROP_MAX,
 };
 // Like unused_mark_layout: puts the enum into BTF for bpf2go.
@@ -182,8 +190,19 @@ struct source_key {
 	__u8 addr[16]; // IPv6, or IPv4-mapped IPv6
 };
 
+// Flags of the config map.
+enum config_flags {
+	// Steer by redirecting to the tunnel device from the classifier, as
+	// before v3: no stack on the source node, so no CNI program after
+	// egressd's and no netfilter rule sees steered traffic (NetworkPolicy
+	// does not apply to it). For CNIs that bypass the stack themselves.
+	CFG_REDIRECT = 1,
+};
+const enum config_flags *unused_config_flags __attribute__((unused));
+
 struct config {
 	__u32 tunnel_ifindex;
+	__u32 flags; // CFG_REDIRECT
 	// This node's underlay IPv4 (network byte order): the outer source of
 	// every frame it tunnels, which the receiver checks.
 	__u32 node_ip;
@@ -609,17 +628,27 @@ int egressd_pod(struct __sk_buff *skb)
 		bpf_map_update_elem(&flows, &p.key, &nf, BPF_ANY);
 	}
 
+	// The packet goes on, marked, through the rest of the tc chain and the
+	// stack: a CNI's programs and netfilter rules (NetworkPolicy) see it as
+	// if egressd were not there. This node as the gateway: policy routing
+	// and nftables route and SNAT it. Another gateway: policy routing sends
+	// it to the tunnel device, whose egress program encapsulates it to the
+	// pinned gateway; nftables keeps a masquerade off it and drops it if it
+	// would leave by any other interface.
 	__u32 gwid = gw->id;
 	if (gw->flags & GW_LOCAL) {
-		// This node is the gateway: the stack routes and SNATs it.
 		skb->mark = MARK_MAGIC | (gid & MARK_GROUP_MASK);
 		count(gid, gwid, skb->len, -1);
-		return TC_ACT_OK;
+		return TC_NEXT;
 	}
-
 	if (!cfg || cfg->tunnel_ifindex == 0) {
 		count(gid, gwid, 0, DROP_NO_TUNNEL);
 		return TC_ACT_SHOT;
+	}
+	if (!(cfg->flags & CFG_REDIRECT)) {
+		skb->mark = MARK_MAGIC | MARK_STEER | (gid & MARK_GROUP_MASK);
+		count(gid, gwid, skb->len, -1);
+		return TC_NEXT;
 	}
 	struct bpf_tunnel_key tk = {
 	    .remote_ipv4 = bpf_ntohl(gw->underlay),
@@ -635,30 +664,43 @@ int egressd_pod(struct __sk_buff *skb)
 	return bpf_redirect(cfg->tunnel_ifindex, 0);
 }
 
-// deliver hands a reply that came back through the tunnel to the pod whose
-// flow is pinned to the sender (node: the outer source, network order). Any
-// other reply-bit frame is unsolicited: a flow this node never sent, one of
-// another group, or one pinned elsewhere. A flow evicted from the LRU map
-// takes its replies again once the pod's next packet pins it.
+// deliver hands a reply that came back through the tunnel to the stack,
+// which routes it to the pod through this node's conntrack (the request
+// crossed it) and netfilter, but only when the pod's flow is pinned to the
+// sender (node: the outer source, network order). Any other reply-bit frame
+// is unsolicited: a flow this node never sent, one of another group, or one
+// pinned elsewhere. A flow evicted from the LRU map takes its replies again
+// once the pod's next packet pins it. In redirect mode (CFG_REDIRECT) the
+// request never crossed this node's conntrack, which would take the reply
+// as invalid: it goes straight to the pod's interface instead.
 static __always_inline int deliver(struct __sk_buff *skb, struct pkt *p, __u32 gid, __u32 node)
 {
 	struct flow_key ok = {};
 	reverse(&p->key, &ok);
 	struct flow *f = bpf_map_lookup_elem(&flows, &ok);
-	if (!f || f->group != gid || f->gw_underlay != node || !f->ifindex) {
+	if (!f || f->group != gid || f->gw_underlay != node) {
 		count(gid, 0, 0, DROP_UNSOLICITED);
 		return TC_ACT_SHOT;
 	}
-	__u32 ifindex = f->ifindex;
-	__u8 macs[12];
-	__builtin_memcpy(macs, f->pod_mac, 6);
-	__builtin_memcpy(&macs[6], f->host_mac, 6);
-	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0) {
-		count(gid, 0, 0, DROP_MALFORMED);
-		return TC_ACT_SHOT;
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (cfg && (cfg->flags & CFG_REDIRECT) && f->ifindex) {
+		__u32 ifindex = f->ifindex;
+		__u8 macs[12];
+		__builtin_memcpy(macs, f->pod_mac, 6);
+		__builtin_memcpy(&macs[6], f->host_mac, 6);
+		if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0) < 0) {
+			count(gid, 0, 0, DROP_MALFORMED);
+			return TC_ACT_SHOT;
+		}
+		count(gid, f->gateway, skb->len, -1);
+		return bpf_redirect(ifindex, 0);
 	}
+	// The inner destination MAC is the gateway's device's: take the frame
+	// as ours so the IP layer routes it.
+	bpf_skb_change_type(skb, PACKET_HOST);
 	count(gid, f->gateway, skb->len, -1);
-	return bpf_redirect(ifindex, 0);
+	return TC_ACT_OK;
 }
 
 SEC("tc")
@@ -708,9 +750,49 @@ int egressd_tun_ingress(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+// encap_steered sets the tunnel key of a source node's steered packet from
+// its pinned flow. A datagram the stack reassembled (conntrack) and sends
+// whole was pinned fragment by fragment, without ports: it is looked up
+// again without them.
+static __always_inline int encap_steered(struct __sk_buff *skb)
+{
+	__u32 gid = skb->mark & MARK_GROUP_MASK;
+	struct pkt p = {};
+	if (parse(skb, &p) != 0) {
+		count(gid, 0, 0, DROP_MALFORMED);
+		return TC_ACT_SHOT;
+	}
+	struct flow *f = bpf_map_lookup_elem(&flows, &p.key);
+	if (!f && (p.key.sport || p.key.dport) && !is_echo(p.key.proto)) {
+		p.key.sport = 0;
+		p.key.dport = 0;
+		f = bpf_map_lookup_elem(&flows, &p.key);
+	}
+	if (!f || f->group != gid) {
+		count(gid, 0, 0, DROP_NO_FLOW);
+		return TC_ACT_SHOT;
+	}
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	struct bpf_tunnel_key tk = {
+	    .remote_ipv4 = bpf_ntohl(f->gw_underlay),
+	    .local_ipv4 = cfg ? bpf_ntohl(cfg->node_ip) : 0,
+	    .tunnel_id = gid,
+	    .tunnel_ttl = 64,
+	};
+	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
+		count(gid, f->gateway, 0, DROP_ENCAP);
+		return TC_ACT_SHOT;
+	}
+	skb->mark = 0;
+	return TC_ACT_OK;
+}
+
 SEC("tc")
 int egressd_tun_egress(struct __sk_buff *skb)
 {
+	if ((skb->mark & (MARK_MAGIC_MASK | MARK_STEER)) == (MARK_MAGIC | MARK_STEER))
+		return encap_steered(skb);
 	if ((skb->mark & (MARK_MAGIC_MASK | MARK_REPLY)) != (MARK_MAGIC | MARK_REPLY))
 		return TC_NEXT;
 	struct pkt p = {};

@@ -16,9 +16,16 @@ import (
 type egressdConfig struct {
 	_             structs.HostLayout
 	TunnelIfindex uint32
+	Flags         uint32
 	NodeIp        uint32
 	ReservedPorts [2]uint16
 }
+
+type egressdConfigFlags uint32
+
+const (
+	egressdConfigFlagsCFG_REDIRECT egressdConfigFlags = 1
+)
 
 type egressdDropReason uint32
 
@@ -34,7 +41,8 @@ const (
 	egressdDropReasonDROP_FOREIGN_NODE   egressdDropReason = 8
 	egressdDropReasonDROP_FOREIGN_SOURCE egressdDropReason = 9
 	egressdDropReasonDROP_UNSOLICITED    egressdDropReason = 10
-	egressdDropReasonDROP_MAX            egressdDropReason = 11
+	egressdDropReasonDROP_NO_FLOW        egressdDropReason = 11
+	egressdDropReasonDROP_MAX            egressdDropReason = 12
 )
 
 type egressdEndpoint struct {
@@ -103,6 +111,7 @@ const (
 	egressdMarkLayoutMARK_MAGIC_MASK egressdMarkLayout = 4278190080
 	egressdMarkLayoutMARK_TUNNEL     egressdMarkLayout = 8388608
 	egressdMarkLayoutMARK_REPLY      egressdMarkLayout = 4194304
+	egressdMarkLayoutMARK_STEER      egressdMarkLayout = 2097152
 	egressdMarkLayoutMARK_GROUP_MASK egressdMarkLayout = 65535
 	egressdMarkLayoutVNI_REPLY       egressdMarkLayout = 8388608
 )
@@ -165,7 +174,7 @@ type egressdStats struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
-	Drops   [11]uint64
+	Drops   [12]uint64
 }
 
 type egressdStatsKey struct {
@@ -194,6 +203,7 @@ const (
 	egressdProgEgressdProbe      = "egressd_probe"
 	egressdProgEgressdTunEgress  = "egressd_tun_egress"
 	egressdProgEgressdTunIngress = "egressd_tun_ingress"
+	egressdVarUnusedConfigFlags  = "unused_config_flags"
 	egressdVarUnusedDropReason   = "unused_drop_reason"
 	egressdVarUnusedEpFlags      = "unused_ep_flags"
 	egressdVarUnusedGwFlags      = "unused_gw_flags"
@@ -270,10 +280,11 @@ type egressdMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type egressdVariableSpecs struct {
-	UnusedDropReason *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
-	UnusedEpFlags    *ebpf.VariableSpec `ebpf:"unused_ep_flags"`
-	UnusedGwFlags    *ebpf.VariableSpec `ebpf:"unused_gw_flags"`
-	UnusedMarkLayout *ebpf.VariableSpec `ebpf:"unused_mark_layout"`
+	UnusedConfigFlags *ebpf.VariableSpec `ebpf:"unused_config_flags"`
+	UnusedDropReason  *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
+	UnusedEpFlags     *ebpf.VariableSpec `ebpf:"unused_ep_flags"`
+	UnusedGwFlags     *ebpf.VariableSpec `ebpf:"unused_gw_flags"`
+	UnusedMarkLayout  *ebpf.VariableSpec `ebpf:"unused_mark_layout"`
 }
 
 // egressdObjects contains all objects after they have been loaded into the kernel.
@@ -331,10 +342,11 @@ func (m *egressdMaps) Close() error {
 //
 // It can be passed to loadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type egressdVariables struct {
-	UnusedDropReason *ebpf.Variable `ebpf:"unused_drop_reason"`
-	UnusedEpFlags    *ebpf.Variable `ebpf:"unused_ep_flags"`
-	UnusedGwFlags    *ebpf.Variable `ebpf:"unused_gw_flags"`
-	UnusedMarkLayout *ebpf.Variable `ebpf:"unused_mark_layout"`
+	UnusedConfigFlags *ebpf.Variable `ebpf:"unused_config_flags"`
+	UnusedDropReason  *ebpf.Variable `ebpf:"unused_drop_reason"`
+	UnusedEpFlags     *ebpf.Variable `ebpf:"unused_ep_flags"`
+	UnusedGwFlags     *ebpf.Variable `ebpf:"unused_gw_flags"`
+	UnusedMarkLayout  *ebpf.Variable `ebpf:"unused_mark_layout"`
 }
 
 // egressdPrograms contains all programs after they have been loaded into the kernel.

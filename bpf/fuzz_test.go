@@ -354,7 +354,8 @@ func FuzzClassifier(f *testing.F) {
 		}
 		fr := parseFrame(pkt)
 		before, totalBefore := statsTotal(t, d)
-		got, _, _ := fuzzRun(t, prog, pkt, 0)
+		ret, mark, _ := fuzzRun(t, prog, pkt, 0)
+		got := verdict(ret, mark)
 		after, totalAfter := statsTotal(t, d)
 		gid, steered := fuzzSteering.group(fr)
 		gw, exists := fuzzSteering.gw[gid]
@@ -375,9 +376,9 @@ func FuzzClassifier(f *testing.F) {
 			}
 		default:
 			k := StatsKey{gid, gw}
-			if got != actRedirect || after[k].Packets != before[k].Packets+1 || totalAfter != totalBefore+1 {
-				t.Fatalf("frame %+v of group %d: verdict %#x, counter %+v %d → %d; want a redirect counted on gateway %d\n% x",
-					fr, gid, got, k, before[k].Packets, after[k].Packets, gw, pkt)
+			if got != actSteered || mark != MarkMagic|MarkSteer|gid || after[k].Packets != before[k].Packets+1 || totalAfter != totalBefore+1 {
+				t.Fatalf("frame %+v of group %d: verdict %#x mark %#x, counter %+v %d → %d; want it steered (mark %#x) and counted on gateway %d\n% x",
+					fr, gid, got, mark, k, before[k].Packets, after[k].Packets, MarkMagic|MarkSteer|gid, gw, pkt)
 			}
 		}
 	})

@@ -29,13 +29,16 @@ const (
 	// DropUnsolicited: a source node got a reply-bit frame for no flow
 	// pinned to the gateway that sent it.
 	DropUnsolicited = int(egressdDropReasonDROP_UNSOLICITED)
-	NumDropReasons  = int(egressdDropReasonDROP_MAX)
+	// DropNoFlow: a steered packet reached the tunnel device of its source
+	// node without a pinned flow.
+	DropNoFlow     = int(egressdDropReasonDROP_NO_FLOW)
+	NumDropReasons = int(egressdDropReasonDROP_MAX)
 )
 
 // DropReasonNames names the drop reasons for metrics.
 var DropReasonNames = [NumDropReasons]string{
 	"no_gateway", "no_group", "no_tunnel", "encap", "not_served", "no_return", "malformed",
-	"reserved_port", "foreign_node", "foreign_source", "unsolicited",
+	"reserved_port", "foreign_node", "foreign_source", "unsolicited", "no_flow",
 }
 
 // GatewaySelf is the gateway id under which a gateway node counts traffic it
@@ -311,24 +314,42 @@ func (d *Datapath) Served() ([]uint32, error) {
 	return out, nil
 }
 
-// SetTunnel records the ifindex of the egressd tunnel device (0: none), this
-// node's underlay IPv4 address (the outer source of every frame it tunnels:
-// receivers admit frames by it, see SetSource) and up to two UDP ports pods
-// may never send to, wherever to (the agent passes the tunnel port and the
-// probe port). A pod that reached a gateway's tunnel port could hand it
-// frames with any inner source, from its node's address once its node
-// masquerades them; the classifier drops such packets, counted
-// DropReservedPort. Prober endpoints may send to the second port.
-func (d *Datapath) SetTunnel(ifindex int, nodeIP netip.Addr, reservedPorts ...uint16) error {
-	if len(reservedPorts) > 2 {
-		return fmt.Errorf("%d reserved ports, the datapath holds 2", len(reservedPorts))
+// TunnelConfig is how this node tunnels (SetTunnel).
+type TunnelConfig struct {
+	// Ifindex of the egressd tunnel device; 0: none.
+	Ifindex int
+	// NodeIP is this node's underlay IPv4 address: the outer source of every
+	// frame it tunnels (receivers admit frames by it, see SetSource).
+	NodeIP netip.Addr
+	// ReservedPorts are up to two UDP ports pods may never send to,
+	// wherever to (the agent passes the tunnel port and the probe port). A
+	// pod that reached a gateway's tunnel port could hand it frames with any
+	// inner source, from its node's address once its node masquerades them;
+	// the classifier drops such packets, counted DropReservedPort. Prober
+	// endpoints may send to the second port.
+	ReservedPorts []uint16
+	// Redirect steers as before v3: the classifier encapsulates and
+	// redirects to the tunnel device itself, so no program after it in the
+	// tc chain and no netfilter rule of this node sees steered traffic (a
+	// CNI's NetworkPolicy does not apply to it). Off: steered packets go on
+	// marked, through the stack, to the tunnel device (MarkSteer).
+	Redirect bool
+}
+
+// SetTunnel configures tunnelling.
+func (d *Datapath) SetTunnel(c TunnelConfig) error {
+	if len(c.ReservedPorts) > 2 {
+		return fmt.Errorf("%d reserved ports, the datapath holds 2", len(c.ReservedPorts))
 	}
-	if !nodeIP.Is4() {
-		return fmt.Errorf("tunnel source %s is not IPv4", nodeIP)
+	if !c.NodeIP.Is4() {
+		return fmt.Errorf("tunnel source %s is not IPv4", c.NodeIP)
 	}
 	k := uint32(0)
-	v := egressdConfig{TunnelIfindex: uint32(ifindex), NodeIp: be32(nodeIP)}
-	for i, port := range reservedPorts {
+	v := egressdConfig{TunnelIfindex: uint32(c.Ifindex), NodeIp: be32(c.NodeIP)}
+	if c.Redirect {
+		v.Flags |= uint32(egressdConfigFlagsCFG_REDIRECT)
+	}
+	for i, port := range c.ReservedPorts {
 		var pb [2]byte
 		binary.BigEndian.PutUint16(pb[:], port)
 		v.ReservedPorts[i] = binary.NativeEndian.Uint16(pb[:])

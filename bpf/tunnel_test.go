@@ -121,6 +121,56 @@ func TestTunnelEgress(t *testing.T) {
 	})
 }
 
+// TestTunnelEgressSteered: on a source node, a packet the classifier steered (magic, steer bit,
+// group) reaches tc egress of the tunnel device through the stack; the program encapsulates it
+// to the gateway its flow is pinned to and clears the mark. A datagram the stack reassembled
+// finds the flow its fragments pinned (no ports); one without a pinned flow, or pinned in
+// another group, is dropped (no_flow), never sent unencapsulated.
+func TestTunnelEgressSteered(t *testing.T) {
+	d := load(t, Limits{})
+	prog := d.Program(HookTunnelEgress)
+	tcp, udp := uint8(unix.IPPROTO_TCP), uint8(unix.IPPROTO_UDP)
+	pin := func(k FlowKey, group uint32) {
+		setFlow(t, d, k, egressdFlow{Group: group, Gateway: gwA.ID, Ifindex: 3, GwUnderlay: be32(gwA.Underlay)})
+	}
+	pin(FlowKey{Src: pod4, Dst: dst4, Sport: 40000, Dport: 80, Proto: tcp}, 5)
+	pin(FlowKey{Src: pod4, Dst: dst4, Proto: udp}, 5) // pinned by fragments
+	steer := MarkMagic | MarkSteer | 5
+	for _, tc := range []struct {
+		name   string
+		pkt    []byte
+		mark   uint32
+		want   uint32
+		reason int // drop counted under (5, 0), or -1
+	}{
+		{"pinned flow is encapsulated", packet(pod4, dst4, tcp, 40000, 80), steer, actOK, -1},
+		{"reassembled datagram finds its fragments' flow", packet(pod4, dst4, udp, 40001, 53), steer, actOK, -1},
+		{"no pinned flow is dropped", packet(pod4, dst4, tcp, 40002, 80), steer, actShot, DropNoFlow},
+		{"flow of another group is dropped", packet(pod4, dst4, tcp, 40000, 80), MarkMagic | MarkSteer | 6, actShot, DropNoFlow},
+		{"truncated is dropped", packet(pod4, dst4, tcp, 40000, 80)[:14+20+2], steer, actShot, DropMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := StatsKey{tc.mark & MarkGroupMask, 0}
+			var before uint64
+			if tc.reason >= 0 {
+				before = drops(t, d, k, tc.reason)
+			}
+			got, mark := runCtx(t, prog, tc.pkt, tc.mark)
+			if got != tc.want {
+				t.Fatalf("verdict %#x, want %#x", got, tc.want)
+			}
+			if tc.want == actOK && mark != 0 {
+				t.Errorf("mark %#x left on the encapsulated packet, want 0", mark)
+			}
+			if tc.reason >= 0 {
+				if after := drops(t, d, k, tc.reason); after != before+1 {
+					t.Errorf("%s drops went from %d to %d, want +1", DropReasonNames[tc.reason], before, after)
+				}
+			}
+		})
+	}
+}
+
 // TestTunnelIngressWithoutTunnelMetadata: egressd_tun_ingress reads the VXLAN header's
 // fields (VNI, outer source) from the tunnel metadata the VXLAN device attaches, which
 // BPF_PROG_TEST_RUN cannot supply. A frame without it (not decapsulated by the device) goes on

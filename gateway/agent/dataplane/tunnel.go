@@ -137,7 +137,7 @@ func (d *Dataplane) ensureTunnel(nodeIP netip.Addr, probePort uint16) error {
 	if probePort != 0 {
 		reserved = append(reserved, probePort)
 	}
-	return d.dp.SetTunnel(idx, nodeIP, reserved...)
+	return d.dp.SetTunnel(bpf.TunnelConfig{Ifindex: idx, NodeIP: nodeIP, ReservedPorts: reserved, Redirect: d.cfg.Redirect})
 }
 
 func (d *Dataplane) removeTunnel() error {
