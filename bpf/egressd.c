@@ -278,6 +278,34 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } return_flows SEC(".maps");
 
+// Tunnel egress: where the IPv4 fragments of a datagram go. The stack
+// fragments a datagram that does not fit the tunnel device after conntrack
+// reassembled it; only the first fragment carries the ports its flow is
+// keyed by, so it records the tunnel endpoint for the later ones (sent
+// after it).
+struct frag_key {
+	__u32 src;
+	__u32 dst;
+	__u16 id;
+	__u8 proto;
+	__u8 _pad;
+};
+
+struct frag_dest {
+	__u32 remote; // underlay IPv4, network byte order
+	__u32 group;
+	__u32 gateway; // for the counters
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct frag_key);
+	__type(value, struct frag_dest);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} frags SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -360,6 +388,12 @@ struct pkt {
 	// 0 otherwise.
 	__u16 udp_dport;
 	__u16 l3_proto; // ETH_P_IP / ETH_P_IPV6, host order
+	// IPv4 fragments: the datagram's id, whether this is the first
+	// fragment, and the ports a first one carries (key has none).
+	__u8 frag;
+	__u8 frag_first;
+	__u16 frag_id;
+	__u16 frag_ports[2];
 	__u8 eth_src[6];
 	__u8 eth_dst[6];
 };
@@ -424,6 +458,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		// fragments) still carries the L4 header.
 		frag = ip.frag_off & bpf_htons(0x3fff);
 		first = !(ip.frag_off & bpf_htons(0x1fff));
+		p->frag = frag != 0;
+		p->frag_first = frag && first;
+		p->frag_id = ip.id;
 	} else if (p->l3_proto == ETH_P_IPV6) {
 		struct ipv6hdr ip6;
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
@@ -462,9 +499,13 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	p->key.dport = 0;
 	if (frag) {
 		__u16 ports[2];
-		if (first && proto == IPPROTO_UDP && l4off + 8 <= end &&
-		    bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) == 0)
-			p->udp_dport = ports[1];
+		if (first && (proto == IPPROTO_UDP || proto == IPPROTO_TCP) && l4off + 4 <= end &&
+		    bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) == 0) {
+			p->frag_ports[0] = ports[0];
+			p->frag_ports[1] = ports[1];
+			if (proto == IPPROTO_UDP && l4off + 8 <= end)
+				p->udp_dport = ports[1];
+		}
 		return 0;
 	}
 	// The whole L4 header must be inside the datagram (not in padding).
@@ -750,78 +791,119 @@ int egressd_tun_ingress(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-// encap_steered sets the tunnel key of a source node's steered packet from
-// its pinned flow. A datagram the stack reassembled (conntrack) and sends
-// whole was pinned fragment by fragment, without ports: it is looked up
-// again without them.
-static __always_inline int encap_steered(struct __sk_buff *skb)
+static __always_inline void frag_key_of(struct pkt *p, struct frag_key *fk)
 {
-	__u32 gid = skb->mark & MARK_GROUP_MASK;
-	struct pkt p = {};
-	if (parse(skb, &p) != 0) {
-		count(gid, 0, 0, DROP_MALFORMED);
-		return TC_ACT_SHOT;
-	}
-	struct flow *f = bpf_map_lookup_elem(&flows, &p.key);
-	if (!f && (p.key.sport || p.key.dport) && !is_echo(p.key.proto)) {
-		p.key.sport = 0;
-		p.key.dport = 0;
-		f = bpf_map_lookup_elem(&flows, &p.key);
-	}
-	if (!f || f->group != gid) {
-		count(gid, 0, 0, DROP_NO_FLOW);
-		return TC_ACT_SHOT;
-	}
-	__u32 zero = 0;
-	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
-	struct bpf_tunnel_key tk = {
-	    .remote_ipv4 = bpf_ntohl(f->gw_underlay),
-	    .local_ipv4 = cfg ? bpf_ntohl(cfg->node_ip) : 0,
-	    .tunnel_id = gid,
-	    .tunnel_ttl = 64,
-	};
-	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
-		count(gid, f->gateway, 0, DROP_ENCAP);
-		return TC_ACT_SHOT;
-	}
-	skb->mark = 0;
-	return TC_ACT_OK;
+	__builtin_memcpy(&fk->src, &p->key.src[12], 4);
+	__builtin_memcpy(&fk->dst, &p->key.dst[12], 4);
+	fk->id = p->frag_id;
+	fk->proto = p->key.proto;
+	fk->_pad = 0;
 }
 
+// tunnel_dest finds where tc egress of the tunnel device sends a packet:
+// a steered one (reply 0) to the gateway its flow is pinned to, a reply
+// (reply 1) back to the node its flow came from. A first IPv4 fragment is
+// looked up with its ports and records the answer for the later ones. A
+// datagram pinned by the pod's own fragments (keyed without ports) is
+// looked up again without them. Returns 0 when found.
+static __always_inline int lookup_dest(struct flow_key *k, int reply, __u32 gid, struct frag_dest *out)
+{
+	if (reply) {
+		struct flow_key ok = {};
+		reverse(k, &ok);
+		struct return_flow *rf = bpf_map_lookup_elem(&return_flows, &ok);
+		if (!rf)
+			return 0;
+		out->remote = rf->node;
+		out->group = rf->group;
+		out->gateway = 0xffffffff;
+		return 1;
+	}
+	struct flow *f = bpf_map_lookup_elem(&flows, k);
+	if (!f || f->group != gid)
+		return 0;
+	out->remote = f->gw_underlay;
+	out->group = gid;
+	out->gateway = f->gateway;
+	return 1;
+}
+
+static __always_inline int tunnel_dest(struct pkt *p, int reply, __u32 gid, struct frag_dest *out)
+{
+	struct frag_key fk = {};
+	if (p->frag && !p->frag_first) {
+		frag_key_of(p, &fk);
+		struct frag_dest *d = bpf_map_lookup_elem(&frags, &fk);
+		if (d && (reply || d->group == gid)) {
+			*out = *d;
+			return 0;
+		}
+	}
+	struct flow_key k = p->key;
+	if (p->frag_first) {
+		k.sport = p->frag_ports[0];
+		k.dport = p->frag_ports[1];
+	}
+	int found = lookup_dest(&k, reply, gid, out);
+	if (!found && !is_echo(k.proto) && (k.sport || k.dport)) {
+		k.sport = 0;
+		k.dport = 0;
+		found = lookup_dest(&k, reply, gid, out);
+	}
+	if (!found)
+		return -1;
+	if (p->frag_first) {
+		frag_key_of(p, &fk);
+		bpf_map_update_elem(&frags, &fk, out, BPF_ANY);
+	}
+	return 0;
+}
+
+// egressd_tun_egress encapsulates, at tc egress of the tunnel device, a
+// source node's steered packets (mark with the steer bit, set by the
+// classifier and routed here by policy routing) to the gateway their flow is
+// pinned to, and a gateway's replies (mark with the reply bit, set by
+// nftables from the conntrack mark) to the node their flow came from. The
+// mark is cleared so the stack does not route the packet again. Anything else
+// goes on.
 SEC("tc")
 int egressd_tun_egress(struct __sk_buff *skb)
 {
+	int reply;
 	if ((skb->mark & (MARK_MAGIC_MASK | MARK_STEER)) == (MARK_MAGIC | MARK_STEER))
-		return encap_steered(skb);
-	if ((skb->mark & (MARK_MAGIC_MASK | MARK_REPLY)) != (MARK_MAGIC | MARK_REPLY))
+		reply = 0;
+	else if ((skb->mark & (MARK_MAGIC_MASK | MARK_REPLY)) == (MARK_MAGIC | MARK_REPLY))
+		reply = 1;
+	else
 		return TC_NEXT;
+	__u32 gid = reply ? 0 : skb->mark & MARK_GROUP_MASK;
+	__u32 self = reply ? 0xffffffff : 0;
 	struct pkt p = {};
 	if (parse(skb, &p) != 0) {
-		count(0, 0xffffffff, 0, DROP_MALFORMED);
+		count(gid, self, 0, DROP_MALFORMED);
 		return TC_ACT_SHOT;
 	}
-	struct flow_key ok = {};
-	reverse(&p.key, &ok);
-	struct return_flow *rf = bpf_map_lookup_elem(&return_flows, &ok);
-	if (!rf) {
-		count(0, 0xffffffff, 0, DROP_NO_RETURN);
+	struct frag_dest d = {};
+	if (tunnel_dest(&p, reply, gid, &d) < 0) {
+		count(gid, self, 0, reply ? DROP_NO_RETURN : DROP_NO_FLOW);
 		return TC_ACT_SHOT;
 	}
-	__u32 gid = rf->group;
+	gid = d.group;
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
 	struct bpf_tunnel_key tk = {
-	    .remote_ipv4 = bpf_ntohl(rf->node),
+	    .remote_ipv4 = bpf_ntohl(d.remote),
 	    .local_ipv4 = cfg ? bpf_ntohl(cfg->node_ip) : 0,
-	    .tunnel_id = VNI_REPLY | (gid & MARK_GROUP_MASK),
+	    .tunnel_id = (reply ? VNI_REPLY : 0) | (gid & MARK_GROUP_MASK),
 	    .tunnel_ttl = 64,
 	};
 	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
-		count(gid, 0xffffffff, 0, DROP_ENCAP);
+		count(gid, reply ? self : d.gateway, 0, DROP_ENCAP);
 		return TC_ACT_SHOT;
 	}
 	skb->mark = 0;
-	count(gid, 0xffffffff, skb->len, -1);
+	if (reply)
+		count(gid, self, skb->len, -1);
 	return TC_ACT_OK;
 }
 

@@ -83,6 +83,23 @@ type egressdFlowKey struct {
 	Pad   [3]uint8
 }
 
+type egressdFragDest struct {
+	_       structs.HostLayout
+	Remote  uint32
+	Group   uint32
+	Gateway uint32
+	Pad     uint32
+}
+
+type egressdFragKey struct {
+	_     structs.HostLayout
+	Src   uint32
+	Dst   uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type egressdGroup struct {
 	_        structs.HostLayout
 	Count    uint32
@@ -190,6 +207,7 @@ const (
 	egressdMapConfig             = "config"
 	egressdMapEndpoints          = "endpoints"
 	egressdMapFlows              = "flows"
+	egressdMapFrags              = "frags"
 	egressdMapGroups             = "groups"
 	egressdMapOwnedAddrs         = "owned_addrs"
 	egressdMapProbeCfg           = "probe_cfg"
@@ -265,6 +283,7 @@ type egressdMapSpecs struct {
 	Config      *ebpf.MapSpec `ebpf:"config"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
+	Frags       *ebpf.MapSpec `ebpf:"frags"`
 	Groups      *ebpf.MapSpec `ebpf:"groups"`
 	OwnedAddrs  *ebpf.MapSpec `ebpf:"owned_addrs"`
 	ProbeCfg    *ebpf.MapSpec `ebpf:"probe_cfg"`
@@ -310,6 +329,7 @@ type egressdMaps struct {
 	Config      *ebpf.Map `ebpf:"config"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	Flows       *ebpf.Map `ebpf:"flows"`
+	Frags       *ebpf.Map `ebpf:"frags"`
 	Groups      *ebpf.Map `ebpf:"groups"`
 	OwnedAddrs  *ebpf.Map `ebpf:"owned_addrs"`
 	ProbeCfg    *ebpf.Map `ebpf:"probe_cfg"`
@@ -326,6 +346,7 @@ func (m *egressdMaps) Close() error {
 		m.Config,
 		m.Endpoints,
 		m.Flows,
+		m.Frags,
 		m.Groups,
 		m.OwnedAddrs,
 		m.ProbeCfg,

@@ -606,7 +606,7 @@ func (d *Datapath) maps() map[string]*ebpf.Map {
 		"endpoints": d.objs.Endpoints, "rules4": d.objs.Rules4, "rules6": d.objs.Rules6,
 		"groups": d.objs.Groups, "flows": d.objs.Flows, "return_flows": d.objs.ReturnFlows,
 		"served": d.objs.Served, "config": d.objs.Config, "stats": d.objs.Stats, "owned_addrs": d.objs.OwnedAddrs,
-		"probe_cfg": d.objs.ProbeCfg, "sources": d.objs.Sources,
+		"probe_cfg": d.objs.ProbeCfg, "sources": d.objs.Sources, "frags": d.objs.Frags,
 	}
 }
 
@@ -652,7 +652,7 @@ type MapFill struct {
 }
 
 // FillMaps are the maps MapFill reports: every map whose overflow loses or refuses state.
-var FillMaps = []string{"endpoints", "rules4", "rules6", "groups", "served", "sources", "flows", "return_flows", "stats"}
+var FillMaps = []string{"endpoints", "rules4", "rules6", "groups", "served", "sources", "flows", "return_flows", "frags", "stats"}
 
 // MapFill counts the entries of each map in FillMaps by walking its keys (one syscall per
 // entry: about 0.5 µs each here, so tens of milliseconds for a 64k map; call it on an interval,

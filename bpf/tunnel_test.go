@@ -171,6 +171,60 @@ func TestTunnelEgressSteered(t *testing.T) {
 	}
 }
 
+// fragment turns a whole IPv4 packet of packet() into one fragment of datagram id: its first
+// n bytes of payload (first) or the rest (at offset n, n a multiple of 8).
+func fragment(pkt []byte, id uint16, n int, first bool) []byte {
+	ip := append([]byte{}, pkt[14:]...)
+	payload := ip[20:]
+	var out []byte
+	binary.BigEndian.PutUint16(ip[4:], id)
+	if first {
+		out = append(ip[:20:20], payload[:n]...)
+		binary.BigEndian.PutUint16(out[6:], 0x2000) // MF, offset 0
+	} else {
+		out = append(ip[:20:20], payload[n:]...)
+		binary.BigEndian.PutUint16(out[6:], uint16(n/8))
+	}
+	binary.BigEndian.PutUint16(out[2:], uint16(len(out)))
+	return append(append([]byte{}, pkt[:14]...), out...)
+}
+
+// TestTunnelEgressFragments: the stack fragments a datagram that does not fit the tunnel
+// device after conntrack reassembled it, so tc egress sees fragments whose later pieces carry
+// no ports. The first fragment finds its flow by its ports and records where the datagram
+// goes; the later ones follow it, on a source node (steered) and on a gateway (replies). A
+// later fragment of a datagram whose first fragment was not seen is dropped.
+func TestTunnelEgressFragments(t *testing.T) {
+	d := load(t, Limits{})
+	prog := d.Program(HookTunnelEgress)
+	udp := uint8(unix.IPPROTO_UDP)
+	setFlow(t, d, FlowKey{Src: pod4, Dst: dst4, Sport: 40000, Dport: 53, Proto: udp},
+		egressdFlow{Group: 5, Gateway: gwA.ID, Ifindex: 3, GwUnderlay: be32(gwA.Underlay)})
+	setReturnFlow(t, d, FlowKey{Src: pod4, Dst: dst4, Sport: 40001, Dport: 53, Proto: udp}, testNodeIP, 5)
+	steer := MarkMagic | MarkSteer | 5
+	req := packet(pod4, dst4, udp, 40000, 53)
+	reply := packet(dst4, pod4, udp, 53, 40001)
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		mark uint32
+		want uint32
+	}{
+		{"steered: first fragment", fragment(req, 7, 16, true), steer, actOK},
+		{"steered: later fragment follows it", fragment(req, 7, 16, false), steer, actOK},
+		{"steered: later fragment of an unseen datagram", fragment(req, 8, 16, false), steer, actShot},
+		{"reply: first fragment", fragment(reply, 9, 16, true), MarkMagic | MarkReply, actOK},
+		{"reply: later fragment follows it", fragment(reply, 9, 16, false), MarkMagic | MarkReply, actOK},
+		{"reply: later fragment of an unseen datagram", fragment(reply, 10, 16, false), MarkMagic | MarkReply, actShot},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, _ := runCtx(t, prog, tc.pkt, tc.mark); got != tc.want {
+				t.Fatalf("verdict %#x, want %#x", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestTunnelIngressWithoutTunnelMetadata: egressd_tun_ingress reads the VXLAN header's
 // fields (VNI, outer source) from the tunnel metadata the VXLAN device attaches, which
 // BPF_PROG_TEST_RUN cannot supply. A frame without it (not decapsulated by the device) goes on
