@@ -120,42 +120,23 @@ func TestTunnelIngressVXLAN(t *testing.T) {
 			t.Error("a datagram to another port reached the tunnel program")
 		}
 	})
-	t.Run("unserved group", func(t *testing.T) {
-		k := StatsKey{6, GatewaySelf}
-		before := drops(t, d, k, DropNotServed)
-		send(vxlanFrame(6, packet(pod4, dst4, tcp, 40003, 80)), port)
-		waitFor("a not_served drop", func() bool { return drops(t, d, k, DropNotServed) == before+1 })
-		if _, _, ok := returnFlow(t, d, flow(40003)); ok {
-			t.Error("a flow of a group this gateway does not serve was recorded")
+	// refused: a frame of group from a node is dropped for reason and its flow not recorded.
+	refused := func(from *netns.Node, group uint32, inner FlowKey, reason int) {
+		t.Helper()
+		k := StatsKey{group, GatewaySelf}
+		before := drops(t, d, k, reason)
+		sendFrom(from, vxlanFrame(group, packet(inner.Src, inner.Dst, inner.Proto, inner.Sport, inner.Dport)), port)
+		waitFor("a "+DropReasonNames[reason]+" drop", func() bool { return drops(t, d, k, reason) == before+1 })
+		if _, _, ok := returnFlow(t, d, inner); ok {
+			t.Errorf("a refused frame (%s) was recorded", DropReasonNames[reason])
 		}
-	})
-	t.Run("host that is no node", func(t *testing.T) {
-		k := StatsKey{5, GatewaySelf}
-		before := drops(t, d, k, DropForeignNode)
-		sendFrom(rogue, vxlanFrame(5, packet(pod4, dst4, tcp, 40010, 80)), port)
-		waitFor("a foreign_node drop", func() bool { return drops(t, d, k, DropForeignNode) == before+1 })
-		if _, _, ok := returnFlow(t, d, flow(40010)); ok {
-			t.Error("a frame from a host that is no node was recorded")
-		}
-	})
+	}
+	t.Run("unserved group", func(t *testing.T) { refused(src, 6, flow(40003), DropNotServed) })
+	t.Run("host that is no node", func(t *testing.T) { refused(rogue, 5, flow(40010), DropForeignNode) })
 	t.Run("node with a spoofed inner source", func(t *testing.T) {
-		k := StatsKey{5, GatewaySelf}
-		before := drops(t, d, k, DropForeignSource)
-		send(vxlanFrame(5, packet(other4, dst4, tcp, 40011, 80)), port)
-		waitFor("a foreign_source drop", func() bool { return drops(t, d, k, DropForeignSource) == before+1 })
-		if _, _, ok := returnFlow(t, d, FlowKey{Src: other4, Dst: dst4, Sport: 40011, Dport: 80, Proto: tcp}); ok {
-			t.Error("a frame with a spoofed inner source was recorded")
-		}
+		refused(src, 5, FlowKey{Src: other4, Dst: dst4, Sport: 40011, Dport: 80, Proto: tcp}, DropForeignSource)
 	})
-	t.Run("pod of the node in a group it is not steered to", func(t *testing.T) {
-		k := StatsKey{7, GatewaySelf}
-		before := drops(t, d, k, DropForeignSource)
-		send(vxlanFrame(7, packet(pod4, dst4, tcp, 40012, 80)), port)
-		waitFor("a foreign_source drop", func() bool { return drops(t, d, k, DropForeignSource) == before+1 })
-		if _, _, ok := returnFlow(t, d, flow(40012)); ok {
-			t.Error("a frame of a group the pod is not steered to was recorded")
-		}
-	})
+	t.Run("pod of the node in a group it is not steered to", func(t *testing.T) { refused(src, 7, flow(40012), DropForeignSource) })
 	t.Run("reply bit hands only a solicited reply to the pod", func(t *testing.T) {
 		reply := vxlanFrame(VNIReply|5, packet(dst4, pod4, tcp, 80, 40004))
 		k := StatsKey{5, 0}

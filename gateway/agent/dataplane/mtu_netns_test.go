@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,23 +29,8 @@ func TestPathMTU(t *testing.T) {
 		{Name: "worker1", Pods: []netns.PodSpec{{Name: "a"}}},
 		{Name: "gw1"},
 	}})
-	bpffs := mountBPFFS(t)
-	w, gw, a := topo.Node("worker1"), topo.Node("gw1"), topo.Pod("a")
-	egress := topo.Zones[0].Addr(200)
-	group := []Group{{ID: 1, Gateways: []GatewayNode{{ID: 1, NodeIP: gw.IP, EgressIPv4: egress, Healthy: true}}}}
-	sets := []PolicySet{{ID: 1, Destinations: []Destination{{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Group: 1}}}}
-	states := map[*netns.Node]State{
-		w: {NodeIP: w.IP, PolicySets: sets, Groups: group, Pods: []Pod{{Name: "a", IPs: []netip.Addr{a.IP}, Interface: a.HostIface, PolicySet: 1}}},
-		gw: {NodeIP: gw.IP, Groups: group, Gateway: &GatewayRole{Addresses: []EgressAddress{{IP: egress, Interface: gw.Link}},
-			Groups: []ServedGroup{{Group: 1, EgressIPv4: egress}}, Sources: []Source{{Node: w.IP, Group: 1, Pod: a.IP}}}},
-	}
-	for n, s := range states {
-		dp := New(Config{NetNS: n.Path(), PinRoot: filepath.Join(bpffs, n.Name)})
-		t.Cleanup(func() { _ = dp.Remove(context.Background()) })
-		if err := dp.Apply(ctxT(t), s); err != nil {
-			t.Fatalf("applying on %s: %v", n.Name, err)
-		}
-	}
+	egress := applyPairBed(t, topo)
+	a := topo.Pod("a")
 	expectSeen(t, a, dstG1, egress)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
