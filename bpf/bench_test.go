@@ -40,7 +40,7 @@ func BenchmarkClassifier(b *testing.B) {
 			set := eps[probeSrc].PolicySet
 			dst := netip.AddrFrom4([4]byte{100, byte(set >> 4), byte(set<<4) | 3, 7})
 			pkt := packet(probeSrc, dst, unix.IPPROTO_TCP, 40000, 443)
-			if got := run(b, d, pkt); got != actRedirect {
+			if got := run(b, d, pkt); got != actSteered {
 				b.Fatalf("verdict %#x, want redirect", got)
 			}
 			b.ResetTimer()

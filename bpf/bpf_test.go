@@ -46,11 +46,14 @@ func load(tb testing.TB, lim Limits) *Datapath {
 			tb.Errorf("removing pins: %v", err)
 		}
 	})
-	if err := d.SetTunnel(1, fuzzTunnelPort, fuzzProbePort); err != nil {
+	if err := d.SetTunnel(TunnelConfig{Ifindex: 1, NodeIP: testNodeIP, ReservedPorts: []uint16{fuzzTunnelPort, fuzzProbePort}}); err != nil {
 		tb.Fatal(err)
 	}
 	return d
 }
+
+// testNodeIP is the underlay address of the test datapaths' node (SetTunnel).
+var testNodeIP = netip.MustParseAddr("192.168.0.11")
 
 // The tunnel and probe ports the test datapaths reserve (SetTunnel).
 const (
@@ -117,13 +120,29 @@ func packet(src, dst netip.Addr, proto uint8, sport, dport uint16) []byte {
 	return append(b, payload...)
 }
 
+// Verdicts run reports for packets the classifier lets go on (TC_NEXT) with egressd's mark:
+// steered to another gateway (magic, steer bit) or to this node as the gateway (magic only).
+// TC_NEXT without the magic is actNext.
+const (
+	actSteered = 0xfffffff0
+	actLocal   = 0xfffffff1
+)
+
+// run runs the classifier on pkt; a packet it marked for a gateway reads actSteered or
+// actLocal, and the mark's group must be the rule's (checked by the callers' counters).
 func run(tb testing.TB, d *Datapath, pkt []byte) uint32 {
 	tb.Helper()
-	ret, _, err := d.Program(HookPod).Benchmark(pkt, 1, nil)
-	if err != nil {
-		tb.Fatalf("running classifier: %v", err)
+	return verdict(runCtx(tb, d.Program(HookPod), pkt, 0))
+}
+
+func verdict(ret, mark uint32) uint32 {
+	if ret != actNext || mark&MarkMagicMask != MarkMagic {
+		return ret
 	}
-	return ret
+	if mark&MarkSteer != 0 {
+		return actSteered
+	}
+	return actLocal
 }
 
 var (
@@ -173,15 +192,15 @@ func TestClassifier(t *testing.T) {
 		// counted is the group/gateway that must have seen the packet.
 		counted *StatsKey
 	}{
-		{"match", packet(pod4, dst4, tcp, 40000, 80), actRedirect, &StatsKey{5, 1}},
-		{"match udp", packet(pod4, dst4, unix.IPPROTO_UDP, 40000, 53), actRedirect, &StatsKey{5, 1}},
-		{"match icmp", packet(pod4, dst4, unix.IPPROTO_ICMP, 7, 0), actRedirect, &StatsKey{5, 1}},
+		{"match", packet(pod4, dst4, tcp, 40000, 80), actSteered, &StatsKey{5, 1}},
+		{"match udp", packet(pod4, dst4, unix.IPPROTO_UDP, 40000, 53), actSteered, &StatsKey{5, 1}},
+		{"match icmp", packet(pod4, dst4, unix.IPPROTO_ICMP, 7, 0), actSteered, &StatsKey{5, 1}},
 		{"excluded cidr", packet(pod4, netip.MustParseAddr("203.0.113.200"), tcp, 40000, 80), actNext, nil},
-		{"longest prefix wins", packet(pod4, netip.MustParseAddr("203.0.113.20"), tcp, 40000, 80), actRedirect, &StatsKey{6, 2}},
+		{"longest prefix wins", packet(pod4, netip.MustParseAddr("203.0.113.20"), tcp, 40000, 80), actSteered, &StatsKey{6, 2}},
 		{"no policy for destination", packet(pod4, netip.MustParseAddr("198.51.100.1"), tcp, 40000, 80), actNext, nil},
 		{"unselected pod", packet(other4, dst4, tcp, 40000, 80), actNext, nil},
 		{"unknown pod", packet(netip.MustParseAddr("10.244.9.9"), dst4, tcp, 40000, 80), actNext, nil},
-		{"ipv6", packet(pod6, netip.MustParseAddr("2001:db8::10"), tcp, 40000, 443), actRedirect, &StatsKey{5, 1}},
+		{"ipv6", packet(pod6, netip.MustParseAddr("2001:db8::10"), tcp, 40000, 443), actSteered, &StatsKey{5, 1}},
 		{"ipv6 no policy", packet(pod6, netip.MustParseAddr("2001:db9::10"), tcp, 40000, 443), actNext, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,10 +220,40 @@ func TestClassifier(t *testing.T) {
 	}
 }
 
+// TestProbePortOnlyForProbers: the probe port (the second reserved port) is closed to pods
+// unless their endpoint is a Prober (the controller's); the tunnel port is closed to every pod.
+// A prober's probe goes on like any packet (here: no rule, so to the stack).
+func TestProbePortOnlyForProbers(t *testing.T) {
+	d := setup(t)
+	udp := uint8(unix.IPPROTO_UDP)
+	gw := gwA.Underlay
+	reserved := func() uint64 { return drops(t, d, StatsKey{}, DropReservedPort) }
+	verdict := func(what string, dport uint16, want uint32, wantDrops uint64) {
+		t.Helper()
+		before := reserved()
+		if got := run(t, d, packet(pod4, gw, udp, 40000, dport)); got != want {
+			t.Errorf("%s: verdict %#x, want %#x", what, got, want)
+		}
+		if got := reserved() - before; got != wantDrops {
+			t.Errorf("%s: %d reserved_port drops, want %d", what, got, wantDrops)
+		}
+	}
+	verdict("pod to the probe port", fuzzProbePort, actShot, 1)
+	verdict("pod to the tunnel port", fuzzTunnelPort, actShot, 1)
+	must(t, d.SetEndpoint(pod4, Endpoint{PolicySet: 1, Ifindex: 1, Prober: true}))
+	verdict("prober to the probe port", fuzzProbePort, actNext, 0)
+	verdict("prober to the tunnel port", fuzzTunnelPort, actShot, 1)
+	eps, err := d.Endpoints()
+	must(t, err)
+	if !eps[pod4].Prober || eps[pod6].Prober {
+		t.Errorf("endpoints read back %+v / %+v, want the prober flag on %s only", eps[pod4], eps[pod6], pod4)
+	}
+}
+
 func TestLocalGatewayPassesToStack(t *testing.T) {
 	d := setup(t)
 	must(t, d.SetGroup(5, []Gateway{{ID: 9, Healthy: true, Local: true}}))
-	if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 40000, 80)); got != actOK {
+	if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 40000, 80)); got != actLocal {
 		t.Fatalf("verdict %#x, want TC_ACT_OK", got)
 	}
 	if n := packets(t, d, StatsKey{5, 9}); n != 1 {
@@ -218,7 +267,7 @@ func TestFlowPinning(t *testing.T) {
 	pinned := map[uint16]uint32{}
 	used := map[uint32]int{}
 	for port := uint16(1000); port < 1064; port++ {
-		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actRedirect {
+		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actSteered {
 			t.Fatalf("verdict %#x", got)
 		}
 		gw, ok, err := d.FlowGateway(FlowKey{Src: pod4, Dst: dst4, Sport: port, Dport: 80, Proto: unix.IPPROTO_TCP})
@@ -257,7 +306,7 @@ func TestUnhealthyGatewaySkipped(t *testing.T) {
 	downA.Healthy = false
 	must(t, d.SetGroup(5, []Gateway{downA, gwB}))
 	for port := uint16(2000); port < 2064; port++ { // old and new flows
-		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actRedirect {
+		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actSteered {
 			t.Fatalf("verdict %#x", got)
 		}
 		gw, _, err := d.FlowGateway(FlowKey{Src: pod4, Dst: dst4, Sport: port, Dport: 80, Proto: unix.IPPROTO_TCP})
@@ -330,7 +379,7 @@ func TestDrainingGateway(t *testing.T) {
 
 	t.Run("keeps a pinned flow", func(t *testing.T) {
 		for _, port := range onA {
-			if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actRedirect {
+			if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actSteered {
 				t.Fatalf("verdict %#x", got)
 			}
 			gw, _, err := d.FlowGateway(key(port))
@@ -342,7 +391,7 @@ func TestDrainingGateway(t *testing.T) {
 	})
 	t.Run("gets no new flow", func(t *testing.T) {
 		for port := uint16(5000); port < 5064; port++ {
-			if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actRedirect {
+			if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actSteered {
 				t.Fatalf("verdict %#x", got)
 			}
 			gw, _, err := d.FlowGateway(key(port))
@@ -371,7 +420,7 @@ func TestDrainingGateway(t *testing.T) {
 		down.Healthy = false
 		must(t, d.SetGroup(5, []Gateway{down, drainB}))
 		for port := uint16(6000); port < 6016; port++ {
-			if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actRedirect {
+			if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actSteered {
 				t.Fatalf("verdict %#x with every healthy gateway draining, want a redirect", got)
 			}
 			if gw, _, _ := d.FlowGateway(key(port)); gw != gwB.ID {
@@ -379,7 +428,7 @@ func TestDrainingGateway(t *testing.T) {
 			}
 		}
 		// Established flows keep going.
-		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 5000, 80)); got != actRedirect {
+		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 5000, 80)); got != actSteered {
 			t.Fatalf("pinned flow on a draining gateway: verdict %#x", got)
 		}
 	})

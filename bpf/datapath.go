@@ -15,7 +15,7 @@ import (
 // Version names the bpffs subdirectory the maps and links are pinned under.
 // Bump it whenever a map's layout changes: an agent of the new version then
 // starts with fresh maps instead of failing on incompatible pins.
-const Version = "v2"
+const Version = "v3"
 
 // DefaultPinRoot is where egressd pins its objects on a node.
 const DefaultPinRoot = "/sys/fs/bpf/egressd"
@@ -32,7 +32,10 @@ const (
 	MarkTunnel = uint32(egressdMarkLayoutMARK_TUNNEL)
 	// MarkReply is set (by nftables, from the conntrack mark) on replies
 	// to be re-encapsulated; they are routed to the tunnel device.
-	MarkReply     = uint32(egressdMarkLayoutMARK_REPLY)
+	MarkReply = uint32(egressdMarkLayoutMARK_REPLY)
+	// MarkSteer is set by the classifier on a source node's packets to
+	// tunnel to a gateway: policy routing sends them to the tunnel device.
+	MarkSteer     = uint32(egressdMarkLayoutMARK_STEER)
 	MarkGroupMask = uint32(egressdMarkLayoutMARK_GROUP_MASK)
 	// VNIReply is set in the VNI of replies sent back to a source node.
 	VNIReply = uint32(egressdMarkLayoutVNI_REPLY)
@@ -52,6 +55,7 @@ type Limits struct {
 	Rules       uint32 // per family
 	Flows       uint32
 	ReturnFlows uint32
+	Sources     uint32
 }
 
 // Options configures Load.
@@ -113,6 +117,7 @@ func Load(opts Options) (*Datapath, error) {
 	setMax("rules6", opts.Limits.Rules)
 	setMax("flows", opts.Limits.Flows)
 	setMax("return_flows", opts.Limits.ReturnFlows)
+	setMax("sources", opts.Limits.Sources)
 
 	d := &Datapath{dir: dir}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{

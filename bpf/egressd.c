@@ -5,15 +5,23 @@
 // egressd datapath. Four tc programs share one set of maps:
 //
 //   egressd_pod         tc ingress of the host side of every pod interface:
-//                       classifies packets leaving a pod and sends matching
-//                       ones to a gateway of their group (VXLAN via the
-//                       egressd tunnel device, or straight into the stack
-//                       with a mark when this node is the chosen gateway).
+//                       classifies packets leaving a pod, pins matching ones
+//                       to a gateway of their group and marks them; they go
+//                       on through the rest of the tc chain (a CNI's own
+//                       programs) and the stack (its netfilter rules), so
+//                       NetworkPolicy still applies, and policy routing
+//                       takes them to the egressd tunnel device (or, when
+//                       this node is the gateway, to the egress interface).
 //   egressd_tun_ingress tc ingress of the egressd tunnel device: on a gateway,
+//                       admits only frames from a cluster node carrying a pod
+//                       of that node steered to the group (the sources map),
 //                       records which node a flow came from and marks it for
 //                       nftables SNAT and policy routing; on a source node,
-//                       hands replies straight to the pod interface.
-//   egressd_tun_egress  tc egress of the tunnel device: re-encapsulates
+//                       hands a reply to the pod only when it comes from the
+//                       gateway its flow is pinned to.
+//   egressd_tun_egress  tc egress of the tunnel device: on a source node,
+//                       encapsulates steered packets to the gateway their
+//                       flow is pinned to; on a gateway, re-encapsulates
 //                       replies (de-NATed by conntrack, routed to the tunnel
 //                       device by fwmark) to the node the flow came from.
 //   egressd_probe       tc ingress of the node's underlay interface: answers
@@ -44,8 +52,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 // Packet marks (see docs/datapath.md): top byte identifies egressd, bit 23
 // says the flow came through the tunnel (so its replies must go back through
-// it), bit 22 is set on replies to re-encapsulate, the low 16 bits carry the
-// gateway group. The layout is shared with nftables and policy routing:
+// it), bit 22 is set on replies to re-encapsulate, bit 21 on a source node's
+// packets to tunnel to a gateway, the low 16 bits carry the gateway group. The layout is shared with nftables and policy routing:
 // bpf2go generates the Go constants from this enum (bpf/datapath.go), which
 // is why it is an enum and why unused_mark_layout exists (it puts the enum
 // into BTF; nothing reads it, and the loader never creates its map).
@@ -54,6 +62,7 @@ enum mark_layout {
 	MARK_MAGIC_MASK = 0xff000000,
 	MARK_TUNNEL = 0x00800000,
 	MARK_REPLY = 0x00400000,
+	MARK_STEER = 0x00200000,
 	MARK_GROUP_MASK = 0x0000ffff,
 	// VNI: the group id, with bit 23 set on replies.
 	VNI_REPLY = 0x800000,
@@ -79,9 +88,14 @@ enum drop_reason {
 	DROP_ENCAP,          // setting the tunnel key or redirecting failed
 	DROP_NOT_SERVED,     // gateway received a group it does not serve
 	DROP_NO_RETURN,      // reply without a recorded source node
-	DROP_NO_ENDPOINT,    // reply for a pod this node does not know
 	DROP_MALFORMED,      // headers could not be read
 	DROP_RESERVED_PORT,  // a pod sent UDP to a reserved port (the tunnel's)
+	DROP_FOREIGN_NODE,   // gateway: a tunnelled frame from a host that is no node
+	DROP_FOREIGN_SOURCE, // gateway: inner source is no pod of the sending node
+			     // steered to the group
+	DROP_UNSOLICITED,    // source node: a reply for no flow pinned to its sender
+	DROP_NO_FLOW,        // source node: a steered packet reached the tunnel
+			     // device without a pinned flow
 	DROP_MAX,
 };
 // Like unused_mark_layout: puts the enum into BTF for bpf2go.
@@ -91,9 +105,18 @@ struct endpoint_key {
 	__u8 addr[16]; // IPv6, or IPv4-mapped IPv6 (::ffff:a.b.c.d)
 };
 
+// Flags of an endpoint.
+enum ep_flags {
+	// The pod may send to the second reserved port, the probe port: the
+	// controller's pods, which probe every gateway.
+	EP_PROBER = 1,
+};
+const enum ep_flags *unused_ep_flags __attribute__((unused));
+
 struct endpoint {
 	__u32 policy_set;
 	__u32 ifindex; // host-side interface, 0 if unknown
+	__u32 flags;   // EP_PROBER
 };
 
 struct rule4_key {
@@ -140,6 +163,8 @@ struct flow {
 	__u32 group;
 	__u32 gateway;
 	__u32 ifindex;
+	__u32 gw_underlay; // the gateway's underlay IPv4 (network order): the
+			   // only sender whose replies reach the pod
 	__u8 pod_mac[6];
 	__u8 host_mac[6];
 };
@@ -155,12 +180,37 @@ struct served_group {
 	__u32 _pad;
 };
 
+// Gateway: who may send a served group's traffic through the tunnel. A pod
+// entry is (its node's underlay address, group, pod address); a node entry
+// has group 0 and a zero address, and only tells a foreign host from a node
+// with a spoofed inner source in the drop counters.
+struct source_key {
+	__u32 node; // IPv4, network byte order
+	__u32 group;
+	__u8 addr[16]; // IPv6, or IPv4-mapped IPv6
+};
+
+// Flags of the config map.
+enum config_flags {
+	// Steer by redirecting to the tunnel device from the classifier, as
+	// before v3: no stack on the source node, so no CNI program after
+	// egressd's and no netfilter rule sees steered traffic (NetworkPolicy
+	// does not apply to it). For CNIs that bypass the stack themselves.
+	CFG_REDIRECT = 1,
+};
+const enum config_flags *unused_config_flags __attribute__((unused));
+
 struct config {
 	__u32 tunnel_ifindex;
+	__u32 flags; // CFG_REDIRECT
+	// This node's underlay IPv4 (network byte order): the outer source of
+	// every frame it tunnels, which the receiver checks.
+	__u32 node_ip;
 	// UDP ports pods may not send to, anywhere (network byte order; 0:
-	// unused): the agent reserves the tunnel port. A pod that could reach a
-	// gateway's tunnel would hand it frames with any inner source, and its
-	// node's masquerade would make them come from a cluster node.
+	// unused): the agent reserves the tunnel port and the probe port. A pod
+	// that could reach a gateway's tunnel would hand it frames with any
+	// inner source, and its node's masquerade would make them come from a
+	// cluster node. Pods flagged EP_PROBER may send to the second one.
 	__u16 reserved_ports[2];
 };
 
@@ -228,6 +278,34 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } return_flows SEC(".maps");
 
+// Tunnel egress: where the IPv4 fragments of a datagram go. The stack
+// fragments a datagram that does not fit the tunnel device after conntrack
+// reassembled it; only the first fragment carries the ports its flow is
+// keyed by, so it records the tunnel endpoint for the later ones (sent
+// after it).
+struct frag_key {
+	__u32 src;
+	__u32 dst;
+	__u16 id;
+	__u8 proto;
+	__u8 _pad;
+};
+
+struct frag_dest {
+	__u32 remote; // underlay IPv4, network byte order
+	__u32 group;
+	__u32 gateway; // for the counters
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct frag_key);
+	__type(value, struct frag_dest);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} frags SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -235,6 +313,15 @@ struct {
 	__type(value, struct served_group);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } served SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct source_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sources SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -301,6 +388,12 @@ struct pkt {
 	// 0 otherwise.
 	__u16 udp_dport;
 	__u16 l3_proto; // ETH_P_IP / ETH_P_IPV6, host order
+	// IPv4 fragments: the datagram's id, whether this is the first
+	// fragment, and the ports a first one carries (key has none).
+	__u8 frag;
+	__u8 frag_first;
+	__u16 frag_id;
+	__u16 frag_ports[2];
 	__u8 eth_src[6];
 	__u8 eth_dst[6];
 };
@@ -365,6 +458,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		// fragments) still carries the L4 header.
 		frag = ip.frag_off & bpf_htons(0x3fff);
 		first = !(ip.frag_off & bpf_htons(0x1fff));
+		p->frag = frag != 0;
+		p->frag_first = frag && first;
+		p->frag_id = ip.id;
 	} else if (p->l3_proto == ETH_P_IPV6) {
 		struct ipv6hdr ip6;
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
@@ -403,9 +499,13 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	p->key.dport = 0;
 	if (frag) {
 		__u16 ports[2];
-		if (first && proto == IPPROTO_UDP && l4off + 8 <= end &&
-		    bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) == 0)
-			p->udp_dport = ports[1];
+		if (first && (proto == IPPROTO_UDP || proto == IPPROTO_TCP) && l4off + 4 <= end &&
+		    bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports)) == 0) {
+			p->frag_ports[0] = ports[0];
+			p->frag_ports[1] = ports[1];
+			if (proto == IPPROTO_UDP && l4off + 8 <= end)
+				p->udp_dport = ports[1];
+		}
 		return 0;
 	}
 	// The whole L4 header must be inside the datagram (not in padding).
@@ -476,16 +576,17 @@ int egressd_pod(struct __sk_buff *skb)
 
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (p.udp_dport && cfg &&
-	    (p.udp_dport == cfg->reserved_ports[0] || p.udp_dport == cfg->reserved_ports[1])) {
-		// Pods never reach a reserved port (the tunnel's), steered or not.
-		count(0, 0, 0, DROP_RESERVED_PORT);
-		return TC_ACT_SHOT;
-	}
-
 	struct endpoint_key ek;
 	__builtin_memcpy(ek.addr, p.key.src, 16);
 	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &ek);
+	if (p.udp_dport && cfg &&
+	    (p.udp_dport == cfg->reserved_ports[0] || p.udp_dport == cfg->reserved_ports[1]) &&
+	    !(p.udp_dport == cfg->reserved_ports[1] && ep && (ep->flags & EP_PROBER))) {
+		// Pods never reach a reserved port, steered or not; only the
+		// controller's reach the probe port.
+		count(0, 0, 0, DROP_RESERVED_PORT);
+		return TC_ACT_SHOT;
+	}
 	if (!ep)
 		return TC_NEXT;
 	__u32 set = ep->policy_set;
@@ -561,26 +662,38 @@ int egressd_pod(struct __sk_buff *skb)
 		    .group = gid,
 		    .gateway = gw->id,
 		    .ifindex = skb->ifindex,
+		    .gw_underlay = gw->underlay,
 		};
 		__builtin_memcpy(nf.pod_mac, p.eth_src, 6);
 		__builtin_memcpy(nf.host_mac, p.eth_dst, 6);
 		bpf_map_update_elem(&flows, &p.key, &nf, BPF_ANY);
 	}
 
+	// The packet goes on, marked, through the rest of the tc chain and the
+	// stack: a CNI's programs and netfilter rules (NetworkPolicy) see it as
+	// if egressd were not there. This node as the gateway: policy routing
+	// and nftables route and SNAT it. Another gateway: policy routing sends
+	// it to the tunnel device, whose egress program encapsulates it to the
+	// pinned gateway; nftables keeps a masquerade off it and drops it if it
+	// would leave by any other interface.
 	__u32 gwid = gw->id;
 	if (gw->flags & GW_LOCAL) {
-		// This node is the gateway: the stack routes and SNATs it.
 		skb->mark = MARK_MAGIC | (gid & MARK_GROUP_MASK);
 		count(gid, gwid, skb->len, -1);
-		return TC_ACT_OK;
+		return TC_NEXT;
 	}
-
 	if (!cfg || cfg->tunnel_ifindex == 0) {
 		count(gid, gwid, 0, DROP_NO_TUNNEL);
 		return TC_ACT_SHOT;
 	}
+	if (!(cfg->flags & CFG_REDIRECT)) {
+		skb->mark = MARK_MAGIC | MARK_STEER | (gid & MARK_GROUP_MASK);
+		count(gid, gwid, skb->len, -1);
+		return TC_NEXT;
+	}
 	struct bpf_tunnel_key tk = {
 	    .remote_ipv4 = bpf_ntohl(gw->underlay),
+	    .local_ipv4 = bpf_ntohl(cfg->node_ip),
 	    .tunnel_id = gid & MARK_GROUP_MASK,
 	    .tunnel_ttl = 64,
 	};
@@ -592,13 +705,27 @@ int egressd_pod(struct __sk_buff *skb)
 	return bpf_redirect(cfg->tunnel_ifindex, 0);
 }
 
-// deliver hands a reply that came back through the tunnel to the pod.
-static __always_inline int deliver(struct __sk_buff *skb, struct pkt *p, __u32 gid)
+// deliver hands a reply that came back through the tunnel to the stack,
+// which routes it to the pod through this node's conntrack (the request
+// crossed it) and netfilter, but only when the pod's flow is pinned to the
+// sender (node: the outer source, network order). Any other reply-bit frame
+// is unsolicited: a flow this node never sent, one of another group, or one
+// pinned elsewhere. A flow evicted from the LRU map takes its replies again
+// once the pod's next packet pins it. In redirect mode (CFG_REDIRECT) the
+// request never crossed this node's conntrack, which would take the reply
+// as invalid: it goes straight to the pod's interface instead.
+static __always_inline int deliver(struct __sk_buff *skb, struct pkt *p, __u32 gid, __u32 node)
 {
 	struct flow_key ok = {};
 	reverse(&p->key, &ok);
 	struct flow *f = bpf_map_lookup_elem(&flows, &ok);
-	if (f && f->ifindex) {
+	if (!f || f->group != gid || f->gw_underlay != node) {
+		count(gid, 0, 0, DROP_UNSOLICITED);
+		return TC_ACT_SHOT;
+	}
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (cfg && (cfg->flags & CFG_REDIRECT) && f->ifindex) {
 		__u32 ifindex = f->ifindex;
 		__u8 macs[12];
 		__builtin_memcpy(macs, f->pod_mac, 6);
@@ -610,17 +737,11 @@ static __always_inline int deliver(struct __sk_buff *skb, struct pkt *p, __u32 g
 		count(gid, f->gateway, skb->len, -1);
 		return bpf_redirect(ifindex, 0);
 	}
-	// The flow entry was evicted: find the pod's interface and let the
-	// neighbour subsystem fill in the addresses.
-	struct endpoint_key ek;
-	__builtin_memcpy(ek.addr, p->key.dst, 16);
-	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &ek);
-	if (!ep || !ep->ifindex) {
-		count(gid, 0, 0, DROP_NO_ENDPOINT);
-		return TC_ACT_SHOT;
-	}
-	count(gid, 0, skb->len, -1);
-	return bpf_redirect_neigh(ep->ifindex, 0, 0, 0);
+	// The inner destination MAC is the gateway's device's: take the frame
+	// as ours so the IP layer routes it.
+	bpf_skb_change_type(skb, PACKET_HOST);
+	count(gid, f->gateway, skb->len, -1);
+	return TC_ACT_OK;
 }
 
 SEC("tc")
@@ -636,15 +757,27 @@ int egressd_tun_ingress(struct __sk_buff *skb)
 	}
 	__u32 vni = tk.tunnel_id;
 	__u32 gid = vni & MARK_GROUP_MASK;
+	__u32 node = bpf_htonl(tk.remote_ipv4);
 	if (vni & VNI_REPLY)
-		return deliver(skb, &p, gid);
+		return deliver(skb, &p, gid, node);
 
 	struct served_group *sg = bpf_map_lookup_elem(&served, &gid);
 	if (!sg) {
 		count(gid, 0xffffffff, 0, DROP_NOT_SERVED);
 		return TC_ACT_SHOT;
 	}
-	__u32 node = bpf_htonl(tk.remote_ipv4);
+	// Only a pod of the sending node that a policy steers to this group
+	// may use its egress IPs: anything else that reaches the tunnel port
+	// (a host that is no node, a node sending for a pod it does not run)
+	// is dropped before it is NATed.
+	struct source_key sk = {.node = node, .group = gid};
+	__builtin_memcpy(sk.addr, p.key.src, 16);
+	if (!bpf_map_lookup_elem(&sources, &sk)) {
+		struct source_key nk = {.node = node};
+		count(gid, 0xffffffff, 0,
+		      bpf_map_lookup_elem(&sources, &nk) ? DROP_FOREIGN_SOURCE : DROP_FOREIGN_NODE);
+		return TC_ACT_SHOT;
+	}
 	struct return_flow *rf = bpf_map_lookup_elem(&return_flows, &p.key);
 	if (!rf || rf->node != node || rf->group != gid) {
 		struct return_flow n = {.node = node, .group = gid};
@@ -658,35 +791,119 @@ int egressd_tun_ingress(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+static __always_inline void frag_key_of(struct pkt *p, struct frag_key *fk)
+{
+	__builtin_memcpy(&fk->src, &p->key.src[12], 4);
+	__builtin_memcpy(&fk->dst, &p->key.dst[12], 4);
+	fk->id = p->frag_id;
+	fk->proto = p->key.proto;
+	fk->_pad = 0;
+}
+
+// tunnel_dest finds where tc egress of the tunnel device sends a packet:
+// a steered one (reply 0) to the gateway its flow is pinned to, a reply
+// (reply 1) back to the node its flow came from. A first IPv4 fragment is
+// looked up with its ports and records the answer for the later ones. A
+// datagram pinned by the pod's own fragments (keyed without ports) is
+// looked up again without them. Returns 0 when found.
+static __always_inline int lookup_dest(struct flow_key *k, int reply, __u32 gid, struct frag_dest *out)
+{
+	if (reply) {
+		struct flow_key ok = {};
+		reverse(k, &ok);
+		struct return_flow *rf = bpf_map_lookup_elem(&return_flows, &ok);
+		if (!rf)
+			return 0;
+		out->remote = rf->node;
+		out->group = rf->group;
+		out->gateway = 0xffffffff;
+		return 1;
+	}
+	struct flow *f = bpf_map_lookup_elem(&flows, k);
+	if (!f || f->group != gid)
+		return 0;
+	out->remote = f->gw_underlay;
+	out->group = gid;
+	out->gateway = f->gateway;
+	return 1;
+}
+
+static __always_inline int tunnel_dest(struct pkt *p, int reply, __u32 gid, struct frag_dest *out)
+{
+	struct frag_key fk = {};
+	if (p->frag && !p->frag_first) {
+		frag_key_of(p, &fk);
+		struct frag_dest *d = bpf_map_lookup_elem(&frags, &fk);
+		if (d && (reply || d->group == gid)) {
+			*out = *d;
+			return 0;
+		}
+	}
+	struct flow_key k = p->key;
+	if (p->frag_first) {
+		k.sport = p->frag_ports[0];
+		k.dport = p->frag_ports[1];
+	}
+	int found = lookup_dest(&k, reply, gid, out);
+	if (!found && !is_echo(k.proto) && (k.sport || k.dport)) {
+		k.sport = 0;
+		k.dport = 0;
+		found = lookup_dest(&k, reply, gid, out);
+	}
+	if (!found)
+		return -1;
+	if (p->frag_first) {
+		frag_key_of(p, &fk);
+		bpf_map_update_elem(&frags, &fk, out, BPF_ANY);
+	}
+	return 0;
+}
+
+// egressd_tun_egress encapsulates, at tc egress of the tunnel device, a
+// source node's steered packets (mark with the steer bit, set by the
+// classifier and routed here by policy routing) to the gateway their flow is
+// pinned to, and a gateway's replies (mark with the reply bit, set by
+// nftables from the conntrack mark) to the node their flow came from. The
+// mark is cleared so the stack does not route the packet again. Anything else
+// goes on.
 SEC("tc")
 int egressd_tun_egress(struct __sk_buff *skb)
 {
-	if ((skb->mark & (MARK_MAGIC_MASK | MARK_REPLY)) != (MARK_MAGIC | MARK_REPLY))
+	int reply;
+	if ((skb->mark & (MARK_MAGIC_MASK | MARK_STEER)) == (MARK_MAGIC | MARK_STEER))
+		reply = 0;
+	else if ((skb->mark & (MARK_MAGIC_MASK | MARK_REPLY)) == (MARK_MAGIC | MARK_REPLY))
+		reply = 1;
+	else
 		return TC_NEXT;
+	__u32 gid = reply ? 0 : skb->mark & MARK_GROUP_MASK;
+	__u32 self = reply ? 0xffffffff : 0;
 	struct pkt p = {};
 	if (parse(skb, &p) != 0) {
-		count(0, 0xffffffff, 0, DROP_MALFORMED);
+		count(gid, self, 0, DROP_MALFORMED);
 		return TC_ACT_SHOT;
 	}
-	struct flow_key ok = {};
-	reverse(&p.key, &ok);
-	struct return_flow *rf = bpf_map_lookup_elem(&return_flows, &ok);
-	if (!rf) {
-		count(0, 0xffffffff, 0, DROP_NO_RETURN);
+	struct frag_dest d = {};
+	if (tunnel_dest(&p, reply, gid, &d) < 0) {
+		count(gid, self, 0, reply ? DROP_NO_RETURN : DROP_NO_FLOW);
 		return TC_ACT_SHOT;
 	}
-	__u32 gid = rf->group;
+	gid = d.group;
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
 	struct bpf_tunnel_key tk = {
-	    .remote_ipv4 = bpf_ntohl(rf->node),
-	    .tunnel_id = VNI_REPLY | (gid & MARK_GROUP_MASK),
+	    .remote_ipv4 = bpf_ntohl(d.remote),
+	    .local_ipv4 = cfg ? bpf_ntohl(cfg->node_ip) : 0,
+	    .tunnel_id = (reply ? VNI_REPLY : 0) | (gid & MARK_GROUP_MASK),
 	    .tunnel_ttl = 64,
 	};
 	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
-		count(gid, 0xffffffff, 0, DROP_ENCAP);
+		count(gid, reply ? self : d.gateway, 0, DROP_ENCAP);
 		return TC_ACT_SHOT;
 	}
 	skb->mark = 0;
-	count(gid, 0xffffffff, skb->len, -1);
+	if (reply)
+		count(gid, self, skb->len, -1);
 	return TC_ACT_OK;
 }
 

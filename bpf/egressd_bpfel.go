@@ -16,28 +16,40 @@ import (
 type egressdConfig struct {
 	_             structs.HostLayout
 	TunnelIfindex uint32
+	Flags         uint32
+	NodeIp        uint32
 	ReservedPorts [2]uint16
 }
+
+type egressdConfigFlags uint32
+
+const (
+	egressdConfigFlagsCFG_REDIRECT egressdConfigFlags = 1
+)
 
 type egressdDropReason uint32
 
 const (
-	egressdDropReasonDROP_NO_GATEWAY    egressdDropReason = 0
-	egressdDropReasonDROP_NO_GROUP      egressdDropReason = 1
-	egressdDropReasonDROP_NO_TUNNEL     egressdDropReason = 2
-	egressdDropReasonDROP_ENCAP         egressdDropReason = 3
-	egressdDropReasonDROP_NOT_SERVED    egressdDropReason = 4
-	egressdDropReasonDROP_NO_RETURN     egressdDropReason = 5
-	egressdDropReasonDROP_NO_ENDPOINT   egressdDropReason = 6
-	egressdDropReasonDROP_MALFORMED     egressdDropReason = 7
-	egressdDropReasonDROP_RESERVED_PORT egressdDropReason = 8
-	egressdDropReasonDROP_MAX           egressdDropReason = 9
+	egressdDropReasonDROP_NO_GATEWAY     egressdDropReason = 0
+	egressdDropReasonDROP_NO_GROUP       egressdDropReason = 1
+	egressdDropReasonDROP_NO_TUNNEL      egressdDropReason = 2
+	egressdDropReasonDROP_ENCAP          egressdDropReason = 3
+	egressdDropReasonDROP_NOT_SERVED     egressdDropReason = 4
+	egressdDropReasonDROP_NO_RETURN      egressdDropReason = 5
+	egressdDropReasonDROP_MALFORMED      egressdDropReason = 6
+	egressdDropReasonDROP_RESERVED_PORT  egressdDropReason = 7
+	egressdDropReasonDROP_FOREIGN_NODE   egressdDropReason = 8
+	egressdDropReasonDROP_FOREIGN_SOURCE egressdDropReason = 9
+	egressdDropReasonDROP_UNSOLICITED    egressdDropReason = 10
+	egressdDropReasonDROP_NO_FLOW        egressdDropReason = 11
+	egressdDropReasonDROP_MAX            egressdDropReason = 12
 )
 
 type egressdEndpoint struct {
 	_         structs.HostLayout
 	PolicySet uint32
 	Ifindex   uint32
+	Flags     uint32
 }
 
 type egressdEndpointKey struct {
@@ -45,13 +57,20 @@ type egressdEndpointKey struct {
 	Addr [16]uint8
 }
 
+type egressdEpFlags uint32
+
+const (
+	egressdEpFlagsEP_PROBER egressdEpFlags = 1
+)
+
 type egressdFlow struct {
-	_       structs.HostLayout
-	Group   uint32
-	Gateway uint32
-	Ifindex uint32
-	PodMac  [6]uint8
-	HostMac [6]uint8
+	_          structs.HostLayout
+	Group      uint32
+	Gateway    uint32
+	Ifindex    uint32
+	GwUnderlay uint32
+	PodMac     [6]uint8
+	HostMac    [6]uint8
 }
 
 type egressdFlowKey struct {
@@ -62,6 +81,23 @@ type egressdFlowKey struct {
 	Dport uint16
 	Proto uint8
 	Pad   [3]uint8
+}
+
+type egressdFragDest struct {
+	_       structs.HostLayout
+	Remote  uint32
+	Group   uint32
+	Gateway uint32
+	Pad     uint32
+}
+
+type egressdFragKey struct {
+	_     structs.HostLayout
+	Src   uint32
+	Dst   uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
 }
 
 type egressdGroup struct {
@@ -92,6 +128,7 @@ const (
 	egressdMarkLayoutMARK_MAGIC_MASK egressdMarkLayout = 4278190080
 	egressdMarkLayoutMARK_TUNNEL     egressdMarkLayout = 8388608
 	egressdMarkLayoutMARK_REPLY      egressdMarkLayout = 4194304
+	egressdMarkLayoutMARK_STEER      egressdMarkLayout = 2097152
 	egressdMarkLayoutMARK_GROUP_MASK egressdMarkLayout = 65535
 	egressdMarkLayoutVNI_REPLY       egressdMarkLayout = 8388608
 )
@@ -143,11 +180,18 @@ type egressdServedGroup struct {
 	Pad  uint32
 }
 
+type egressdSourceKey struct {
+	_     structs.HostLayout
+	Node  uint32
+	Group uint32
+	Addr  [16]uint8
+}
+
 type egressdStats struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
-	Drops   [9]uint64
+	Drops   [12]uint64
 }
 
 type egressdStatsKey struct {
@@ -163,6 +207,7 @@ const (
 	egressdMapConfig             = "config"
 	egressdMapEndpoints          = "endpoints"
 	egressdMapFlows              = "flows"
+	egressdMapFrags              = "frags"
 	egressdMapGroups             = "groups"
 	egressdMapOwnedAddrs         = "owned_addrs"
 	egressdMapProbeCfg           = "probe_cfg"
@@ -170,12 +215,15 @@ const (
 	egressdMapRules4             = "rules4"
 	egressdMapRules6             = "rules6"
 	egressdMapServed             = "served"
+	egressdMapSources            = "sources"
 	egressdMapStats              = "stats"
 	egressdProgEgressdPod        = "egressd_pod"
 	egressdProgEgressdProbe      = "egressd_probe"
 	egressdProgEgressdTunEgress  = "egressd_tun_egress"
 	egressdProgEgressdTunIngress = "egressd_tun_ingress"
+	egressdVarUnusedConfigFlags  = "unused_config_flags"
 	egressdVarUnusedDropReason   = "unused_drop_reason"
+	egressdVarUnusedEpFlags      = "unused_ep_flags"
 	egressdVarUnusedGwFlags      = "unused_gw_flags"
 	egressdVarUnusedMarkLayout   = "unused_mark_layout"
 )
@@ -235,6 +283,7 @@ type egressdMapSpecs struct {
 	Config      *ebpf.MapSpec `ebpf:"config"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
+	Frags       *ebpf.MapSpec `ebpf:"frags"`
 	Groups      *ebpf.MapSpec `ebpf:"groups"`
 	OwnedAddrs  *ebpf.MapSpec `ebpf:"owned_addrs"`
 	ProbeCfg    *ebpf.MapSpec `ebpf:"probe_cfg"`
@@ -242,6 +291,7 @@ type egressdMapSpecs struct {
 	Rules4      *ebpf.MapSpec `ebpf:"rules4"`
 	Rules6      *ebpf.MapSpec `ebpf:"rules6"`
 	Served      *ebpf.MapSpec `ebpf:"served"`
+	Sources     *ebpf.MapSpec `ebpf:"sources"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -249,9 +299,11 @@ type egressdMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type egressdVariableSpecs struct {
-	UnusedDropReason *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
-	UnusedGwFlags    *ebpf.VariableSpec `ebpf:"unused_gw_flags"`
-	UnusedMarkLayout *ebpf.VariableSpec `ebpf:"unused_mark_layout"`
+	UnusedConfigFlags *ebpf.VariableSpec `ebpf:"unused_config_flags"`
+	UnusedDropReason  *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
+	UnusedEpFlags     *ebpf.VariableSpec `ebpf:"unused_ep_flags"`
+	UnusedGwFlags     *ebpf.VariableSpec `ebpf:"unused_gw_flags"`
+	UnusedMarkLayout  *ebpf.VariableSpec `ebpf:"unused_mark_layout"`
 }
 
 // egressdObjects contains all objects after they have been loaded into the kernel.
@@ -277,6 +329,7 @@ type egressdMaps struct {
 	Config      *ebpf.Map `ebpf:"config"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	Flows       *ebpf.Map `ebpf:"flows"`
+	Frags       *ebpf.Map `ebpf:"frags"`
 	Groups      *ebpf.Map `ebpf:"groups"`
 	OwnedAddrs  *ebpf.Map `ebpf:"owned_addrs"`
 	ProbeCfg    *ebpf.Map `ebpf:"probe_cfg"`
@@ -284,6 +337,7 @@ type egressdMaps struct {
 	Rules4      *ebpf.Map `ebpf:"rules4"`
 	Rules6      *ebpf.Map `ebpf:"rules6"`
 	Served      *ebpf.Map `ebpf:"served"`
+	Sources     *ebpf.Map `ebpf:"sources"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 }
 
@@ -292,6 +346,7 @@ func (m *egressdMaps) Close() error {
 		m.Config,
 		m.Endpoints,
 		m.Flows,
+		m.Frags,
 		m.Groups,
 		m.OwnedAddrs,
 		m.ProbeCfg,
@@ -299,6 +354,7 @@ func (m *egressdMaps) Close() error {
 		m.Rules4,
 		m.Rules6,
 		m.Served,
+		m.Sources,
 		m.Stats,
 	)
 }
@@ -307,9 +363,11 @@ func (m *egressdMaps) Close() error {
 //
 // It can be passed to loadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type egressdVariables struct {
-	UnusedDropReason *ebpf.Variable `ebpf:"unused_drop_reason"`
-	UnusedGwFlags    *ebpf.Variable `ebpf:"unused_gw_flags"`
-	UnusedMarkLayout *ebpf.Variable `ebpf:"unused_mark_layout"`
+	UnusedConfigFlags *ebpf.Variable `ebpf:"unused_config_flags"`
+	UnusedDropReason  *ebpf.Variable `ebpf:"unused_drop_reason"`
+	UnusedEpFlags     *ebpf.Variable `ebpf:"unused_ep_flags"`
+	UnusedGwFlags     *ebpf.Variable `ebpf:"unused_gw_flags"`
+	UnusedMarkLayout  *ebpf.Variable `ebpf:"unused_mark_layout"`
 }
 
 // egressdPrograms contains all programs after they have been loaded into the kernel.

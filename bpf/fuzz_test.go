@@ -37,6 +37,10 @@ type frame struct {
 	// udpDst is the UDP destination port wherever the UDP header is in the frame: whole
 	// datagrams, IPv4 first fragments, and IPv6 first fragments behind a fragment header.
 	udpDst uint16
+	// firstFrag is set on an IPv4 first fragment of TCP or UDP with both ports in it, which
+	// are fragSport and fragDport.
+	firstFrag            bool
+	fragSport, fragDport uint16
 }
 
 // parseFrame is the oracle's parser. IPv4: version 4, IHL at least 5, a total length that
@@ -90,6 +94,10 @@ func parseFrame(b []byte) frame {
 		off := binary.BigEndian.Uint16(b[14+6:]) & 0x1fff
 		if f.proto == unix.IPPROTO_UDP && off == 0 && len(l4) >= 8 {
 			f.udpDst = binary.BigEndian.Uint16(l4[2:])
+		}
+		if (f.proto == unix.IPPROTO_UDP || f.proto == unix.IPPROTO_TCP) && off == 0 && len(l4) >= 4 {
+			f.firstFrag = true
+			f.fragSport, f.fragDport = binary.BigEndian.Uint16(l4[0:]), binary.BigEndian.Uint16(l4[2:])
 		}
 		return f
 	}
@@ -354,7 +362,8 @@ func FuzzClassifier(f *testing.F) {
 		}
 		fr := parseFrame(pkt)
 		before, totalBefore := statsTotal(t, d)
-		got, _, _ := fuzzRun(t, prog, pkt, 0)
+		ret, mark, _ := fuzzRun(t, prog, pkt, 0)
+		got := verdict(ret, mark)
 		after, totalAfter := statsTotal(t, d)
 		gid, steered := fuzzSteering.group(fr)
 		gw, exists := fuzzSteering.gw[gid]
@@ -375,9 +384,9 @@ func FuzzClassifier(f *testing.F) {
 			}
 		default:
 			k := StatsKey{gid, gw}
-			if got != actRedirect || after[k].Packets != before[k].Packets+1 || totalAfter != totalBefore+1 {
-				t.Fatalf("frame %+v of group %d: verdict %#x, counter %+v %d → %d; want a redirect counted on gateway %d\n% x",
-					fr, gid, got, k, before[k].Packets, after[k].Packets, gw, pkt)
+			if got != actSteered || mark != MarkMagic|MarkSteer|gid || after[k].Packets != before[k].Packets+1 || totalAfter != totalBefore+1 {
+				t.Fatalf("frame %+v of group %d: verdict %#x mark %#x, counter %+v %d → %d; want it steered (mark %#x) and counted on gateway %d\n% x",
+					fr, gid, got, mark, k, before[k].Packets, after[k].Packets, MarkMagic|MarkSteer|gid, gw, pkt)
 			}
 		}
 	})
@@ -415,6 +424,7 @@ func FuzzTunnelEgress(f *testing.F) {
 			return
 		}
 		fr := parseFrame(pkt)
+		clearFrags(t, d) // each input on its own: no fragment follows an earlier input's first
 		before, totalBefore := statsTotal(t, d)
 		got, markOut, _ := fuzzRun(t, prog, pkt, mark)
 		after, totalAfter := statsTotal(t, d)
@@ -434,8 +444,13 @@ func FuzzTunnelEgress(f *testing.F) {
 			drop(DropMalformed)
 			return
 		}
-		// The original direction of the reply: echo identifiers stay, ports swap.
+		// The original direction of the reply: echo identifiers stay, ports swap. A first
+		// fragment is looked up with the ports it carries (later ones follow it, see
+		// TestTunnelEgressFragments).
 		orig := FlowKey{Src: fr.dst, Dst: fr.src, Sport: fr.dport, Dport: fr.sport, Proto: fr.proto}
+		if fr.firstFrag {
+			orig.Sport, orig.Dport = fr.fragDport, fr.fragSport
+		}
 		if fr.proto == unix.IPPROTO_ICMP || fr.proto == unix.IPPROTO_ICMPV6 {
 			orig.Sport, orig.Dport = fr.sport, 0
 		}
@@ -449,6 +464,22 @@ func FuzzTunnelEgress(f *testing.F) {
 			t.Fatalf("reply of recorded flow %+v: verdict %#x mark %#x, want OK, mark cleared, counted\n% x", orig, got, markOut, pkt)
 		}
 	})
+}
+
+// clearFrags empties the fragment map between fuzz inputs.
+func clearFrags(tb testing.TB, d *Datapath) {
+	tb.Helper()
+	var k egressdFragKey
+	var keys []egressdFragKey
+	it := d.objs.Frags.Iterate()
+	var v egressdFragDest
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	must(tb, it.Err())
+	for _, k := range keys {
+		must(tb, d.objs.Frags.Delete(&k))
+	}
 }
 
 // probeRequest is the oracle's reading of a probe request the reflector must answer

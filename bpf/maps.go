@@ -11,23 +11,34 @@ import (
 
 // Drop reasons, indexes into Stats.Drops: enum drop_reason in C, through bpf2go.
 const (
-	DropNoGateway  = int(egressdDropReasonDROP_NO_GATEWAY)
-	DropNoGroup    = int(egressdDropReasonDROP_NO_GROUP)
-	DropNoTunnel   = int(egressdDropReasonDROP_NO_TUNNEL)
-	DropEncap      = int(egressdDropReasonDROP_ENCAP)
-	DropNotServed  = int(egressdDropReasonDROP_NOT_SERVED)
-	DropNoReturn   = int(egressdDropReasonDROP_NO_RETURN)
-	DropNoEndpoint = int(egressdDropReasonDROP_NO_ENDPOINT)
-	DropMalformed  = int(egressdDropReasonDROP_MALFORMED)
+	DropNoGateway = int(egressdDropReasonDROP_NO_GATEWAY)
+	DropNoGroup   = int(egressdDropReasonDROP_NO_GROUP)
+	DropNoTunnel  = int(egressdDropReasonDROP_NO_TUNNEL)
+	DropEncap     = int(egressdDropReasonDROP_ENCAP)
+	DropNotServed = int(egressdDropReasonDROP_NOT_SERVED)
+	DropNoReturn  = int(egressdDropReasonDROP_NO_RETURN)
+	DropMalformed = int(egressdDropReasonDROP_MALFORMED)
 	// DropReservedPort: a pod sent UDP to a reserved port (SetTunnel).
 	DropReservedPort = int(egressdDropReasonDROP_RESERVED_PORT)
-	NumDropReasons   = int(egressdDropReasonDROP_MAX)
+	// DropForeignNode: a gateway got a tunnelled frame from an address that
+	// is no node's (SetSource).
+	DropForeignNode = int(egressdDropReasonDROP_FOREIGN_NODE)
+	// DropForeignSource: a gateway got a tunnelled frame from a node whose
+	// inner source is no pod of that node steered to the group.
+	DropForeignSource = int(egressdDropReasonDROP_FOREIGN_SOURCE)
+	// DropUnsolicited: a source node got a reply-bit frame for no flow
+	// pinned to the gateway that sent it.
+	DropUnsolicited = int(egressdDropReasonDROP_UNSOLICITED)
+	// DropNoFlow: a steered packet reached the tunnel device of its source
+	// node without a pinned flow.
+	DropNoFlow     = int(egressdDropReasonDROP_NO_FLOW)
+	NumDropReasons = int(egressdDropReasonDROP_MAX)
 )
 
 // DropReasonNames names the drop reasons for metrics.
 var DropReasonNames = [NumDropReasons]string{
-	"no_gateway", "no_group", "no_tunnel", "encap", "not_served", "no_return", "no_endpoint", "malformed",
-	"reserved_port",
+	"no_gateway", "no_group", "no_tunnel", "encap", "not_served", "no_return", "malformed",
+	"reserved_port", "foreign_node", "foreign_source", "unsolicited", "no_flow",
 }
 
 // GatewaySelf is the gateway id under which a gateway node counts traffic it
@@ -38,16 +49,42 @@ func addr16(a netip.Addr) [16]byte {
 	return a.As16() // IPv4 becomes IPv4-mapped IPv6, as in the C side
 }
 
+// be32 is an IPv4 address as the C side stores it (network byte order, in a
+// native-endian __u32).
+func be32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+func fromBE32(v uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
 // Endpoint is the classifier's view of a local pod address.
 type Endpoint struct {
 	PolicySet uint32 // 0: not selected by any policy
 	Ifindex   uint32 // host-side interface, used to deliver replies
+	// Prober pods may send to the probe port (the second reserved port of
+	// SetTunnel): the controller's, which probe every gateway.
+	Prober bool
+}
+
+const epProber = uint32(egressdEpFlagsEP_PROBER)
+
+func (e Endpoint) value() egressdEndpoint {
+	v := egressdEndpoint{PolicySet: e.PolicySet, Ifindex: e.Ifindex}
+	if e.Prober {
+		v.Flags |= epProber
+	}
+	return v
 }
 
 // SetEndpoint inserts or replaces the entry of a pod address.
 func (d *Datapath) SetEndpoint(ip netip.Addr, ep Endpoint) error {
 	k := egressdEndpointKey{Addr: addr16(ip.Unmap())}
-	v := egressdEndpoint{PolicySet: ep.PolicySet, Ifindex: ep.Ifindex}
+	v := ep.value()
 	if err := d.objs.Endpoints.Update(&k, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("setting endpoint %s: %w", ip, err)
 	}
@@ -70,7 +107,7 @@ func (d *Datapath) Endpoints() (map[netip.Addr]Endpoint, error) {
 	var v egressdEndpoint
 	it := d.objs.Endpoints.Iterate()
 	for it.Next(&k, &v) {
-		out[netip.AddrFrom16(k.Addr).Unmap()] = Endpoint{PolicySet: v.PolicySet, Ifindex: v.Ifindex}
+		out[netip.AddrFrom16(k.Addr).Unmap()] = Endpoint{PolicySet: v.PolicySet, Ifindex: v.Ifindex, Prober: v.Flags&epProber != 0}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterating endpoints: %w", err)
@@ -194,8 +231,7 @@ func (d *Datapath) SetGroup(id uint32, gws []Gateway) error {
 		gw := &v.Gateways[i]
 		gw.Id = g.ID
 		if g.Underlay.Is4() {
-			b := g.Underlay.As4()
-			gw.Underlay = binary.NativeEndian.Uint32(b[:])
+			gw.Underlay = be32(g.Underlay)
 		}
 		if g.Healthy {
 			gw.Flags |= gwHealthy
@@ -231,9 +267,7 @@ func (d *Datapath) Groups() (map[uint32][]Gateway, error) {
 		var gws []Gateway
 		for i := 0; i < int(v.Count) && i < MaxGateways; i++ {
 			g := v.Gateways[i]
-			var b [4]byte
-			binary.NativeEndian.PutUint32(b[:], g.Underlay)
-			gws = append(gws, Gateway{ID: g.Id, Underlay: netip.AddrFrom4(b),
+			gws = append(gws, Gateway{ID: g.Id, Underlay: fromBE32(g.Underlay),
 				Healthy: g.Flags&gwHealthy != 0, Local: g.Flags&gwLocal != 0, Draining: g.Flags&gwDraining != 0})
 		}
 		out[k] = gws
@@ -280,19 +314,42 @@ func (d *Datapath) Served() ([]uint32, error) {
 	return out, nil
 }
 
-// SetTunnel records the ifindex of the egressd tunnel device (0: none) and
-// up to two UDP ports pods may never send to, wherever to (the agent passes
-// the tunnel port). A pod that reached a gateway's tunnel port could hand it
-// frames with any inner source, from its node's address once its node
-// masquerades them; the classifier drops such packets, counted
-// DropReservedPort.
-func (d *Datapath) SetTunnel(ifindex int, reservedPorts ...uint16) error {
-	if len(reservedPorts) > 2 {
-		return fmt.Errorf("%d reserved ports, the datapath holds 2", len(reservedPorts))
+// TunnelConfig is how this node tunnels (SetTunnel).
+type TunnelConfig struct {
+	// Ifindex of the egressd tunnel device; 0: none.
+	Ifindex int
+	// NodeIP is this node's underlay IPv4 address: the outer source of every
+	// frame it tunnels (receivers admit frames by it, see SetSource).
+	NodeIP netip.Addr
+	// ReservedPorts are up to two UDP ports pods may never send to,
+	// wherever to (the agent passes the tunnel port and the probe port). A
+	// pod that reached a gateway's tunnel port could hand it frames with any
+	// inner source, from its node's address once its node masquerades them;
+	// the classifier drops such packets, counted DropReservedPort. Prober
+	// endpoints may send to the second port.
+	ReservedPorts []uint16
+	// Redirect steers as before v3: the classifier encapsulates and
+	// redirects to the tunnel device itself, so no program after it in the
+	// tc chain and no netfilter rule of this node sees steered traffic (a
+	// CNI's NetworkPolicy does not apply to it). Off: steered packets go on
+	// marked, through the stack, to the tunnel device (MarkSteer).
+	Redirect bool
+}
+
+// SetTunnel configures tunnelling.
+func (d *Datapath) SetTunnel(c TunnelConfig) error {
+	if len(c.ReservedPorts) > 2 {
+		return fmt.Errorf("%d reserved ports, the datapath holds 2", len(c.ReservedPorts))
+	}
+	if !c.NodeIP.Is4() {
+		return fmt.Errorf("tunnel source %s is not IPv4", c.NodeIP)
 	}
 	k := uint32(0)
-	v := egressdConfig{TunnelIfindex: uint32(ifindex)}
-	for i, port := range reservedPorts {
+	v := egressdConfig{TunnelIfindex: uint32(c.Ifindex), NodeIp: be32(c.NodeIP)}
+	if c.Redirect {
+		v.Flags |= uint32(egressdConfigFlagsCFG_REDIRECT)
+	}
+	for i, port := range c.ReservedPorts {
 		var pb [2]byte
 		binary.BigEndian.PutUint16(pb[:], port)
 		v.ReservedPorts[i] = binary.NativeEndian.Uint16(pb[:])
@@ -301,6 +358,80 @@ func (d *Datapath) SetTunnel(ifindex int, reservedPorts ...uint16) error {
 		return fmt.Errorf("setting tunnel ifindex: %w", err)
 	}
 	return nil
+}
+
+// Source admits tunnelled traffic on a gateway: a frame of Group whose outer
+// source is Node (a node's underlay IPv4) and whose inner source is Pod (a
+// pod of that node that a policy steers to the group) is forwarded; any
+// other is dropped, counted DropForeignSource when Node is a known node and
+// DropForeignNode otherwise. A node entry has Group 0 and no Pod: it only
+// makes Node known.
+type Source struct {
+	Node  netip.Addr
+	Group uint32
+	Pod   netip.Addr
+}
+
+func (s Source) key() (egressdSourceKey, error) {
+	if !s.Node.Is4() {
+		return egressdSourceKey{}, fmt.Errorf("source node %s is not IPv4", s.Node)
+	}
+	k := egressdSourceKey{Node: be32(s.Node), Group: s.Group}
+	switch {
+	case s.Group == 0 && s.Pod.IsValid():
+		return k, fmt.Errorf("source %s on node %s: a pod entry needs a group", s.Pod, s.Node)
+	case s.Group != 0 && !s.Pod.IsValid():
+		return k, fmt.Errorf("source of node %s group %d: no pod address", s.Node, s.Group)
+	case s.Group > MaxGroup:
+		return k, fmt.Errorf("source %s: group %d out of range 1-%d", s.Pod, s.Group, MaxGroup)
+	case s.Pod.IsValid():
+		k.Addr = addr16(s.Pod.Unmap())
+	}
+	return k, nil
+}
+
+// SetSource admits a source (or makes a node known).
+func (d *Datapath) SetSource(s Source) error {
+	k, err := s.key()
+	if err != nil {
+		return err
+	}
+	v := uint32(1)
+	if err := d.objs.Sources.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("admitting source %s of node %s for group %d: %w", s.Pod, s.Node, s.Group, err)
+	}
+	return nil
+}
+
+// DeleteSource removes a source; a missing entry is not an error.
+func (d *Datapath) DeleteSource(s Source) error {
+	k, err := s.key()
+	if err != nil {
+		return err
+	}
+	if err := d.objs.Sources.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("removing source %s of node %s for group %d: %w", s.Pod, s.Node, s.Group, err)
+	}
+	return nil
+}
+
+// Sources returns every source entry, node entries included.
+func (d *Datapath) Sources() (map[Source]bool, error) {
+	out := map[Source]bool{}
+	var k egressdSourceKey
+	var v uint32
+	it := d.objs.Sources.Iterate()
+	for it.Next(&k, &v) {
+		s := Source{Node: fromBE32(k.Node), Group: k.Group}
+		if k.Group != 0 {
+			s.Pod = netip.AddrFrom16(k.Addr).Unmap()
+		}
+		out[s] = true
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterating sources: %w", err)
+	}
+	return out, nil
 }
 
 // ProbeConfig is what the probe reflector (HookProbe) answers.
@@ -322,8 +453,7 @@ func (d *Datapath) SetProbe(c ProbeConfig) error {
 		if !c.NodeIP.Is4() {
 			return fmt.Errorf("probe node IP %s is not IPv4", c.NodeIP)
 		}
-		b := c.NodeIP.As4()
-		v.NodeIp = binary.NativeEndian.Uint32(b[:])
+		v.NodeIp = be32(c.NodeIP)
 	}
 	var pb [2]byte
 	binary.BigEndian.PutUint16(pb[:], c.Port)
@@ -350,9 +480,7 @@ func (d *Datapath) Probe() (ProbeConfig, error) {
 	binary.NativeEndian.PutUint16(pb[:], v.Port)
 	c.Port = binary.BigEndian.Uint16(pb[:])
 	if v.NodeIp != 0 {
-		var b [4]byte
-		binary.NativeEndian.PutUint32(b[:], v.NodeIp)
-		c.NodeIP = netip.AddrFrom4(b)
+		c.NodeIP = fromBE32(v.NodeIp)
 	}
 	c.Draining = v.Flags&1 != 0
 	return c, nil
@@ -478,7 +606,7 @@ func (d *Datapath) maps() map[string]*ebpf.Map {
 		"endpoints": d.objs.Endpoints, "rules4": d.objs.Rules4, "rules6": d.objs.Rules6,
 		"groups": d.objs.Groups, "flows": d.objs.Flows, "return_flows": d.objs.ReturnFlows,
 		"served": d.objs.Served, "config": d.objs.Config, "stats": d.objs.Stats, "owned_addrs": d.objs.OwnedAddrs,
-		"probe_cfg": d.objs.ProbeCfg,
+		"probe_cfg": d.objs.ProbeCfg, "sources": d.objs.Sources, "frags": d.objs.Frags,
 	}
 }
 
@@ -501,7 +629,7 @@ func (d *Datapath) MapMemory() (map[string]uint64, error) {
 // Capacity is the size (max_entries) of each map a dataplane state fills,
 // read from the loaded maps, so it reflects Limits and maps reused from pins.
 type Capacity struct {
-	Endpoints, Rules4, Rules6, Groups, Served uint32
+	Endpoints, Rules4, Rules6, Groups, Served, Sources uint32
 }
 
 // Capacity returns the sizes of the loaded maps.
@@ -512,6 +640,7 @@ func (d *Datapath) Capacity() Capacity {
 		Rules6:    d.objs.Rules6.MaxEntries(),
 		Groups:    d.objs.Groups.MaxEntries(),
 		Served:    d.objs.Served.MaxEntries(),
+		Sources:   d.objs.Sources.MaxEntries(),
 	}
 }
 
@@ -523,7 +652,7 @@ type MapFill struct {
 }
 
 // FillMaps are the maps MapFill reports: every map whose overflow loses or refuses state.
-var FillMaps = []string{"endpoints", "rules4", "rules6", "groups", "served", "flows", "return_flows", "stats"}
+var FillMaps = []string{"endpoints", "rules4", "rules6", "groups", "served", "sources", "flows", "return_flows", "frags", "stats"}
 
 // MapFill counts the entries of each map in FillMaps by walking its keys (one syscall per
 // entry: about 0.5 µs each here, so tens of milliseconds for a 64k map; call it on an interval,

@@ -20,7 +20,7 @@ func TestMarkLayoutFromC(t *testing.T) {
 	}
 	want := map[string]uint32{
 		"MARK_MAGIC": MarkMagic, "MARK_MAGIC_MASK": MarkMagicMask, "MARK_TUNNEL": MarkTunnel,
-		"MARK_REPLY": MarkReply, "MARK_GROUP_MASK": MarkGroupMask, "VNI_REPLY": VNIReply,
+		"MARK_REPLY": MarkReply, "MARK_STEER": MarkSteer, "MARK_GROUP_MASK": MarkGroupMask, "VNI_REPLY": VNIReply,
 	}
 	for _, v := range layout.Values {
 		w, ok := want[v.Name]
@@ -41,10 +41,16 @@ func TestMarkLayoutFromC(t *testing.T) {
 	}
 	// The group bits, the tunnel and reply bits and the magic byte must not overlap: nftables
 	// and the ip rules mask one out of the others.
-	if MarkMagicMask&(MarkTunnel|MarkReply|MarkGroupMask) != 0 || MarkTunnel&MarkReply != 0 ||
-		(MarkTunnel|MarkReply)&MarkGroupMask != 0 || MarkMagic&^MarkMagicMask != 0 {
-		t.Errorf("mark fields overlap: magic %#x/%#x tunnel %#x reply %#x group %#x",
-			MarkMagic, MarkMagicMask, MarkTunnel, MarkReply, MarkGroupMask)
+	fields := []uint32{MarkMagicMask, MarkTunnel, MarkReply, MarkSteer, MarkGroupMask}
+	for i, a := range fields {
+		for _, b := range fields[i+1:] {
+			if a&b != 0 {
+				t.Errorf("mark fields %#x and %#x overlap", a, b)
+			}
+		}
+	}
+	if MarkMagic&^MarkMagicMask != 0 {
+		t.Errorf("magic %#x outside its mask %#x", MarkMagic, MarkMagicMask)
 	}
 }
 

@@ -27,12 +27,15 @@ func vxlanFrame(vni uint32, inner []byte) []byte {
 // TestTunnelIngressVXLAN runs egressd_tun_ingress where it runs on a gateway: on tc ingress of
 // a collect-metadata VXLAN device, fed by crafted VXLAN datagrams sent from another node's
 // namespace, so that the device supplies the tunnel metadata (VNI, outer source) the program
-// reads. A request of a served group is marked for SNAT and its source node recorded; a VNI
-// with the reply bit goes to the local pod; an unserved group, a truncated inner frame and a
-// datagram to another port are not taken.
+// reads. A request of a served group from an admitted source (node, pod) is marked for SNAT
+// and its source node recorded; the same frame from a host that is no node, a node's frame
+// with another pod's source or for another group are dropped (foreign_node, foreign_source).
+// A VNI with the reply bit goes to the local pod only for a flow pinned to the sender
+// (unsolicited otherwise); an unserved group, a truncated inner frame and a datagram to
+// another port are not taken.
 func TestTunnelIngressVXLAN(t *testing.T) {
-	topo := netns.New(t, netns.Spec{NoIPv6: true, NoHostileRules: true, Nodes: []netns.NodeSpec{{Name: "gw"}, {Name: "src"}}})
-	gw, src := topo.Node("gw"), topo.Node("src")
+	topo := netns.New(t, netns.Spec{NoIPv6: true, NoHostileRules: true, Nodes: []netns.NodeSpec{{Name: "gw"}, {Name: "src"}, {Name: "rogue"}}})
+	gw, src, rogue := topo.Node("gw"), topo.Node("src"), topo.Node("rogue")
 	d := load(t, Limits{})
 	const port = contract.DefaultTunnelPort
 	var tunIndex int
@@ -52,6 +55,10 @@ func TestTunnelIngressVXLAN(t *testing.T) {
 		return d.AttachTCX(HookTunnelIngress, tunIndex, "edtest0")
 	}))
 	must(t, d.SetServed(5))
+	must(t, d.SetServed(7))
+	// src is a node running pod4, which a policy steers to group 5 (not 7); rogue is no node.
+	must(t, d.SetSource(Source{Node: src.IP}))
+	must(t, d.SetSource(Source{Node: src.IP, Group: 5, Pod: pod4}))
 
 	var conn *net.UDPConn
 	must(t, src.Do(func() error {
@@ -60,14 +67,14 @@ func TestTunnelIngressVXLAN(t *testing.T) {
 		return err
 	}))
 	t.Cleanup(func() { conn.Close() })
-	send := func(payload []byte, to uint16) {
+	sendFrom := func(from *netns.Node, payload []byte, to uint16) {
 		t.Helper()
-		if to == port {
+		if to == port && from == src {
 			_, err := conn.Write(payload)
 			must(t, err)
 			return
 		}
-		must(t, src.Do(func() error {
+		must(t, from.Do(func() error {
 			c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(gw.IP, to)))
 			if err != nil {
 				return err
@@ -77,6 +84,7 @@ func TestTunnelIngressVXLAN(t *testing.T) {
 			return err
 		}))
 	}
+	send := func(payload []byte, to uint16) { t.Helper(); sendFrom(src, payload, to) }
 	// waitFor polls the maps: the datagram crosses the fabric and the device asynchronously.
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
@@ -112,27 +120,47 @@ func TestTunnelIngressVXLAN(t *testing.T) {
 			t.Error("a datagram to another port reached the tunnel program")
 		}
 	})
-	t.Run("unserved group", func(t *testing.T) {
-		k := StatsKey{6, GatewaySelf}
-		before := drops(t, d, k, DropNotServed)
-		send(vxlanFrame(6, packet(pod4, dst4, tcp, 40003, 80)), port)
-		waitFor("a not_served drop", func() bool { return drops(t, d, k, DropNotServed) == before+1 })
-		if _, _, ok := returnFlow(t, d, flow(40003)); ok {
-			t.Error("a flow of a group this gateway does not serve was recorded")
+	// refused: a frame of group from a node is dropped for reason and its flow not recorded.
+	refused := func(from *netns.Node, group uint32, inner FlowKey, reason int) {
+		t.Helper()
+		k := StatsKey{group, GatewaySelf}
+		before := drops(t, d, k, reason)
+		sendFrom(from, vxlanFrame(group, packet(inner.Src, inner.Dst, inner.Proto, inner.Sport, inner.Dport)), port)
+		waitFor("a "+DropReasonNames[reason]+" drop", func() bool { return drops(t, d, k, reason) == before+1 })
+		if _, _, ok := returnFlow(t, d, inner); ok {
+			t.Errorf("a refused frame (%s) was recorded", DropReasonNames[reason])
 		}
+	}
+	t.Run("unserved group", func(t *testing.T) { refused(src, 6, flow(40003), DropNotServed) })
+	t.Run("host that is no node", func(t *testing.T) { refused(rogue, 5, flow(40010), DropForeignNode) })
+	t.Run("node with a spoofed inner source", func(t *testing.T) {
+		refused(src, 5, FlowKey{Src: other4, Dst: dst4, Sport: 40011, Dport: 80, Proto: tcp}, DropForeignSource)
 	})
-	t.Run("reply bit hands the reply to the pod", func(t *testing.T) {
+	t.Run("pod of the node in a group it is not steered to", func(t *testing.T) { refused(src, 7, flow(40012), DropForeignSource) })
+	t.Run("reply bit hands only a solicited reply to the pod", func(t *testing.T) {
 		reply := vxlanFrame(VNIReply|5, packet(dst4, pod4, tcp, 80, 40004))
-		// No flow entry and no endpoint for the pod: dropped, never NATed as a request.
 		k := StatsKey{5, 0}
-		before := drops(t, d, k, DropNoEndpoint)
+		unsolicited := func(what string, from *netns.Node) {
+			t.Helper()
+			before := drops(t, d, k, DropUnsolicited)
+			sendFrom(from, reply, port)
+			waitFor(what+": an unsolicited drop", func() bool { return drops(t, d, k, DropUnsolicited) == before+1 })
+		}
+		// No flow of this node: dropped, never NATed as a request.
+		unsolicited("no flow", src)
+		// The flow is pinned to src (as its gateway): a reply from rogue is not taken, nor one
+		// of another group.
+		setFlow(t, d, FlowKey{Src: pod4, Dst: dst4, Sport: 40004, Dport: 80, Proto: tcp},
+			egressdFlow{Group: 5, Gateway: 9, Ifindex: uint32(tunIndex), GwUnderlay: be32(src.IP)})
+		unsolicited("a host the flow is not pinned to", rogue)
+		before := drops(t, d, StatsKey{6, 0}, DropUnsolicited)
+		send(vxlanFrame(VNIReply|6, packet(dst4, pod4, tcp, 80, 40004)), port)
+		waitFor("another group: an unsolicited drop", func() bool { return drops(t, d, StatsKey{6, 0}, DropUnsolicited) == before+1 })
+		// From the flow's gateway it is delivered to the pod's interface (counted for the gateway).
+		kGW := StatsKey{5, 9}
+		delivered := packets(t, d, kGW)
 		send(reply, port)
-		waitFor("a no_endpoint drop", func() bool { return drops(t, d, k, DropNoEndpoint) == before+1 })
-		// With the pod known, the reply is delivered to its interface (counted, gateway 0).
-		must(t, d.SetEndpoint(pod4, Endpoint{PolicySet: 1, Ifindex: uint32(tunIndex)}))
-		delivered := packets(t, d, k)
-		send(reply, port)
-		waitFor("the reply delivered", func() bool { return packets(t, d, k) == delivered+1 })
+		waitFor("the reply delivered", func() bool { return packets(t, d, kGW) == delivered+1 })
 		if _, _, ok := returnFlow(t, d, FlowKey{Src: dst4, Dst: pod4, Sport: 80, Dport: 40004, Proto: tcp}); ok {
 			t.Error("a reply was recorded as a request")
 		}

@@ -27,9 +27,15 @@ func runCtx(tb testing.TB, p *ebpf.Program, pkt []byte, mark uint32) (uint32, ui
 func setReturnFlow(tb testing.TB, d *Datapath, k FlowKey, node netip.Addr, group uint32) {
 	tb.Helper()
 	rk := k.raw()
-	b := node.As4()
-	v := egressdReturnFlow{Node: binary.NativeEndian.Uint32(b[:]), Group: group}
+	v := egressdReturnFlow{Node: be32(node), Group: group}
 	must(tb, d.objs.ReturnFlows.Update(&rk, &v, ebpf.UpdateAny))
+}
+
+// setFlow pins a flow on a source node, as the classifier does.
+func setFlow(tb testing.TB, d *Datapath, k FlowKey, f egressdFlow) {
+	tb.Helper()
+	rk := k.raw()
+	must(tb, d.objs.Flows.Update(&rk, &f, ebpf.UpdateAny))
 }
 
 // returnFlow is the source node the gateway recorded for a flow, if any.
@@ -40,9 +46,7 @@ func returnFlow(tb testing.TB, d *Datapath, k FlowKey) (netip.Addr, uint32, bool
 	if err := d.objs.ReturnFlows.Lookup(&rk, &v); err != nil {
 		return netip.Addr{}, 0, false
 	}
-	var b [4]byte
-	binary.NativeEndian.PutUint32(b[:], v.Node)
-	return netip.AddrFrom4(b), v.Group, true
+	return fromBE32(v.Node), v.Group, true
 }
 
 func drops(tb testing.TB, d *Datapath, k StatsKey, reason int) uint64 {
@@ -115,6 +119,110 @@ func TestTunnelEgress(t *testing.T) {
 			t.Errorf("malformed drops went from %d to %d, want +1", before, after)
 		}
 	})
+}
+
+// TestTunnelEgressSteered: on a source node, a packet the classifier steered (magic, steer bit,
+// group) reaches tc egress of the tunnel device through the stack; the program encapsulates it
+// to the gateway its flow is pinned to and clears the mark. A datagram the stack reassembled
+// finds the flow its fragments pinned (no ports); one without a pinned flow, or pinned in
+// another group, is dropped (no_flow), never sent unencapsulated.
+func TestTunnelEgressSteered(t *testing.T) {
+	d := load(t, Limits{})
+	prog := d.Program(HookTunnelEgress)
+	tcp, udp := uint8(unix.IPPROTO_TCP), uint8(unix.IPPROTO_UDP)
+	pin := func(k FlowKey, group uint32) {
+		setFlow(t, d, k, egressdFlow{Group: group, Gateway: gwA.ID, Ifindex: 3, GwUnderlay: be32(gwA.Underlay)})
+	}
+	pin(FlowKey{Src: pod4, Dst: dst4, Sport: 40000, Dport: 80, Proto: tcp}, 5)
+	pin(FlowKey{Src: pod4, Dst: dst4, Proto: udp}, 5) // pinned by fragments
+	steer := MarkMagic | MarkSteer | 5
+	for _, tc := range []struct {
+		name   string
+		pkt    []byte
+		mark   uint32
+		want   uint32
+		reason int // drop counted under (5, 0), or -1
+	}{
+		{"pinned flow is encapsulated", packet(pod4, dst4, tcp, 40000, 80), steer, actOK, -1},
+		{"reassembled datagram finds its fragments' flow", packet(pod4, dst4, udp, 40001, 53), steer, actOK, -1},
+		{"no pinned flow is dropped", packet(pod4, dst4, tcp, 40002, 80), steer, actShot, DropNoFlow},
+		{"flow of another group is dropped", packet(pod4, dst4, tcp, 40000, 80), MarkMagic | MarkSteer | 6, actShot, DropNoFlow},
+		{"truncated is dropped", packet(pod4, dst4, tcp, 40000, 80)[:14+20+2], steer, actShot, DropMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := StatsKey{tc.mark & MarkGroupMask, 0}
+			var before uint64
+			if tc.reason >= 0 {
+				before = drops(t, d, k, tc.reason)
+			}
+			got, mark := runCtx(t, prog, tc.pkt, tc.mark)
+			if got != tc.want {
+				t.Fatalf("verdict %#x, want %#x", got, tc.want)
+			}
+			if tc.want == actOK && mark != 0 {
+				t.Errorf("mark %#x left on the encapsulated packet, want 0", mark)
+			}
+			if tc.reason >= 0 {
+				if after := drops(t, d, k, tc.reason); after != before+1 {
+					t.Errorf("%s drops went from %d to %d, want +1", DropReasonNames[tc.reason], before, after)
+				}
+			}
+		})
+	}
+}
+
+// fragment turns a whole IPv4 packet of packet() into one fragment of datagram id: its first
+// n bytes of payload (first) or the rest (at offset n, n a multiple of 8).
+func fragment(pkt []byte, id uint16, n int, first bool) []byte {
+	ip := append([]byte{}, pkt[14:]...)
+	payload := ip[20:]
+	var out []byte
+	binary.BigEndian.PutUint16(ip[4:], id)
+	if first {
+		out = append(ip[:20:20], payload[:n]...)
+		binary.BigEndian.PutUint16(out[6:], 0x2000) // MF, offset 0
+	} else {
+		out = append(ip[:20:20], payload[n:]...)
+		binary.BigEndian.PutUint16(out[6:], uint16(n/8))
+	}
+	binary.BigEndian.PutUint16(out[2:], uint16(len(out)))
+	return append(append([]byte{}, pkt[:14]...), out...)
+}
+
+// TestTunnelEgressFragments: the stack fragments a datagram that does not fit the tunnel
+// device after conntrack reassembled it, so tc egress sees fragments whose later pieces carry
+// no ports. The first fragment finds its flow by its ports and records where the datagram
+// goes; the later ones follow it, on a source node (steered) and on a gateway (replies). A
+// later fragment of a datagram whose first fragment was not seen is dropped.
+func TestTunnelEgressFragments(t *testing.T) {
+	d := load(t, Limits{})
+	prog := d.Program(HookTunnelEgress)
+	udp := uint8(unix.IPPROTO_UDP)
+	setFlow(t, d, FlowKey{Src: pod4, Dst: dst4, Sport: 40000, Dport: 53, Proto: udp},
+		egressdFlow{Group: 5, Gateway: gwA.ID, Ifindex: 3, GwUnderlay: be32(gwA.Underlay)})
+	setReturnFlow(t, d, FlowKey{Src: pod4, Dst: dst4, Sport: 40001, Dport: 53, Proto: udp}, testNodeIP, 5)
+	steer := MarkMagic | MarkSteer | 5
+	req := packet(pod4, dst4, udp, 40000, 53)
+	reply := packet(dst4, pod4, udp, 53, 40001)
+	for _, tc := range []struct {
+		name string
+		pkt  []byte
+		mark uint32
+		want uint32
+	}{
+		{"steered: first fragment", fragment(req, 7, 16, true), steer, actOK},
+		{"steered: later fragment follows it", fragment(req, 7, 16, false), steer, actOK},
+		{"steered: later fragment of an unseen datagram", fragment(req, 8, 16, false), steer, actShot},
+		{"reply: first fragment", fragment(reply, 9, 16, true), MarkMagic | MarkReply, actOK},
+		{"reply: later fragment follows it", fragment(reply, 9, 16, false), MarkMagic | MarkReply, actOK},
+		{"reply: later fragment of an unseen datagram", fragment(reply, 10, 16, false), MarkMagic | MarkReply, actShot},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, _ := runCtx(t, prog, tc.pkt, tc.mark); got != tc.want {
+				t.Fatalf("verdict %#x, want %#x", got, tc.want)
+			}
+		})
+	}
 }
 
 // TestTunnelIngressWithoutTunnelMetadata: egressd_tun_ingress reads the VXLAN header's

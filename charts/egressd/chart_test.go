@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	"github.com/egressd/egressd/gateway/agent"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
 	"github.com/egressd/egressd/gateway/contract"
 )
@@ -385,7 +386,7 @@ func checkAgent(t *testing.T, r rendered) {
 	// The chart cannot import the Go defaults; this pins values.yaml to them.
 	wantArgs := []string{
 		"--node-name=$(NODE_NAME)", "--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
-		fmt.Sprintf("--tunnel-port=%d", contract.DefaultTunnelPort),
+		fmt.Sprintf("--tunnel-port=%d", contract.DefaultTunnelPort), "--steering=" + agent.SteeringStack,
 		"--pod-interface-patterns=" + strings.Join(dataplane.DefaultInterfacePatterns, ","), "--bpffs=/sys/fs/bpf", "--daemonset=egressd-agent",
 	}
 	if !slices.Equal(c.Args, wantArgs) {

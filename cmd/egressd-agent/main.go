@@ -34,6 +34,7 @@ func main() {
 	flag.UintVar(&tunnelPort, "tunnel-port", contract.DefaultTunnelPort, "VXLAN UDP port, the same on every node")
 	flag.UintVar(&probePort, "probe-port", contract.DefaultProbePort, "probe UDP port, the same on every node")
 	flag.StringVar(&patterns, "pod-interface-patterns", strings.Join(dataplane.DefaultInterfacePatterns, ","), "comma-separated name patterns of pod interfaces")
+	flag.StringVar(&o.Steering, "steering", agent.SteeringStack, `how steered packets reach the tunnel: "stack" (the CNI's NetworkPolicy applies) or "redirect" (skips it; for CNIs that bypass the stack)`)
 	flag.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "bpffs mount; egressd pins under <bpffs>/egressd")
 	flag.BoolVar(&o.Cleanup, "cleanup", false, "remove the datapath and exit")
 	flag.StringVar(&o.DaemonSet, "daemonset", "", "the agents' DaemonSet in --namespace: stopping while it is being deleted removes the datapath")

@@ -89,6 +89,10 @@ type Config struct {
 	Announce func(ifname string, ip netip.Addr) error
 	// Registerer receives the agent's metrics; nil means none.
 	Registerer prometheus.Registerer
+	// ClusterCache makes the cache of every pod and node that a gateway node reads to admit
+	// tunnelled traffic; Setup gives one (NewClusterCache). Nil: this agent's gateway role
+	// admits no tunnelled traffic.
+	ClusterCache func() (cache.Cache, error)
 	// LeaseInterval, LeaseDuration (contract.AgentLeaseDuration), Debounce and Resync: zero
 	// means the defaults.
 	LeaseInterval, LeaseDuration, Debounce, Resync time.Duration
@@ -142,6 +146,7 @@ type Agent struct {
 	reader client.Reader // Lease reads, uncached: the agent may not list Leases
 
 	dirty     chan struct{}
+	view      *clusterView
 	responder *probe.Responder
 	prober    *probe.Prober
 
@@ -170,6 +175,7 @@ func New(cfg Config, c cache.Cache, cl client.Client, reader client.Reader) (*Ag
 	a := &Agent{cfg: cfg, cache: c, client: cl, reader: reader,
 		dirty: make(chan struct{}, 1), announceKick: make(chan struct{}, 1), becameReady: make(chan struct{}, 1),
 		readyErr: errors.New("no state applied yet")}
+	a.view = &clusterView{newCache: cfg.ClusterCache, signal: a.signal}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(&collector{a: a}); err != nil {
 			return nil, fmt.Errorf("registering agent metrics: %w", err)
@@ -347,6 +353,9 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 	}
 	a.prober.SetTargets(res.Probes)
 	a.logProblems(logger, res.Problems)
+	if err := a.view.ensure(ctx, res.NeedsClusterView); err != nil {
+		logger.Error(err, "starting the cluster view; the gateway admits no tunnelled traffic until it starts")
+	}
 
 	a.mu.Lock()
 	a.last = res
@@ -411,7 +420,10 @@ func (a *Agent) inputs(ctx context.Context) (Inputs, error) {
 	if in.Node == nil {
 		return in, fmt.Errorf("node %s not found", a.cfg.NodeName)
 	}
-	in.ProbePort = a.cfg.ProbePort
+	in.ProbePort, in.Namespace = a.cfg.ProbePort, a.cfg.Namespace
+	if err := a.view.read(ctx, &in); err != nil {
+		return in, err
+	}
 	a.mu.Lock()
 	in.SetIDs = a.last.SetIDs
 	a.mu.Unlock()

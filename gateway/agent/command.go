@@ -14,12 +14,22 @@ import (
 	"github.com/egressd/egressd/gateway/agent/dataplane"
 )
 
+// Values of CommandOptions.Steering.
+const (
+	SteeringStack    = "stack"
+	SteeringRedirect = "redirect"
+)
+
 // CommandOptions are the egressd-agent command line.
 type CommandOptions struct {
 	NodeName, Kubeconfig, Namespace            string
 	MetricsBindAddress, HealthProbeBindAddress string
 	TunnelPort, ProbePort                      uint16
 	PodInterfacePatterns                       []string
+	// Steering is how steered packets reach the tunnel: "stack" (through the rest of the tc
+	// chain and the node's netfilter, so the CNI's NetworkPolicy applies) or "redirect" (the
+	// classifier redirects them itself, skipping both; dataplane.Config.Redirect).
+	Steering string
 	// BPFFS is the bpffs mount; egressd pins under BPFFS/egressd.
 	BPFFS string
 	// Cleanup removes the datapath instead of running.
@@ -37,10 +47,14 @@ type CommandOptions struct {
 // pinned maps) unless its DaemonSet is being deleted (uninstall.go); Cleanup removes it.
 func Main(ctx context.Context, o CommandOptions) error {
 	logger := log.FromContext(ctx)
+	if o.Steering != SteeringStack && o.Steering != SteeringRedirect {
+		return fmt.Errorf("--steering %q: want %q or %q", o.Steering, SteeringStack, SteeringRedirect)
+	}
 	dp := dataplane.New(dataplane.Config{
 		PinRoot:           filepath.Join(o.BPFFS, "egressd"),
 		TunnelPort:        o.TunnelPort,
 		InterfacePatterns: o.PodInterfacePatterns,
+		Redirect:          o.Steering == SteeringRedirect,
 	})
 	if o.Cleanup {
 		if err := dp.Remove(ctx); err != nil {

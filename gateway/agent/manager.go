@@ -94,9 +94,28 @@ func trimNode(n *corev1.Node) *corev1.Node {
 	}
 }
 
-// Setup builds the agent on mgr's cache and client and adds it, its readiness check ("the
+// NewClusterCache returns the cache of every pod and node of the cluster, trimmed as in the
+// manager's cache, that a gateway node's agent reads to admit tunnelled traffic. It is not
+// started.
+func NewClusterCache(mgr manager.Manager) (cache.Cache, error) {
+	return cache.New(mgr.GetConfig(), cache.Options{
+		Scheme:           mgr.GetScheme(),
+		Mapper:           mgr.GetRESTMapper(),
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:  {Transform: cachetrim.Transform(trimPod)},
+			&corev1.Node{}: {Transform: cachetrim.Transform(trimNode)},
+		},
+	})
+}
+
+// Setup builds the agent on mgr's cache and client (and, for its gateway role, the cluster view
+// of NewClusterCache) and adds it, its readiness check ("the
 // last Apply succeeded") and a liveness ping to mgr.
 func Setup(mgr manager.Manager, cfg Config) (*Agent, error) {
+	if cfg.ClusterCache == nil {
+		cfg.ClusterCache = func() (cache.Cache, error) { return NewClusterCache(mgr) }
+	}
 	a, err := New(cfg, mgr.GetCache(), mgr.GetClient(), mgr.GetAPIReader())
 	if err != nil {
 		return nil, err

@@ -28,6 +28,9 @@ const (
 	// ProblemNoInterface: this node lacks the interface an egress IP or a nodeInterface
 	// group needs, or the interface lacks an address of the family.
 	ProblemNoInterface ProblemKind = "NoInterface"
+	// ProblemNoClusterView: this node serves a group but has not read the cluster's pods and
+	// nodes yet, so its gateway admits no tunnelled traffic (the Node is its own).
+	ProblemNoClusterView ProblemKind = "NoClusterView"
 )
 
 // ObjectRef names an API object.

@@ -47,6 +47,16 @@ type Inputs struct {
 	SetIDs map[string]uint32
 	// ProbePort is the probe port of every node.
 	ProbePort uint16
+	// Namespace is the release namespace: the controller's pods there may reach ProbePort
+	// (contract.ControllerPod); no other pod may.
+	Namespace string
+	// ClusterView says that ClusterPods and Nodes are read (from a synced cache): the
+	// cluster's pods and nodes, which a gateway node admits tunnelled traffic from. The agent
+	// reads them only on a node that Result.NeedsClusterView; without them its gateway role
+	// admits nothing.
+	ClusterView bool
+	ClusterPods []corev1.Pod
+	Nodes       []corev1.Node
 }
 
 // Interface is a network interface of this node.
@@ -79,6 +89,10 @@ type Result struct {
 	// unsolicited NA for each one it did not hold before. Cloud addresses are routed by the
 	// cloud and nodeInterface ones never move.
 	Announce []dataplane.EgressAddress
+	// NeedsClusterView is set on a node that an EgressGateway lists (in any state) or that
+	// holds an egress IP: it may serve a group now or soon, and admits tunnelled traffic only
+	// from the pods of the cluster's nodes (Inputs.ClusterView).
+	NeedsClusterView bool
 }
 
 // Member is a gateway node probed for a group.
@@ -105,6 +119,25 @@ type policy struct {
 	excl      []netip.Prefix
 	priority  int32
 	gw        *gatewayInfo
+}
+
+// selects reports whether the policy steers pod p, whose namespace has the labels nsLabels:
+// the namespace matches (its own for an EgressPolicy, the namespace selector for a
+// ClusterEgressPolicy), the pod selector matches, and the policy's gateway admits the
+// namespace.
+func (p *policy) selects(pod *corev1.Pod, nsLabels labels.Set) bool {
+	if p.cluster {
+		if !p.nss.Matches(nsLabels) {
+			return false
+		}
+	} else if p.ns != pod.Namespace {
+		return false
+	}
+	if !p.pods.Matches(labels.Set(pod.Labels)) {
+		return false
+	}
+	ok, _ := contract.NamespaceAdmitted(p.gw.obj.Spec.AllowedNamespaces, pod.Namespace, nsLabels)
+	return ok
 }
 
 // before reports whether p wins over q on equal prefixes: higher priority, then the lower
@@ -179,23 +212,12 @@ func ComputeState(in Inputs) (Result, error) {
 		if !contract.Steerable(p) {
 			continue
 		}
-		ps := podSet{pod: dataplane.Pod{Name: p.Namespace + "/" + p.Name, IPs: contract.PodIPs(p)}}
-		podLabels := labels.Set(p.Labels)
+		ps := podSet{pod: dataplane.Pod{Name: p.Namespace + "/" + p.Name, IPs: contract.PodIPs(p),
+			Prober: contract.ControllerPod(p, in.Namespace)}}
 		for _, pol := range policies {
-			if pol.cluster {
-				if !pol.nss.Matches(labelsOf(p.Namespace)) {
-					continue
-				}
-			} else if pol.ns != p.Namespace {
-				continue
+			if pol.selects(p, labelsOf(p.Namespace)) {
+				ps.policies = append(ps.policies, pol)
 			}
-			if !pol.pods.Matches(podLabels) {
-				continue
-			}
-			if ok, _ := contract.NamespaceAdmitted(pol.gw.obj.Spec.AllowedNamespaces, p.Namespace, labelsOf(p.Namespace)); !ok {
-				continue
-			}
-			ps.policies = append(ps.policies, pol)
 		}
 		if len(ps.policies) > 0 {
 			keys := make([]string, len(ps.policies))
@@ -271,7 +293,82 @@ func ComputeState(in Inputs) (Result, error) {
 	})
 
 	res.State.Gateway, res.Announce = gatewayRole(in, gateways, nodeIP, problem)
+	res.NeedsClusterView = res.State.Gateway != nil || slices.ContainsFunc(in.Gateways, func(g egressv1.EgressGateway) bool {
+		return listsNode(&g, in.Node.Name)
+	})
+	if r := res.State.Gateway; r != nil && len(r.Groups) > 0 {
+		if in.ClusterView {
+			r.Sources, r.Nodes = sources(in, r.Groups, policies, labelsOf)
+		} else {
+			problem(problemf(ProblemNoClusterView, nodeRef(in.Node.Name), nil,
+				"the cluster's pods and nodes are not read yet: the gateway admits no tunnelled traffic"))
+		}
+	}
 	return res, nil
+}
+
+// sources lists, for the groups this gateway serves, every address of every steerable pod of
+// another node that a policy of the group selects, with its node's underlay address; and the
+// underlay addresses of all nodes. Pods of nodes without one are left out: their node could
+// not tunnel to a gateway anyway.
+func sources(in Inputs, served []dataplane.ServedGroup, policies []*policy, labelsOf func(string) labels.Set) ([]dataplane.Source, []netip.Addr) {
+	underlay := map[string]netip.Addr{}
+	var nodes []netip.Addr
+	for i := range in.Nodes {
+		if ip := contract.UnderlayIP(&in.Nodes[i]); ip.IsValid() {
+			underlay[in.Nodes[i].Name] = ip
+			nodes = append(nodes, ip)
+		}
+	}
+	isServed := map[uint32]bool{}
+	for _, g := range served {
+		isServed[g.Group] = true
+	}
+	var pols []*policy
+	for _, p := range policies {
+		if isServed[p.gw.group] {
+			pols = append(pols, p)
+		}
+	}
+	// Namespaced policies only look at their namespace's pods.
+	byNS := map[string][]*policy{}
+	var cluster []*policy
+	for _, p := range pols {
+		if p.cluster {
+			cluster = append(cluster, p)
+		} else {
+			byNS[p.ns] = append(byNS[p.ns], p)
+		}
+	}
+	seen := map[dataplane.Source]bool{}
+	var out []dataplane.Source
+	for i := range in.ClusterPods {
+		p := &in.ClusterPods[i]
+		node, ok := underlay[p.Spec.NodeName]
+		if !ok || p.Spec.NodeName == in.Node.Name || !contract.Steerable(p) {
+			continue
+		}
+		nsLabels := labelsOf(p.Namespace)
+		for _, group := range [][]*policy{byNS[p.Namespace], cluster} {
+			for _, pol := range group {
+				if !pol.selects(p, nsLabels) {
+					continue
+				}
+				for _, ip := range contract.PodIPs(p) {
+					s := dataplane.Source{Node: node, Group: pol.gw.group, Pod: ip}
+					if !seen[s] {
+						seen[s] = true
+						out = append(out, s)
+					}
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b dataplane.Source) int {
+		return cmp.Or(a.Node.Compare(b.Node), cmp.Compare(a.Group, b.Group), a.Pod.Compare(b.Pod))
+	})
+	slices.SortFunc(nodes, netip.Addr.Compare)
+	return out, slices.Compact(nodes)
 }
 
 func parsePolicies(in Inputs, gateways map[string]*gatewayInfo, problem func(Problem)) []*policy {

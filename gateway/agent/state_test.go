@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -802,4 +803,113 @@ func oracle(pols []*policy, a netip.Addr) uint32 {
 		return 0
 	}
 	return best.gw.group
+}
+
+// TestGatewaySources: a gateway admits, per served group, every address of the steerable pods
+// of other nodes that a policy of the group selects (its namespace's for an EgressPolicy, the
+// selected namespaces' for a ClusterEgressPolicy, within allowedNamespaces), from their node's
+// underlay address; unselected, finished and host-network pods, pods of nodes without an
+// underlay address, its own pods and groups it does not serve are left out. Without the
+// cluster view it admits nothing and says why.
+func TestGatewaySources(t *testing.T) {
+	in := base()
+	in.Node = node("gw1", "a", "10.0.0.21")
+	in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{gw1IP}}}
+	other := egw("other", 8, gw2)
+	in.Gateways = append(in.Gateways, other)
+	in.Gateways[0].Spec.AllowedNamespaces = &egressv1.NamespaceSelection{Names: []string{"default", "team"}}
+	in.EgressIPs = append(in.EgressIPs, eip("10.0.0.210", "other", "gw2"))
+	in.Namespaces = append(in.Namespaces, namespace("team", "tier", "gold"), namespace("blocked", "tier", "gold"))
+	in.ClusterPolicies = []egressv1.ClusterEgressPolicy{cpol("gold", nsSel("tier", "gold"), rule("out", sel("app", "api"), []string{"198.51.100.0/24"}))}
+	in.Policies = append(in.Policies, pol("default", "to-other", rule("other", sel("app", "web"), []string{"192.0.2.0/24"})))
+	on := func(p corev1.Pod, n string) corev1.Pod { p.Spec.NodeName = n; return p }
+	finished := on(pod("default", "done", []string{"10.244.1.9"}, "app", "web"), "worker2")
+	finished.Status.Phase = corev1.PodSucceeded
+	host := on(pod("default", "host", []string{"10.0.0.12"}, "app", "web"), "worker2")
+	host.Spec.HostNetwork = true
+	in.ClusterPods = []corev1.Pod{
+		on(pod("default", "web1", []string{"10.244.1.5", "fd00:244:1::5"}, "app", "web"), "worker2"),
+		on(pod("default", "db", []string{"10.244.1.6"}, "app", "db"), "worker2"),
+		on(pod("team", "api", []string{"10.244.2.7"}, "app", "api"), "worker3"),
+		on(pod("blocked", "api", []string{"10.244.2.8"}, "app", "api"), "worker3"),  // not allowed by "out"
+		on(pod("default", "web2", []string{"10.244.3.5"}, "app", "web"), "nowhere"), // node without an address
+		on(pod("default", "mine", []string{"10.244.0.9"}, "app", "web"), "gw1"),     // this node's
+		finished, host,
+	}
+	in.Nodes = []corev1.Node{*node("worker2", "a", "10.0.0.12"), *node("worker3", "b", "10.0.1.13"), *node("nowhere", "b", ""), *node("gw1", "a", "10.0.0.21")}
+
+	res, err := ComputeState(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.NeedsClusterView {
+		t.Error("a gateway node does not ask for the cluster view")
+	}
+	if r := res.State.Gateway; r == nil || len(r.Sources) != 0 {
+		t.Fatalf("without the cluster view the gateway admits %+v, want nothing", r)
+	}
+	if !slices.ContainsFunc(res.Problems, func(p Problem) bool { return p.Kind == ProblemNoClusterView }) {
+		t.Errorf("no %s problem without the cluster view: %v", ProblemNoClusterView, res.Problems)
+	}
+
+	in.ClusterView = true
+	res, err = ComputeState(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []dataplane.Source{
+		{Node: ip("10.0.0.12"), Group: 7, Pod: ip("10.244.1.5")},
+		{Node: ip("10.0.0.12"), Group: 7, Pod: ip("fd00:244:1::5")},
+		{Node: ip("10.0.1.13"), Group: 7, Pod: ip("10.244.2.7")},
+	}
+	r := res.State.Gateway
+	if !reflect.DeepEqual(r.Sources, want) {
+		t.Errorf("sources\n got %v\nwant %v", r.Sources, want)
+	}
+	if wantNodes := []netip.Addr{ip("10.0.0.12"), ip("10.0.0.21"), ip("10.0.1.13")}; !slices.Equal(r.Nodes, wantNodes) {
+		t.Errorf("nodes %v, want %v", r.Nodes, wantNodes)
+	}
+	if err := validate(res.State); err != nil {
+		t.Errorf("state does not validate: %v", err)
+	}
+
+	// A worker that no gateway lists and that holds no egress IP never asks for the view.
+	w := base()
+	w.Gateways[0] = egw("out", 7, gw1)
+	w.EgressIPs = nil
+	if res, err := ComputeState(w); err != nil || res.NeedsClusterView {
+		t.Errorf("worker: NeedsClusterView %v, %v; want false", res.NeedsClusterView, err)
+	}
+	// A standby listed by a gateway asks for it before it holds anything.
+	w.Node = node("gw3", "b", "10.0.1.23")
+	w.Gateways[0] = egw("out", 7, gw1, gwNode{"b", "gw3", "10.0.1.23", egressv1.GatewayStandby})
+	if res, err := ComputeState(w); err != nil || !res.NeedsClusterView {
+		t.Errorf("standby gateway: NeedsClusterView %v, %v; want true", res.NeedsClusterView, err)
+	}
+}
+
+// TestControllerPodsMayProbe: the controller's pods in the release namespace are Probers (the
+// datapath lets them reach the probe port); the same labels in another namespace, and other
+// pods of the release namespace, are not.
+func TestControllerPodsMayProbe(t *testing.T) {
+	in := base()
+	in.Namespace = "egressd-system"
+	ctrl := []string{"app.kubernetes.io/name", "egressd", "app.kubernetes.io/component", "controller"}
+	in.Pods = []corev1.Pod{
+		pod("egressd-system", "controller", []string{"10.244.0.20"}, ctrl...),
+		pod("default", "impostor", []string{"10.244.0.21"}, ctrl...),
+		pod("egressd-system", "other", []string{"10.244.0.22"}, "app.kubernetes.io/name", "egressd"),
+	}
+	res, err := ComputeState(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, p := range res.State.Pods {
+		got[p.Name] = p.Prober
+	}
+	want := map[string]bool{"egressd-system/controller": true, "default/impostor": false, "egressd-system/other": false}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("probers %v, want %v", got, want)
+	}
 }

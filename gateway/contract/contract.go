@@ -34,6 +34,16 @@ const (
 // DefaultNamespace holds the agents' heartbeat Leases and the controller's leader election.
 const DefaultNamespace = "egressd-system"
 
+// ControllerPod reports whether p is a pod of egressd's controller in the release namespace:
+// labels app.kubernetes.io/name=egressd and app.kubernetes.io/component=controller, as the
+// chart's Deployment gives them. The controller probes every gateway from its pod, so the
+// datapath lets only these pods reach the probe port. Only who may create pods in the release
+// namespace can make one, and they can already read the controller's credentials there.
+func ControllerPod(p *corev1.Pod, namespace string) bool {
+	return p.Namespace == namespace && p.Labels["app.kubernetes.io/name"] == "egressd" &&
+		p.Labels["app.kubernetes.io/component"] == "controller"
+}
+
 // MaxGatewaysPerGroup is how many gateways of a group a node's datapath lists (bpf.MaxGateways,
 // zone-local first). The coordinator says so on an EgressGateway with more Active or Draining
 // gateways; the agent uses the first ones and reports the rest.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -101,7 +102,10 @@ func nft(b *testing.B, ns *netns.Namespace, rules string) {
 // BenchmarkDatapathThroughput compares, in one bed and one run, a single TCP
 // stream from a pod to the external host through
 //
-//	egressd:  pod a → classifier → egressd VXLAN → gw1 → nftables SNAT
+//	egressd:  pod a → classifier → worker1's stack (policy route, netfilter)
+//	          → egressd VXLAN → gw1 → nftables SNAT (the default "stack" steering)
+//	egressd-redirect: pod c → classifier → egressd VXLAN (redirected, no stack on
+//	          worker2: the design before v3, still Config.Redirect) → gw1 → SNAT
 //	kernel:   pod b → policy route → plain VXLAN device → gw2 → nftables SNAT
 //	iptables: pod b → ipset/iptables mark → policy route → VXLAN → gw2 →
 //	          ipset/iptables SNAT (the spidernet egress gateway's shape)
@@ -119,7 +123,18 @@ func BenchmarkDatapathThroughput(b *testing.B) {
 	}
 	c := newClusterWith(b, nil)
 	w1, gw2 := c.topo.Node("worker1"), c.topo.Node("gw2")
-	a, pb := c.topo.Pod("a"), c.topo.Pod("b")
+	a, pb, pc := c.topo.Pod("a"), c.topo.Pod("b"), c.topo.Pod("c")
+	// worker2 steers by redirect, so both designs run in this bed.
+	if err := c.dps["worker2"].Remove(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	w2 := c.topo.Node("worker2")
+	redirect := New(Config{NetNS: w2.Path(), PinRoot: filepath.Join(c.bpffs, "worker2"), Redirect: true})
+	b.Cleanup(func() { _ = redirect.Remove(context.Background()) })
+	c.dps["worker2"] = redirect
+	if err := redirect.Apply(ctxT(b), c.states["worker2"]); err != nil {
+		b.Fatal(err)
+	}
 	startSink(b, c.topo.External.Namespace)
 	eg2 := c.eg["gw2"][0]
 	dstKernel := netip.MustParseAddr("198.51.100.10") // pod b is unselected: egressd leaves it alone
@@ -181,7 +196,7 @@ iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-m
 		pod  *netns.Pod
 		dst  netip.Addr
 		want netip.Addr
-	}{{a, dstG1, c.eg["gw1"][0]}, {pb, dstKernel, eg2}, {pb, dstIpt, eg2}} {
+	}{{a, dstG1, c.eg["gw1"][0]}, {pc, dstG1, c.eg["gw1"][0]}, {pb, dstKernel, eg2}, {pb, dstIpt, eg2}} {
 		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
 		got, err := p.pod.HTTPGet(cctx, p.dst)
 		ccancel()
@@ -199,7 +214,7 @@ iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-m
 		name string
 		pod  *netns.Pod
 		dst  netip.Addr
-	}{{"egressd", a, dstG1}, {"kernel-vxlan-nft", pb, dstKernel}, {"iptables-ipset", pb, dstIpt}}
+	}{{"egressd", a, dstG1}, {"egressd-redirect", pc, dstG1}, {"kernel-vxlan-nft", pb, dstKernel}, {"iptables-ipset", pb, dstIpt}}
 	// Rounds interleave the paths, in a rotating order, so that a slow spell of the machine
 	// hits them alike; the ratios are the medians of the per-round ratios, which one noisy round
 	// does not move (single rounds vary by ±15% here).
@@ -208,7 +223,7 @@ iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-m
 		rounds = v
 	}
 	sum := map[string]float64{}
-	var vsKernel, vsIpt []float64
+	var vsKernel, vsIpt, vsRedirect []float64
 	b.ResetTimer()
 	for r := 0; r < rounds; r++ {
 		got := map[string]float64{}
@@ -224,6 +239,7 @@ iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-m
 		}
 		vsKernel = append(vsKernel, got["egressd"]/got["kernel-vxlan-nft"])
 		vsIpt = append(vsIpt, got["egressd"]/got["iptables-ipset"])
+		vsRedirect = append(vsRedirect, got["egressd"]/got["egressd-redirect"])
 	}
 	b.StopTimer()
 	for _, p := range paths {
@@ -236,7 +252,8 @@ iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-m
 		}
 		return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
 	}
-	b.Logf("per-round egressd/kernel %.3f, egressd/iptables %.3f", vsKernel, vsIpt)
+	b.Logf("per-round egressd/kernel %.3f, egressd/iptables %.3f, egressd/egressd-redirect %.3f", vsKernel, vsIpt, vsRedirect)
+	b.ReportMetric(median(vsRedirect), "egressd/redirect")
 	b.ReportMetric(median(vsKernel), "egressd/kernel")
 	b.ReportMetric(median(vsIpt), "egressd/iptables")
 }

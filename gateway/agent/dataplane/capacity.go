@@ -12,7 +12,7 @@ import (
 // Apply returns it before writing anything, so the datapath keeps the last
 // state that was applied.
 type CapacityError struct {
-	Map       string // bpf map name: endpoints, rules4, rules6, groups, served
+	Map       string // bpf map name: endpoints, rules4, rules6, groups, served, sources
 	Needed    int    // entries the map must hold while the state is applied
 	Available int    // the map's max_entries
 }
@@ -28,6 +28,26 @@ type plan struct {
 	haveRules map[bpf.RuleKey]bpf.Rule
 	haveEP    map[netip.Addr]bpf.Endpoint
 	haveG     map[uint32][]bpf.Gateway
+	// Sources (node entries included) this state admits, and those the map
+	// holds.
+	wantSources map[bpf.Source]bool
+	haveSources map[bpf.Source]bool
+}
+
+// wantSources are the source map entries of a gateway role: one per pod
+// address and group, and one per node.
+func wantSources(r *GatewayRole) map[bpf.Source]bool {
+	want := map[bpf.Source]bool{}
+	if r == nil {
+		return want
+	}
+	for _, s := range r.Sources {
+		want[bpf.Source{Node: s.Node, Group: s.Group, Pod: s.Pod.Unmap()}] = true
+	}
+	for _, n := range r.Nodes {
+		want[bpf.Source{Node: n}] = true
+	}
+	return want
 }
 
 func wantRules(s *State) map[bpf.RuleKey]bpf.Rule {
@@ -73,14 +93,14 @@ func byFamily(rules map[bpf.RuleKey]bpf.Rule) (v4, v6 map[bpf.RuleKey]bool) {
 // write order of applyMaps and applyGateway. The peak of each map is:
 //   - endpoints: the desired entries only, since departed endpoints are
 //     deleted before any is added;
-//   - rules4, rules6, groups, served: old and new entries together, since
+//   - rules4, rules6, groups, served, sources: old and new entries together, since
 //     new ones are written before stale ones go (no window where a prefix
 //     or group present before and after is missing).
 //
 // It returns a *CapacityError for each map that would overflow (joined).
 func (d *Dataplane) planMaps(s *State) (*plan, error) {
 	dp := d.dp
-	p := &plan{wantRules: wantRules(s)}
+	p := &plan{wantRules: wantRules(s), wantSources: wantSources(s.Gateway)}
 	var err error
 	if p.haveRules, err = dp.Rules(); err != nil {
 		return nil, err
@@ -93,6 +113,9 @@ func (d *Dataplane) planMaps(s *State) (*plan, error) {
 	}
 	served, err := dp.Served()
 	if err != nil {
+		return nil, err
+	}
+	if p.haveSources, err = dp.Sources(); err != nil {
 		return nil, err
 	}
 	capa := dp.Capacity()
@@ -130,6 +153,7 @@ func (d *Dataplane) planMaps(s *State) (*plan, error) {
 		{"rules6", unionSize(have6, want6), capa.Rules6},
 		{"groups", unionSize(p.haveG, wantG), capa.Groups},
 		{"served", unionSize(haveServed, wantServed), capa.Served},
+		{"sources", unionSize(p.haveSources, p.wantSources), capa.Sources},
 	} {
 		if c.needed > int(c.available) {
 			errs = append(errs, &CapacityError{Map: c.name, Needed: c.needed, Available: int(c.available)})

@@ -59,6 +59,13 @@ type Config struct {
 	// Clsact attaches with tc clsact filters instead of tcx links (for
 	// kernels before 6.6).
 	Clsact bool
+	// Redirect steers by redirecting from the classifier straight to the
+	// tunnel device, skipping the rest of the tc chain and the node's
+	// netfilter (and so a CNI's NetworkPolicy) for steered traffic: the
+	// design before v3, faster per packet, for CNIs that bypass the stack
+	// themselves (docs/datapath.md#networkpolicy). Off (the default):
+	// steered packets cross the stack like any other.
+	Redirect bool
 	// Limits sizes the bpf maps.
 	Limits bpf.Limits
 }
@@ -177,10 +184,10 @@ func (d *Dataplane) Apply(ctx context.Context, s State) error {
 		if err != nil {
 			return err
 		}
-		if err := d.ensureTunnel(s.NodeIP); err != nil {
+		if err := d.ensureTunnel(s.NodeIP, s.ProbePort); err != nil {
 			return err
 		}
-		if err := d.applyGateway(s.Gateway); err != nil {
+		if err := d.applyGateway(s.Gateway, p, steerFamilies(&s)); err != nil {
 			return err
 		}
 		if err := d.applyMaps(&s, p); err != nil {
@@ -207,6 +214,27 @@ func (d *Dataplane) Apply(ctx context.Context, s State) error {
 		}
 		return nil
 	})
+}
+
+// steerFamilies are the address families a source node steers through the
+// tunnel: IPv4 whenever a policy set points at a group, IPv6 when one has an
+// IPv6 destination (a node with IPv6 disabled refuses v6 rules and routes).
+func steerFamilies(s *State) []int {
+	var v4, v6 bool
+	for _, ps := range s.PolicySets {
+		for _, d := range ps.Destinations {
+			v4 = true
+			v6 = v6 || d.Prefix.Addr().Is6()
+		}
+	}
+	var out []int
+	if v4 {
+		out = append(out, netlink.FAMILY_V4)
+	}
+	if v6 {
+		out = append(out, netlink.FAMILY_V6)
+	}
+	return out
 }
 
 // applyMaps writes groups, rules and endpoints. The order keeps every
@@ -298,7 +326,7 @@ func (d *Dataplane) wantEndpoints(s *State) map[netip.Addr]bpf.Endpoint {
 			}
 		}
 		for _, ip := range p.IPs {
-			wantEP[ip.Unmap()] = bpf.Endpoint{PolicySet: p.PolicySet, Ifindex: uint32(ifindex)}
+			wantEP[ip.Unmap()] = bpf.Endpoint{PolicySet: p.PolicySet, Ifindex: uint32(ifindex), Prober: p.Prober}
 		}
 	}
 	return wantEP

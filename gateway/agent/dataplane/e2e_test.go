@@ -142,9 +142,29 @@ func (c *cluster) state(n *netns.Node, groups []Group) State {
 		for _, g := range []uint32{1, 2} {
 			role.Groups = append(role.Groups, ServedGroup{Group: g, EgressIPv4: eg[0], EgressIPv6: eg[1]})
 		}
+		role.Sources, role.Nodes = c.sources()
 		s.Gateway = role
 	}
 	return s
+}
+
+// sources are what a gateway admits in the bed: every selected pod (all but b) of every node,
+// in both groups, and every node.
+func (c *cluster) sources() ([]Source, []netip.Addr) {
+	var srcs []Source
+	var nodes []netip.Addr
+	for _, n := range c.topo.Nodes {
+		nodes = append(nodes, n.IP)
+		for _, p := range n.Pods {
+			if p.Name == "b" {
+				continue
+			}
+			for _, g := range []uint32{1, 2} {
+				srcs = append(srcs, Source{Node: n.IP, Group: g, Pod: p.IP}, Source{Node: n.IP, Group: g, Pod: p.IP6})
+			}
+		}
+	}
+	return srcs, nodes
 }
 
 func (c *cluster) applyAll() {
@@ -619,6 +639,31 @@ func TestAtomicUpdates(t *testing.T) {
 	t.Logf("flow during 40 updates: %d answered, max gap %v", st.Answered, st.MaxGap)
 }
 
+// applyPairBed runs a Dataplane on each node of a bed of worker1 (pod a, steered to
+// 203.0.113.0/24) and gw1 (serving group 1 with the zone's address 200, admitting pod a), and
+// returns the egress IP.
+func applyPairBed(t *testing.T, topo *netns.Topology) netip.Addr {
+	t.Helper()
+	bpffs := mountBPFFS(t)
+	w, gw, a := topo.Node("worker1"), topo.Node("gw1"), topo.Pod("a")
+	egress := topo.Zones[0].Addr(200)
+	group := []Group{{ID: 1, Gateways: []GatewayNode{{ID: 1, NodeIP: gw.IP, EgressIPv4: egress, Healthy: true}}}}
+	sets := []PolicySet{{ID: 1, Destinations: []Destination{{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Group: 1}}}}
+	states := map[*netns.Node]State{
+		w: {NodeIP: w.IP, PolicySets: sets, Groups: group, Pods: []Pod{{Name: "a", IPs: []netip.Addr{a.IP}, Interface: a.HostIface, PolicySet: 1}}},
+		gw: {NodeIP: gw.IP, Groups: group, Gateway: &GatewayRole{Addresses: []EgressAddress{{IP: egress, Interface: gw.Link}},
+			Groups: []ServedGroup{{Group: 1, EgressIPv4: egress}}, Sources: []Source{{Node: w.IP, Group: 1, Pod: a.IP}}}},
+	}
+	for n, s := range states {
+		dp := New(Config{NetNS: n.Path(), PinRoot: filepath.Join(bpffs, n.Name)})
+		t.Cleanup(func() { _ = dp.Remove(context.Background()) })
+		if err := dp.Apply(ctxT(t), s); err != nil {
+			t.Fatalf("applying on %s: %v", n.Name, err)
+		}
+	}
+	return egress
+}
+
 // TestIPv4OnlyNodes: on nodes with IPv6 disabled, a gateway serving only IPv4 egress IPs applies
 // (no IPv6 rule or route is attempted) and the pod leaves with the egress IP.
 func TestIPv4OnlyNodes(t *testing.T) {
@@ -627,21 +672,7 @@ func TestIPv4OnlyNodes(t *testing.T) {
 		{Name: "worker1", Pods: []netns.PodSpec{{Name: "a"}}},
 		{Name: "gw1"},
 	}})
-	bpffs := mountBPFFS(t)
-	w, gw, a := topo.Node("worker1"), topo.Node("gw1"), topo.Pod("a")
-	egress := topo.Zones[0].Addr(200)
-	group := []Group{{ID: 1, Gateways: []GatewayNode{{ID: 1, NodeIP: gw.IP, EgressIPv4: egress, Healthy: true}}}}
-	sets := []PolicySet{{ID: 1, Destinations: []Destination{{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Group: 1}}}}
-	states := map[*netns.Node]State{
-		w:  {NodeIP: w.IP, PolicySets: sets, Groups: group, Pods: []Pod{{Name: "a", IPs: []netip.Addr{a.IP}, Interface: a.HostIface, PolicySet: 1}}},
-		gw: {NodeIP: gw.IP, Groups: group, Gateway: &GatewayRole{Addresses: []EgressAddress{{IP: egress, Interface: gw.Link}}, Groups: []ServedGroup{{Group: 1, EgressIPv4: egress}}}},
-	}
-	for n, s := range states {
-		dp := New(Config{NetNS: n.Path(), PinRoot: filepath.Join(bpffs, n.Name)})
-		t.Cleanup(func() { _ = dp.Remove(context.Background()) })
-		if err := dp.Apply(ctxT(t), s); err != nil {
-			t.Fatalf("applying on %s (IPv6 disabled): %v", n.Name, err)
-		}
-	}
+	egress := applyPairBed(t, topo)
+	a := topo.Pod("a")
 	expectSeen(t, a, dstG1, egress)
 }

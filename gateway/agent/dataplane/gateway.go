@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -13,10 +14,12 @@ import (
 )
 
 // applyGateway sets up (or, with a nil role, removes) the gateway side:
-// egress addresses, policy routing, the nftables table and the served map.
-// New pieces are added before the served map accepts traffic for them;
-// stale ones are removed after.
-func (d *Dataplane) applyGateway(role *GatewayRole) error {
+// egress addresses, policy routing, the nftables table, the sources and the
+// served map. New pieces are added before the served map accepts traffic for
+// them; stale ones are removed after. A new source is admitted before a
+// group it uses is served; a stale one goes only after the groups that are
+// no longer served, so no frame of a served group meets a half-written map.
+func (d *Dataplane) applyGateway(role *GatewayRole, p *plan, steerFamilies []int) error {
 	if role == nil {
 		role = &GatewayRole{}
 	}
@@ -35,16 +38,21 @@ func (d *Dataplane) applyGateway(role *GatewayRole) error {
 	if err != nil {
 		return err
 	}
-	if err := d.applyRouting(role, ifindex); err != nil {
+	if err := d.applyRouting(role, ifindex, steerFamilies); err != nil {
 		return err
 	}
-	if len(role.Groups) > 0 {
-		tun, err := netlink.LinkByName(d.cfg.TunnelDevice)
-		if err != nil {
-			return fmt.Errorf("finding tunnel device: %w", err)
-		}
-		if err := d.applyNFT(d.nftModel(role, tun.Attrs().MTU)); err != nil {
-			return err
+	tun, err := netlink.LinkByName(d.cfg.TunnelDevice)
+	if err != nil {
+		return fmt.Errorf("finding tunnel device: %w", err)
+	}
+	if err := d.applyNFT(d.nftModel(role, tun.Attrs().MTU)); err != nil {
+		return err
+	}
+	for src := range p.wantSources {
+		if !p.haveSources[src] {
+			if err := d.dp.SetSource(src); err != nil {
+				return err
+			}
 		}
 	}
 	want := map[uint32]bool{}
@@ -65,9 +73,11 @@ func (d *Dataplane) applyGateway(role *GatewayRole) error {
 			}
 		}
 	}
-	if len(role.Groups) == 0 {
-		if err := d.removeNFT(); err != nil {
-			return err
+	for src := range p.haveSources {
+		if !p.wantSources[src] {
+			if err := d.dp.DeleteSource(src); err != nil {
+				return err
+			}
 		}
 	}
 	// Stale addresses last.
@@ -170,18 +180,26 @@ func allRoutes(family int) *net.IPNet {
 	return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 }
 
-// applyRouting keeps egressd's policy rules and tables: replies marked by
-// nftables go to the return table (default route into the tunnel device);
-// each served group's traffic goes to the table of the interface holding
-// its egress IP, a copy of that interface's main-table routes.
-func (d *Dataplane) applyRouting(role *GatewayRole, ifindex map[string]int) error {
+// applyRouting keeps egressd's policy rules and tables: a source node's
+// steered packets (steerFamilies) and a gateway's replies marked by nftables
+// go to the tunnel table (default route into the tunnel device); each served
+// group's traffic goes to the table of the interface holding its egress IP,
+// a copy of that interface's main-table routes.
+func (d *Dataplane) applyRouting(role *GatewayRole, ifindex map[string]int, steerFamilies []int) error {
 	wantRules := map[ruleID]bool{}
 	var wantRoutes []netlink.Route
+	tun, err := netlink.LinkByName(d.cfg.TunnelDevice)
+	if err != nil {
+		return fmt.Errorf("finding tunnel device: %w", err)
+	}
+	tunnelTable := func(fam int) {
+		wantRoutes = append(wantRoutes, netlink.Route{Table: d.cfg.TableBase, Dst: allRoutes(fam), LinkIndex: tun.Attrs().Index, Scope: netlink.SCOPE_LINK, Family: fam})
+	}
+	for _, fam := range steerFamilies {
+		wantRules[ruleID{fam, d.cfg.RulePriority, bpf.MarkMagic | bpf.MarkSteer, bpf.MarkMagicMask | bpf.MarkSteer, d.cfg.TableBase}] = true
+		tunnelTable(fam)
+	}
 	if len(role.Groups) > 0 {
-		tun, err := netlink.LinkByName(d.cfg.TunnelDevice)
-		if err != nil {
-			return fmt.Errorf("finding tunnel device: %w", err)
-		}
 		// IPv6 replies exist only where a group is served with an IPv6 egress IP (without one,
 		// IPv6 traffic is dropped here); a node with IPv6 disabled refuses v6 rules and routes.
 		families := []int{netlink.FAMILY_V4}
@@ -193,7 +211,9 @@ func (d *Dataplane) applyRouting(role *GatewayRole, ifindex map[string]int) erro
 		}
 		for _, fam := range families {
 			wantRules[ruleID{fam, d.cfg.RulePriority, bpf.MarkMagic | bpf.MarkReply, bpf.MarkMagicMask | bpf.MarkReply | bpf.MarkTunnel, d.cfg.TableBase}] = true
-			wantRoutes = append(wantRoutes, netlink.Route{Table: d.cfg.TableBase, Dst: allRoutes(fam), LinkIndex: tun.Attrs().Index, Scope: netlink.SCOPE_LINK, Family: fam})
+			if !slices.Contains(steerFamilies, fam) {
+				tunnelTable(fam)
+			}
 		}
 	}
 	ifaceOf := map[netip.Addr]EgressAddress{}
@@ -212,7 +232,7 @@ func (d *Dataplane) applyRouting(role *GatewayRole, ifindex map[string]int) erro
 				fam = netlink.FAMILY_V6
 			}
 			idx := ifindex[a.Interface]
-			wantRules[ruleID{fam, d.cfg.RulePriority + 1, bpf.MarkMagic | g.Group, bpf.MarkMagicMask | bpf.MarkReply | bpf.MarkGroupMask, d.cfg.TableBase + idx}] = true
+			wantRules[ruleID{fam, d.cfg.RulePriority + 1, bpf.MarkMagic | g.Group, bpf.MarkMagicMask | bpf.MarkReply | bpf.MarkSteer | bpf.MarkGroupMask, d.cfg.TableBase + idx}] = true
 			tables[[2]int{fam, idx}] = a
 		}
 	}

@@ -25,6 +25,13 @@ func ne32(v uint32) []byte {
 	return b
 }
 
+// ifname is an interface name as nftables compares it (IFNAMSIZ bytes, NUL padded).
+func ifname(name string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return b
+}
+
 func be16(v uint16) []byte {
 	b := make([]byte, 2)
 	binary.BigEndian.PutUint16(b, v)
@@ -32,8 +39,10 @@ func be16(v uint16) []byte {
 }
 
 // nftModel is the content of egressd's table, kept comparable so an
-// unchanged state does not rewrite the table.
+// unchanged state does not rewrite the table. Every node has the table: its
+// steered packets need the source-side rules; a gateway adds its SNAT maps.
 type nftModel struct {
+	tunnel       string            // the tunnel device: the only way out for steered packets
 	snat4, snat6 map[uint32][]byte // mark (MarkMagic|group) → egress IP
 	mss4, mss6   uint16
 }
@@ -47,12 +56,16 @@ func (m nftModel) key() string {
 		ks = append(ks, fmt.Sprintf("6/%x/%x", k, v))
 	}
 	slices.Sort(ks)
-	return fmt.Sprint(ks, m.mss4, m.mss6)
+	return fmt.Sprint(m.tunnel, ks, m.mss4, m.mss6)
 }
 
+// nftModel is the table for a node with role (nil on a worker).
 func (d *Dataplane) nftModel(role *GatewayRole, tunnelMTU int) nftModel {
-	m := nftModel{snat4: map[uint32][]byte{}, snat6: map[uint32][]byte{},
+	m := nftModel{tunnel: d.cfg.TunnelDevice, snat4: map[uint32][]byte{}, snat6: map[uint32][]byte{},
 		mss4: uint16(tunnelMTU - tcpIPv4Overhead), mss6: uint16(tunnelMTU - tcpIPv6Overhead)}
+	if role == nil {
+		return m
+	}
 	for _, g := range role.Groups {
 		mark := bpf.MarkMagic | g.Group
 		if g.EgressIPv4.IsValid() {
@@ -156,15 +169,20 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 	for _, fam := range []struct {
 		proto byte
 		mss   uint16
-	}{{unix.NFPROTO_IPV4, m.mss4}, {unix.NFPROTO_IPV6, m.mss6}} {
-		// Clamp the MSS of SYN and SYN-ACK of tunnelled flows so that
-		// segments fit the tunnel in both directions.
+		bit   uint32
+	}{
+		{unix.NFPROTO_IPV4, m.mss4, bpf.MarkTunnel}, {unix.NFPROTO_IPV6, m.mss6, bpf.MarkTunnel},
+		{unix.NFPROTO_IPV4, m.mss4, bpf.MarkSteer}, {unix.NFPROTO_IPV6, m.mss6, bpf.MarkSteer},
+	} {
+		// Clamp the MSS of SYN and SYN-ACK of tunnelled flows (on the
+		// gateway) and steered ones (on the source node) so that segments
+		// fit the tunnel in both directions.
 		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.proto}},
 			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkTunnel), Xor: ne32(0)},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic | bpf.MarkTunnel)},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | fam.bit), Xor: ne32(0)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic | fam.bit)},
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
@@ -177,8 +195,40 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 		}})
 	}
 
+	// A steered packet leaves only through the tunnel device: if a route
+	// sends it anywhere else (a rule or table removed under egressd), it is
+	// dropped, never sent with the node IP.
+	leak := c.AddChain(&nftables.Chain{Table: t, Name: "steer-leak", Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityFilter})
+	c.AddRule(&nftables.Rule{Table: t, Chain: leak, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkSteer), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic | bpf.MarkSteer)},
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(m.tunnel)},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+
 	post := c.AddChain(&nftables.Chain{Table: t, Name: "postrouting", Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityNATSource - 1)})
+	for _, fam := range []struct {
+		proto  byte
+		srcOff uint32
+		srcLen uint32
+	}{{unix.NFPROTO_IPV4, 12, 4}, {unix.NFPROTO_IPV6, 8, 16}} {
+		// A steered packet keeps its pod source through the tunnel: an
+		// identity SNAT binds its connection before srcnat (100), so a
+		// CNI's masquerade never rewrites it to the node IP.
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.proto}},
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkSteer), Xor: ne32(0)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic | bpf.MarkSteer)},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: fam.srcOff, Len: fam.srcLen},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(fam.proto), RegAddrMin: 1},
+		}})
+	}
 	for _, fam := range []struct {
 		proto byte
 		set   *nftables.Set
@@ -189,7 +239,7 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.proto}},
 			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkGroupMask), Xor: ne32(0)},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkSteer | bpf.MarkGroupMask), Xor: ne32(0)},
 			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: fam.set.Name, SetID: fam.set.ID},
 			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(fam.proto), RegAddrMin: 1},
 		}})
@@ -198,7 +248,7 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 	// sent with the node IP.
 	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkReply), Xor: ne32(0)},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkReply | bpf.MarkSteer), Xor: ne32(0)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic)},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}})

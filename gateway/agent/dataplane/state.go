@@ -60,6 +60,9 @@ type Pod struct {
 	// PolicySet is the id of the pod's policy set; 0 when no policy
 	// selects the pod (its traffic leaves the usual way).
 	PolicySet uint32
+	// Prober pods may send to ProbePort; every other pod's datagrams to it
+	// are dropped (reserved_port). The controller's pods probe gateways.
+	Prober bool
 }
 
 // PolicySet maps destination prefixes to gateway groups.
@@ -121,6 +124,26 @@ type GatewayRole struct {
 	// ones it added earlier that are no longer listed; addresses it did
 	// not add are never removed.
 	Addresses []EgressAddress
+	// Sources are the pods of other nodes that may send a served group's
+	// traffic through this gateway. A tunnelled frame is forwarded only
+	// when its outer source is the pod's node and its inner source the pod;
+	// any other is dropped (foreign_source, or foreign_node when the outer
+	// source is none of Nodes).
+	Sources []Source
+	// Nodes are the underlay IPv4 addresses of the cluster's nodes. They
+	// admit nothing: they tell a foreign host from a node with a spoofed
+	// inner source in the drop counters.
+	Nodes []netip.Addr
+}
+
+// Source is a pod that may use a served group through this gateway.
+type Source struct {
+	// Node is the underlay IPv4 address of the pod's node: the outer source
+	// of the frames its node tunnels.
+	Node  netip.Addr
+	Group uint32
+	// Pod is one address of the pod.
+	Pod netip.Addr
 }
 
 // ServedGroup says which egress IPs a group's traffic leaves with. Each must
@@ -188,7 +211,9 @@ func (s *State) validate() error {
 			}
 			held[a.IP] = true
 		}
+		served := map[uint32]bool{}
 		for _, g := range r.Groups {
+			served[g.Group] = true
 			if g.Group == 0 || g.Group > bpf.MaxGroup {
 				errs = append(errs, fmt.Errorf("served group id %d out of range", g.Group))
 			}
@@ -199,6 +224,17 @@ func (s *State) validate() error {
 			}
 			if g.EgressIPv4.IsValid() && !g.EgressIPv4.Is4() || g.EgressIPv6.IsValid() && !g.EgressIPv6.Is6() {
 				errs = append(errs, fmt.Errorf("served group %d: egress IP family mismatch", g.Group))
+			}
+		}
+		for _, src := range r.Sources {
+			if !src.Node.Is4() || !src.Pod.IsValid() || !served[src.Group] {
+				errs = append(errs, fmt.Errorf("source %s of node %s: needs a pod address, an IPv4 node address and a served group (got group %d)",
+					src.Pod, src.Node, src.Group))
+			}
+		}
+		for _, n := range r.Nodes {
+			if !n.Is4() {
+				errs = append(errs, fmt.Errorf("node address %s is not IPv4", n))
 			}
 		}
 	}

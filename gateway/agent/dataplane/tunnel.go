@@ -63,10 +63,10 @@ func underlayLink(nodeIP netip.Addr) (netlink.Link, error) {
 	return nil, fmt.Errorf("node IP %s is on no interface", nodeIP)
 }
 
-// ensureTunnel creates (or keeps) the collect-metadata VXLAN device and
-// attaches the tunnel programs. An existing device with the right
+// ensureTunnel creates (or keeps) the collect-metadata VXLAN device,
+// attaches the tunnel programs and reserves the tunnel and probe ports. An existing device with the right
 // parameters is reused as is, so an agent restart does not disturb it.
-func (d *Dataplane) ensureTunnel(nodeIP netip.Addr) error {
+func (d *Dataplane) ensureTunnel(nodeIP netip.Addr, probePort uint16) error {
 	ul, err := underlayLink(nodeIP)
 	if err != nil {
 		return err
@@ -131,9 +131,13 @@ func (d *Dataplane) ensureTunnel(nodeIP netip.Addr) error {
 	if err := d.attach(bpf.HookTunnelEgress, idx, name); err != nil {
 		return err
 	}
-	// Pods may not send to the tunnel port. The probe port stays open to
-	// them: the controller probes gateways from a pod (docs/datapath.md).
-	return d.dp.SetTunnel(idx, d.cfg.TunnelPort)
+	// Pods may not send to the tunnel port, nor to the probe port unless
+	// they are Probers (the controller probes gateways from a pod).
+	reserved := []uint16{d.cfg.TunnelPort}
+	if probePort != 0 {
+		reserved = append(reserved, probePort)
+	}
+	return d.dp.SetTunnel(bpf.TunnelConfig{Ifindex: idx, NodeIP: nodeIP, ReservedPorts: reserved, Redirect: d.cfg.Redirect})
 }
 
 func (d *Dataplane) removeTunnel() error {
