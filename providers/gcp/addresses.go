@@ -77,6 +77,10 @@ func (p *Provider) ensureAddress(ctx context.Context, project, region string, wa
 			// Created (or reported existing) but not visible yet.
 			return &providers.Error{Kind: providers.KindConflict, Op: op, Code: errCodeNotVisibleYet, Err: err}
 		}
+		if err == nil && a.GetStatus() == "RESERVING" {
+			// Found while someone's insert operation runs: not usable until RESERVED.
+			return &providers.Error{Kind: providers.KindConflict, Op: op, Code: errCodeReserving, Err: fmt.Errorf("address %s is RESERVING", name)}
+		}
 		return err
 	})
 	if err != nil {

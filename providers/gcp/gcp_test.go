@@ -587,3 +587,60 @@ func TestSimulatorRefusesBadNames(t *testing.T) {
 		}
 	}
 }
+
+// TestReservingAddressWaitedFor: an address is RESERVING until its insert operation is DONE.
+// When the provider finds its address already there (an insert that answered 503 after the
+// cloud accepted it, another replica, a crash), it must wait for RESERVED before binding it:
+// an access config naming a RESERVING address is refused (resourceNotReady), and so is
+// deleting one.
+func TestReservingAddressWaitedFor(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	req := providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.13.1")}
+	if _, err := e.p.EnsureIP(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.SetOperationDelay(300 * time.Millisecond)
+	e.sim.FailNext(gcpsim.MAddressesInsert, 1, http.StatusServiceUnavailable, true)
+	req.Public = true
+	a, err := e.p.EnsureIP(ctx, req)
+	if err != nil {
+		t.Fatalf("binding an address found RESERVING: %v", err)
+	}
+	if e.sim.Snapshot().External[a.PublicIP.String()] != holder("node-a", "us-central1-a") {
+		t.Fatalf("public IP not bound: %+v", e.sim.Snapshot())
+	}
+
+	// Garbage collection of an address whose insert has not finished: delete waits.
+	body := fmt.Sprintf(`{"name": "egressd-gc-test", "address": "10.0.13.9", "addressType": "INTERNAL", "subnetwork": "projects/%s/regions/us-central1/subnetworks/nodes", "labels": {%q: %q}}`,
+		proj, gcp.LabelCluster, owner.Cluster)
+	resp, err := http.Post(e.srv.URL+"/compute/v1/projects/"+proj+"/regions/us-central1/addresses", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("inserting: %s", resp.Status)
+	}
+	owned, err := e.p.ListOwned(ctx, owner.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res *providers.OwnedResource
+	for i := range owned {
+		if owned[i].IP == ip("10.0.13.9") {
+			res = &owned[i]
+		}
+	}
+	if res == nil {
+		t.Fatalf("a RESERVING address is not listed: %+v", owned)
+	}
+	if err := e.p.ReleaseOwned(ctx, *res); err != nil {
+		t.Fatalf("releasing a RESERVING address: %v", err)
+	}
+	for _, st := range e.sim.Snapshot().Addresses {
+		if st.Address == "10.0.13.9" {
+			t.Fatalf("address left: %+v", st)
+		}
+	}
+}

@@ -30,6 +30,7 @@ import (
 // Method names used for call counters and fault injection.
 const (
 	MInstancesGet          = "instances.get"
+	MInstancesList         = "instances.list"
 	MUpdateNetworkIface    = "instances.updateNetworkInterface"
 	MAddAccessConfig       = "instances.addAccessConfig"
 	MDeleteAccessConfig    = "instances.deleteAccessConfig"
@@ -139,6 +140,8 @@ type address struct {
 	Labels                                                               map[string]string
 	id                                                                   uint64
 	created, deleted                                                     time.Time
+	// reserving: the insert operation has not finished (status RESERVING).
+	reserving bool
 }
 
 type operation struct {
