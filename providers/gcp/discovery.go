@@ -2,23 +2,144 @@ package gcp
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 
 	computepb "cloud.google.com/go/compute/apiv1/computepb"
+	"google.golang.org/api/iterator"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/egressd/egressd/providers"
 )
 
-// DiscoverNode implements providers.Provider: instances.get plus subnetworks.get of nic0.
+// discoverBatch is how many instances one instances.list asks for by name. The filter is an
+// OR of name comparisons sent in the URL's query; 50 names of up to 63 characters keep it to a
+// few KiB, far from any front end's URL limit (the Compute reference states none).
+const discoverBatch = 50
+
+// listPage is the maxResults of list calls: Compute's maximum (and default) 500.
+const listPage = 500
+
+// DiscoverNode implements providers.Provider: DiscoverNodes of one node (one instances.list,
+// one subnetworks.get).
 func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*providers.NodeInfo, error) {
-	r, err := p.ref(node)
-	if err != nil {
-		return nil, err
+	infos, errs := p.DiscoverNodes(ctx, []providers.NodeRef{node})
+	return infos[0], errs[0]
+}
+
+// DiscoverNodes implements providers.NodesDiscoverer: one instances.list per project and zone
+// per 50 nodes, filtered on their names (instead of one instances.get per node), and one
+// subnetworks.get per subnetwork of the batch. A node whose instance the list does not show is
+// NotFound; a failed list fails only the nodes it was for.
+func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef) ([]*providers.NodeInfo, []error) {
+	infos, errs := make([]*providers.NodeInfo, len(nodes)), make([]error, len(nodes))
+	refs := make([]instanceRef, len(nodes))
+	zones := map[string][]string{} // project/zone → instance names
+	for i, n := range nodes {
+		if refs[i], errs[i] = p.ref(n); errs[i] == nil {
+			k := refs[i].project + "/" + refs[i].zone
+			zones[k] = append(zones[k], refs[i].name)
+		}
 	}
-	inst, err := p.getInstance(ctx, r)
-	if err != nil {
-		return nil, err
+	found := map[instanceRef]*computepb.Instance{}
+	listErr := map[instanceRef]error{}
+	for _, k := range slices.Sorted(maps.Keys(zones)) {
+		project, zone, _ := strings.Cut(k, "/")
+		for chunk := range slices.Chunk(slices.Compact(slices.Sorted(slices.Values(zones[k]))), discoverBatch) {
+			got, err := p.listInstances(ctx, project, zone, chunk)
+			for _, name := range chunk {
+				r := instanceRef{project, zone, name}
+				if err != nil {
+					listErr[r] = err
+				} else if in := got[name]; in != nil {
+					found[r] = in
+				}
+			}
+		}
 	}
+	subnets := map[string]*computepb.Subnetwork{}
+	subnetErr := map[string]error{}
+	for i, n := range nodes {
+		if errs[i] != nil {
+			continue
+		}
+		op := "discovering node " + n.Name
+		r := refs[i]
+		if err := listErr[r]; err != nil {
+			errs[i] = fmt.Errorf("%s: %w", op, err)
+			continue
+		}
+		inst := found[r]
+		if inst == nil {
+			errs[i] = &providers.Error{Kind: providers.KindNotFound, Op: op, Err: fmt.Errorf("instance %s not found", r.id())}
+			continue
+		}
+		var sn *computepb.Subnetwork
+		if nics := inst.GetNetworkInterfaces(); len(nics) > 0 {
+			link := nics[0].GetSubnetwork()
+			if _, ok := subnets[link]; !ok && subnetErr[link] == nil {
+				subnets[link], subnetErr[link] = p.getSubnetwork(ctx, link)
+			}
+			if err := subnetErr[link]; err != nil {
+				errs[i] = fmt.Errorf("%s: %w", op, err)
+				continue
+			}
+			sn = subnets[link]
+		}
+		infos[i] = p.nodeInfo(n, r, inst, sn)
+	}
+	return infos, errs
+}
+
+// listInstances lists the named instances of one zone, every page, within the retry budget.
+func (p *Provider) listInstances(ctx context.Context, project, zone string, names []string) (map[string]*computepb.Instance, error) {
+	terms := make([]string, len(names))
+	for i, n := range names {
+		terms[i] = fmt.Sprintf("(name = %q)", n)
+	}
+	out := map[string]*computepb.Instance{}
+	err := p.retry(ctx, fmt.Sprintf("listing %d instances of %s/%s", len(names), project, zone), func() error {
+		clear(out)
+		it := p.c.Instances.List(ctx, &computepb.ListInstancesRequest{Project: project, Zone: zone,
+			Filter: proto.String(strings.Join(terms, " OR ")), MaxResults: proto.Uint32(listPage)})
+		for {
+			in, err := it.Next()
+			if errors.Is(err, iterator.Done) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if slices.Contains(names, in.GetName()) { // never trust the filter alone
+				out[in.GetName()] = in
+			}
+		}
+	})
+	return out, err
+}
+
+// getSubnetwork reads the subnetwork of a self link; nil when the link is not one.
+func (p *Provider) getSubnetwork(ctx context.Context, link string) (*computepb.Subnetwork, error) {
+	sr, ok := subnetRef(link)
+	if !ok {
+		return nil, nil
+	}
+	var sn *computepb.Subnetwork
+	err := p.retry(ctx, "getting subnetwork "+link, func() error {
+		var err error
+		sn, err = p.c.Subnetworks.Get(ctx, &computepb.GetSubnetworkRequest{Project: sr.project, Region: sr.region, Subnetwork: sr.name})
+		return err
+	})
+	return sn, err
+}
+
+// nodeInfo builds what DiscoverNode reports from an instance and nic0's subnetwork (nil when
+// unknown).
+func (p *Provider) nodeInfo(node providers.NodeRef, r instanceRef, inst *computepb.Instance, sn *computepb.Subnetwork) *providers.NodeInfo {
 	info := &providers.NodeInfo{Ref: node, InstanceID: r.id(), Zone: r.zone}
 	for i, n := range inst.GetNetworkInterfaces() {
 		itf := providers.Interface{ID: n.GetName(), DeviceIndex: i, SubnetID: n.GetSubnetwork()}
@@ -30,39 +151,29 @@ func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*p
 		}
 		info.Interfaces = append(info.Interfaces, itf)
 	}
-	if len(inst.GetNetworkInterfaces()) > 0 {
-		n0 := inst.GetNetworkInterfaces()[0]
-		sr, ok := subnetRef(n0.GetSubnetwork())
-		if ok {
-			var sn *computepb.Subnetwork
-			err := p.retry(ctx, "getting subnetwork "+n0.GetSubnetwork(), func() error {
-				var err error
-				sn, err = p.c.Subnetworks.Get(ctx, &computepb.GetSubnetworkRequest{Project: sr.project, Region: sr.region, Subnetwork: sr.name})
-				return err
+	nics := inst.GetNetworkInterfaces()
+	if len(nics) == 0 {
+		return info
+	}
+	n0 := nics[0]
+	if sn != nil {
+		if cidr, err := netip.ParsePrefix(sn.GetIpCidrRange()); err == nil {
+			// GCP reserves the network, gateway, second-to-last and broadcast addresses.
+			last := lastAddr(cidr)
+			info.Subnets = append(info.Subnets, providers.Subnet{
+				ID: n0.GetSubnetwork(), Zone: r.zone, CIDR: cidr, Free: -1,
+				Reserved: []netip.Addr{cidr.Addr(), cidr.Addr().Next(), last.Prev(), last},
 			})
-			if err != nil {
-				return nil, err
-			}
-			cidr, err := netip.ParsePrefix(sn.GetIpCidrRange())
-			if err == nil {
-				// GCP reserves the network, gateway, second-to-last and broadcast addresses.
-				last := lastAddr(cidr)
-				info.Subnets = append(info.Subnets, providers.Subnet{
-					ID: n0.GetSubnetwork(), Zone: r.zone, CIDR: cidr, Free: -1,
-					Reserved: []netip.Addr{cidr.Addr(), cidr.Addr().Next(), last.Prev(), last},
-				})
-			}
-		}
-		used := len(n0.GetAliasIpRanges())
-		info.Capacity = providers.Capacity{
-			MaxInterfaces: len(inst.GetNetworkInterfaces()), MaxIPsPerInterface: p.maxAliases + 1,
-			FreeIPSlots: max(p.maxAliases-used, 0),
-		}
-		if nics := inst.GetNetworkInterfaces(); len(nics) > 1 {
-			info.Capacity.DedicatedFreeIPSlots = max(p.maxAliases-len(nics[len(nics)-1].GetAliasIpRanges()), 0)
 		}
 	}
-	return info, nil
+	info.Capacity = providers.Capacity{
+		MaxInterfaces: len(nics), MaxIPsPerInterface: p.maxAliases + 1,
+		FreeIPSlots: max(p.maxAliases-len(n0.GetAliasIpRanges()), 0),
+	}
+	if len(nics) > 1 {
+		info.Capacity.DedicatedFreeIPSlots = max(p.maxAliases-len(nics[len(nics)-1].GetAliasIpRanges()), 0)
+	}
+	return info
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {

@@ -563,7 +563,9 @@ func TestListOwnedPaginates(t *testing.T) {
 }
 
 // TestSimulatorRefusesBadNames checks the simulator refuses what Compute refuses: an address
-// name that is no RFC 1035 label, a malformed filter and a page size above 500.
+// name that is no RFC 1035 label, a malformed filter and a page size above 500; and it
+// refuses filters it cannot evaluate for sure rather than ignore them (AND and OR mixed at
+// one level, a field it does not model, the regular-expression form).
 func TestSimulatorRefusesBadNames(t *testing.T) {
 	e := newEnv(t, 5*time.Second)
 	base := e.srv.URL + "/compute/v1/projects/" + proj
@@ -572,6 +574,9 @@ func TestSimulatorRefusesBadNames(t *testing.T) {
 		{http.MethodPost, "/regions/us-central1/addresses", `{"name": "` + strings.Repeat("a", 64) + `", "addressType": "INTERNAL"}`},
 		{http.MethodGet, "/aggregated/addresses?filter=" + url.QueryEscape("name ~ foo"), ""},
 		{http.MethodGet, "/aggregated/addresses?maxResults=501", ""},
+		{http.MethodGet, "/zones/us-central1-a/instances?filter=" + url.QueryEscape(`(name = "a") OR (name = "b") AND (status = RUNNING)`), ""},
+		{http.MethodGet, "/zones/us-central1-a/instances?filter=" + url.QueryEscape(`cpuPlatform = "Intel Skylake"`), ""},
+		{http.MethodGet, "/zones/us-central1-a/instances?filter=" + url.QueryEscape(`name eq "node-.*"`), ""},
 	} {
 		req, err := http.NewRequest(c.method, base+c.path, strings.NewReader(c.body))
 		if err != nil {
@@ -643,4 +648,45 @@ func TestReservingAddressWaitedFor(t *testing.T) {
 			t.Fatalf("address left: %+v", st)
 		}
 	}
+}
+
+// TestDiscoverNodesBatched discovers five nodes in two zones with one instances.list per zone
+// (filtered on the names, every page read: the simulator serves one instance per page here)
+// and one subnetworks.get: a node with no instance is NotFound and the others are described.
+func TestDiscoverNodesBatched(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeB, IP: ip("10.0.12.2")}); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.SetPageSize(1)
+	e.sim.ResetCalls()
+	gone := node("gone", "us-central1-a")
+	refs := []providers.NodeRef{nodeA, nodeB, gone, nodeC, nodeS, {Name: "not-gce", ProviderID: "aws:///us-east-1a/i-0123"}}
+	infos, errs := providers.DiscoverNodes(ctx, e.p, refs)
+	for i, r := range refs {
+		switch r.Name {
+		case "gone", "not-gce":
+			if !providers.IsNotFound(errs[i]) || infos[i] != nil {
+				t.Errorf("%s: want NotFound, got %+v, %v", r.Name, infos[i], errs[i])
+			}
+		default:
+			if errs[i] != nil || infos[i] == nil || infos[i].Zone != r.Zone || infos[i].InstanceID != "projects/"+proj+"/zones/"+r.Zone+"/instances/"+r.Name {
+				t.Errorf("%s: %+v, %v", r.Name, infos[i], errs[i])
+			}
+		}
+	}
+	if got := infos[1].Interfaces[0].SecondaryIPs; len(got) != 1 || got[0] != ip("10.0.12.2") || infos[1].Capacity.FreeIPSlots != 9 {
+		t.Errorf("node-b: %+v", infos[1])
+	}
+	if infos[4].Interfaces[0].PrimaryIP != ip("10.0.0.6") || len(infos[4].Subnets) != 1 || infos[4].Subnets[0].CIDR != netip.MustParsePrefix("10.0.0.0/20") {
+		t.Errorf("node-small: %+v", infos[4])
+	}
+	// Zone a: node-a, node-b and node-small match (node-pub is left out by the filter), one per
+	// page: 3 calls. Zone b: 1.
+	c := e.sim.CallCounts()
+	if c[gcpsim.MInstancesList] != 4 || c[gcpsim.MSubnetworksGet] != 1 || total(c) != 5 {
+		t.Fatalf("calls %v, want 4 instances.list (3 pages in us-central1-a, 1 in us-central1-b) and 1 subnetworks.get", c)
+	}
+
 }
