@@ -690,3 +690,51 @@ func TestDiscoverNodesBatched(t *testing.T) {
 	}
 
 }
+
+// TestCallLimits: with callLimits below the project's own rate limits (here the simulator's
+// token buckets per method), no request is refused and none is retried; without them the same
+// sequence draws 429s and retries. Reads and mutating methods have a bucket each, and a
+// caller's deadline that the wait would pass is Throttled at once.
+func TestCallLimits(t *testing.T) {
+	ctx := context.Background()
+	run := func(limits *providers.RateLimits) (lists, updates int) {
+		e := newEnv(t, 10*time.Second)
+		p, err := gcp.New(ctx, gcp.Type, gcp.Config{ClusterName: owner.Cluster, Project: proj, Endpoint: e.srv.URL, WithoutAuthentication: true,
+			CallLimits: limits})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.sim.SetRateLimit(gcpsim.MInstancesList, 4, 1, http.StatusTooManyRequests)
+		e.sim.SetRateLimit(gcpsim.MUpdateNetworkIface, 10, 1, http.StatusForbidden)
+		for _, n := range []providers.NodeRef{nodeA, nodeB, nodeC, nodeS} {
+			if _, err := p.DiscoverNode(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, n := range []providers.NodeRef{nodeA, nodeB} {
+			if _, err := p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: n, IP: ip(fmt.Sprintf("10.0.15.%d", i+1))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return e.sim.Calls(gcpsim.MInstancesList), e.sim.Calls(gcpsim.MUpdateNetworkIface)
+	}
+	if lists, updates := run(&providers.RateLimits{ReadQPS: 5, ReadBurst: 1, MutatingQPS: 4, MutatingBurst: 1}); lists != 4 || updates != 2 {
+		t.Errorf("with call limits: %d instances.list and %d updateNetworkInterface calls, want 4 and 2 (none refused)", lists, updates)
+	}
+	if lists, updates := run(nil); lists == 4 || updates == 2 {
+		t.Errorf("without call limits: %d instances.list and %d updateNetworkInterface calls; the simulator's limits refused none, so this test proves nothing", lists, updates)
+	}
+
+	e := newEnv(t, 10*time.Second)
+	p, err := gcp.New(ctx, gcp.Type, gcp.Config{ClusterName: owner.Cluster, Project: proj, Endpoint: e.srv.URL, WithoutAuthentication: true,
+		CallLimits: &providers.RateLimits{ReadQPS: 0.001, ReadBurst: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The list takes the only token; subnetworks.get would wait past the deadline.
+	short, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := p.DiscoverNode(short, nodeA); !providers.IsThrottled(err) {
+		t.Fatalf("want Throttled when the call limit's wait passes the deadline, got %v", err)
+	}
+}

@@ -90,7 +90,7 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 	var c Clients
 	if o.clients != nil {
 		c = *o.clients
-	} else if c, err = NewClients(ctx, cfg.clientOptions()...); err != nil {
+	} else if c, err = NewClients(ctx, cfg.CallLimits, cfg.clientOptions()...); err != nil {
 		return nil, err
 	}
 	if cfg.Project == "" {

@@ -14,6 +14,8 @@ import (
 	gax "github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/option"
 	htransport "google.golang.org/api/transport/http"
+
+	"github.com/egressd/egressd/providers"
 )
 
 // InstancesAPI is the subset of compute.InstancesClient the provider calls, in the SDK's own
@@ -67,15 +69,21 @@ type Clients struct {
 	RegionOperations RegionOperationsAPI
 }
 
-// NewClients builds the Compute REST clients with opts (endpoint, credentials).
-func NewClients(ctx context.Context, opts ...option.ClientOption) (Clients, error) {
+// NewClients builds the Compute REST clients with opts (endpoint, credentials), all on one
+// HTTP client whose transport sends explicit alias ranges (explicitAliasRanges) and, with
+// limits, waits for the call limit before every attempt.
+func NewClients(ctx context.Context, limits *providers.RateLimits, opts ...option.ClientOption) (Clients, error) {
 	hc, _, err := htransport.NewClient(ctx, opts...)
 	if err != nil {
-		return Clients{}, fmt.Errorf("creating the instances client's transport: %w", err)
+		return Clients{}, fmt.Errorf("creating the Compute clients' transport: %w", err)
 	}
 	patched := *hc
 	patched.Transport = explicitAliasRanges{hc.Transport}
-	inst, err := compute.NewInstancesRESTClient(ctx, append(opts[:len(opts):len(opts)], option.WithHTTPClient(&patched))...)
+	if limits != nil {
+		patched.Transport = newCallLimiter(patched.Transport, *limits)
+	}
+	opts = append(opts[:len(opts):len(opts)], option.WithHTTPClient(&patched))
+	inst, err := compute.NewInstancesRESTClient(ctx, opts...)
 	if err != nil {
 		return Clients{}, fmt.Errorf("creating instances client: %w", err)
 	}
