@@ -102,8 +102,6 @@ func classify(op string, err error) error {
 		return &providers.Error{Kind: providers.KindPermission, Op: op, Code: r, Err: err}
 	case ge.Code == http.StatusConflict || ge.Code == http.StatusPreconditionFailed:
 		return &providers.Error{Kind: providers.KindConflict, Op: op, Code: r, Err: err}
-	case ge.Code == http.StatusBadRequest && containsAny(ge.Message, "already in use", "already being used"):
-		return &providers.Error{Kind: providers.KindConflict, Op: op, Code: r, Err: err}
 	case ge.Code == http.StatusBadRequest && containsAny(ge.Message, "maximum number of alias"):
 		return &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: r, Err: err}
 	}

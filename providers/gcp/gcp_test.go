@@ -3,6 +3,7 @@ package gcp_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -736,5 +737,28 @@ func TestCallLimits(t *testing.T) {
 	defer cancel()
 	if _, err := p.DiscoverNode(short, nodeA); !providers.IsThrottled(err) {
 		t.Fatalf("want Throttled when the call limit's wait passes the deadline, got %v", err)
+	}
+}
+
+// TestAliasConflictFailsTheOperation: an alias IP another instance holds is not refused by
+// instances.updateNetworkInterface itself; its operation ends DONE with
+// IP_IN_USE_BY_ANOTHER_RESOURCE. The provider reports a Conflict carrying that code (read
+// from the operation's error, not from any message) and changes nothing.
+func TestAliasConflictFailsTheOperation(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	e.sim.SetOperationDelay(20 * time.Millisecond)
+	e.sim.PutAlias(proj, "us-central1-a", "node-b", "10.0.14.201/32") // set by someone else
+	e.sim.ResetCalls()
+	_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.14.201")})
+	var pe *providers.Error
+	if !providers.IsConflict(err) || !errors.As(err, &pe) || pe.Code != "IP_IN_USE_BY_ANOTHER_RESOURCE" {
+		t.Fatalf("want Conflict IP_IN_USE_BY_ANOTHER_RESOURCE, got %v", err)
+	}
+	if e.sim.Calls(gcpsim.MUpdateNetworkIface) != 1 || e.sim.Calls(gcpsim.MZoneOperationsWait) == 0 {
+		t.Fatalf("the conflict did not come from the operation: calls %v", e.sim.CallCounts())
+	}
+	if h := e.sim.Holder("10.0.14.201"); h != holder("node-b", "us-central1-a") || e.sim.AliasCount("10.0.14.201") != 1 {
+		t.Fatalf("holder %q, %d holders", h, e.sim.AliasCount("10.0.14.201"))
 	}
 }

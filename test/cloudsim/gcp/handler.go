@@ -351,10 +351,10 @@ func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string
 			return nil, errf(http.StatusBadRequest, "invalid", "Alias IP range '%s' overlaps the primary IP or another alias of the interface.", a.IPCidrRange)
 		}
 		seen[pr.Addr()] = true
-		if other := p.ipInUse(n.Network, pr.Addr(), key); other != "" && other != in.Zone+"/"+in.Name {
-			return nil, errf(http.StatusBadRequest, "invalid", "IP address '%s' is already in use by another resource (%s).", pr.Addr(), other)
-		}
 	}
+	// An address another resource uses is not refused here: the call returns its operation,
+	// and the operation ends DONE with IP_IN_USE_BY_ANOTHER_RESOURCE in its error, as Compute
+	// reports it (compute-image-tools#659, f5-google-gdm-templates#78).
 	want := append([]aliasRange(nil), ranges...)
 	return s.nicOp(p, in, n, "updateNetworkInterface", MUpdateNetworkIface, func(n *nic) *opError {
 		for _, a := range want {
