@@ -34,7 +34,8 @@ func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*p
 // DiscoverNodes implements providers.NodesDiscoverer: one instances.list per project and zone
 // per 50 nodes, filtered on their names (instead of one instances.get per node), and one
 // subnetworks.get per subnetwork of the batch. A node whose instance the list does not show is
-// NotFound; a failed list fails only the nodes it was for.
+// NotFound; a failed list fails only the nodes it was for. Without compute.instances.list
+// (a role from before batching) it falls back to one instances.get per node.
 func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef) ([]*providers.NodeInfo, []error) {
 	infos, errs := make([]*providers.NodeInfo, len(nodes)), make([]error, len(nodes))
 	refs := make([]instanceRef, len(nodes))
@@ -51,6 +52,11 @@ func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef)
 		project, zone, _ := strings.Cut(k, "/")
 		for chunk := range slices.Chunk(slices.Compact(slices.Sorted(slices.Values(zones[k]))), discoverBatch) {
 			got, err := p.listInstances(ctx, project, zone, chunk)
+			if providers.KindOf(err) == providers.KindPermission {
+				// A role granted before discovery was batched has compute.instances.get and
+				// not compute.instances.list: one instances.get per node still works.
+				got, err = p.getInstances(ctx, project, zone, chunk)
+			}
 			for _, name := range chunk {
 				r := instanceRef{project, zone, name}
 				if err != nil {
@@ -120,6 +126,22 @@ func (p *Provider) listInstances(ctx context.Context, project, zone string, name
 		}
 	})
 	return out, err
+}
+
+// getInstances reads the named instances of one zone one by one; a missing one is left out.
+func (p *Provider) getInstances(ctx context.Context, project, zone string, names []string) (map[string]*computepb.Instance, error) {
+	out := map[string]*computepb.Instance{}
+	for _, n := range names {
+		in, err := p.getInstance(ctx, instanceRef{project, zone, n})
+		if providers.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[n] = in
+	}
+	return out, nil
 }
 
 // getSubnetwork reads the subnetwork of a self link; nil when the link is not one.

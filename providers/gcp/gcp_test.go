@@ -690,6 +690,21 @@ func TestDiscoverNodesBatched(t *testing.T) {
 		t.Fatalf("calls %v, want 4 instances.list (3 pages in us-central1-a, 1 in us-central1-b) and 1 subnetworks.get", c)
 	}
 
+	// A role without compute.instances.list (granted before discovery was batched): one
+	// instances.get per node instead, and the same answers.
+	e.sim.SetPageSize(0)
+	e.sim.FailNextWithReason(gcpsim.MInstancesList, 2, http.StatusForbidden, "forbidden")
+	e.sim.ResetCalls()
+	again, errs := providers.DiscoverNodes(ctx, e.p, refs)
+	for i, r := range refs {
+		if (errs[i] == nil) != (infos[i] != nil) || (infos[i] != nil && again[i].InstanceID != infos[i].InstanceID) || providers.IsPermission(errs[i]) {
+			t.Errorf("%s without instances.list: %+v, %v", r.Name, again[i], errs[i])
+		}
+	}
+	if c := e.sim.CallCounts(); c[gcpsim.MInstancesList] != 2 || c[gcpsim.MInstancesGet] != 5 {
+		t.Fatalf("calls %v, want 2 refused instances.list and 5 instances.get", c)
+	}
+
 }
 
 // TestCallLimits: with callLimits below the project's own rate limits (here the simulator's

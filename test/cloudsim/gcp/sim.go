@@ -356,6 +356,14 @@ func (s *Sim) FailNext(method string, n int, status int, afterApply bool) {
 	s.scripted.Add(method, n, scriptedFault{status: status, reason: reason, afterApply: afterApply})
 }
 
+// FailNextWithReason makes the next n calls of method answer status with reason (for
+// example 403 forbidden: a permission the caller's role lacks).
+func (s *Sim) FailNextWithReason(method string, n, status int, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scripted.Add(method, n, scriptedFault{status: status, reason: reason})
+}
+
 // ThrottleAll makes the next n requests of any Compute method answer 429
 // rateLimitExceeded; n < 0 throttles every request until ClearFaults.
 func (s *Sim) ThrottleAll(n int) { s.mu.Lock(); s.throttleAll = n; s.mu.Unlock() }
