@@ -5,7 +5,9 @@
 //
 // It models projects, subnetworks (primary and secondary ranges), instances with their network
 // interfaces (fingerprints, alias IP ranges, access configs), regional addresses (internal and
-// external, with labels and users) and zone/region operations that go RUNNING → DONE. Faults:
+// external, with labels and users, RESERVING until their insert operation is DONE) and
+// zone/region operations that go RUNNING → DONE, where an alias another resource holds fails
+// (IP_IN_USE_BY_ANOTHER_RESOURCE); list calls apply their filter and page. Faults:
 // per-method rate limits (403 rateLimitExceeded or 429), scripted errors (also after the change
 // was applied), failed operations, latency, stale fingerprint races and describe lag.
 //
