@@ -16,52 +16,53 @@ import (
 	"github.com/egressd/egressd/providers"
 )
 
-// discoverBatch is how many instances one instances.list asks for by name. The filter is an
-// OR of name comparisons sent in the URL's query; 50 names of up to 63 characters keep it to a
-// few KiB, far from any front end's URL limit (the Compute reference states none).
+// discoverBatch is how many instance names one instances.aggregatedList asks for. The filter
+// is an OR of name comparisons sent in the URL's query; 50 names of up to 63 characters keep
+// it to a few KiB, far from any front end's URL limit (the Compute reference states none).
 const discoverBatch = 50
 
 // listPage is the maxResults of list calls: Compute's maximum (and default) 500.
 const listPage = 500
 
-// DiscoverNode implements providers.Provider: DiscoverNodes of one node (one instances.list,
-// one subnetworks.get).
+// DiscoverNode implements providers.Provider: DiscoverNodes of one node (one
+// instances.aggregatedList, one subnetworks.get).
 func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*providers.NodeInfo, error) {
 	infos, errs := p.DiscoverNodes(ctx, []providers.NodeRef{node})
 	return infos[0], errs[0]
 }
 
-// DiscoverNodes implements providers.NodesDiscoverer: one instances.list per project and zone
-// per 50 nodes, filtered on their names (instead of one instances.get per node), and one
-// subnetworks.get per subnetwork of the batch. A node whose instance the list does not show is
-// NotFound; a failed list fails only the nodes it was for. Without compute.instances.list
-// (a role from before batching) it falls back to one instances.get per node.
+// DiscoverNodes implements providers.NodesDiscoverer: one instances.aggregatedList per project
+// per 50 nodes, filtered on their names, whatever zones they are in (instead of one
+// instances.get per node), and one subnetworks.get per subnetwork of the batch. A node whose
+// instance the list does not show in its zone is NotFound; a failed list fails only the nodes
+// it was for. Without compute.instances.list (a role from before batching) it falls back to
+// one instances.get per node.
 func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef) ([]*providers.NodeInfo, []error) {
 	infos, errs := make([]*providers.NodeInfo, len(nodes)), make([]error, len(nodes))
 	refs := make([]instanceRef, len(nodes))
-	zones := map[string][]string{} // project/zone → instance names
+	byProject := map[string][]instanceRef{}
 	for i, n := range nodes {
 		if refs[i], errs[i] = p.ref(n); errs[i] == nil {
-			k := refs[i].project + "/" + refs[i].zone
-			zones[k] = append(zones[k], refs[i].name)
+			byProject[refs[i].project] = append(byProject[refs[i].project], refs[i])
 		}
 	}
 	found := map[instanceRef]*computepb.Instance{}
 	listErr := map[instanceRef]error{}
-	for _, k := range slices.Sorted(maps.Keys(zones)) {
-		project, zone, _ := strings.Cut(k, "/")
-		for chunk := range slices.Chunk(slices.Compact(slices.Sorted(slices.Values(zones[k]))), discoverBatch) {
-			got, err := p.listInstances(ctx, project, zone, chunk)
+	for _, project := range slices.Sorted(maps.Keys(byProject)) {
+		rs := byProject[project]
+		slices.SortFunc(rs, func(a, b instanceRef) int { return strings.Compare(a.name+"/"+a.zone, b.name+"/"+b.zone) })
+		rs = slices.Compact(rs)
+		for chunk := range slices.Chunk(rs, discoverBatch) {
+			got, err := p.listInstances(ctx, project, chunk)
 			if providers.KindOf(err) == providers.KindPermission {
 				// A role granted before discovery was batched has compute.instances.get and
 				// not compute.instances.list: one instances.get per node still works.
-				got, err = p.getInstances(ctx, project, zone, chunk)
+				got, err = p.getInstances(ctx, chunk)
 			}
-			for _, name := range chunk {
-				r := instanceRef{project, zone, name}
+			for _, r := range chunk {
 				if err != nil {
 					listErr[r] = err
-				} else if in := got[name]; in != nil {
+				} else if in := got[r]; in != nil {
 					found[r] = in
 				}
 			}
@@ -101,45 +102,57 @@ func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef)
 	return infos, errs
 }
 
-// listInstances lists the named instances of one zone, every page, within the retry budget.
-func (p *Provider) listInstances(ctx context.Context, project, zone string, names []string) (map[string]*computepb.Instance, error) {
-	terms := make([]string, len(names))
-	for i, n := range names {
-		terms[i] = fmt.Sprintf("(name = %q)", n)
+// listInstances lists the instances of refs (one project) with one filtered
+// instances.aggregatedList, every page, within the retry budget. An instance of the same name
+// in a zone that was not asked for is left out.
+func (p *Provider) listInstances(ctx context.Context, project string, refs []instanceRef) (map[instanceRef]*computepb.Instance, error) {
+	want := map[instanceRef]bool{}
+	var terms []string
+	for _, r := range refs {
+		if !slices.Contains(terms, fmt.Sprintf("(name = %q)", r.name)) {
+			terms = append(terms, fmt.Sprintf("(name = %q)", r.name))
+		}
+		want[r] = true
 	}
-	out := map[string]*computepb.Instance{}
-	err := p.retry(ctx, fmt.Sprintf("listing %d instances of %s/%s", len(names), project, zone), func() error {
+	out := map[instanceRef]*computepb.Instance{}
+	err := p.retry(ctx, fmt.Sprintf("listing %d instances of project %s", len(refs), project), func() error {
 		clear(out)
-		it := p.c.Instances.List(ctx, &computepb.ListInstancesRequest{Project: project, Zone: zone,
+		it := p.c.Instances.AggregatedList(ctx, &computepb.AggregatedListInstancesRequest{Project: project,
 			Filter: proto.String(strings.Join(terms, " OR ")), MaxResults: proto.Uint32(listPage)})
 		for {
-			in, err := it.Next()
+			pair, err := it.Next()
 			if errors.Is(err, iterator.Done) {
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			if slices.Contains(names, in.GetName()) { // never trust the filter alone
-				out[in.GetName()] = in
+			zone, ok := strings.CutPrefix(pair.Key, "zones/")
+			if !ok {
+				continue
+			}
+			for _, in := range pair.Value.GetInstances() {
+				if r := (instanceRef{project, zone, in.GetName()}); want[r] { // never trust the filter alone
+					out[r] = in
+				}
 			}
 		}
 	})
 	return out, err
 }
 
-// getInstances reads the named instances of one zone one by one; a missing one is left out.
-func (p *Provider) getInstances(ctx context.Context, project, zone string, names []string) (map[string]*computepb.Instance, error) {
-	out := map[string]*computepb.Instance{}
-	for _, n := range names {
-		in, err := p.getInstance(ctx, instanceRef{project, zone, n})
+// getInstances reads the instances of refs one by one; a missing one is left out.
+func (p *Provider) getInstances(ctx context.Context, refs []instanceRef) (map[instanceRef]*computepb.Instance, error) {
+	out := map[instanceRef]*computepb.Instance{}
+	for _, r := range refs {
+		in, err := p.getInstance(ctx, r)
 		if providers.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		out[n] = in
+		out[r] = in
 	}
 	return out, nil
 }

@@ -651,9 +651,10 @@ func TestReservingAddressWaitedFor(t *testing.T) {
 	}
 }
 
-// TestDiscoverNodesBatched discovers five nodes in two zones with one instances.list per zone
+// TestDiscoverNodesBatched discovers nodes in two zones with one instances.aggregatedList
 // (filtered on the names, every page read: the simulator serves one instance per page here)
-// and one subnetworks.get: a node with no instance is NotFound and the others are described.
+// and one subnetworks.get: a node with no instance, or whose instance of that name is in
+// another zone, is NotFound and the others are described.
 func TestDiscoverNodesBatched(t *testing.T) {
 	e := newEnv(t, 5*time.Second)
 	ctx := context.Background()
@@ -663,11 +664,13 @@ func TestDiscoverNodesBatched(t *testing.T) {
 	e.sim.SetPageSize(1)
 	e.sim.ResetCalls()
 	gone := node("gone", "us-central1-a")
-	refs := []providers.NodeRef{nodeA, nodeB, gone, nodeC, nodeS, {Name: "not-gce", ProviderID: "aws:///us-east-1a/i-0123"}}
+	elsewhere := node("node-c", "us-central1-a") // node-c is in us-central1-b
+	elsewhere.Name = "elsewhere"
+	refs := []providers.NodeRef{nodeA, nodeB, gone, nodeC, nodeS, {Name: "not-gce", ProviderID: "aws:///us-east-1a/i-0123"}, elsewhere}
 	infos, errs := providers.DiscoverNodes(ctx, e.p, refs)
 	for i, r := range refs {
 		switch r.Name {
-		case "gone", "not-gce":
+		case "gone", "not-gce", "elsewhere":
 			if !providers.IsNotFound(errs[i]) || infos[i] != nil {
 				t.Errorf("%s: want NotFound, got %+v, %v", r.Name, infos[i], errs[i])
 			}
@@ -683,17 +686,17 @@ func TestDiscoverNodesBatched(t *testing.T) {
 	if infos[4].Interfaces[0].PrimaryIP != ip("10.0.0.6") || len(infos[4].Subnets) != 1 || infos[4].Subnets[0].CIDR != netip.MustParsePrefix("10.0.0.0/20") {
 		t.Errorf("node-small: %+v", infos[4])
 	}
-	// Zone a: node-a, node-b and node-small match (node-pub is left out by the filter), one per
-	// page: 3 calls. Zone b: 1.
+	// node-a, node-b, node-small (us-central1-a) and node-c (us-central1-b) match, one per page:
+	// 4 calls. node-pub, in us-central1-a too, is left out by the filter.
 	c := e.sim.CallCounts()
-	if c[gcpsim.MInstancesList] != 4 || c[gcpsim.MSubnetworksGet] != 1 || total(c) != 5 {
-		t.Fatalf("calls %v, want 4 instances.list (3 pages in us-central1-a, 1 in us-central1-b) and 1 subnetworks.get", c)
+	if c[gcpsim.MInstancesAggregated] != 4 || c[gcpsim.MSubnetworksGet] != 1 || total(c) != 5 {
+		t.Fatalf("calls %v, want 4 instances.aggregatedList (4 pages) and 1 subnetworks.get", c)
 	}
 
 	// A role without compute.instances.list (granted before discovery was batched): one
 	// instances.get per node instead, and the same answers.
 	e.sim.SetPageSize(0)
-	e.sim.FailNextWithReason(gcpsim.MInstancesList, 2, http.StatusForbidden, "forbidden")
+	e.sim.FailNextWithReason(gcpsim.MInstancesAggregated, 1, http.StatusForbidden, "forbidden")
 	e.sim.ResetCalls()
 	again, errs := providers.DiscoverNodes(ctx, e.p, refs)
 	for i, r := range refs {
@@ -701,8 +704,8 @@ func TestDiscoverNodesBatched(t *testing.T) {
 			t.Errorf("%s without instances.list: %+v, %v", r.Name, again[i], errs[i])
 		}
 	}
-	if c := e.sim.CallCounts(); c[gcpsim.MInstancesList] != 2 || c[gcpsim.MInstancesGet] != 5 {
-		t.Fatalf("calls %v, want 2 refused instances.list and 5 instances.get", c)
+	if c := e.sim.CallCounts(); c[gcpsim.MInstancesAggregated] != 1 || c[gcpsim.MInstancesGet] != 6 {
+		t.Fatalf("calls %v, want 1 refused instances.aggregatedList and 6 instances.get", c)
 	}
 
 }
@@ -720,7 +723,7 @@ func TestCallLimits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.sim.SetRateLimit(gcpsim.MInstancesList, 4, 1, http.StatusTooManyRequests)
+		e.sim.SetRateLimit(gcpsim.MInstancesAggregated, 4, 1, http.StatusTooManyRequests)
 		e.sim.SetRateLimit(gcpsim.MUpdateNetworkIface, 10, 1, http.StatusForbidden)
 		for _, n := range []providers.NodeRef{nodeA, nodeB, nodeC, nodeS} {
 			if _, err := p.DiscoverNode(ctx, n); err != nil {
@@ -732,13 +735,13 @@ func TestCallLimits(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		return e.sim.Calls(gcpsim.MInstancesList), e.sim.Calls(gcpsim.MUpdateNetworkIface)
+		return e.sim.Calls(gcpsim.MInstancesAggregated), e.sim.Calls(gcpsim.MUpdateNetworkIface)
 	}
 	if lists, updates := run(&providers.RateLimits{ReadQPS: 5, ReadBurst: 1, MutatingQPS: 4, MutatingBurst: 1}); lists != 4 || updates != 2 {
-		t.Errorf("with call limits: %d instances.list and %d updateNetworkInterface calls, want 4 and 2 (none refused)", lists, updates)
+		t.Errorf("with call limits: %d instances.aggregatedList and %d updateNetworkInterface calls, want 4 and 2 (none refused)", lists, updates)
 	}
 	if lists, updates := run(nil); lists == 4 || updates == 2 {
-		t.Errorf("without call limits: %d instances.list and %d updateNetworkInterface calls; the simulator's limits refused none, so this test proves nothing", lists, updates)
+		t.Errorf("without call limits: %d instances.aggregatedList and %d updateNetworkInterface calls; the simulator's limits refused none, so this test proves nothing", lists, updates)
 	}
 
 	e := newEnv(t, 10*time.Second)

@@ -138,6 +138,8 @@ func (s *Sim) route(method string, parts []string) (string, func(*project, *http
 		return MInstancesGet, s.getInstance
 	case n == 4 && parts[1] == "zones" && parts[3] == "instances" && method == http.MethodGet:
 		return MInstancesList, s.listInstances
+	case n == 3 && parts[1] == "aggregated" && parts[2] == "instances" && method == http.MethodGet:
+		return MInstancesAggregated, s.listInstances
 	case n == 6 && parts[1] == "zones" && parts[3] == "instances" && parts[5] == "updateNetworkInterface" && method == http.MethodPatch:
 		return MUpdateNetworkIface, s.updateNetworkInterface
 	case n == 6 && parts[1] == "zones" && parts[3] == "instances" && parts[5] == "addAccessConfig" && method == http.MethodPost:
@@ -257,8 +259,11 @@ func (s *Sim) getInstance(p *project, _ *http.Request, parts []string) (any, *ap
 	return s.instanceJSON(p.id, in, in.view(time.Now(), s.lag)), nil
 }
 
-// listInstances is instances.list of one zone: the filter applied (name and status), pages of
-// maxResults (at most 500) in name order, each instance as instances.get shows it.
+// listInstances is instances.list of one zone, or instances.aggregatedList of every zone:
+// the filter applied (name and status), pages of maxResults (at most 500) in zone then name
+// order, each instance as instances.get shows it. The aggregated list names only the zones
+// with a match on the page (Compute also lists the others, each with a NO_RESULTS_ON_PAGE
+// warning; a client reads no instances from those).
 func (s *Sim) listInstances(p *project, r *http.Request, parts []string) (any, *apiError) {
 	q := r.URL.Query()
 	f, e := listFilter(q.Get("filter"), func(field string) bool { return field == "name" || field == "status" })
@@ -269,11 +274,14 @@ func (s *Sim) listInstances(p *project, r *http.Request, parts []string) (any, *
 	if e != nil {
 		return nil, e
 	}
-	zone := parts[2]
+	zone := ""
+	if parts[1] == "zones" {
+		zone = parts[2]
+	}
 	var matched []*instance
 	for _, k := range slices.Sorted(maps.Keys(p.instances)) {
 		in := p.instances[k]
-		if in.Zone != zone {
+		if zone != "" && in.Zone != zone {
 			continue
 		}
 		if f.match(func(field string) (string, bool) {
@@ -286,12 +294,26 @@ func (s *Sim) listInstances(p *project, r *http.Request, parts []string) (any, *
 		}
 	}
 	matched, next := cut(page, matched)
-	items := make([]map[string]any, 0, len(matched))
-	for _, in := range matched {
-		items = append(items, s.instanceJSON(p.id, in, in.view(time.Now(), s.lag)))
+	var out map[string]any
+	if zone != "" {
+		items := make([]map[string]any, 0, len(matched))
+		for _, in := range matched {
+			items = append(items, s.instanceJSON(p.id, in, in.view(time.Now(), s.lag)))
+		}
+		out = map[string]any{"kind": "compute#instanceList", "items": items,
+			"selfLink": fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/zones/%s/instances", p.id, zone)}
+	} else {
+		byZone := map[string][]map[string]any{}
+		for _, in := range matched {
+			byZone[in.Zone] = append(byZone[in.Zone], s.instanceJSON(p.id, in, in.view(time.Now(), s.lag)))
+		}
+		items := map[string]any{}
+		for z, list := range byZone {
+			items["zones/"+z] = map[string]any{"instances": list}
+		}
+		out = map[string]any{"kind": "compute#instanceAggregatedList", "items": items,
+			"selfLink": fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/aggregated/instances", p.id)}
 	}
-	out := map[string]any{"kind": "compute#instanceList", "items": items,
-		"selfLink": fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/zones/%s/instances", p.id, zone)}
 	if next != "" {
 		out["nextPageToken"] = next
 	}

@@ -33,6 +33,7 @@ import (
 const (
 	MInstancesGet          = "instances.get"
 	MInstancesList         = "instances.list"
+	MInstancesAggregated   = "instances.aggregatedList"
 	MUpdateNetworkIface    = "instances.updateNetworkInterface"
 	MAddAccessConfig       = "instances.addAccessConfig"
 	MDeleteAccessConfig    = "instances.deleteAccessConfig"
