@@ -329,7 +329,7 @@ func newGCPScaleCloud(tb testing.TB) (*scaleCloud, []gwNode) {
 		tb.Fatal(err)
 	}
 	gcpMutating := map[string]bool{gcpsim.MUpdateNetworkIface: true, gcpsim.MAddAccessConfig: true, gcpsim.MDeleteAccessConfig: true,
-		gcpsim.MAddressesInsert: true, gcpsim.MAddressesDelete: true}
+		gcpsim.MAddressesInsert: true, gcpsim.MAddressesDelete: true, gcpsim.MAddressesSetLabels: true}
 	return &scaleCloud{name: "gcp", region: region, zones: zones, service: "Compute", prov: prov, calls: sim.CallCounts,
 		mutating: func(m string) bool { return gcpMutating[m] },
 		holder: func(ip netip.Addr) string {

@@ -78,7 +78,8 @@ func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
 func holder(name, zone string) string { return proj + "/" + zone + "/" + name }
 
 func mutating(c map[string]int) int {
-	return c[gcpsim.MUpdateNetworkIface] + c[gcpsim.MAddAccessConfig] + c[gcpsim.MDeleteAccessConfig] + c[gcpsim.MAddressesInsert] + c[gcpsim.MAddressesDelete]
+	return c[gcpsim.MUpdateNetworkIface] + c[gcpsim.MAddAccessConfig] + c[gcpsim.MDeleteAccessConfig] + c[gcpsim.MAddressesInsert] + c[gcpsim.MAddressesDelete] +
+		c[gcpsim.MAddressesSetLabels]
 }
 
 func total(c map[string]int) int {
@@ -761,7 +762,8 @@ func TestCallLimits(t *testing.T) {
 // TestAliasConflictFailsTheOperation: an alias IP another instance holds is not refused by
 // instances.updateNetworkInterface itself; its operation ends DONE with
 // IP_IN_USE_BY_ANOTHER_RESOURCE. The provider reports a Conflict carrying that code (read
-// from the operation's error, not from any message) and changes nothing.
+// from the operation's error, not from any message), changes no alias, and gives up the
+// reservation it inserted for the IP.
 func TestAliasConflictFailsTheOperation(t *testing.T) {
 	e := newEnv(t, 5*time.Second)
 	ctx := context.Background()
@@ -778,5 +780,27 @@ func TestAliasConflictFailsTheOperation(t *testing.T) {
 	}
 	if h := e.sim.Holder("10.0.14.201"); h != holder("node-b", "us-central1-a") || e.sim.AliasCount("10.0.14.201") != 1 {
 		t.Fatalf("holder %q, %d holders", h, e.sim.AliasCount("10.0.14.201"))
+	}
+	// The reservation the provider inserted for the IP is not left as this cluster's: it
+	// would name node-b as its user, and garbage collection of it would take node-b's alias.
+	owned, err := e.p.ListOwned(ctx, owner.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range owned {
+		if o.IP == ip("10.0.14.201") {
+			t.Errorf("the failed ensure left %+v owned by the cluster", o)
+		}
+		if err := e.p.ReleaseOwned(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h := e.sim.Holder("10.0.14.201"); h != holder("node-b", "us-central1-a") {
+		t.Fatalf("garbage collection took node-b's alias: holder %q", h)
+	}
+	for _, a := range e.sim.Snapshot().Addresses {
+		if a.Address == "10.0.14.201" && (a.Labels[gcp.LabelCluster] != "" || a.Labels[gcp.LabelConflict] != owner.Cluster) {
+			t.Errorf("reservation left with labels %v, want only %s=%s", a.Labels, gcp.LabelConflict, owner.Cluster)
+		}
 	}
 }

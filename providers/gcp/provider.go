@@ -31,6 +31,11 @@ var (
 	LabelOwner   = labelKey(egressv1.TagOwner)
 )
 
+// LabelConflict marks (with the cluster as its value) an internal reservation egressd inserted
+// for an IP that another resource turned out to hold and that Compute would not delete: it
+// carries no cluster label, so no egressd counts it as its own; an operator deletes it.
+const LabelConflict = "egressd-io-conflict"
+
 // accessConfigPrefix starts the name of the access config egressd creates; the rest is the
 // egress IP it serves, so a NIC's access config says which egress IP it belongs to.
 const accessConfigPrefix = "egressd-nat-"

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"maps"
 	"net/http"
@@ -162,6 +163,8 @@ func (s *Sim) route(method string, parts []string) (string, func(*project, *http
 		return MAddressesGet, s.getAddress
 	case n == 5 && parts[1] == "regions" && parts[3] == "addresses" && method == http.MethodDelete:
 		return MAddressesDelete, s.deleteAddress
+	case n == 6 && parts[1] == "regions" && parts[3] == "addresses" && parts[5] == "setLabels" && method == http.MethodPost:
+		return MAddressesSetLabels, s.setAddressLabels
 	case n == 3 && parts[1] == "aggregated" && parts[2] == "addresses" && method == http.MethodGet:
 		return MAddressesAggregated, s.listAddresses
 	case n == 5 && parts[1] == "regions" && parts[3] == "subnetworks" && method == http.MethodGet:
@@ -589,7 +592,47 @@ func (s *Sim) addressJSON(p *project, a *address) map[string]any {
 	if len(a.Labels) > 0 {
 		m["labels"] = a.Labels
 	}
+	m["labelFingerprint"] = labelFingerprint(a.Labels)
 	return m
+}
+
+// labelFingerprint is the address's labelFingerprint: a hash of its labels, which setLabels
+// must be sent.
+func labelFingerprint(l map[string]string) string {
+	h := fnv.New64a()
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		fmt.Fprintf(h, "%s=%s;", k, l[k])
+	}
+	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+}
+
+// setAddressLabels is addresses.setLabels: the labels replaced as a whole, with the
+// labelFingerprint last read (412 conditionNotMet when the labels changed since), in a region
+// operation.
+func (s *Sim) setAddressLabels(p *project, r *http.Request, parts []string) (any, *apiError) {
+	a := p.addresses[parts[2]+"/"+parts[4]]
+	if a == nil || !a.deleted.IsZero() {
+		return nil, errf(http.StatusNotFound, "notFound", "The resource 'projects/%s/regions/%s/addresses/%s' was not found", p.id, parts[2], parts[4])
+	}
+	var body struct {
+		LabelFingerprint string            `json:"labelFingerprint"`
+		Labels           map[string]string `json:"labels"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, errf(http.StatusBadRequest, "parseError", "%v", err)
+	}
+	if body.LabelFingerprint == "" {
+		return nil, errf(http.StatusBadRequest, "required", "Required field 'labelFingerprint' not specified")
+	}
+	if body.LabelFingerprint != labelFingerprint(a.Labels) {
+		return nil, errf(http.StatusPreconditionFailed, "conditionNotMet", "Labels fingerprint either invalid or resource labels have changed")
+	}
+	labels := maps.Clone(body.Labels)
+	return s.newOp(p, "region", parts[2], "setLabels", fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s/addresses/%s", p.id, parts[2], a.Name),
+		MAddressesSetLabels, func() *opError {
+			a.Labels = labels
+			return nil
+		}), nil
 }
 
 func (s *Sim) getAddress(p *project, _ *http.Request, parts []string) (any, *apiError) {

@@ -40,6 +40,7 @@ const (
 	MAddressesGet          = "addresses.get"
 	MAddressesInsert       = "addresses.insert"
 	MAddressesDelete       = "addresses.delete"
+	MAddressesSetLabels    = "addresses.setLabels"
 	MAddressesList         = "addresses.list"
 	MAddressesAggregated   = "addresses.aggregatedList"
 	MSubnetworksGet        = "subnetworks.get"
