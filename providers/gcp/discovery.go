@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	computepb "cloud.google.com/go/compute/apiv1/computepb"
 	"google.golang.org/api/iterator"
@@ -33,7 +34,8 @@ func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*p
 
 // DiscoverNodes implements providers.NodesDiscoverer: one instances.aggregatedList per project
 // per 50 nodes, filtered on their names, whatever zones they are in (instead of one
-// instances.get per node), and one subnetworks.get per subnetwork of the batch. A node whose
+// instances.get per node), and one subnetworks.get per subnetwork not read in the last
+// subnetworkTTL. A node whose
 // instance the list does not show in its zone is NotFound; a failed list fails only the nodes
 // it was for. Without compute.instances.list (a role from before batching) it falls back to
 // one instances.get per node.
@@ -157,11 +159,28 @@ func (p *Provider) getInstances(ctx context.Context, refs []instanceRef) (map[in
 	return out, nil
 }
 
-// getSubnetwork reads the subnetwork of a self link; nil when the link is not one.
+// subnetworkTTL is how long a subnetwork read is reused. Discovery needs only its primary
+// range, which never shrinks (expand-ip-range only widens it): a stale range is a subset of
+// the current one, so the allocator never hands out an address outside it.
+const subnetworkTTL = 10 * time.Minute
+
+type subnetworkRead struct {
+	sn *computepb.Subnetwork
+	at time.Time
+}
+
+// getSubnetwork reads the subnetwork of a self link (from the cache when fresh); nil when the
+// link is not one.
 func (p *Provider) getSubnetwork(ctx context.Context, link string) (*computepb.Subnetwork, error) {
 	sr, ok := subnetRef(link)
 	if !ok {
 		return nil, nil
+	}
+	p.subnetsMu.Lock()
+	c, ok := p.subnets[link]
+	p.subnetsMu.Unlock()
+	if ok && time.Since(c.at) < subnetworkTTL {
+		return c.sn, nil
 	}
 	var sn *computepb.Subnetwork
 	err := p.retry(ctx, "getting subnetwork "+link, func() error {
@@ -169,6 +188,11 @@ func (p *Provider) getSubnetwork(ctx context.Context, link string) (*computepb.S
 		sn, err = p.c.Subnetworks.Get(ctx, &computepb.GetSubnetworkRequest{Project: sr.project, Region: sr.region, Subnetwork: sr.name})
 		return err
 	})
+	if err == nil {
+		p.subnetsMu.Lock()
+		p.subnets[link] = subnetworkRead{sn: sn, at: time.Now()}
+		p.subnetsMu.Unlock()
+	}
 	return sn, err
 }
 

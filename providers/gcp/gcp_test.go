@@ -705,8 +705,8 @@ func TestDiscoverNodesBatched(t *testing.T) {
 			t.Errorf("%s without instances.list: %+v, %v", r.Name, again[i], errs[i])
 		}
 	}
-	if c := e.sim.CallCounts(); c[gcpsim.MInstancesAggregated] != 1 || c[gcpsim.MInstancesGet] != 6 {
-		t.Fatalf("calls %v, want 1 refused instances.aggregatedList and 6 instances.get", c)
+	if c := e.sim.CallCounts(); c[gcpsim.MInstancesAggregated] != 1 || c[gcpsim.MInstancesGet] != 6 || c[gcpsim.MSubnetworksGet] != 0 {
+		t.Fatalf("calls %v, want 1 refused instances.aggregatedList, 6 instances.get and no subnetworks.get (read a moment ago)", c)
 	}
 
 }
@@ -738,7 +738,7 @@ func TestCallLimits(t *testing.T) {
 		}
 		return e.sim.Calls(gcpsim.MInstancesAggregated), e.sim.Calls(gcpsim.MUpdateNetworkIface)
 	}
-	if lists, updates := run(&providers.RateLimits{ReadQPS: 5, ReadBurst: 1, MutatingQPS: 4, MutatingBurst: 1}); lists != 4 || updates != 2 {
+	if lists, updates := run(&providers.RateLimits{ReadQPS: 2.5, ReadBurst: 1, MutatingQPS: 4, MutatingBurst: 1}); lists != 4 || updates != 2 {
 		t.Errorf("with call limits: %d instances.aggregatedList and %d updateNetworkInterface calls, want 4 and 2 (none refused)", lists, updates)
 	}
 	if lists, updates := run(nil); lists == 4 || updates == 2 {

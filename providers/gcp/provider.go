@@ -55,6 +55,9 @@ type Provider struct {
 	// instance lock is known to be still current (no extra instances.get) or is discarded.
 	gens map[string]uint64
 
+	subnetsMu sync.Mutex
+	subnets   map[string]subnetworkRead // self link → last read
+
 	statsMu sync.Mutex
 	last    MoveWindow
 }
@@ -110,7 +113,7 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 		cfg.Project = pid
 	}
 	return &Provider{name: name, cluster: cfg.ClusterName, c: c, project: cfg.Project, maxAliases: cfg.MaxAliasRangesPerInterface,
-		budget: time.Duration(cfg.RetryBudget), locks: map[string]*sync.Mutex{}, gens: map[string]uint64{}}, nil
+		budget: time.Duration(cfg.RetryBudget), locks: map[string]*sync.Mutex{}, gens: map[string]uint64{}, subnets: map[string]subnetworkRead{}}, nil
 }
 
 // Name implements providers.Provider: the configured name.
