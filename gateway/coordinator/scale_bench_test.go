@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -42,7 +43,12 @@ import (
 	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/aws"
+	"github.com/egressd/egressd/providers/azure"
+	"github.com/egressd/egressd/providers/azure/azuresimtest"
+	"github.com/egressd/egressd/providers/gcp"
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
+	azuresim "github.com/egressd/egressd/test/cloudsim/azure"
+	gcpsim "github.com/egressd/egressd/test/cloudsim/gcp"
 	"github.com/egressd/egressd/test/envtest"
 )
 
@@ -64,15 +70,17 @@ const (
 	scaleNodeImages      = 30 // container images a node's status lists
 )
 
-// BenchmarkScale populates the envtest API server with 1,000 Nodes (100 of them gateway
-// nodes of 4 EgressGateways, backed by EC2 simulator instances), 10,000 Pods with IPs (both of
-// realistic size: see createNode and createPod), 500 policies and the gateway agents' Leases,
-// then runs the coordinator with the production wiring (controller-runtime manager with its
-// cache, Setup, the simulator-backed AWS provider wrapped in metrics and the default rate
-// limits) and measures: time to converge, one gateway and one policy reconcile in steady state,
-// a failover, and the coordinator's heap.
+// BenchmarkScale populates an envtest API server with 1,000 Nodes (100 of them gateway nodes
+// of 4 EgressGateways, backed by instances of the cloud's simulator), 10,000 Pods with IPs
+// (both of realistic size: see createNode and createPod), 500 policies and the gateway
+// agents' Leases, then runs the coordinator with the production wiring (controller-runtime
+// manager with its cache, Setup, the simulator-backed provider wrapped in metrics and the
+// default rate limits) and measures: time to converge, the cloud calls made until every
+// gateway is Ready and CloudSynced, one gateway and one policy reconcile in steady state, a
+// failover, and the coordinator's heap. One sub-benchmark per cloud, each on its own API
+// server: aws (EC2 simulator), gcp (Compute simulator), azure (ARM simulator).
 //
-//	EGRESSD_KUBE_ASSETS=$(hack/kube-binaries.sh) go test -run '^$' -bench Scale -benchtime 1x -timeout 30m ./gateway/coordinator/
+//	EGRESSD_KUBE_ASSETS=$(hack/kube-binaries.sh) go test -run '^$' -bench 'Scale/gcp' -benchtime 1x -timeout 30m ./gateway/coordinator/
 //
 // The envtest API server and etcd are separate processes: their memory is not counted.
 func BenchmarkScale(b *testing.B) {
@@ -82,38 +90,45 @@ func BenchmarkScale(b *testing.B) {
 	if server == nil {
 		b.Skip("needs the envtest API server")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
 	logs := &errorLog{}
 	ctrl.SetLogger(funcr.New(logs.add, funcr.Options{}))
+	for _, name := range []string{"aws", "gcp", "azure"} {
+		b.Run(name, func(b *testing.B) { benchmarkScale(b, name, logs) })
+	}
+}
 
-	s := newScaleWorld(b)
+func benchmarkScale(b *testing.B, cloudName string, logs *errorLog) {
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	logs.reset()
+	s := newScaleWorld(b, cloudName)
 	populateStart := time.Now()
 	s.populate(ctx)
 	populate := time.Since(populateStart)
-	progress("populated %d objects in %v", s.objects.Load(), populate.Round(time.Millisecond))
+	progress("%s: populated %d objects in %v", cloudName, s.objects.Load(), populate.Round(time.Millisecond))
 
 	renewCtx, stopRenew := context.WithCancel(ctx)
 	renewDone := s.renewLeases(renewCtx)
 	defer func() { stopRenew(); <-renewDone }()
 
+	reconcilesBefore := reconcileCounts()
 	before := heapInUse()
 	r := s.run(ctx)
 	after := heapInUse()
-	progress("converged: %v; steady-state passes", r.converged)
+	progress("%s: converged: %v; steady-state passes", cloudName, r.converged)
 	steady := s.steadyState(ctx, r.c, b.N)
-	progress("failover")
+	progress("%s: failover", cloudName)
 	fo := s.failover(ctx)
 	errs := logs.snapshot() // before the stop, whose cancelled reconciles log errors
 	r.stop()
 
-	rep := scaleReport{populate: populate, objects: s.objects.Load(), run: r, steady: steady, failover: fo,
-		heapBefore: before, heapAfter: after, calls: s.sim.Calls(), reconciles: reconcileCounts(), errors: errs}
+	rep := scaleReport{cloud: s.cloud, populate: populate, objects: s.objects.Load(), run: r, steady: steady, failover: fo,
+		heapBefore: before, heapAfter: after, calls: s.cloud.calls(), reconciles: reconcileCounts().since(reconcilesBefore), errors: errs}
 	out := rep.String()
 	b.Log("\n" + out)
 	fmt.Print(out)
 	if dir := filepath.Join(envtest.RepoRoot(), "out"); isDir(dir) {
-		if err := os.WriteFile(filepath.Join(dir, "bench-coordinator.txt"), []byte(out), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "bench-coordinator-"+cloudName+".txt"), []byte(out), 0o644); err != nil {
 			b.Error(err)
 		}
 	}
@@ -121,6 +136,9 @@ func BenchmarkScale(b *testing.B) {
 	b.ReportMetric(r.synced.Seconds(), "cache-sync-s")
 	b.ReportMetric(r.gatewaysReady.Seconds(), "gateways-ready-s")
 	b.ReportMetric(r.policiesReady.Seconds(), "converge-s")
+	mut, read := s.cloud.split(r.callsAtReady)
+	b.ReportMetric(float64(mut), "mutating-calls-to-ready")
+	b.ReportMetric(float64(read), "read-calls-to-ready")
 	b.ReportMetric(ms(steady.gateway.mean()), "gw-reconcile-ms")
 	b.ReportMetric(ms(steady.gateway.max), "gw-reconcile-max-ms")
 	b.ReportMetric(ms(steady.policy.mean()), "policy-reconcile-ms")
@@ -134,31 +152,98 @@ func BenchmarkScale(b *testing.B) {
 	}
 }
 
+// scaleCloud is one cloud's simulator and provider, as the benchmark sees them.
+type scaleCloud struct {
+	name    string // provider type and name: aws, gcp, azure
+	region  string
+	zones   []string
+	service string // what the simulator serves, for the report
+	prov    providers.Provider
+	calls   func() map[string]int
+	// mutating reports whether a simulator method name changes state.
+	mutating func(method string) bool
+	// holder is the gateway node holding ip as an egress IP, "" when none.
+	holder func(ip netip.Addr) string
+	// workerProviderID is the providerID of worker node i in zone (an instance no one asks
+	// about).
+	workerProviderID func(zone string, i int) string
+	// labels are the labels the cloud's node pools put on a node of zone.
+	labels func(zone string) map[string]string
+}
+
+// split sums calls into mutating and read.
+func (c *scaleCloud) split(calls map[string]int) (mutating, read int) {
+	for m, n := range calls {
+		if c.mutating(m) {
+			mutating += n
+		} else {
+			read += n
+		}
+	}
+	return mutating, read
+}
+
+// gwNode is a gateway node's instance in the simulator.
+type gwNode struct {
+	name, zone, providerID string
+	ip                     netip.Addr
+}
+
 // scaleWorld is the populated API server and the simulator behind the gateway nodes.
 type scaleWorld struct {
 	tb      testing.TB
-	sim     *awssim.Server
-	vpc     string
-	prov    providers.Provider
+	srv     *envtest.Server
+	cloud   *scaleCloud
 	client  client.Client
 	objects atomic.Int64
-	// gateway nodes: name → instance ID, underlay IP; and their order (gateway k%4).
-	gwNodes []string
-	inst    map[string]string
-	ip      map[string]netip.Addr
-	zone    map[string]string
-	awsZone []string
-	health  *staticHealth
+	// gateway nodes: names in order (gateway k%4), underlay IP, zone, providerID.
+	gwNodes    []string
+	providerID map[string]string
+	ip         map[string]netip.Addr
+	zone       map[string]string
+	health     *staticHealth
 }
 
-// newScaleWorld seeds the EC2 simulator with the gateway nodes' instances: one subnet per zone,
-// primary addresses at .200 and up. The coordinator's allocator only knows the addresses of
-// the nodes it discovered, so low primaries of other groups' nodes would be handed out as
-// egress IPs and refused by EC2 forever (see the report); high primaries keep the figure about
-// scale.
-func newScaleWorld(tb testing.TB) *scaleWorld {
+// newScaleWorld starts an API server of the world's own and seeds the cloud's simulator with
+// the gateway nodes' instances, 25 per zone, with primary addresses high in their subnet. The
+// coordinator's allocator only knows the addresses of the nodes it discovered, so low
+// primaries of other groups' nodes would be handed out as egress IPs and refused by the cloud
+// forever; high primaries keep the figure about scale.
+func newScaleWorld(tb testing.TB, cloudName string) *scaleWorld {
 	tb.Helper()
-	sim := awssim.New("us-east-1")
+	var cloud *scaleCloud
+	var nodes []gwNode
+	switch cloudName {
+	case "aws":
+		cloud, nodes = newAWSScaleCloud(tb)
+	case "gcp":
+		cloud, nodes = newGCPScaleCloud(tb)
+	case "azure":
+		cloud, nodes = newAzureScaleCloud(tb)
+	default:
+		tb.Fatalf("no scale world for cloud %q (want aws, gcp or azure)", cloudName)
+	}
+	srv := envtest.Start(tb)
+	// Population has its own client: envtest's rest config already allows 1000 QPS.
+	cl, err := client.New(srv.Config, client.Options{Scheme: srv.Scheme})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &scaleWorld{tb: tb, srv: srv, cloud: cloud, client: cl, providerID: map[string]string{}, ip: map[string]netip.Addr{}, zone: map[string]string{},
+		health: &staticHealth{down: map[netip.Addr]bool{}}}
+	for _, n := range nodes {
+		s.gwNodes = append(s.gwNodes, n.name)
+		s.providerID[n.name], s.ip[n.name], s.zone[n.name] = n.providerID, n.ip, n.zone
+	}
+	return s
+}
+
+func gwNodeName(i int) string { return fmt.Sprintf("scale-gwnode-%03d", i) }
+
+// newAWSScaleCloud: the EC2 simulator, one subnet per zone, primaries at .200 and up.
+func newAWSScaleCloud(tb testing.TB) (*scaleCloud, []gwNode) {
+	const region = "us-east-1"
+	sim := awssim.New(region)
 	sim.SetElasticIPLimit(50)
 	sim.AddInstanceType(awssim.InstanceType{Name: "sim.ips4", MaxENIs: 3, IPv4PerENI: 5})
 	vpc, err := sim.AddVPC(awssim.VPCSpec{CIDR: "10.0.0.0/16"})
@@ -167,22 +252,26 @@ func newScaleWorld(tb testing.TB) *scaleWorld {
 	}
 	srv := httptest.NewServer(sim)
 	tb.Cleanup(srv.Close)
-	prov, err := aws.New(context.Background(), aws.Type, aws.Config{Region: "us-east-1", VPC: vpc, Endpoint: srv.URL, ClusterName: "c1",
+	prov, err := aws.New(context.Background(), aws.Type, aws.Config{Region: region, VPC: vpc, Endpoint: srv.URL, ClusterName: "c1",
 		MaxAttempts: 4, MaxBackoff: providers.Duration(20 * time.Millisecond)},
 		aws.WithStaticCredentials("AKIDSIM", "SECRETSIM"))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	// Population has its own client: envtest's rest config already allows 1000 QPS.
-	cl, err := client.New(server.Config, client.Options{Scheme: server.Scheme})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := &scaleWorld{tb: tb, sim: sim, vpc: vpc, prov: prov, client: cl, inst: map[string]string{}, ip: map[string]netip.Addr{}, zone: map[string]string{},
-		health: &staticHealth{down: map[netip.Addr]bool{}}}
+	c := &scaleCloud{name: "aws", region: region, service: "EC2", prov: prov, calls: sim.Calls,
+		mutating: func(m string) bool {
+			return !strings.HasPrefix(m, "Describe") && !strings.HasPrefix(m, "Get") && !strings.HasPrefix(m, "List")
+		},
+		workerProviderID: func(zone string, i int) string { return fmt.Sprintf("aws:///%s/i-worker%06d", zone, i) },
+		labels: func(zone string) map[string]string {
+			return map[string]string{"eks.amazonaws.com/nodegroup": "workers-" + zone, "eks.amazonaws.com/capacityType": "ON_DEMAND",
+				"k8s.io/cloud-provider-aws": "0123456789abcdef0123456789abcdef"}
+		}}
+	var nodes []gwNode
+	node := map[string]string{} // instance ID → node
 	for z := range scaleZones {
-		az := fmt.Sprintf("us-east-1%c", 'a'+z)
-		s.awsZone = append(s.awsZone, az)
+		az := fmt.Sprintf("%s%c", region, 'a'+z)
+		c.zones = append(c.zones, az)
 		sn, err := sim.AddSubnet(awssim.SubnetSpec{VPC: vpc, Zone: az, CIDR: fmt.Sprintf("10.0.%d.0/24", z+1)})
 		if err != nil {
 			tb.Fatal(err)
@@ -192,12 +281,122 @@ func newScaleWorld(tb testing.TB) *scaleWorld {
 			if err != nil {
 				tb.Fatal(err)
 			}
-			name := fmt.Sprintf("scale-gwnode-%03d", len(s.gwNodes))
-			s.gwNodes = append(s.gwNodes, name)
-			s.inst[name], s.ip[name], s.zone[name] = in.ID, in.PrivateIP, az
+			n := gwNode{name: gwNodeName(len(nodes)), zone: az, providerID: "aws:///" + az + "/" + in.ID, ip: in.PrivateIP}
+			node[in.ID] = n.name
+			nodes = append(nodes, n)
 		}
 	}
-	return s
+	c.holder = func(ip netip.Addr) string {
+		if h, ok := sim.Holder(vpc, ip); ok {
+			return node[h.Instance]
+		}
+		return ""
+	}
+	return c, nodes
+}
+
+// newGCPScaleCloud: the Compute simulator, one subnetwork (a /24) per zone's nodes, primaries
+// at .200 and up; instances are named as their nodes, as on GKE. GCE subnetworks are regional
+// and GKE's default is one for every zone, but the coordinator's allocator keeps one pool per
+// zone and refuses a subnet in a second zone ("ipalloc: add subnet: ... overlap"): every
+// gateway stays CloudSynced=False in all zones but the first. Until it shares a regional
+// subnet across zones, the figure is taken with a subnetwork per zone.
+func newGCPScaleCloud(tb testing.TB) (*scaleCloud, []gwNode) {
+	const region, project = "us-central1", "scale-proj"
+	sim := gcpsim.New()
+	seed := gcpsim.ProjectSeed{ID: project}
+	var zones []string
+	var nodes []gwNode
+	for z := range scaleZones {
+		zone := fmt.Sprintf("%s-%c", region, 'a'+z)
+		zones = append(zones, zone)
+		subnet := fmt.Sprintf("nodes-%c", 'a'+z)
+		seed.Subnets = append(seed.Subnets, gcpsim.SubnetSeed{Name: subnet, Region: region, CIDR: fmt.Sprintf("10.0.%d.0/24", z+1)})
+		for i := range scaleGatewayNodes / scaleZones {
+			n := gwNode{name: gwNodeName(len(nodes)), zone: zone, ip: netip.AddrFrom4([4]byte{10, 0, byte(z + 1), byte(200 + i)})}
+			n.providerID = "gce://" + project + "/" + zone + "/" + n.name
+			seed.Instances = append(seed.Instances, gcpsim.InstanceSeed{Name: n.name, Zone: zone, NICs: []gcpsim.NICSeed{{Subnet: subnet, NetworkIP: n.ip.String()}}})
+			nodes = append(nodes, n)
+		}
+	}
+	if err := sim.Seed(seed); err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(sim.Handler())
+	tb.Cleanup(srv.Close)
+	prov, err := gcp.New(context.Background(), gcp.Type, gcp.Config{ClusterName: "c1", Project: project, Endpoint: srv.URL, WithoutAuthentication: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	gcpMutating := map[string]bool{gcpsim.MUpdateNetworkIface: true, gcpsim.MAddAccessConfig: true, gcpsim.MDeleteAccessConfig: true,
+		gcpsim.MAddressesInsert: true, gcpsim.MAddressesDelete: true, gcpsim.MAddressesSetLabels: true}
+	return &scaleCloud{name: "gcp", region: region, zones: zones, service: "Compute", prov: prov, calls: sim.CallCounts,
+		mutating: func(m string) bool { return gcpMutating[m] },
+		holder: func(ip netip.Addr) string {
+			h := sim.Holder(ip.String()) // project/zone/instance
+			return h[strings.LastIndex(h, "/")+1:]
+		},
+		workerProviderID: func(zone string, i int) string { return fmt.Sprintf("gce://%s/%s/scale-node-%04d", project, zone, i) },
+		labels: func(zone string) map[string]string {
+			return map[string]string{"cloud.google.com/gke-nodepool": "workers", "cloud.google.com/machine-family": "e2",
+				"cloud.google.com/gke-os-distribution": "cos"}
+		}}, nodes
+}
+
+// newAzureScaleCloud: the ARM simulator, one subnet per zone's nodes (for the reason given at
+// newGCPScaleCloud: Azure subnets span zones too), primaries at .200 and up; a VM's NIC is
+// <vm>-nic. The provider polls long-running operations at its production default (1 s when
+// ARM sends no Retry-After).
+func newAzureScaleCloud(tb testing.TB) (*scaleCloud, []gwNode) {
+	const (
+		location = "westeurope"
+		sub      = "00000000-0000-0000-0000-000000005ca1"
+		rg       = "MC_scale_scale_westeurope"
+	)
+	sim := azuresim.New(sub, location)
+	var zones []string
+	var nodes []gwNode
+	for z := range scaleZones {
+		zone := fmt.Sprintf("%s-%d", location, z+1)
+		zones = append(zones, zone)
+		name := fmt.Sprintf("aks-subnet-%d", z+1)
+		if err := sim.AddSubnet(azuresim.SubnetSeed{ResourceGroup: rg, VNet: "aks-vnet", Name: name, CIDR: fmt.Sprintf("10.240.%d.0/24", z+1)}); err != nil {
+			tb.Fatal(err)
+		}
+		subnet := sim.SubnetID(rg, "aks-vnet", name)
+		for i := range scaleGatewayNodes / scaleZones {
+			n := gwNode{name: gwNodeName(len(nodes)), zone: zone, ip: netip.AddrFrom4([4]byte{10, 240, byte(z + 1), byte(200 + i)})}
+			n.providerID = "azure://" + sim.VMID(rg, n.name)
+			sim.AddVM(azuresim.VMSeed{ResourceGroup: rg, Name: n.name, Subnet: subnet, PrimaryIP: n.ip.String()})
+			nodes = append(nodes, n)
+		}
+	}
+	srv := httptest.NewTLSServer(sim.Handler())
+	tb.Cleanup(srv.Close)
+	clients, err := azure.NewClients(sub, azuresimtest.StaticToken{}, azure.ClientOptions(srv.URL, srv.Client(), false, 2))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	prov, err := azure.New(context.Background(), azure.Type, azure.Config{ClusterName: "c1", SubscriptionID: sub, ResourceGroup: rg, Location: location},
+		azure.WithClients(clients))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	azMutating := map[string]bool{azuresim.MNICPut: true, azuresim.MPIPPut: true, azuresim.MPIPDelete: true}
+	return &scaleCloud{name: "azure", region: location, zones: zones, service: "ARM", prov: prov, calls: sim.CallCounts,
+		mutating: func(m string) bool { return azMutating[m] },
+		holder: func(ip netip.Addr) string {
+			h := sim.Snapshot().PrivateIPs[ip.String()] // nic/ipConfiguration
+			nic, _, _ := strings.Cut(h, "/")
+			return strings.TrimSuffix(nic, "-nic")
+		},
+		workerProviderID: func(zone string, i int) string {
+			return fmt.Sprintf("azure://%s", sim.VMID(rg, fmt.Sprintf("scale-node-%04d", i)))
+		},
+		labels: func(zone string) map[string]string {
+			return map[string]string{"kubernetes.azure.com/agentpool": "workers", "kubernetes.azure.com/cluster": rg,
+				"kubernetes.azure.com/mode": "user"}
+		}}, nodes
 }
 
 func gatewayName(k int) string { return fmt.Sprintf("scale-gw-%d", k) }
@@ -220,7 +419,7 @@ func (s *scaleWorld) populate(ctx context.Context) {
 	must("gateways", parallel(ctx, scaleGateways, scaleCreateWorkers, func(ctx context.Context, k int) error {
 		return s.create(ctx, &egressv1.EgressGateway{ObjectMeta: metav1.ObjectMeta{Name: gatewayName(k)}, Spec: egressv1.EgressGatewaySpec{
 			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{scaleGatewayLabel: gatewayName(k)}},
-			Addresses:    egressv1.EgressAddresses{Cloud: &egressv1.CloudAddresses{Provider: "aws"}},
+			Addresses:    egressv1.EgressAddresses{Cloud: &egressv1.CloudAddresses{Provider: s.cloud.name}},
 		}})
 	}))
 	must("nodes", parallel(ctx, scaleNodes, scaleCreateWorkers, func(ctx context.Context, i int) error {
@@ -278,24 +477,22 @@ func (s *scaleWorld) createNode(ctx context.Context, i int) error {
 	if i < len(s.gwNodes) {
 		name = s.gwNodes[i]
 		zone, ip = s.zone[name], s.ip[name]
-		providerID = "aws:///" + zone + "/" + s.inst[name]
+		providerID = s.providerID[name]
 		labels[scaleGatewayLabel] = gatewayName(i % scaleGateways)
 	} else {
 		name = fmt.Sprintf("scale-node-%04d", i)
-		zone = s.awsZone[i%scaleZones]
+		zone = s.cloud.zones[i%scaleZones]
 		ip = workerIP(i)
-		providerID = fmt.Sprintf("aws:///%s/i-worker%06d", zone, i)
+		providerID = s.cloud.workerProviderID(zone, i)
 	}
+	maps.Copy(labels, s.cloud.labels(zone))
 	labels[ZoneLabel] = zone
-	labels[corev1.LabelTopologyRegion] = "us-east-1"
+	labels[corev1.LabelTopologyRegion] = s.cloud.region
 	labels[corev1.LabelHostname] = name
 	labels[corev1.LabelOSStable] = "linux"
 	labels[corev1.LabelArchStable] = "amd64"
 	labels[corev1.LabelInstanceTypeStable] = "m6i.large"
 	labels["beta.kubernetes.io/os"], labels["beta.kubernetes.io/arch"], labels["beta.kubernetes.io/instance-type"] = "linux", "amd64", "m6i.large"
-	labels["eks.amazonaws.com/nodegroup"] = "workers-" + zone
-	labels["eks.amazonaws.com/capacityType"] = "ON_DEMAND"
-	labels["k8s.io/cloud-provider-aws"] = "0123456789abcdef0123456789abcdef"
 	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels, Annotations: map[string]string{
 			"alpha.kubernetes.io/provided-node-ip":                   ip.String(),
@@ -470,6 +667,9 @@ type scaleRun struct {
 	// from manager start
 	synced, gatewaysReady, policiesReady time.Duration
 	firstSeen                            string
+	// callsAtReady are the simulator's calls per method when every gateway was first seen
+	// Ready and CloudSynced (polled once a second).
+	callsAtReady map[string]int
 }
 
 func (r *scaleRun) stop() {
@@ -486,7 +686,7 @@ func (r *scaleRun) stop() {
 // and every policy's status written.
 func (s *scaleWorld) run(ctx context.Context) *scaleRun {
 	tb := s.tb
-	cfg, err := ParseConfig([]byte("clusterName: c1\nnamespace: " + testNamespace + "\nproviders:\n  aws: {}\n"))
+	cfg, err := ParseConfig([]byte("clusterName: c1\nnamespace: " + testNamespace + "\nproviders:\n  " + s.cloud.name + ": {}\n"))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -494,7 +694,7 @@ func (s *scaleWorld) run(ctx context.Context) *scaleRun {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rc := rest.CopyConfig(server.Config)
+	rc := rest.CopyConfig(s.srv.Config)
 	rc.QPS, rc.Burst = -1, 0 // as ctrl.GetConfig: no client-side throttling, API priority and fairness instead
 	mgr, err := ctrl.NewManager(rc, manager.Options{
 		Scheme:                 scheme,
@@ -507,8 +707,8 @@ func (s *scaleWorld) run(ctx context.Context) *scaleRun {
 		tb.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	provs, err := BuildProviders(ctx, cfg, providers.Registry{"aws": func(context.Context, string, json.RawMessage) (providers.Provider, error) {
-		return s.prov, nil
+	provs, err := BuildProviders(ctx, cfg, providers.Registry{s.cloud.name: func(context.Context, string, json.RawMessage) (providers.Provider, error) {
+		return s.cloud.prov, nil
 	}}, reg)
 	if err != nil {
 		tb.Fatal(err)
@@ -556,7 +756,8 @@ func (s *scaleWorld) run(ctx context.Context) *scaleRun {
 		gwReady, polReady, why := s.converged(ctx)
 		if gwReady && r.gatewaysReady == 0 {
 			r.gatewaysReady = time.Since(start)
-			progress("%v: every gateway Ready", r.gatewaysReady.Round(time.Millisecond))
+			r.callsAtReady = s.cloud.calls()
+			progress("%s %v: every gateway Ready", s.cloud.name, r.gatewaysReady.Round(time.Millisecond))
 		}
 		if gwReady && polReady {
 			r.policiesReady = time.Since(start)
@@ -564,7 +765,7 @@ func (s *scaleWorld) run(ctx context.Context) *scaleRun {
 			break
 		}
 		if why != r.firstSeen {
-			progress("%v: %s", time.Since(start).Round(time.Millisecond), why)
+			progress("%s %v: %s", s.cloud.name, time.Since(start).Round(time.Millisecond), why)
 		}
 		r.firstSeen = why
 	}
@@ -733,7 +934,7 @@ func (s *scaleWorld) failover(ctx context.Context) failoverResult {
 	for time.Now().Before(deadline) && (fo.ledger == 0 || fo.cloud == 0 || fo.conv == 0) {
 		time.Sleep(20 * time.Millisecond)
 		if fo.cloud == 0 {
-			if h, ok := s.sim.Holder(s.vpc, ip); ok && h.Instance != "" && h.Instance != s.inst[fo.node] {
+			if h := s.cloud.holder(ip); h != "" && h != fo.node {
 				fo.cloud = time.Since(start)
 			}
 		}
@@ -803,6 +1004,13 @@ type errorLog struct {
 	first []string
 }
 
+// reset forgets what was logged (a sub-benchmark starts).
+func (l *errorLog) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n, l.first = 0, nil
+}
+
 func (l *errorLog) add(prefix, args string) {
 	if !strings.Contains(args, `"error"`) {
 		return
@@ -810,6 +1018,9 @@ func (l *errorLog) add(prefix, args string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.n++
+	if l.n <= 3 {
+		progress("error log: %s", truncate(prefix+" "+args, 400)) // at once: a run that never converges waits 10 minutes
+	}
 	if len(l.first) < 3 {
 		l.first = append(l.first, truncate(prefix+" "+args, 400))
 	}
@@ -829,8 +1040,8 @@ func (l *errorLog) snapshot() errorSummary {
 
 // reconcileCounts reads controller-runtime's own metrics: reconciles and their total time per
 // controller since the process started.
-func reconcileCounts() map[string][2]float64 {
-	out := map[string][2]float64{}
+func reconcileCounts() reconcileTotals {
+	out := reconcileTotals{}
 	mfs, err := ctrlmetrics.Registry.Gather()
 	if err != nil {
 		return out
@@ -853,7 +1064,23 @@ func reconcileCounts() map[string][2]float64 {
 	return out
 }
 
+// reconcileTotals are reconciles and their total seconds per controller.
+type reconcileTotals map[string][2]float64
+
+// since is r minus an earlier reading (the process's earlier sub-benchmarks).
+func (r reconcileTotals) since(before reconcileTotals) reconcileTotals {
+	out := reconcileTotals{}
+	for k, v := range r {
+		b := before[k]
+		if d := [2]float64{v[0] - b[0], v[1] - b[1]}; d[0] > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
 type scaleReport struct {
+	cloud                 *scaleCloud
 	populate              time.Duration
 	objects               int64
 	run                   *scaleRun
@@ -861,16 +1088,16 @@ type scaleReport struct {
 	failover              failoverResult
 	heapBefore, heapAfter runtime.MemStats
 	calls                 map[string]int
-	reconciles            map[string][2]float64
+	reconciles            reconcileTotals
 	errors                errorSummary
 }
 
 func (r scaleReport) String() string {
 	var b strings.Builder
 	mb := func(x uint64) float64 { return float64(x) / (1 << 20) }
-	fmt.Fprintf(&b, "BenchmarkScale: %d nodes (%d gateway nodes of %d EgressGateways over %d zones), %d pods in %d namespaces, %d EgressPolicies + %d ClusterEgressPolicies, %d agent Leases\n",
-		scaleNodes, scaleGatewayNodes, scaleGateways, scaleZones, scalePods, scaleNamespaces, scalePolicies, scaleClusterPolicies, scaleGatewayNodes)
-	fmt.Fprintf(&b, "envtest kube-apiserver + etcd (separate processes, not counted in memory); EC2 simulator in-process; GOMAXPROCS %d\n\n", runtime.GOMAXPROCS(0))
+	fmt.Fprintf(&b, "BenchmarkScale/%s: %d nodes (%d gateway nodes of %d EgressGateways over %d zones), %d pods in %d namespaces, %d EgressPolicies + %d ClusterEgressPolicies, %d agent Leases\n",
+		r.cloud.name, scaleNodes, scaleGatewayNodes, scaleGateways, scaleZones, scalePods, scaleNamespaces, scalePolicies, scaleClusterPolicies, scaleGatewayNodes)
+	fmt.Fprintf(&b, "envtest kube-apiserver + etcd (separate processes, not counted in memory); %s simulator in-process; GOMAXPROCS %d\n\n", r.cloud.service, runtime.GOMAXPROCS(0))
 	row := func(k, v string) { fmt.Fprintf(&b, "%-52s %s\n", k, v) }
 	row("populate (objects, create + status writes)", fmt.Sprintf("%d objects in %v (%d workers)", r.objects, r.populate.Round(time.Millisecond), scaleCreateWorkers))
 	row("manager start → caches synced", r.run.synced.Round(time.Millisecond).String())
@@ -903,11 +1130,12 @@ func (r scaleReport) String() string {
 		v := r.reconciles[k]
 		row("reconciles by the manager: "+k, fmt.Sprintf("%.0f, %.2f s in total", v[0], v[1]))
 	}
-	total := 0
-	for _, n := range r.calls {
-		total += n
+	calls := func(c map[string]int) string {
+		mut, read := r.cloud.split(c)
+		return fmt.Sprintf("%d mutating + %d read: %v", mut, read, c)
 	}
-	row("EC2 requests (whole run)", fmt.Sprintf("%d: %v", total, r.calls))
+	row(r.cloud.service+" requests until every gateway Ready", calls(r.run.callsAtReady))
+	row(r.cloud.service+" requests (whole run)", calls(r.calls))
 	row("controller error logs", fmt.Sprintf("%d %v", r.errors.n, r.errors.first))
 	return b.String()
 }

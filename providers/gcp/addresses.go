@@ -47,8 +47,8 @@ func (p *Provider) waitRegion(ctx context.Context, op, project, region string, o
 
 // ensureAddress inserts the named address or finds it when it already exists (a retry after
 // an ambiguous error, another controller replica, a crash). It returns the address as read
-// back when read is set or the address pre-existed.
-func (p *Provider) ensureAddress(ctx context.Context, project, region string, want *computepb.Address, read bool, owner providers.Owner) (*computepb.Address, error) {
+// back when read is set or the address pre-existed, and whether this call inserted it.
+func (p *Provider) ensureAddress(ctx context.Context, project, region string, want *computepb.Address, read bool, owner providers.Owner) (*computepb.Address, bool, error) {
 	name := want.GetName()
 	op := "reserving address " + name
 	var existed bool
@@ -64,10 +64,10 @@ func (p *Provider) ensureAddress(ctx context.Context, project, region string, wa
 		return p.waitRegion(ctx, op, project, region, o)
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if !existed && !read {
-		return want, nil
+		return want, true, nil
 	}
 	var a *computepb.Address
 	err = p.retry(ctx, op, func() error {
@@ -77,15 +77,48 @@ func (p *Provider) ensureAddress(ctx context.Context, project, region string, wa
 			// Created (or reported existing) but not visible yet.
 			return &providers.Error{Kind: providers.KindConflict, Op: op, Code: errCodeNotVisibleYet, Err: err}
 		}
+		if err == nil && a.GetStatus() == "RESERVING" {
+			// Found while someone's insert operation runs: not usable until RESERVED.
+			return &providers.Error{Kind: providers.KindConflict, Op: op, Code: errCodeReserving, Err: fmt.Errorf("address %s is RESERVING", name)}
+		}
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if !ownedBy(a.GetLabels(), owner.Cluster) {
-		return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "AddressNotOwned", Err: fmt.Errorf("address %s exists without this cluster's label", name)}
+		return nil, false, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "AddressNotOwned", Err: fmt.Errorf("address %s exists without this cluster's label", name)}
 	}
-	return a, nil
+	return a, !existed, nil
+}
+
+// disown gives up an internal reservation this provider inserted for an IP that another
+// resource turned out to hold (the alias operation failed IP_IN_USE_BY_ANOTHER_RESOURCE):
+// left labelled, it would name that resource as its user, and garbage collection of it would
+// remove the other resource's alias. It deletes the reservation, or, when Compute refuses
+// (the address is in use), replaces its labels with LabelConflict so that no cluster counts
+// it as its own and an operator can find it.
+func (p *Provider) disown(ctx context.Context, project, region, name string, owner providers.Owner) error {
+	if err := p.deleteAddress(ctx, project, region, name); err == nil {
+		return nil
+	}
+	op := "disowning address " + name
+	return p.retry(ctx, op, func() error {
+		a, err := p.c.Addresses.Get(ctx, &computepb.GetAddressRequest{Project: project, Region: region, Address: name})
+		if isStatus(err, 404) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		o, err := p.c.Addresses.SetLabels(ctx, &computepb.SetLabelsAddressRequest{Project: project, Region: region, Resource: name,
+			RegionSetLabelsRequestResource: &computepb.RegionSetLabelsRequest{LabelFingerprint: a.LabelFingerprint,
+				Labels: map[string]string{LabelConflict: labelValue(owner.Cluster)}}})
+		if err != nil {
+			return err
+		}
+		return p.waitRegion(ctx, op, project, region, o)
+	})
 }
 
 func (p *Provider) deleteAddress(ctx context.Context, project, region, name string) error {
@@ -154,7 +187,7 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 		if len(n.GetAliasIpRanges()) >= p.maxAliases {
 			return nil, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "AliasIpRangesLimit", Err: fmt.Errorf("interface %s holds %d alias IP ranges", n.GetName(), len(n.GetAliasIpRanges()))}
 		}
-		res, err := p.ensureAddress(ctx, r.project, r.region(), &computepb.Address{
+		res, created, err := p.ensureAddress(ctx, r.project, r.region(), &computepb.Address{
 			Name: proto.String(internalName(req.Owner.Cluster, req.IP)), Address: proto.String(req.IP.String()),
 			AddressType: proto.String("INTERNAL"), Purpose: proto.String("GCE_ENDPOINT"),
 			Subnetwork: proto.String(n.GetSubnetwork()), Labels: labels(req.Owner),
@@ -168,6 +201,10 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 			}
 		}
 		if _, err := p.updateAliases(ctx, r, n.GetName(), rd, addAlias(req.IP, p.maxAliases)); err != nil {
+			var pe *providers.Error
+			if created && errors.As(err, &pe) && pe.Code == "IP_IN_USE_BY_ANOTHER_RESOURCE" {
+				err = errors.Join(err, p.disown(ctx, r.project, r.region(), res.GetName(), req.Owner))
+			}
 			return nil, err
 		}
 	}

@@ -26,6 +26,11 @@ type Config struct {
 	// RetryBudget bounds retries of throttled, 5xx and stale-fingerprint calls per
 	// operation step. Default 30s.
 	RetryBudget providers.Duration `json:"retryBudget,omitempty"`
+	// CallLimits bounds Compute requests per second, every attempt counted (retries included),
+	// to stay under the project's API rate quotas: reads (get, list, operations.wait) and
+	// mutating methods have a bucket each. Unset: no limit beyond the retry budget. The same
+	// shape as the AWS provider's callLimits.
+	CallLimits *providers.RateLimits `json:"callLimits,omitempty"`
 }
 
 // Constructor is the registry's entry for this type: the configuration parsed strictly

@@ -53,7 +53,7 @@ func isThrottle(ge *googleapi.Error) bool {
 func retryable(err error) bool {
 	var pe *providers.Error
 	if errors.As(err, &pe) {
-		return pe.Code == errCodeNotVisibleYet
+		return pe.Code == errCodeNotVisibleYet || pe.Code == errCodeReserving
 	}
 	ge := apiErr(err)
 	if ge == nil {
@@ -66,6 +66,9 @@ func retryable(err error) bool {
 		return true
 	case ge.Code >= 500:
 		return true
+	case ge.Code == http.StatusBadRequest && reason(ge) == "resourceNotReady":
+		// The resource is still being changed by an operation (an address RESERVING).
+		return true
 	}
 	return false
 }
@@ -73,6 +76,10 @@ func retryable(err error) bool {
 // errCodeNotVisibleYet marks a read that does not yet show a resource the provider just
 // created or saw (409 alreadyExists then 404): eventual consistency, retried.
 const errCodeNotVisibleYet = "NotVisibleYet"
+
+// errCodeReserving marks an address read while its insert operation runs (status RESERVING):
+// it cannot be bound or deleted until RESERVED, so the read is retried.
+const errCodeReserving = "AddressReserving"
 
 // classify turns an SDK error into a providers.Error where the kind is known.
 func classify(op string, err error) error {
@@ -94,8 +101,6 @@ func classify(op string, err error) error {
 	case ge.Code == http.StatusForbidden || ge.Code == http.StatusUnauthorized:
 		return &providers.Error{Kind: providers.KindPermission, Op: op, Code: r, Err: err}
 	case ge.Code == http.StatusConflict || ge.Code == http.StatusPreconditionFailed:
-		return &providers.Error{Kind: providers.KindConflict, Op: op, Code: r, Err: err}
-	case ge.Code == http.StatusBadRequest && containsAny(ge.Message, "already in use", "already being used"):
 		return &providers.Error{Kind: providers.KindConflict, Op: op, Code: r, Err: err}
 	case ge.Code == http.StatusBadRequest && containsAny(ge.Message, "maximum number of alias"):
 		return &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: r, Err: err}

@@ -3,6 +3,7 @@ package gcp_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -77,7 +78,8 @@ func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
 func holder(name, zone string) string { return proj + "/" + zone + "/" + name }
 
 func mutating(c map[string]int) int {
-	return c[gcpsim.MUpdateNetworkIface] + c[gcpsim.MAddAccessConfig] + c[gcpsim.MDeleteAccessConfig] + c[gcpsim.MAddressesInsert] + c[gcpsim.MAddressesDelete]
+	return c[gcpsim.MUpdateNetworkIface] + c[gcpsim.MAddAccessConfig] + c[gcpsim.MDeleteAccessConfig] + c[gcpsim.MAddressesInsert] + c[gcpsim.MAddressesDelete] +
+		c[gcpsim.MAddressesSetLabels]
 }
 
 func total(c map[string]int) int {
@@ -563,7 +565,9 @@ func TestListOwnedPaginates(t *testing.T) {
 }
 
 // TestSimulatorRefusesBadNames checks the simulator refuses what Compute refuses: an address
-// name that is no RFC 1035 label, a malformed filter and a page size above 500.
+// name that is no RFC 1035 label, a malformed filter and a page size above 500; and it
+// refuses filters it cannot evaluate for sure rather than ignore them (AND and OR mixed at
+// one level, a field it does not model, the regular-expression form).
 func TestSimulatorRefusesBadNames(t *testing.T) {
 	e := newEnv(t, 5*time.Second)
 	base := e.srv.URL + "/compute/v1/projects/" + proj
@@ -572,6 +576,9 @@ func TestSimulatorRefusesBadNames(t *testing.T) {
 		{http.MethodPost, "/regions/us-central1/addresses", `{"name": "` + strings.Repeat("a", 64) + `", "addressType": "INTERNAL"}`},
 		{http.MethodGet, "/aggregated/addresses?filter=" + url.QueryEscape("name ~ foo"), ""},
 		{http.MethodGet, "/aggregated/addresses?maxResults=501", ""},
+		{http.MethodGet, "/zones/us-central1-a/instances?filter=" + url.QueryEscape(`(name = "a") OR (name = "b") AND (status = RUNNING)`), ""},
+		{http.MethodGet, "/zones/us-central1-a/instances?filter=" + url.QueryEscape(`cpuPlatform = "Intel Skylake"`), ""},
+		{http.MethodGet, "/zones/us-central1-a/instances?filter=" + url.QueryEscape(`name eq "node-.*"`), ""},
 	} {
 		req, err := http.NewRequest(c.method, base+c.path, strings.NewReader(c.body))
 		if err != nil {
@@ -584,6 +591,216 @@ func TestSimulatorRefusesBadNames(t *testing.T) {
 		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("%s %s: %s, want 400", c.method, c.path, resp.Status)
+		}
+	}
+}
+
+// TestReservingAddressWaitedFor: an address is RESERVING until its insert operation is DONE.
+// When the provider finds its address already there (an insert that answered 503 after the
+// cloud accepted it, another replica, a crash), it must wait for RESERVED before binding it:
+// an access config naming a RESERVING address is refused (resourceNotReady), and so is
+// deleting one.
+func TestReservingAddressWaitedFor(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	req := providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.13.1")}
+	if _, err := e.p.EnsureIP(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.SetOperationDelay(300 * time.Millisecond)
+	e.sim.FailNext(gcpsim.MAddressesInsert, 1, http.StatusServiceUnavailable, true)
+	req.Public = true
+	a, err := e.p.EnsureIP(ctx, req)
+	if err != nil {
+		t.Fatalf("binding an address found RESERVING: %v", err)
+	}
+	if e.sim.Snapshot().External[a.PublicIP.String()] != holder("node-a", "us-central1-a") {
+		t.Fatalf("public IP not bound: %+v", e.sim.Snapshot())
+	}
+
+	// Garbage collection of an address whose insert has not finished: delete waits.
+	body := fmt.Sprintf(`{"name": "egressd-gc-test", "address": "10.0.13.9", "addressType": "INTERNAL", "subnetwork": "projects/%s/regions/us-central1/subnetworks/nodes", "labels": {%q: %q}}`,
+		proj, gcp.LabelCluster, owner.Cluster)
+	resp, err := http.Post(e.srv.URL+"/compute/v1/projects/"+proj+"/regions/us-central1/addresses", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("inserting: %s", resp.Status)
+	}
+	owned, err := e.p.ListOwned(ctx, owner.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res *providers.OwnedResource
+	for i := range owned {
+		if owned[i].IP == ip("10.0.13.9") {
+			res = &owned[i]
+		}
+	}
+	if res == nil {
+		t.Fatalf("a RESERVING address is not listed: %+v", owned)
+	}
+	if err := e.p.ReleaseOwned(ctx, *res); err != nil {
+		t.Fatalf("releasing a RESERVING address: %v", err)
+	}
+	for _, st := range e.sim.Snapshot().Addresses {
+		if st.Address == "10.0.13.9" {
+			t.Fatalf("address left: %+v", st)
+		}
+	}
+}
+
+// TestDiscoverNodesBatched discovers nodes in two zones with one instances.aggregatedList
+// (filtered on the names, every page read: the simulator serves one instance per page here)
+// and one subnetworks.get: a node with no instance, or whose instance of that name is in
+// another zone, is NotFound and the others are described.
+func TestDiscoverNodesBatched(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeB, IP: ip("10.0.12.2")}); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.SetPageSize(1)
+	e.sim.ResetCalls()
+	gone := node("gone", "us-central1-a")
+	elsewhere := node("node-c", "us-central1-a") // node-c is in us-central1-b
+	elsewhere.Name = "elsewhere"
+	refs := []providers.NodeRef{nodeA, nodeB, gone, nodeC, nodeS, {Name: "not-gce", ProviderID: "aws:///us-east-1a/i-0123"}, elsewhere}
+	infos, errs := providers.DiscoverNodes(ctx, e.p, refs)
+	for i, r := range refs {
+		switch r.Name {
+		case "gone", "not-gce", "elsewhere":
+			if !providers.IsNotFound(errs[i]) || infos[i] != nil {
+				t.Errorf("%s: want NotFound, got %+v, %v", r.Name, infos[i], errs[i])
+			}
+		default:
+			if errs[i] != nil || infos[i] == nil || infos[i].Zone != r.Zone || infos[i].InstanceID != "projects/"+proj+"/zones/"+r.Zone+"/instances/"+r.Name {
+				t.Errorf("%s: %+v, %v", r.Name, infos[i], errs[i])
+			}
+		}
+	}
+	if got := infos[1].Interfaces[0].SecondaryIPs; len(got) != 1 || got[0] != ip("10.0.12.2") || infos[1].Capacity.FreeIPSlots != 9 {
+		t.Errorf("node-b: %+v", infos[1])
+	}
+	if infos[4].Interfaces[0].PrimaryIP != ip("10.0.0.6") || len(infos[4].Subnets) != 1 || infos[4].Subnets[0].CIDR != netip.MustParsePrefix("10.0.0.0/20") {
+		t.Errorf("node-small: %+v", infos[4])
+	}
+	// node-a, node-b, node-small (us-central1-a) and node-c (us-central1-b) match, one per page:
+	// 4 calls. node-pub, in us-central1-a too, is left out by the filter.
+	c := e.sim.CallCounts()
+	if c[gcpsim.MInstancesAggregated] != 4 || c[gcpsim.MSubnetworksGet] != 1 || total(c) != 5 {
+		t.Fatalf("calls %v, want 4 instances.aggregatedList (4 pages) and 1 subnetworks.get", c)
+	}
+
+	// A role without compute.instances.list (granted before discovery was batched): one
+	// instances.get per node instead, and the same answers.
+	e.sim.SetPageSize(0)
+	e.sim.FailNextWithReason(gcpsim.MInstancesAggregated, 1, http.StatusForbidden, "forbidden")
+	e.sim.ResetCalls()
+	again, errs := providers.DiscoverNodes(ctx, e.p, refs)
+	for i, r := range refs {
+		if (errs[i] == nil) != (infos[i] != nil) || (infos[i] != nil && again[i].InstanceID != infos[i].InstanceID) || providers.IsPermission(errs[i]) {
+			t.Errorf("%s without instances.list: %+v, %v", r.Name, again[i], errs[i])
+		}
+	}
+	if c := e.sim.CallCounts(); c[gcpsim.MInstancesAggregated] != 1 || c[gcpsim.MInstancesGet] != 6 || c[gcpsim.MSubnetworksGet] != 0 {
+		t.Fatalf("calls %v, want 1 refused instances.aggregatedList, 6 instances.get and no subnetworks.get (read a moment ago)", c)
+	}
+
+}
+
+// TestCallLimits: with callLimits below the project's own rate limits (here the simulator's
+// token buckets per method), no request is refused and none is retried; without them the same
+// sequence draws 429s and retries. Reads and mutating methods have a bucket each, and a
+// caller's deadline that the wait would pass is Throttled at once.
+func TestCallLimits(t *testing.T) {
+	ctx := context.Background()
+	run := func(limits *providers.RateLimits) (lists, updates int) {
+		e := newEnv(t, 10*time.Second)
+		p, err := gcp.New(ctx, gcp.Type, gcp.Config{ClusterName: owner.Cluster, Project: proj, Endpoint: e.srv.URL, WithoutAuthentication: true,
+			CallLimits: limits})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.sim.SetRateLimit(gcpsim.MInstancesAggregated, 4, 1, http.StatusTooManyRequests)
+		e.sim.SetRateLimit(gcpsim.MUpdateNetworkIface, 10, 1, http.StatusForbidden)
+		for _, n := range []providers.NodeRef{nodeA, nodeB, nodeC, nodeS} {
+			if _, err := p.DiscoverNode(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, n := range []providers.NodeRef{nodeA, nodeB} {
+			if _, err := p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: n, IP: ip(fmt.Sprintf("10.0.15.%d", i+1))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return e.sim.Calls(gcpsim.MInstancesAggregated), e.sim.Calls(gcpsim.MUpdateNetworkIface)
+	}
+	if lists, updates := run(&providers.RateLimits{ReadQPS: 2.5, ReadBurst: 1, MutatingQPS: 4, MutatingBurst: 1}); lists != 4 || updates != 2 {
+		t.Errorf("with call limits: %d instances.aggregatedList and %d updateNetworkInterface calls, want 4 and 2 (none refused)", lists, updates)
+	}
+	if lists, updates := run(nil); lists == 4 || updates == 2 {
+		t.Errorf("without call limits: %d instances.aggregatedList and %d updateNetworkInterface calls; the simulator's limits refused none, so this test proves nothing", lists, updates)
+	}
+
+	e := newEnv(t, 10*time.Second)
+	p, err := gcp.New(ctx, gcp.Type, gcp.Config{ClusterName: owner.Cluster, Project: proj, Endpoint: e.srv.URL, WithoutAuthentication: true,
+		CallLimits: &providers.RateLimits{ReadQPS: 0.001, ReadBurst: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The list takes the only token; subnetworks.get would wait past the deadline.
+	short, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := p.DiscoverNode(short, nodeA); !providers.IsThrottled(err) {
+		t.Fatalf("want Throttled when the call limit's wait passes the deadline, got %v", err)
+	}
+}
+
+// TestAliasConflictFailsTheOperation: an alias IP another instance holds is not refused by
+// instances.updateNetworkInterface itself; its operation ends DONE with
+// IP_IN_USE_BY_ANOTHER_RESOURCE. The provider reports a Conflict carrying that code (read
+// from the operation's error, not from any message), changes no alias, and gives up the
+// reservation it inserted for the IP.
+func TestAliasConflictFailsTheOperation(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	e.sim.SetOperationDelay(20 * time.Millisecond)
+	e.sim.PutAlias(proj, "us-central1-a", "node-b", "10.0.14.201/32") // set by someone else
+	e.sim.ResetCalls()
+	_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.14.201")})
+	var pe *providers.Error
+	if !providers.IsConflict(err) || !errors.As(err, &pe) || pe.Code != "IP_IN_USE_BY_ANOTHER_RESOURCE" {
+		t.Fatalf("want Conflict IP_IN_USE_BY_ANOTHER_RESOURCE, got %v", err)
+	}
+	if e.sim.Calls(gcpsim.MUpdateNetworkIface) != 1 || e.sim.Calls(gcpsim.MZoneOperationsWait) == 0 {
+		t.Fatalf("the conflict did not come from the operation: calls %v", e.sim.CallCounts())
+	}
+	if h := e.sim.Holder("10.0.14.201"); h != holder("node-b", "us-central1-a") || e.sim.AliasCount("10.0.14.201") != 1 {
+		t.Fatalf("holder %q, %d holders", h, e.sim.AliasCount("10.0.14.201"))
+	}
+	// The reservation the provider inserted for the IP is not left as this cluster's: it
+	// would name node-b as its user, and garbage collection of it would take node-b's alias.
+	owned, err := e.p.ListOwned(ctx, owner.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range owned {
+		if o.IP == ip("10.0.14.201") {
+			t.Errorf("the failed ensure left %+v owned by the cluster", o)
+		}
+		if err := e.p.ReleaseOwned(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h := e.sim.Holder("10.0.14.201"); h != holder("node-b", "us-central1-a") {
+		t.Fatalf("garbage collection took node-b's alias: holder %q", h)
+	}
+	for _, a := range e.sim.Snapshot().Addresses {
+		if a.Address == "10.0.14.201" && (a.Labels[gcp.LabelCluster] != "" || a.Labels[gcp.LabelConflict] != owner.Cluster) {
+			t.Errorf("reservation left with labels %v, want only %s=%s", a.Labels, gcp.LabelConflict, owner.Cluster)
 		}
 	}
 }

@@ -31,6 +31,11 @@ var (
 	LabelOwner   = labelKey(egressv1.TagOwner)
 )
 
+// LabelConflict marks (with the cluster as its value) an internal reservation egressd inserted
+// for an IP that another resource turned out to hold and that Compute would not delete: it
+// carries no cluster label, so no egressd counts it as its own; an operator deletes it.
+const LabelConflict = "egressd-io-conflict"
+
 // accessConfigPrefix starts the name of the access config egressd creates; the rest is the
 // egress IP it serves, so a NIC's access config says which egress IP it belongs to.
 const accessConfigPrefix = "egressd-nat-"
@@ -49,6 +54,9 @@ type Provider struct {
 	// gens counts this provider's mutations per instance, so that a read taken before the
 	// instance lock is known to be still current (no extra instances.get) or is discarded.
 	gens map[string]uint64
+
+	subnetsMu sync.Mutex
+	subnets   map[string]subnetworkRead // self link → last read
 
 	statsMu sync.Mutex
 	last    MoveWindow
@@ -90,7 +98,7 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 	var c Clients
 	if o.clients != nil {
 		c = *o.clients
-	} else if c, err = NewClients(ctx, cfg.clientOptions()...); err != nil {
+	} else if c, err = NewClients(ctx, cfg.CallLimits, cfg.clientOptions()...); err != nil {
 		return nil, err
 	}
 	if cfg.Project == "" {
@@ -105,7 +113,7 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 		cfg.Project = pid
 	}
 	return &Provider{name: name, cluster: cfg.ClusterName, c: c, project: cfg.Project, maxAliases: cfg.MaxAliasRangesPerInterface,
-		budget: time.Duration(cfg.RetryBudget), locks: map[string]*sync.Mutex{}, gens: map[string]uint64{}}, nil
+		budget: time.Duration(cfg.RetryBudget), locks: map[string]*sync.Mutex{}, gens: map[string]uint64{}, subnets: map[string]subnetworkRead{}}, nil
 }
 
 // Name implements providers.Provider: the configured name.

@@ -104,7 +104,7 @@ func (p *Provider) ensurePublic(ctx context.Context, r instanceRef, n *computepb
 		Name: proto.String(publicName(owner.Cluster, ip)), AddressType: proto.String("EXTERNAL"),
 		NetworkTier: proto.String("PREMIUM"), Labels: labels(owner),
 	}
-	a, err := p.ensureAddress(ctx, r.project, r.region(), want, true, owner)
+	a, _, err := p.ensureAddress(ctx, r.project, r.region(), want, true, owner)
 	if err != nil {
 		return nil, err
 	}

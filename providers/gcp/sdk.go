@@ -14,12 +14,15 @@ import (
 	gax "github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/option"
 	htransport "google.golang.org/api/transport/http"
+
+	"github.com/egressd/egressd/providers"
 )
 
 // InstancesAPI is the subset of compute.InstancesClient the provider calls, in the SDK's own
 // signatures, so decorators (metrics, rate limiting) and fakes can stand in.
 type InstancesAPI interface {
 	Get(ctx context.Context, req *computepb.GetInstanceRequest, opts ...gax.CallOption) (*computepb.Instance, error)
+	AggregatedList(ctx context.Context, req *computepb.AggregatedListInstancesRequest, opts ...gax.CallOption) *compute.InstancesScopedListPairIterator
 	UpdateNetworkInterface(ctx context.Context, req *computepb.UpdateNetworkInterfaceInstanceRequest, opts ...gax.CallOption) (*compute.Operation, error)
 	AddAccessConfig(ctx context.Context, req *computepb.AddAccessConfigInstanceRequest, opts ...gax.CallOption) (*compute.Operation, error)
 	DeleteAccessConfig(ctx context.Context, req *computepb.DeleteAccessConfigInstanceRequest, opts ...gax.CallOption) (*compute.Operation, error)
@@ -30,6 +33,7 @@ type AddressesAPI interface {
 	Get(ctx context.Context, req *computepb.GetAddressRequest, opts ...gax.CallOption) (*computepb.Address, error)
 	Insert(ctx context.Context, req *computepb.InsertAddressRequest, opts ...gax.CallOption) (*compute.Operation, error)
 	Delete(ctx context.Context, req *computepb.DeleteAddressRequest, opts ...gax.CallOption) (*compute.Operation, error)
+	SetLabels(ctx context.Context, req *computepb.SetLabelsAddressRequest, opts ...gax.CallOption) (*compute.Operation, error)
 	AggregatedList(ctx context.Context, req *computepb.AggregatedListAddressesRequest, opts ...gax.CallOption) *compute.AddressesScopedListPairIterator
 }
 
@@ -66,15 +70,21 @@ type Clients struct {
 	RegionOperations RegionOperationsAPI
 }
 
-// NewClients builds the Compute REST clients with opts (endpoint, credentials).
-func NewClients(ctx context.Context, opts ...option.ClientOption) (Clients, error) {
+// NewClients builds the Compute REST clients with opts (endpoint, credentials), all on one
+// HTTP client whose transport sends explicit alias ranges (explicitAliasRanges) and, with
+// limits, waits for the call limit before every attempt.
+func NewClients(ctx context.Context, limits *providers.RateLimits, opts ...option.ClientOption) (Clients, error) {
 	hc, _, err := htransport.NewClient(ctx, opts...)
 	if err != nil {
-		return Clients{}, fmt.Errorf("creating the instances client's transport: %w", err)
+		return Clients{}, fmt.Errorf("creating the Compute clients' transport: %w", err)
 	}
 	patched := *hc
 	patched.Transport = explicitAliasRanges{hc.Transport}
-	inst, err := compute.NewInstancesRESTClient(ctx, append(opts[:len(opts):len(opts)], option.WithHTTPClient(&patched))...)
+	if limits != nil {
+		patched.Transport = newCallLimiter(patched.Transport, *limits)
+	}
+	opts = append(opts[:len(opts):len(opts)], option.WithHTTPClient(&patched))
+	inst, err := compute.NewInstancesRESTClient(ctx, opts...)
 	if err != nil {
 		return Clients{}, fmt.Errorf("creating instances client: %w", err)
 	}

@@ -76,7 +76,8 @@ func (w *world) ClearFaults()                   { w.sim.ClearFaults() }
 func (w *world) Throttle(n int)                 { w.sim.ThrottleAll(n) }
 func (w *world) PublicIPs() int                 { return w.sim.AddressCount("EXTERNAL") }
 
-var mutating = []string{gcpsim.MUpdateNetworkIface, gcpsim.MAddAccessConfig, gcpsim.MDeleteAccessConfig, gcpsim.MAddressesInsert, gcpsim.MAddressesDelete}
+var mutating = []string{gcpsim.MUpdateNetworkIface, gcpsim.MAddAccessConfig, gcpsim.MDeleteAccessConfig, gcpsim.MAddressesInsert, gcpsim.MAddressesDelete,
+	gcpsim.MAddressesSetLabels}
 
 func (w *world) FailMutationsAfterApply() {
 	w.FailEachMutation(w.sim.FailNext, http.StatusServiceUnavailable)

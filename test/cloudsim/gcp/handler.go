@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"maps"
 	"net/http"
@@ -136,6 +137,10 @@ func (s *Sim) route(method string, parts []string) (string, func(*project, *http
 	switch {
 	case n == 5 && parts[1] == "zones" && parts[3] == "instances" && method == http.MethodGet:
 		return MInstancesGet, s.getInstance
+	case n == 4 && parts[1] == "zones" && parts[3] == "instances" && method == http.MethodGet:
+		return MInstancesList, s.listInstances
+	case n == 3 && parts[1] == "aggregated" && parts[2] == "instances" && method == http.MethodGet:
+		return MInstancesAggregated, s.listInstances
 	case n == 6 && parts[1] == "zones" && parts[3] == "instances" && parts[5] == "updateNetworkInterface" && method == http.MethodPatch:
 		return MUpdateNetworkIface, s.updateNetworkInterface
 	case n == 6 && parts[1] == "zones" && parts[3] == "instances" && parts[5] == "addAccessConfig" && method == http.MethodPost:
@@ -158,6 +163,8 @@ func (s *Sim) route(method string, parts []string) (string, func(*project, *http
 		return MAddressesGet, s.getAddress
 	case n == 5 && parts[1] == "regions" && parts[3] == "addresses" && method == http.MethodDelete:
 		return MAddressesDelete, s.deleteAddress
+	case n == 6 && parts[1] == "regions" && parts[3] == "addresses" && parts[5] == "setLabels" && method == http.MethodPost:
+		return MAddressesSetLabels, s.setAddressLabels
 	case n == 3 && parts[1] == "aggregated" && parts[2] == "addresses" && method == http.MethodGet:
 		return MAddressesAggregated, s.listAddresses
 	case n == 5 && parts[1] == "regions" && parts[3] == "subnetworks" && method == http.MethodGet:
@@ -255,6 +262,67 @@ func (s *Sim) getInstance(p *project, _ *http.Request, parts []string) (any, *ap
 	return s.instanceJSON(p.id, in, in.view(time.Now(), s.lag)), nil
 }
 
+// listInstances is instances.list of one zone, or instances.aggregatedList of every zone:
+// the filter applied (name and status), pages of maxResults (at most 500) in zone then name
+// order, each instance as instances.get shows it. The aggregated list names only the zones
+// with a match on the page (Compute also lists the others, each with a NO_RESULTS_ON_PAGE
+// warning; a client reads no instances from those).
+func (s *Sim) listInstances(p *project, r *http.Request, parts []string) (any, *apiError) {
+	q := r.URL.Query()
+	f, e := listFilter(q.Get("filter"), func(field string) bool { return field == "name" || field == "status" })
+	if e != nil {
+		return nil, e
+	}
+	page, e := s.pageOf(q)
+	if e != nil {
+		return nil, e
+	}
+	zone := ""
+	if parts[1] == "zones" {
+		zone = parts[2]
+	}
+	var matched []*instance
+	for _, k := range slices.Sorted(maps.Keys(p.instances)) {
+		in := p.instances[k]
+		if zone != "" && in.Zone != zone {
+			continue
+		}
+		if f.match(func(field string) (string, bool) {
+			if field == "name" {
+				return in.Name, true
+			}
+			return "RUNNING", true
+		}) {
+			matched = append(matched, in)
+		}
+	}
+	matched, next := cut(page, matched)
+	var out map[string]any
+	if zone != "" {
+		items := make([]map[string]any, 0, len(matched))
+		for _, in := range matched {
+			items = append(items, s.instanceJSON(p.id, in, in.view(time.Now(), s.lag)))
+		}
+		out = map[string]any{"kind": "compute#instanceList", "items": items,
+			"selfLink": fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/zones/%s/instances", p.id, zone)}
+	} else {
+		byZone := map[string][]map[string]any{}
+		for _, in := range matched {
+			byZone[in.Zone] = append(byZone[in.Zone], s.instanceJSON(p.id, in, in.view(time.Now(), s.lag)))
+		}
+		items := map[string]any{}
+		for z, list := range byZone {
+			items["zones/"+z] = map[string]any{"instances": list}
+		}
+		out = map[string]any{"kind": "compute#instanceAggregatedList", "items": items,
+			"selfLink": fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/aggregated/instances", p.id)}
+	}
+	if next != "" {
+		out["nextPageToken"] = next
+	}
+	return out, nil
+}
+
 func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string) (any, *apiError) {
 	in, n, key, e := s.findInstanceNIC(p, r, parts)
 	if e != nil {
@@ -308,10 +376,10 @@ func (s *Sim) updateNetworkInterface(p *project, r *http.Request, parts []string
 			return nil, errf(http.StatusBadRequest, "invalid", "Alias IP range '%s' overlaps the primary IP or another alias of the interface.", a.IPCidrRange)
 		}
 		seen[pr.Addr()] = true
-		if other := p.ipInUse(n.Network, pr.Addr(), key); other != "" && other != in.Zone+"/"+in.Name {
-			return nil, errf(http.StatusBadRequest, "invalid", "IP address '%s' is already in use by another resource (%s).", pr.Addr(), other)
-		}
 	}
+	// An address another resource uses is not refused here: the call returns its operation,
+	// and the operation ends DONE with IP_IN_USE_BY_ANOTHER_RESOURCE in its error, as Compute
+	// reports it (compute-image-tools#659, f5-google-gdm-templates#78).
 	want := append([]aliasRange(nil), ranges...)
 	return s.nicOp(p, in, n, "updateNetworkInterface", MUpdateNetworkIface, func(n *nic) *opError {
 		for _, a := range want {
@@ -368,6 +436,9 @@ func (s *Sim) addAccessConfig(p *project, r *http.Request, parts []string) (any,
 		}
 		if found == nil {
 			return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.natIP': '%s'. The specified external IP address is not reserved in region '%s'.", ac.NatIP, zoneRegion(in.Zone))
+		}
+		if found.reserving {
+			return nil, errf(http.StatusBadRequest, "resourceNotReady", "The resource 'projects/%s/regions/%s/addresses/%s' is not ready", p.id, found.Region, found.Name)
 		}
 		if users := s.users(p, found); len(users) > 0 {
 			return nil, errf(http.StatusBadRequest, "invalid", "The IP address '%s' is already in use by '%s'.", ac.NatIP, users[0])
@@ -479,12 +550,21 @@ func (s *Sim) visible(a *address) bool {
 	return a.deleted.IsZero() || a.deleted.After(cut)
 }
 
+// addressStatus is the address's status as Compute reports it: RESERVING while its insert
+// operation runs, then RESERVED, or IN_USE while a resource uses it.
+func (s *Sim) addressStatus(p *project, a *address) string {
+	switch {
+	case a.reserving:
+		return "RESERVING"
+	case len(s.users(p, a)) > 0:
+		return "IN_USE"
+	}
+	return "RESERVED"
+}
+
 func (s *Sim) addressJSON(p *project, a *address) map[string]any {
 	users := s.users(p, a)
-	status := "RESERVED"
-	if len(users) > 0 {
-		status = "IN_USE"
-	}
+	status := s.addressStatus(p, a)
 	m := map[string]any{
 		"kind":              "compute#address",
 		"id":                strconv.FormatUint(a.id, 10),
@@ -512,7 +592,47 @@ func (s *Sim) addressJSON(p *project, a *address) map[string]any {
 	if len(a.Labels) > 0 {
 		m["labels"] = a.Labels
 	}
+	m["labelFingerprint"] = labelFingerprint(a.Labels)
 	return m
+}
+
+// labelFingerprint is the address's labelFingerprint: a hash of its labels, which setLabels
+// must be sent.
+func labelFingerprint(l map[string]string) string {
+	h := fnv.New64a()
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		fmt.Fprintf(h, "%s=%s;", k, l[k])
+	}
+	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+}
+
+// setAddressLabels is addresses.setLabels: the labels replaced as a whole, with the
+// labelFingerprint last read (412 conditionNotMet when the labels changed since), in a region
+// operation.
+func (s *Sim) setAddressLabels(p *project, r *http.Request, parts []string) (any, *apiError) {
+	a := p.addresses[parts[2]+"/"+parts[4]]
+	if a == nil || !a.deleted.IsZero() {
+		return nil, errf(http.StatusNotFound, "notFound", "The resource 'projects/%s/regions/%s/addresses/%s' was not found", p.id, parts[2], parts[4])
+	}
+	var body struct {
+		LabelFingerprint string            `json:"labelFingerprint"`
+		Labels           map[string]string `json:"labels"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, errf(http.StatusBadRequest, "parseError", "%v", err)
+	}
+	if body.LabelFingerprint == "" {
+		return nil, errf(http.StatusBadRequest, "required", "Required field 'labelFingerprint' not specified")
+	}
+	if body.LabelFingerprint != labelFingerprint(a.Labels) {
+		return nil, errf(http.StatusPreconditionFailed, "conditionNotMet", "Labels fingerprint either invalid or resource labels have changed")
+	}
+	labels := maps.Clone(body.Labels)
+	return s.newOp(p, "region", parts[2], "setLabels", fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s/addresses/%s", p.id, parts[2], a.Name),
+		MAddressesSetLabels, func() *opError {
+			a.Labels = labels
+			return nil
+		}), nil
 }
 
 func (s *Sim) getAddress(p *project, _ *http.Request, parts []string) (any, *apiError) {
@@ -526,13 +646,13 @@ func (s *Sim) getAddress(p *project, _ *http.Request, parts []string) (any, *api
 // resourceName is Compute's rule for resource names (RFC 1035 labels, at most 63 characters).
 var resourceName = regexp.MustCompile(`^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$`)
 
-var labelFilter = regexp.MustCompile(`labels\.([a-z0-9_-]+)\s*=\s*"?([a-z0-9_-]*)"?`)
-
 func (s *Sim) listAddresses(p *project, r *http.Request, parts []string) (any, *apiError) {
 	q := r.URL.Query()
-	conds := labelFilter.FindAllStringSubmatch(q.Get("filter"), -1)
-	if f := q.Get("filter"); f != "" && len(conds) == 0 {
-		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'filter': '%s'. Invalid list filter expression.", f)
+	f, e := listFilter(q.Get("filter"), func(field string) bool {
+		return strings.HasPrefix(field, "labels.") || slices.Contains([]string{"name", "address", "addressType", "status", "purpose"}, field)
+	})
+	if e != nil {
+		return nil, e
 	}
 	page, e := s.pageOf(q)
 	if e != nil {
@@ -549,17 +669,27 @@ func (s *Sim) listAddresses(p *project, r *http.Request, parts []string) (any, *
 		if !s.visible(a) || (region != "" && a.Region != region) {
 			continue
 		}
-		ok := true
-		for _, c := range conds {
-			if a.Labels[c[1]] != c[2] {
-				ok = false
+		status := s.addressStatus(p, a)
+		if f.match(func(field string) (string, bool) {
+			switch field {
+			case "name":
+				return a.Name, true
+			case "address":
+				return a.Address, a.Address != ""
+			case "addressType":
+				return a.AddressType, true
+			case "status":
+				return status, true
+			case "purpose":
+				return a.Purpose, a.Purpose != ""
 			}
-		}
-		if ok {
+			v, ok := a.Labels[strings.TrimPrefix(field, "labels.")]
+			return v, ok
+		}) {
 			matched = append(matched, a)
 		}
 	}
-	matched, next := page.cut(matched)
+	matched, next := cut(page, matched)
 	byRegion := map[string][]map[string]any{}
 	for _, a := range matched {
 		byRegion[a.Region] = append(byRegion[a.Region], s.addressJSON(p, a))
@@ -607,7 +737,7 @@ func (s *Sim) pageOf(q url.Values) (listPage, *apiError) {
 }
 
 // cut returns the page's part of all and the token of the next page ("" on the last one).
-func (pg listPage) cut(all []*address) ([]*address, string) {
+func cut[T any](pg listPage, all []T) ([]T, string) {
 	if pg.offset >= len(all) {
 		return nil, ""
 	}
@@ -679,15 +809,32 @@ func (s *Sim) insertAddress(p *project, r *http.Request, parts []string) (any, *
 	default:
 		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.addressType': '%s'.", body.AddressType)
 	}
+	key := region + "/" + body.Name
 	if fail == nil {
+		// The address exists at once, RESERVING until the insert operation is DONE (Address.status
+		// in the Compute reference): reads show it, and it cannot be used or deleted yet.
 		s.seq++
 		a.id = 8000000000 + s.seq
-		a.created = time.Now().Add(s.opDelay)
-		p.addresses[region+"/"+body.Name] = a
+		a.created = time.Now()
+		a.reserving = true
+		p.addresses[key] = a
 	}
 	op := s.newOp(p, "region", region, "insert", fmt.Sprintf("https://www.googleapis.com/compute/v1/projects/%s/regions/%s/addresses/%s", p.id, region, body.Name), MAddressesInsert, nil)
-	if fail != nil && s.ops[op["name"].(string)].Failure == nil {
-		s.ops[op["name"].(string)].Failure = fail
+	o := s.ops[op["name"].(string)]
+	failure := o.Failure
+	if failure == nil {
+		failure = fail
+	}
+	o.Failure = nil
+	o.Apply = func() *opError {
+		if failure != nil {
+			if p.addresses[key] == a {
+				delete(p.addresses, key) // a failed insert leaves no address
+			}
+			return failure
+		}
+		a.reserving = false
+		return nil
 	}
 	return op, nil
 }
@@ -696,6 +843,9 @@ func (s *Sim) deleteAddress(p *project, _ *http.Request, parts []string) (any, *
 	a := p.addresses[parts[2]+"/"+parts[4]]
 	if a == nil || !a.deleted.IsZero() {
 		return nil, errf(http.StatusNotFound, "notFound", "The resource 'projects/%s/regions/%s/addresses/%s' was not found", p.id, parts[2], parts[4])
+	}
+	if a.reserving {
+		return nil, errf(http.StatusBadRequest, "resourceNotReady", "The resource 'projects/%s/regions/%s/addresses/%s' is not ready", p.id, parts[2], a.Name)
 	}
 	if u := s.users(p, a); len(u) > 0 {
 		return nil, errf(http.StatusBadRequest, "resourceInUseByAnotherResource", "The address resource '%s' is already being used by '%s'", a.Name, u[0])

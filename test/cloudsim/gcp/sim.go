@@ -5,7 +5,9 @@
 //
 // It models projects, subnetworks (primary and secondary ranges), instances with their network
 // interfaces (fingerprints, alias IP ranges, access configs), regional addresses (internal and
-// external, with labels and users) and zone/region operations that go RUNNING → DONE. Faults:
+// external, with labels and users, RESERVING until their insert operation is DONE) and
+// zone/region operations that go RUNNING → DONE, where an alias another resource holds fails
+// (IP_IN_USE_BY_ANOTHER_RESOURCE); list calls apply their filter and page. Faults:
 // per-method rate limits (403 rateLimitExceeded or 429), scripted errors (also after the change
 // was applied), failed operations, latency, stale fingerprint races and describe lag.
 //
@@ -30,12 +32,15 @@ import (
 // Method names used for call counters and fault injection.
 const (
 	MInstancesGet          = "instances.get"
+	MInstancesList         = "instances.list"
+	MInstancesAggregated   = "instances.aggregatedList"
 	MUpdateNetworkIface    = "instances.updateNetworkInterface"
 	MAddAccessConfig       = "instances.addAccessConfig"
 	MDeleteAccessConfig    = "instances.deleteAccessConfig"
 	MAddressesGet          = "addresses.get"
 	MAddressesInsert       = "addresses.insert"
 	MAddressesDelete       = "addresses.delete"
+	MAddressesSetLabels    = "addresses.setLabels"
 	MAddressesList         = "addresses.list"
 	MAddressesAggregated   = "addresses.aggregatedList"
 	MSubnetworksGet        = "subnetworks.get"
@@ -139,6 +144,8 @@ type address struct {
 	Labels                                                               map[string]string
 	id                                                                   uint64
 	created, deleted                                                     time.Time
+	// reserving: the insert operation has not finished (status RESERVING).
+	reserving bool
 }
 
 type operation struct {
@@ -351,6 +358,14 @@ func (s *Sim) FailNext(method string, n int, status int, afterApply bool) {
 		reason = "rateLimitExceeded"
 	}
 	s.scripted.Add(method, n, scriptedFault{status: status, reason: reason, afterApply: afterApply})
+}
+
+// FailNextWithReason makes the next n calls of method answer status with reason (for
+// example 403 forbidden: a permission the caller's role lacks).
+func (s *Sim) FailNextWithReason(method string, n, status int, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scripted.Add(method, n, scriptedFault{status: status, reason: reason})
 }
 
 // ThrottleAll makes the next n requests of any Compute method answer 429
