@@ -96,6 +96,7 @@ resource "google_project_iam_custom_role" "controller" {
   description = "Alias IPs and static external addresses for egressd gateway nodes."
   permissions = [
     "compute.instances.get",
+    "compute.instances.list",
     "compute.instances.updateNetworkInterface",
     "compute.instances.addAccessConfig",
     "compute.instances.deleteAccessConfig",
