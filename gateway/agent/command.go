@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/contract"
 )
 
 // CommandOptions are the egressd-agent command line.
@@ -20,6 +21,8 @@ type CommandOptions struct {
 	MetricsBindAddress, HealthProbeBindAddress string
 	TunnelPort, ProbePort                      uint16
 	PodInterfacePatterns                       []string
+	// PrefixBudget bounds the prefixes of policies; the controller's must be the same.
+	PrefixBudget contract.PrefixBudget
 	// BPFFS is the bpffs mount; egressd pins under BPFFS/egressd.
 	BPFFS string
 	// Cleanup removes the datapath instead of running.
@@ -96,7 +99,7 @@ func Main(ctx context.Context, o CommandOptions) error {
 		return err
 	}
 	if _, err := Setup(mgr, Config{NodeName: o.NodeName, Namespace: o.Namespace, ProbePort: o.ProbePort,
-		Dataplane: dp, Registerer: metrics.Registry}); err != nil {
+		PrefixBudget: o.PrefixBudget, Dataplane: dp, Registerer: metrics.Registry}); err != nil {
 		return err
 	}
 	logger.Info("starting", "node", o.NodeName)
