@@ -966,8 +966,8 @@ func TestPrefixBudget(t *testing.T) {
 		}
 	}
 	want := []string{
-		"EgressPolicy team-a/grow: needs 40 prefixes (destinationCIDRs plus excludedCIDRs), but the policies created before it use 100 of the 128 that namespace team-a may hold (in all 120)",
-		"ClusterEgressPolicy zhuge: needs 128 prefixes (destinationCIDRs plus excludedCIDRs), but the policies created before it use 1 of the 128 that the ClusterEgressPolicies may hold (in all 1)",
+		"EgressPolicy team-a/grow: needs 40 prefixes (destinationCIDRs plus excludedCIDRs) but namespace team-a may hold 128, and the policies created before it use 100 (120 with those admitted after it); not steered",
+		"ClusterEgressPolicy zhuge: needs 128 prefixes (destinationCIDRs plus excludedCIDRs) but the ClusterEgressPolicies may hold 128, and the policies created before it use 1 (1 with those admitted after it); not steered",
 	}
 	if diff := cmp.Diff(want, over); diff != "" {
 		t.Errorf("budget problems (-want +got):\n%s", diff)

@@ -253,8 +253,8 @@ func (a Admission) Admits(name string) bool {
 
 // Refusal says, for people, why the named policy, of the given prefixes, does not fit.
 func (a Admission) Refusal(name string, prefixes int) string {
-	return fmt.Sprintf("needs %d prefixes (destinationCIDRs plus excludedCIDRs), but the policies created before it use %d of the %d that %s may hold (in all %d)",
-		prefixes, a.Rejected[name], a.Budget, a.Scope, a.Used)
+	return fmt.Sprintf("needs %d prefixes (destinationCIDRs plus excludedCIDRs) but %s may hold %d, and the policies created before it use %d (%d with those admitted after it); not steered",
+		prefixes, a.Scope, a.Budget, a.Rejected[name], a.Used)
 }
 
 // Admit applies a budget to policies: oldest first (creationTimestamp, then name), each is

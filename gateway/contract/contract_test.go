@@ -174,7 +174,7 @@ func TestAdmit(t *testing.T) {
 		})
 	}
 	a := Admit("namespace x", []BudgetedPolicy{pol("a", 0, 100), pol("b", 1, 40)}, 128)
-	if got, want := a.Refusal("b", 40), "needs 40 prefixes (destinationCIDRs plus excludedCIDRs), but the policies created before it use 100 of the 128 that namespace x may hold (in all 100)"; got != want {
+	if got, want := a.Refusal("b", 40), "needs 40 prefixes (destinationCIDRs plus excludedCIDRs) but namespace x may hold 128, and the policies created before it use 100 (100 with those admitted after it); not steered"; got != want {
 		t.Errorf("refusal %q, want %q", got, want)
 	}
 }
