@@ -1021,3 +1021,57 @@ func TestPrefixBudget(t *testing.T) {
 		t.Errorf("at a budget of 50 skipped %v, want %v", skipped, want)
 	}
 }
+
+// TestPrefixBudgetBoundsEverySet: on random namespaces, policies and pods, every policy set
+// holds at most the namespace budget plus the cluster budget of entries, and the node at most
+// that times its sets: the bound docs/control-plane.md derives the default budgets from.
+func TestPrefixBudgetBoundsEverySet(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	budget := contract.PrefixBudget{Namespace: 40, Cluster: 24}
+	prefix := func() string {
+		return fmt.Sprintf("10.%d.%d.0/%d", r.IntN(8), r.IntN(64)*4, []int{22, 24, 26}[r.IntN(3)])
+	}
+	prefixes := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = prefix()
+		}
+		return out
+	}
+	label := func() []string { return []string{"k", string(rune('a' + r.IntN(4)))} }
+	for iter := range 300 {
+		in := base()
+		in.PrefixBudget = budget
+		in.Namespaces, in.Pods, in.Policies, in.ClusterPolicies = nil, nil, nil, nil
+		for n := range 3 {
+			ns := fmt.Sprintf("ns%d", n)
+			in.Namespaces = append(in.Namespaces, namespace(ns, "tenant", "yes"))
+			for i := range 1 + r.IntN(8) {
+				p := pol(ns, fmt.Sprintf("p%d", i), rule("out", sel(label()...), prefixes(1+r.IntN(30)), prefixes(r.IntN(10))...))
+				p.CreationTimestamp = metav1.NewTime(time.Unix(int64(r.IntN(5)), 0))
+				in.Policies = append(in.Policies, p)
+			}
+			for i := range 1 + r.IntN(6) {
+				in.Pods = append(in.Pods, pod(ns, fmt.Sprintf("pod%d", i), []string{fmt.Sprintf("10.244.%d.%d", n, i+1)}, label()...))
+			}
+		}
+		for i := range r.IntN(4) {
+			in.ClusterPolicies = append(in.ClusterPolicies, cpol(fmt.Sprintf("c%d", i), nsSel("tenant", "yes"), rule("out", sel(label()...), prefixes(1+r.IntN(20)))))
+		}
+		res, err := ComputeState(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total := 0
+		for _, s := range res.State.PolicySets {
+			n := len(s.Destinations) + len(s.Excluded)
+			total += n
+			if n > budget.Namespace+budget.Cluster {
+				t.Fatalf("iteration %d: set %d holds %d entries, over %d + %d", iter, s.ID, n, budget.Namespace, budget.Cluster)
+			}
+		}
+		if bound := len(res.State.PolicySets) * (budget.Namespace + budget.Cluster); total > bound {
+			t.Fatalf("iteration %d: %d entries in %d sets, over %d", iter, total, len(res.State.PolicySets), bound)
+		}
+	}
+}
