@@ -265,7 +265,7 @@ func (a Admission) Refusal(name string, prefixes int) string {
 func Admit(scope string, pols []BudgetedPolicy, budget int) Admission {
 	sorted := slices.Clone(pols)
 	slices.SortFunc(sorted, func(a, b BudgetedPolicy) int {
-		return cmp.Or(a.Created.Time.Compare(b.Created.Time), strings.Compare(a.Name, b.Name))
+		return cmp.Or(a.Created.Compare(b.Created.Time), strings.Compare(a.Name, b.Name))
 	})
 	a := Admission{Scope: scope, Budget: budget}
 	for _, p := range sorted {
