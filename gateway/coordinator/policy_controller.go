@@ -107,6 +107,14 @@ func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPoli
 	ready := metav1.Condition{Type: egressv1.ConditionReady, Status: metav1.ConditionFalse}
 	st.MatchedPods, st.EgressIPs = 0, nil
 
+	if refusal != "" {
+		// The agents skip it whole (contract.Admit), before they look at its gateway: it
+		// steers no pod.
+		acc.Status, acc.Reason, acc.Message = metav1.ConditionFalse, egressv1.ReasonPrefixBudgetExceeded, refusal
+		ready.Reason, ready.Message = acc.Reason, acc.Message
+		return acc, ready
+	}
+
 	gw := &egressv1.EgressGateway{}
 	if err := r.client.Get(ctx, client.ObjectKey{Name: rule.Gateway}, gw); err != nil {
 		acc.Status, acc.Reason = metav1.ConditionFalse, egressv1.ReasonGatewayNotFound
@@ -129,12 +137,6 @@ func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPoli
 	if len(allowed) == 0 && len(namespaces) > 0 {
 		acc.Status, acc.Reason = metav1.ConditionFalse, egressv1.ReasonNamespaceNotAllowed
 		acc.Message = fmt.Sprintf("EgressGateway %s does not admit namespace(s) %s (spec.allowedNamespaces)", gw.Name, strings.Join(refused, ", "))
-		ready.Reason, ready.Message = acc.Reason, acc.Message
-		return acc, ready
-	}
-	if refusal != "" {
-		// The agents skip it whole (contract.Admit): it steers no pod.
-		acc.Status, acc.Reason, acc.Message = metav1.ConditionFalse, egressv1.ReasonPrefixBudgetExceeded, refusal
 		ready.Reason, ready.Message = acc.Reason, acc.Message
 		return acc, ready
 	}
