@@ -45,6 +45,10 @@ const (
 	// ReasonAddressInUse: the cloud refused an allocated address because something else
 	// holds it (an Event on the gateway; the address is skipped).
 	ReasonAddressInUse = "AddressInUse"
+	// ReasonPrefixBudgetExceeded (Accepted=False on a policy): its prefixes do not fit its
+	// namespace's budget (for a ClusterEgressPolicy, the cluster's) after the policies created
+	// before it; the agents do not steer it.
+	ReasonPrefixBudgetExceeded = "PrefixBudgetExceeded"
 )
 
 // Reasons of a gateway node's state in EgressGateway status.zones[].gateways[].reason.

@@ -29,6 +29,7 @@ import (
 	"github.com/egressd/egressd/gateway/agent"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
 	"github.com/egressd/egressd/gateway/contract"
+	"github.com/egressd/egressd/gateway/coordinator"
 )
 
 const (
@@ -326,11 +327,16 @@ func checkController(t *testing.T, r rendered, profile string, values map[string
 	// provider's own object.
 	cm := into[corev1.ConfigMap](t, r.get(t, "ConfigMap", controllerName))
 	var cfg struct {
-		ClusterName string                    `json:"clusterName"`
-		Providers   map[string]map[string]any `json:"providers"`
+		ClusterName        string                    `json:"clusterName"`
+		Providers          map[string]map[string]any `json:"providers"`
+		PolicyPrefixBudget contract.PrefixBudget     `json:"policyPrefixBudget"`
 	}
 	if err := yaml.UnmarshalStrict([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
 		t.Fatalf("controller config: %v\n%s", err, cm.Data["config.yaml"])
+	}
+	// The chart cannot import the Go defaults; this pins values.yaml to them.
+	if want := (contract.PrefixBudget{Namespace: contract.DefaultNamespacePrefixBudget, Cluster: contract.DefaultClusterPrefixBudget}); cfg.PolicyPrefixBudget != want {
+		t.Errorf("config policyPrefixBudget %+v, want the contract's defaults %+v", cfg.PolicyPrefixBudget, want)
 	}
 	if cfg.ClusterName != values["clusterName"] {
 		t.Errorf("config clusterName %q, want %q", cfg.ClusterName, values["clusterName"])
@@ -387,6 +393,8 @@ func checkAgent(t *testing.T, r rendered) {
 	wantArgs := []string{
 		"--node-name=$(NODE_NAME)", "--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
 		fmt.Sprintf("--tunnel-port=%d", contract.DefaultTunnelPort), "--steering=" + agent.SteeringStack,
+		fmt.Sprintf("--namespace-prefix-budget=%d", contract.DefaultNamespacePrefixBudget),
+		fmt.Sprintf("--cluster-prefix-budget=%d", contract.DefaultClusterPrefixBudget),
 		"--pod-interface-patterns=" + strings.Join(dataplane.DefaultInterfacePatterns, ","), "--bpffs=/sys/fs/bpf", "--daemonset=egressd-agent",
 	}
 	if !slices.Equal(c.Args, wantArgs) {
@@ -671,6 +679,8 @@ func TestValuesSchemaRejects(t *testing.T) {
 		"both monitor kinds": with(profiles["aws"],
 			"monitoring.serviceMonitor.enabled", true, "monitoring.podMonitor.enabled", true),
 		"bad taint effect":                          with(profiles["aws"], "gateway.taint.effect", "NoWay"),
+		"zero prefix budget":                        with(profiles["aws"], "policyPrefixBudget.namespace", 0),
+		"misspelt prefix budget":                    with(profiles["aws"], "policyPrefixBudget.clster", 5),
 		"bpffs mounter image without tag or digest": with(profiles["static"], "agent.bpffs.mountImage.tag", ""),
 	}
 	for name, values := range cases {
@@ -851,6 +861,30 @@ func TestAgentWritePolicyFollowsTheServiceAccount(t *testing.T) {
 		}
 		if !bound {
 			t.Errorf("no ServiceAccount %s rendered", sa)
+		}
+	}
+}
+
+// TestPolicyPrefixBudgetReachesBoth: one value gives the controller and every agent the same
+// budget, so that the policies the controller reports as over it are the ones the agents skip.
+func TestPolicyPrefixBudgetReachesBoth(t *testing.T) {
+	r, err := render(t, with(profiles["aws"], "policyPrefixBudget.namespace", 500, "policyPrefixBudget.cluster", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := into[corev1.ConfigMap](t, r.get(t, "ConfigMap", controllerName))
+	cfg, err := coordinator.ParseConfig([]byte(cm.Data["config.yaml"]))
+	if err != nil {
+		t.Fatalf("the controller refuses its config: %v\n%s", err, cm.Data["config.yaml"])
+	}
+	if want := (contract.PrefixBudget{Namespace: 500, Cluster: 64}); cfg.PolicyPrefixBudget != want {
+		t.Errorf("controller budget %+v, want %+v", cfg.PolicyPrefixBudget, want)
+	}
+	ds := into[appsv1.DaemonSet](t, r.get(t, "DaemonSet", agentName))
+	args := ds.Spec.Template.Spec.Containers[0].Args
+	for _, want := range []string{"--namespace-prefix-budget=500", "--cluster-prefix-budget=64"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("agent args %q lack %s", args, want)
 		}
 	}
 }

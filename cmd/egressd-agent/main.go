@@ -33,6 +33,10 @@ func main() {
 	flag.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":9091", "/healthz and /readyz address; 0 disables")
 	flag.UintVar(&tunnelPort, "tunnel-port", contract.DefaultTunnelPort, "VXLAN UDP port, the same on every node")
 	flag.UintVar(&probePort, "probe-port", contract.DefaultProbePort, "probe UDP port, the same on every node")
+	flag.IntVar(&o.PrefixBudget.Namespace, "namespace-prefix-budget", contract.DefaultNamespacePrefixBudget,
+		"prefixes (destinationCIDRs plus excludedCIDRs) the EgressPolicies of one namespace may hold; the controller's policyPrefixBudget.namespace must be the same")
+	flag.IntVar(&o.PrefixBudget.Cluster, "cluster-prefix-budget", contract.DefaultClusterPrefixBudget,
+		"prefixes all ClusterEgressPolicies may hold; the controller's policyPrefixBudget.cluster must be the same")
 	flag.StringVar(&patterns, "pod-interface-patterns", strings.Join(dataplane.DefaultInterfacePatterns, ","), "comma-separated name patterns of pod interfaces")
 	flag.StringVar(&o.Steering, "steering", agent.SteeringStack, `how steered packets reach the tunnel: "stack" (the CNI's NetworkPolicy applies) or "redirect" (skips it; for CNIs that bypass the stack)`)
 	flag.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "bpffs mount; egressd pins under <bpffs>/egressd")

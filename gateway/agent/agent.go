@@ -75,6 +75,9 @@ type Config struct {
 	// ProbePort is the port probes are sent to on every node; zero means
 	// contract.DefaultProbePort.
 	ProbePort uint16
+	// PrefixBudget bounds the prefixes of policies (Inputs.PrefixBudget); zero fields mean
+	// the contract's defaults. The coordinator must be given the same.
+	PrefixBudget contract.PrefixBudget
 	// ProbeAddress is where this node's responder listens; empty means ":<ProbePort>".
 	ProbeAddress string
 	// Dataplane is the node's datapath. Required.
@@ -110,6 +113,9 @@ func (c *Config) defaults() error {
 	}
 	if c.ProbePort == 0 {
 		c.ProbePort = contract.DefaultProbePort
+	}
+	if err := c.PrefixBudget.Validate(); err != nil {
+		return fmt.Errorf("agent: %w", err)
 	}
 	if c.ProbeAddress == "" {
 		c.ProbeAddress = fmt.Sprintf(":%d", c.ProbePort)
@@ -420,7 +426,7 @@ func (a *Agent) inputs(ctx context.Context) (Inputs, error) {
 	if in.Node == nil {
 		return in, fmt.Errorf("node %s not found", a.cfg.NodeName)
 	}
-	in.ProbePort, in.Namespace = a.cfg.ProbePort, a.cfg.Namespace
+	in.ProbePort, in.Namespace, in.PrefixBudget = a.cfg.ProbePort, a.cfg.Namespace, a.cfg.PrefixBudget
 	if err := a.view.read(ctx, &in); err != nil {
 		return in, err
 	}

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/egressd/egressd/gateway/agent/dataplane"
+	"github.com/egressd/egressd/gateway/contract"
 )
 
 // Values of CommandOptions.Steering.
@@ -30,6 +31,8 @@ type CommandOptions struct {
 	// chain and the node's netfilter, so the CNI's NetworkPolicy applies) or "redirect" (the
 	// classifier redirects them itself, skipping both; dataplane.Config.Redirect).
 	Steering string
+	// PrefixBudget bounds the prefixes of policies; the controller's must be the same.
+	PrefixBudget contract.PrefixBudget
 	// BPFFS is the bpffs mount; egressd pins under BPFFS/egressd.
 	BPFFS string
 	// Cleanup removes the datapath instead of running.
@@ -110,7 +113,7 @@ func Main(ctx context.Context, o CommandOptions) error {
 		return err
 	}
 	if _, err := Setup(mgr, Config{NodeName: o.NodeName, Namespace: o.Namespace, ProbePort: o.ProbePort,
-		Dataplane: dp, Registerer: metrics.Registry}); err != nil {
+		PrefixBudget: o.PrefixBudget, Dataplane: dp, Registerer: metrics.Registry}); err != nil {
 		return err
 	}
 	logger.Info("starting", "node", o.NodeName)

@@ -3,6 +3,8 @@ package agent
 import (
 	"fmt"
 	"slices"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 )
 
 // ProblemKind says what is wrong with an object ComputeState skipped or used only in part.
@@ -31,6 +33,10 @@ const (
 	// ProblemNoClusterView: this node serves a group but has not read the cluster's pods and
 	// nodes yet, so its gateway admits no tunnelled traffic (the Node is its own).
 	ProblemNoClusterView ProblemKind = "NoClusterView"
+	// ProblemPrefixBudgetExceeded: a policy does not fit the prefix budget of its namespace
+	// (of the cluster, for a ClusterEgressPolicy) after the policies created before it; it is
+	// skipped whole, and its Accepted condition says so too.
+	ProblemPrefixBudgetExceeded ProblemKind = egressv1.ReasonPrefixBudgetExceeded
 )
 
 // ObjectRef names an API object.

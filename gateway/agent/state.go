@@ -47,6 +47,10 @@ type Inputs struct {
 	SetIDs map[string]uint32
 	// ProbePort is the probe port of every node.
 	ProbePort uint16
+	// PrefixBudget bounds the prefixes of each namespace's EgressPolicies and of the
+	// ClusterEgressPolicies (zero fields: the contract's defaults); policies over it are
+	// skipped. The coordinator must use the same budget to say which ones.
+	PrefixBudget contract.PrefixBudget
 	// Namespace is the release namespace: the controller's pods there may reach ProbePort
 	// (contract.ControllerPod); no other pod may.
 	Namespace string
@@ -371,11 +375,24 @@ func sources(in Inputs, served []dataplane.ServedGroup, policies []*policy, labe
 	return out, slices.Compact(nodes)
 }
 
+// parsePolicies parses the policies that fit their prefix budget (contract.Admit, the
+// coordinator's verdict too): a namespace over its budget loses only its own newest policies,
+// and what the datapath holds stays within what the budgets allow.
 func parsePolicies(in Inputs, gateways map[string]*gatewayInfo, problem func(Problem)) []*policy {
+	nsAdmission := contract.AdmitEgressPolicies(in.Policies, in.PrefixBudget)
+	clusterAdmission := contract.AdmitClusterEgressPolicies(in.ClusterPolicies, in.PrefixBudget)
 	var out []*policy
 	add := func(kind, key, name, ns string, cluster bool, nsSel *metav1.LabelSelector, rule *egressv1.EgressPolicyRule) {
 		p := &policy{key: key, name: name, ns: ns, cluster: cluster, priority: rule.Priority}
 		ref := ObjectRef{Kind: kind, Namespace: ns, Name: name}
+		adm := clusterAdmission
+		if !cluster {
+			adm = nsAdmission[ns]
+		}
+		if !adm.Admits(name) {
+			problem(problemf(ProblemPrefixBudgetExceeded, ref, nil, "%s", adm.Refusal(name, contract.Prefixes(rule))))
+			return
+		}
 		gw, ok := gateways[rule.Gateway]
 		if !ok {
 			problem(problemf(ProblemGatewayNotFound, ref, []ObjectRef{gatewayRef(rule.Gateway)},

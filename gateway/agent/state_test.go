@@ -913,3 +913,165 @@ func TestControllerPodsMayProbe(t *testing.T) {
 		t.Errorf("probers %v, want %v", got, want)
 	}
 }
+
+// TestPrefixBudget: a namespace over its prefix budget loses only its own policies that do not
+// fit (oldest kept first, a later smaller one still admitted); other namespaces' steering is
+// untouched, ClusterEgressPolicies have a budget of their own, and each policy left out is a
+// PrefixBudgetExceeded problem.
+func TestPrefixBudget(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	// n prefixes 10.<block>.<i>.0/24, all distinct.
+	prefixes := func(block, n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("10.%d.%d.0/24", block, i)
+		}
+		return out
+	}
+	halves := func(block, n int) []string { // inside the /24s of prefixes(block, n)
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("10.%d.%d.0/25", block, i)
+		}
+		return out
+	}
+	aged := func(p egressv1.EgressPolicy, s int) egressv1.EgressPolicy {
+		p.CreationTimestamp = metav1.NewTime(t0.Add(time.Duration(s) * time.Second))
+		return p
+	}
+	in := base()
+	in.Namespaces = append(in.Namespaces, namespace("team-a", "tier", "tenant"))
+	in.Pods = append(in.Pods, pod("team-a", "t", []string{"10.244.1.5"}, "app", "api"))
+	in.Policies = append(in.Policies,
+		// Created in the order listed; "grow" does not fit after "first" (100 + 40 > 128),
+		// "late" (20) still does. Destinations and exclusions both count.
+		aged(pol("team-a", "grow", rule("out", sel("app", "api"), prefixes(2, 40))), 2),
+		aged(pol("team-a", "first", rule("out", sel("app", "api"), prefixes(1, 64), halves(1, 36)...)), 1),
+		aged(pol("team-a", "late", rule("out", sel("app", "api"), prefixes(3, 20))), 3),
+	)
+	// The cluster budget: "wide" (1 prefix) fits, "huge" (64 + 64 after it) does not.
+	in.ClusterPolicies = []egressv1.ClusterEgressPolicy{
+		cpol("wide", nsSel("tier", "tenant"), rule("out", allSel, []string{"192.0.2.0/24"})),
+		cpol("zhuge", nsSel("tier", "tenant"), rule("out", allSel, prefixes(4, 64), prefixes(5, 64)...)),
+	}
+
+	res, err := ComputeState(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var over []string
+	for _, p := range res.Problems {
+		if p.Kind == ProblemPrefixBudgetExceeded {
+			over = append(over, p.String())
+		}
+	}
+	want := []string{
+		"EgressPolicy team-a/grow: needs 40 prefixes (destinationCIDRs plus excludedCIDRs) but namespace team-a may hold 128, and the policies created before it use 100 (120 with those admitted after it); not steered",
+		"ClusterEgressPolicy zhuge: needs 128 prefixes (destinationCIDRs plus excludedCIDRs) but the ClusterEgressPolicies may hold 128, and the policies created before it use 1 (1 with those admitted after it); not steered",
+	}
+	if diff := cmp.Diff(want, over); diff != "" {
+		t.Errorf("budget problems (-want +got):\n%s", diff)
+	}
+
+	pods := map[string]uint32{}
+	for _, p := range res.State.Pods {
+		pods[p.Name] = p.PolicySet
+	}
+	sets := map[uint32]dataplane.PolicySet{}
+	for _, s := range res.State.PolicySets {
+		sets[s.ID] = s
+	}
+	// default/a keeps exactly the steering it had.
+	if s := sets[pods["default/a"]]; !reflect.DeepEqual(s.Destinations, []dataplane.Destination{dst("203.0.113.0/24", 7)}) || len(s.Excluded) != 0 {
+		t.Errorf("default/a's set %+v, want 203.0.113.0/24 only", s)
+	}
+	// team-a/t: first and late, and wide; nothing of grow or zhuge.
+	s := sets[pods["team-a/t"]]
+	has := func(p string) bool {
+		return slices.ContainsFunc(s.Destinations, func(d dataplane.Destination) bool { return d.Prefix == pfx(p) }) ||
+			slices.Contains(s.Excluded, pfx(p))
+	}
+	for _, p := range []string{"10.1.0.0/24", "10.1.63.0/24", "10.1.35.0/25", "10.3.19.0/24", "192.0.2.0/24"} {
+		if !has(p) {
+			t.Errorf("team-a/t's set lacks %s", p)
+		}
+	}
+	for _, p := range []string{"10.2.0.0/24", "10.4.0.0/24", "10.5.0.0/24"} {
+		if has(p) {
+			t.Errorf("team-a/t's set holds %s of a policy over its budget", p)
+		}
+	}
+	if n := len(s.Destinations) + len(s.Excluded); n > contract.DefaultNamespacePrefixBudget+contract.DefaultClusterPrefixBudget {
+		t.Errorf("team-a/t's set has %d entries, over both budgets together", n)
+	}
+
+	// The budget is the caller's: at 50 per namespace "first" (100) does not fit, "grow" (40)
+	// does, and "late" (20) no longer does.
+	in.PrefixBudget = contract.PrefixBudget{Namespace: 50}
+	if res, err = ComputeState(in); err != nil {
+		t.Fatal(err)
+	}
+	skipped := map[string]bool{}
+	for _, p := range res.Problems {
+		if p.Kind == ProblemPrefixBudgetExceeded {
+			skipped[p.Object.String()] = true
+		}
+	}
+	if want := map[string]bool{"EgressPolicy team-a/first": true, "EgressPolicy team-a/late": true, "ClusterEgressPolicy zhuge": true}; !reflect.DeepEqual(skipped, want) {
+		t.Errorf("at a budget of 50 skipped %v, want %v", skipped, want)
+	}
+}
+
+// TestPrefixBudgetBoundsEverySet: on random namespaces, policies and pods, every policy set
+// holds at most the namespace budget plus the cluster budget of entries, and the node at most
+// that times its sets: the bound docs/control-plane.md derives the default budgets from.
+func TestPrefixBudgetBoundsEverySet(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	budget := contract.PrefixBudget{Namespace: 40, Cluster: 24}
+	prefix := func() string {
+		return fmt.Sprintf("10.%d.%d.0/%d", r.IntN(8), r.IntN(64)*4, []int{22, 24, 26}[r.IntN(3)])
+	}
+	prefixes := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = prefix()
+		}
+		return out
+	}
+	label := func() []string { return []string{"k", string(rune('a' + r.IntN(4)))} }
+	for iter := range 300 {
+		in := base()
+		in.PrefixBudget = budget
+		in.Namespaces, in.Pods, in.Policies, in.ClusterPolicies = nil, nil, nil, nil
+		for n := range 3 {
+			ns := fmt.Sprintf("ns%d", n)
+			in.Namespaces = append(in.Namespaces, namespace(ns, "tenant", "yes"))
+			for i := range 1 + r.IntN(8) {
+				p := pol(ns, fmt.Sprintf("p%d", i), rule("out", sel(label()...), prefixes(1+r.IntN(30)), prefixes(r.IntN(10))...))
+				p.CreationTimestamp = metav1.NewTime(time.Unix(int64(r.IntN(5)), 0))
+				in.Policies = append(in.Policies, p)
+			}
+			for i := range 1 + r.IntN(6) {
+				in.Pods = append(in.Pods, pod(ns, fmt.Sprintf("pod%d", i), []string{fmt.Sprintf("10.244.%d.%d", n, i+1)}, label()...))
+			}
+		}
+		for i := range r.IntN(4) {
+			in.ClusterPolicies = append(in.ClusterPolicies, cpol(fmt.Sprintf("c%d", i), nsSel("tenant", "yes"), rule("out", sel(label()...), prefixes(1+r.IntN(20)))))
+		}
+		res, err := ComputeState(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total := 0
+		for _, s := range res.State.PolicySets {
+			n := len(s.Destinations) + len(s.Excluded)
+			total += n
+			if n > budget.Namespace+budget.Cluster {
+				t.Fatalf("iteration %d: set %d holds %d entries, over %d + %d", iter, s.ID, n, budget.Namespace, budget.Cluster)
+			}
+		}
+		if bound := len(res.State.PolicySets) * (budget.Namespace + budget.Cluster); total > bound {
+			t.Fatalf("iteration %d: %d entries in %d sets, over %d", iter, total, len(res.State.PolicySets), bound)
+		}
+	}
+}

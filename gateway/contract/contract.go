@@ -1,16 +1,19 @@
 // Package contract is the one home of the runtime facts that the node agent, the coordinator
 // and egressctl must agree on and that the API does not show: the agent's heartbeat Lease
 // (name, namespace, lifetime), a node's underlay address, which pods egressd steers and which
-// namespaces a gateway admits, the probe settings a gateway's health spec means, and the UDP
-// ports every node uses. API-visible facts (condition reasons, labels, tag keys, the defaults
-// of the CRD fields) live in api/v1alpha1.
+// namespaces a gateway admits, the probe settings a gateway's health spec means, the UDP
+// ports every node uses, and which policies fit their prefix budgets. API-visible facts
+// (condition reasons, labels, tag keys, the defaults of the CRD fields) live in api/v1alpha1.
 //
 // Everything here is a pure function of its arguments or a constant: no I/O, no clock.
 package contract
 
 import (
+	"cmp"
+	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -158,4 +161,149 @@ func DrainGracePeriod(spec *egressv1.EgressGatewaySpec) time.Duration {
 		return spec.DrainGracePeriod.Duration
 	}
 	return egressv1.DefaultDrainGracePeriod
+}
+
+// Policy prefix budgets. Every prefix of a policy (a destinationCIDRs or excludedCIDRs entry)
+// becomes at most one LPM entry of the rules4 or rules6 map in each policy set that holds the
+// policy on a node, and a policy set holds the EgressPolicies of one namespace (its pods') and
+// ClusterEgressPolicies. So a policy set's entries are at most the prefixes of its
+// namespace's admitted EgressPolicies plus those of the admitted ClusterEgressPolicies, and a
+// node's are at most that times its policy sets (at most one per steered pod). The budget
+// bounds the first factor for every namespace alike; it does not bound how many policy sets a
+// node holds: pods per node do. With the defaults, a node of 110 pods (kubelet's default
+// maxPods), each in a policy set of its own at the full budgets with IPv4 prefixes only, needs
+// 110 × (128 + 128) = 28,160 entries, and 56,320 while a change replaces every set (old and
+// new entries are in the map together): both fit the 65,536 of rules4. A node of 250 pods
+// needs 64,000 once settled.
+const (
+	// DefaultNamespacePrefixBudget is how many prefixes the EgressPolicies of one namespace
+	// may hold together: one policy at the CRD's maximum (64 destinations, 64 exclusions), or
+	// sixteen of eight prefixes.
+	DefaultNamespacePrefixBudget = 128
+	// DefaultClusterPrefixBudget is how many prefixes all ClusterEgressPolicies may hold
+	// together.
+	DefaultClusterPrefixBudget = 128
+)
+
+// PrefixBudget is how many prefixes policies may hold: the EgressPolicies of each namespace,
+// and the ClusterEgressPolicies of the cluster. The agents and the coordinator must be given
+// the same one (the chart gives both one value each).
+type PrefixBudget struct {
+	// Namespace bounds the EgressPolicies of each namespace; zero means
+	// DefaultNamespacePrefixBudget.
+	Namespace int `json:"namespace,omitempty"`
+	// Cluster bounds the ClusterEgressPolicies together; zero means
+	// DefaultClusterPrefixBudget.
+	Cluster int `json:"cluster,omitempty"`
+}
+
+// WithDefaults fills the fields left zero.
+func (b PrefixBudget) WithDefaults() PrefixBudget {
+	if b.Namespace == 0 {
+		b.Namespace = DefaultNamespacePrefixBudget
+	}
+	if b.Cluster == 0 {
+		b.Cluster = DefaultClusterPrefixBudget
+	}
+	return b
+}
+
+// Validate refuses a negative budget (zero is the default).
+func (b PrefixBudget) Validate() error {
+	if b.Namespace < 0 {
+		return fmt.Errorf("namespace prefix budget %d: must be positive (0: the default, %d)", b.Namespace, DefaultNamespacePrefixBudget)
+	}
+	if b.Cluster < 0 {
+		return fmt.Errorf("cluster prefix budget %d: must be positive (0: the default, %d)", b.Cluster, DefaultClusterPrefixBudget)
+	}
+	return nil
+}
+
+// Prefixes is what a policy costs in its budget: its destinationCIDRs and excludedCIDRs as
+// listed, whether or not they parse or repeat.
+func Prefixes(rule *egressv1.EgressPolicyRule) int {
+	return len(rule.DestinationCIDRs) + len(rule.ExcludedCIDRs)
+}
+
+// BudgetedPolicy is a policy as its budget sees it.
+type BudgetedPolicy struct {
+	Name     string
+	Created  metav1.Time
+	Prefixes int
+}
+
+// Admission is the outcome of a budget for the policies it covers.
+type Admission struct {
+	// Scope names what the budget covers: "namespace NAME" or "the ClusterEgressPolicies".
+	Scope string
+	// Budget is how many prefixes the policies may hold together.
+	Budget int
+	// Used is the prefixes of the admitted policies.
+	Used int
+	// Rejected maps each policy that does not fit to the prefixes of the policies admitted
+	// before it: it fits once that plus its own prefixes are within Budget.
+	Rejected map[string]int
+}
+
+// Admits reports whether the named policy fits.
+func (a Admission) Admits(name string) bool {
+	_, rejected := a.Rejected[name]
+	return !rejected
+}
+
+// Refusal says, for people, why the named policy, of the given prefixes, does not fit.
+func (a Admission) Refusal(name string, prefixes int) string {
+	return fmt.Sprintf("needs %d prefixes (destinationCIDRs plus excludedCIDRs) but %s may hold %d, and the policies created before it use %d (%d with those admitted after it); not steered",
+		prefixes, a.Scope, a.Budget, a.Rejected[name], a.Used)
+}
+
+// Admit applies a budget to policies: oldest first (creationTimestamp, then name), each is
+// admitted while the prefixes of those admitted stay within budget; one that does not fit is
+// rejected whole, and later, smaller ones may still fit. An older policy thus keeps its place
+// when a newer one arrives, and growing a policy can push out only newer ones. The order of
+// pols does not matter.
+func Admit(scope string, pols []BudgetedPolicy, budget int) Admission {
+	sorted := slices.Clone(pols)
+	slices.SortFunc(sorted, func(a, b BudgetedPolicy) int {
+		return cmp.Or(a.Created.Compare(b.Created.Time), strings.Compare(a.Name, b.Name))
+	})
+	a := Admission{Scope: scope, Budget: budget}
+	for _, p := range sorted {
+		if a.Used+p.Prefixes > budget {
+			if a.Rejected == nil {
+				a.Rejected = map[string]int{}
+			}
+			a.Rejected[p.Name] = a.Used
+			continue
+		}
+		a.Used += p.Prefixes
+	}
+	return a
+}
+
+// AdmitEgressPolicies applies the namespace budget to the EgressPolicies of each namespace
+// among pols, by namespace.
+func AdmitEgressPolicies(pols []egressv1.EgressPolicy, b PrefixBudget) map[string]Admission {
+	b = b.WithDefaults()
+	byNS := map[string][]BudgetedPolicy{}
+	for i := range pols {
+		p := &pols[i]
+		byNS[p.Namespace] = append(byNS[p.Namespace], BudgetedPolicy{Name: p.Name, Created: p.CreationTimestamp, Prefixes: Prefixes(&p.Spec)})
+	}
+	out := make(map[string]Admission, len(byNS))
+	for ns, list := range byNS {
+		out[ns] = Admit("namespace "+ns, list, b.Namespace)
+	}
+	return out
+}
+
+// AdmitClusterEgressPolicies applies the cluster budget to the ClusterEgressPolicies.
+func AdmitClusterEgressPolicies(pols []egressv1.ClusterEgressPolicy, b PrefixBudget) Admission {
+	b = b.WithDefaults()
+	list := make([]BudgetedPolicy, len(pols))
+	for i := range pols {
+		p := &pols[i]
+		list[i] = BudgetedPolicy{Name: p.Name, Created: p.CreationTimestamp, Prefixes: Prefixes(&p.Spec.EgressPolicyRule)}
+	}
+	return Admit("the ClusterEgressPolicies", list, b.Cluster)
 }

@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -127,5 +128,108 @@ func TestProbeTargetAndSpecDefaults(t *testing.T) {
 	}
 	if AgentLeaseName("n1") != "egressd-agent-n1" {
 		t.Errorf("lease name %q", AgentLeaseName("n1"))
+	}
+}
+
+func TestAdmit(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	at := func(s int) metav1.Time { return metav1.NewTime(t0.Add(time.Duration(s) * time.Second)) }
+	pol := func(name string, created, prefixes int) BudgetedPolicy {
+		return BudgetedPolicy{Name: name, Created: at(created), Prefixes: prefixes}
+	}
+	for _, c := range []struct {
+		name     string
+		pols     []BudgetedPolicy
+		budget   int
+		rejected map[string]int // name → used before it
+		used     int
+	}{
+		{"all fit", []BudgetedPolicy{pol("a", 0, 3), pol("b", 1, 5)}, 8, nil, 8},
+		{"exactly the budget fits", []BudgetedPolicy{pol("a", 0, 8)}, 8, nil, 8},
+		{"oldest first, whatever the input order", []BudgetedPolicy{pol("new", 2, 5), pol("old", 1, 5)}, 8, map[string]int{"new": 5}, 5},
+		{"first fit: a later smaller one still fits", []BudgetedPolicy{pol("a", 0, 5), pol("big", 1, 4), pol("small", 2, 3)}, 8,
+			map[string]int{"big": 5}, 8},
+		{"rejected whole, not in part", []BudgetedPolicy{pol("a", 0, 6), pol("b", 1, 3)}, 8, map[string]int{"b": 6}, 6},
+		{"one larger than the budget alone", []BudgetedPolicy{pol("huge", 0, 9), pol("b", 1, 8)}, 8, map[string]int{"huge": 0}, 8},
+		{"same creation second: by name", []BudgetedPolicy{pol("b", 0, 5), pol("a", 0, 5)}, 8, map[string]int{"b": 5}, 5},
+		{"name breaks ties only", []BudgetedPolicy{pol("a", 1, 5), pol("z", 0, 5)}, 8, map[string]int{"a": 5}, 5},
+		{"an empty policy always fits", []BudgetedPolicy{pol("a", 0, 8), pol("b", 1, 0)}, 8, nil, 8},
+		{"none", nil, 8, nil, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := Admit("namespace x", c.pols, c.budget)
+			if a.Used != c.used || a.Budget != c.budget || len(a.Rejected) != len(c.rejected) {
+				t.Fatalf("used %d of %d, rejected %v; want used %d, rejected %v", a.Used, a.Budget, a.Rejected, c.used, c.rejected)
+			}
+			for name, before := range c.rejected {
+				if got, ok := a.Rejected[name]; !ok || got != before || a.Admits(name) {
+					t.Errorf("%s: rejected %v with %d used before it (admits %v); want rejected with %d", name, ok, got, a.Admits(name), before)
+				}
+			}
+			for _, p := range c.pols {
+				if _, rejected := c.rejected[p.Name]; !rejected && !a.Admits(p.Name) {
+					t.Errorf("%s rejected, want admitted", p.Name)
+				}
+			}
+		})
+	}
+	a := Admit("namespace x", []BudgetedPolicy{pol("a", 0, 100), pol("b", 1, 40)}, 128)
+	if got, want := a.Refusal("b", 40), "needs 40 prefixes (destinationCIDRs plus excludedCIDRs) but namespace x may hold 128, and the policies created before it use 100 (100 with those admitted after it); not steered"; got != want {
+		t.Errorf("refusal %q, want %q", got, want)
+	}
+}
+
+func TestAdmitPolicies(t *testing.T) {
+	t0 := metav1.NewTime(time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC))
+	cidrs := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("198.51.%d.0/24", i)
+		}
+		return out
+	}
+	ep := func(ns, name string, dests, excl int) egressv1.EgressPolicy {
+		return egressv1.EgressPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, CreationTimestamp: t0},
+			Spec: egressv1.EgressPolicyRule{DestinationCIDRs: cidrs(dests), ExcludedCIDRs: cidrs(excl)}}
+	}
+	// Each namespace has its own budget: b's full use leaves a's alone, and a's over-budget
+	// policy is rejected in a only. Destinations and exclusions both count.
+	got := AdmitEgressPolicies([]egressv1.EgressPolicy{
+		ep("a", "p1", 60, 10), ep("b", "p1", 64, 64), ep("a", "p2", 64, 0), ep("a", "p3", 30, 28),
+	}, PrefixBudget{})
+	if len(got) != 2 || got["b"].Used != 128 || !got["b"].Admits("p1") || got["b"].Scope != "namespace b" {
+		t.Errorf("namespace b: %+v", got["b"])
+	}
+	if a := got["a"]; a.Budget != DefaultNamespacePrefixBudget || a.Used != 128 || !a.Admits("p1") || a.Admits("p2") || !a.Admits("p3") || a.Rejected["p2"] != 70 {
+		t.Errorf("namespace a: %+v; want p1 (70) and p3 (58) admitted, p2 (64) rejected after 70", a)
+	}
+	if got := AdmitEgressPolicies([]egressv1.EgressPolicy{ep("a", "p1", 3, 0), ep("a", "p2", 3, 0)}, PrefixBudget{Namespace: 5}); got["a"].Admits("p2") || got["a"].Budget != 5 {
+		t.Errorf("a budget of 5: %+v", got["a"])
+	}
+
+	cp := func(name string, dests int) egressv1.ClusterEgressPolicy {
+		return egressv1.ClusterEgressPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: t0},
+			Spec: egressv1.ClusterEgressPolicySpec{EgressPolicyRule: egressv1.EgressPolicyRule{DestinationCIDRs: cidrs(dests)}}}
+	}
+	c := AdmitClusterEgressPolicies([]egressv1.ClusterEgressPolicy{cp("c2", 10), cp("c1", 64), cp("c3", 64)}, PrefixBudget{Namespace: 1})
+	if c.Budget != DefaultClusterPrefixBudget || c.Used != 74 || !c.Admits("c1") || !c.Admits("c2") || c.Admits("c3") || c.Scope != "the ClusterEgressPolicies" {
+		t.Errorf("cluster: %+v; want c1 and c2 admitted (the namespace budget does not apply), c3 rejected", c)
+	}
+}
+
+func TestPrefixBudgetDefaults(t *testing.T) {
+	if got := (PrefixBudget{}).WithDefaults(); got != (PrefixBudget{Namespace: 128, Cluster: 128}) {
+		t.Errorf("defaults %+v", got)
+	}
+	if got := (PrefixBudget{Namespace: 7}).WithDefaults(); got != (PrefixBudget{Namespace: 7, Cluster: 128}) {
+		t.Errorf("a set field is kept: %+v", got)
+	}
+	if err := (PrefixBudget{}).Validate(); err != nil {
+		t.Error(err)
+	}
+	for _, b := range []PrefixBudget{{Namespace: -1}, {Cluster: -1}} {
+		if err := b.Validate(); err == nil {
+			t.Errorf("%+v: no error", b)
+		}
 	}
 }

@@ -43,6 +43,10 @@ type Config struct {
 	ResyncPeriod metav1.Duration `json:"resyncPeriod,omitempty"`
 	// ProbePort is the agents' UDP probe port.
 	ProbePort int `json:"probePort,omitempty"`
+	// PolicyPrefixBudget bounds the prefixes of each namespace's EgressPolicies and of the
+	// ClusterEgressPolicies; a policy over it is Accepted=False (PrefixBudgetExceeded). The
+	// agents must be given the same (--namespace-prefix-budget, --cluster-prefix-budget).
+	PolicyPrefixBudget contract.PrefixBudget `json:"policyPrefixBudget,omitempty"`
 	// AgentLeaseTimeout: an agent whose Lease is older is unhealthy.
 	AgentLeaseTimeout metav1.Duration `json:"agentLeaseTimeout,omitempty"`
 	// CapacityTTL: how long a node's discovered capacity and subnets are reused. Capacity only
@@ -51,8 +55,9 @@ type Config struct {
 	CapacityTTL metav1.Duration `json:"capacityTTL,omitempty"`
 }
 
-// Defaults of the coordinator's own settings. The namespace, the probe port and the agent
-// Lease timeout default to gateway/contract's values, which the agents use too.
+// Defaults of the coordinator's own settings. The namespace, the probe port, the agent Lease
+// timeout and the policy prefix budget default to gateway/contract's values, which the agents
+// use too.
 const (
 	DefaultGCGracePeriod = 10 * time.Minute
 	DefaultGCInterval    = time.Minute
@@ -89,6 +94,10 @@ func ParseConfig(raw []byte) (Config, error) {
 	if c.ProbePort == 0 {
 		c.ProbePort = contract.DefaultProbePort
 	}
+	if err := c.PolicyPrefixBudget.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config: policyPrefixBudget: %w", err)
+	}
+	c.PolicyPrefixBudget = c.PolicyPrefixBudget.WithDefaults()
 	def(&c.GCGracePeriod, DefaultGCGracePeriod)
 	def(&c.GCInterval, DefaultGCInterval)
 	def(&c.ResyncPeriod, DefaultResyncPeriod)

@@ -19,8 +19,9 @@ import (
 )
 
 // PolicyReconciler writes the status of EgressPolicies and ClusterEgressPolicies: whether the
-// gateway exists and admits the policy's namespaces, how many pods it selects, the egress IPs
-// in use. What it cannot accept it says in a condition and an Event, and nothing else breaks.
+// gateway exists and admits the policy's namespaces, whether the policy fits its prefix budget
+// (contract.Admit, as the agents decide it), how many pods it selects, the egress IPs in use.
+// What it cannot accept it says in a condition and an Event, and nothing else breaks.
 type PolicyReconciler struct {
 	*Coordinator
 	// Cluster: reconcile ClusterEgressPolicies, else EgressPolicies.
@@ -34,6 +35,7 @@ func (r PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		rule       egressv1.EgressPolicyRule
 		status     *egressv1.EgressPolicyStatus
 		namespaces []corev1.Namespace
+		refusal    string // why the policy does not fit its prefix budget; empty: it fits
 	)
 	if r.Cluster {
 		p := &egressv1.ClusterEgressPolicy{}
@@ -50,6 +52,13 @@ func (r PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 			return ctrl.Result{}, err
 		}
 		namespaces = list.Items
+		var all egressv1.ClusterEgressPolicyList
+		if err := r.client.List(ctx, &all, client.UnsafeDisableDeepCopy); err != nil {
+			return ctrl.Result{}, err
+		}
+		if adm := contract.AdmitClusterEgressPolicies(all.Items, r.cfg.PolicyPrefixBudget); !adm.Admits(p.Name) {
+			refusal = adm.Refusal(p.Name, contract.Prefixes(&rule))
+		}
 	} else {
 		p := &egressv1.EgressPolicy{}
 		if err := r.client.Get(ctx, req.NamespacedName, p); err != nil {
@@ -61,15 +70,23 @@ func (r PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 			return ctrl.Result{}, err
 		}
 		namespaces = []corev1.Namespace{ns}
+		var all egressv1.EgressPolicyList
+		if err := r.client.List(ctx, &all, client.InNamespace(p.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+			return ctrl.Result{}, err
+		}
+		if adm := contract.AdmitEgressPolicies(all.Items, r.cfg.PolicyPrefixBudget)[p.Namespace]; !adm.Admits(p.Name) {
+			refusal = adm.Refusal(p.Name, contract.Prefixes(&rule))
+		}
 	}
 
 	next := status.DeepCopy()
 	next.ObservedGeneration = obj.GetGeneration()
-	accepted, ready := r.evaluate(ctx, rule, namespaces, next)
+	accepted, ready := r.evaluate(ctx, rule, namespaces, refusal, next)
 	accepted.ObservedGeneration, ready.ObservedGeneration = obj.GetGeneration(), obj.GetGeneration()
 	meta.SetStatusCondition(&next.Conditions, accepted)
 	meta.SetStatusCondition(&next.Conditions, ready)
-	if accepted.Status == metav1.ConditionFalse && !meta.IsStatusConditionFalse(status.Conditions, egressv1.ConditionAccepted) {
+	if prev := meta.FindStatusCondition(status.Conditions, egressv1.ConditionAccepted); accepted.Status == metav1.ConditionFalse &&
+		(prev == nil || prev.Status != metav1.ConditionFalse || prev.Reason != accepted.Reason) {
 		r.recorder.Eventf(obj, nil, corev1.EventTypeWarning, accepted.Reason, "Accept", accepted.Message)
 	}
 	if equality.Semantic.DeepEqual(next, status) {
@@ -84,10 +101,19 @@ func (r PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 }
 
 // evaluate fills matched pods and egress IPs and returns the Accepted and Ready conditions.
-func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPolicyRule, namespaces []corev1.Namespace, st *egressv1.EgressPolicyStatus) (metav1.Condition, metav1.Condition) {
+// refusal, when set, says why the policy does not fit its prefix budget.
+func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPolicyRule, namespaces []corev1.Namespace, refusal string, st *egressv1.EgressPolicyStatus) (metav1.Condition, metav1.Condition) {
 	acc := metav1.Condition{Type: egressv1.ConditionAccepted}
 	ready := metav1.Condition{Type: egressv1.ConditionReady, Status: metav1.ConditionFalse}
 	st.MatchedPods, st.EgressIPs = 0, nil
+
+	if refusal != "" {
+		// The agents skip it whole (contract.Admit), before they look at its gateway: it
+		// steers no pod.
+		acc.Status, acc.Reason, acc.Message = metav1.ConditionFalse, egressv1.ReasonPrefixBudgetExceeded, refusal
+		ready.Reason, ready.Message = acc.Reason, acc.Message
+		return acc, ready
+	}
 
 	gw := &egressv1.EgressGateway{}
 	if err := r.client.Get(ctx, client.ObjectKey{Name: rule.Gateway}, gw); err != nil {

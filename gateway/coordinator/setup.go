@@ -278,6 +278,9 @@ func Setup(mgr manager.Manager, c *Coordinator, healthChanges <-chan event.Gener
 			Watches(&egressv1.EgressGateway{}, policiesOf(cluster)).
 			Watches(&corev1.Pod{}, policiesOf(cluster), builder.WithPredicates(podIPChanged())).
 			Watches(&corev1.Namespace{}, policiesOf(cluster)).
+			// A policy created, deleted or resized changes which of its namespace's (for a
+			// ClusterEgressPolicy, the cluster's) fit their prefix budget.
+			Watches(obj, policiesOf(cluster), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 			Complete(PolicyReconciler{Coordinator: c, Cluster: cluster}); err != nil {
 			return err
 		}

@@ -46,8 +46,9 @@ app.kubernetes.io/component: agent
 {{- end -}}
 {{- end -}}
 
-{{/* controllerConfig is the controller's --config file: the cluster name and the providers map,
-each provider's own configuration object as the provider parses it. */}}
+{{/* controllerConfig is the controller's --config file: the cluster name, the providers map
+(each provider's own configuration object as the provider parses it) and the policy prefix
+budget, which the agents get as flags. */}}
 {{- define "egressd.controllerConfig" -}}
 {{- $providers := dict -}}
 {{- if eq .Values.provider "aws" -}}
@@ -78,7 +79,8 @@ each provider's own configuration object as the provider parses it. */}}
 {{- end -}}
 {{- $_ := set $providers $name $c -}}
 {{- end -}}
-{{- dict "clusterName" .Values.clusterName "providers" $providers | toYaml -}}
+{{- $budget := dict "namespace" (int .Values.policyPrefixBudget.namespace) "cluster" (int .Values.policyPrefixBudget.cluster) -}}
+{{- dict "clusterName" .Values.clusterName "providers" $providers "policyPrefixBudget" $budget | toYaml -}}
 {{- end -}}
 
 {{/* Where the controller pod keeps plugin sockets (an emptyDir shared with the sidecars) and
