@@ -89,9 +89,19 @@ func TestAnnouncer(t *testing.T) {
 
 	// z leaves before its series is over: the announcements still due are dropped, or the old
 	// holder would pull the neighbours back from the new one.
+	// The removal is queued as soon as the first announcement is seen, not after a fixed sleep:
+	// under load a sleep of half the interval overran it and let the second one out (2 of 8
+	// runs while other tests loaded the machine).
 	a.queueAnnouncements([]dataplane.EgressAddress{x, y})
 	a.queueAnnouncements([]dataplane.EgressAddress{x, y, z})
-	time.Sleep(announceInterval / 2)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		mu.Lock()
+		n := len(sends)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
 	a.queueAnnouncements([]dataplane.EgressAddress{x, y})
 	if got := settle(); len(got[z]) != 1 || len(got) != 1 {
 		t.Errorf("an address that left during its series: %d announcements (want the first only), all: %v", len(got[z]), got)
