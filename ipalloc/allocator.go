@@ -34,7 +34,12 @@ type poolKey struct{ zone, subnet string }
 // pool is one subnet or static range. It stores only taken addresses; counts let Allocate
 // answer "exhausted" in O(1) and bound the scan otherwise.
 type pool struct {
+	// zone is the first zone that added the pool, for messages; zones are all that did. A
+	// regional subnet (one GCE subnetwork, one Azure subnet) serves every zone of its region:
+	// each zone adds it under the same subnet ID and the same range, and they share this pool,
+	// so no address is handed out twice across zones.
 	zone, subnet string
+	zones        map[string]bool
 	is4          bool
 	netFirst     u128 // whole range, reserved addresses included
 	netLast      u128
@@ -274,7 +279,7 @@ func (a *Allocator) add(zone, id string, is4 bool, first, last u128, r Reservati
 	if zone == "" || id == "" || r.First < 0 || r.Last < 0 {
 		return fail(fmt.Errorf("empty zone or subnet ID, or negative reservation: %w", ErrInvalid))
 	}
-	p := &pool{zone: zone, subnet: id, is4: is4, netFirst: first, netLast: last, reservation: r, taken: map[u128]uint8{}}
+	p := &pool{zone: zone, subnet: id, zones: map[string]bool{zone: true}, is4: is4, netFirst: first, netLast: last, reservation: r, taken: map[u128]uint8{}}
 	size := last.sub(first) // size - 1
 	if res := uint64(r.First) + uint64(r.Last); size.hi == 0 && size.lo < res {
 		p.first, p.last = last.addN(1), last // empty
@@ -295,6 +300,10 @@ func (a *Allocator) add(zone, id string, is4 bool, first, last u128, r Reservati
 	fam := family(is4)
 	for _, o := range a.byFamily[fam] {
 		if !o.netLast.less(first) && !last.less(o.netFirst) {
+			if o.subnet == id && o.is4 == is4 && o.netFirst == first && o.netLast == last && o.reservation == r {
+				// The same subnet added by another zone: a regional subnet.
+				return a.share(o, zone)
+			}
 			return fail(fmt.Errorf("zone %q subnet %q: %w", o.zone, o.subnet, ErrOverlap))
 		}
 	}
@@ -309,7 +318,9 @@ func (a *Allocator) add(zone, id string, is4 bool, first, last u128, r Reservati
 			continue
 		case !in:
 			return &SubnetError{Op: "add subnet", Zone: zone, Subnet: id, Addr: ip, Err: fmt.Errorf("leased to owner %q: %w", l.rec.Owner, ErrOutsideSubnet)}
-		case l.rec.Zone != zone || (l.rec.Subnet != "" && l.rec.Subnet != id):
+		case l.rec.Subnet == id:
+			// This subnet's, in any zone: a regional subnet's other zones add it later.
+		case l.rec.Zone != zone || l.rec.Subnet != "":
 			return &SubnetError{Op: "add subnet", Zone: zone, Subnet: id, Addr: ip, Err: fmt.Errorf("leased to owner %q in zone %q subnet %q: %w", l.rec.Owner, l.rec.Zone, l.rec.Subnet, ErrOutsideSubnet)}
 		case p.reserved(x):
 			return &SubnetError{Op: "add subnet", Zone: zone, Subnet: id, Addr: ip, Err: fmt.Errorf("leased to owner %q: %w", l.rec.Owner, ErrReserved)}
@@ -337,7 +348,38 @@ func (a *Allocator) add(zone, id string, is4 bool, first, last u128, r Reservati
 	return nil
 }
 
-// RemoveSubnet removes a pool that has no lease left. Removing an unknown pool returns nil.
+// share adds zone to a pool another zone added with the same subnet ID and range (a regional
+// subnet), and attaches the zone's orphaned leases in it.
+func (a *Allocator) share(p *pool, zone string) error {
+	for ip := range a.orphans {
+		l := a.leases[ip]
+		if l.rec.Zone != zone || !p.contains(fromAddr(ip)) || ip.Is4() != p.is4 || (l.rec.Subnet != "" && l.rec.Subnet != p.subnet) {
+			continue
+		}
+		if p.reserved(fromAddr(ip)) {
+			return &SubnetError{Op: "add subnet", Zone: zone, Subnet: p.subnet, Addr: ip, Err: fmt.Errorf("leased to owner %q: %w", l.rec.Owner, ErrReserved)}
+		}
+	}
+	for ip := range a.orphans {
+		l := a.leases[ip]
+		if l.rec.Zone != zone || !p.contains(fromAddr(ip)) || ip.Is4() != p.is4 || (l.rec.Subnet != "" && l.rec.Subnet != p.subnet) {
+			continue
+		}
+		delete(a.orphans, ip)
+		l.rec.Subnet = p.subnet
+		l.pool = p
+		a.leases[ip] = l
+		p.leases++
+		p.set(fromAddr(ip), takenLease)
+	}
+	p.zones[zone] = true
+	a.pools[poolKey{zone, p.subnet}] = p
+	return nil
+}
+
+// RemoveSubnet removes a pool that has no lease left. Removing an unknown pool returns nil. A
+// regional subnet's pool stays for its other zones; the zone that removes it must hold no
+// lease in it.
 func (a *Allocator) RemoveSubnet(zone, subnetID string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -345,10 +387,30 @@ func (a *Allocator) RemoveSubnet(zone, subnetID string) error {
 	if !ok {
 		return nil
 	}
-	if p.leases > 0 {
-		return &SubnetError{Op: "remove subnet", Zone: zone, Subnet: subnetID, Err: fmt.Errorf("%d lease(s): %w", p.leases, ErrSubnetInUse)}
+	n := p.leases
+	if len(p.zones) > 1 {
+		n = 0
+		for _, l := range a.leases {
+			if l.pool == p && l.rec.Zone == zone {
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		return &SubnetError{Op: "remove subnet", Zone: zone, Subnet: subnetID, Err: fmt.Errorf("%d lease(s): %w", n, ErrSubnetInUse)}
 	}
 	delete(a.pools, poolKey{zone, subnetID})
+	delete(p.zones, zone)
+	if len(p.zones) > 0 {
+		if p.zone == zone {
+			for z := range p.zones {
+				if p.zone == zone || z < p.zone {
+					p.zone = z
+				}
+			}
+		}
+		return nil
+	}
 	fam := family(p.is4)
 	a.byFamily[fam] = slices.DeleteFunc(a.byFamily[fam], func(o *pool) bool { return o == p })
 	return nil
@@ -526,7 +588,7 @@ func (a *Allocator) claim(r Record) error {
 	}
 	p := a.poolOf(r.IP)
 	if p != nil {
-		if p.zone != r.Zone || (r.Subnet != "" && r.Subnet != p.subnet) {
+		if !p.zones[r.Zone] || (r.Subnet != "" && r.Subnet != p.subnet) {
 			return fail(fmt.Errorf("address is in zone %q subnet %q: %w", p.zone, p.subnet, ErrOutsideSubnet))
 		}
 		if p.reserved(fromAddr(r.IP)) {

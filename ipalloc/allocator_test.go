@@ -624,3 +624,60 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	checkInvariants(t, a)
 }
+
+// TestRegionalSubnet: a subnet that spans zones (GCE subnetworks and Azure subnets are
+// regional) is added by each zone under the same ID and range, and the zones share one pool:
+// no address is handed out twice across them, a claim of either zone fits, a third zone that
+// did not add it does not, and a zone removes its share only without leases of its own while
+// the others keep allocating. A different range under the same ID, or another ID over the
+// same range, is still refused.
+func TestRegionalSubnet(t *testing.T) {
+	a := New()
+	pfx := netip.MustParsePrefix("10.0.0.0/28")
+	for _, z := range []string{"a", "b"} {
+		if err := a.AddSubnet(z, "s", pfx, ReserveGCP); err != nil {
+			t.Fatalf("zone %s adds the regional subnet: %v", z, err)
+		}
+	}
+	if err := a.AddSubnet("c", "s", netip.MustParsePrefix("10.0.0.0/27"), ReserveGCP); !errors.Is(err, ErrOverlap) {
+		t.Errorf("same ID, another range: %v, want an overlap", err)
+	}
+	if err := a.AddSubnet("c", "t", pfx, ReserveGCP); !errors.Is(err, ErrOverlap) {
+		t.Errorf("another ID, same range: %v, want an overlap", err)
+	}
+	ipA, err := a.Allocate("a", "s", "ga")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Claim(Record{IP: netip.MustParseAddr("10.0.0.5"), Zone: "b", Subnet: "s", Owner: "gb"}); err != nil {
+		t.Errorf("claim in zone b: %v", err)
+	}
+	if err := a.Claim(Record{IP: netip.MustParseAddr("10.0.0.6"), Zone: "c", Subnet: "s", Owner: "gc"}); !errors.Is(err, ErrOutsideSubnet) {
+		t.Errorf("claim in zone c, which did not add the subnet: %v, want outside the subnet", err)
+	}
+	got := append([]netip.Addr{ipA, netip.MustParseAddr("10.0.0.5")}, drain(t, a, "b", "s")...)
+	slices.SortFunc(got, netip.Addr.Compare)
+	if n := len(slices.Compact(slices.Clone(got))); n != len(got) || n != 16-4 {
+		t.Errorf("zones a and b got %d addresses (%d distinct) of 12: %v", len(got), n, got)
+	}
+	if _, err := a.Allocate("a", "s", "x"); !IsExhausted(err) {
+		t.Errorf("zone a after zone b drained the shared pool: %v, want exhausted", err)
+	}
+	if err := a.RemoveSubnet("a", "s"); !errors.Is(err, ErrSubnetInUse) {
+		t.Errorf("zone a removes its share while it holds %s: %v, want in use", ipA, err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(a.Release(ipA))
+	must(a.RemoveSubnet("a", "s"))
+	if _, err := a.Allocate("a", "s", "x"); !errors.Is(err, ErrUnknownSubnet) {
+		t.Errorf("zone a after removing its share: %v, want unknown subnet", err)
+	}
+	if ip, err := a.Allocate("b", "s", "x"); err != nil || ip != ipA {
+		t.Errorf("zone b after zone a left: %s, %v; want the freed %s", ip, err, ipA)
+	}
+}

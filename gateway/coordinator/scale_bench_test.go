@@ -295,12 +295,11 @@ func newAWSScaleCloud(tb testing.TB) (*scaleCloud, []gwNode) {
 	return c, nodes
 }
 
-// newGCPScaleCloud: the Compute simulator, one subnetwork (a /24) per zone's nodes, primaries
-// at .200 and up; instances are named as their nodes, as on GKE. GCE subnetworks are regional
-// and GKE's default is one for every zone, but the coordinator's allocator keeps one pool per
-// zone and refuses a subnet in a second zone ("ipalloc: add subnet: ... overlap"): every
-// gateway stays CloudSynced=False in all zones but the first. Until it shares a regional
-// subnet across zones, the figure is taken with a subnetwork per zone.
+// newGCPScaleCloud: the Compute simulator with GKE's default layout, one regional subnetwork
+// (a /21) for the nodes of every zone, each zone's primaries in its own /24 at .200 and up;
+// instances are named as their nodes, as on GKE. The zones share the subnetwork's pool in the
+// allocator (ipalloc: a regional subnet); before they did, every gateway stayed
+// CloudSynced=False in all zones but the first ("add subnet: ... overlap").
 func newGCPScaleCloud(tb testing.TB) (*scaleCloud, []gwNode) {
 	const region, project = "us-central1", "scale-proj"
 	sim := gcpsim.New()
@@ -310,8 +309,10 @@ func newGCPScaleCloud(tb testing.TB) (*scaleCloud, []gwNode) {
 	for z := range scaleZones {
 		zone := fmt.Sprintf("%s-%c", region, 'a'+z)
 		zones = append(zones, zone)
-		subnet := fmt.Sprintf("nodes-%c", 'a'+z)
-		seed.Subnets = append(seed.Subnets, gcpsim.SubnetSeed{Name: subnet, Region: region, CIDR: fmt.Sprintf("10.0.%d.0/24", z+1)})
+		const subnet = "nodes"
+		if z == 0 {
+			seed.Subnets = append(seed.Subnets, gcpsim.SubnetSeed{Name: subnet, Region: region, CIDR: "10.0.0.0/21"})
+		}
 		for i := range scaleGatewayNodes / scaleZones {
 			n := gwNode{name: gwNodeName(len(nodes)), zone: zone, ip: netip.AddrFrom4([4]byte{10, 0, byte(z + 1), byte(200 + i)})}
 			n.providerID = "gce://" + project + "/" + zone + "/" + n.name
