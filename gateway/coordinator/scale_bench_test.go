@@ -344,8 +344,9 @@ func newGCPScaleCloud(tb testing.TB) (*scaleCloud, []gwNode) {
 		}}, nodes
 }
 
-// newAzureScaleCloud: the ARM simulator, one subnet per zone's nodes (for the reason given at
-// newGCPScaleCloud: Azure subnets span zones too), primaries at .200 and up; a VM's NIC is
+// newAzureScaleCloud: the ARM simulator with AKS's default layout, one subnet (a /21, Azure
+// subnets span zones) for every zone's nodes, each zone's primaries in its own /24 at .200 and
+// up (the zones share the subnet's pool: see newGCPScaleCloud); a VM's NIC is
 // <vm>-nic. The provider polls long-running operations at its production default (1 s when
 // ARM sends no Retry-After).
 func newAzureScaleCloud(tb testing.TB) (*scaleCloud, []gwNode) {
@@ -360,9 +361,11 @@ func newAzureScaleCloud(tb testing.TB) (*scaleCloud, []gwNode) {
 	for z := range scaleZones {
 		zone := fmt.Sprintf("%s-%d", location, z+1)
 		zones = append(zones, zone)
-		name := fmt.Sprintf("aks-subnet-%d", z+1)
-		if err := sim.AddSubnet(azuresim.SubnetSeed{ResourceGroup: rg, VNet: "aks-vnet", Name: name, CIDR: fmt.Sprintf("10.240.%d.0/24", z+1)}); err != nil {
-			tb.Fatal(err)
+		const name = "aks-subnet"
+		if z == 0 {
+			if err := sim.AddSubnet(azuresim.SubnetSeed{ResourceGroup: rg, VNet: "aks-vnet", Name: name, CIDR: "10.240.0.0/21"}); err != nil {
+				tb.Fatal(err)
+			}
 		}
 		subnet := sim.SubnetID(rg, "aks-vnet", name)
 		for i := range scaleGatewayNodes / scaleZones {
