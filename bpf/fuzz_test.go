@@ -3,6 +3,7 @@ package bpf
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -392,11 +393,12 @@ func FuzzClassifier(f *testing.F) {
 	})
 }
 
-// FuzzTunnelEgress: egressd_tun_egress takes only frames nftables marked as egressd replies
-// (magic and reply bit; any other mark, reply bit or not, goes on untouched). Of those, the
-// reply of a recorded flow is encapsulated (OK, mark cleared, counted), any other well-formed
-// one dropped as no_return, and a frame that is not a well-formed IP packet dropped as
-// malformed.
+// FuzzTunnelEgress: egressd_tun_egress takes only frames marked as a source node's steered
+// packets (magic and steer bit: with no flow pinned here, dropped no_flow or malformed) or as
+// egressd replies (magic and reply bit); any other mark, reply bit or not, goes on untouched.
+// Of the replies, one of a recorded flow is encapsulated (OK, mark cleared, counted), any other
+// well-formed one dropped as no_return, and a frame that is not a well-formed IP packet dropped
+// as malformed.
 func FuzzTunnelEgress(f *testing.F) {
 	src := netip.MustParseAddr("192.168.0.11")
 	dst6 := netip.MustParseAddr("2001:db8::10")
@@ -405,7 +407,7 @@ func FuzzTunnelEgress(f *testing.F) {
 		{Src: pod6, Dst: dst6, Sport: 40000, Dport: 80, Proto: unix.IPPROTO_TCP}: 6,
 		{Src: pod4, Dst: dst4, Sport: 80, Proto: unix.IPPROTO_ICMP}:              5,
 	}
-	marks := []uint32{MarkMagic | MarkReply, MarkMagic | MarkReply | 5, MarkMagic | MarkTunnel | 5, 0x12000000 | MarkReply, MarkReply, 0}
+	marks := []uint32{MarkMagic | MarkReply, MarkMagic | MarkReply | 5, MarkMagic | MarkTunnel | 5, 0x12000000 | MarkReply, MarkReply, MarkMagic | MarkSteer | 5, 0}
 	for _, s := range seedFrames(dst4, pod4, dst6, pod6, 80, 40000) {
 		for _, m := range marks {
 			f.Add(s, m)
@@ -424,15 +426,35 @@ func FuzzTunnelEgress(f *testing.F) {
 			return
 		}
 		fr := parseFrame(pkt)
-		clearFrags(t, d) // each input on its own: no fragment follows an earlier input's first
 		before, totalBefore := statsTotal(t, d)
 		got, markOut, _ := fuzzRun(t, prog, pkt, mark)
+		forgetFrag(t, d, pkt) // each input on its own: no fragment follows an earlier input's first
 		after, totalAfter := statsTotal(t, d)
 		drop := func(reason int) {
 			k := StatsKey{0, self}
 			if got != actShot || after[k].Drops[reason] != before[k].Drops[reason]+1 || totalAfter != totalBefore+1 {
 				t.Fatalf("mark %#x %v frame %+v: verdict %#x, want a drop counted %s\n% x", mark, fr.kind, fr, got, DropReasonNames[reason], pkt)
 			}
+		}
+		if mark&(MarkMagicMask|MarkSteer) == MarkMagic|MarkSteer {
+			// A source node's steered packet (checked before the reply bit, as in C). No flow
+			// is pinned in this datapath: a well-formed one is dropped no_flow, anything else
+			// malformed, both under (group, no gateway).
+			k := StatsKey{mark & MarkGroupMask, 0}
+			reason := DropNoFlow
+			if fr.kind != wellFormed {
+				reason = DropMalformed
+			}
+			if got != actShot || after[k].Drops[reason] != before[k].Drops[reason]+1 || totalAfter != totalBefore+1 {
+				t.Fatalf("steered mark %#x %v frame %+v: verdict %#x, want a drop counted %s under %+v\n% x", mark, fr.kind, fr, got, DropReasonNames[reason], k, pkt)
+			}
+			// Any of 65536 groups comes from the fuzzed mark: forget its counter, or the stats
+			// map fills and every input's walk of it slows the run a hundredfold.
+			skey := egressdStatsKey{Group: k.Group, Gateway: k.Gateway}
+			if err := d.objs.Stats.Delete(&skey); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				t.Fatal(err)
+			}
+			return
 		}
 		if mark&(MarkMagicMask|MarkReply) != MarkMagic|MarkReply {
 			if got != actNext || markOut != mark || totalAfter != totalBefore {
@@ -466,19 +488,18 @@ func FuzzTunnelEgress(f *testing.F) {
 	})
 }
 
-// clearFrags empties the fragment map between fuzz inputs.
-func clearFrags(tb testing.TB, d *Datapath) {
+// forgetFrag deletes the fragment map entry an IPv4 first fragment may have written (key:
+// source, destination, the id as on the wire, protocol), so that inputs stay independent.
+func forgetFrag(tb testing.TB, d *Datapath, pkt []byte) {
 	tb.Helper()
-	var k egressdFragKey
-	var keys []egressdFragKey
-	it := d.objs.Frags.Iterate()
-	var v egressdFragDest
-	for it.Next(&k, &v) {
-		keys = append(keys, k)
+	if len(pkt) < 14+20 || binary.BigEndian.Uint16(pkt[12:]) != 0x0800 {
+		return
 	}
-	must(tb, it.Err())
-	for _, k := range keys {
-		must(tb, d.objs.Frags.Delete(&k))
+	ip := pkt[14:]
+	k := egressdFragKey{Src: binary.NativeEndian.Uint32(ip[12:16]), Dst: binary.NativeEndian.Uint32(ip[16:20]),
+		Id: binary.NativeEndian.Uint16(ip[4:6]), Proto: ip[9]}
+	if err := d.objs.Frags.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		tb.Fatal(err)
 	}
 }
 
