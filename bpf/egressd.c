@@ -53,7 +53,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 // Packet marks (see docs/datapath.md): top byte identifies egressd, bit 23
 // says the flow came through the tunnel (so its replies must go back through
 // it), bit 22 is set on replies to re-encapsulate, bit 21 on a source node's
-// packets to tunnel to a gateway, the low 16 bits carry the gateway group. The layout is shared with nftables and policy routing:
+// packets to tunnel to a gateway, the low 16 bits carry the gateway group.
+// The layout is shared with nftables and policy routing:
 // bpf2go generates the Go constants from this enum (bpf/datapath.go), which
 // is why it is an enum and why unused_mark_layout exists (it puts the enum
 // into BTF; nothing reads it, and the loader never creates its map).
@@ -800,12 +801,9 @@ static __always_inline void frag_key_of(struct pkt *p, struct frag_key *fk)
 	fk->_pad = 0;
 }
 
-// tunnel_dest finds where tc egress of the tunnel device sends a packet:
-// a steered one (reply 0) to the gateway its flow is pinned to, a reply
-// (reply 1) back to the node its flow came from. A first IPv4 fragment is
-// looked up with its ports and records the answer for the later ones. A
-// datagram pinned by the pod's own fragments (keyed without ports) is
-// looked up again without them. Returns 0 when found.
+// lookup_dest reads the tunnel endpoint of flow key k: for a reply the source
+// node the gateway recorded, else the gateway the flow is pinned to (in group
+// gid). Returns 1 when found.
 static __always_inline int lookup_dest(struct flow_key *k, int reply, __u32 gid, struct frag_dest *out)
 {
 	if (reply) {
@@ -828,6 +826,12 @@ static __always_inline int lookup_dest(struct flow_key *k, int reply, __u32 gid,
 	return 1;
 }
 
+// tunnel_dest finds where tc egress of the tunnel device sends a packet:
+// a steered one (reply 0) to the gateway its flow is pinned to, a reply
+// (reply 1) back to the node its flow came from. A first IPv4 fragment is
+// looked up with its ports and records the answer for the later ones. A
+// datagram pinned by the pod's own fragments (keyed without ports) is
+// looked up again without them. Returns 0 when found.
 static __always_inline int tunnel_dest(struct pkt *p, int reply, __u32 gid, struct frag_dest *out)
 {
 	struct frag_key fk = {};

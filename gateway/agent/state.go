@@ -297,9 +297,10 @@ func ComputeState(in Inputs) (Result, error) {
 	})
 
 	res.State.Gateway, res.Announce = gatewayRole(in, gateways, nodeIP, problem)
-	res.NeedsClusterView = res.State.Gateway != nil || slices.ContainsFunc(in.Gateways, func(g egressv1.EgressGateway) bool {
-		return listsNode(&g, in.Node.Name)
-	})
+	res.NeedsClusterView = res.State.Gateway != nil
+	for i := range in.Gateways {
+		res.NeedsClusterView = res.NeedsClusterView || listsNode(&in.Gateways[i], in.Node.Name)
+	}
 	if r := res.State.Gateway; r != nil && len(r.Groups) > 0 {
 		if in.ClusterView {
 			r.Sources, r.Nodes = sources(in, r.Groups, policies, labelsOf)

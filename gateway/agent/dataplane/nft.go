@@ -25,6 +25,15 @@ func ne32(v uint32) []byte {
 	return b
 }
 
+// markIs matches packets whose mark, masked with mask, is value (register 1).
+func markIs(mask, value uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(mask), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(value)},
+	}
+}
+
 // ifname is an interface name as nftables compares it (IFNAMSIZ bytes, NUL padded).
 func ifname(name string) []byte {
 	b := make([]byte, unix.IFNAMSIZ)
@@ -200,14 +209,11 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 	// dropped, never sent with the node IP.
 	leak := c.AddChain(&nftables.Chain{Table: t, Name: "steer-leak", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityFilter})
-	c.AddRule(&nftables.Rule{Table: t, Chain: leak, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkSteer), Xor: ne32(0)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic | bpf.MarkSteer)},
+	c.AddRule(&nftables.Rule{Table: t, Chain: leak, Exprs: append(markIs(bpf.MarkMagicMask|bpf.MarkSteer, bpf.MarkMagic|bpf.MarkSteer),
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(m.tunnel)},
 		&expr.Verdict{Kind: expr.VerdictDrop},
-	}})
+	)})
 
 	post := c.AddChain(&nftables.Chain{Table: t, Name: "postrouting", Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityNATSource - 1)})
@@ -219,15 +225,15 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 		// A steered packet keeps its pod source through the tunnel: an
 		// identity SNAT binds its connection before srcnat (100), so a
 		// CNI's masquerade never rewrites it to the node IP.
-		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+		exprs := []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.proto}},
-			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkSteer), Xor: ne32(0)},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic | bpf.MarkSteer)},
+		}
+		exprs = append(exprs, markIs(bpf.MarkMagicMask|bpf.MarkSteer, bpf.MarkMagic|bpf.MarkSteer)...)
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: append(exprs,
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: fam.srcOff, Len: fam.srcLen},
 			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(fam.proto), RegAddrMin: 1},
-		}})
+		)})
 	}
 	for _, fam := range []struct {
 		proto byte
@@ -246,11 +252,8 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 	}
 	// Marked traffic without an egress IP for its family is dropped, never
 	// sent with the node IP.
-	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkReply | bpf.MarkSteer), Xor: ne32(0)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic)},
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: append(markIs(bpf.MarkMagicMask|bpf.MarkReply|bpf.MarkSteer, bpf.MarkMagic),
 		&expr.Verdict{Kind: expr.VerdictDrop},
-	}})
+	)})
 	return nil
 }
