@@ -63,6 +63,10 @@ const (
 	// Standby.
 	ReasonOverMaxGatewaysPerZone = "OverMaxGatewaysPerZone"
 	ReasonNoEgressIP             = "NoEgressIP"
+	// ReasonAwaitingDelivery: the cloud gave the node an egress IP, but its agent has not yet
+	// proven that the fabric delivers the address to it (a cloud applies a move after the call
+	// returns); agents send it no new flows until then.
+	ReasonAwaitingDelivery = "AwaitingDelivery"
 )
 
 // FinalizerReleaseCloud is set on every EgressIP before the coordinator makes a cloud call for

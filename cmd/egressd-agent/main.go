@@ -22,6 +22,7 @@ func main() {
 	var o agent.CommandOptions
 	var patterns string
 	var tunnelPort, probePort uint
+	var proveDelivery bool
 	ns := os.Getenv("POD_NAMESPACE")
 	if ns == "" {
 		ns = contract.DefaultNamespace
@@ -40,6 +41,7 @@ func main() {
 	flag.StringVar(&patterns, "pod-interface-patterns", strings.Join(dataplane.DefaultInterfacePatterns, ","), "comma-separated name patterns of pod interfaces")
 	flag.StringVar(&o.Steering, "steering", agent.SteeringStack, `how steered packets reach the tunnel: "stack" (the CNI's NetworkPolicy applies) or "redirect" (skips it; for CNIs that bypass the stack)`)
 	flag.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "bpffs mount; egressd pins under <bpffs>/egressd")
+	flag.BoolVar(&proveDelivery, "prove-delivery", true, "SNAT to a cloud egress IP only once a probe sent from it came back (the cloud's fabric delivers it here); false: on the cloud's word")
 	flag.BoolVar(&o.Cleanup, "cleanup", false, "remove the datapath and exit")
 	flag.StringVar(&o.DaemonSet, "daemonset", "", "the agents' DaemonSet in --namespace: stopping while it is being deleted removes the datapath")
 	zo := zap.Options{}
@@ -47,6 +49,7 @@ func main() {
 	flag.Parse()
 	log.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
 	o.TunnelPort, o.ProbePort = uint16(tunnelPort), uint16(probePort)
+	o.NoDeliveryProof = !proveDelivery
 	o.PodInterfacePatterns = strings.Split(patterns, ",")
 	o.Cleanup = o.Cleanup || flag.Arg(0) == "cleanup"
 	o.Uninstall = flag.Arg(0) == "uninstall"

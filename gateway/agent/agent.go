@@ -96,6 +96,10 @@ type Config struct {
 	// tunnelled traffic; Setup gives one (NewClusterCache). Nil: this agent's gateway role
 	// admits no tunnelled traffic.
 	ClusterCache func() (cache.Cache, error)
+	// NoDeliveryProof serves a cloud egress IP as soon as the cloud gives it to this node,
+	// without proving that the fabric delivers it (Inputs.Delivered; docs/control-plane.md,
+	// "Delivery"), and publishes no proofs, so the coordinator takes the cloud's word too.
+	NoDeliveryProof bool
 	// LeaseInterval, LeaseDuration (contract.AgentLeaseDuration), Debounce and Resync: zero
 	// means the defaults.
 	LeaseInterval, LeaseDuration, Debounce, Resync time.Duration
@@ -170,6 +174,8 @@ type Agent struct {
 	announced    map[dataplane.EgressAddress]bool
 	toAnnounce   []dataplane.EgressAddress
 	announceKick chan struct{}
+
+	delivery *deliveries
 }
 
 // New returns an agent reading through c (a started, or to be started, cache whose pods are
@@ -180,7 +186,7 @@ func New(cfg Config, c cache.Cache, cl client.Client, reader client.Reader) (*Ag
 	}
 	a := &Agent{cfg: cfg, cache: c, client: cl, reader: reader,
 		dirty: make(chan struct{}, 1), announceKick: make(chan struct{}, 1), becameReady: make(chan struct{}, 1),
-		readyErr: errors.New("no state applied yet")}
+		readyErr: errors.New("no state applied yet"), delivery: newDeliveries()}
 	a.view = &clusterView{newCache: cfg.ClusterCache, signal: a.signal}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(&collector{a: a}); err != nil {
@@ -240,6 +246,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.responder, a.prober = responder, prober
 	a.mu.Unlock()
 
+	if !a.cfg.NoDeliveryProof {
+		a.seedDeliveries(ctx, logger)
+	}
+	defer a.delivery.stop()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return responder.Run(ctx) })
 	g.Go(func() error { return prober.Run(ctx) })
@@ -368,6 +378,7 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 	same := a.applied != nil && reflect.DeepEqual(*a.applied, res.State)
 	a.mu.Unlock()
 	if same && !force {
+		a.proveDeliveries(ctx, in, res)
 		return nil
 	}
 	actx, cancel := context.WithTimeout(ctx, applyTimeout)
@@ -391,11 +402,21 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 		}
 	}
 	a.queueAnnouncements(res.Announce)
+	a.proveDeliveries(ctx, in, res)
 	if !same {
 		logger.V(1).Info("applied datapath state", "pods", len(st.Pods), "policySets", len(st.PolicySets),
 			"groups", len(st.Groups), "gateway", st.Gateway != nil, "took", time.Since(start))
 	}
 	return nil
+}
+
+// proveDeliveries starts the delivery proofs the applied state needs (its addresses are mounted
+// now) and forgets those of addresses no longer held here.
+func (a *Agent) proveDeliveries(ctx context.Context, in Inputs, res Result) {
+	if a.cfg.NoDeliveryProof {
+		return
+	}
+	a.delivery.update(ctx, log.FromContext(ctx), heldGenerations(a.cfg.NodeName, in.EgressIPs), res.DeliveryChecks, a.cfg.ListenPacket, a.signal)
 }
 
 func (a *Agent) setReady(err error) {
@@ -433,6 +454,9 @@ func (a *Agent) inputs(ctx context.Context) (Inputs, error) {
 	a.mu.Lock()
 	in.SetIDs = a.last.SetIDs
 	a.mu.Unlock()
+	if !a.cfg.NoDeliveryProof {
+		in.Delivered = a.delivery.snapshot()
+	}
 	in.Health, in.ProbeDraining = map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for _, s := range a.prober.Statuses() {
 		in.Health[s.Addr.Addr()] = s.Up

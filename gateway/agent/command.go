@@ -43,6 +43,8 @@ type CommandOptions struct {
 	// Uninstall deletes DaemonSet in the foreground and waits for it to go, instead of running:
 	// the chart's pre-delete hook.
 	Uninstall bool
+	// NoDeliveryProof serves cloud egress IPs on the cloud's word (Config.NoDeliveryProof).
+	NoDeliveryProof bool
 }
 
 // Main is the egressd-agent composition root: the datapath, the manager and the agent. It
@@ -113,7 +115,7 @@ func Main(ctx context.Context, o CommandOptions) error {
 		return err
 	}
 	if _, err := Setup(mgr, Config{NodeName: o.NodeName, Namespace: o.Namespace, ProbePort: o.ProbePort,
-		PrefixBudget: o.PrefixBudget, Dataplane: dp, Registerer: metrics.Registry}); err != nil {
+		PrefixBudget: o.PrefixBudget, Dataplane: dp, Registerer: metrics.Registry, NoDeliveryProof: o.NoDeliveryProof}); err != nil {
 		return err
 	}
 	logger.Info("starting", "node", o.NodeName)

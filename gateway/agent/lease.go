@@ -43,6 +43,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-a.becameReady:
+		case <-a.delivery.changed:
 		}
 	}
 }
@@ -61,6 +62,7 @@ func (a *Agent) renew(ctx context.Context) error {
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &secs,
 				AcquireTime: &now, RenewTime: &now},
 		}
+		a.annotateDeliveries(lease)
 		return a.client.Create(ctx, lease)
 	}
 	if err != nil {
@@ -72,5 +74,19 @@ func (a *Agent) renew(ctx context.Context) error {
 	}
 	lease.Spec.LeaseDurationSeconds = &secs
 	lease.Spec.RenewTime = &now
+	a.annotateDeliveries(lease)
 	return a.client.Update(ctx, lease)
+}
+
+// annotateDeliveries publishes the delivery proofs (contract.DeliveredAnnotation), or removes
+// the annotation when the agent makes none, so the coordinator takes the cloud's word.
+func (a *Agent) annotateDeliveries(lease *coordinationv1.Lease) {
+	if a.cfg.NoDeliveryProof {
+		delete(lease.Annotations, contract.DeliveredAnnotation)
+		return
+	}
+	if lease.Annotations == nil {
+		lease.Annotations = map[string]string{}
+	}
+	lease.Annotations[contract.DeliveredAnnotation] = a.delivery.snapshot().String()
 }

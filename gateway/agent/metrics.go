@@ -30,6 +30,9 @@ var (
 	descProbeUp = prometheus.NewDesc("egressd_gateway_probe_up",
 		"1 when the node's probes reach the gateway node over the tunnel, 0 when the gateway is considered down.",
 		[]string{"group", "gateway"}, nil)
+	descDelivered = prometheus.NewDesc("egressd_egress_ip_delivered",
+		"Per cloud egress IP the cloud gave this node: 1 once a probe sent from it came back (the fabric delivers it here and the node SNATs to it), 0 while that proof is pending.",
+		[]string{"egress_ip"}, nil)
 )
 
 // collector reads the bpf counters and the probe results at scrape time, so the metrics are
@@ -75,6 +78,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descMapEntries
 	ch <- descMapMax
 	ch <- descProbeUp
+	ch <- descDelivered
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -120,6 +124,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, f := range c.mapFill(time.Now()) {
 		ch <- prometheus.MustNewConstMetric(descMapEntries, prometheus.GaugeValue, float64(f.Entries), f.Map)
 		ch <- prometheus.MustNewConstMetric(descMapMax, prometheus.GaugeValue, float64(f.MaxEntries), f.Map)
+	}
+	for ip := range a.delivery.snapshot() {
+		ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.GaugeValue, 1, ip.String())
+	}
+	for _, ip := range a.delivery.pending() {
+		ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.GaugeValue, 0, ip.String())
 	}
 	if prober == nil {
 		return

@@ -61,6 +61,11 @@ type Inputs struct {
 	ClusterView bool
 	ClusterPods []corev1.Pod
 	Nodes       []corev1.Node
+	// Delivered holds the delivery proofs this node's agent made (docs/control-plane.md,
+	// "Delivery"): a cloud egress IP the cloud gave this node is mounted at once but served
+	// (SNATed to) only once Delivered proves it for the EgressIP's generation. Nil turns the
+	// proof off: held addresses are served at once (egressctl explain, and --verify-delivery=false).
+	Delivered contract.Delivered
 }
 
 // Interface is a network interface of this node.
@@ -97,6 +102,19 @@ type Result struct {
 	// holds an egress IP: it may serve a group now or soon, and admits tunnelled traffic only
 	// from the pods of the cluster's nodes (Inputs.ClusterView).
 	NeedsClusterView bool
+	// DeliveryChecks are the cloud egress IPs mounted here whose delivery is not proven yet
+	// (Inputs.Delivered): the agent probes Peers from each address and, once one answers, adds
+	// the proof and computes again.
+	DeliveryChecks []DeliveryCheck
+}
+
+// DeliveryCheck is a delivery proof to make: a probe sent from IP to any of Peers (other
+// gateways' probe responders) whose reply comes back proves that the fabric accepts the address
+// from this node (a cloud's source check) and delivers it here.
+type DeliveryCheck struct {
+	IP         netip.Addr
+	Generation int64
+	Peers      []netip.AddrPort
 }
 
 // Member is a gateway node probed for a group.
@@ -296,7 +314,7 @@ func ComputeState(in Inputs) (Result, error) {
 		return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.Node, b.Node))
 	})
 
-	res.State.Gateway, res.Announce = gatewayRole(in, gateways, nodeIP, problem)
+	res.State.Gateway, res.Announce, res.DeliveryChecks = gatewayRole(in, gateways, nodeIP, problem)
 	res.NeedsClusterView = res.State.Gateway != nil
 	for i := range in.Gateways {
 		res.NeedsClusterView = res.NeedsClusterView || listsNode(&in.Gateways[i], in.Node.Name)
@@ -659,8 +677,10 @@ func addProbe(probes map[netip.Addr]probe.Target, t probe.Target) {
 // the lowest held IP per family; for nodeInterface groups this node is a gateway of, it serves
 // the group with the first address of the named interface (already there, so the datapath
 // neither adds nor ever removes it). It also returns the mounted addresses of static groups,
-// which the agent announces.
-func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr, problem func(Problem)) (*dataplane.GatewayRole, []dataplane.EgressAddress) {
+// which the agent announces, and the delivery proofs still to make: a cloud address is mounted
+// as soon as the cloud gives it to this node, but its group is served with it only once
+// in.Delivered proves the fabric delivers it here.
+func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr, problem func(Problem)) (*dataplane.GatewayRole, []dataplane.EgressAddress, []DeliveryCheck) {
 	var primary string
 	for _, ifc := range in.Interfaces {
 		if slices.Contains(ifc.Addrs, nodeIP) {
@@ -677,6 +697,7 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 	}
 	role := &dataplane.GatewayRole{}
 	var announce []dataplane.EgressAddress
+	var checks []DeliveryCheck
 	served := map[uint32]*dataplane.ServedGroup{}
 	serve := func(gi *gatewayInfo) *dataplane.ServedGroup {
 		sg := served[gi.group]
@@ -735,6 +756,13 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		if source.Announced() {
 			announce = append(announce, addr)
 		}
+		if e.Spec.Source() == egressv1.AddressSourceCloud && ip.Is4() && in.Delivered != nil && !in.Delivered.Proves(ip, e.Generation) {
+			if peers := deliveryPeers(gi.obj, nodeIP, in.ProbePort); len(peers) > 0 {
+				checks = append(checks, DeliveryCheck{IP: ip, Generation: e.Generation, Peers: peers})
+				continue // mounted, served once the fabric delivers it
+			}
+			// No other gateway to prove it with: served on the cloud's word.
+		}
 		sg := serve(gi)
 		cur := &sg.EgressIPv4
 		if ip.Is6() {
@@ -778,15 +806,60 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 	}
 
 	if len(role.Addresses) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	slices.SortFunc(role.Addresses, func(a, b dataplane.EgressAddress) int { return a.IP.Compare(b.IP) })
 	slices.SortFunc(announce, func(a, b dataplane.EgressAddress) int { return a.IP.Compare(b.IP) })
+	slices.SortFunc(checks, func(a, b DeliveryCheck) int { return a.IP.Compare(b.IP) })
 	for _, sg := range served {
 		role.Groups = append(role.Groups, *sg)
 	}
 	slices.SortFunc(role.Groups, func(a, b dataplane.ServedGroup) int { return cmp.Compare(a.Group, b.Group) })
-	return role, announce
+	return role, announce, checks
+}
+
+// maxDeliveryPeers bounds the probe responders a delivery proof asks: any one answering proves
+// it, a few cover some of them being down.
+const maxDeliveryPeers = 4
+
+// deliveryPeers are the probe responders a delivery proof for gw's address asks: the group's
+// other gateways not known to be down, other zones first (a zone's own peers are the likeliest
+// to share this node's trouble), by name within a zone.
+func deliveryPeers(gw *egressv1.EgressGateway, self netip.Addr, port uint16) []netip.AddrPort {
+	type peer struct {
+		zone, name string
+		addr       netip.Addr
+		local      bool
+	}
+	var ps []peer
+	var myZone string
+	for _, z := range gw.Status.Zones {
+		for _, g := range z.Gateways {
+			ip, err := netip.ParseAddr(g.UnderlayIP)
+			if err != nil || !ip.Is4() {
+				continue
+			}
+			if ip == self {
+				myZone = z.Name
+				continue
+			}
+			if g.State == egressv1.GatewayUnhealthy {
+				continue
+			}
+			ps = append(ps, peer{zone: z.Name, name: g.Node, addr: ip})
+		}
+	}
+	for i := range ps {
+		ps[i].local = ps[i].zone == myZone
+	}
+	slices.SortFunc(ps, func(a, b peer) int {
+		return cmp.Or(cmpBool(a.local, b.local), strings.Compare(a.zone, b.zone), strings.Compare(a.name, b.name))
+	})
+	var out []netip.AddrPort
+	for _, p := range ps[:min(len(ps), maxDeliveryPeers)] {
+		out = append(out, netip.AddrPortFrom(p.addr, port))
+	}
+	return out
 }
 
 // listsNode reports whether a gateway's status lists the node as one of its gateways.

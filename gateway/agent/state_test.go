@@ -1075,3 +1075,57 @@ func TestPrefixBudgetBoundsEverySet(t *testing.T) {
 		}
 	}
 }
+
+// A gateway mounts a cloud address as soon as the cloud gives it the address, but serves its
+// group with it only once Inputs.Delivered proves delivery for the EgressIP's generation; until
+// then the Result asks for the proof, from the group's other gateways, other zones first.
+func TestDeliveryProof(t *testing.T) {
+	gwIn := func(delivered contract.Delivered) Inputs {
+		in := base()
+		in.Node = node("gw1", "a", "10.0.0.21")
+		in.Pods = nil
+		in.Gateways = []egressv1.EgressGateway{egw("out", 7, gw1, gw2, gw3,
+			gwNode{"b", "gw4", "10.0.1.24", egressv1.GatewayUnhealthy})}
+		e := eip("10.0.0.200", "out", "gw1")
+		e.Generation = 3
+		in.EgressIPs = []egressv1.EgressIP{e}
+		in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{ip("10.0.0.21")}}}
+		in.Delivered = delivered
+		return in
+	}
+	mounted := []dataplane.EgressAddress{{IP: ip("10.0.0.200"), Interface: "eth0"}}
+	served := []dataplane.ServedGroup{{Group: 7, EgressIPv4: ip("10.0.0.200")}}
+	peers := []netip.AddrPort{netip.MustParseAddrPort("10.0.1.23:4790"), netip.MustParseAddrPort("10.0.0.22:4790")}
+	for _, tc := range []struct {
+		name      string
+		delivered contract.Delivered
+		groups    []dataplane.ServedGroup
+		checks    []DeliveryCheck
+	}{
+		{"no proof yet: mounted, not served, proof asked", contract.Delivered{}, nil,
+			[]DeliveryCheck{{IP: ip("10.0.0.200"), Generation: 3, Peers: peers}}},
+		{"a proof of an earlier placement counts for nothing", contract.Delivered{ip("10.0.0.200"): 2}, nil,
+			[]DeliveryCheck{{IP: ip("10.0.0.200"), Generation: 3, Peers: peers}}},
+		{"proven: served", contract.Delivered{ip("10.0.0.200"): 3}, served, nil},
+		{"proofs off: served on the cloud's word", nil, served, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := gwIn(tc.delivered)
+			in.ProbePort = 4790
+			res, err := ComputeState(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			role := res.State.Gateway
+			if role == nil || !reflect.DeepEqual(role.Addresses, mounted) {
+				t.Fatalf("gateway role %+v, want %v mounted", role, mounted)
+			}
+			if !reflect.DeepEqual(role.Groups, tc.groups) {
+				t.Errorf("served %+v, want %+v", role.Groups, tc.groups)
+			}
+			if !reflect.DeepEqual(res.DeliveryChecks, tc.checks) {
+				t.Errorf("delivery checks %+v, want %+v", res.DeliveryChecks, tc.checks)
+			}
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -306,4 +307,56 @@ func AdmitClusterEgressPolicies(pols []egressv1.ClusterEgressPolicy, b PrefixBud
 		list[i] = BudgetedPolicy{Name: p.Name, Created: p.CreationTimestamp, Prefixes: Prefixes(&p.Spec.EgressPolicyRule)}
 	}
 	return Admit("the ClusterEgressPolicies", list, b.Cluster)
+}
+
+// DeliveredAnnotation, on an agent's Lease, lists the cloud egress IPs its node has proven the
+// fabric delivers to it (docs/control-plane.md, "Delivery"): an agent mounts an address the
+// cloud moved to it but SNATs to it only once a probe sent from the address came back, and the
+// coordinator lists the node Active for it only once this annotation carries the proof. Each
+// proof names the EgressIP's metadata.generation it was made for: every placement changes
+// spec.node, hence the generation, so a proof never outlives the move it proved. A Lease
+// without the annotation is an agent that does not prove delivery (older versions): its held
+// addresses count as delivered.
+const DeliveredAnnotation = "egressd.io/delivered-egress-ips"
+
+// Delivered maps an egress IP to the EgressIP generation its delivery was proven for.
+type Delivered map[netip.Addr]int64
+
+// String encodes d as the annotation's value: "ip@generation" entries, sorted, comma-separated.
+func (d Delivered) String() string {
+	ips := make([]netip.Addr, 0, len(d))
+	for ip := range d {
+		ips = append(ips, ip)
+	}
+	slices.SortFunc(ips, netip.Addr.Compare)
+	parts := make([]string, len(ips))
+	for i, ip := range ips {
+		parts[i] = ip.String() + "@" + strconv.FormatInt(d[ip], 10)
+	}
+	return strings.Join(parts, ",")
+}
+
+// ParseDelivered decodes the annotation's value. An entry that does not parse is an error
+// naming it; the empty string is an empty set.
+func ParseDelivered(s string) (Delivered, error) {
+	d := Delivered{}
+	if s == "" {
+		return d, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		ipStr, genStr, ok := strings.Cut(part, "@")
+		ip, ierr := netip.ParseAddr(ipStr)
+		gen, gerr := strconv.ParseInt(genStr, 10, 64)
+		if !ok || ierr != nil || gerr != nil {
+			return nil, fmt.Errorf("%s: entry %q is not ip@generation", DeliveredAnnotation, part)
+		}
+		d[ip.Unmap()] = gen
+	}
+	return d, nil
+}
+
+// Proves reports whether d proves that ip, at the EgressIP generation gen, reaches this node.
+func (d Delivered) Proves(ip netip.Addr, gen int64) bool {
+	g, ok := d[ip]
+	return ok && g == gen
 }

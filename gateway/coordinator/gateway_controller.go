@@ -137,7 +137,7 @@ func (r *GatewayReconciler) reconcile(ctx context.Context, name string) (ctrl.Re
 	in := PlanInput{Group: gw.Name, Spec: gw.Spec, Nodes: views, Previous: gw.Status, Now: r.clock.Now()}
 	for _, e := range eips {
 		ip, _ := netip.ParseAddr(e.Spec.IP)
-		in.IPs = append(in.IPs, IPView{IP: ip, Zone: e.Spec.Zone, Node: e.Spec.Node})
+		in.IPs = append(in.IPs, IPView{IP: ip, Zone: e.Spec.Zone, Node: e.Spec.Node, Held: e.Status.Node, Generation: e.Generation})
 	}
 	plan, err := PlanGateway(in, r.alloc.Allocator)
 	if err != nil {

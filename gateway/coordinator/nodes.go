@@ -46,6 +46,25 @@ func leaseFresh(l *coordinationv1.Lease, now time.Time, timeout time.Duration) b
 	return now.Sub(l.Spec.RenewTime.Time) <= timeout
 }
 
+// leaseDelivered reads the delivery proofs of an agent's Lease (contract.DeliveredAnnotation):
+// nil when the agent does not prove delivery. An annotation that does not parse proves nothing
+// (an empty set): the node stays Standby for its cloud addresses rather than taking new flows
+// on a claim nobody can read.
+func leaseDelivered(l *coordinationv1.Lease) contract.Delivered {
+	if l == nil {
+		return nil
+	}
+	v, ok := l.Annotations[contract.DeliveredAnnotation]
+	if !ok {
+		return nil
+	}
+	d, err := contract.ParseDelivered(v)
+	if err != nil {
+		return contract.Delivered{}
+	}
+	return d
+}
+
 func nodeRef(n *corev1.Node) providers.NodeRef {
 	return providers.NodeRef{Name: n.Name, ProviderID: n.Spec.ProviderID, Zone: n.Labels[ZoneLabel]}
 }
@@ -83,6 +102,7 @@ func (c *Coordinator) nodeViews(gw *egressv1.EgressGateway, nodes []corev1.Node,
 			Cordoned:   n.Spec.Unschedulable,
 			AgentAlive: leaseFresh(leases[n.Name], now, c.cfg.AgentLeaseTimeout.Duration),
 			Free:       -1,
+			Delivered:  leaseDelivered(leases[n.Name]),
 		}
 		v.ProbeUp = !v.UnderlayIP.IsValid() || c.health.Up(v.UnderlayIP)
 		if v.Selected && v.Ready {

@@ -29,6 +29,10 @@ type NodeView struct {
 	ProbeUp bool
 	// Free is how many more egress IPs the node can take (provider capacity).
 	Free int
+	// Delivered is what the node's agent proved the fabric delivers to it (its Lease's
+	// contract.DeliveredAnnotation); nil when the agent does not prove delivery, and then every
+	// address the cloud gave the node counts as delivered.
+	Delivered contract.Delivered
 }
 
 // IPView is one EgressIP of the group as the ledger has it.
@@ -37,6 +41,10 @@ type IPView struct {
 	Zone string
 	// Node is spec.node, where the coordinator wants the address.
 	Node string
+	// Held is status.node, where the cloud put it; Generation the EgressIP's
+	// metadata.generation, which a delivery proof must name.
+	Held       string
+	Generation int64
 }
 
 // PlanInput is everything the planner decides from. It holds no clients: Plan is pure.
@@ -293,9 +301,29 @@ func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds
 		}
 	}
 
-	held := map[string]bool{}
-	for _, node := range zp.Place {
-		held[node] = true
+	// A usable gateway is Active once it serves an address placed on it: for cloud addresses,
+	// once the cloud holds it there and the node's agent proved the fabric delivers it (a cloud
+	// applies a move after its call returns: listing the node earlier sends new flows to a
+	// gateway that can only drop them). Static addresses are announced by the holder itself.
+	placed, serving := map[string]bool{}, map[string]bool{}
+	view := map[netip.Addr]IPView{}
+	for _, ip := range ips {
+		view[ip.IP] = ip
+	}
+	delivered := map[string]contract.Delivered{}
+	for _, g := range gws {
+		delivered[g.Name] = g.Delivered
+	}
+	for ip, node := range zp.Place {
+		if node == "" {
+			continue
+		}
+		placed[node] = true
+		v := view[ip]
+		if in.Spec.Addresses.Source() != egressv1.AddressSourceCloud ||
+			v.Node == node && v.Held == node && (delivered[node] == nil || delivered[node].Proves(ip, v.Generation)) {
+			serving[node] = true
+		}
 	}
 	for _, g := range gws {
 		st := egressv1.GatewayNodeStatus{Node: g.Name, State: g.state, Reason: g.reason}
@@ -305,9 +333,12 @@ func planZone(in PlanInput, zone string, gws []*gatewayView, ips []IPView, holds
 		if g.usable {
 			st.State = egressv1.GatewayStandby
 			st.Reason = egressv1.ReasonNoEgressIP
+			switch {
 			// nodeInterface gateways egress with their own interface address: no EgressIP to hold.
-			if held[g.Name] || in.Spec.Addresses.Source() == egressv1.AddressSourceNodeInterface {
+			case serving[g.Name] || in.Spec.Addresses.Source() == egressv1.AddressSourceNodeInterface:
 				st.State, st.Reason = egressv1.GatewayActive, ""
+			case placed[g.Name]:
+				st.Reason = egressv1.ReasonAwaitingDelivery
 			}
 		}
 		since := in.Now

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/ipalloc"
 )
 
@@ -30,7 +31,8 @@ func unlabelled(n *NodeView) { n.Selected = false }
 func leaseGone(n *NodeView)  { n.AgentAlive = false }
 
 func ip(s, zone, node string) IPView {
-	return IPView{IP: netip.MustParseAddr(s), Zone: zone, Node: node}
+	// The cloud holds it where the ledger wants it: the steady state.
+	return IPView{IP: netip.MustParseAddr(s), Zone: zone, Node: node, Held: node}
 }
 
 func spec(mods ...func(*egressv1.EgressGatewaySpec)) egressv1.EgressGatewaySpec {
@@ -87,13 +89,13 @@ func TestPlanGateway(t *testing.T) {
 		{
 			name:   "probe failure moves the address to the survivor in the zone",
 			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}},
-			states: map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Active"},
+			states: map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Standby"},
 			place:  map[string]string{"10.0.1.10": "n2"},
 		},
 		{
 			name:   "node NotReady and expired agent lease are unhealthy too",
 			in:     PlanInput{Spec: spec(ipsPerZone(2)), Nodes: []NodeView{node("n1", "a", notReady), node("n2", "a", leaseGone), node("n3", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1"), ip("10.0.1.11", "a", "n2")}},
-			states: map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Unhealthy", "n3": "Active"},
+			states: map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Unhealthy", "n3": "Standby"},
 			place:  map[string]string{"10.0.1.10": "n3", "10.0.1.11": "n3"},
 		},
 		{
@@ -112,13 +114,13 @@ func TestPlanGateway(t *testing.T) {
 		{
 			name:   "cordoned holder after the grace period: the address moves",
 			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", cordoned), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}, Previous: draining("n1", t0.Add(-31*time.Second))},
-			states: map[string]egressv1.GatewayState{"n1": "Draining", "n2": "Active"},
+			states: map[string]egressv1.GatewayState{"n1": "Draining", "n2": "Standby"},
 			place:  map[string]string{"10.0.1.10": "n2"},
 		},
 		{
 			name:   "label removed after the grace period: the node leaves the group",
 			in:     PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", unlabelled), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}, Previous: draining("n1", t0.Add(-time.Minute))},
-			states: map[string]egressv1.GatewayState{"n2": "Active"},
+			states: map[string]egressv1.GatewayState{"n2": "Standby"},
 			place:  map[string]string{"10.0.1.10": "n2"},
 			gone:   []string{"n1"},
 		},
@@ -138,13 +140,13 @@ func TestPlanGateway(t *testing.T) {
 		{
 			name:   "ActiveStandby, failback Immediate: addresses return to the elected node",
 			in:     PlanInput{Group: "db", Spec: spec(standby, immediate, ipsPerZone(2)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n2"), ip("10.0.1.11", "a", "n2")}},
-			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Standby"},
+			states: map[string]egressv1.GatewayState{"n1": "Standby", "n2": "Standby"},
 			place:  map[string]string{"10.0.1.10": "n1", "10.0.1.11": "n1"},
 		},
 		{
 			name:   "ActiveActive, failback Immediate: a recovered node takes a share back",
 			in:     PlanInput{Spec: spec(immediate, ipsPerZone(2)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", "n1"), ip("10.0.1.11", "a", "n1")}},
-			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Active"},
+			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Standby"},
 			place:  map[string]string{"10.0.1.10": "n1", "10.0.1.11": "n2"},
 		},
 		{
@@ -175,7 +177,7 @@ func TestPlanGateway(t *testing.T) {
 		{
 			name:   "spread new addresses over the zone's gateways",
 			in:     PlanInput{Spec: spec(ipsPerZone(2)), Nodes: []NodeView{node("n1", "a"), node("n2", "a")}, IPs: []IPView{ip("10.0.1.10", "a", ""), ip("10.0.1.11", "a", "")}},
-			states: map[string]egressv1.GatewayState{"n1": "Active", "n2": "Active"},
+			states: map[string]egressv1.GatewayState{"n1": "Standby", "n2": "Standby"},
 			place:  map[string]string{"10.0.1.10": "n1", "10.0.1.11": "n2"},
 		},
 		// Fail-safe health: the coordinator's probes fail for the whole group.
@@ -209,14 +211,14 @@ func TestPlanGateway(t *testing.T) {
 		{
 			name:    "every probe fails, the holder's lease expired: it fails, the fresh one takes over",
 			in:      PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown, leaseGone), node("n2", "a", probeDown)}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}},
-			states:  map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Active"},
+			states:  map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Standby"},
 			place:   map[string]string{"10.0.1.10": "n2"},
 			ignored: []string{"n2"},
 		},
 		{
 			name:    "every probe fails, the holder's node NotReady: it fails, the fresh one takes over",
 			in:      PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown, notReady), node("n2", "a", probeDown)}, IPs: []IPView{ip("10.0.1.10", "a", "n1")}},
-			states:  map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Active"},
+			states:  map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Standby"},
 			place:   map[string]string{"10.0.1.10": "n2"},
 			ignored: []string{"n2"},
 		},
@@ -390,5 +392,56 @@ func TestActiveStandbySpreadsAcrossNodes(t *testing.T) {
 	// A fair spread: every node within 30% of its even share (binomial sd is 8.7 here).
 	if lo < groups/nodes*7/10 || hi > groups/nodes*13/10 {
 		t.Errorf("active role spread %v: outside 70-130%% of the even share %d", active, groups/nodes)
+	}
+}
+
+// A node turns Active for a cloud address only once the cloud holds it there and the node's
+// agent proved delivery for the EgressIP's generation; until then it is Standby, reason
+// AwaitingDelivery, and workers send it nothing. An agent that publishes no proofs (nil) is
+// taken at the cloud's word; static addresses need no proof.
+func TestPlanWaitsForDelivery(t *testing.T) {
+	addr := netip.MustParseAddr("10.0.1.10")
+	for _, tc := range []struct {
+		name      string
+		spec      egressv1.EgressGatewaySpec
+		held      string
+		gen       int64
+		delivered contract.Delivered
+		state     egressv1.GatewayState
+		reason    string
+	}{
+		{"the cloud call has not returned", spec(), "n1", 2, nil, egressv1.GatewayStandby, egressv1.ReasonAwaitingDelivery},
+		{"held, agent proves nothing (older agent)", spec(), "n2", 2, nil, egressv1.GatewayActive, ""},
+		{"held, no proof yet", spec(), "n2", 2, contract.Delivered{}, egressv1.GatewayStandby, egressv1.ReasonAwaitingDelivery},
+		{"held, proof of an earlier placement", spec(), "n2", 2, contract.Delivered{addr: 1}, egressv1.GatewayStandby, egressv1.ReasonAwaitingDelivery},
+		{"held and proven", spec(), "n2", 2, contract.Delivered{addr: 2}, egressv1.GatewayActive, ""},
+		{"static addresses are announced, not proven", egressv1.EgressGatewaySpec{Mode: egressv1.ModeActiveActive,
+			Addresses: egressv1.EgressAddresses{Static: &egressv1.StaticAddresses{}}}, "n1", 2, contract.Delivered{}, egressv1.GatewayActive, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n2 := node("n2", "a")
+			n2.Delivered = tc.delivered
+			in := PlanInput{Spec: tc.spec, Now: t0, Nodes: []NodeView{node("n1", "a", probeDown), n2},
+				IPs: []IPView{{IP: addr, Zone: "a", Node: "n2", Held: tc.held, Generation: tc.gen}}}
+			alloc := ipalloc.New()
+			if err := alloc.AddSubnet("a", "subnet-a", netip.MustParsePrefix("10.0.1.0/24"), ipalloc.ReserveAWS); err != nil {
+				t.Fatal(err)
+			}
+			if err := alloc.Claim(ipalloc.Record{IP: addr, Zone: "a", Subnet: "subnet-a", Owner: "gw", Node: "n2"}); err != nil {
+				t.Fatal(err)
+			}
+			plan, err := PlanGateway(in, alloc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, g := range plan.Zones[0].Gateways {
+				if g.Node == "n2" && (g.State != tc.state || g.Reason != tc.reason) {
+					t.Errorf("n2 is %s (%s), want %s (%s)", g.State, g.Reason, tc.state, tc.reason)
+				}
+			}
+			if got := plan.Zones[0].Place[addr]; got != "n2" {
+				t.Errorf("address placed on %q, want n2", got)
+			}
+		})
 	}
 }

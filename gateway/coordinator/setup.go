@@ -191,7 +191,7 @@ func Setup(mgr manager.Manager, c *Coordinator, healthChanges <-chan event.Gener
 	b := ctrl.NewControllerManagedBy(mgr).Named("egressgateway").
 		For(&egressv1.EgressGateway{}).
 		Watches(&corev1.Node{}, allGateways, builder.WithPredicates(nodeChanged())).
-		Watches(&coordinationv1.Lease{}, allGateways, builder.WithPredicates(leaseRecovered(c))).
+		Watches(&coordinationv1.Lease{}, allGateways, builder.WithPredicates(leaseChanged(c))).
 		Watches(&egressv1.EgressIP{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if g := o.GetLabels()[egressv1.LabelGateway]; g != "" {
 				return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: g}}}
@@ -302,16 +302,20 @@ func nodeChanged() predicate.Predicate {
 	}}
 }
 
-// leaseRecovered passes Lease updates that bring a stale agent back (a renewal after a gap);
+// leaseChanged passes Lease updates that bring a stale agent back (a renewal after a gap) or
+// change its delivery proofs (contract.DeliveredAnnotation: a node may now turn Active);
 // routine renewals are dropped. Expiry has no event: the gateway reconcile requeues within
 // AgentLeaseTimeout to notice it.
-func leaseRecovered(c *Coordinator) predicate.Predicate {
+func leaseChanged(c *Coordinator) predicate.Predicate {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		old, ok := e.ObjectOld.(*coordinationv1.Lease)
-		if !ok {
+		cur, ok2 := e.ObjectNew.(*coordinationv1.Lease)
+		if !ok || !ok2 {
 			return true
 		}
-		return !leaseFresh(old, c.clock.Now(), c.cfg.AgentLeaseTimeout.Duration/2)
+		ov, oset := old.Annotations[contract.DeliveredAnnotation]
+		nv, nset := cur.Annotations[contract.DeliveredAnnotation]
+		return ov != nv || oset != nset || !leaseFresh(old, c.clock.Now(), c.cfg.AgentLeaseTimeout.Duration/2)
 	}}
 }
 
