@@ -27,11 +27,10 @@ const (
 )
 
 // scaleSetNICAPIVersions are the api-versions the simulator serves on the scale-set NIC read
-// path: armnetwork/v7 calls it at 2018-10-01 (while its networkInterfaces calls use
-// 2025-01-01), the version of the REST reference's "Get Virtual Machine Scale Set Network
-// Interface"; 2017-03-30 is the older one that reference lists. docs/azure.md ("Simulator") says
-// what is not known of the versions Azure serves there.
-var scaleSetNICAPIVersions = []string{"2017-03-30", "2018-10-01"}
+// path: the one armnetwork/v7 calls it at, 2018-10-01 (the version of the swagger it is
+// generated from for these operations), while its networkInterfaces calls use 2025-01-01.
+// docs/azure.md ("Simulator") says what is not known of the versions Azure serves there.
+var scaleSetNICAPIVersions = []string{"2018-10-01"}
 
 // ScaleSetSeed describes a Uniform scale set: each instance gets one NIC named after the
 // scale set's network interface configuration (<scale set>-nic, as AKS names it
