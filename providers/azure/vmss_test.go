@@ -27,7 +27,8 @@ func code(err error) string {
 
 // A Uniform scale-set instance cannot hold an address egressd chose (its ipConfigurations are
 // Dynamic): discovery says so after one read of the instance's NICs through the scale-set read
-// path (the SDK's 2018-10-01, which the simulator checks), a missing instance is NotFound, and
+// path (the SDK's 2018-10-01, which the simulator checks) and with no call the next time, a
+// missing instance is NotFound, and
 // an ensure or a move to such a node is refused before any call, so a move never takes the
 // address off its holder for a target that cannot take it.
 func TestUniformScaleSetInstance(t *testing.T) {
@@ -43,6 +44,10 @@ func TestUniformScaleSetInstance(t *testing.T) {
 	}
 	if c := e.sim.CallCounts(); total(c) != 1 || c[azuresim.MScaleSetNICList] != 1 {
 		t.Fatalf("discovery calls %v, want one scale-set NIC list", summary(c))
+	}
+	e.sim.ResetCalls()
+	if _, err := e.p.DiscoverNode(ctx, instance("0")); code(err) != "UniformScaleSetInstance" || total(e.sim.CallCounts()) != 0 {
+		t.Fatalf("discovering the instance again: %v, calls %s (want none: it is remembered)", err, summary(e.sim.CallCounts()))
 	}
 	if _, err := e.p.DiscoverNode(ctx, instance("7")); !providers.IsNotFound(err) {
 		t.Fatalf("discovering a missing instance: want NotFound, got %v", err)
