@@ -9,7 +9,12 @@ import (
 )
 
 // DiscoverNode implements providers.Provider.
+// A Uniform scale-set instance answers NotFound when it does not exist, else CapacityExhausted
+// (UniformScaleSetInstance, see uniformRefused): one read of its NICs tells the two apart.
 func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*providers.NodeInfo, error) {
+	if _, inst, err := parseProviderID(node.ProviderID); err == nil && inst != nil {
+		return nil, p.discoverInstance(ctx, node, *inst)
+	}
 	n, err := p.nicFor(ctx, node)
 	if err != nil {
 		return nil, err

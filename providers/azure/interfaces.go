@@ -32,9 +32,12 @@ func (p *Provider) lock(key string) func() {
 // nicFor finds the VM's primary NIC: one list of the VM's resource group the first time
 // (Azure has no NIC-by-VM lookup without the compute API), cached afterwards.
 func (p *Provider) nicFor(ctx context.Context, node providers.NodeRef) (nicRef, error) {
-	vm, err := parseProviderID(node.ProviderID)
+	vm, inst, err := parseProviderID(node.ProviderID)
 	if err != nil {
 		return nicRef{}, err
+	}
+	if inst != nil {
+		return nicRef{}, uniformRefused("placing an egress IP on "+node.Name, *inst)
 	}
 	key := strings.ToLower(vm.id())
 	p.mu.Lock()

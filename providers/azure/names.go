@@ -22,22 +22,46 @@ type nicRef struct{ rg, name string }
 
 func (n nicRef) key() string { return strings.ToLower(n.rg + "/" + n.name) }
 
-// parseProviderID parses azure:///subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM.
-func parseProviderID(id string) (vmRef, error) {
+// instanceRef is an instance of a Uniform virtual machine scale set (AKS's default node
+// pools): its NIC is part of the instance's model, not a networkInterfaces resource.
+type instanceRef struct{ sub, rg, vmss, id string }
+
+func (r instanceRef) resourceID() string {
+	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/virtualMachineScaleSets/%s/virtualMachines/%s", r.sub, r.rg, r.vmss, r.id)
+}
+
+// uniformRefused is the answer for a Uniform scale-set instance asked to hold an egress IP.
+// The instance's ipConfigurations exist only in its compute model
+// (networkProfileConfiguration), whose ipConfigurations have no privateIPAddress: the network
+// resource provider allocates them a Dynamic address of its choosing, so an address ipalloc
+// chose can be neither placed on such an instance nor carried to it by a move; and a model's
+// public IP comes from a publicIPAddressConfiguration (a new address, or one drawn from a
+// prefix), never an existing public IP resource. The network resource provider itself only
+// reads these NICs.
+func uniformRefused(op string, r instanceRef) error {
+	return &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "UniformScaleSetInstance",
+		Err: fmt.Errorf("%s is an instance of the Uniform scale set %s: its ipConfigurations are Dynamic (the scale-set model has no privateIPAddress), so it cannot hold an egress IP egressd chose; run gateways on a node pool of standalone VMs (AKS --vm-set-type VirtualMachines)", r.resourceID(), r.vmss)}
+}
+
+// parseProviderID parses azure:///subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM
+// (a standalone VM or a Flexible scale-set instance) or, returning it as the second value,
+// .../virtualMachineScaleSets/VMSS/virtualMachines/ID (a Uniform scale-set instance).
+func parseProviderID(id string) (vmRef, *instanceRef, error) {
 	op := "parsing providerID " + id
 	rest, ok := strings.CutPrefix(id, "azure://")
 	if !ok {
-		return vmRef{}, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errors.New("not an Azure node")}
+		return vmRef{}, nil, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errors.New("not an Azure node")}
 	}
 	parts := strings.Split(strings.Trim(rest, "/"), "/")
-	if len(parts) >= 8 && strings.EqualFold(parts[6], "virtualMachineScaleSets") {
-		return vmRef{}, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "VMSSUnsupported",
-			Err: errors.New("uniform scale set NICs are changed through the scale set model, which this provider does not do yet; use Flexible orchestration or availability-set node pools for gateways")}
+	if len(parts) == 10 && strings.EqualFold(parts[0], "subscriptions") && strings.EqualFold(parts[2], "resourceGroups") &&
+		strings.EqualFold(parts[4], "providers") && strings.EqualFold(parts[5], "Microsoft.Compute") &&
+		strings.EqualFold(parts[6], "virtualMachineScaleSets") && strings.EqualFold(parts[8], "virtualMachines") {
+		return vmRef{}, &instanceRef{parts[1], parts[3], parts[7], parts[9]}, nil
 	}
 	if len(parts) != 8 || !strings.EqualFold(parts[0], "subscriptions") || !strings.EqualFold(parts[2], "resourceGroups") || !strings.EqualFold(parts[6], "virtualMachines") {
-		return vmRef{}, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errors.New("want azure:///subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM")}
+		return vmRef{}, nil, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errors.New("want azure:///subscriptions/S/resourceGroups/RG/providers/Microsoft.Compute/virtualMachines/VM or .../virtualMachineScaleSets/VMSS/virtualMachines/ID")}
 	}
-	return vmRef{parts[1], parts[3], parts[7]}, nil
+	return vmRef{parts[1], parts[3], parts[7]}, nil, nil
 }
 
 // parseNICID parses a NIC resource ID (or an ipConfiguration ID) into the NIC reference.

@@ -8,6 +8,9 @@
 // (egressd-<8 hex of sha256(cluster)>-<ip>); public IPs carry the egressd.io/cluster and
 // egressd.io/owner tags. Only names and tags of this cluster are ever changed or released.
 //
+// Nodes of Uniform scale sets (AKS's default pools) are refused (names.go, uniformRefused): their
+// ipConfigurations belong to the scale-set model, which cannot carry an address egressd chose.
+//
 // It owns the armnetwork SDK; nothing else in egressd imports it.
 package azure
 
@@ -33,8 +36,10 @@ type Provider struct {
 	cfg  Config
 	mu   sync.Mutex
 	nics map[string]nicRef // VM resource ID (lower case) → its primary NIC; a VM's NICs do not change while it exists
-	lks  map[string]*sync.Mutex
-	last MoveWindow
+	// uniform holds the Uniform scale-set instances (resource ID, lower case) seen to exist.
+	uniform map[string]bool
+	lks     map[string]*sync.Mutex
+	last    MoveWindow
 }
 
 // MoveWindow is how long a move left the address on no NIC, as observed by the provider
@@ -95,7 +100,7 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 	} else if c, err = clientsFor(cfg); err != nil {
 		return nil, err
 	}
-	return &Provider{name: name, c: c, cfg: cfg, nics: map[string]nicRef{}, lks: map[string]*sync.Mutex{}}, nil
+	return &Provider{name: name, c: c, cfg: cfg, nics: map[string]nicRef{}, uniform: map[string]bool{}, lks: map[string]*sync.Mutex{}}, nil
 }
 
 // Name implements providers.Provider: the configured name.

@@ -60,6 +60,11 @@ data "azurerm_resource_group" "nodes" {
 
 data "azurerm_subscription" "current" {}
 
+# azurerm creates these pools as Uniform virtual machine scale sets: it has no VirtualMachines
+# pool type (hashicorp/terraform-provider-azurerm#30196). Uniform instances cannot hold egress
+# IPs (docs/azure.md, "Uniform scale sets"), so until a pool of standalone VMs can be declared
+# here, create the gateway pools with `az aks nodepool add --vm-set-type VirtualMachines` and
+# apply with -var 'gateway_zones=[]' (docs/install-aks.md).
 resource "azurerm_kubernetes_cluster_node_pool" "gateway" {
   for_each              = toset(var.gateway_zones)
   name                  = "egw${each.key}"
@@ -106,6 +111,7 @@ resource "azurerm_role_definition" "controller" {
       "Microsoft.Network/virtualNetworks/subnets/join/action",
       "Microsoft.Network/loadBalancers/backendAddressPools/join/action",
       "Microsoft.Network/networkSecurityGroups/join/action",
+      "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces/read",
     ]
     not_actions = []
   }

@@ -11,7 +11,9 @@ import (
 type SeedDocument struct {
 	Subnets []SubnetSeed `json:"subnets"`
 	VMs     []VMSeed     `json:"vms"`
-	IMDS    *IMDSSeed    `json:"imds,omitempty"`
+	// ScaleSets are Uniform scale sets (vmss.go).
+	ScaleSets []ScaleSetSeed `json:"scaleSets,omitempty"`
+	IMDS      *IMDSSeed      `json:"imds,omitempty"`
 }
 
 // FaultDocument is what POST /admin/faults accepts.
@@ -38,6 +40,9 @@ func (s *Sim) seed(doc SeedDocument) error {
 	}
 	for _, vm := range doc.VMs {
 		s.AddVM(vm)
+	}
+	for _, ss := range doc.ScaleSets {
+		s.AddScaleSet(ss)
 	}
 	if doc.IMDS != nil {
 		s.SetIMDS(*doc.IMDS)

@@ -132,6 +132,9 @@ func (s *Sim) route(method string, parts []string) (string, handler) {
 	for i, p := range parts {
 		lp[i] = strings.ToLower(p)
 	}
+	if m, h := s.routeScaleSet(method, lp); h != nil {
+		return m, h
+	}
 	n := len(lp)
 	if n >= 6 && lp[2] == "providers" && lp[3] == "microsoft.network" && lp[4] == "locations" && n == 8 {
 		switch lp[6] {
@@ -174,6 +177,8 @@ func typeOf(method string, parts []string) string {
 		return "publicIPAddresses"
 	case MSubnetGet:
 		return "virtualNetworks/subnets"
+	case MScaleSetNICList, MScaleSetNICGet:
+		return scaleSetNICType
 	}
 	return "locations/" + parts[6]
 }

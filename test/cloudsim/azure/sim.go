@@ -76,6 +76,9 @@ type Sim struct {
 	imds     IMDSSeed
 	nextPub  int
 
+	// scaleSetNICs are the NICs of Uniform scale-set instances (vmss.go), lower(id) → document.
+	scaleSetNICs map[string]map[string]any
+
 	rgs      map[string]bool // lower(resource group name)
 	parents  map[string]bool // lower(virtual network ID), the parents of subnets
 	busy     map[string]*operation

@@ -34,13 +34,17 @@ var apiVersionShape = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}(-[a-z]+)?$`)
 // all 400.
 func (s *Sim) checkAPIVersion(q url.Values, typ string) *armError {
 	v := q.Get("api-version")
-	supported := supportedAPIVersions()
+	served := servedAPIVersions
+	if typ == scaleSetNICType {
+		served = scaleSetNICAPIVersions
+	}
+	supported := supportedAPIVersions(served)
 	switch {
 	case v == "":
 		return aerr(http.StatusBadRequest, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.")
 	case !apiVersionShape.MatchString(v):
 		return aerr(http.StatusBadRequest, "InvalidApiVersionParameter", "The api-version '%s' is invalid. The supported versions are '%s'.", v, supported)
-	case !slices.Contains(servedAPIVersions, v):
+	case !slices.Contains(served, v):
 		return aerr(http.StatusBadRequest, "NoRegisteredProviderFound",
 			"No registered resource provider found for location '%s' and API version '%s' for type '%s'. The supported api-versions are '%s'. The supported locations are '%s'.",
 			s.location, v, typ, supported, s.location)
@@ -48,9 +52,12 @@ func (s *Sim) checkAPIVersion(q url.Values, typ string) *armError {
 	return nil
 }
 
-// supportedAPIVersions lists the served api-versions newest first, as ARM's messages do.
-func supportedAPIVersions() string {
-	v := slices.Clone(servedAPIVersions)
+// scaleSetNICType names the scale-set NIC read path's type in api-version errors.
+const scaleSetNICType = "virtualMachineScaleSets/virtualMachines/networkInterfaces"
+
+// supportedAPIVersions lists served api-versions newest first, as ARM's messages do.
+func supportedAPIVersions(served []string) string {
+	v := slices.Clone(served)
 	slices.Reverse(v)
 	return strings.Join(v, ", ")
 }

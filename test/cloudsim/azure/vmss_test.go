@@ -1,0 +1,92 @@
+package azuresim
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func newScaleSetSim(t *testing.T) (*Sim, client) {
+	t.Helper()
+	s, c := newTestSim(t, 1)
+	s.AddScaleSet(ScaleSetSeed{ResourceGroup: trg, Name: "aks-np-vmss", Subnet: s.SubnetID(trg, "vnet", "nodes"),
+		Instances: []ScaleSetInstanceSeed{{ID: "0", PrimaryIP: "10.1.1.4"}, {ID: "1", PrimaryIP: "10.1.1.5"}}})
+	return s, c
+}
+
+const vmssPath = "/resourceGroups/" + trg + "/providers/Microsoft.Compute/virtualMachineScaleSets/aks-np-vmss/virtualMachines/"
+
+// An instance's NIC is read under the scale set, at the read path's own api-version, and is
+// Dynamic.
+func TestScaleSetNICReadPath(t *testing.T) {
+	s, c := newScaleSetSim(t)
+	r := c.do(http.MethodGet, vmssPath+"1/networkInterfaces?api-version=2018-10-01", nil)
+	if r.status != http.StatusOK {
+		t.Fatalf("list: %d %v", r.status, r.body)
+	}
+	vals, _ := r.body["value"].([]any)
+	if len(vals) != 1 {
+		t.Fatalf("list: %v", r.body)
+	}
+	nic := mapOf(vals[0])
+	cfg := props(ipConfigs(nic)[0])
+	if str(mapOf(props(nic)["virtualMachine"])["id"]) != s.ScaleSetVMID(trg, "aks-np-vmss", "1") ||
+		str(cfg["privateIPAddress"]) != "10.1.1.5" || str(cfg["privateIPAllocationMethod"]) != "Dynamic" || str(nic["etag"]) == "" {
+		t.Fatalf("instance NIC %v", nic)
+	}
+	g := c.do(http.MethodGet, vmssPath+"1/networkInterfaces/aks-np-vmss-nic?api-version=2018-10-01", nil)
+	if g.status != http.StatusOK || g.header.Get("ETag") != str(nic["etag"]) || str(g.body["id"]) != str(nic["id"]) {
+		t.Fatalf("get: %d %v %v", g.status, g.header, g.body)
+	}
+	// The networkInterfaces resource's api-versions are not the read path's.
+	if r := c.do(http.MethodGet, vmssPath+"1/networkInterfaces?api-version="+tver, nil); r.status != http.StatusBadRequest || r.code() != "NoRegisteredProviderFound" ||
+		!strings.Contains(str(mapOf(r.body["error"])["message"]), "2018-10-01") {
+		t.Fatalf("api-version %s on the read path: %d %v", tver, r.status, r.body)
+	}
+	if r := c.do(http.MethodGet, nicPath, nil); r.status != http.StatusOK {
+		t.Fatalf("the scale-set api-version check reached networkInterfaces: %d %v", r.status, r.body)
+	}
+}
+
+// Instance NICs are no networkInterfaces resources: the resource group's list and get do not
+// show them, and nothing writes them through the network resource provider.
+func TestScaleSetNICsAreNotNetworkInterfacesResources(t *testing.T) {
+	s, c := newScaleSetSim(t)
+	l := c.do(http.MethodGet, "/resourceGroups/"+trg+"/providers/Microsoft.Network/networkInterfaces?api-version="+tver, nil)
+	for _, v := range l.body["value"].([]any) {
+		if strings.Contains(strings.ToLower(str(mapOf(v)["id"])), "virtualmachinescalesets") {
+			t.Fatalf("resource group list shows %v", mapOf(v)["id"])
+		}
+	}
+	if len(l.body["value"].([]any)) != 1 {
+		t.Fatalf("resource group list %v", l.body)
+	}
+	if r := c.do(http.MethodGet, "/resourceGroups/"+trg+"/providers/Microsoft.Network/networkInterfaces/aks-np-vmss-nic?api-version="+tver, nil); r.status != http.StatusNotFound || r.code() != "ResourceNotFound" {
+		t.Fatalf("networkInterfaces get of an instance NIC: %d %v", r.status, r.body)
+	}
+	before := s.CallCounts()
+	path := vmssPath + "0/networkInterfaces/aks-np-vmss-nic?api-version=2018-10-01"
+	g := c.do(http.MethodGet, path, nil)
+	if r := c.do(http.MethodPut, path, g.body); r.status < 400 {
+		t.Fatalf("PUT of an instance NIC: %d %v", r.status, r.body)
+	}
+	if after := c.do(http.MethodGet, path, nil); str(after.body["etag"]) != str(g.body["etag"]) {
+		t.Fatal("the refused PUT changed the instance NIC")
+	}
+	if got := s.CallCounts()[MScaleSetNICGet] - before[MScaleSetNICGet]; got != 2 {
+		t.Fatalf("%d scale-set NIC gets counted, want 2 (the PUT is no read)", got)
+	}
+}
+
+func TestScaleSetNotFoundCodes(t *testing.T) {
+	_, c := newScaleSetSim(t)
+	for _, tc := range []struct{ path, code string }{
+		{vmssPath + "7/networkInterfaces?api-version=2018-10-01", "ResourceNotFound"},
+		{vmssPath + "0/networkInterfaces/other-nic?api-version=2018-10-01", "NotFound"},
+		{strings.Replace(vmssPath, trg, "rg-gone", 1) + "0/networkInterfaces?api-version=2018-10-01", "ResourceGroupNotFound"},
+	} {
+		if r := c.do(http.MethodGet, tc.path, nil); r.status != http.StatusNotFound || r.code() != tc.code {
+			t.Errorf("GET %s: %d %s, want 404 %s", tc.path, r.status, r.code(), tc.code)
+		}
+	}
+}
