@@ -11,7 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,8 +46,10 @@ type Server struct {
 	// Kubeconfig is the path of a kubeconfig file for kubectl and the binaries.
 	Kubeconfig string
 
-	env *crenvtest.Environment
-	dir string
+	env     *crenvtest.Environment
+	dir     string
+	mu      sync.Mutex // serialises Stop, StopAPIServer and StartAPIServer
+	apiDown bool
 }
 
 // Start runs a server for the duration of t and stops it in t.Cleanup.
@@ -90,7 +96,16 @@ func StartServer(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The API server's certificates (serving, service-account keys) go to a directory of
+	// ours rather than one envtest removes on Stop, so that RestartAPIServer brings it back
+	// with the same certificates, port and client CA: clients keep their kubeconfig.
+	certDir := filepath.Join(dir, "apiserver")
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
 	env := &crenvtest.Environment{
+		ControlPlane:             crenvtest.ControlPlane{APIServer: &crenvtest.APIServer{CertDir: certDir}},
 		BinaryAssetsDirectory:    assets,
 		CRDDirectoryPaths:        []string{CRDDir()},
 		ErrorIfCRDPathMissing:    true,
@@ -124,8 +139,106 @@ func StartServer(ctx context.Context) (*Server, error) {
 
 // Stop stops the API server and etcd and removes their files.
 func (s *Server) Stop() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	err := s.env.Stop()
 	return errors.Join(err, os.RemoveAll(s.dir))
+}
+
+// APIServerStopGrace is how long StopAPIServer lets kube-apiserver shut down after SIGTERM
+// before it kills it, as the kubelet ends a static pod's grace period. With watches open
+// through the lab's proxies kube-apiserver often outlasts envtest's own 30 s stop timeout.
+const APIServerStopGrace = 2 * time.Second
+
+// StopAPIServer stops kube-apiserver (SIGTERM, SIGKILL after APIServerStopGrace) and leaves
+// etcd running with its data. Clients get connection refused until StartAPIServer. It reports
+// whether the process needed the SIGKILL.
+func (s *Server) StopAPIServer() (killed bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.apiDown {
+		return false, nil
+	}
+	pid, err := findProcess("kube-apiserver", "--cert-dir="+s.env.ControlPlane.APIServer.CertDir)
+	if err != nil {
+		return false, err
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return false, fmt.Errorf("stopping kube-apiserver (pid %d): %w", pid, err)
+	}
+	deadline := time.Now().Add(APIServerStopGrace)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			killed = true
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// envtest reaps it and records the stop.
+	if err := s.env.ControlPlane.APIServer.Stop(); err != nil {
+		return killed, fmt.Errorf("stopping kube-apiserver: %w", err)
+	}
+	s.apiDown = true
+	return killed, nil
+}
+
+// findProcess returns the pid of the process whose argv[0] ends in name and which has arg.
+func findProcess(name, arg string) (int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(argv) > 0 && filepath.Base(argv[0]) == name && slices.Contains(argv, arg) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s process with %s", name, arg)
+}
+
+// alive reports whether pid runs (a zombie counts as gone).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z"
+}
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer, on the same address, with
+// the same serving certificate, client CA and service-account keys, against the same etcd:
+// every existing client and kubeconfig works again. It returns once /healthz answers.
+func (s *Server) StartAPIServer() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.apiDown {
+		return nil
+	}
+	if err := s.env.ControlPlane.APIServer.Start(); err != nil {
+		return fmt.Errorf("starting kube-apiserver again: %w", err)
+	}
+	s.apiDown = false
+	return nil
+}
+
+// RestartAPIServer stops kube-apiserver, keeps it down for down and starts it again.
+func (s *Server) RestartAPIServer(down time.Duration) error {
+	if _, err := s.StopAPIServer(); err != nil {
+		return err
+	}
+	time.Sleep(down)
+	return s.StartAPIServer()
 }
 
 // RepoRoot is the root of the egressd checkout this package was built from.

@@ -39,7 +39,9 @@ func (l *Lab) startAPIServer(ctx context.Context) error {
 // startProxies makes the API server and the simulator, which listen on the root namespace's
 // loopback, reachable at the same address from every node and the control plane: a listener
 // on 127.0.0.1:<port> inside the namespace whose connections the lab process pipes to
-// 127.0.0.1:<port> in the root namespace. The kubeconfig and endpoints stay identical.
+// 127.0.0.1:<port> in the root namespace. The kubeconfig and endpoints stay identical. A node's
+// proxies pass through its gate, which Partition closes: the path to the API server and the
+// EC2 endpoint crosses the fabric on a real node.
 func (l *Lab) startProxies(context.Context) error {
 	_, apiPort, err := hostPort(l.API.Config.Host)
 	if err != nil {
@@ -49,13 +51,17 @@ func (l *Lab) startProxies(context.Context) error {
 	if err != nil {
 		return err
 	}
-	targets := []*netns.Namespace{l.CP.Namespace}
-	for _, n := range l.Nodes {
-		targets = append(targets, n.Namespace)
+	type target struct {
+		ns   *netns.Namespace
+		gate *apiGate
 	}
-	for _, ns := range targets {
+	targets := []target{{ns: l.CP.Namespace, gate: &apiGate{}}}
+	for _, n := range l.Nodes {
+		targets = append(targets, target{ns: n.Namespace, gate: &n.down.gate})
+	}
+	for _, t := range targets {
 		for _, port := range []int{apiPort, simPort} {
-			if err := l.proxy(ns, port); err != nil {
+			if err := l.proxy(t.ns, port, t.gate); err != nil {
 				return err
 			}
 		}
@@ -63,7 +69,66 @@ func (l *Lab) startProxies(context.Context) error {
 	return nil
 }
 
-func (l *Lab) proxy(ns *netns.Namespace, port int) error {
+// apiGate cuts a namespace's proxies as a partition cuts the network: while cut, open
+// connections lose their upstream but stay open and silent, and new ones are accepted and
+// held without an answer, so clients see requests hang until their own timeouts, never a
+// reset or a close.
+type apiGate struct {
+	mu     sync.Mutex
+	healed chan struct{} // non-nil while cut; closed by heal
+	ups    map[net.Conn]struct{}
+}
+
+// cut black-holes the gate's connections until heal.
+func (g *apiGate) cut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.healed != nil {
+		return
+	}
+	g.healed = make(chan struct{})
+	for up := range g.ups {
+		_ = up.Close()
+	}
+}
+
+func (g *apiGate) heal() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.healed != nil {
+		close(g.healed)
+		g.healed = nil
+	}
+}
+
+// isCut returns the channel heal closes, or nil when the gate is open.
+func (g *apiGate) isCut() chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.healed
+}
+
+// track registers an upstream connection for cut; false if the gate is cut already.
+func (g *apiGate) track(up net.Conn) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.healed != nil {
+		return false
+	}
+	if g.ups == nil {
+		g.ups = map[net.Conn]struct{}{}
+	}
+	g.ups[up] = struct{}{}
+	return true
+}
+
+func (g *apiGate) untrack(up net.Conn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.ups, up)
+}
+
+func (l *Lab) proxy(ns *netns.Namespace, port int, g *apiGate) error {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	ln, err := ns.Listen("tcp", addr)
 	if err != nil {
@@ -88,7 +153,7 @@ func (l *Lab) proxy(ns *netns.Namespace, port int) error {
 			conns.Add(1)
 			go func() {
 				defer conns.Done()
-				pipe(l.ctx, c, addr)
+				pipe(l.ctx, c, addr, g)
 			}()
 		}
 	}()
@@ -96,19 +161,34 @@ func (l *Lab) proxy(ns *netns.Namespace, port int) error {
 }
 
 // pipe copies between c and a new connection to addr in the root namespace until either side
-// closes or the lab stops.
-func pipe(ctx context.Context, c net.Conn, addr string) {
+// closes or the lab stops. While g is cut it holds c open and silent (a black hole) until the
+// gate heals, then closes it.
+func pipe(ctx context.Context, c net.Conn, addr string, g *apiGate) {
 	defer c.Close()
+	hold := func() {
+		if healed := g.isCut(); healed != nil {
+			select {
+			case <-healed:
+			case <-ctx.Done():
+			}
+		}
+	}
 	var d net.Dialer
 	up, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return
 	}
 	defer up.Close()
+	if !g.track(up) {
+		hold()
+		return
+	}
+	defer g.untrack(up)
 	done := make(chan struct{}, 2)
 	cp := func(dst, src net.Conn) {
 		_, _ = io.Copy(dst, src)
-		if tc, ok := dst.(*net.TCPConn); ok {
+		// Pass a close on, unless the gate cut the upstream: then the client hears nothing.
+		if tc, ok := dst.(*net.TCPConn); ok && g.isCut() == nil {
 			_ = tc.CloseWrite()
 		}
 		done <- struct{}{}
@@ -117,6 +197,10 @@ func pipe(ctx context.Context, c net.Conn, addr string) {
 	go cp(c, up)
 	select {
 	case <-done:
+		if g.isCut() != nil {
+			hold()
+			return
+		}
 		<-done
 	case <-ctx.Done():
 	}

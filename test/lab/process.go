@@ -108,6 +108,13 @@ func (p *process) stop(sig syscall.Signal, grace time.Duration) {
 	}
 }
 
+// kill sends SIGKILL without waiting for the process to be reaped (wait for p.done).
+func (p *process) kill() {
+	if p.running() {
+		_ = p.cmd.Process.Kill()
+	}
+}
+
 // checkAlive waits startupGrace and fails with the tail of the log if the process exited.
 func (p *process) checkAlive(ctx context.Context) error {
 	select {
@@ -167,19 +174,21 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 	if err := l.mountBPF(); err != nil {
 		return err
 	}
+	// What each node booted with, before any agent touched it: a cold reboot returns to it.
+	for _, n := range l.Nodes {
+		b, err := snapshotBoot(n)
+		if err != nil {
+			return fmt.Errorf("recording %s's boot state: %w", n.Name, err)
+		}
+		n.down.mu.Lock()
+		n.down.boot = b
+		n.down.mu.Unlock()
+	}
 	cfg := filepath.Join(l.workDir, "controller.yaml")
 	if err := os.WriteFile(cfg, []byte(l.controllerConfig()), 0o644); err != nil {
 		return err
 	}
-	l.controller = &process{name: ControllerBinary, ns: l.CP.Namespace, env: l.awsEnv(),
-		log: filepath.Join(l.workDir, "logs", "controller.log"),
-		argv: []string{filepath.Join(l.Config.BinDir, ControllerBinary), "--kubeconfig=" + l.Kubeconfig,
-			"--config=" + cfg, "--leader-elect=true", "--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
-			"--zap-time-encoding=rfc3339nano", "--zap-log-level=debug"}}
-	l.mu.Lock()
-	err := l.controller.start()
-	l.mu.Unlock()
-	if err != nil {
+	if err := l.StartController(); err != nil {
 		return err
 	}
 	for _, n := range l.Nodes {
@@ -187,7 +196,10 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := l.controller.checkAlive(ctx); err != nil {
+	l.mu.Lock()
+	c := l.controller
+	l.mu.Unlock()
+	if err := c.checkAlive(ctx); err != nil {
 		return err
 	}
 	for _, n := range l.Nodes {
@@ -195,6 +207,40 @@ func (l *Lab) startControlPlane(ctx context.Context) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// StartController starts (or restarts, after StopController) egressd-controller in the
+// control-plane namespace. A restarted controller waits for the leader-election Lease of the
+// one before it to expire (15 s) unless that one released it (SIGTERM).
+func (l *Lab) StartController() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errors.New("lab closed")
+	}
+	if l.controller.running() {
+		return nil
+	}
+	l.controller = &process{name: ControllerBinary, ns: l.CP.Namespace, env: l.awsEnv(),
+		log: filepath.Join(l.workDir, "logs", "controller.log"),
+		argv: []string{filepath.Join(l.Config.BinDir, ControllerBinary), "--kubeconfig=" + l.Kubeconfig,
+			"--config=" + filepath.Join(l.workDir, "controller.yaml"), "--leader-elect=true",
+			"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
+			"--zap-time-encoding=rfc3339nano", "--zap-log-level=debug"}}
+	return l.controller.start()
+}
+
+// StopController stops egressd-controller: SIGKILL models a crash (its leader Lease stays
+// until it expires), SIGTERM a rollout. It returns once the process is gone.
+func (l *Lab) StopController(sig syscall.Signal) error {
+	l.mu.Lock()
+	c := l.controller
+	l.mu.Unlock()
+	if c == nil {
+		return errors.New("the lab runs without control plane")
+	}
+	c.stop(sig, 5*time.Second)
 	return nil
 }
 
