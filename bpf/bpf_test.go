@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -510,5 +511,82 @@ func TestMapFill(t *testing.T) {
 	}
 	if len(fill) != len(FillMaps) {
 		t.Errorf("%d maps reported, want %d", len(fill), len(FillMaps))
+	}
+}
+
+// ack turns packet's TCP SYN (IPv4) into a segment of an established connection.
+func ack(pkt []byte) []byte {
+	pkt[14+20+13] = 0x10
+	return pkt
+}
+
+// A flow remembers its gateway's egress IP. When that gateway goes away, an established TCP
+// flow is held (dropped, so TCP retransmits) while no listed gateway holds the address, then
+// follows it to the gateway that holds it next (the zone's survivor, once the cloud moved it),
+// so the destination keeps seeing the same source. A new connection meanwhile goes to any
+// healthy gateway, and a flow whose address finds no holder within the hold moves on.
+func TestFlowFollowsEgressIP(t *testing.T) {
+	d := setup(t)
+	must(t, d.SetTunnel(TunnelConfig{Ifindex: 1, NodeIP: testNodeIP, Hold: 2 * time.Second}))
+	ipA, ipB := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2")
+	a, b := gwA, gwB
+	a.Egress, b.Egress = ipA, ipB
+	must(t, d.SetGroup(5, []Gateway{a}))
+	key := func(port uint16) FlowKey {
+		return FlowKey{Src: pod4, Dst: dst4, Sport: port, Dport: 80, Proto: unix.IPPROTO_TCP}
+	}
+	pinnedTo := func(port uint16) uint32 {
+		t.Helper()
+		gw, ok, err := d.FlowGateway(key(port))
+		must(t, err)
+		if !ok {
+			t.Fatalf("flow %d not pinned", port)
+		}
+		return gw
+	}
+	if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 4000, 80)); got != actSteered {
+		t.Fatalf("SYN: verdict %#x", got)
+	}
+	// A goes away (crashed: no longer listed); B holds another address.
+	must(t, d.SetGroup(5, []Gateway{b}))
+	if got := run(t, d, ack(packet(pod4, dst4, unix.IPPROTO_TCP, 4000, 80))); got != actShot {
+		t.Fatalf("established flow while its address has no holder: verdict %#x, want held (dropped)", got)
+	}
+	st, err := d.Stats()
+	must(t, err)
+	if n := st[StatsKey{5, a.ID}].Drops[DropHeld]; n != 1 {
+		t.Fatalf("held drops %d, want 1", n)
+	}
+	if got := pinnedTo(4000); got != a.ID {
+		t.Fatalf("held flow re-pinned to %d", got)
+	}
+	// A new connection is not held: it takes a healthy gateway.
+	if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, 4001, 80)); got != actSteered || pinnedTo(4001) != b.ID {
+		t.Fatalf("new flow: verdict %#x on gateway %d, want steered to %d", got, pinnedTo(4001), b.ID)
+	}
+	// The address lands on C (A's zone's survivor): the flow follows it.
+	c := Gateway{ID: 3, Underlay: netip.MustParseAddr("192.168.0.23"), Healthy: true, Egress: ipA}
+	must(t, d.SetGroup(5, []Gateway{b, c}))
+	if got := run(t, d, ack(packet(pod4, dst4, unix.IPPROTO_TCP, 4000, 80))); got != actSteered || pinnedTo(4000) != c.ID {
+		t.Fatalf("after the move: verdict %#x on gateway %d, want steered to %d (holds %s)", got, pinnedTo(4000), c.ID, ipA)
+	}
+	// C goes away too and nobody takes the address: after the hold, the flow moves on.
+	must(t, d.SetGroup(5, []Gateway{b}))
+	if got := run(t, d, ack(packet(pod4, dst4, unix.IPPROTO_TCP, 4000, 80))); got != actShot {
+		t.Fatalf("second loss: verdict %#x, want held", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := run(t, d, ack(packet(pod4, dst4, unix.IPPROTO_TCP, 4000, 80)))
+		if got == actSteered {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still held (%#x) 10 s after a 2 s hold", got)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := pinnedTo(4000); got != b.ID {
+		t.Fatalf("after the hold the flow is on %d, want %d", got, b.ID)
 	}
 }

@@ -15,7 +15,7 @@ import (
 // Version names the bpffs subdirectory the maps and links are pinned under.
 // Bump it whenever a map's layout changes: an agent of the new version then
 // starts with fresh maps instead of failing on incompatible pins.
-const Version = "v3"
+const Version = "v4"
 
 // DefaultPinRoot is where egressd pins its objects on a node.
 const DefaultPinRoot = "/sys/fs/bpf/egressd"

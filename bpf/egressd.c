@@ -97,6 +97,8 @@ enum drop_reason {
 	DROP_UNSOLICITED,    // source node: a reply for no flow pinned to its sender
 	DROP_NO_FLOW,        // source node: a steered packet reached the tunnel
 			     // device without a pinned flow
+	DROP_HELD,           // source node: an established TCP flow waits for
+			     // its egress IP to reach a listed gateway
 	DROP_MAX,
 };
 // Like unused_mark_layout: puts the enum into BTF for bpf2go.
@@ -141,7 +143,7 @@ struct gateway {
 	__u32 id;
 	__u32 underlay; // IPv4, network byte order
 	__u32 flags;    // GW_HEALTHY, GW_LOCAL, GW_DRAINING
-	__u32 _pad;
+	__u32 egress;   // the IPv4 it SNATs the group to (network order); 0: unknown
 };
 
 struct group {
@@ -168,6 +170,14 @@ struct flow {
 			   // only sender whose replies reach the pod
 	__u8 pod_mac[6];
 	__u8 host_mac[6];
+	// The egress IPv4 the flow leaves with (its gateway's when pinned,
+	// network order; 0: unknown). A flow whose gateway goes away follows
+	// this address to the gateway that holds it next, so the destination
+	// keeps seeing the same source.
+	__u32 egress;
+	// When the flow's gateway went away (bpf_ktime_get_ns() >> 30, about
+	// seconds; 0: it has not): bounds how long it is held.
+	__u32 lost;
 };
 
 // Gateway: the node a tunnelled flow came from.
@@ -213,6 +223,12 @@ struct config {
 	// inner source, and its node's masquerade would make them come from a
 	// cluster node. Pods flagged EP_PROBER may send to the second one.
 	__u16 reserved_ports[2];
+	// How long an established TCP flow whose gateway went away is held
+	// (its packets dropped, counted DROP_HELD, TCP retransmits them) while
+	// no listed gateway holds its egress IP, before it is sent to another
+	// gateway (which breaks it: the destination sees another source). In
+	// units of 2^30 ns (about 1.07 s); 0: never held.
+	__u32 hold;
 };
 
 struct stats_key {
@@ -397,6 +413,7 @@ struct pkt {
 	__u16 frag_ports[2];
 	__u8 eth_src[6];
 	__u8 eth_dst[6];
+	__u8 tcp_flags; // the TCP header's flags byte (SYN 0x02); 0 otherwise
 };
 
 static __always_inline void count(__u32 group, __u32 gw, __u64 bytes, int drop)
@@ -517,6 +534,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 			return -1;
 		p->key.sport = ports[0];
 		p->key.dport = ports[1];
+		if (proto == IPPROTO_TCP && bpf_skb_load_bytes(skb, l4off + 13, &p->tcp_flags, 1) < 0)
+			return -1;
 		if (proto == IPPROTO_UDP)
 			p->udp_dport = ports[1];
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
@@ -611,11 +630,42 @@ int egressd_pod(struct __sk_buff *skb)
 	if (f && f->group == gid) {
 		// A pinned flow stays on a healthy gateway, draining or not.
 		__u32 pinned = f->gateway;
+		__u32 egress = f->egress;
+		struct gateway *holder = 0;
 #pragma unroll
 		for (int i = 0; i < MAX_GATEWAYS; i++) {
-			if (i < g->count && g->gateways[i].id == pinned &&
-			    (g->gateways[i].flags & GW_HEALTHY)) {
-				gw = &g->gateways[i];
+			if (i < g->count && (g->gateways[i].flags & GW_HEALTHY)) {
+				if (g->gateways[i].id == pinned)
+					gw = &g->gateways[i];
+				else if (egress && g->gateways[i].egress == egress)
+					holder = &g->gateways[i];
+			}
+		}
+		if (gw && f->lost)
+			f->lost = 0; // its gateway is back
+		if (!gw && holder) {
+			// Its gateway went away and another listed one holds
+			// its egress IP now (the zone's survivor, once the move
+			// landed): follow the address. The new holder SNATs it
+			// to the same IP, and port when free, so the connection
+			// can go on.
+			gw = holder;
+			f->gateway = gw->id;
+			f->gw_underlay = gw->underlay;
+			f->lost = 0;
+		}
+		if (!gw && egress && cfg && cfg->hold && p.key.proto == IPPROTO_TCP &&
+		    !(p.tcp_flags & 0x02)) {
+			// An established TCP flow: its address is moving
+			// (nobody listed holds it). Another gateway would break
+			// it; dropping lets TCP retransmit until the address
+			// lands, for at most cfg->hold.
+			__u32 now = (__u32)(bpf_ktime_get_ns() >> 30) | 1;
+			if (!f->lost)
+				f->lost = now;
+			if (now - f->lost < cfg->hold) {
+				count(gid, pinned, 0, DROP_HELD);
+				return TC_ACT_SHOT;
 			}
 		}
 	}
@@ -664,6 +714,7 @@ int egressd_pod(struct __sk_buff *skb)
 		    .gateway = gw->id,
 		    .ifindex = skb->ifindex,
 		    .gw_underlay = gw->underlay,
+		    .egress = gw->egress,
 		};
 		__builtin_memcpy(nf.pod_mac, p.eth_src, 6);
 		__builtin_memcpy(nf.host_mac, p.eth_dst, 6);

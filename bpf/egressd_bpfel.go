@@ -19,6 +19,7 @@ type egressdConfig struct {
 	Flags         uint32
 	NodeIp        uint32
 	ReservedPorts [2]uint16
+	Hold          uint32
 }
 
 type egressdConfigFlags uint32
@@ -42,7 +43,8 @@ const (
 	egressdDropReasonDROP_FOREIGN_SOURCE egressdDropReason = 9
 	egressdDropReasonDROP_UNSOLICITED    egressdDropReason = 10
 	egressdDropReasonDROP_NO_FLOW        egressdDropReason = 11
-	egressdDropReasonDROP_MAX            egressdDropReason = 12
+	egressdDropReasonDROP_HELD           egressdDropReason = 12
+	egressdDropReasonDROP_MAX            egressdDropReason = 13
 )
 
 type egressdEndpoint struct {
@@ -71,6 +73,8 @@ type egressdFlow struct {
 	GwUnderlay uint32
 	PodMac     [6]uint8
 	HostMac    [6]uint8
+	Egress     uint32
+	Lost       uint32
 }
 
 type egressdFlowKey struct {
@@ -109,7 +113,7 @@ type egressdGroup struct {
 		Id       uint32
 		Underlay uint32
 		Flags    uint32
-		Pad      uint32
+		Egress   uint32
 	}
 }
 
@@ -191,7 +195,7 @@ type egressdStats struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
-	Drops   [12]uint64
+	Drops   [13]uint64
 }
 
 type egressdStatsKey struct {

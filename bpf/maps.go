@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -31,14 +32,17 @@ const (
 	DropUnsolicited = int(egressdDropReasonDROP_UNSOLICITED)
 	// DropNoFlow: a steered packet reached the tunnel device of its source
 	// node without a pinned flow.
-	DropNoFlow     = int(egressdDropReasonDROP_NO_FLOW)
+	DropNoFlow = int(egressdDropReasonDROP_NO_FLOW)
+	// DropHeld: an established TCP flow whose gateway went away waits for
+	// its egress IP to reach a listed gateway (TunnelConfig.Hold).
+	DropHeld       = int(egressdDropReasonDROP_HELD)
 	NumDropReasons = int(egressdDropReasonDROP_MAX)
 )
 
 // DropReasonNames names the drop reasons for metrics.
 var DropReasonNames = [NumDropReasons]string{
 	"no_gateway", "no_group", "no_tunnel", "encap", "not_served", "no_return", "malformed",
-	"reserved_port", "foreign_node", "foreign_source", "unsolicited", "no_flow",
+	"reserved_port", "foreign_node", "foreign_source", "unsolicited", "no_flow", "held",
 }
 
 // GatewaySelf is the gateway id under which a gateway node counts traffic it
@@ -211,6 +215,10 @@ type Gateway struct {
 	// Draining gateways keep the flows pinned to them while healthy but
 	// get no new ones.
 	Draining bool
+	// Egress is the IPv4 the gateway SNATs the group to (invalid: unknown).
+	// A flow remembers its gateway's; when that gateway goes away, the flow
+	// moves to the listed gateway holding the same address.
+	Egress netip.Addr
 }
 
 // SetGroup replaces a group's gateway list in one map update, so the
@@ -241,6 +249,9 @@ func (d *Datapath) SetGroup(id uint32, gws []Gateway) error {
 		}
 		if g.Draining {
 			gw.Flags |= gwDraining
+		}
+		if g.Egress.Is4() {
+			gw.Egress = be32(g.Egress)
 		}
 	}
 	if err := d.objs.Groups.Update(&id, &v, ebpf.UpdateAny); err != nil {
@@ -334,7 +345,16 @@ type TunnelConfig struct {
 	// CNI's NetworkPolicy does not apply to it). Off: steered packets go on
 	// marked, through the stack, to the tunnel device (MarkSteer).
 	Redirect bool
+	// Hold is how long an established TCP flow whose gateway went away
+	// waits, its packets dropped (DropHeld) and retransmitted by TCP, for a
+	// listed gateway to hold its egress IP again, before it is sent to
+	// another gateway, which breaks it. Rounded up to units of 2^30 ns; 0:
+	// not held.
+	Hold time.Duration
 }
+
+// holdUnit is the unit of the datapath's hold time: bpf_ktime_get_ns() >> 30.
+const holdUnit = time.Duration(1 << 30)
 
 // SetTunnel configures tunnelling.
 func (d *Datapath) SetTunnel(c TunnelConfig) error {
@@ -349,6 +369,10 @@ func (d *Datapath) SetTunnel(c TunnelConfig) error {
 	if c.Redirect {
 		v.Flags |= uint32(egressdConfigFlagsCFG_REDIRECT)
 	}
+	if c.Hold < 0 {
+		return fmt.Errorf("hold %v is negative", c.Hold)
+	}
+	v.Hold = uint32((c.Hold + holdUnit - 1) / holdUnit)
 	for i, port := range c.ReservedPorts {
 		var pb [2]byte
 		binary.BigEndian.PutUint16(pb[:], port)

@@ -42,6 +42,8 @@ func main() {
 	flag.StringVar(&o.Steering, "steering", agent.SteeringStack, `how steered packets reach the tunnel: "stack" (the CNI's NetworkPolicy applies) or "redirect" (skips it; for CNIs that bypass the stack)`)
 	flag.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "bpffs mount; egressd pins under <bpffs>/egressd")
 	flag.BoolVar(&proveDelivery, "prove-delivery", true, "SNAT to a cloud egress IP only once a probe sent from it came back (the cloud's fabric delivers it here); false: on the cloud's word")
+	flag.DurationVar(&o.HoldEstablished, "hold-established", dataplane.DefaultHoldEstablished,
+		"how long an established TCP connection whose gateway went away waits for its egress IP to land on another gateway (it then keeps its source address and port) before it is sent to any gateway; negative: never")
 	flag.BoolVar(&o.Cleanup, "cleanup", false, "remove the datapath and exit")
 	flag.StringVar(&o.DaemonSet, "daemonset", "", "the agents' DaemonSet in --namespace: stopping while it is being deleted removes the datapath")
 	zo := zap.Options{}

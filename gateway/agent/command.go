@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -43,6 +44,9 @@ type CommandOptions struct {
 	// Uninstall deletes DaemonSet in the foreground and waits for it to go, instead of running:
 	// the chart's pre-delete hook.
 	Uninstall bool
+	// HoldEstablished is how long an established TCP flow waits for its egress IP to land on a
+	// listed gateway after its own went away (dataplane.Config.HoldEstablished; negative: never).
+	HoldEstablished time.Duration
 	// NoDeliveryProof serves cloud egress IPs on the cloud's word (Config.NoDeliveryProof).
 	NoDeliveryProof bool
 }
@@ -60,6 +64,7 @@ func Main(ctx context.Context, o CommandOptions) error {
 		TunnelPort:        o.TunnelPort,
 		InterfacePatterns: o.PodInterfacePatterns,
 		Redirect:          o.Steering == SteeringRedirect,
+		HoldEstablished:   o.HoldEstablished,
 	})
 	if o.Cleanup {
 		if err := dp.Remove(ctx); err != nil {

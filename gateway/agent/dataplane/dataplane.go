@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -66,6 +67,12 @@ type Config struct {
 	// themselves (docs/datapath.md#networkpolicy). Off (the default):
 	// steered packets cross the stack like any other.
 	Redirect bool
+	// HoldEstablished is how long an established TCP flow whose gateway
+	// went away waits for a listed gateway to hold its egress IP again
+	// (the zone's survivor, once the cloud moved the address) before it
+	// is sent to another gateway, which breaks it (bpf.TunnelConfig.Hold).
+	// Zero means DefaultHoldEstablished; negative: never held.
+	HoldEstablished time.Duration
 	// Limits sizes the bpf maps.
 	Limits bpf.Limits
 }
@@ -89,7 +96,19 @@ func (c *Config) defaults() {
 	if c.NFTTable == "" {
 		c.NFTTable = DefaultNFTTable
 	}
+	switch {
+	case c.HoldEstablished == 0:
+		c.HoldEstablished = DefaultHoldEstablished
+	case c.HoldEstablished < 0:
+		c.HoldEstablished = 0
+	}
 }
+
+// DefaultHoldEstablished covers a cloud move: detection, the call, and the fabric applying it
+// (EC2's reassignment and GCE's alias operations take seconds; an Azure NIC update often
+// longer, docs/datapath.md). An established connection whose address finds no holder within
+// it is sent to another gateway and breaks, as before the hold.
+const DefaultHoldEstablished = 60 * time.Second
 
 // Dataplane owns the node-local datapath. Its methods are safe for
 // concurrent use.
@@ -264,7 +283,7 @@ func (d *Dataplane) applyMaps(s *State, p *plan) error {
 		gws := make([]bpf.Gateway, 0, len(g.Gateways))
 		for _, gw := range g.Gateways {
 			gws = append(gws, bpf.Gateway{ID: gw.ID, Underlay: gw.NodeIP, Healthy: gw.Healthy, Draining: gw.Draining,
-				Local: gw.NodeIP == s.NodeIP})
+				Local: gw.NodeIP == s.NodeIP, Egress: gw.EgressIPv4})
 		}
 		if err := dp.SetGroup(g.ID, gws); err != nil {
 			return err

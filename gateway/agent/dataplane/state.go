@@ -104,8 +104,9 @@ type GatewayNode struct {
 	// NodeIP is the gateway's underlay IPv4 address (tunnel endpoint).
 	NodeIP netip.Addr
 	// EgressIPv4 and EgressIPv6 are the addresses the gateway SNATs this
-	// group's traffic to. Informational here; the gateway's own State
-	// carries them in GatewayRole.
+	// group's traffic to (the gateway's own State carries them in
+	// GatewayRole). A flow remembers its gateway's IPv4 one and follows it
+	// to the gateway holding it next (Config.HoldEstablished).
 	EgressIPv4, EgressIPv6 netip.Addr
 	// Healthy is the agent's latest probe result.
 	Healthy bool

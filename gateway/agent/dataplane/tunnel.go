@@ -137,7 +137,8 @@ func (d *Dataplane) ensureTunnel(nodeIP netip.Addr, probePort uint16) error {
 	if probePort != 0 {
 		reserved = append(reserved, probePort)
 	}
-	return d.dp.SetTunnel(bpf.TunnelConfig{Ifindex: idx, NodeIP: nodeIP, ReservedPorts: reserved, Redirect: d.cfg.Redirect})
+	return d.dp.SetTunnel(bpf.TunnelConfig{Ifindex: idx, NodeIP: nodeIP, ReservedPorts: reserved, Redirect: d.cfg.Redirect,
+		Hold: d.cfg.HoldEstablished})
 }
 
 func (d *Dataplane) removeTunnel() error {
