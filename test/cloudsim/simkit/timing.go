@@ -1,6 +1,7 @@
 package simkit
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -226,3 +227,78 @@ func (t *Timing) DescribeLag() time.Duration { return t.draw(t.p.DescribeLag) }
 
 // Attachment draws how long an interface stays attaching or detaching.
 func (t *Timing) Attachment() time.Duration { return t.draw(t.p.Attachment) }
+
+// Timed gives a simulator a timing profile: embedded, it offers SetTiming and Timing, and
+// draws call latencies and operation durations. The zero value is the instant profile. It is
+// safe for concurrent use.
+type Timed struct {
+	mu sync.Mutex
+	t  *Timing
+}
+
+// SetTiming makes the simulator take its time as p says, drawing delays from a generator
+// seeded with seed (0: from the clock); it returns the seed used, to print and replay.
+func (x *Timed) SetTiming(p Profile, seed int64) int64 {
+	t := NewTiming(p, seed)
+	x.mu.Lock()
+	x.t = t
+	x.mu.Unlock()
+	return t.Seed()
+}
+
+// Timing returns the profile in use and its seed (instant and 0 before SetTiming).
+func (x *Timed) Timing() (Profile, int64) {
+	t := x.timing()
+	if t == nil {
+		return profiles["instant"], 0
+	}
+	return t.Profile(), t.Seed()
+}
+
+func (x *Timed) timing() *Timing { x.mu.Lock(); defer x.mu.Unlock(); return x.t }
+
+// CallDelay waits out a mutating call's drawn latency (reads take none); it returns false
+// when ctx ends first.
+func (x *Timed) CallDelay(ctx context.Context, mutating bool) bool {
+	t := x.timing()
+	if t == nil || !mutating {
+		return true
+	}
+	d := t.CallLatency()
+	if d <= 0 {
+		return true
+	}
+	select {
+	case <-time.After(d):
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// OperationTime draws how long a long-running operation runs before its change applies
+// (the profile's propagation).
+func (x *Timed) OperationTime() time.Duration {
+	if t := x.timing(); t != nil {
+		return t.Propagation()
+	}
+	return 0
+}
+
+// TimingDoc selects a timing profile by name (ParseProfile) and its seed, in admin documents.
+type TimingDoc struct {
+	Profile string `json:"profile"`
+	Seed    int64  `json:"seed,omitempty"`
+}
+
+// Apply sets the profile on x.
+func (d TimingDoc) Apply(x interface {
+	SetTiming(Profile, int64) int64
+}) error {
+	p, err := ParseProfile(d.Profile)
+	if err != nil {
+		return err
+	}
+	x.SetTiming(p, d.Seed)
+	return nil
+}
