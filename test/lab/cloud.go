@@ -421,7 +421,7 @@ func (r *Router) UndeliveredSources() ([]UndeliveredSource, error) {
 			} `json:"set"`
 		} `json:"nftables"`
 	}
-	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+	if err := json.Unmarshal(out, &doc); err != nil {
 		return nil, fmt.Errorf("parsing the router's undelivered-source counters: %w", err)
 	}
 	nodeOfMAC := map[string]string{}
