@@ -233,11 +233,18 @@ func (p *Provider) ReleaseIP(ctx context.Context, req providers.ReleaseRequest) 
 		if as, ok := holder.Assoc[a]; ok {
 			alloc = as.Allocation
 		}
-		// Unassigning disassociates the Elastic IP too.
-		if _, err := p.api.UnassignPrivateIpAddresses(ctx, &ec2.UnassignPrivateIpAddressesInput{
-			NetworkInterfaceId: awssdk.String(holder.ID), PrivateIpAddresses: []string{a.String()}}); err != nil &&
-			!providers.IsNotFound(classify("", err)) && errorCode(err) != "InvalidParameterValue" {
-			return classify(fmt.Sprintf("unassigning %s from %s", a, holder.ID), err)
+		if err := p.unassign(ctx, holder.ID, a); err != nil {
+			return err
+		}
+	}
+	// EC2's describes lag its writes (eventual consistency): right after egressd assigned or
+	// moved a, the describe may show it on its previous interface, or nowhere. The assignment
+	// being released names where egressd put it; unassigning there too never leaves it behind
+	// (EC2 validates against its accepted state: an interface without a answers
+	// InvalidParameterValue, which is ignored).
+	if id := req.Current.InterfaceID; id != "" && (holder == nil || holder.ID != id) {
+		if err := p.unassign(ctx, id, a); err != nil {
+			return err
 		}
 	}
 	// The holder's record goes only now: dropped before the unassign, a crash in between would
@@ -245,13 +252,35 @@ func (p *Provider) ReleaseIP(ctx context.Context, req providers.ReleaseRequest) 
 	if err := p.dropRecords(ctx, req.Owner.Cluster, a); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if err := p.releasePublic(ctx, req.Owner.Cluster, a, alloc); err != nil {
+	if alloc != "" && alloc == req.Current.PublicAllocation {
+		// The assignment's own Elastic IP: released by ID, without a describe that may not
+		// show it yet.
+		x := ec2types.Address{AllocationId: awssdk.String(alloc)}
+		if req.Current.PublicAssociation != "" {
+			x.AssociationId = awssdk.String(req.Current.PublicAssociation)
+		}
+		if err := p.releaseAddress(ctx, x); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		p.forgetEIP(req.Owner.Cluster, a)
+	} else if err := p.releasePublic(ctx, req.Owner.Cluster, a, alloc); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	if holder != nil && holder.dedicatedOf(req.Owner.Cluster) && len(holder.Secondary) == 1 {
 		if err := p.deleteInterface(ctx, holder); err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
+	}
+	return nil
+}
+
+// unassign removes a from the interface id; an interface that does not hold it (any more) is
+// not an error. Unassigning disassociates the Elastic IP too.
+func (p *Provider) unassign(ctx context.Context, id string, a netip.Addr) error {
+	if _, err := p.api.UnassignPrivateIpAddresses(ctx, &ec2.UnassignPrivateIpAddressesInput{
+		NetworkInterfaceId: awssdk.String(id), PrivateIpAddresses: []string{a.String()}}); err != nil &&
+		!providers.IsNotFound(classify("", err)) && errorCode(err) != "InvalidParameterValue" {
+		return classify(fmt.Sprintf("unassigning %s from %s", a, id), err)
 	}
 	return nil
 }

@@ -1,7 +1,9 @@
 package lab
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 	"github.com/egressd/egressd/test/netns"
 )
 
@@ -89,6 +92,13 @@ func (l *Lab) startSimulator(ctx context.Context) error {
 			return err
 		}
 	}
+	// Timing starts once the bed is seeded: launching it is not what the lab measures.
+	p, err := simkit.ParseProfile(l.Config.Timing)
+	if err != nil {
+		return err
+	}
+	seed := l.Sim.SetTiming(p, l.Config.TimingSeed)
+	fmt.Fprintf(l.Config.Log, "EC2 simulator timing: %v, seed %d\n", p, seed)
 	l.router = NewRouter(l.Sim, l.Topo, nodes, instances, l.workDir)
 	if err := l.router.Sync(); err != nil {
 		return err
@@ -186,62 +196,96 @@ func (l *Lab) serve(ln net.Listener, h http.Handler) {
 	}()
 }
 
-// Router makes a bed's VPC router follow the EC2 simulator: a secondary private address
-// reaches only the node whose instance holds it (RouteToNode), a released one reaches nobody
+// Router makes a bed's VPC router follow the EC2 simulator's fabric view
+// (awssim.Server.FabricHoldings: what the network delivers, which lags what the API accepted
+// by each change's propagation delay): a secondary private address reaches only the node
+// whose instance the fabric delivers it to (RouteToNode), a released one reaches nobody
 // (Unroute), and an Elastic IP is a 1:1 NAT at the router's edge towards the outside (ext0).
-// The lab and the real-cluster e2e suite (test/e2e) use it.
+// It enforces EC2's source/destination check: a packet from a node with a VPC source address
+// passes only if the fabric delivers that address to the node's instance, else it is dropped
+// and counted (UndeliveredSources). The lab and the real-cluster e2e suite (test/e2e) use it.
 type Router struct {
 	sim    *awssim.Server
 	topo   *netns.Topology
 	nodeOf map[string]*netns.Node // instance ID → bed node
-	dir    string                 // where the nftables file goes
+	dir    string                 // where the nftables files go
 	mu     sync.Mutex
 	routes map[netip.Addr]string     // private IP → node
 	nat    map[netip.Addr]netip.Addr // private IP → public IP
-	held   map[netip.Addr]netip.Addr // private IPs held by an attached interface (values unused)
+	held   map[netip.Addr]netip.Addr // private IPs the fabric delivers to an instance (values unused)
+	srcOK  map[srcKey]bool           // (node MAC, address) pairs the source check passes
+	macOf  map[string]string         // instance ID → MAC of its primary interface (the node's link)
+	made   bool                      // the table exists (later syncs update it in place)
+	gen    uint64                    // fabric generation last applied
+	synced bool                      // gen was applied without error
 	err    error                     // last sync error, for Status
 	syncs  int
+}
+
+// srcKey is a node's link MAC and a source address it may send from.
+type srcKey struct {
+	mac string
+	ip  netip.Addr
 }
 
 // NewRouter returns the router of topo following sim, for the nodes whose instances are given
 // (in the same order); dir holds the router's nftables file. Call Sync or Run.
 func NewRouter(sim *awssim.Server, topo *netns.Topology, nodes []*netns.Node, instances []awssim.Instance, dir string) *Router {
 	r := &Router{sim: sim, topo: topo, nodeOf: map[string]*netns.Node{}, dir: dir,
-		routes: map[netip.Addr]string{}, nat: map[netip.Addr]netip.Addr{}}
+		routes: map[netip.Addr]string{}, nat: map[netip.Addr]netip.Addr{}, macOf: map[string]string{}}
 	for i, n := range nodes {
 		r.nodeOf[instances[i].ID] = n
+	}
+	for _, in := range instances {
+		r.macOf[in.ID] = in.MAC
 	}
 	return r
 }
 
-// Run syncs every routerPoll until ctx ends.
+// Run syncs whenever the simulator's fabric view changes, and every routerPoll, until ctx ends.
 func (r *Router) Run(ctx context.Context) {
 	t := time.NewTicker(routerPoll)
 	defer t.Stop()
 	for {
+		changed := r.sim.FabricChanged()
+		err := r.Sync()
+		r.mu.Lock()
+		r.err = err
+		r.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
+		case <-changed:
 		case <-t.C:
-			err := r.Sync()
-			r.mu.Lock()
-			r.err = err
-			r.mu.Unlock()
 		}
 	}
 }
 
-// Sync applies one snapshot of the simulator's holdings.
+// Sync applies the simulator's fabric view. It costs one lock of the simulator when the view
+// has not changed since the last successful sync.
 func (r *Router) Sync() error {
+	gen := r.sim.FabricGeneration()
+	r.mu.Lock()
+	if r.synced && gen == r.gen {
+		r.mu.Unlock()
+		return nil
+	}
+	r.mu.Unlock()
+	holdings := r.sim.FabricHoldings()
 	wantRoutes := map[netip.Addr]*netns.Node{}
 	wantNAT := map[netip.Addr]netip.Addr{}
 	held := map[netip.Addr]netip.Addr{}
-	for _, h := range r.sim.Holdings() {
-		if h.Instance != "" {
-			held[h.PrivateIP] = netip.Addr{}
+	srcOK := map[srcKey]bool{}
+	for _, h := range holdings {
+		if h.Instance == "" {
+			continue // on an unattached interface: delivered to nobody
 		}
+		held[h.PrivateIP] = netip.Addr{}
 		if h.PublicIP.IsValid() {
 			wantNAT[h.PrivateIP] = h.PublicIP
+		}
+		if mac := r.mac(h.Instance); mac != "" {
+			srcOK[srcKey{mac, h.PrivateIP}] = true
 		}
 		if h.Primary {
 			continue // the bed routes node addresses itself
@@ -274,14 +318,36 @@ func (r *Router) Sync() error {
 		}
 		delete(r.routes, ip)
 	}
-	if !mapsEqual(wantNAT, r.nat) || !mapsEqual(held, r.held) {
-		if err := r.applyTable(held, wantNAT); err != nil {
+	if !r.made || !mapsEqual(wantNAT, r.nat) || !mapsEqual(held, r.held) || !maps.Equal(srcOK, r.srcOK) {
+		if err := r.applyTable(held, wantNAT, srcOK); err != nil {
 			errs = append(errs, err)
 		} else {
-			r.nat, r.held = wantNAT, held
+			r.nat, r.held, r.srcOK, r.made = wantNAT, held, srcOK, true
 		}
 	}
-	return errors.Join(errs...)
+	err := errors.Join(errs...)
+	r.gen, r.synced = gen, err == nil
+	return err
+}
+
+// mac returns the MAC of an instance's primary interface, which the bed gave the node's link
+// (SeedVPC); instances launched after the router was built are looked up once.
+func (r *Router) mac(instance string) string {
+	r.mu.Lock()
+	m, ok := r.macOf[instance]
+	r.mu.Unlock()
+	if ok {
+		return m
+	}
+	for _, in := range r.sim.Snapshot().Instances {
+		if in.ID == instance {
+			m = in.MAC
+		}
+	}
+	r.mu.Lock()
+	r.macOf[instance] = m
+	r.mu.Unlock()
+	return m
 }
 
 // Routes returns the router's current view: private IP → node, private IP → public IP, and
@@ -297,8 +363,17 @@ func (l *Lab) Routes() (map[netip.Addr]string, map[netip.Addr]netip.Addr, error)
 	return l.router.Routes()
 }
 
-// SyncRouter applies the simulator's current state to the router now (tests).
+// SyncRouter applies the simulator's current fabric view to the router now (tests).
 func (l *Lab) SyncRouter() error { return l.router.Sync() }
+
+// Moves returns the EC2 simulator's move log, oldest first: every change of an address's
+// holder (or Elastic IP), when the API accepted it and when the fabric delivered it.
+func (l *Lab) Moves() []awssim.Move { return l.Sim.Moves() }
+
+// UndeliveredSources returns the router's source-check drops: packets a node sent from a VPC
+// address the fabric had not delivered to it (held by another node, not yet propagated, or
+// released), by node and address, since the lab started.
+func (l *Lab) UndeliveredSources() ([]UndeliveredSource, error) { return l.router.UndeliveredSources() }
 
 func mapsEqual(a, b map[netip.Addr]netip.Addr) bool {
 	if len(a) != len(b) {
@@ -312,14 +387,84 @@ func mapsEqual(a, b map[netip.Addr]netip.Addr) bool {
 	return true
 }
 
-// applyTable replaces the router's table in one nftables transaction. As EC2 does, it drops
-// forwarded traffic to or from a VPC address no attached interface holds (the source/destination
-// check: a node cannot send from, nor receive at, an address the cloud did not give it), and
-// makes each Elastic IP a 1:1 NAT at the edge: traffic from the private address leaving towards
-// the outside is SNATed to the public one, traffic to the public one DNATed to the private.
-func (r *Router) applyTable(held, nat map[netip.Addr]netip.Addr) error {
+// UndeliveredSource counts the packets the source check dropped from one node with one source
+// address the fabric had not delivered to that node.
+type UndeliveredSource struct {
+	// Node is the bed node whose link sent them (its MAC when no node of the router has it).
+	Node    string     `json:"node"`
+	IP      netip.Addr `json:"ip"`
+	Packets uint64     `json:"packets"`
+	Bytes   uint64     `json:"bytes"`
+}
+
+// UndeliveredSources reads the source check's per-(node, address) counters back from the
+// router's nftables set, sorted by node and address.
+func (r *Router) UndeliveredSources() ([]UndeliveredSource, error) {
+	out, err := r.topo.Router.Run("nft", "-j", "list", "set", "ip", eipTable, "undelivered")
+	if err != nil {
+		return nil, fmt.Errorf("reading the router's undelivered-source counters: %w: %s", err, out)
+	}
+	var doc struct {
+		Nftables []struct {
+			Set *struct {
+				Elem []struct {
+					Elem struct {
+						Val struct {
+							Concat []string `json:"concat"`
+						} `json:"val"`
+						Counter struct {
+							Packets uint64 `json:"packets"`
+							Bytes   uint64 `json:"bytes"`
+						} `json:"counter"`
+					} `json:"elem"`
+				} `json:"elem"`
+			} `json:"set"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		return nil, fmt.Errorf("parsing the router's undelivered-source counters: %w", err)
+	}
+	nodeOfMAC := map[string]string{}
+	r.mu.Lock()
+	for inst, mac := range r.macOf {
+		if n := r.nodeOf[inst]; n != nil {
+			nodeOfMAC[strings.ToLower(mac)] = n.Name
+		}
+	}
+	r.mu.Unlock()
+	var res []UndeliveredSource
+	for _, x := range doc.Nftables {
+		if x.Set == nil {
+			continue
+		}
+		for _, e := range x.Set.Elem {
+			if len(e.Elem.Val.Concat) != 2 {
+				continue
+			}
+			ip, err := netip.ParseAddr(e.Elem.Val.Concat[1])
+			if err != nil {
+				return nil, fmt.Errorf("parsing the router's undelivered-source counters: %w", err)
+			}
+			mac := strings.ToLower(e.Elem.Val.Concat[0])
+			node := cmp.Or(nodeOfMAC[mac], mac)
+			res = append(res, UndeliveredSource{Node: node, IP: ip, Packets: e.Elem.Counter.Packets, Bytes: e.Elem.Counter.Bytes})
+		}
+	}
+	slices.SortFunc(res, func(a, b UndeliveredSource) int { return cmp.Or(cmp.Compare(a.Node, b.Node), a.IP.Compare(b.IP)) })
+	return res, nil
+}
+
+// applyTable writes the router's table in one nftables transaction: whole the first time,
+// then in place (sets and NAT chains flushed and refilled), so that the undelivered-source
+// counters survive every change. As EC2 does, it drops forwarded traffic to a VPC address the
+// fabric delivers to no instance, and traffic from a VPC address the fabric does not deliver
+// to the sending node (source/destination check, per node: a bed node has one link, where EC2
+// checks per interface), counting the latter per (node MAC, address) in the dynamic set
+// undelivered; and it makes each Elastic IP a 1:1 NAT at the edge: traffic from the private
+// address leaving towards the outside is SNATed to the public one, traffic to the public one
+// DNATed to the private.
+func (r *Router) applyTable(held, nat map[netip.Addr]netip.Addr, srcOK map[srcKey]bool) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table ip %s\ndelete table ip %s\ntable ip %s {\n", eipTable, eipTable, eipTable)
 	sorted := func(m map[netip.Addr]netip.Addr) []netip.Addr {
 		out := make([]netip.Addr, 0, len(m))
 		for p := range m {
@@ -332,28 +477,42 @@ func (r *Router) applyTable(held, nat map[netip.Addr]netip.Addr) error {
 	for _, z := range r.topo.Zones {
 		subnets = append(subnets, z.Subnet.String())
 	}
-	b.WriteString("  set held {\n    type ipv4_addr\n")
+	if !r.made {
+		fmt.Fprintf(&b, "table ip %s\ndelete table ip %s\ntable ip %s {\n", eipTable, eipTable, eipTable)
+		b.WriteString("  set held {\n    type ipv4_addr\n  }\n")
+		b.WriteString("  set src_ok {\n    type ether_addr . ipv4_addr\n  }\n")
+		b.WriteString("  set undelivered {\n    type ether_addr . ipv4_addr\n    size 65536\n    flags dynamic\n    counter\n  }\n")
+		b.WriteString("  chain forward {\n    type filter hook forward priority filter; policy accept;\n")
+		fmt.Fprintf(&b, "    ip saddr { %s } ether saddr . ip saddr != @src_ok update @undelivered { ether saddr . ip saddr } drop\n", strings.Join(subnets, ", "))
+		fmt.Fprintf(&b, "    ip daddr { %s } ip daddr != @held counter drop\n  }\n", strings.Join(subnets, ", "))
+		b.WriteString("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n  }\n")
+		b.WriteString("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n  }\n}\n")
+	}
+	fmt.Fprintf(&b, "flush set ip %s held\nflush set ip %s src_ok\n", eipTable, eipTable)
 	if h := sorted(held); len(h) > 0 {
 		strs := make([]string, len(h))
 		for i, a := range h {
 			strs[i] = a.String()
 		}
-		fmt.Fprintf(&b, "    elements = { %s }\n", strings.Join(strs, ", "))
+		fmt.Fprintf(&b, "add element ip %s held { %s }\n", eipTable, strings.Join(strs, ", "))
 	}
-	b.WriteString("  }\n")
-	fmt.Fprintf(&b, "  chain forward {\n    type filter hook forward priority filter; policy accept;\n")
-	fmt.Fprintf(&b, "    ip saddr { %s } ip saddr != @held counter drop\n", strings.Join(subnets, ", "))
-	fmt.Fprintf(&b, "    ip daddr { %s } ip daddr != @held counter drop\n  }\n", strings.Join(subnets, ", "))
+	if len(srcOK) > 0 {
+		keys := slices.Collect(maps.Keys(srcOK))
+		slices.SortFunc(keys, func(a, b srcKey) int { return cmp.Or(cmp.Compare(a.mac, b.mac), a.ip.Compare(b.ip)) })
+		strs := make([]string, len(keys))
+		for i, k := range keys {
+			strs[i] = k.mac + " . " + k.ip.String()
+		}
+		fmt.Fprintf(&b, "add element ip %s src_ok { %s }\n", eipTable, strings.Join(strs, ", "))
+	}
+	fmt.Fprintf(&b, "flush chain ip %s prerouting\nflush chain ip %s postrouting\n", eipTable, eipTable)
 	privs := sorted(nat)
-	b.WriteString("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n")
 	for _, p := range privs {
-		fmt.Fprintf(&b, "    iifname \"ext0\" ip daddr %s dnat to %s\n", nat[p], p)
+		fmt.Fprintf(&b, "add rule ip %s prerouting iifname \"ext0\" ip daddr %s dnat to %s\n", eipTable, nat[p], p)
 	}
-	b.WriteString("  }\n  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n")
 	for _, p := range privs {
-		fmt.Fprintf(&b, "    oifname \"ext0\" ip saddr %s snat to %s\n", p, nat[p])
+		fmt.Fprintf(&b, "add rule ip %s postrouting oifname \"ext0\" ip saddr %s snat to %s\n", eipTable, p, nat[p])
 	}
-	b.WriteString("  }\n}\n")
 	f := filepath.Join(r.dir, "router.nft")
 	if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
 		return err

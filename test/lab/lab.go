@@ -23,6 +23,7 @@ import (
 
 	"github.com/egressd/egressd/gateway/contract"
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 	"github.com/egressd/egressd/test/envtest"
 	"github.com/egressd/egressd/test/netns"
 )
@@ -71,6 +72,11 @@ type Config struct {
 	NotReadyAfter time.Duration
 	// Log receives progress lines (default io.Discard).
 	Log io.Writer
+	// Timing is the EC2 simulator's timing profile (simkit.ParseProfile: "instant", "aws",
+	// "azure", "gcp", optionally ":<scale>"; default "instant"), and TimingSeed its seed (0:
+	// from the clock; the seed used is logged).
+	Timing     string
+	TimingSeed int64
 }
 
 func (c *Config) defaults() error {
@@ -94,6 +100,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Log == nil {
 		c.Log = io.Discard
+	}
+	if _, err := simkit.ParseProfile(c.Timing); err != nil {
+		return err
 	}
 	return nil
 }

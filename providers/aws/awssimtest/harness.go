@@ -21,12 +21,18 @@ import (
 	"github.com/egressd/egressd/providers/aws"
 	"github.com/egressd/egressd/providers/conformance"
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
 // Harness implements conformance.Harness for AWS on the simulator. Wrap, when set, wraps
 // the provider under test (the plugin suite puts the plugin protocol in between).
 type Harness struct {
 	Wrap func(t *testing.T, p providers.Provider) providers.Provider
+	// Timing, when set, is the simulator's timing profile (seeded with Seed) from the moment
+	// the world is seeded: calls take time, describes lag and attachments pass through
+	// attaching and detaching.
+	Timing *simkit.Profile
+	Seed   int64
 }
 
 var _ conformance.Harness = Harness{}
@@ -58,6 +64,10 @@ func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.Worl
 	w, err := NewWorld(topo)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if h.Timing != nil {
+		seed := w.Sim.SetTiming(*h.Timing, h.Seed)
+		t.Logf("EC2 simulator timing %v, seed %d", *h.Timing, seed)
 	}
 	srv := httptest.NewServer(w.Sim)
 	t.Cleanup(srv.Close)

@@ -1,6 +1,7 @@
 package awssim
 
 import (
+	"cmp"
 	"maps"
 	"net/netip"
 	"net/url"
@@ -354,10 +355,12 @@ func (s *Server) describeNetworkInterfaces(q url.Values) (any, *apiError) {
 			case "description":
 				return []string{e.Description}, true
 			case "status":
+				return []string{e.status()}, true
+			case "attachment.status":
 				if e.Attach != nil {
-					return []string{"in-use"}, true
+					return []string{cmp.Or(e.Attach.State, stateAttached)}, true
 				}
-				return []string{"available"}, true
+				return nil, true
 			case "attachment.instance-id":
 				if e.Attach != nil {
 					return []string{e.Attach.Instance}, true
@@ -545,7 +548,12 @@ func (s *Server) attachNetworkInterface(q url.Values) (any, *apiError) {
 	if len(e.Secondary)+1 > w.Types[in.Type].IPv4PerENI {
 		return nil, errf("PrivateIpAddressLimitExceeded", "Number of private addresses will exceed limit.")
 	}
-	e.Attach = &attachment{ID: w.id("eni-attach"), Instance: in.ID, DeviceIndex: idx}
+	e.Attach = &attachment{ID: w.id("eni-attach"), Instance: in.ID, DeviceIndex: idx, State: stateAttached}
+	// EC2 shows the attachment attaching for a while before it is attached.
+	if d := s.timing.Attachment(); d > 0 {
+		e.Attach.State, e.Attach.Until = stateAttaching, s.now().Add(d)
+		s.wakeAt(e.Attach.Until)
+	}
 	return &attachResp{AttachmentID: e.Attach.ID}, nil
 }
 
@@ -565,6 +573,15 @@ func (s *Server) detachNetworkInterface(q url.Values) (any, *apiError) {
 	}
 	if e.Attach.DeviceIndex == 0 {
 		return nil, errf("OperationNotPermitted", "The network interface at device index 0 cannot be detached.")
+	}
+	if e.Attach.State == stateDetaching {
+		return nil, nil // already on its way
+	}
+	// EC2 detaches asynchronously: the interface is detaching, still in use, for a while.
+	if d := s.timing.Attachment(); d > 0 {
+		e.Attach.State, e.Attach.Until = stateDetaching, s.now().Add(d)
+		s.wakeAt(e.Attach.Until)
+		return nil, nil
 	}
 	e.Attach = nil
 	return nil, nil

@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
+
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
 // Topology seeds a VPC with one subnet per zone and instances in each, in one call.
@@ -83,6 +86,10 @@ type Faults struct {
 //	DELETE /admin/instances/{id}     terminate
 //	POST   /admin/faults             Faults;  DELETE clears every fault
 //	POST   /admin/imds-instance      {"instanceId"}: default identity of the IMDS endpoint
+//	GET    /admin/timing             the timing profile and seed
+//	POST   /admin/timing             {"profile": "aws", "seed": 0} (simkit.ParseProfile; seed 0: from the clock)
+//	GET    /admin/fabric             FabricHoldings: what the network delivers (holdings after propagation)
+//	GET    /admin/moves?since=N      the move log, after move N (all without since)
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/state", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.Snapshot()) })
@@ -126,6 +133,30 @@ func (s *Server) AdminHandler() http.Handler {
 		writeJSON(w, struct{}{})
 	})
 	mux.HandleFunc("DELETE /admin/faults", func(w http.ResponseWriter, r *http.Request) { s.ClearFaults(); writeJSON(w, struct{}{}) })
+	mux.HandleFunc("GET /admin/fabric", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.FabricHoldings()) })
+	mux.HandleFunc("GET /admin/moves", func(w http.ResponseWriter, r *http.Request) {
+		var since uint64
+		if v := r.URL.Query().Get("since"); v != "" {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				reply(w, nil, fmt.Errorf("since %q: want a move number", v))
+				return
+			}
+			since = n
+		}
+		writeJSON(w, s.MovesSince(since))
+	})
+	mux.HandleFunc("GET /admin/timing", func(w http.ResponseWriter, r *http.Request) {
+		p, seed := s.Timing()
+		writeJSON(w, simkit.TimingDoc{Profile: p.String(), Seed: seed})
+	})
+	post(mux, "POST /admin/timing", func(v simkit.TimingDoc) (any, error) {
+		p, err := simkit.ParseProfile(v.Profile)
+		if err != nil {
+			return nil, err
+		}
+		return simkit.TimingDoc{Profile: p.String(), Seed: s.SetTiming(p, v.Seed)}, nil
+	})
 	post(mux, "POST /admin/imds-instance", func(v struct {
 		InstanceID string `json:"instanceId"`
 	}) (any, error) {

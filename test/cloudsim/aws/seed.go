@@ -123,6 +123,7 @@ func (s *Server) AddInstance(spec InstanceSpec) (Instance, error) {
 		Groups: slices.Clone(groups), Primary: ip, Tags: map[string]string{},
 		Attach: &attachment{ID: w.id("eni-attach"), Instance: in.ID, DeviceIndex: 0, DeleteOnTermination: true}}
 	w.ENIs[e.ID] = e
+	s.commitLocked("RunInstances", s.now(), false)
 	return s.instanceLocked(in), nil
 }
 
@@ -154,6 +155,7 @@ func (s *Server) TerminateInstance(id string) error {
 			e.Attach = nil
 		}
 	}
+	s.commitLocked("TerminateInstances", s.now(), false)
 	return nil
 }
 
@@ -186,11 +188,12 @@ func (s *Server) vpcOfENI(id string) string {
 	return ""
 }
 
-// Holdings lists every private address held by any interface, with its Elastic IP: what the
-// lab's VPC router follows.
+// Holdings lists every private address held by any interface, with its Elastic IP, as the
+// API accepted it (FabricHoldings is what the network delivers).
 func (s *Server) Holdings() []Holding {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.settleLocked()
 	var out []Holding
 	for _, id := range slices.Sorted(maps.Keys(s.w.ENIs)) {
 		e := s.w.ENIs[id]
@@ -253,6 +256,7 @@ type SubnetView struct {
 func (s *Server) Snapshot() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.settleLocked()
 	w := s.w
 	st := State{Region: s.Region}
 	for _, id := range slices.Sorted(maps.Keys(w.Instances)) {

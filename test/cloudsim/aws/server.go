@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
 // Namespace is the XML namespace of EC2 API version 2016-11-15, the one the SDK speaks.
@@ -48,11 +50,14 @@ type Server struct {
 	reqSeq   int
 	pageSize int // cap on paginated describe pages; 0: none
 	now      func() time.Time
+	timing   *simkit.Timing
+	fab      fabric
 }
 
+// snap is the accepted state after a write at at, which describe calls see from visible on.
 type snap struct {
-	at time.Time
-	w  *world
+	at, visible time.Time
+	w           *world
 }
 
 // New returns an empty simulated region with DefaultInstanceTypes and an Elastic IP quota
@@ -62,6 +67,7 @@ func New(region string) *Server {
 		Region: region, w: newWorld(), calls: map[string]int{}, throttle: map[string]*rate.Limiter{},
 		faults: map[string][]Fault{}, latency: map[string]time.Duration{}, eipLimit: 5,
 		imds: imdsState{tokens: map[string]time.Time{}}, now: time.Now,
+		timing: simkit.NewTiming(simkit.MustProfile("instant"), 1), fab: newFabric(),
 	}
 }
 
@@ -112,6 +118,9 @@ func (s *Server) serveEC2(w http.ResponseWriter, r *http.Request) {
 	s.reqSeq++
 	reqID := fmt.Sprintf("00000000-0000-4000-8000-%012x", s.reqSeq)
 	delay := s.latency[action] + s.latency["*"]
+	if mutating(action) {
+		delay += s.timing.CallLatency()
+	}
 	s.mu.Unlock()
 	if delay > 0 {
 		select {
@@ -129,6 +138,7 @@ func (s *Server) serveEC2(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.mu.Lock()
+	s.settleLocked()
 	if lim := s.limiterFor(action); lim != nil && !lim.Allow() {
 		s.mu.Unlock()
 		s.writeErrorID(w, reqID, &apiError{Status: http.StatusServiceUnavailable, Code: "RequestLimitExceeded",
@@ -154,8 +164,8 @@ func (s *Server) serveEC2(w http.ResponseWriter, r *http.Request) {
 	} else if aerr == nil {
 		out, aerr = h(s, q)
 	}
-	if aerr == nil && mutating(action) && s.lag > 0 {
-		s.history = append(s.history, snap{at: s.now(), w: s.w.clone()})
+	if aerr == nil && mutating(action) && !dryRun(q) {
+		s.commitLocked(action, s.now(), true)
 	}
 	s.mu.Unlock()
 
@@ -243,15 +253,16 @@ func (s *Server) popFault(action string) (Fault, bool) {
 }
 
 // view returns the world describe calls see: the current one, or with describe lag the
-// newest state at least lag old (the state when lag was enabled if none is that old).
+// newest state already visible (each write becomes visible a drawn lag after it; a visible
+// write makes every earlier one visible too, so reads never go back in time).
 func (s *Server) view() *world {
-	if s.lag <= 0 || len(s.history) == 0 {
+	if !s.lagOn() || len(s.history) == 0 {
 		return s.w
 	}
-	cutoff := s.now().Add(-s.lag)
+	now := s.now()
 	i := 0
 	for j, h := range s.history {
-		if !h.at.After(cutoff) {
+		if !h.visible.After(now) {
 			i = j
 		}
 	}
@@ -288,13 +299,11 @@ func (s *Server) SetDescribeLag(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lag = d
-	s.history = nil
-	if d > 0 {
-		s.history = []snap{{at: s.now(), w: s.w.clone()}}
-	}
+	s.resetLagLocked()
 }
 
-// ClearFaults removes throttling, scripted errors, latency and describe lag.
+// ClearFaults removes throttling, scripted errors, latency and the describe lag SetDescribeLag
+// set; the timing profile stays (its describe lag restarts from the state now).
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -302,7 +311,7 @@ func (s *Server) ClearFaults() {
 	s.faults = map[string][]Fault{}
 	s.latency = map[string]time.Duration{}
 	s.lag = 0
-	s.history = nil
+	s.resetLagLocked()
 }
 
 // SetElasticIPLimit sets the account's Elastic IP quota (AddressLimitExceeded past it).

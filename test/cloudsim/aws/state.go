@@ -13,6 +13,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"time"
 )
 
 // InstanceType carries the limits EC2 publishes in DescribeInstanceTypes.
@@ -55,6 +56,28 @@ type attachment struct {
 	ID, Instance        string
 	DeviceIndex         int
 	DeleteOnTermination bool
+	// State is attaching, attached or detaching; a transition completes at Until.
+	State string
+	Until time.Time
+}
+
+// Attachment states, as DescribeNetworkInterfaces shows them. A detached interface has no
+// attachment.
+const (
+	stateAttaching = "attaching"
+	stateAttached  = "attached"
+	stateDetaching = "detaching"
+)
+
+// status is the interface's status: available, attaching, in-use or detaching.
+func (e *eni) status() string {
+	switch {
+	case e.Attach == nil:
+		return "available"
+	case e.Attach.State == stateAttaching, e.Attach.State == stateDetaching:
+		return e.Attach.State
+	}
+	return "in-use"
 }
 
 type eni struct {

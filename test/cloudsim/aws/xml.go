@@ -107,10 +107,14 @@ func (w *world) xeni(e *eni) xENI {
 		PrivateIPAddress: e.Primary.String(), SourceDestCheck: true, InterfaceType: "interface",
 		GroupSet: groupSet(e.Groups), TagSet: tagSet(e.Tags),
 	}
+	x.Status = e.status()
 	if e.Attach != nil {
-		x.Status = "in-use"
+		st := e.Attach.State
+		if st == "" {
+			st = stateAttached
+		}
 		x.Attachment = &xAttach{AttachmentID: e.Attach.ID, DeleteOnTermination: e.Attach.DeleteOnTermination,
-			DeviceIndex: e.Attach.DeviceIndex, InstanceID: e.Attach.Instance, InstanceOwnerID: accountID, Status: "attached"}
+			DeviceIndex: e.Attach.DeviceIndex, InstanceID: e.Attach.Instance, InstanceOwnerID: accountID, Status: st}
 	}
 	for i, a := range append([]netip.Addr{e.Primary}, e.Secondary...) {
 		p := xPrivIP{Primary: i == 0, PrivateIPAddress: a.String()}

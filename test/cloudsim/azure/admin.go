@@ -21,6 +21,8 @@ type FaultDocument struct {
 	Latency        string `json:"latency,omitempty"`
 	OperationDelay string `json:"operationDelay,omitempty"`
 	LRORetryAfter  string `json:"lroRetryAfter,omitempty"`
+	// Timing sets the timing profile (simkit.ParseProfile) and its seed.
+	Timing *simkit.TimingDoc `json:"timing,omitempty"`
 	// PageSize caps list pages (SetPageSize); 0 leaves the setting alone.
 	PageSize int `json:"pageSize,omitempty"`
 	Throttle []struct {
@@ -52,6 +54,11 @@ func (s *Sim) seed(doc SeedDocument) error {
 
 // faults applies an admin FaultDocument (POST /admin/faults).
 func (s *Sim) faults(doc FaultDocument) error {
+	if doc.Timing != nil {
+		if err := doc.Timing.Apply(s); err != nil {
+			return err
+		}
+	}
 	if err := simkit.SetDurations(simkit.Duration{Value: doc.Latency, Set: s.SetLatency},
 		simkit.Duration{Value: doc.OperationDelay, Set: s.SetOperationDelay}); err != nil {
 		return err

@@ -70,6 +70,7 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 	}
 	// Unlike GCP's, a request whose client stops waiting still goes on.
 	s.Delay(context.WithoutCancel(r.Context()))
+	s.CallDelay(context.WithoutCancel(r.Context()), r.Method != http.MethodGet)
 	if e := s.checkAPIVersion(r.URL.Query(), typeOf(method, parts)); e != nil {
 		e.write(w)
 		return
@@ -198,7 +199,7 @@ func (s *Sim) newOp(r *http.Request, method, key string, apply func(fail *OpFail
 		fail = &f
 	}
 	op := &operation{id: fmt.Sprintf("%08x-%04x-4000-8000-%012x", s.seq, s.seq>>16, time.Now().UnixNano()&0xffffffffffff),
-		Op: simkit.Op[OpFailure]{DoneAt: time.Now().Add(s.opDelay), Apply: func() *OpFailure { return apply(fail) }}}
+		Op: simkit.Op[OpFailure]{DoneAt: time.Now().Add(s.opDelay + s.OperationTime()), Apply: func() *OpFailure { return apply(fail) }}}
 	s.ops[op.id] = op
 	s.busy[key] = op
 	s.started.Start(&op.Op)

@@ -62,6 +62,9 @@ type Event struct {
 type Sim struct {
 	simkit.Counters
 	simkit.Latency
+	// Timed: a write's call latency, and its operation's duration drawn from the profile's
+	// propagation (SetOperationDelay adds to it).
+	simkit.Timed
 	mu       sync.Mutex
 	sub      string
 	location string

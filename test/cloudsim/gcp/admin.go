@@ -15,7 +15,9 @@ type FaultDocument struct {
 	Latency        string `json:"latency,omitempty"`
 	OperationDelay string `json:"operationDelay,omitempty"`
 	DescribeLag    string `json:"describeLag,omitempty"`
-	RateLimits     []struct {
+	// Timing sets the timing profile (simkit.ParseProfile) and its seed.
+	Timing     *simkit.TimingDoc `json:"timing,omitempty"`
+	RateLimits []struct {
 		Method    string  `json:"method"`
 		PerSecond float64 `json:"perSecond"`
 		Burst     int     `json:"burst"`
@@ -39,6 +41,11 @@ func (s *Sim) seed(doc SeedDocument) error {
 
 // faults applies an admin FaultDocument (POST /admin/faults).
 func (s *Sim) faults(doc FaultDocument) error {
+	if doc.Timing != nil {
+		if err := doc.Timing.Apply(s); err != nil {
+			return err
+		}
+	}
 	if err := simkit.SetDurations(simkit.Duration{Value: doc.Latency, Set: s.SetLatency},
 		simkit.Duration{Value: doc.OperationDelay, Set: s.SetOperationDelay},
 		simkit.Duration{Value: doc.DescribeLag, Set: s.SetDescribeLag}); err != nil {

@@ -64,7 +64,7 @@ func (s *Sim) serveCompute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.Count(name)
-	if !s.Delay(r.Context()) {
+	if !s.Delay(r.Context()) || !s.CallDelay(r.Context(), r.Method != http.MethodGet) {
 		return
 	}
 	if name == MZoneOperationsWait || name == MRegionOperationsWait {
@@ -894,7 +894,7 @@ func (s *Sim) newOp(p *project, scope, where, opType, target, method string, app
 	op := &operation{
 		name:    fmt.Sprintf("operation-%d-%x", time.Now().UnixMilli(), s.seq),
 		project: p.id, opType: opType, target: target,
-		id: 9000000000 + s.seq, Op: simkit.Op[opError]{DoneAt: time.Now().Add(s.opDelay), Apply: apply},
+		id: 9000000000 + s.seq, Op: simkit.Op[opError]{DoneAt: time.Now().Add(s.opDelay + s.OperationTime()), Apply: apply},
 	}
 	if scope == "zone" {
 		op.zone = where

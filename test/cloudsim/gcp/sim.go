@@ -67,6 +67,9 @@ type Event struct {
 type Sim struct {
 	simkit.Counters
 	simkit.Latency
+	// Timed: a write's call latency, and its operation's duration drawn from the profile's
+	// propagation (SetOperationDelay adds to it).
+	simkit.Timed
 	mu       sync.Mutex
 	projects map[string]*project
 	ops      map[string]*operation

@@ -1,6 +1,7 @@
-// Package simkit is what the Azure and GCP simulators share that belongs to no cloud's wire
-// format: per-method call counters, per-method fault queues and the plumbing of the JSON admin
-// API. Each simulator keeps its own protocol, seeding, state and error bodies, written down
+// Package simkit is what the cloud simulators share that belongs to no cloud's wire format:
+// per-method call counters, per-method fault queues, the plumbing of the JSON admin API, and
+// timing profiles (how long calls, propagation, describe lag and attachments take, drawn from
+// seeded distributions; timing.go). Each simulator keeps its own protocol, seeding, state and error bodies, written down
 // independently of the SDK it is tested with.
 package simkit
 

@@ -16,20 +16,27 @@ import (
 	"time"
 
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
+	"github.com/egressd/egressd/test/cloudsim/simkit"
 )
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:4566", "address for the EC2, IMDS and admin endpoints")
 	region := flag.String("region", "us-east-1", "simulated region")
 	seed := flag.String("seed", "", "topology JSON file to seed (see awssim.Topology); the result is printed on stdout")
+	timing := flag.String("timing", "instant", "timing profile: instant, aws, azure or gcp, optionally :<scale> (docs/testbed.md)")
+	timingSeed := flag.Int64("timing-seed", 0, "seed of the timing profile's delays (0: from the clock, printed)")
 	flag.Parse()
-	if err := run(*listen, *region, *seed); err != nil {
+	if err := run(*listen, *region, *seed, *timing, *timingSeed); err != nil {
 		fmt.Fprintln(os.Stderr, "ec2sim:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, region, seed string) error {
+func run(listen, region, seed, timing string, timingSeed int64) error {
+	profile, err := simkit.ParseProfile(timing)
+	if err != nil {
+		return err
+	}
 	sim := awssim.New(region)
 	if seed != "" {
 		b, err := os.ReadFile(seed)
@@ -48,6 +55,7 @@ func run(listen, region, seed string) error {
 			return err
 		}
 	}
+	fmt.Fprintf(os.Stderr, "ec2sim: timing %v, seed %d\n", profile, sim.SetTiming(profile, timingSeed))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv := &http.Server{Addr: listen, Handler: sim, ReadHeaderTimeout: 5 * time.Second}
