@@ -18,7 +18,7 @@ import (
 // Leases and the datapath are untouched: no gateway fails, no egress IP moves, the monitor's
 // requests keep succeeding, and Degraded says ControllerProbesFailing until the rule is removed.
 func TestControllerProbesBlocked(t *testing.T) {
-	l, ctx, before, mon := monitoredLab(t)
+	l, ctx, before, mon := monitoredLab(t, Config{})
 	time.Sleep(3 * time.Second)
 
 	cp := l.CP
