@@ -138,6 +138,9 @@ func NewConnSet(ctx context.Context, pods []*netns.Pod, dst netip.Addr, opts Con
 // an error naming the sources left without a connection after 4×PerPod extra per pod, or a
 // connection that could not be opened.
 func (cs *ConnSet) Open(ctx context.Context, want []string) error {
+	if len(cs.pods) == 0 {
+		return errors.New("opening long-lived connections: no pods")
+	}
 	for _, p := range cs.pods {
 		for range cs.opts.PerPod {
 			if _, err := cs.open(ctx, p); err != nil {

@@ -205,9 +205,9 @@ func TestConnsAt(t *testing.T) {
 		{ID: 1, Pod: "monitor-a", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.1:4000", 100, 990), seg("10.0.0.1:4000", 1800, 5000)}}, // failed IP, same addr:port
 		{ID: 2, Pod: "monitor-a", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.1:4001", 100, 990)}, Closed: at(3000), Err: "connection reset by peer"},
 		{ID: 3, Pod: "monitor-b", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.1:4002", 100, 990), seg("10.0.0.5:4002", 1800, 5000)}}, // survived elsewhere
-		{ID: 4, Pod: "monitor-b", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.2:4003", 100, 5000)}},                                   // survivor, intact
-		{ID: 5, Pod: "monitor-c", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.2:4004", 100, 2000)}},                                   // survivor, stalled at End
-		{ID: 6, Pod: "monitor-c", Opened: at(1500), Segments: []ConnSegment{seg("10.0.0.2:4005", 1500, 5000)}},                               // opened after the crash
+		{ID: 4, Pod: "monitor-b", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.2:4003", 100, 5000)}},                                  // survivor, intact
+		{ID: 5, Pod: "monitor-c", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.2:4004", 100, 2000)}},                                  // survivor, stalled at End
+		{ID: 6, Pod: "monitor-c", Opened: at(1500), Segments: []ConnSegment{seg("10.0.0.2:4005", 1500, 5000)}},                              // opened after the crash
 	}
 	ev := Event{At: at(1000), End: at(4000)}
 	c := ConnsAt(recs, ev, map[string]bool{"10.0.0.1": true})
