@@ -38,14 +38,7 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 	for i := range c.Zones {
 		spec.Zones = append(spec.Zones, netns.ZoneSpec{Name: zoneName(i)})
 	}
-	for i := range c.Zones {
-		for k := range c.GatewaysPerZone {
-			spec.Nodes = append(spec.Nodes, netns.NodeSpec{Name: fmt.Sprintf("gw-%s%d", zoneLetter(i), k+1), Zone: zoneName(i)})
-		}
-	}
-	spec.Nodes = append(spec.Nodes,
-		netns.NodeSpec{Name: "worker-a1", Zone: zoneName(0), Pods: []netns.PodSpec{{Name: MonitorPodName}}},
-		netns.NodeSpec{Name: ControlPlane, Zone: zoneName(0)})
+	spec.Nodes = c.nodeSpecs()
 	topo, err := netns.Build(ctx, spec)
 	if err != nil {
 		return err
@@ -58,7 +51,7 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 		}
 		l.Nodes = append(l.Nodes, &Node{Node: n, Gateway: strings.HasPrefix(n.Name, "gw-")})
 	}
-	l.Monitor = topo.Pod(MonitorPodName)
+	l.setMonitors()
 	l.Echo = topo.External.Addr4()[0]
 	return nil
 }

@@ -638,16 +638,12 @@ func (l *Lab) WaitFor(ctx context.Context, timeout time.Duration, what string, c
 	}
 }
 
-// AllActive is the condition of a gateway fully up: Ready, one egress IP per gateway node of
-// the lab, every one held by a node, and every gateway node Active or Standby.
+// AllActive is the condition of a gateway fully up: Ready, every zone's egress IP held by a
+// node of that zone (with one IP per zone and two gateways per zone, one Active holder and one
+// Standby), and every gateway node of the lab Active or Standby.
 func (l *Lab) AllActive(v GatewayView) bool {
-	if !v.Ready || len(v.Holders) < l.Config.Zones {
+	if !v.Ready || !l.ZonesHeld(v) {
 		return false
-	}
-	for _, node := range v.Holders {
-		if node == "" {
-			return false
-		}
 	}
 	for _, n := range l.Gateways() {
 		if s := v.States[n.Name]; s != string(egressv1.GatewayActive) && s != string(egressv1.GatewayStandby) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 // Leases and the datapath are untouched: no gateway fails, no egress IP moves, the monitor's
 // requests keep succeeding, and Degraded says ControllerProbesFailing until the rule is removed.
 func TestControllerProbesBlocked(t *testing.T) {
-	l, ctx, before, mon := monitoredLab(t)
+	l, ctx, before, mon := monitoredLab(t, Config{})
 	time.Sleep(3 * time.Second)
 
 	cp := l.CP
@@ -83,7 +84,14 @@ func TestControllerProbesBlocked(t *testing.T) {
 	t.Logf("controller probes blocked for %s: %d requests, %d failed, outage %s, longest gap %s",
 		restored.Sub(at).Round(100*time.Millisecond), r.Requests, r.Failed, r.Outage, r.LongestGap)
 	if r.Failed != 0 {
-		t.Errorf("%d of %d requests failed while only the controller's probes were blocked", r.Failed, r.Requests)
+		var fails []string
+		for _, s := range mon.Since(at) {
+			if !s.OK() {
+				fails = append(fails, fmt.Sprintf("%s %s +%s: %s", s.Pod, s.Sent.Format("15:04:05.000"), s.Sent.Sub(at).Round(time.Millisecond), s.Err))
+			}
+		}
+		t.Errorf("%d of %d requests failed while only the controller's probes were blocked (rule removed at +%s):\n%s",
+			r.Failed, r.Requests, restored.Sub(at).Round(time.Millisecond), strings.Join(fails, "\n"))
 	}
 	if seen, want := sources(mon.Since(at)), egressSources(before); !slices.Equal(seen, want) {
 		t.Errorf("during the cut the echo server saw %v, want the egress IPs %v", seen, want)

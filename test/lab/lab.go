@@ -2,8 +2,8 @@
 // network namespaces (test/netns) behind a VPC router whose routes and Elastic-IP 1:1 NAT follow
 // the EC2 simulator (test/cloudsim/aws), the envtest API server with Nodes and Pods registered as
 // a kubelet and a CNI would, the real egressd-agent in every node and the real
-// egressd-controller in a control-plane namespace, an echo server outside the VPC and a monitor
-// pod. It owns the lifecycle of all of it — Up builds, Close tears down, Sweep removes what a
+// egressd-controller in a control-plane namespace, an echo server outside the VPC and a worker
+// with a monitor pod in every zone. It owns the lifecycle of all of it — Up builds, Close tears down, Sweep removes what a
 // crashed run left — and the events the walkthrough and the benchmarks play: gateway reboots
 // and planned drains. `egressd-lab` (cmd/egressd-lab) and `make demo` drive it.
 package lab
@@ -20,6 +20,9 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/egressd/egressd/gateway/contract"
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
@@ -52,8 +55,9 @@ const (
 type Config struct {
 	// Zones is the number of zones (default 4), named us-east-1a, us-east-1b, ...
 	Zones int
-	// GatewaysPerZone is the number of gateway nodes per zone (default 1), named gw-<zone
-	// letter><n>, e.g. gw-a1.
+	// GatewaysPerZone is the number of gateway nodes per zone (default 2, the layout a user
+	// deploys for HA: with one egress IP per zone, one Active holder and one Standby), named
+	// gw-<zone letter><n>, e.g. gw-a1. 1 is the other supported case.
 	GatewaysPerZone int
 	// InstanceType of every node (default m5.large: 3 ENIs, 10 IPv4 addresses each).
 	InstanceType string
@@ -87,7 +91,10 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("zones: %d, want 1-8", c.Zones)
 	}
 	if c.GatewaysPerZone == 0 {
-		c.GatewaysPerZone = 1
+		c.GatewaysPerZone = 2
+	}
+	if c.GatewaysPerZone < 1 || c.GatewaysPerZone > 4 {
+		return fmt.Errorf("gateways per zone: %d, want 1-4", c.GatewaysPerZone)
 	}
 	if c.InstanceType == "" {
 		c.InstanceType = "m5.large"
@@ -131,8 +138,11 @@ type Lab struct {
 	Kubeconfig string
 	Nodes      []*Node // Kubernetes nodes, gateways first, in zone order
 	CP         *netns.Node
-	Monitor    *netns.Pod // the monitor pod, on a worker in the first zone
-	Echo       netip.Addr // the echo server's address outside the VPC
+	// Monitors are the monitor pods, one on the worker of each zone (worker-a1 runs
+	// monitor-a, ...), in zone order; Monitor is the first zone's.
+	Monitors []*netns.Pod
+	Monitor  *netns.Pod
+	Echo     netip.Addr // the echo server's address outside the VPC
 
 	workDir    string
 	bpffs      string
@@ -206,6 +216,9 @@ func Up(ctx context.Context, cfg Config) (_ *Lab, err error) {
 	if err := step("registering nodes and pods", l.registerObjects); err != nil {
 		return nil, err
 	}
+	if err := step("labelling the monitor pods", l.labelMonitors); err != nil {
+		return nil, err
+	}
 	if cfg.NoControlPlane {
 		return l, nil
 	}
@@ -223,6 +236,62 @@ func (l *Lab) Node(name string) *Node {
 	for _, n := range l.Nodes {
 		if n.Name == name {
 			return n
+		}
+	}
+	return nil
+}
+
+// nodeSpecs lays out the cluster: GatewaysPerZone gateways per zone (gw-a1, gw-a2, ...), then
+// one worker per zone carrying that zone's monitor pod (worker-a1 with monitor-a, ...), then
+// the control plane in the first zone. Gateways come first so Lab.Nodes lists them first.
+func (c Config) nodeSpecs() []netns.NodeSpec {
+	var out []netns.NodeSpec
+	for i := range c.Zones {
+		for k := range c.GatewaysPerZone {
+			out = append(out, netns.NodeSpec{Name: fmt.Sprintf("gw-%s%d", zoneLetter(i), k+1), Zone: zoneName(i)})
+		}
+	}
+	for i := range c.Zones {
+		out = append(out, netns.NodeSpec{Name: "worker-" + zoneLetter(i) + "1", Zone: zoneName(i),
+			Pods: []netns.PodSpec{{Name: MonitorPod(i)}}})
+	}
+	return append(out, netns.NodeSpec{Name: ControlPlane, Zone: zoneName(0)})
+}
+
+// MonitorPod is the name of zone i's monitor pod (monitor-a, monitor-b, ...). Every monitor pod
+// carries the label app=MonitorPodName, which the demo policy selects.
+func MonitorPod(i int) string { return MonitorPodName + "-" + zoneLetter(i) }
+
+// setMonitors finds the monitor pods in the built topology.
+func (l *Lab) setMonitors() {
+	l.Monitors = nil
+	for i := range l.Config.Zones {
+		if p := l.Topo.Pod(MonitorPod(i)); p != nil {
+			l.Monitors = append(l.Monitors, p)
+		}
+	}
+	if len(l.Monitors) > 0 {
+		l.Monitor = l.Monitors[0]
+	}
+}
+
+// labelMonitors gives every monitor pod the label app=MonitorPodName the demo policy selects
+// (registerObjects labels a pod app=<its name>), keeping the label app-pod=<its name>.
+func (l *Lab) labelMonitors(ctx context.Context) error {
+	for _, p := range l.Monitors {
+		err := retryConflict(ctx, func() error {
+			var pod corev1.Pod
+			if err := l.API.Client.Get(ctx, client.ObjectKey{Namespace: WorkloadNS, Name: p.Name}, &pod); err != nil {
+				return err
+			}
+			if pod.Labels == nil {
+				pod.Labels = map[string]string{}
+			}
+			pod.Labels["app"], pod.Labels["app-pod"] = MonitorPodName, p.Name
+			return l.API.Client.Update(ctx, &pod)
+		})
+		if err != nil {
+			return fmt.Errorf("labelling pod %s: %w", p.Name, err)
 		}
 	}
 	return nil
@@ -288,3 +357,24 @@ func hostPort(s string) (string, int, error) {
 
 func zoneName(i int) string   { return Region + string(rune('a'+i)) }
 func zoneLetter(i int) string { return string(rune('a' + i)) }
+
+// ZonesHeld reports whether every egress IP in the view has a holder and every zone of the lab
+// has one held by a node of that zone: the IP set is whole, whichever gateway holds each IP.
+// Unlike AllActive it does not ask the failed gateways to be back.
+func (l *Lab) ZonesHeld(v GatewayView) bool {
+	held := map[string]bool{}
+	for _, node := range v.Holders {
+		if node == "" {
+			return false
+		}
+		if n := l.Node(node); n != nil {
+			held[n.Zone.Name] = true
+		}
+	}
+	for i := range l.Config.Zones {
+		if !held[zoneName(i)] {
+			return false
+		}
+	}
+	return true
+}

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -229,23 +230,57 @@ func TestInfrastructure(t *testing.T) {
 			t.Errorf("node %s incomplete: %+v", n.Name, n)
 		}
 	}
-	var pod corev1.Pod
-	if err := l.API.Client.Get(ctx, keyOf(WorkloadNS, MonitorPodName), &pod); err != nil || pod.Status.PodIP != l.Monitor.IP.String() {
-		t.Fatalf("monitor pod: %v, podIP %q", err, pod.Status.PodIP)
+	// One worker per zone with its monitor pod, labelled for the demo policy.
+	if len(l.Monitors) != l.Config.Zones || l.Monitor != l.Monitors[0] {
+		t.Fatalf("%d monitor pods for %d zones", len(l.Monitors), l.Config.Zones)
+	}
+	for i, p := range l.Monitors {
+		var pod corev1.Pod
+		if err := l.API.Client.Get(ctx, keyOf(WorkloadNS, MonitorPod(i)), &pod); err != nil || pod.Status.PodIP != p.IP.String() ||
+			pod.Labels["app"] != MonitorPodName || pod.Spec.NodeName != "worker-"+zoneLetter(i)+"1" || p.Node.Zone.Name != zoneName(i) {
+			t.Fatalf("monitor pod %s: %v, podIP %q (want %s), labels %v, node %q", MonitorPod(i), err, pod.Status.PodIP, p.IP, pod.Labels, pod.Spec.NodeName)
+		}
+	}
+	if gws := names(l.Gateways()); !slices.Equal(gws, []string{"gw-a1", "gw-a2", "gw-b1", "gw-b2"}) {
+		t.Fatalf("gateways %v, want two per zone", gws)
+	}
+
+	// Long-lived connections: the server echoes the address:port it sees, here each worker's
+	// masquerade.
+	conns := l.NewConns(ctx, ConnOptions{PerPod: 1})
+	t.Cleanup(conns.Close)
+	want := []string{l.Monitors[0].Node.IP.String(), l.Monitors[1].Node.IP.String()}
+	if err := conns.Open(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, r := range conns.Records() {
+		p := l.Topo.Pod(r.Pod)
+		src, err := netip.ParseAddrPort(r.Segments[0].Source)
+		if err != nil || src.Addr() != p.Node.IP || r.Segments[0].Echoes < 2 || !r.Closed.IsZero() {
+			t.Errorf("connection from %s: %+v, want echoes seen from %s:<port>", r.Pod, r, p.Node.IP)
+		}
+	}
+	conns.Close()
+	for _, r := range conns.Records() {
+		if r.Closed.IsZero() || r.Err != "" {
+			t.Errorf("connection %d after Close: closed %v, error %q; want closed by the lab", r.ID, r.Closed, r.Err)
+		}
 	}
 
 	// Monitor: without egressd the CNI-style masquerade shows the worker's address.
-	m := NewMonitor(l.Monitor, l.Echo)
+	m := l.NewMonitors()
 	mctx, mcancel := context.WithTimeout(ctx, 600*time.Millisecond)
 	m.Run(mctx)
 	mcancel()
 	s := m.Samples()
-	if len(s) < 8 {
-		t.Fatalf("monitor recorded %d samples in 600 ms", len(s))
+	if len(s) < 16 {
+		t.Fatalf("monitors recorded %d samples in 600 ms", len(s))
 	}
 	for _, x := range s {
-		if !x.OK() || x.Source != l.Monitor.Node.IP.String() {
-			t.Fatalf("monitor sample %+v, want source %s", x, l.Monitor.Node.IP)
+		p := l.Topo.Pod(x.Pod)
+		if p == nil || !x.OK() || x.Source != p.Node.IP.String() || x.Zone != p.Node.Zone.Name {
+			t.Fatalf("monitor sample %+v, want source the worker of pod %q", x, x.Pod)
 		}
 	}
 

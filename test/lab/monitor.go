@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -13,9 +15,10 @@ import (
 	"github.com/egressd/egressd/test/netns"
 )
 
-// The monitor of the walkthrough: one HTTP request every MonitorInterval from the monitor pod
-// to the echo server, each on a new connection (a new flow, which the datapath must steer to a
-// live gateway), recording which egress IP the server saw or how the request failed.
+// The monitors of the walkthrough: in every monitor pod, one logical client (a "flow" of the
+// analysis) sending one HTTP request every MonitorInterval to the echo server, each on a new
+// connection (which the datapath must steer to a live gateway), recording which egress IP the
+// server saw or how the request failed.
 // (cmd/egressctl/internal/probe does the same for egressctl probe, but Go's internal rule keeps
 // it out of reach of test/lab, and the lab needs the pod's namespace for every socket.)
 const (
@@ -27,6 +30,9 @@ const (
 
 // Sample is one monitor request.
 type Sample struct {
+	// Pod and Zone name the monitor (the flow) that sent it.
+	Pod    string        `json:"pod"`
+	Zone   string        `json:"zone,omitempty"`
 	Seq    int           `json:"seq"`
 	Sent   time.Time     `json:"sent"`
 	RTT    time.Duration `json:"rttNs"`
@@ -37,9 +43,13 @@ type Sample struct {
 // OK reports whether the request succeeded.
 func (s Sample) OK() bool { return s.Err == "" }
 
+// Done is when the request completed: answered or failed.
+func (s Sample) Done() time.Time { return s.Sent.Add(s.RTT) }
+
 // Monitor sends the requests and keeps the record.
 type Monitor struct {
 	pod      *netns.Pod
+	zone     string
 	url      string
 	interval time.Duration
 	client   *http.Client
@@ -53,7 +63,11 @@ type Monitor struct {
 
 // NewMonitor returns a monitor sending from pod to the echo server at dst.
 func NewMonitor(pod *netns.Pod, dst netip.Addr) *Monitor {
-	return &Monitor{pod: pod, url: fmt.Sprintf("http://%s/", netip.AddrPortFrom(dst, netns.HTTPPort)),
+	zone := ""
+	if pod.Node != nil && pod.Node.Zone != nil {
+		zone = pod.Node.Zone.Name
+	}
+	return &Monitor{pod: pod, zone: zone, url: fmt.Sprintf("http://%s/", netip.AddrPortFrom(dst, netns.HTTPPort)),
 		interval: MonitorInterval, client: pod.HTTPClient()}
 }
 
@@ -93,7 +107,7 @@ func (m *Monitor) Run(ctx context.Context) {
 }
 
 func (m *Monitor) request(ctx context.Context, seq int) Sample {
-	s := Sample{Seq: seq, Sent: time.Now()}
+	s := Sample{Pod: m.pod.Name, Zone: m.zone, Seq: seq, Sent: time.Now()}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), MonitorTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, m.url, nil)
@@ -141,12 +155,97 @@ func (m *Monitor) Samples() []Sample {
 }
 
 // Since returns the samples sent at or after t.
-func (m *Monitor) Since(t time.Time) []Sample {
-	var out []Sample
-	for _, s := range m.Samples() {
-		if !s.Sent.Before(t) {
-			out = append(out, s)
-		}
+func (m *Monitor) Since(t time.Time) []Sample { return since(m.Samples(), t) }
+
+// Monitors are the monitors of several pods, run and read together.
+type Monitors []*Monitor
+
+// NewMonitors returns one monitor per monitor pod of the lab, sending to its echo server.
+func (l *Lab) NewMonitors() Monitors {
+	out := make(Monitors, 0, len(l.Monitors))
+	for _, p := range l.Monitors {
+		out = append(out, NewMonitor(p, l.Echo))
 	}
 	return out
+}
+
+// Run runs every monitor until ctx ends, then waits for them all.
+func (ms Monitors) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Go(func() { m.Run(ctx) })
+	}
+	wg.Wait()
+}
+
+// Samples returns every monitor's record, merged and ordered by send time.
+func (ms Monitors) Samples() []Sample {
+	var out []Sample
+	for _, m := range ms {
+		m.mu.Lock()
+		out = append(out, m.samples...)
+		m.mu.Unlock()
+	}
+	sortSamples(out)
+	return out
+}
+
+// Since returns the samples of every monitor sent at or after t.
+func (ms Monitors) Since(t time.Time) []Sample {
+	return since(ms.Samples(), t)
+}
+
+func since(samples []Sample, t time.Time) []Sample {
+	i := sort.Search(len(samples), func(i int) bool { return !samples[i].Sent.Before(t) })
+	return samples[i:]
+}
+
+// TimedView is one reading of the gateway's status.
+type TimedView struct {
+	At   time.Time   `json:"at"`
+	View GatewayView `json:"view"`
+}
+
+// ViewRecorder reads the gateway's status every interval and keeps the readings, for the
+// settle time (Settled).
+type ViewRecorder struct {
+	mu    sync.Mutex
+	views []TimedView
+}
+
+// RecordViews reads the gateway's view every interval (default 50 ms) until ctx ends; read
+// errors are skipped. The readings are bounded like the monitor's samples.
+func (l *Lab) RecordViews(ctx context.Context, interval time.Duration) *ViewRecorder {
+	if interval <= 0 {
+		interval = 50 * time.Millisecond
+	}
+	r := &ViewRecorder{}
+	l.wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			if v, err := l.View(ctx); err == nil {
+				r.mu.Lock()
+				if len(r.views) < maxSamples {
+					r.views = append(r.views, TimedView{At: time.Now(), View: v})
+				}
+				r.mu.Unlock()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+	return r
+}
+
+// Views returns the readings so far, in time order.
+func (r *ViewRecorder) Views() []TimedView {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.views)
 }

@@ -24,9 +24,10 @@ import (
 // StartServers runs the echo servers in the namespace, on every address of both families:
 // HTTP on HTTPPort (GET answers the caller's IP), UDP on UDPPort (each datagram is answered
 // with the caller's IP, from the address it was sent to), TCP bulk on BulkPort, line echo on
-// FlowPort, and an observer of ICMP echo requests that lets Ping report the source the server
-// saw. The external host runs them from Build; call it on a pod or node for east-west tests.
-// The servers stop when the Topology closes.
+// FlowPort (prefixed with the caller's IP) and on ConnPort (prefixed with its IP:port), and an
+// observer of ICMP echo requests that lets Ping report the source the server saw. The
+// external host runs them from Build; call it on a pod or node for east-west tests. The
+// servers stop when the Topology closes.
 func (n *Namespace) StartServers() error {
 	v6 := false
 	if err := n.Do(func() error {
@@ -65,6 +66,13 @@ func (n *Namespace) StartServers() error {
 			}
 			s.add(fl)
 			s.goServe(func() { s.acceptLoop(fl, serveFlow) })
+
+			cl, err := net.Listen("tcp"+f, fmt.Sprintf(":%d", ConnPort))
+			if err != nil {
+				return fmt.Errorf("listening for connections: %w", err)
+			}
+			s.add(cl)
+			s.goServe(func() { s.acceptLoop(cl, serveConn) })
 
 			uc, err := net.ListenPacket("udp"+f, fmt.Sprintf(":%d", UDPPort))
 			if err != nil {
@@ -261,6 +269,26 @@ func (zeroReader) Read(p []byte) (int, error) {
 // serveFlow echoes every line prefixed with the caller's IP.
 func serveFlow(c net.Conn) {
 	peer := addrOf(c.RemoteAddr()).String()
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		if _, err := io.WriteString(c, peer+" "+line); err != nil {
+			return
+		}
+	}
+}
+
+// serveConn echoes every line prefixed with the caller's address and port as the server sees
+// them: a long-lived connection that keeps both across a failover left the new gateway with
+// the same source address and port.
+func serveConn(c net.Conn) {
+	peer := c.RemoteAddr().String()
+	if ap, err := netip.ParseAddrPort(peer); err == nil {
+		peer = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	}
 	r := bufio.NewReader(c)
 	for {
 		line, err := r.ReadString('\n')

@@ -15,6 +15,7 @@ const (
 	UDPPort  = 7007 // every datagram is answered with the caller's IP, as text
 	BulkPort = 5001 // bounded bulk transfers, see Namespace.Transfer
 	FlowPort = 5002 // line echo for long-running flows, see Namespace.StartFlow
+	ConnPort = 5003 // line echo prefixed with the caller's address:port as the server saw it
 )
 
 // Spec describes a topology. The zero value of every field has a usable default; only Nodes is

@@ -85,7 +85,7 @@ type Pod struct {
 }
 
 // External is the host outside the cluster, reachable only through the router, running the
-// echo servers (HTTPPort, UDPPort, BulkPort, FlowPort and ICMP observation).
+// echo servers (HTTPPort, UDPPort, BulkPort, FlowPort, ConnPort and ICMP observation).
 type External struct {
 	*Namespace
 	// Addrs are the addresses of Spec.External (v4 first in spec order).
