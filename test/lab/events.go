@@ -552,6 +552,18 @@ type GatewayView struct {
 	Public    map[string]string // egress IP → public IP
 }
 
+// HeldBy returns, sorted, the egress IPs the status shows on node: an event's AffectedIPs.
+func (v GatewayView) HeldBy(node string) []string {
+	var out []string
+	for ip, n := range v.Holders {
+		if n == node {
+			out = append(out, ip)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Active returns the nodes in state Active.
 func (v GatewayView) Active() []string {
 	var out []string

@@ -57,7 +57,7 @@ func TestEvents(t *testing.T) {
 		v := whole(t, "gateway whole before")
 		name := holderIn(t, v, l, zoneName(0))
 		n := l.Node(name)
-		held := heldBy(v, name)
+		held := v.HeldBy(name)
 		// The state a cold reboot must lose is there to lose.
 		if pins := pinsOf(t, l, name); len(pins) == 0 {
 			t.Fatalf("%s has no pins before the crash", name)
@@ -157,7 +157,7 @@ func TestEvents(t *testing.T) {
 	t.Run("long-drain", func(t *testing.T) {
 		v := whole(t, "gateway whole before")
 		name := holderIn(t, v, l, zoneName(1))
-		ip := heldBy(v, name)[0]
+		ip := v.HeldBy(name)[0]
 		d, err := l.LongDrain(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -185,7 +185,7 @@ func TestEvents(t *testing.T) {
 	t.Run("controller-crash-in-move", func(t *testing.T) {
 		v := whole(t, "gateway whole before")
 		name := holderIn(t, v, l, zoneName(0))
-		ip := heldBy(v, name)[0]
+		ip := v.HeldBy(name)[0]
 		// The kill lands inside the move's call.
 		l.Sim.SetLatency("AssignPrivateIpAddresses", 2*time.Second)
 		defer l.Sim.SetLatency("AssignPrivateIpAddresses", 0)
@@ -250,17 +250,6 @@ func holderIn(t *testing.T, v GatewayView, l *Lab, zone string) string {
 	}
 	t.Fatalf("no gateway of %s holds an egress IP: %s", zone, v)
 	return ""
-}
-
-func heldBy(v GatewayView, node string) []string {
-	var out []string
-	for ip, n := range v.Holders {
-		if n == node {
-			out = append(out, ip)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 func subset(a, b []string) bool {

@@ -82,24 +82,12 @@ func TestFailover(t *testing.T) {
 	if !slices.Equal(seenAfter, wantIPs) {
 		t.Errorf("after the failover the echo server saw %v, want %v", seenAfter, wantIPs)
 	}
-	r := Analyze(mon.Samples(), Event{Name: "reboot gw-a1", At: at, End: end, AffectedIPs: heldBy(before, "gw-a1")})
+	r := Analyze(mon.Samples(), Event{Name: "reboot gw-a1", At: at, End: end, AffectedIPs: before.HeldBy("gw-a1")})
 	if r.AffectedFlows == 0 {
-		t.Errorf("no flow affected by the reboot of gw-a1, which held %v: %+v", heldBy(before, "gw-a1"), r.Flows)
+		t.Errorf("no flow affected by the reboot of gw-a1, which held %v: %+v", before.HeldBy("gw-a1"), r.Flows)
 	}
 	t.Logf("reboot gw-a1: %d requests, %d failed, %d of %d flows affected, worst outage %s, longest gap %s",
 		r.Requests, r.Failed, r.AffectedFlows, len(r.Flows), r.Outage, r.LongestGap)
-}
-
-// heldBy returns the egress IPs the view shows node holding.
-func heldBy(v GatewayView, node string) []string {
-	var out []string
-	for ip, n := range v.Holders {
-		if n == node {
-			out = append(out, ip)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // TestCrashReport plays one short event on the HA topology (4 zones × 2 gateways) with the
