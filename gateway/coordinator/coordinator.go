@@ -8,6 +8,8 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -80,12 +82,40 @@ func (c *Coordinator) providerOf(name string) (providers.Provider, bool) {
 	return p, ok
 }
 
-// listInputs reads nodes and agent leases from the cache.
-func (c *Coordinator) listInputs(ctx context.Context) ([]corev1.Node, map[string]*coordinationv1.Lease, error) {
+// listInputs reads from the cache the nodes gw can involve, those its node selector matches
+// and those its status lists (the ones leaving the group), and the agent leases. Reading only
+// these keeps a gateway reconcile proportional to the group, not to the cluster: listing every
+// Node took 6 MB and most of a 32 ms reconcile at 5,000 nodes (BenchmarkScale), and every
+// gateway is reconciled on each node event.
+func (c *Coordinator) listInputs(ctx context.Context, gw *egressv1.EgressGateway) ([]corev1.Node, map[string]*coordinationv1.Lease, error) {
+	sel, err := metav1.LabelSelectorAsSelector(&gw.Spec.NodeSelector)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spec.nodeSelector: %w", err)
+	}
 	var nodes corev1.NodeList
 	// Read-only views of the cache: copying every Node per reconcile dominated its CPU at 1k nodes.
-	if err := c.client.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
+	if err := c.client.List(ctx, &nodes, client.MatchingLabelsSelector{Selector: sel}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	have := make(map[string]bool, len(nodes.Items))
+	for i := range nodes.Items {
+		have[nodes.Items[i].Name] = true
+	}
+	for _, z := range gw.Status.Zones {
+		for _, g := range z.Gateways {
+			if have[g.Node] {
+				continue
+			}
+			have[g.Node] = true
+			n := corev1.Node{}
+			if err := c.client.Get(ctx, client.ObjectKey{Name: g.Node}, &n); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue // deleted: the plan drops it
+				}
+				return nil, nil, fmt.Errorf("reading node %s: %w", g.Node, err)
+			}
+			nodes.Items = append(nodes.Items, n)
+		}
 	}
 	var leaseList coordinationv1.LeaseList
 	if err := c.client.List(ctx, &leaseList, client.InNamespace(c.cfg.Namespace), client.UnsafeDisableDeepCopy); err != nil {

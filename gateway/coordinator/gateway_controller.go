@@ -91,7 +91,7 @@ func (r *GatewayReconciler) reconcile(ctx context.Context, name string) (ctrl.Re
 		return ctrl.Result{}, r.writeStatus(ctx, gw, nil, nil, []metav1.Condition{*cond})
 	}
 
-	nodes, leases, err := r.listInputs(ctx)
+	nodes, leases, err := r.listInputs(ctx, gw)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

@@ -13,7 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,23 +54,71 @@ import (
 	"github.com/egressd/egressd/test/envtest"
 )
 
-// The shape of the scale figure (issue 7): 1k nodes, 10k pods, 500 policies.
+// The fixed part of the scale figure's shape (issue 7); the part that grows is scaleShape.
 const (
 	scaleZones           = 4
 	scaleGateways        = 4
 	scaleGatewayNodes    = 100 // 25 per gateway, spread over the zones
-	scaleNodes           = 1000
-	scaleNamespaces      = 50
-	scalePods            = 10000
-	scalePolicies        = 450 // EgressPolicies, 9 per namespace
-	scaleClusterPolicies = 50
-	scaleApps            = 10 // pod label app=a0..a9
+	scaleClusterPolicies = 50  // one /24 each: within the cluster budget (128 prefixes)
+	scaleApps            = 10  // pod label app=a0..a9: EgressPolicies select a0..a8, ClusterEgressPolicies a9
+	scalePodsPerNode     = 10
+	scaleNodesPerNS      = 20 // namespaces = nodes/20: 200 pods each, 20 per app
 	scaleTeams           = 5  // namespace label team=t0..t4
 	scaleCreateWorkers   = 16
 	scaleGatewayLabel    = "scale.egressd.io/gateway"
 	scaleLeaseRenewEvery = 3 * time.Second
 	scaleNodeImages      = 30 // container images a node's status lists
 )
+
+// The shape that grows, set by setScaleShape from EGRESSD_SCALE_NODES and
+// EGRESSD_SCALE_POLICIES (defaults: the 1k-node figure of issue 7).
+var (
+	scaleNodes      = 1000
+	scaleNamespaces = 50    // scaleNodes / scaleNodesPerNS
+	scalePods       = 10000 // scaleNodes * scalePodsPerNode
+	scalePolicies   = 450   // EgressPolicies, the same number in every namespace
+	// Expected matched pods: pods of namespace n are i%scaleNamespaces == n, app
+	// a(i/scaleNamespaces % scaleApps).
+	scalePodsPerApp       = 20  // scalePods / scaleNamespaces / scaleApps
+	scaleClusterPolicyPod = 200 // scalePodsPerApp * scaleNamespaces / scaleTeams
+)
+
+// scaleShape is the shape of a BenchmarkScale run: nodes (pods, namespaces follow) and
+// EgressPolicies (ClusterEgressPolicies stay scaleClusterPolicies).
+type scaleShape struct{ nodes, policies int }
+
+// parseScaleShape reads EGRESSD_SCALE_NODES and EGRESSD_SCALE_POLICIES (empty: 1000 and
+// nodes*9/20, which is the 1k figure's 450). Nodes must be a multiple of 100 above the gateway
+// nodes (namespaces of 20 nodes' pods, a whole number per team); EgressPolicies a multiple of
+// the namespaces with at most contract.DefaultNamespacePrefixBudget (one /24 each) in one.
+func parseScaleShape(nodes, policies string) (scaleShape, error) {
+	sh := scaleShape{nodes: 1000}
+	if nodes != "" {
+		n, err := strconv.Atoi(nodes)
+		if err != nil || n <= scaleGatewayNodes || n%(scaleNodesPerNS*scaleTeams) != 0 {
+			return sh, fmt.Errorf("EGRESSD_SCALE_NODES=%q: want a multiple of %d above %d", nodes, scaleNodesPerNS*scaleTeams, scaleGatewayNodes)
+		}
+		sh.nodes = n
+	}
+	ns := sh.nodes / scaleNodesPerNS
+	sh.policies = ns * 9
+	if policies != "" {
+		p, err := strconv.Atoi(policies)
+		if err != nil || p <= 0 || p%ns != 0 || p/ns > contract.DefaultNamespacePrefixBudget {
+			return sh, fmt.Errorf("EGRESSD_SCALE_POLICIES=%q: want a multiple of the %d namespaces, at most %d per namespace (its prefix budget)",
+				policies, ns, contract.DefaultNamespacePrefixBudget)
+		}
+		sh.policies = p
+	}
+	return sh, nil
+}
+
+// set makes sh the shape of the populate and convergence code.
+func (sh scaleShape) set() {
+	scaleNodes, scaleNamespaces, scalePods, scalePolicies = sh.nodes, sh.nodes/scaleNodesPerNS, sh.nodes*scalePodsPerNode, sh.policies
+	scalePodsPerApp = scalePods / scaleNamespaces / scaleApps
+	scaleClusterPolicyPod = scalePodsPerApp * scaleNamespaces / scaleTeams
+}
 
 // BenchmarkScale populates an envtest API server with 1,000 Nodes (100 of them gateway nodes
 // of 4 EgressGateways, backed by instances of the cloud's simulator), 10,000 Pods with IPs
@@ -83,6 +133,12 @@ const (
 //	EGRESSD_KUBE_ASSETS=$(hack/kube-binaries.sh) go test -run '^$' -bench 'Scale/gcp' -benchtime 1x -timeout 30m ./gateway/coordinator/
 //
 // The envtest API server and etcd are separate processes: their memory is not counted.
+//
+// EGRESSD_SCALE_NODES=5000 EGRESSD_SCALE_POLICIES=5000 runs issue 16's shape: 5,000 nodes,
+// 50,000 pods in 250 namespaces, 5,000 EgressPolicies (20 per namespace, two per app, each to
+// its own /24) + 50 ClusterEgressPolicies; the gateways and their 100 nodes stay as they are.
+// EGRESSD_SCALE_PROFILE=dir writes cpu-<cloud>.pprof (manager start to the end of the steady
+// state: the coordinator, not the population) and heap-<cloud>.pprof (after convergence) there.
 func BenchmarkScale(b *testing.B) {
 	if testing.Short() {
 		b.Skip("scale benchmark: not in -short mode")
@@ -90,6 +146,11 @@ func BenchmarkScale(b *testing.B) {
 	if server == nil {
 		b.Skip("needs the envtest API server")
 	}
+	sh, err := parseScaleShape(os.Getenv("EGRESSD_SCALE_NODES"), os.Getenv("EGRESSD_SCALE_POLICIES"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sh.set()
 	logs := &errorLog{}
 	ctrl.SetLogger(funcr.New(logs.add, funcr.Options{}))
 	for _, name := range []string{"aws", "gcp", "azure"} {
@@ -98,7 +159,8 @@ func BenchmarkScale(b *testing.B) {
 }
 
 func benchmarkScale(b *testing.B, cloudName string, logs *errorLog) {
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	grow := time.Duration(max(1, scaleNodes/1000))
+	ctx, cancel := context.WithTimeout(context.Background(), grow*25*time.Minute)
 	defer cancel()
 	logs.reset()
 	s := newScaleWorld(b, cloudName)
@@ -111,12 +173,16 @@ func benchmarkScale(b *testing.B, cloudName string, logs *errorLog) {
 	renewDone := s.renewLeases(renewCtx)
 	defer func() { stopRenew(); <-renewDone }()
 
+	profDir := os.Getenv("EGRESSD_SCALE_PROFILE")
 	reconcilesBefore := reconcileCounts()
 	before := heapInUse()
+	stopCPU := startCPUProfile(b, profDir, cloudName)
 	r := s.run(ctx)
 	after := heapInUse()
+	writeHeapProfile(b, profDir, cloudName)
 	progress("%s: converged: %v; steady-state passes", cloudName, r.converged)
 	steady := s.steadyState(ctx, r.c, b.N)
+	stopCPU()
 	progress("%s: failover", cloudName)
 	fo := s.failover(ctx)
 	errs := logs.snapshot() // before the stop, whose cancelled reconciles log errors
@@ -442,7 +508,7 @@ func (s *scaleWorld) populate(ctx context.Context) {
 		if i < scalePolicies {
 			ns, j := i/(scalePolicies/scaleNamespaces), i%(scalePolicies/scaleNamespaces)
 			return s.create(ctx, &egressv1.EgressPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("pol-%d", j), Namespace: scaleNamespace(ns)},
-				Spec: egressv1.EgressPolicyRule{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("a%d", j)}},
+				Spec: egressv1.EgressPolicyRule{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("a%d", j%(scaleApps-1))}},
 					DestinationCIDRs: []string{fmt.Sprintf("203.0.%d.0/24", j)}, Gateway: gatewayName(i % scaleGateways)}})
 		}
 		c := i - scalePolicies
@@ -455,12 +521,6 @@ func (s *scaleWorld) populate(ctx context.Context) {
 }
 
 func scaleNamespace(i int) string { return fmt.Sprintf("scale-ns-%02d", i) }
-
-// Expected matched pods: pods of namespace n are i%scaleNamespaces == n, app a(i/scaleNamespaces % scaleApps).
-const (
-	scalePodsPerApp       = scalePods / scaleNamespaces / scaleApps
-	scaleClusterPolicyPod = scalePodsPerApp * scaleNamespaces / scaleTeams
-)
 
 func (s *scaleWorld) create(ctx context.Context, o client.Object) error {
 	if err := s.client.Create(ctx, o); err != nil {
@@ -748,7 +808,7 @@ func (s *scaleWorld) run(ctx context.Context) *scaleRun {
 		syncedAt <- time.Since(start)
 	}()
 
-	deadline := time.Now().Add(10 * time.Minute)
+	deadline := time.Now().Add(time.Duration(max(1, scaleNodes/1000)) * 10 * time.Minute)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-r.mgrErr:
@@ -814,12 +874,12 @@ func (s *scaleWorld) converged(ctx context.Context) (gateways, policies bool, wh
 	}
 	done := 0
 	for _, p := range pols.Items {
-		if strings.HasPrefix(p.Namespace, "scale-") && ok(p.Status, p.Generation, scalePodsPerApp) {
+		if strings.HasPrefix(p.Namespace, "scale-") && ok(p.Status, p.Generation, int32(scalePodsPerApp)) {
 			done++
 		}
 	}
 	for _, p := range cpols.Items {
-		if strings.HasPrefix(p.Name, "scale-") && ok(p.Status, p.Generation, scaleClusterPolicyPod) {
+		if strings.HasPrefix(p.Name, "scale-") && ok(p.Status, p.Generation, int32(scaleClusterPolicyPod)) {
 			done++
 		}
 	}
@@ -955,6 +1015,42 @@ func (s *scaleWorld) failover(ctx context.Context) failoverResult {
 	}
 	fo.ok = fo.ledger > 0 && fo.cloud > 0 && fo.conv > 0 && s.zone[fo.to] == s.zone[fo.node]
 	return fo
+}
+
+// startCPUProfile profiles the process into dir/cpu-<cloud>.pprof until the returned function
+// is called; with dir "" it does nothing.
+func startCPUProfile(tb testing.TB, dir, cloud string) (stop func()) {
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, "cpu-"+cloud+".pprof"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		tb.Fatalf("EGRESSD_SCALE_PROFILE with -cpuprofile: %v", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			tb.Error(err)
+		}
+	}
+}
+
+// writeHeapProfile writes the live heap to dir/heap-<cloud>.pprof; with dir "" it does nothing.
+func writeHeapProfile(tb testing.TB, dir, cloud string) {
+	if dir == "" {
+		return
+	}
+	f, err := os.Create(filepath.Join(dir, "heap-"+cloud+".pprof"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		tb.Error(err)
+	}
 }
 
 func heapInUse() runtime.MemStats {
@@ -1105,12 +1201,12 @@ func (r scaleReport) String() string {
 	row := func(k, v string) { fmt.Fprintf(&b, "%-52s %s\n", k, v) }
 	row("populate (objects, create + status writes)", fmt.Sprintf("%d objects in %v (%d workers)", r.objects, r.populate.Round(time.Millisecond), scaleCreateWorkers))
 	row("manager start → caches synced", r.run.synced.Round(time.Millisecond).String())
-	row("manager start → 4 gateways Ready + CloudSynced", r.run.gatewaysReady.Round(time.Millisecond).String())
+	row(fmt.Sprintf("manager start → %d gateways Ready + CloudSynced", scaleGateways), r.run.gatewaysReady.Round(time.Millisecond).String())
 	conv := r.run.policiesReady.Round(time.Millisecond).String()
 	if !r.run.converged {
 		conv = "NOT CONVERGED (" + r.run.firstSeen + ")"
 	}
-	row("manager start → 500 policy statuses written", conv)
+	row(fmt.Sprintf("manager start → %d policy statuses written", scalePolicies+scaleClusterPolicies), conv)
 	st := r.steady
 	row("gateway reconcile, steady state (mean / max)", fmt.Sprintf("%v / %v over %d (%d errors), %.1f MB allocated each",
 		st.gateway.mean().Round(10*time.Microsecond), st.gateway.max.Round(10*time.Microsecond), st.gateway.n, st.gateway.errs, mb(st.gatewayAlloc)))
@@ -1154,4 +1250,32 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
+}
+
+// TestParseScaleShape: the defaults are the 1k figure, issue 16's shape parses, and a shape
+// that would break a namespace's prefix budget or leave a fraction of a namespace is refused
+// with the variable named.
+func TestParseScaleShape(t *testing.T) {
+	for _, tc := range []struct {
+		nodes, policies string
+		want            scaleShape
+		err             string
+	}{
+		{"", "", scaleShape{nodes: 1000, policies: 450}, ""},
+		{"5000", "5000", scaleShape{nodes: 5000, policies: 5000}, ""},
+		{"5000", "", scaleShape{nodes: 5000, policies: 2250}, ""},
+		{"1050", "", scaleShape{}, "EGRESSD_SCALE_NODES"},
+		{"100", "", scaleShape{}, "EGRESSD_SCALE_NODES"},
+		{"x", "", scaleShape{}, "EGRESSD_SCALE_NODES"},
+		{"5000", "4999", scaleShape{}, "EGRESSD_SCALE_POLICIES"},
+		{"1000", "6450", scaleShape{}, "prefix budget"}, // 129 per namespace
+	} {
+		got, err := parseScaleShape(tc.nodes, tc.policies)
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("parseScaleShape(%q, %q): error %v, want one naming %s", tc.nodes, tc.policies, err, tc.err)
+		case tc.err == "" && (err != nil || got != tc.want):
+			t.Errorf("parseScaleShape(%q, %q) = %+v, %v; want %+v", tc.nodes, tc.policies, got, err, tc.want)
+		}
+	}
 }
