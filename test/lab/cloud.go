@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/gateway/contract"
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
 	"github.com/egressd/egressd/test/cloudsim/simkit"
 	"github.com/egressd/egressd/test/netns"
@@ -368,6 +369,9 @@ func (l *Lab) Moves() []awssim.Move { return l.Sim.Moves() }
 // released), by node and address, since the lab started.
 func (l *Lab) UndeliveredSources() ([]UndeliveredSource, error) { return l.router.UndeliveredSources() }
 
+// UndeliveredProbes: Router.UndeliveredProbes.
+func (l *Lab) UndeliveredProbes() ([]UndeliveredSource, error) { return l.router.UndeliveredProbes() }
+
 func mapsEqual(a, b map[netip.Addr]netip.Addr) bool {
 	if len(a) != len(b) {
 		return false
@@ -391,9 +395,21 @@ type UndeliveredSource struct {
 }
 
 // UndeliveredSources reads the source check's per-(node, address) counters back from the
-// router's nftables set, sorted by node and address.
+// router's nftables set, sorted by node and address: every packet but egressd's own delivery
+// probes (UndeliveredProbes).
 func (r *Router) UndeliveredSources() ([]UndeliveredSource, error) {
-	out, err := r.topo.Router.Run("nft", "-j", "list", "set", "ip", eipTable, "undelivered")
+	return r.undelivered("undelivered")
+}
+
+// UndeliveredProbes counts, like UndeliveredSources, the delivery probes (UDP to the probe
+// port) a node sent from an address before the fabric delivered it there: the agents' proofs
+// that the address has landed, dropped by the source check by design.
+func (r *Router) UndeliveredProbes() ([]UndeliveredSource, error) {
+	return r.undelivered("undelivered_probes")
+}
+
+func (r *Router) undelivered(set string) ([]UndeliveredSource, error) {
+	out, err := r.topo.Router.Run("nft", "-j", "list", "set", "ip", eipTable, set)
 	if err != nil {
 		return nil, fmt.Errorf("reading the router's undelivered-source counters: %w: %s", err, out)
 	}
@@ -475,7 +491,12 @@ func (r *Router) applyTable(held, nat map[netip.Addr]netip.Addr, srcOK map[srcKe
 		b.WriteString("  set held {\n    type ipv4_addr\n  }\n")
 		b.WriteString("  set src_ok {\n    type ether_addr . ipv4_addr\n  }\n")
 		b.WriteString("  set undelivered {\n    type ether_addr . ipv4_addr\n    size 65536\n    flags dynamic\n    counter\n  }\n")
+		b.WriteString("  set undelivered_probes {\n    type ether_addr . ipv4_addr\n    size 65536\n    flags dynamic\n    counter\n  }\n")
 		b.WriteString("  chain forward {\n    type filter hook forward priority filter; policy accept;\n")
+		// egressd's delivery proofs (docs/control-plane.md) probe from an address before the
+		// node may use it: dropped like any other, but counted apart from user traffic.
+		fmt.Fprintf(&b, "    ip saddr { %s } ether saddr . ip saddr != @src_ok udp dport %d update @undelivered_probes { ether saddr . ip saddr } drop\n",
+			strings.Join(subnets, ", "), contract.DefaultProbePort)
 		fmt.Fprintf(&b, "    ip saddr { %s } ether saddr . ip saddr != @src_ok update @undelivered { ether saddr . ip saddr } drop\n", strings.Join(subnets, ", "))
 		fmt.Fprintf(&b, "    ip daddr { %s } ip daddr != @held counter drop\n  }\n", strings.Join(subnets, ", "))
 		b.WriteString("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n  }\n")

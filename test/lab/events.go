@@ -679,3 +679,19 @@ func egressSources(v GatewayView) []string {
 	slices.Sort(out)
 	return out
 }
+
+// HolderIn returns the node holding an egress IP of the zone (its Active gateway), "" when none
+// does.
+func (l *Lab) HolderIn(v GatewayView, zone string) string {
+	var out []string
+	for _, node := range v.Holders {
+		if n := l.Node(node); n != nil && n.Zone.Name == zone {
+			out = append(out, node)
+		}
+	}
+	slices.Sort(out)
+	if len(out) == 0 {
+		return ""
+	}
+	return out[0]
+}
