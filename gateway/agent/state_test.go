@@ -489,7 +489,7 @@ func TestComputeState(t *testing.T) {
 					{IP: ip("10.0.0.200"), Interface: "eth0"}, {IP: ip("10.0.0.201"), Interface: "eth0"},
 					{IP: ip("fd00:a::9"), Interface: "eth0"},
 				},
-				Groups: []dataplane.ServedGroup{{Group: 7, EgressIPv4: ip("10.0.0.150"), EgressIPv6: ip("fd00:a::9")}},
+				Groups: []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.150")}, EgressIPv6s: []netip.Addr{ip("fd00:a::9")}}},
 			},
 			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw1IP, true, ip("10.0.0.150"), ip("fd00:a::9"))}}},
 			probes: []netip.AddrPort{},
@@ -515,7 +515,7 @@ func TestComputeState(t *testing.T) {
 			},
 			gateway: &dataplane.GatewayRole{
 				Addresses: []dataplane.EgressAddress{{IP: ip("192.168.5.7"), Interface: "eth1"}},
-				Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv4: ip("192.168.5.7")}},
+				Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("192.168.5.7")}}},
 			},
 			announce: []dataplane.EgressAddress{},
 			// Its own pods go through itself; the worker-side egress IP is informational.
@@ -534,7 +534,7 @@ func TestComputeState(t *testing.T) {
 			},
 			gateway: &dataplane.GatewayRole{
 				Addresses: []dataplane.EgressAddress{{IP: ip("fd00:a::21"), Interface: "eth0"}, {IP: ip("fd00:a::99"), Interface: "eth0"}},
-				Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv6: ip("fd00:a::21")}},
+				Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv6s: []netip.Addr{ip("fd00:a::21")}}},
 			},
 		},
 		{
@@ -572,7 +572,7 @@ func TestComputeState(t *testing.T) {
 			},
 			gateway: &dataplane.GatewayRole{
 				Addresses: []dataplane.EgressAddress{{IP: ip("10.0.0.150"), Interface: "eth0"}},
-				Groups:    []dataplane.ServedGroup{{Group: 9, EgressIPv4: ip("10.0.0.150")}},
+				Groups:    []dataplane.ServedGroup{{Group: 9, EgressIPv4s: []netip.Addr{ip("10.0.0.150")}}},
 			},
 			announce: []dataplane.EgressAddress{}, // cloud addresses are routed by the cloud
 			problem:  "EgressGateway out: interface eth0 has no IPv6 address; not serving it on this node",
@@ -602,8 +602,8 @@ func TestComputeState(t *testing.T) {
 					{IP: ip("fd00:50::10"), Interface: "eth2"}, {IP: ip("fd00:50::11"), Interface: "eth2"},
 				},
 				Groups: []dataplane.ServedGroup{
-					{Group: 7, EgressIPv4: ip("10.0.0.30"), EgressIPv6: ip("fd00:50::10")},
-					{Group: 9, EgressIPv4: ip("10.0.0.160")},
+					{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.30")}, EgressIPv6s: []netip.Addr{ip("fd00:50::10")}},
+					{Group: 9, EgressIPv4s: []netip.Addr{ip("10.0.0.160")}},
 				},
 			},
 			announce: []dataplane.EgressAddress{
