@@ -470,7 +470,7 @@ func TestComputeState(t *testing.T) {
 			probeTarget: &probe.Target{Addr: netip.AddrPortFrom(gw1IP, 8743), Interval: 50 * time.Millisecond, Timeout: 20 * time.Millisecond, FailureThreshold: 2},
 		},
 		{
-			name: "gateway role: held IPs on the interface with their MAC or the node's; lowest per family served",
+			name: "gateway role: held IPs on the interface with their MAC or the node's; every held IP served",
 			mutate: func(in *Inputs) {
 				in.Node = node("gw1", "a", "10.0.0.21")
 				in.Interfaces = []Interface{
@@ -489,7 +489,8 @@ func TestComputeState(t *testing.T) {
 					{IP: ip("10.0.0.200"), Interface: "eth0"}, {IP: ip("10.0.0.201"), Interface: "eth0"},
 					{IP: ip("fd00:a::9"), Interface: "eth0"},
 				},
-				Groups: []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.150")}, EgressIPv6s: []netip.Addr{ip("fd00:a::9")}}},
+				// Every held IP per family (the datapath spreads over 10.0.0.150's interface: itself).
+				Groups: []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.150"), ip("10.0.0.200"), ip("10.0.0.201")}, EgressIPv6s: []netip.Addr{ip("fd00:a::9")}}},
 			},
 			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw1IP, true, ip("10.0.0.150"), ip("fd00:a::9"))}}},
 			probes: []netip.AddrPort{},
@@ -602,7 +603,9 @@ func TestComputeState(t *testing.T) {
 					{IP: ip("fd00:50::10"), Interface: "eth2"}, {IP: ip("fd00:50::11"), Interface: "eth2"},
 				},
 				Groups: []dataplane.ServedGroup{
-					{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.30")}, EgressIPv6s: []netip.Addr{ip("fd00:50::10")}},
+					// Every held IP, sorted: the datapath spreads new flows over those on the
+					// lowest one's interface.
+					{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.30"), ip("192.168.50.10")}, EgressIPv6s: []netip.Addr{ip("fd00:50::10"), ip("fd00:50::11")}},
 					{Group: 9, EgressIPv4s: []netip.Addr{ip("10.0.0.160")}},
 				},
 			},
