@@ -39,6 +39,7 @@ func main() {
 	flag.IntVar(&o.PrefixBudget.Cluster, "cluster-prefix-budget", contract.DefaultClusterPrefixBudget,
 		"prefixes all ClusterEgressPolicies may hold; the controller's policyPrefixBudget.cluster must be the same")
 	flag.StringVar(&patterns, "pod-interface-patterns", strings.Join(dataplane.DefaultInterfacePatterns, ","), "comma-separated name patterns of pod interfaces")
+	flag.StringVar(&o.SNATPorts, "snat-ports", "", `source ports a gateway translates flows to on each egress IP, "min-max" (the port budget of one egress IP toward one destination); empty: the kernel's 1024-65535`)
 	flag.StringVar(&o.Steering, "steering", agent.SteeringStack, `how steered packets reach the tunnel: "stack" (the CNI's NetworkPolicy applies) or "redirect" (skips it; for CNIs that bypass the stack)`)
 	flag.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "bpffs mount; egressd pins under <bpffs>/egressd")
 	flag.BoolVar(&proveDelivery, "prove-delivery", true, "SNAT to a cloud egress IP only once a probe sent from it came back (the cloud's fabric delivers it here); false: on the cloud's word")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -91,10 +92,10 @@ func TestAgentNetnsAddressModes(t *testing.T) {
 	createRunningPod(ctx, t, c, "a", "worker1", pa.IP)
 	w.waitFor(t, 30*time.Second, "pod a steered to both groups", func(s dataplane.State) bool { return podSet(s, pa.IP) != 0 && len(s.Groups) == 2 })
 	dps["gw1"].waitFor(t, 30*time.Second, "gw1 serving ni with its node IP", func(s dataplane.State) bool {
-		return s.Gateway != nil && len(s.Gateway.Groups) == 1 && s.Gateway.Groups[0] == dataplane.ServedGroup{Group: 7, EgressIPv4: gw1.IP}
+		return s.Gateway != nil && len(s.Gateway.Groups) == 1 && s.Gateway.Groups[0].Group == 7 && slices.Equal(s.Gateway.Groups[0].EgressIPv4s, []netip.Addr{gw1.IP}) && s.Gateway.Groups[0].EgressIPv6s == nil
 	})
 	dps["gw2"].waitFor(t, 30*time.Second, "gw2 serving st", func(s dataplane.State) bool {
-		return s.Gateway != nil && len(s.Gateway.Groups) == 1 && s.Gateway.Groups[0].EgressIPv4 == static
+		return s.Gateway != nil && len(s.Gateway.Groups) == 1 && s.Gateway.Groups[0].EgressIPv4() == static
 	})
 
 	from := func(t *testing.T, dst string) netip.Addr {

@@ -214,7 +214,7 @@ func TestAgentNetns(t *testing.T) {
 	t.Logf("pod IP in the API → steering applied by the real datapath: %v (the Apply itself %v)", ap.at.Sub(t0), ap.took)
 	for _, g := range []string{"gw1", "gw2"} {
 		dps[g].waitFor(t, 30*time.Second, g+" serving group 7", func(s dataplane.State) bool {
-			return s.Gateway != nil && len(s.Gateway.Groups) == 1 && s.Gateway.Groups[0].EgressIPv4 == egress[g]
+			return s.Gateway != nil && len(s.Gateway.Groups) == 1 && s.Gateway.Groups[0].EgressIPv4() == egress[g]
 		})
 	}
 

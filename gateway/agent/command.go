@@ -32,6 +32,9 @@ type CommandOptions struct {
 	// chain and the node's netfilter, so the CNI's NetworkPolicy applies) or "redirect" (the
 	// classifier redirects them itself, skipping both; dataplane.Config.Redirect).
 	Steering string
+	// SNATPorts is the source port range a gateway translates to, "min-max" (dataplane.Config.SNATPorts);
+	// empty: the kernel's choice.
+	SNATPorts string
 	// PrefixBudget bounds the prefixes of policies; the controller's must be the same.
 	PrefixBudget contract.PrefixBudget
 	// BPFFS is the bpffs mount; egressd pins under BPFFS/egressd.
@@ -59,7 +62,12 @@ func Main(ctx context.Context, o CommandOptions) error {
 	if o.Steering != SteeringStack && o.Steering != SteeringRedirect {
 		return fmt.Errorf("--steering %q: want %q or %q", o.Steering, SteeringStack, SteeringRedirect)
 	}
+	snatPorts, err := dataplane.ParsePortRange(o.SNATPorts)
+	if err != nil {
+		return fmt.Errorf("--snat-ports: %w", err)
+	}
 	dp := dataplane.New(dataplane.Config{
+		SNATPorts:         snatPorts,
 		PinRoot:           filepath.Join(o.BPFFS, "egressd"),
 		TunnelPort:        o.TunnelPort,
 		InterfacePatterns: o.PodInterfacePatterns,
@@ -75,7 +83,6 @@ func Main(ctx context.Context, o CommandOptions) error {
 	}
 
 	var cfg *rest.Config
-	var err error
 	if o.Kubeconfig != "" {
 		cfg, err = clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
 	} else {

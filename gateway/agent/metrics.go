@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/gateway/agent/dataplane"
 )
 
 var (
@@ -27,6 +28,18 @@ var (
 	descMapMax = prometheus.NewDesc("egressd_datapath_map_max_entries",
 		"Size (max_entries) of a BPF map of the node's datapath.",
 		[]string{"map"}, nil)
+	descSNATInUse = prometheus.NewDesc("egressd_snat_ports_in_use",
+		"Source ports of an egress IP in use toward a destination (address:port/protocol): its translated connections in conntrack. The top 10 destinations per egress IP, sampled at most every 15 s.",
+		[]string{"egress_ip", "destination"}, nil)
+	descSNATBudget = prometheus.NewDesc("egressd_snat_port_budget",
+		"Source ports one egress IP has toward one destination (the gateway's SNAT port range).",
+		nil, nil)
+	descSNATExhausted = prometheus.NewDesc("egressd_snat_exhausted_total",
+		"Times a sample found an egress IP's ports toward a destination all in use (once per destination until it has a free port again).",
+		[]string{"egress_ip"}, nil)
+	descInsertFailed = prometheus.NewDesc("egressd_conntrack_insert_failed_total",
+		"New connections the node's conntrack refused because their translated tuple was taken: what an exhausted SNAT port range drops.",
+		nil, nil)
 	descProbeUp = prometheus.NewDesc("egressd_gateway_probe_up",
 		"1 when the node's probes reach the gateway node over the tunnel, 0 when the gateway is considered down.",
 		[]string{"group", "gateway"}, nil)
@@ -45,6 +58,7 @@ type collector struct {
 	mu       sync.Mutex
 	fill     []bpf.MapFill
 	fillTime time.Time
+	snat     snatSampler
 }
 
 // mapFillInterval bounds how often a scrape walks the maps (about 30 ms for a full 64k map,
@@ -71,7 +85,107 @@ func (c *collector) mapFill(now time.Time) []bpf.MapFill {
 	return c.fill
 }
 
+// snatInterval bounds how often a scrape dumps conntrack for the SNAT metrics.
+const snatInterval = 15 * time.Second
+
+// snatTopDestinations bounds egressd_snat_ports_in_use: the fullest destinations per egress IP.
+const snatTopDestinations = 10
+
+// snatReporter is the Dataplane's optional SNAT port report (gateways).
+type snatReporter interface {
+	SNATUsage() (dataplane.SNATUsage, error)
+}
+
+// snatSampler keeps the latest SNAT sample and counts exhaustion: an (egress IP, destination)
+// pair at its budget counts once, again only after a sample saw it below.
+type snatSampler struct {
+	last      *dataplane.SNATUsage
+	time      time.Time
+	full      map[snatPair]bool
+	exhausted map[netip.Addr]uint64
+}
+
+type snatPair struct {
+	ip    netip.Addr
+	dst   netip.AddrPort
+	proto uint8
+}
+
+// add takes a new sample.
+func (s *snatSampler) add(u dataplane.SNATUsage, now time.Time) {
+	if s.exhausted == nil {
+		s.exhausted = map[netip.Addr]uint64{}
+	}
+	full := map[snatPair]bool{}
+	for _, use := range u.Use {
+		if use.Ports < u.Budget {
+			continue
+		}
+		p := snatPair{use.EgressIP, use.Destination, use.Proto}
+		full[p] = true
+		if !s.full[p] {
+			s.exhausted[use.EgressIP]++
+		}
+	}
+	for _, use := range u.Use {
+		if _, ok := s.exhausted[use.EgressIP]; !ok {
+			s.exhausted[use.EgressIP] = 0 // present from the first sample that sees the IP
+		}
+	}
+	s.full, s.last, s.time = full, &u, now
+}
+
+// top is the fullest destinations of each egress IP, at most n each.
+func (s *snatSampler) top(n int) []dataplane.SNATUse {
+	if s.last == nil {
+		return nil
+	}
+	per := map[netip.Addr]int{}
+	var out []dataplane.SNATUse
+	for _, use := range s.last.Use { // fullest first
+		if per[use.EgressIP] < n {
+			per[use.EgressIP]++
+			out = append(out, use)
+		}
+	}
+	return out
+}
+
+func (c *collector) snatSample(now time.Time) *snatSampler {
+	r, ok := c.a.cfg.Dataplane.(snatReporter)
+	if !ok {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snat.last == nil || now.Sub(c.snat.time) >= snatInterval {
+		if u, err := r.SNATUsage(); err == nil {
+			c.snat.add(u, now)
+		}
+	}
+	if c.snat.last == nil {
+		return nil
+	}
+	return &c.snat
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 132:
+		return "sctp"
+	}
+	return strconv.Itoa(int(p))
+}
+
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descSNATInUse
+	ch <- descSNATBudget
+	ch <- descSNATExhausted
+	ch <- descInsertFailed
 	ch <- descPackets
 	ch <- descBytes
 	ch <- descDrops
@@ -130,6 +244,21 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, ip := range a.delivery.pending() {
 		ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.GaugeValue, 0, ip.String())
+	}
+	if res.State.Gateway != nil {
+		if s := c.snatSample(time.Now()); s != nil {
+			c.mu.Lock()
+			for _, use := range s.top(snatTopDestinations) {
+				ch <- prometheus.MustNewConstMetric(descSNATInUse, prometheus.GaugeValue, float64(use.Ports),
+					use.EgressIP.String(), use.Destination.String()+"/"+protoName(use.Proto))
+			}
+			for ip, n := range s.exhausted {
+				ch <- prometheus.MustNewConstMetric(descSNATExhausted, prometheus.CounterValue, float64(n), ip.String())
+			}
+			ch <- prometheus.MustNewConstMetric(descSNATBudget, prometheus.GaugeValue, float64(s.last.Budget))
+			ch <- prometheus.MustNewConstMetric(descInsertFailed, prometheus.CounterValue, float64(s.last.InsertFailed))
+			c.mu.Unlock()
+		}
 	}
 	if prober == nil {
 		return

@@ -674,7 +674,7 @@ func addProbe(probes map[netip.Addr]probe.Target, t probe.Target) {
 }
 
 // gatewayRole mounts every egress IP held by this node and serves each of their groups with
-// the lowest held IP per family; for nodeInterface groups this node is a gateway of, it serves
+// every held IP (the datapath spreads new flows over them, docs/datapath.md#snat); for nodeInterface groups this node is a gateway of, it serves
 // the group with the first address of the named interface (already there, so the datapath
 // neither adds nor ever removes it). It also returns the mounted addresses of static groups,
 // which the agent announces, and the delivery proofs still to make: a cloud address is mounted
@@ -764,12 +764,10 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 			// No other gateway to prove it with: served on the cloud's word.
 		}
 		sg := serve(gi)
-		cur := &sg.EgressIPv4
-		if ip.Is6() {
-			cur = &sg.EgressIPv6
-		}
-		if !cur.IsValid() || ip.Less(*cur) {
-			*cur = ip
+		if ip.Is4() {
+			sg.EgressIPv4s = append(sg.EgressIPv4s, ip)
+		} else {
+			sg.EgressIPv6s = append(sg.EgressIPv6s, ip)
 		}
 	}
 
@@ -799,9 +797,9 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		// win over the interface's address.
 		sg := serve(gi)
 		if ip.Is4() {
-			sg.EgressIPv4 = ip
+			sg.EgressIPv4s = []netip.Addr{ip}
 		} else {
-			sg.EgressIPv6 = ip
+			sg.EgressIPv6s = []netip.Addr{ip}
 		}
 	}
 
@@ -812,6 +810,10 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 	slices.SortFunc(announce, func(a, b dataplane.EgressAddress) int { return a.IP.Compare(b.IP) })
 	slices.SortFunc(checks, func(a, b DeliveryCheck) int { return a.IP.Compare(b.IP) })
 	for _, sg := range served {
+		for _, ips := range []*[]netip.Addr{&sg.EgressIPv4s, &sg.EgressIPv6s} {
+			slices.SortFunc(*ips, netip.Addr.Compare)
+			*ips = slices.Compact(*ips)
+		}
 		role.Groups = append(role.Groups, *sg)
 	}
 	slices.SortFunc(role.Groups, func(a, b dataplane.ServedGroup) int { return cmp.Compare(a.Group, b.Group) })

@@ -470,7 +470,7 @@ func TestComputeState(t *testing.T) {
 			probeTarget: &probe.Target{Addr: netip.AddrPortFrom(gw1IP, 8743), Interval: 50 * time.Millisecond, Timeout: 20 * time.Millisecond, FailureThreshold: 2},
 		},
 		{
-			name: "gateway role: held IPs on the interface with their MAC or the node's; lowest per family served",
+			name: "gateway role: held IPs on the interface with their MAC or the node's; every held IP served",
 			mutate: func(in *Inputs) {
 				in.Node = node("gw1", "a", "10.0.0.21")
 				in.Interfaces = []Interface{
@@ -489,7 +489,8 @@ func TestComputeState(t *testing.T) {
 					{IP: ip("10.0.0.200"), Interface: "eth0"}, {IP: ip("10.0.0.201"), Interface: "eth0"},
 					{IP: ip("fd00:a::9"), Interface: "eth0"},
 				},
-				Groups: []dataplane.ServedGroup{{Group: 7, EgressIPv4: ip("10.0.0.150"), EgressIPv6: ip("fd00:a::9")}},
+				// Every held IP per family (the datapath spreads over 10.0.0.150's interface: itself).
+				Groups: []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.150"), ip("10.0.0.200"), ip("10.0.0.201")}, EgressIPv6s: []netip.Addr{ip("fd00:a::9")}}},
 			},
 			groups: []dataplane.Group{{ID: 7, Gateways: []dataplane.GatewayNode{gnode(gw1IP, true, ip("10.0.0.150"), ip("fd00:a::9"))}}},
 			probes: []netip.AddrPort{},
@@ -515,7 +516,7 @@ func TestComputeState(t *testing.T) {
 			},
 			gateway: &dataplane.GatewayRole{
 				Addresses: []dataplane.EgressAddress{{IP: ip("192.168.5.7"), Interface: "eth1"}},
-				Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv4: ip("192.168.5.7")}},
+				Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("192.168.5.7")}}},
 			},
 			announce: []dataplane.EgressAddress{},
 			// Its own pods go through itself; the worker-side egress IP is informational.
@@ -534,7 +535,7 @@ func TestComputeState(t *testing.T) {
 			},
 			gateway: &dataplane.GatewayRole{
 				Addresses: []dataplane.EgressAddress{{IP: ip("fd00:a::21"), Interface: "eth0"}, {IP: ip("fd00:a::99"), Interface: "eth0"}},
-				Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv6: ip("fd00:a::21")}},
+				Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv6s: []netip.Addr{ip("fd00:a::21")}}},
 			},
 		},
 		{
@@ -572,7 +573,7 @@ func TestComputeState(t *testing.T) {
 			},
 			gateway: &dataplane.GatewayRole{
 				Addresses: []dataplane.EgressAddress{{IP: ip("10.0.0.150"), Interface: "eth0"}},
-				Groups:    []dataplane.ServedGroup{{Group: 9, EgressIPv4: ip("10.0.0.150")}},
+				Groups:    []dataplane.ServedGroup{{Group: 9, EgressIPv4s: []netip.Addr{ip("10.0.0.150")}}},
 			},
 			announce: []dataplane.EgressAddress{}, // cloud addresses are routed by the cloud
 			problem:  "EgressGateway out: interface eth0 has no IPv6 address; not serving it on this node",
@@ -602,8 +603,10 @@ func TestComputeState(t *testing.T) {
 					{IP: ip("fd00:50::10"), Interface: "eth2"}, {IP: ip("fd00:50::11"), Interface: "eth2"},
 				},
 				Groups: []dataplane.ServedGroup{
-					{Group: 7, EgressIPv4: ip("10.0.0.30"), EgressIPv6: ip("fd00:50::10")},
-					{Group: 9, EgressIPv4: ip("10.0.0.160")},
+					// Every held IP, sorted: the datapath spreads new flows over those on the
+					// lowest one's interface.
+					{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.30"), ip("192.168.50.10")}, EgressIPv6s: []netip.Addr{ip("fd00:50::10"), ip("fd00:50::11")}},
+					{Group: 9, EgressIPv4s: []netip.Addr{ip("10.0.0.160")}},
 				},
 			},
 			announce: []dataplane.EgressAddress{
@@ -1094,7 +1097,7 @@ func TestDeliveryProof(t *testing.T) {
 		return in
 	}
 	mounted := []dataplane.EgressAddress{{IP: ip("10.0.0.200"), Interface: "eth0"}}
-	served := []dataplane.ServedGroup{{Group: 7, EgressIPv4: ip("10.0.0.200")}}
+	served := []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}}}
 	peers := []netip.AddrPort{netip.MustParseAddrPort("10.0.1.23:4790"), netip.MustParseAddrPort("10.0.0.22:4790")}
 	for _, tc := range []struct {
 		name      string

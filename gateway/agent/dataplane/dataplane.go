@@ -75,6 +75,48 @@ type Config struct {
 	HoldEstablished time.Duration
 	// Limits sizes the bpf maps.
 	Limits bpf.Limits
+	// SNATPorts bounds the source ports a gateway translates flows to, on
+	// each egress IP: the port budget of one egress IP toward one destination
+	// address, port and protocol. Zero: the kernel's choice (1024-65535 for a
+	// flow from an unprivileged port, 64512 ports).
+	SNATPorts PortRange
+}
+
+// PortRange is an inclusive range of ports; the zero value is unset.
+type PortRange struct {
+	Min, Max uint16
+}
+
+// Size is the number of ports in the range; 0 when unset.
+func (r PortRange) Size() int {
+	if r.Min == 0 {
+		return 0
+	}
+	return int(r.Max) - int(r.Min) + 1
+}
+
+func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
+
+// ParsePortRange reads "min-max" (1 <= min <= max <= 65535); "" is unset.
+func ParsePortRange(s string) (PortRange, error) {
+	if s == "" {
+		return PortRange{}, nil
+	}
+	var r PortRange
+	if n, err := fmt.Sscanf(s, "%d-%d", &r.Min, &r.Max); err != nil || n != 2 || fmt.Sprintf("%d-%d", r.Min, r.Max) != s {
+		return PortRange{}, fmt.Errorf("port range %q: want min-max, e.g. 1024-65535", s)
+	}
+	if err := r.validate(); err != nil {
+		return PortRange{}, err
+	}
+	return r, nil
+}
+
+func (r PortRange) validate() error {
+	if r != (PortRange{}) && (r.Min == 0 || r.Min > r.Max) {
+		return fmt.Errorf("port range %s: want 1 <= min <= max", r)
+	}
+	return nil
 }
 
 func (c *Config) defaults() {
@@ -188,6 +230,9 @@ func (d *Dataplane) load() error {
 func (d *Dataplane) Apply(ctx context.Context, s State) error {
 	if err := s.validate(); err != nil {
 		return fmt.Errorf("validating state: %w", err)
+	}
+	if err := d.cfg.SNATPorts.validate(); err != nil {
+		return fmt.Errorf("SNAT ports: %w", err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -140,7 +140,7 @@ func (c *cluster) state(n *netns.Node, groups []Group) State {
 			{IP: eg[0], Interface: n.Link}, {IP: eg[1], Interface: n.Link},
 		}}
 		for _, g := range []uint32{1, 2} {
-			role.Groups = append(role.Groups, ServedGroup{Group: g, EgressIPv4: eg[0], EgressIPv6: eg[1]})
+			role.Groups = append(role.Groups, ServedGroup{Group: g, EgressIPv4s: []netip.Addr{eg[0]}, EgressIPv6s: []netip.Addr{eg[1]}})
 		}
 		role.Sources, role.Nodes = c.sources()
 		s.Gateway = role
@@ -652,7 +652,7 @@ func applyPairBed(t *testing.T, topo *netns.Topology) netip.Addr {
 	states := map[*netns.Node]State{
 		w: {NodeIP: w.IP, PolicySets: sets, Groups: group, Pods: []Pod{{Name: "a", IPs: []netip.Addr{a.IP}, Interface: a.HostIface, PolicySet: 1}}},
 		gw: {NodeIP: gw.IP, Groups: group, Gateway: &GatewayRole{Addresses: []EgressAddress{{IP: egress, Interface: gw.Link}},
-			Groups: []ServedGroup{{Group: 1, EgressIPv4: egress}}, Sources: []Source{{Node: w.IP, Group: 1, Pod: a.IP}}}},
+			Groups: []ServedGroup{{Group: 1, EgressIPv4s: []netip.Addr{egress}}}, Sources: []Source{{Node: w.IP, Group: 1, Pod: a.IP}}}},
 	}
 	for n, s := range states {
 		dp := New(Config{NetNS: n.Path(), PinRoot: filepath.Join(bpffs, n.Name)})

@@ -204,7 +204,7 @@ func (d *Dataplane) applyRouting(role *GatewayRole, ifindex map[string]int, stee
 		// IPv6 traffic is dropped here); a node with IPv6 disabled refuses v6 rules and routes.
 		families := []int{netlink.FAMILY_V4}
 		for _, g := range role.Groups {
-			if g.EgressIPv6.IsValid() {
+			if g.EgressIPv6().IsValid() {
 				families = append(families, netlink.FAMILY_V6)
 				break
 			}
@@ -222,7 +222,7 @@ func (d *Dataplane) applyRouting(role *GatewayRole, ifindex map[string]int, stee
 	}
 	tables := map[[2]int]EgressAddress{} // (family, ifindex)
 	for _, g := range role.Groups {
-		for _, ip := range []netip.Addr{g.EgressIPv4, g.EgressIPv6} {
+		for _, ip := range []netip.Addr{g.EgressIPv4(), g.EgressIPv6()} {
 			if !ip.IsValid() {
 				continue
 			}

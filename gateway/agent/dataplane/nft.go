@@ -3,6 +3,8 @@ package dataplane
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"net/netip"
 	"slices"
 
 	"github.com/google/nftables"
@@ -51,8 +53,9 @@ func be16(v uint16) []byte {
 // unchanged state does not rewrite the table. Every node has the table: its
 // steered packets need the source-side rules; a gateway adds its SNAT maps.
 type nftModel struct {
-	tunnel       string            // the tunnel device: the only way out for steered packets
-	snat4, snat6 map[uint32][]byte // mark (MarkMagic|group) → egress IP
+	tunnel       string              // the tunnel device: the only way out for steered packets
+	snat4, snat6 map[uint32][][]byte // mark (MarkMagic|group) → egress IPs, the lowest first
+	snatPorts    PortRange           // zero: the kernel's choice
 	mss4, mss6   uint16
 }
 
@@ -65,23 +68,50 @@ func (m nftModel) key() string {
 		ks = append(ks, fmt.Sprintf("6/%x/%x", k, v))
 	}
 	slices.Sort(ks)
-	return fmt.Sprint(m.tunnel, ks, m.mss4, m.mss6)
+	return fmt.Sprint(m.tunnel, ks, m.snatPorts, m.mss4, m.mss6)
+}
+
+// snatSeed seeds the jhash that picks a flow's egress IP. Fixed, so that
+// every gateway holding the same IPs for a group picks the same one for a
+// flow, across restarts.
+const snatSeed = 0x65677264
+
+// snatIPs are the egress IPs a group's new flows of one family are spread
+// over: the lowest one and the others on its interface (the group's policy
+// route sends the family out of that interface; an IP on another one would
+// leave through the wrong link).
+func snatIPs(ips []netip.Addr, ifaceOf map[netip.Addr]string) [][]byte {
+	if len(ips) == 0 {
+		return nil
+	}
+	first := lowest(ips)
+	out := [][]byte{first.AsSlice()}
+	for _, ip := range ips {
+		if ip != first && ifaceOf[ip] == ifaceOf[first] {
+			out = append(out, ip.AsSlice())
+		}
+	}
+	return out
 }
 
 // nftModel is the table for a node with role (nil on a worker).
 func (d *Dataplane) nftModel(role *GatewayRole, tunnelMTU int) nftModel {
-	m := nftModel{tunnel: d.cfg.TunnelDevice, snat4: map[uint32][]byte{}, snat6: map[uint32][]byte{},
-		mss4: uint16(tunnelMTU - tcpIPv4Overhead), mss6: uint16(tunnelMTU - tcpIPv6Overhead)}
+	m := nftModel{tunnel: d.cfg.TunnelDevice, snat4: map[uint32][][]byte{}, snat6: map[uint32][][]byte{},
+		snatPorts: d.cfg.SNATPorts, mss4: uint16(tunnelMTU - tcpIPv4Overhead), mss6: uint16(tunnelMTU - tcpIPv6Overhead)}
 	if role == nil {
 		return m
 	}
+	ifaceOf := map[netip.Addr]string{}
+	for _, a := range role.Addresses {
+		ifaceOf[a.IP] = a.Interface
+	}
 	for _, g := range role.Groups {
 		mark := bpf.MarkMagic | g.Group
-		if g.EgressIPv4.IsValid() {
-			m.snat4[mark] = g.EgressIPv4.AsSlice()
+		if ips := snatIPs(g.EgressIPv4s, ifaceOf); ips != nil {
+			m.snat4[mark] = ips
 		}
-		if g.EgressIPv6.IsValid() {
-			m.snat6[mark] = g.EgressIPv6.AsSlice()
+		if ips := snatIPs(g.EgressIPv6s, ifaceOf); ips != nil {
+			m.snat6[mark] = ips
 		}
 	}
 	return m
@@ -136,18 +166,44 @@ func (d *Dataplane) replaceNFT(verb string, fill func(*nftables.Conn, *nftables.
 
 // fill adds the sets, chains and rules of m to table t.
 func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
-	snat4 := &nftables.Set{Table: t, Name: "snat4", IsMap: true, KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeIPAddr}
-	snat6 := &nftables.Set{Table: t, Name: "snat6", IsMap: true, KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeIP6Addr}
-	for _, s := range []struct {
-		set   *nftables.Set
-		elems map[uint32][]byte
-	}{{snat4, m.snat4}, {snat6, m.snat6}} {
-		var els []nftables.SetElement
-		for k, v := range s.elems {
-			els = append(els, nftables.SetElement{Key: ne32(k), Val: v})
+	type family struct {
+		proto    byte
+		name     string
+		addrType nftables.SetDatatype
+		srcOff   uint32 // the source address in the network header
+		srcLen   uint32
+		elems    map[uint32][][]byte
+		single   *nftables.Set // mark → egress IP: groups with one IP
+		spread   *nftables.Set // mark → jump to the group's chain: groups with several
+	}
+	fams := []*family{
+		{proto: unix.NFPROTO_IPV4, name: "snat4", addrType: nftables.TypeIPAddr, srcOff: 12, srcLen: 4, elems: m.snat4},
+		{proto: unix.NFPROTO_IPV6, name: "snat6", addrType: nftables.TypeIP6Addr, srcOff: 8, srcLen: 16, elems: m.snat6},
+	}
+	for _, f := range fams {
+		var single, spread []nftables.SetElement
+		marks := slices.Sorted(maps.Keys(f.elems))
+		for _, mark := range marks {
+			ips := f.elems[mark]
+			if len(ips) == 1 {
+				single = append(single, nftables.SetElement{Key: ne32(mark), Val: ips[0]})
+				continue
+			}
+			chain, err := m.spreadChain(c, t, f.name, f.proto, f.addrType, f.srcOff, f.srcLen, mark, ips)
+			if err != nil {
+				return err
+			}
+			spread = append(spread, nftables.SetElement{Key: ne32(mark), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}})
 		}
-		if err := c.AddSet(s.set, els); err != nil {
-			return fmt.Errorf("adding set %s: %w", s.set.Name, err)
+		f.single = &nftables.Set{Table: t, Name: f.name, IsMap: true, KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: f.addrType}
+		f.spread = &nftables.Set{Table: t, Name: f.name + "-spread", IsMap: true, KeyType: nftables.TypeMark, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeVerdict}
+		for _, s := range []struct {
+			set *nftables.Set
+			els []nftables.SetElement
+		}{{f.single, single}, {f.spread, spread}} {
+			if err := c.AddSet(s.set, s.els); err != nil {
+				return fmt.Errorf("adding set %s: %w", s.set.Name, err)
+			}
 		}
 	}
 
@@ -235,20 +291,25 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(fam.proto), RegAddrMin: 1},
 		)})
 	}
-	for _, fam := range []struct {
-		proto byte
-		set   *nftables.Set
-	}{{unix.NFPROTO_IPV4, snat4}, {unix.NFPROTO_IPV6, snat6}} {
-		// SNAT to the group's egress IP. Running before srcnat (100)
-		// means a CNI's masquerade never gets to this connection.
-		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+	for _, f := range fams {
+		// SNAT to the group's egress IPs. Running before srcnat (100)
+		// means a CNI's masquerade never gets to this connection. A group
+		// with several IPs jumps to its chain, which picks one per flow; one
+		// with a single IP is translated here. A lookup that finds no group
+		// ends the rule and the packet goes on to the next.
+		match := []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.proto}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.proto}},
 			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkSteer | bpf.MarkGroupMask), Xor: ne32(0)},
-			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: fam.set.Name, SetID: fam.set.ID},
-			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(fam.proto), RegAddrMin: 1},
-		}})
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: append(slices.Clone(match),
+			&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: f.spread.Name, SetID: f.spread.ID},
+		)})
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: append(append(match,
+			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: f.single.Name, SetID: f.single.ID}),
+			m.snatTo(f.proto)...,
+		)})
 	}
 	// Marked traffic without an egress IP for its family is dropped, never
 	// sent with the node IP.
@@ -256,4 +317,59 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	)})
 	return nil
+}
+
+// Registers of the spread chains: nftables' 32-bit registers (NFT_REG32_00
+// is 8), so the source address and port sit next to each other for the hash.
+const (
+	reg32Src = 8
+	regPorts = 2 // and 3: the port range of snatTo
+)
+
+// snatTo translates the source to the address in register 1, within the
+// configured port range if any: the kernel keeps the flow's source port when
+// it is free on that address and in the range, and otherwise searches the
+// range for a free one.
+func (m nftModel) snatTo(proto byte) []expr.Any {
+	nat := &expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(proto), RegAddrMin: 1}
+	if m.snatPorts.Min == 0 {
+		return []expr.Any{nat}
+	}
+	nat.RegProtoMin, nat.RegProtoMax = regPorts, regPorts+1
+	return []expr.Any{
+		&expr.Immediate{Register: regPorts, Data: be16(m.snatPorts.Min)},
+		&expr.Immediate{Register: regPorts + 1, Data: be16(m.snatPorts.Max)},
+		nat,
+	}
+}
+
+// spreadChain adds the chain (and its map) that picks one of a group's
+// egress IPs per flow: jhash(source address . source port) mod len(ips)
+// indexes the map. The choice depends on the flow's tuple only, so a
+// connection's retransmitted SYN and any gateway holding the same IPs pick
+// the same address. A packet without a transport header to hash (none
+// reaches NAT: conntrack reassembles fragments) takes the lowest IP.
+func (m nftModel) spreadChain(c *nftables.Conn, t *nftables.Table, fam string, proto byte, addrType nftables.SetDatatype,
+	srcOff, srcLen uint32, mark uint32, ips [][]byte) (string, error) {
+	name := fmt.Sprintf("%s-%d", fam, mark&bpf.MarkGroupMask)
+	set := &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: addrType}
+	els := make([]nftables.SetElement, len(ips))
+	for i, ip := range ips {
+		els[i] = nftables.SetElement{Key: ne32(uint32(i)), Val: ip}
+	}
+	if err := c.AddSet(set, els); err != nil {
+		return "", fmt.Errorf("adding set %s: %w", name, err)
+	}
+	ch := c.AddChain(&nftables.Chain{Table: t, Name: name})
+	portReg := reg32Src + srcLen/4
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append([]expr.Any{
+		&expr.Payload{DestRegister: reg32Src, Base: expr.PayloadBaseNetworkHeader, Offset: srcOff, Len: srcLen},
+		&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		&expr.Hash{SourceRegister: reg32Src, DestRegister: 1, Length: srcLen + 2, Modulus: uint32(len(ips)), Seed: snatSeed, Type: expr.HashTypeJenkins},
+		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set.Name, SetID: set.ID},
+	}, m.snatTo(proto)...)})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append([]expr.Any{
+		&expr.Immediate{Register: 1, Data: ips[0]},
+	}, m.snatTo(proto)...)})
+	return name, nil
 }

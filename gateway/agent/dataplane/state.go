@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/egressd/egressd/bpf"
 )
@@ -150,9 +151,30 @@ type Source struct {
 // ServedGroup says which egress IPs a group's traffic leaves with. Each must
 // be one of GatewayRole.Addresses. A family without an egress IP is dropped
 // on this gateway, never sent with the node IP.
+//
+// New flows of a family are spread over its egress IPs on the interface of
+// the lowest one (its policy route picks one interface per group): the SNAT
+// address is chosen by a hash of the pod's source address and port, so a
+// flow's choice depends on its tuple only, and each IP adds a port range
+// toward every destination (docs/datapath.md#snat).
 type ServedGroup struct {
-	Group                  uint32
-	EgressIPv4, EgressIPv6 netip.Addr
+	Group uint32
+	// EgressIPv4s and EgressIPv6s are sorted, without duplicates.
+	EgressIPv4s, EgressIPv6s []netip.Addr
+}
+
+// EgressIPv4 is the group's lowest IPv4 egress IP (invalid without one): the
+// one whose interface the group's IPv4 traffic is routed through.
+func (g *ServedGroup) EgressIPv4() netip.Addr { return lowest(g.EgressIPv4s) }
+
+// EgressIPv6 is the group's lowest IPv6 egress IP (invalid without one).
+func (g *ServedGroup) EgressIPv6() netip.Addr { return lowest(g.EgressIPv6s) }
+
+func lowest(ips []netip.Addr) netip.Addr {
+	if len(ips) == 0 {
+		return netip.Addr{}
+	}
+	return slices.MinFunc(ips, netip.Addr.Compare)
 }
 
 // EgressAddress is an egress IP on an interface of this node.
@@ -218,13 +240,21 @@ func (s *State) validate() error {
 			if g.Group == 0 || g.Group > bpf.MaxGroup {
 				errs = append(errs, fmt.Errorf("served group id %d out of range", g.Group))
 			}
-			for _, ip := range []netip.Addr{g.EgressIPv4, g.EgressIPv6} {
-				if ip.IsValid() && !held[ip] {
+			for _, ip := range slices.Concat(g.EgressIPv4s, g.EgressIPv6s) {
+				if !held[ip] {
 					errs = append(errs, fmt.Errorf("served group %d: egress IP %s is not among the gateway's addresses", g.Group, ip))
 				}
 			}
-			if g.EgressIPv4.IsValid() && !g.EgressIPv4.Is4() || g.EgressIPv6.IsValid() && !g.EgressIPv6.Is6() {
-				errs = append(errs, fmt.Errorf("served group %d: egress IP family mismatch", g.Group))
+			for fam, ips := range [][]netip.Addr{g.EgressIPv4s, g.EgressIPv6s} {
+				for i, ip := range ips {
+					if ip.Is4() != (fam == 0) {
+						errs = append(errs, fmt.Errorf("served group %d: egress IP %s listed as IPv%d", g.Group, ip, 4+2*fam))
+					}
+					if i > 0 && ips[i-1].Compare(ip) >= 0 {
+						errs = append(errs, fmt.Errorf("served group %d: egress IPs %v not sorted or not distinct", g.Group, ips))
+						break
+					}
+				}
 			}
 		}
 		for _, src := range r.Sources {

@@ -48,7 +48,7 @@ func TestList(t *testing.T) {
 			{ID: other, NodeIP: remote, Healthy: false},
 		}}},
 		Gateway: &dataplane.GatewayRole{
-			Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv4: egress}},
+			Groups:    []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{egress}}},
 			Addresses: []dataplane.EgressAddress{{IP: egress, Interface: n.Link}},
 		},
 	}

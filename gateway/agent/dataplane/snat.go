@@ -1,0 +1,135 @@
+package dataplane
+
+import (
+	"bufio"
+	"cmp"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/bpf"
+)
+
+// DefaultSNATPorts is the kernel's range for SNAT without a port range, for
+// a flow from an unprivileged source port: the budget of one egress IP
+// toward one destination address, port and protocol.
+var DefaultSNATPorts = PortRange{Min: 1024, Max: 65535}
+
+// SNATUsage is how much of each egress IP's port budget the gateway's
+// translated connections use, per destination, from one conntrack dump.
+type SNATUsage struct {
+	// Budget is the ports one egress IP has toward one destination
+	// (Config.SNATPorts, else DefaultSNATPorts).
+	Budget int
+	// Use has one entry per egress IP and destination with at least one
+	// connection, the fullest first.
+	Use []SNATUse
+	// InsertFailed counts connections conntrack refused because their
+	// translated tuple was taken (every CPU, since the namespace was
+	// created): the drops of an exhausted port range.
+	InsertFailed uint64
+}
+
+// SNATUse is the connections of one egress IP toward one destination.
+type SNATUse struct {
+	EgressIP    netip.Addr
+	Destination netip.AddrPort
+	Proto       uint8
+	Ports       int // connections, so source ports, in use
+}
+
+// SNATUsage dumps conntrack in the managed namespace and counts the
+// connections egressd translated (egressd's mark in the conntrack mark,
+// reply destination an egress IP of a served group) per egress IP and
+// destination. The dump walks every entry of the table: callers sample it
+// (gateway/agent: at most every 15 s).
+func (d *Dataplane) SNATUsage() (SNATUsage, error) {
+	d.mu.Lock()
+	egress := map[netip.Addr]bool{}
+	if s := d.state; s != nil && s.Gateway != nil {
+		for _, g := range s.Gateway.Groups {
+			for _, ip := range slices.Concat(g.EgressIPv4s, g.EgressIPv6s) {
+				egress[ip] = true
+			}
+		}
+	}
+	d.mu.Unlock()
+	u := SNATUsage{Budget: cmp.Or(d.cfg.SNATPorts.Size(), DefaultSNATPorts.Size())}
+	type key struct {
+		ip    netip.Addr
+		dst   netip.AddrPort
+		proto uint8
+	}
+	count := map[key]int{}
+	err := d.inNS(func() error {
+		for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+			flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, fam)
+			if err != nil {
+				return fmt.Errorf("listing conntrack: %w", err)
+			}
+			for _, f := range flows {
+				if f.Mark&bpf.MarkMagicMask != bpf.MarkMagic {
+					continue
+				}
+				ip, ok := netip.AddrFromSlice(f.Reverse.DstIP)
+				src, _ := netip.AddrFromSlice(f.Forward.SrcIP)
+				if ip = ip.Unmap(); !ok || !egress[ip] || ip == src.Unmap() {
+					continue
+				}
+				dst, _ := netip.AddrFromSlice(f.Forward.DstIP)
+				count[key{ip, netip.AddrPortFrom(dst.Unmap(), f.Forward.DstPort), f.Forward.Protocol}]++
+			}
+		}
+		var err error
+		u.InsertFailed, err = insertFailed()
+		return err
+	})
+	if err != nil {
+		return SNATUsage{}, err
+	}
+	for k, n := range count {
+		u.Use = append(u.Use, SNATUse{EgressIP: k.ip, Destination: k.dst, Proto: k.proto, Ports: n})
+	}
+	slices.SortFunc(u.Use, func(a, b SNATUse) int {
+		return cmp.Or(-cmp.Compare(a.Ports, b.Ports), a.EgressIP.Compare(b.EgressIP), a.Destination.Compare(b.Destination), cmp.Compare(a.Proto, b.Proto))
+	})
+	return u, nil
+}
+
+// insertFailed sums conntrack's insert_failed over every CPU, for the
+// namespace of the calling thread.
+func insertFailed() (uint64, error) {
+	const path = "/proc/thread-self/net/stat/nf_conntrack"
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("reading conntrack statistics: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	sc := bufio.NewScanner(f)
+	if !sc.Scan() {
+		return 0, fmt.Errorf("%s: no header", path)
+	}
+	col := slices.Index(strings.Fields(sc.Text()), "insert_failed")
+	if col < 0 {
+		return 0, fmt.Errorf("%s: no insert_failed column in %q", path, sc.Text())
+	}
+	var sum uint64
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if col >= len(fields) {
+			return 0, fmt.Errorf("%s: short line %q", path, sc.Text())
+		}
+		n, err := strconv.ParseUint(fields[col], 16, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", path, err)
+		}
+		sum += n
+	}
+	return sum, sc.Err()
+}
