@@ -202,16 +202,7 @@ func BenchmarkFailover(b *testing.B) {
 	mcancel()
 	<-done
 	rec.Samples, rec.Conns = mons.Samples(), conns.Records()
-	for _, m := range l.Moves() {
-		if m.From.Instance == "" || m.To.Instance == "" {
-			continue // allocations and releases, not moves
-		}
-		mw := MoveWindow{IP: m.IP.String(), Accepted: m.AcceptedAt}
-		if !m.DeliveredAt.After(time.Now()) {
-			mw.Delivered = m.DeliveredAt
-		}
-		rec.Moves = append(rec.Moves, mw)
-	}
+	rec.Moves = l.moveWindows()
 	if v, err := l.View(context.Background()); err == nil {
 		rec.IPSetAfter = v.EgressIPs
 	}

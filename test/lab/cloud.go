@@ -546,3 +546,21 @@ func (l *Lab) NodeOfInstance(id string) *Node {
 	}
 	return nil
 }
+
+// moveWindows are the cloud's moves of an address from one instance to another (allocations
+// and releases left out), as the report takes them.
+func (l *Lab) moveWindows() []MoveWindow {
+	var out []MoveWindow
+	now := time.Now()
+	for _, m := range l.Moves() {
+		if m.From.Instance == "" || m.To.Instance == "" || m.From.Instance == m.To.Instance {
+			continue
+		}
+		mw := MoveWindow{IP: m.IP.String(), Accepted: m.AcceptedAt}
+		if !m.DeliveredAt.After(now) {
+			mw.Delivered = m.DeliveredAt
+		}
+		out = append(out, mw)
+	}
+	return out
+}

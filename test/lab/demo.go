@@ -17,9 +17,11 @@ type DemoOptions struct {
 	Config
 	// OutDir receives report.html and report.json (default out/demo).
 	OutDir string
-	// DownFor is how long a rebooted gateway stays down (default 10 s).
+	// DownFor is how long a rebooted gateway stays down (default Lab.LongDown: past NotReady
+	// and the agent Lease, so the coordinator moves its address to the zone's other gateway).
 	DownFor time.Duration
-	// DrainFor is how long the drained gateway stays unlabelled (default 10 s).
+	// DrainFor is how long the drained gateway stays unlabelled (default Lab.LongDrain: past
+	// the drain grace period, so its address moves).
 	DrainFor time.Duration
 	// Settle is how long the monitor keeps running after the gateway is whole again, before the
 	// next event (default 5 s).
@@ -34,11 +36,8 @@ func (o *DemoOptions) defaults() {
 	if o.OutDir == "" {
 		o.OutDir = filepath.Join("out", "demo")
 	}
-	if o.DownFor == 0 {
-		o.DownFor = 10 * time.Second
-	}
-	if o.DrainFor == 0 {
-		o.DrainFor = 10 * time.Second
+	if o.Timing == "" {
+		o.Timing = "aws"
 	}
 	if o.Settle == 0 {
 		o.Settle = 5 * time.Second
@@ -63,9 +62,12 @@ type StepError struct {
 func (e *StepError) Error() string { return fmt.Sprintf("step %q failed: %v", e.Step, e.Err) }
 func (e *StepError) Unwrap() error { return e.Err }
 
-// Demo runs the walkthrough of DESIGN.md §7 on a new lab and tears it down: four zones, one
-// gateway per zone with an egress IP each, the monitor's load spread over the four IPs; one
-// gateway rebooted, then three of four at once, then a planned drain by label removal. It
+// Demo runs the walkthrough of DESIGN.md §7 on a new lab and tears it down: four zones, two
+// gateways per zone (one Active with the zone's egress IP, one Standby), the EC2 simulator with
+// the aws timing profile, a monitor flow in every zone and long-lived connections through every
+// gateway; one Active gateway cold-rebooted long enough for its address to move to its zone's
+// Standby (the cloud's delay shows on the time plot), then three at once, then a drain past the
+// grace period. It
 // prints the table and writes the report even when a step fails, with what was measured up to
 // there; the error then names the step.
 func Demo(ctx context.Context, opts DemoOptions) (rep *Report, err error) {
@@ -93,7 +95,8 @@ func Demo(ctx context.Context, opts DemoOptions) (rep *Report, err error) {
 		ipsBefore []string
 		ipsAfter  []string
 		public    = map[string]string{}
-		mon       = NewMonitor(l.Monitor, l.Echo)
+		mon       = l.NewMonitors()
+		conns     *ConnSet
 		monWG     sync.WaitGroup
 		stopMon   = func() {}
 	)
@@ -109,7 +112,13 @@ func Demo(ctx context.Context, opts DemoOptions) (rep *Report, err error) {
 				public[k] = p
 			}
 		}
-		r := BuildReport(mon.Samples(), events, ipsBefore, ipsAfter, public)
+		rec := RunRecord{Samples: mon.Samples(), Events: events, IPSetBefore: ipsBefore, IPSetAfter: ipsAfter, PublicOf: public,
+			Moves: l.moveWindows()}
+		if conns != nil {
+			rec.Conns = conns.Records()
+			conns.Close()
+		}
+		r := rec.Report()
 		if stepErr != nil {
 			notes = append(notes, "the walkthrough stopped early: "+stepErr.Error())
 		}
@@ -141,7 +150,11 @@ func Demo(ctx context.Context, opts DemoOptions) (rep *Report, err error) {
 		defer monWG.Done()
 		mon.Run(mctx)
 	}()
-	say("monitor: one request every %s from %s to http://%s:8080/", MonitorInterval, l.Monitor.Name, l.Echo)
+	conns = l.NewConns(mctx, ConnOptions{})
+	if err := conns.Open(ctx, egressSources(v)); err != nil {
+		return finish(&StepError{"open long-lived connections", err})
+	}
+	say("monitors: one request every %s from each of %d pods (one per zone) to http://%s:8080/; long-lived connections through every egress IP", MonitorInterval, len(mon), l.Echo)
 	if err := sleep(ctx, opts.Settle); err != nil {
 		return finish(&StepError{"warm up", err})
 	}
@@ -152,26 +165,55 @@ func Demo(ctx context.Context, opts DemoOptions) (rep *Report, err error) {
 		say("WARNING: %s", notes[len(notes)-1])
 	}
 
-	gws := names(l.Gateways())
+	if opts.DownFor == 0 {
+		opts.DownFor = l.LongDown()
+	}
+	if opts.DrainFor == 0 {
+		if opts.DrainFor, err = l.LongDrain(ctx); err != nil {
+			return finish(&StepError{"read the drain grace period", err})
+		}
+	}
+	// Each step hits Active gateways (holders of an egress IP) of the zones it names, in zone
+	// order: with a Standby in the zone, the address moves there.
+	zones := l.ZoneNames()
 	type step struct {
 		name, kind string
-		nodes      []string
+		zones      []string
 	}
-	steps := []step{{"reboot 1 of 4", "reboot", gws[:1]}}
-	if len(gws) >= 4 {
-		steps = append(steps, step{"reboot 3 of 4", "reboot", gws[1:4]})
+	steps := []step{{"cold reboot 1 of 4 active", KindColdReboot, zones[:1]}}
+	if len(zones) >= 4 {
+		steps = append(steps, step{"cold reboot 3 of 4 active", KindColdReboot, zones[1:4]})
 	}
-	if len(gws) >= 2 {
-		steps = append(steps, step{"drain (label removed)", "drain", gws[1:2]})
+	if len(zones) >= 2 {
+		steps = append(steps, step{"drain past the grace period", KindDrain, zones[1:2]})
 	}
 	for _, st := range steps {
 		before, err := l.View(ctx)
 		if err != nil {
 			return finish(&StepError{st.name, err})
 		}
-		ev := Event{Name: st.name, Kind: st.kind, Nodes: st.nodes, At: time.Now(), IPSetBefore: before.EgressIPs}
-		for ip, n := range before.Holders {
-			if slices.Contains(st.nodes, n) {
+		var nodes []string
+		for _, z := range st.zones {
+			if n := l.HolderIn(before, z); n != "" {
+				nodes = append(nodes, n)
+			}
+		}
+		if len(nodes) == 0 {
+			return finish(&StepError{st.name, fmt.Errorf("no Active gateway in zones %v: %s", st.zones, before)})
+		}
+		var inc Incident
+		switch st.kind {
+		case KindColdReboot:
+			say("%s: %s (agents killed, ports cut, all node state wiped; Node NotReady after %s; back after %s)", st.name, strings.Join(nodes, " "), opts.NotReadyAfter, opts.DownFor)
+			inc, err = l.ColdReboot(ctx, opts.DownFor, nodes...)
+		case KindDrain:
+			say("%s: removing %s from %s for %s", st.name, GatewayLabel, nodes[0], opts.DrainFor)
+			inc, err = l.DrainFor(ctx, opts.DrainFor, nodes[0])
+		}
+		ev := inc.Event(st.name)
+		ev.IPSetBefore = before.EgressIPs
+		for _, n := range nodes {
+			for _, ip := range before.HeldBy(n) {
 				ev.AffectedIPs = append(ev.AffectedIPs, ip)
 				if p := before.Public[ip]; p != "" {
 					ev.AffectedIPs = append(ev.AffectedIPs, p)
@@ -183,19 +225,9 @@ func Demo(ctx context.Context, opts DemoOptions) (rep *Report, err error) {
 		}
 		events = append(events, ev)
 		cur := &events[len(events)-1]
-		switch st.kind {
-		case "reboot":
-			say("%s: %s (agent killed, fabric port cut; Node NotReady after %s; back after %s)", st.name, strings.Join(st.nodes, " "), opts.NotReadyAfter, opts.DownFor)
-			err = l.Reboot(ctx, opts.DownFor, st.nodes...)
-		case "drain":
-			say("%s: removing %s from %s for %s", st.name, GatewayLabel, strings.Join(st.nodes, " "), opts.DrainFor)
-			if err = l.Drain(ctx, st.nodes[0]); err == nil {
-				if err = sleep(ctx, opts.DrainFor); err == nil {
-					err = l.Undrain(context.WithoutCancel(ctx), st.nodes[0])
-				}
-			}
+		if cur.RestoredAt.IsZero() {
+			cur.RestoredAt = time.Now()
 		}
-		cur.RestoredAt = time.Now()
 		if err != nil {
 			return finish(&StepError{st.name, err})
 		}
@@ -205,7 +237,11 @@ func Demo(ctx context.Context, opts DemoOptions) (rep *Report, err error) {
 		if err != nil {
 			return finish(&StepError{st.name, err})
 		}
+		cur.SettledAt = time.Now()
 		say("%s: whole again after %s: %s", st.name, time.Since(cur.RestoredAt).Round(time.Millisecond), holdersString(after))
+		if err := conns.Refill(ctx, egressSources(after)); err != nil {
+			notes = append(notes, fmt.Sprintf("%s: reopening long-lived connections: %v", st.name, err))
+		}
 		if err := sleep(ctx, opts.Settle); err != nil {
 			return finish(&StepError{st.name, err})
 		}

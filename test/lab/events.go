@@ -652,10 +652,18 @@ func (l *Lab) WaitFor(ctx context.Context, timeout time.Duration, what string, c
 
 // AllActive is the condition of a gateway fully up: Ready, every zone's egress IP held by a
 // node of that zone (with one IP per zone and two gateways per zone, one Active holder and one
-// Standby), and every gateway node of the lab Active or Standby.
+// Standby), every holder Active (it proved delivery), and every gateway node of the lab Active
+// or Standby.
 func (l *Lab) AllActive(v GatewayView) bool {
 	if !v.Ready || !l.ZonesHeld(v) {
 		return false
+	}
+	// A holder serves its address only once it proved delivery: until then it is Standby
+	// (AwaitingDelivery) and takes no flows.
+	for _, node := range v.Holders {
+		if v.States[node] != string(egressv1.GatewayActive) {
+			return false
+		}
 	}
 	for _, n := range l.Gateways() {
 		if s := v.States[n.Name]; s != string(egressv1.GatewayActive) && s != string(egressv1.GatewayStandby) {

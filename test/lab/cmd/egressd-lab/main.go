@@ -56,7 +56,9 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "up", "demo":
 		fs.IntVar(&cfg.Zones, "zones", 4, "zones (one subnet each)")
-		fs.IntVar(&cfg.GatewaysPerZone, "gateways-per-zone", 1, "gateway nodes per zone")
+		fs.IntVar(&cfg.GatewaysPerZone, "gateways-per-zone", 2, "gateway nodes per zone (1-4)")
+		fs.StringVar(&cfg.Timing, "timing", "aws", "the simulated cloud's timing profile: instant, aws, azure or gcp (name[:scale])")
+		fs.Int64Var(&cfg.TimingSeed, "timing-seed", 0, "seed of the timing profile's draws (0: from the clock, printed)")
 		fs.StringVar(&cfg.BinDir, "bin", defaultBinDir(), "directory holding egressd-agent and egressd-controller")
 		fs.DurationVar(&cfg.NotReadyAfter, "not-ready-after", 5*time.Second, "how long after a crash the Node turns NotReady")
 		fs.BoolVar(&cfg.NoControlPlane, "no-control-plane", false, "do not start the agents and the controller")
@@ -66,8 +68,8 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.BoolVar(&noPolicy, "no-policy", false, "do not apply the walkthrough's EgressGateway and EgressPolicy")
 	case "demo":
 		fs.StringVar(&demo.OutDir, "out", filepath.Join("out", "demo"), "directory for report.html and report.json")
-		fs.DurationVar(&demo.DownFor, "down", 10*time.Second, "how long a rebooted gateway stays down")
-		fs.DurationVar(&demo.DrainFor, "drain", 10*time.Second, "how long the drained gateway stays unlabelled")
+		fs.DurationVar(&demo.DownFor, "down", 0, "how long a rebooted gateway stays down (default: past NotReady and the agent Lease, so its address moves)")
+		fs.DurationVar(&demo.DrainFor, "drain", 0, "how long the drained gateway stays unlabelled (default: past the drain grace period, so its address moves)")
 		fs.BoolVar(&cfg.KeepWorkDir, "keep-logs", false, "keep the lab's work directory (logs) after the run")
 	case "reboot":
 		fs.DurationVar(&down, "down", 10*time.Second, "how long the nodes stay down")
