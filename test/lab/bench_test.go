@@ -193,6 +193,8 @@ func BenchmarkFailover(b *testing.B) {
 			ev.UndeliveredSource = undelivered() - u0
 			rec.Events = append(rec.Events, ev)
 			lostZones = append(lostZones, lost)
+			fmt.Fprintf(os.Stderr, "%s %s trial %d: nodes %v, settled %v after the crash\n", time.Now().Format("15:04:05"), e.name, i,
+				inc.Nodes, ev.SettledAt.Sub(ev.At).Round(time.Millisecond))
 			if err := conns.Refill(ctx, egressSources(after)); err != nil {
 				b.Logf("%s trial %d: reopening long-lived connections: %v", e.name, i, err)
 			}
