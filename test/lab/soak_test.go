@@ -471,8 +471,8 @@ func (s *soak) checkContinuously(ctx context.Context) {
 }
 
 // pickGateway returns a random gateway: a holder of an egress IP three times in four (the
-// events that move addresses), any gateway otherwise.
-func (s *soak) pickGateway(ctx context.Context) (string, error) {
+// events that move addresses), or always when holder is set; any gateway otherwise.
+func (s *soak) pickGateway(ctx context.Context, holder bool) (string, error) {
 	v, err := s.l.View(ctx)
 	if err != nil {
 		return "", err
@@ -484,7 +484,7 @@ func (s *soak) pickGateway(ctx context.Context) (string, error) {
 		}
 	}
 	slices.Sort(holders)
-	if len(holders) > 0 && s.rng.IntN(4) < 3 {
+	if len(holders) > 0 && (holder || s.rng.IntN(4) < 3) {
 		return holders[s.rng.IntN(len(holders))], nil
 	}
 	gws := names(s.l.Gateways())
@@ -497,9 +497,11 @@ func (s *soak) pickGateway(ctx context.Context) (string, error) {
 func (s *soak) kinds() []soakKind {
 	l := s.l
 	var ks []soakKind
-	onGateway := func(name string, fn func(ctx context.Context, node string) (Incident, error)) {
+	// onGateway adds an event on one gateway; holder: always one holding an egress IP (the
+	// controller crash needs a move to land in).
+	onGateway := func(name string, holder bool, fn func(ctx context.Context, node string) (Incident, error)) {
 		ks = append(ks, soakKind{name, func(ctx context.Context, s *soak) (soakPlay, error) {
-			node, err := s.pickGateway(ctx)
+			node, err := s.pickGateway(ctx, holder)
 			if err != nil {
 				return soakPlay{}, err
 			}
@@ -514,13 +516,13 @@ func (s *soak) kinds() []soakKind {
 		name string
 		down func() time.Duration
 	}{{"short", l.ShortDown}, {"long", l.LongDown}} {
-		onGateway(KindColdReboot+"/"+v.name, func(ctx context.Context, n string) (Incident, error) {
+		onGateway(KindColdReboot+"/"+v.name, false, func(ctx context.Context, n string) (Incident, error) {
 			return l.ColdReboot(ctx, v.down(), n)
 		})
-		onGateway(KindAgentCrash+"/"+v.name, func(ctx context.Context, n string) (Incident, error) {
+		onGateway(KindAgentCrash+"/"+v.name, false, func(ctx context.Context, n string) (Incident, error) {
 			return l.CrashAgent(ctx, v.down(), n)
 		})
-		onGateway(KindPartition+"/"+v.name, func(ctx context.Context, n string) (Incident, error) {
+		onGateway(KindPartition+"/"+v.name, false, func(ctx context.Context, n string) (Incident, error) {
 			return l.PartitionFor(ctx, v.down(), n)
 		})
 		ks = append(ks, soakKind{KindZoneLoss + "/" + v.name, func(ctx context.Context, s *soak) (soakPlay, error) {
@@ -541,21 +543,21 @@ func (s *soak) kinds() []soakKind {
 			return soakPlay{inc: inc}, err
 		}})
 	}
-	onGateway(KindDrain+"/short", func(ctx context.Context, n string) (Incident, error) {
+	onGateway(KindDrain+"/short", false, func(ctx context.Context, n string) (Incident, error) {
 		g, err := l.DrainGrace(ctx)
 		if err != nil {
 			return Incident{}, err
 		}
 		return l.DrainFor(ctx, g/2, n)
 	})
-	onGateway(KindDrain+"/long", func(ctx context.Context, n string) (Incident, error) {
+	onGateway(KindDrain+"/long", false, func(ctx context.Context, n string) (Incident, error) {
 		d, err := l.LongDrain(ctx)
 		if err != nil {
 			return Incident{}, err
 		}
 		return l.DrainFor(ctx, d, n)
 	})
-	onGateway(KindControllerCrash, func(ctx context.Context, n string) (Incident, error) {
+	onGateway(KindControllerCrash, true, func(ctx context.Context, n string) (Incident, error) {
 		var crash Incident
 		inc, err := l.CrashControllerInMove(ctx, time.Minute, l.ShortDown(), func() error {
 			var err error
