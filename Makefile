@@ -12,7 +12,7 @@ PKGS ?= ./...
 TEST_TIMEOUT ?= 40m
 TEST_FLAGS ?= -race -count=1
 
-.PHONY: all build images push-images crane generate verify verify-generated lint lint-workflows vet test test-unit e2e e2e-binaries demo bench bench-datapath fuzz tools deps kube-binaries clean
+.PHONY: all build images push-images crane generate verify verify-generated lint lint-workflows vet test test-unit e2e e2e-binaries demo bench soak bench-datapath fuzz tools deps kube-binaries clean
 
 all: build
 
@@ -134,6 +134,16 @@ demo: deps kube-binaries build
 bench: deps kube-binaries build
 	@mkdir -p out
 	EGRESSD_KUBE_ASSETS=$$(hack/kube-binaries.sh) $(GO) test -run='^$$' -bench=. -benchmem -timeout 60m $(PKGS) | tee out/bench.txt
+
+## soak: random lab events and churn for SOAK_DURATION with the invariants checked throughout
+## (docs/lab.md, "Soak"); prints a summary (also out/soak.txt), fails on any broken invariant.
+## Needs root; serialised with every other namespace/BPF test by a lock file.
+SOAK_DURATION ?= 30m
+SOAK_TIMEOUT ?= 4h
+soak: deps kube-binaries build
+	@mkdir -p out
+	EGRESSD_SOAK=$(SOAK_DURATION) EGRESSD_KUBE_ASSETS=$$(hack/kube-binaries.sh) \
+		flock /tmp/egressd-netns.lock $(GO) test -count=1 -v -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) ./test/lab/
 
 bench-datapath: deps
 	@mkdir -p out
