@@ -46,12 +46,24 @@ func benchEvents() []benchEvent {
 		}
 	}
 	return []benchEvent{
-		{"cold-reboot-short", one(func(ctx context.Context, l *Lab, n string) (Incident, error) { return l.ColdReboot(ctx, l.ShortDown(), n) })},
-		{"cold-reboot-long", one(func(ctx context.Context, l *Lab, n string) (Incident, error) { return l.ColdReboot(ctx, l.LongDown(), n) })},
-		{"agent-crash-short", one(func(ctx context.Context, l *Lab, n string) (Incident, error) { return l.CrashAgent(ctx, l.ShortDown(), n) })},
-		{"agent-crash-long", one(func(ctx context.Context, l *Lab, n string) (Incident, error) { return l.CrashAgent(ctx, l.LongDown(), n) })},
-		{"partition-short", one(func(ctx context.Context, l *Lab, n string) (Incident, error) { return l.PartitionFor(ctx, l.ShortDown(), n) })},
-		{"partition-long", one(func(ctx context.Context, l *Lab, n string) (Incident, error) { return l.PartitionFor(ctx, l.LongDown(), n) })},
+		{"cold-reboot-short", one(func(ctx context.Context, l *Lab, n string) (Incident, error) {
+			return l.ColdReboot(ctx, l.ShortDown(), n)
+		})},
+		{"cold-reboot-long", one(func(ctx context.Context, l *Lab, n string) (Incident, error) {
+			return l.ColdReboot(ctx, l.LongDown(), n)
+		})},
+		{"agent-crash-short", one(func(ctx context.Context, l *Lab, n string) (Incident, error) {
+			return l.CrashAgent(ctx, l.ShortDown(), n)
+		})},
+		{"agent-crash-long", one(func(ctx context.Context, l *Lab, n string) (Incident, error) {
+			return l.CrashAgent(ctx, l.LongDown(), n)
+		})},
+		{"partition-short", one(func(ctx context.Context, l *Lab, n string) (Incident, error) {
+			return l.PartitionFor(ctx, l.ShortDown(), n)
+		})},
+		{"partition-long", one(func(ctx context.Context, l *Lab, n string) (Incident, error) {
+			return l.PartitionFor(ctx, l.LongDown(), n)
+		})},
 		{"zone-loss-long", func(ctx context.Context, l *Lab, i int, v GatewayView) (Incident, []string, error) {
 			_, z, err := target(l, i, v)
 			if err != nil {

@@ -57,8 +57,10 @@ type Latency struct{ d atomic.Int64 }
 func (l *Latency) SetLatency(d time.Duration) { l.d.Store(int64(d)) }
 
 // Delay waits out the latency; it returns false when ctx ends first.
-func (l *Latency) Delay(ctx context.Context) bool {
-	d := time.Duration(l.d.Load())
+func (l *Latency) Delay(ctx context.Context) bool { return wait(ctx, time.Duration(l.d.Load())) }
+
+// wait sleeps for d (nothing when d <= 0); it returns false when ctx ends first.
+func wait(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return true
 	}

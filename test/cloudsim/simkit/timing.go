@@ -264,16 +264,7 @@ func (x *Timed) CallDelay(ctx context.Context, mutating bool) bool {
 	if t == nil || !mutating {
 		return true
 	}
-	d := t.CallLatency()
-	if d <= 0 {
-		return true
-	}
-	select {
-	case <-time.After(d):
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return wait(ctx, t.CallLatency())
 }
 
 // OperationTime draws how long a long-running operation runs before its change applies
