@@ -72,6 +72,8 @@ var Metrics = []Metric{
 		"New connections the node's conntrack refused because their translated tuple was taken: what an exhausted SNAT port range drops."},
 	{"egressd_gateway_probe_up", Gauge, []string{"group", "gateway"}, Agent,
 		"1 when the node's probes reach the gateway node over the tunnel, 0 when the gateway is considered down."},
+	{"egressd_egress_ip_delivered", Gauge, []string{"egress_ip"}, Agent,
+		"1 once the fabric delivers a cloud egress IP to this node (a probe sent from it came back; the node SNATs to it), 0 while the proof is pending."},
 }
 
 // Lookup returns the metric named name, accepting the _bucket, _sum and _count series of
