@@ -316,7 +316,7 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: append(markIs(bpf.MarkMagicMask|bpf.MarkReply|bpf.MarkSteer, bpf.MarkMagic),
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	)})
-	return nil
+	return m.fillStrays(c, t)
 }
 
 // Registers of the spread chains: nftables' 32-bit registers (NFT_REG32_00
