@@ -57,6 +57,7 @@ type nftModel struct {
 	snat4, snat6 map[uint32][][]byte // mark (MarkMagic|group) → egress IPs, the lowest first
 	snatPorts    PortRange           // zero: the kernel's choice
 	mss4, mss6   uint16
+	strays       []netip.Addr // the egress IPs egressd mounted, sorted (strays.go)
 }
 
 func (m nftModel) key() string {
@@ -68,7 +69,7 @@ func (m nftModel) key() string {
 		ks = append(ks, fmt.Sprintf("6/%x/%x", k, v))
 	}
 	slices.Sort(ks)
-	return fmt.Sprint(m.tunnel, ks, m.snatPorts, m.mss4, m.mss6)
+	return fmt.Sprint(m.tunnel, ks, m.snatPorts, m.mss4, m.mss6, m.strays)
 }
 
 // snatSeed seeds the jhash that picks a flow's egress IP. Fixed, so that

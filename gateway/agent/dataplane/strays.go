@@ -2,28 +2,41 @@ package dataplane
 
 import (
 	"fmt"
-	"maps"
+	"net/netip"
 	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/bpf"
 )
 
-// strayChain drops TCP that reaches this gateway's own stack addressed to one of its egress
-// IPs. The replies of the connections the gateway NATs never get there: conntrack de-NATs them
-// at prerouting and they are forwarded to their pod. What does get there is the destination's
-// side of a connection this gateway has no conntrack entry for, typically a retransmission
-// of a connection whose egress IP just moved here from a failed gateway, before the pod's
-// next segment (held on its node until the move is served) rebuilt the NAT binding. Left to
-// the stack, it is answered with a reset (no socket has that port), which kills the
-// connection the move was meant to save, and the conntrack entry the reset leaves would make
-// the pod's segment SNAT to another port. Dropped, it is retransmitted, by which time the
-// pod's segment has taken its port back. The gateway serves nothing over TCP on an egress IP,
-// so nothing else is lost; UDP is left alone (the delivery proofs use it).
+// strayChain drops TCP that reaches this gateway's own stack addressed to an egress IP egressd
+// mounted. The replies of the connections the gateway NATs never get there: conntrack de-NATs
+// them at prerouting and they are forwarded to their pod. What does get there is the
+// destination's side of a connection this gateway has no conntrack entry for, typically a
+// retransmission of a connection whose egress IP just moved here from a failed gateway, before
+// the pod's next segment (held on its node until this gateway proved delivery and is listed)
+// rebuilt the NAT binding. Left to the stack, it is answered with a reset (no socket has that
+// port), which kills the connection the move was meant to save. Dropped, it is retransmitted,
+// by which time the pod's segment has taken its port back. The gateway serves nothing over TCP
+// on an egress IP it mounted, so nothing else is lost. Addresses egressd did not mount (a
+// nodeInterface group's, which may be the node's own) are left alone, and so is UDP (the
+// delivery proofs use it).
 const strayChain = "egress-ip-strays"
 
-// fillStrays adds the input chain that drops stray TCP to the egress IPs of m.
+// strayAddrs are the addresses of the egress IPs egressd mounted (addAddresses' result).
+func strayAddrs(owned map[bpf.OwnedAddr]bool) []netip.Addr {
+	out := make([]netip.Addr, 0, len(owned))
+	for a := range owned {
+		out = append(out, a.Prefix.Addr())
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+// fillStrays adds the input chain that drops stray TCP to m.strays.
 func (m nftModel) fillStrays(c *nftables.Conn, t *nftables.Table) error {
 	ch := c.AddChain(&nftables.Chain{Table: t, Name: strayChain, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})
@@ -33,20 +46,16 @@ func (m nftModel) fillStrays(c *nftables.Conn, t *nftables.Table) error {
 		addrType nftables.SetDatatype
 		dstOff   uint32
 		dstLen   uint32
-		elems    map[uint32][][]byte
+		is4      bool
 	}{
-		{unix.NFPROTO_IPV4, "egress4", nftables.TypeIPAddr, 16, 4, m.snat4},
-		{unix.NFPROTO_IPV6, "egress6", nftables.TypeIP6Addr, 24, 16, m.snat6},
+		{unix.NFPROTO_IPV4, "egress4", nftables.TypeIPAddr, 16, 4, true},
+		{unix.NFPROTO_IPV6, "egress6", nftables.TypeIP6Addr, 24, 16, false},
 	} {
 		set := &nftables.Set{Table: t, Name: f.name, KeyType: f.addrType}
-		seen := map[string]bool{}
 		var els []nftables.SetElement
-		for _, mark := range slices.Sorted(maps.Keys(f.elems)) {
-			for _, ip := range f.elems[mark] {
-				if !seen[string(ip)] {
-					seen[string(ip)] = true
-					els = append(els, nftables.SetElement{Key: ip})
-				}
+		for _, ip := range m.strays {
+			if ip.Is4() == f.is4 {
+				els = append(els, nftables.SetElement{Key: ip.AsSlice()})
 			}
 		}
 		if err := c.AddSet(set, els); err != nil {
