@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 )
 
 // TestConnsFollowEgressIP is issue 14's long-lived connection goal on one zone: zone a's
@@ -49,7 +51,7 @@ func TestConnsFollowEgressIP(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = l.Restore(context.WithoutCancel(ctx), victim) })
 	moved, err := l.WaitFor(ctx, 2*time.Minute, ip+" on "+victim+"'s zone peer", func(v GatewayView) bool {
-		return v.Holders[ip] != "" && v.Holders[ip] != victim && v.States[v.Holders[ip]] == "Active"
+		return v.Holders[ip] != "" && v.Holders[ip] != victim && v.States[v.Holders[ip]] == string(egressv1.GatewayActive)
 	})
 	if err != nil {
 		t.Fatal(err)
