@@ -102,6 +102,7 @@ func (p *Provider) assign(ctx context.Context, owner providers.Owner, f *iface, 
 		return classify(fmt.Sprintf("assigning %s to %s", a, f.ID), err)
 	}
 	f.Secondary = append(f.Secondary, a)
+	p.journal.placed(a, f)
 	return nil
 }
 
@@ -204,6 +205,7 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 	if holder != nil {
 		if as, ok := holder.Assoc[a]; ok {
 			target.Assoc[a] = as
+			p.journal.associated(a, target.ID, as)
 		}
 	} else if req.Current.PublicAllocation != "" {
 		if err := p.ensurePublic(ctx, req.Owner, target, a); err != nil {
@@ -282,5 +284,6 @@ func (p *Provider) unassign(ctx context.Context, id string, a netip.Addr) error 
 		!providers.IsNotFound(classify("", err)) && errorCode(err) != "InvalidParameterValue" {
 		return classify(fmt.Sprintf("unassigning %s from %s", a, id), err)
 	}
+	p.journal.removed(a)
 	return nil
 }
