@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -51,7 +52,7 @@ func (p *Provider) ListOwned(ctx context.Context, cluster string) ([]providers.O
 				out = append(out, providers.OwnedResource{Kind: providers.ResourceInterface, ID: f.ID, InstanceID: f.Instance,
 					Owner: providers.Owner{Cluster: cluster, Gateway: f.Tags[egressv1.TagOwner]}, Created: created})
 			}
-			for _, a := range f.Secondary {
+			for _, a := range slices.Concat(f.Secondary, f.IPv6) {
 				own(f, a)
 			}
 		}

@@ -26,8 +26,10 @@ type iface struct {
 	DeleteOnTermination   bool
 	Primary               netip.Addr
 	Secondary             []netip.Addr
-	Assoc                 map[netip.Addr]assoc
-	Tags                  map[string]string
+	// IPv6 are the interface's IPv6 addresses (dual-stack subnets).
+	IPv6  []netip.Addr
+	Assoc map[netip.Addr]assoc
+	Tags  map[string]string
 }
 
 type assoc struct {
@@ -65,10 +67,26 @@ func fromENI(n ec2types.NetworkInterface) *iface {
 			f.Assoc[a] = assoc{Public: pub, Allocation: awssdk.ToString(as.AllocationId), Association: awssdk.ToString(as.AssociationId)}
 		}
 	}
+	for _, v6 := range n.Ipv6Addresses {
+		if a, err := netip.ParseAddr(awssdk.ToString(v6.Ipv6Address)); err == nil {
+			f.IPv6 = append(f.IPv6, a)
+		}
+	}
 	return f
 }
 
-func (f *iface) holds(a netip.Addr) bool { return slices.Contains(f.Secondary, a) }
+// addrs is the list a belongs in: the secondary IPv4 addresses, or the IPv6 ones.
+func (f *iface) addrs(a netip.Addr) *[]netip.Addr {
+	if a.Is6() {
+		return &f.IPv6
+	}
+	return &f.Secondary
+}
+
+func (f *iface) holds(a netip.Addr) bool { return slices.Contains(*f.addrs(a), a) }
+
+// held counts the addresses egressd may have put on the interface (secondary IPv4 and IPv6).
+func (f *iface) held() int { return len(f.Secondary) + len(f.IPv6) }
 
 func (f *iface) dedicatedOf(cluster string) bool {
 	return f.Tags[TagRole] == roleDedicated && f.Tags[egressv1.TagCluster] == cluster
@@ -139,8 +157,12 @@ func (p *Provider) nodeENIs(ctx context.Context, inst string) ([]*iface, error) 
 // this process placed a within the consistency window (journal.go) on an interface the
 // describe does not show holding it, that interface is read by ID: one more describe.
 func (p *Provider) holderOf(ctx context.Context, a netip.Addr) (*iface, error) {
+	by := "addresses.private-ip-address"
+	if a.Is6() {
+		by = "ipv6-addresses.ipv6-address"
+	}
 	out, err := p.api.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{Filters: []ec2types.Filter{
-		filter("vpc-id", p.cfg.VPC), filter("addresses.private-ip-address", a.String())}})
+		filter("vpc-id", p.cfg.VPC), filter(by, a.String())}})
 	if err != nil {
 		return nil, classify("finding the interface holding "+a.String(), err)
 	}
@@ -207,6 +229,7 @@ func (p *Provider) ensureDedicated(ctx context.Context, owner providers.Owner, i
 		}
 	}
 	if f == nil {
+		subnet = strings.TrimSuffix(subnet, ipv6Pool)
 		if subnet == "" {
 			subnet = enis[0].Subnet
 		}

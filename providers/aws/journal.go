@@ -69,7 +69,7 @@ func (j *journal) isGone(id string) bool {
 // placed records that a is on f (assigned, or moved there), carrying f's ownership record of a.
 func (j *journal) placed(a netip.Addr, f *iface) {
 	c := *f
-	c.Secondary, c.Assoc, c.Tags = nil, nil, maps.Clone(f.Tags)
+	c.Secondary, c.IPv6, c.Assoc, c.Tags = nil, nil, nil, maps.Clone(f.Tags)
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	p := placement{eni: &c, record: f.Tags[TagIPPrefix+a.String()], at: j.now()}
@@ -133,13 +133,14 @@ func (j *journal) overlay(fs []*iface) {
 			if f.Primary == a {
 				continue
 			}
+			list := f.addrs(a)
 			if p.eni == nil || p.eni.ID != f.ID {
-				f.Secondary = slices.DeleteFunc(f.Secondary, func(x netip.Addr) bool { return x == a })
+				*list = slices.DeleteFunc(*list, func(x netip.Addr) bool { return x == a })
 				delete(f.Assoc, a)
 				continue
 			}
 			if !f.holds(a) {
-				f.Secondary = append(f.Secondary, a)
+				*list = append(*list, a)
 			}
 			if p.record != "" {
 				f.Tags[TagIPPrefix+a.String()] = p.record
