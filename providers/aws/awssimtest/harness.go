@@ -90,6 +90,9 @@ func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.Worl
 // NewWorld seeds a simulator for topo; call Connect with its URL before use.
 func NewWorld(topo conformance.Topology) (*World, error) { return newWorld(topo, false) }
 
+// NewDualStackWorld is NewWorld with dual-stack subnets, FreeAddress handing out IPv6 ones.
+func NewDualStackWorld(topo conformance.Topology) (*World, error) { return newWorld(topo, true) }
+
 func newWorld(topo conformance.Topology, ipv6 bool) (*World, error) {
 	sim := awssim.New("us-east-1")
 	sim.SetElasticIPLimit(50)
