@@ -66,13 +66,18 @@ func NewClients(subscription string, cred azcore.TokenCredential, opts *arm.Clie
 }
 
 // clientsFor builds the armnetwork clients of cfg's subscription with DefaultAzureCredential
-// (Workload Identity, managed identity, environment, CLI) and the provider's retry policy.
+// (Workload Identity, managed identity, environment, CLI), the provider's retry policy and
+// cfg's call limits.
 func clientsFor(cfg Config) (Clients, error) {
 	cred, err := azidentity.NewDefaultAzureCredential(nil)
 	if err != nil {
 		return Clients{}, fmt.Errorf("creating Azure credential: %w", err)
 	}
-	return NewClients(cfg.SubscriptionID, cred, ClientOptions(cfg.Endpoint, nil, cfg.InsecureAllowCredentialWithHTTP, 4))
+	o := ClientOptions(cfg.Endpoint, nil, cfg.InsecureAllowCredentialWithHTTP, 4)
+	if cfg.CallLimits != nil {
+		o.PerRetryPolicies = append(o.PerRetryPolicies, CallLimitPolicy(*cfg.CallLimits))
+	}
+	return NewClients(cfg.SubscriptionID, cred, o)
 }
 
 // ClientOptions returns ARM client options for endpoint (empty: public Azure) with the
