@@ -141,19 +141,24 @@ func (p *Provider) readNICs(ctx context.Context, nodes []providers.NodeRef, vms 
 		}
 		return
 	}
-	l, err := p.listNICs(ctx, rg)
+	listed, err := p.listNICs(ctx, rg)
 	for _, i := range unread {
 		if err != nil {
 			errs[i] = fmt.Errorf("discovering node %s: %w", nodes[i].Name, err)
 			continue
 		}
-		nics[i] = l.vms[strings.ToLower(vms[i].id())]
+		nics[i] = listed[strings.ToLower(vms[i].id())]
 	}
 }
 
-// listNICs lists the NICs of resource group rg (every page), records each VM's primary NIC
-// (nicFor's cache) and keeps the list for discovery.
-func (p *Provider) listNICs(ctx context.Context, rg string) (*nicList, error) {
+// listNICs lists the NICs of resource group rg (every page) and returns each VM's primary NIC
+// by VM resource ID (lower case; the caller's own map). It records the VM → NIC references
+// (nicFor's cache) and keeps the list for discovery unless the provider wrote a NIC while it
+// ran (the list may show that NIC as it was before the write).
+func (p *Provider) listNICs(ctx context.Context, rg string) (map[string]*armnetwork.Interface, error) {
+	p.mu.Lock()
+	gen := p.written
+	p.mu.Unlock()
 	l := &nicList{vms: map[string]*armnetwork.Interface{}}
 	pager := p.c.Interfaces.NewListPager(rg, nil)
 	for pager.More() {
@@ -178,15 +183,19 @@ func (p *Provider) listNICs(ctx context.Context, rg string) (*nicList, error) {
 	for vm, nic := range l.vms {
 		p.nics[vm] = nicRef{rg, deref(nic.Name)}
 	}
-	p.lists[strings.ToLower(rg)] = l
-	return l, nil
+	if p.written == gen {
+		p.lists[strings.ToLower(rg)] = &nicList{at: l.at, vms: maps.Clone(l.vms), pages: l.pages}
+	}
+	return l.vms, nil
 }
 
-// forgetListed drops NIC n from its resource group's list: the provider is writing it, so
-// the listed document is about to be out of date.
+// forgetListed drops NIC n from its resource group's list: the provider is writing it (putNIC
+// calls it before the PUT and after the operation), so the listed document is out of date, and
+// a list running meanwhile is not kept.
 func (p *Provider) forgetListed(n nicRef) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.written++
 	l := p.lists[strings.ToLower(n.rg)]
 	if l == nil {
 		return

@@ -196,3 +196,39 @@ func TestCallLimits(t *testing.T) {
 		t.Fatalf("calls %s, want the NIC list only: the refused wait reached the simulator, or was retried", summary(c))
 	}
 }
+
+// TestListDuringWriteIsNotKept: a list whose first page showed a NIC before the provider
+// wrote it, and whose later pages came after, is not kept for discovery: the NIC's next
+// discovery reads it (and shows the address written), instead of the list's stale copy.
+func TestListDuringWriteIsNotKept(t *testing.T) {
+	e := newEnv(t, 3)
+	ctx := context.Background()
+	refs := addVMs(e, 6) // vm-00..vm-05: with vm-a, vm-b, vm-small, 9 NICs, 3 pages of 4
+	e.sim.SetPageSize(4)
+	if _, errs := providers.DiscoverNodes(ctx, e.p, refs); errors.Join(errs...) != nil {
+		t.Fatal(errors.Join(errs...))
+	}
+	e.sim.AddVM(azuresim.VMSeed{ResourceGroup: rg, Name: "vm-new", Subnet: e.sim.SubnetID(rg, "aks-vnet", "nodes"), PrimaryIP: "10.240.2.10"})
+	// A VM the provider has not seen makes the next discovery list again; between its first
+	// page (vm-00-nic as it was) and its second, vm-00's NIC gets an egress IP.
+	e.sim.BeforeNext(azuresim.MNICList, func() {
+		e.sim.BeforeNext(azuresim.MNICList, func() {
+			if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: refs[0], IP: ip("10.240.9.9")}); err != nil {
+				t.Error(err)
+			}
+		})
+	})
+	if _, err := e.p.DiscoverNode(ctx, node("vm-new")); err != nil {
+		t.Fatal(err)
+	}
+	if e.sim.Calls(azuresim.MNICPut) != 1 {
+		t.Fatalf("the ensure did not run during the list: calls %s", summary(e.sim.CallCounts()))
+	}
+	info, err := e.p.DiscoverNode(ctx, refs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Interfaces[0].SecondaryIPs; len(got) != 1 || got[0] != ip("10.240.9.9") {
+		t.Fatalf("%s after the ensure: secondaries %v, want 10.240.9.9 (the list's copy from before the write was served)", refs[0].Name, got)
+	}
+}

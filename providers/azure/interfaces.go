@@ -47,11 +47,11 @@ func (p *Provider) nicFor(ctx context.Context, node providers.NodeRef) (nicRef, 
 		return n, nil
 	}
 	op := "finding the NIC of " + vm.id()
-	l, err := p.listNICs(ctx, vm.rg)
+	listed, err := p.listNICs(ctx, vm.rg)
 	if err != nil {
 		return nicRef{}, fmt.Errorf("%s: %w", op, err)
 	}
-	nic := l.vms[key]
+	nic := listed[key]
 	if nic == nil {
 		return nicRef{}, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errNoNIC}
 	}
@@ -183,8 +183,10 @@ func (p *Provider) putNIC(ctx context.Context, n nicRef, nic *armnetwork.Interfa
 	if deref(nic.Etag) == "" {
 		return fmt.Errorf("%s: the NIC as read has no etag, and egressd writes NICs only if they are unchanged since read", op)
 	}
-	// Even a refused or failed write may have changed the NIC (or shows that someone else did).
+	// Even a refused or failed write may have changed the NIC (or shows that someone else did);
+	// a list running during the write may show it either way.
 	p.forgetListed(n)
+	defer p.forgetListed(n)
 	// The header goes on the PUT only: the operation's polls and final GET are not conditional.
 	put := policy.WithHTTPHeader(ctx, http.Header{"If-Match": []string{*nic.Etag}})
 	poller, err := p.c.Interfaces.BeginCreateOrUpdate(put, n.rg, n.name, *nic, nil)

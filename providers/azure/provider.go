@@ -40,6 +40,7 @@ type Provider struct {
 	uniform map[string]bool
 	lists   map[string]*nicList   // lower(resource group) → its last NIC list (discovery.go)
 	subnets map[string]subnetRead // lower(subnet ID) → its address prefix
+	written uint64                // NIC writes started or ended (forgetListed), so a list that overlapped one is not kept
 	lks     map[string]*sync.Mutex
 	last    MoveWindow
 }
