@@ -128,7 +128,11 @@ func (sh scaleShape) set() {
 // default rate limits) and measures: time to converge, the cloud calls made until every
 // gateway is Ready and CloudSynced, one gateway and one policy reconcile in steady state, a
 // failover, and the coordinator's heap. One sub-benchmark per cloud, each on its own API
-// server: aws (EC2 simulator), gcp (Compute simulator), azure (ARM simulator).
+// server, each through the cloud's real SDK provider: aws (EC2 simulator), gcp (Compute
+// simulator), azure (ARM simulator). The time until every gateway is Ready and CloudSynced and
+// the calls until then, per simulator method (mutating and read apart) and per provider
+// operation, are metrics (b.ReportMetric: <method>-calls-to-ready, <operation>-ops-to-ready)
+// and the FIGURE line that opens the log and the report.
 //
 //	EGRESSD_KUBE_ASSETS=$(hack/kube-binaries.sh) go test -run '^$' -bench 'Scale/gcp' -benchtime 1x -timeout 30m ./gateway/coordinator/
 //
