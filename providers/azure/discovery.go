@@ -2,7 +2,6 @@ package azure
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -274,5 +273,3 @@ func (p *Provider) subnetPrefix(ctx context.Context, id string) (netip.Prefix, e
 	p.mu.Unlock()
 	return cidr, nil
 }
-
-var errNoNIC = errors.New("no network interface references this VM")

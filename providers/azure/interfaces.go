@@ -2,6 +2,7 @@ package azure
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -57,6 +58,8 @@ func (p *Provider) nicFor(ctx context.Context, node providers.NodeRef) (nicRef, 
 	}
 	return nicRef{vm.rg, deref(nic.Name)}, nil
 }
+
+var errNoNIC = errors.New("no network interface references this VM")
 
 func (p *Provider) getNIC(ctx context.Context, n nicRef) (*armnetwork.Interface, error) {
 	resp, err := p.c.Interfaces.Get(ctx, n.rg, n.name, nil)
