@@ -60,23 +60,27 @@ func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*p
 //
 // A Uniform scale-set instance is NotFound when it does not exist, else CapacityExhausted
 // (UniformScaleSetInstance, see uniformRefused): one read of its NICs the first time tells the
-// two apart (discoverInstance).
+// two apart (discoverInstance), one list of the scale set's NICs for several instances of one
+// scale set (discoverInstances).
 func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef) ([]*providers.NodeInfo, []error) {
 	infos, errs := make([]*providers.NodeInfo, len(nodes)), make([]error, len(nodes))
-	vms := make([]vmRef, len(nodes))
+	vms, insts := make([]vmRef, len(nodes)), make([]instanceRef, len(nodes))
 	byRG := map[string][]int{} // lower(resource group) → indexes into nodes
+	var uniform []int
 	for i, n := range nodes {
 		vm, inst, err := parseProviderID(n.ProviderID)
 		switch {
 		case err != nil:
 			errs[i] = err
 		case inst != nil:
-			errs[i] = p.discoverInstance(ctx, n, *inst)
+			insts[i] = *inst
+			uniform = append(uniform, i)
 		default:
 			vms[i] = vm
 			byRG[strings.ToLower(vm.rg)] = append(byRG[strings.ToLower(vm.rg)], i)
 		}
 	}
+	p.discoverInstances(ctx, nodes, insts, uniform, errs)
 	nics := make([]*armnetwork.Interface, len(nodes))
 	for _, rg := range slices.Sorted(maps.Keys(byRG)) {
 		p.readNICs(ctx, nodes, vms, byRG[rg], nics, errs)

@@ -26,6 +26,9 @@ type InterfacesAPI interface {
 	// NewListVirtualMachineScaleSetVMNetworkInterfacesPager reads a Uniform scale-set
 	// instance's NICs (the network resource provider's read-only view of the instance model).
 	NewListVirtualMachineScaleSetVMNetworkInterfacesPager(resourceGroupName string, virtualMachineScaleSetName string, virtualmachineIndex string, options *armnetwork.InterfacesClientListVirtualMachineScaleSetVMNetworkInterfacesOptions) *runtime.Pager[armnetwork.InterfacesClientListVirtualMachineScaleSetVMNetworkInterfacesResponse]
+	// NewListVirtualMachineScaleSetNetworkInterfacesPager reads the NICs of every instance of
+	// a Uniform scale set (batched discovery).
+	NewListVirtualMachineScaleSetNetworkInterfacesPager(resourceGroupName string, virtualMachineScaleSetName string, options *armnetwork.InterfacesClientListVirtualMachineScaleSetNetworkInterfacesOptions) *runtime.Pager[armnetwork.InterfacesClientListVirtualMachineScaleSetNetworkInterfacesResponse]
 }
 
 // PublicIPAddressesAPI is the subset of armnetwork.PublicIPAddressesClient the provider calls.

@@ -182,7 +182,7 @@ func typeOf(method string, parts []string) string {
 		return "publicIPAddresses"
 	case MSubnetGet:
 		return "virtualNetworks/subnets"
-	case MScaleSetNICList, MScaleSetNICGet:
+	case MScaleSetNICList, MScaleSetNICGet, MScaleSetNICListAll:
 		return scaleSetNICType
 	}
 	return "locations/" + parts[6]
