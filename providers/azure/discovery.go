@@ -85,6 +85,8 @@ func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef)
 	for _, rg := range slices.Sorted(maps.Keys(byRG)) {
 		p.readNICs(ctx, nodes, vms, byRG[rg], nics, errs)
 	}
+	subnetErrs := map[string]error{} // a subnet that could not be read is not read again for the next node
+
 	for i, n := range nodes {
 		if errs[i] != nil {
 			continue
@@ -93,7 +95,7 @@ func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef)
 			errs[i] = &providers.Error{Kind: providers.KindNotFound, Op: "discovering node " + n.Name, Err: fmt.Errorf("no network interface references %s", vms[i].id())}
 			continue
 		}
-		infos[i], errs[i] = p.nodeInfo(ctx, n, nics[i])
+		infos[i], errs[i] = p.nodeInfo(ctx, n, nics[i], subnetErrs)
 	}
 	return infos, errs
 }
@@ -211,8 +213,8 @@ func (p *Provider) forgetListed(n nicRef) {
 }
 
 // nodeInfo builds what discovery reports of a node from its primary NIC and that NIC's
-// primary subnet.
-func (p *Provider) nodeInfo(ctx context.Context, node providers.NodeRef, nic *armnetwork.Interface) (*providers.NodeInfo, error) {
+// primary subnet; subnetErrs holds the subnets of this discovery that could not be read.
+func (p *Provider) nodeInfo(ctx context.Context, node providers.NodeRef, nic *armnetwork.Interface, subnetErrs map[string]error) (*providers.NodeInfo, error) {
 	info := &providers.NodeInfo{Ref: node, Zone: node.Zone}
 	if nic.Properties != nil && nic.Properties.VirtualMachine != nil {
 		info.InstanceID = deref(nic.Properties.VirtualMachine.ID)
@@ -233,7 +235,13 @@ func (p *Provider) nodeInfo(ctx context.Context, node providers.NodeRef, nic *ar
 		itf.SecondaryIPs = append(itf.SecondaryIPs, cfgIP(c))
 	}
 	info.Interfaces = []providers.Interface{itf}
-	cidr, err := p.subnetPrefix(ctx, itf.SubnetID)
+	err := subnetErrs[strings.ToLower(itf.SubnetID)]
+	var cidr netip.Prefix
+	if err == nil {
+		if cidr, err = p.subnetPrefix(ctx, itf.SubnetID); err != nil {
+			subnetErrs[strings.ToLower(itf.SubnetID)] = err
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("discovering node %s: %w", node.Name, err)
 	}

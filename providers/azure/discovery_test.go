@@ -90,7 +90,7 @@ func TestDiscoverNodesBatched(t *testing.T) {
 
 // TestDiscoverNodesListFails: a list refused (429 past the SDK's retries) fails the nodes of
 // its resource group with Throttled and the Retry-After ARM sent; the next discovery lists
-// again.
+// again. A subnet read refused fails its nodes after one read.
 func TestDiscoverNodesListFails(t *testing.T) {
 	e := newEnv(t, -1) // no SDK retries
 	ctx := context.Background()
@@ -103,12 +103,24 @@ func TestDiscoverNodesListFails(t *testing.T) {
 			t.Fatalf("%s: %v, want Throttled with RetryAfter 7s", refs[i].Name, err)
 		}
 	}
+	// A subnet that cannot be read fails the nodes in it after one subnets.get, not one each.
+	e.sim.Throttle(azuresim.MSubnetGet, 1, "3")
+	e.sim.ResetCalls()
+	_, errs = providers.DiscoverNodes(ctx, e.p, refs)
+	for i, err := range errs {
+		if !providers.IsThrottled(err) {
+			t.Fatalf("%s with its subnet throttled: %v, want Throttled", refs[i].Name, err)
+		}
+	}
+	if c := e.sim.CallCounts(); c[azuresim.MNICList] != 1 || c[azuresim.MSubnetGet] != 1 {
+		t.Fatalf("calls %s, want one new list and one subnets.get", summary(c))
+	}
 	e.sim.ResetCalls()
 	if _, errs := providers.DiscoverNodes(ctx, e.p, refs); errors.Join(errs...) != nil {
 		t.Fatal(errors.Join(errs...))
 	}
-	if c := e.sim.CallCounts(); c[azuresim.MNICList] != 1 {
-		t.Fatalf("calls %s, want one new list", summary(c))
+	if c := e.sim.CallCounts(); c[azuresim.MNICList] != 0 || c[azuresim.MSubnetGet] != 1 {
+		t.Fatalf("calls %s, want the list reused and the subnet read", summary(c))
 	}
 }
 
