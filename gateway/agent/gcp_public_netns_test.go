@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -225,7 +226,9 @@ func TestGCPPublicEgressNetns(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- coordinator.Run(cctx, coordinator.RunOptions{Config: cfg, RestConfig: s.Config, Registry: providers.Registry{gcp.Type: gcp.Constructor},
-			MetricsBindAddress: "0", HealthProbeBindAddress: "0", ListenPacket: topo.Router.ListenPacket})
+			MetricsBindAddress: "0", HealthProbeBindAddress: "0", ListenPacket: topo.Router.ListenPacket,
+			// TestStaticEndToEndNetns runs a coordinator in this process too.
+			Registerer: prometheus.NewRegistry(), SkipControllerNameValidation: true})
 	}()
 	t.Cleanup(func() {
 		stopCoordinator()
