@@ -701,6 +701,11 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 	var announce []dataplane.EgressAddress
 	var checks []DeliveryCheck
 	served := map[uint32]*dataplane.ServedGroup{}
+	// For the public source of a group: each served IP's interface, the source the cloud
+	// translates its public IP from where that is not the IP, and the groups with one.
+	ifaceOf := map[netip.Addr]string{}
+	natSources := map[netip.Addr]netip.Addr{}
+	public := map[uint32]*gatewayInfo{}
 	serve := func(gi *gatewayInfo) *dataplane.ServedGroup {
 		sg := served[gi.group]
 		if sg == nil {
@@ -755,6 +760,13 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		if !ok {
 			continue // mounted, but no group to serve yet
 		}
+		natSrc, err := publicNATSource(e, ip, ifname, in.Interfaces)
+		if err != nil {
+			// Served, its public-bound flows would leave with an address the cloud does not
+			// translate: the group is not served with it here.
+			problem(problemf(ProblemNoInterface, egressIPRef(e.Name), nil, "%v; not serving %s on this node", err, ip))
+			continue
+		}
 		if source.Announced() {
 			announce = append(announce, addr)
 		}
@@ -777,6 +789,14 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		} else {
 			sg.EgressIPv6s = append(sg.EgressIPv6s, ip)
 		}
+		ifaceOf[ip] = ifname
+		if natSrc.IsValid() {
+			natSources[ip] = natSrc
+			public[gi.group] = gi
+		}
+	}
+	for group, gi := range public {
+		setPublicSource(served[group], gi, ifaceOf, natSources, problem)
 	}
 
 	// nodeInterface groups: this node serves every group whose status lists it as a gateway,
@@ -826,6 +846,57 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 	}
 	slices.SortFunc(role.Groups, func(a, b dataplane.ServedGroup) int { return cmp.Compare(a.Group, b.Group) })
 	return role, announce, checks
+}
+
+// publicNATSource is the address e's public IP is translated from when that is not ip itself
+// (status.publicNATSource, set on GCP: an access config translates the interface's primary
+// address only), or invalid. It must be an IPv4 address of ifname, the interface the egress IP
+// is mounted on and leaves through; otherwise it is an error.
+func publicNATSource(e *egressv1.EgressIP, ip netip.Addr, ifname string, ifs []Interface) (netip.Addr, error) {
+	if e.Status.PublicIP == "" || e.Status.PublicNATSource == "" {
+		return netip.Addr{}, nil
+	}
+	src, err := netip.ParseAddr(e.Status.PublicNATSource)
+	if err != nil || !src.Is4() || !ip.Is4() {
+		return netip.Addr{}, fmt.Errorf("status.publicNATSource %q of IPv4 egress IP %s: not an IPv4 address", e.Status.PublicNATSource, ip)
+	}
+	src = src.Unmap()
+	if src == ip {
+		return netip.Addr{}, nil
+	}
+	i := slices.IndexFunc(ifs, func(ifc Interface) bool { return ifc.Name == ifname })
+	if i < 0 || !slices.ContainsFunc(ifs[i].Addrs, func(a netip.Addr) bool { return a.Unmap() == src }) {
+		return netip.Addr{}, fmt.Errorf("the cloud translates public IP %s from %s, which interface %s does not have", e.Status.PublicIP, src, ifname)
+	}
+	return src, nil
+}
+
+// setPublicSource gives sg (served for gi) the source its public-bound IPv4 flows are SNATed
+// to: the NAT source of its lowest egress IP that has one on the interface the group's IPv4
+// traffic is routed through (that of its lowest IPv4 egress IP), and the private destinations
+// that keep the egress IPs (contract.PrivateDestinations).
+func setPublicSource(sg *dataplane.ServedGroup, gi *gatewayInfo, ifaceOf map[netip.Addr]string, natSources map[netip.Addr]netip.Addr, problem func(Problem)) {
+	ips := slices.SortedFunc(slices.Values(sg.EgressIPv4s), netip.Addr.Compare)
+	if len(ips) == 0 {
+		return
+	}
+	route := ifaceOf[ips[0]]
+	for _, ip := range ips {
+		if src, ok := natSources[ip]; ok && ifaceOf[ip] == route {
+			sg.PublicSource = src
+			break
+		}
+	}
+	if !sg.PublicSource.IsValid() {
+		problem(problemf(ProblemNoInterface, gatewayRef(gi.obj.Name), nil,
+			"no egress IP on %s (the group's route) has a public NAT source; public-bound flows keep the egress IP", route))
+		return
+	}
+	var bad []string
+	sg.Private, bad = contract.PrivateDestinations(gi.obj.Spec.Addresses.Cloud)
+	if len(bad) > 0 {
+		problem(problemf(ProblemInvalidCIDR, gatewayRef(gi.obj.Name), nil, "cloud.privateCIDRs %q are not IPv4 CIDRs; left out", bad))
+	}
 }
 
 // maxDeliveryPeers bounds the probe responders a delivery proof asks: any one answering proves

@@ -1135,6 +1135,85 @@ func TestDeliveryProof(t *testing.T) {
 	}
 }
 
+// TestPublicNATSource: a held egress IP whose public IP the cloud translates from another
+// address (status.publicNATSource: GCP's access config NATs the interface's primary address)
+// serves its group with that address for public-bound flows and the egress IP for the private
+// destinations (cloud.privateCIDRs, defaulting to GCP's valid subnet ranges). A source the
+// interface lacks is refused, never served untranslated.
+func TestPublicNATSource(t *testing.T) {
+	gwIn := func(mod func(*egressv1.EgressGateway, []egressv1.EgressIP)) Inputs {
+		in := base()
+		in.Node = node("gw1", "a", "10.0.0.21")
+		in.Pods = nil
+		g := egw("out", 7, gw1)
+		g.Spec.Addresses.Cloud = &egressv1.CloudAddresses{Provider: "gcp", Public: true}
+		pub := eip("10.0.0.200", "out", "gw1")
+		pub.Spec.Provider, pub.Spec.Public = "gcp", true
+		pub.Status.PublicIP, pub.Status.PublicNATSource = "34.1.2.3", "10.0.0.21"
+		eips := []egressv1.EgressIP{pub}
+		if mod != nil {
+			mod(&g, eips)
+		}
+		in.Gateways = []egressv1.EgressGateway{g}
+		in.EgressIPs = eips
+		in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{ip("10.0.0.21")}}, {Name: "eth1", Addrs: []netip.Addr{ip("10.0.5.9")}}}
+		in.ClusterView = true
+		return in
+	}
+	defaults, _ := contract.PrivateDestinations(nil)
+	for _, tc := range []struct {
+		name    string
+		mod     func(*egressv1.EgressGateway, []egressv1.EgressIP)
+		want    []dataplane.ServedGroup
+		problem ProblemKind
+	}{
+		{"GCP: public-bound flows from the primary, private ones from the alias", nil,
+			[]dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}, PublicSource: ip("10.0.0.21"), Private: defaults}}, ""},
+		{"privateCIDRs configured", func(g *egressv1.EgressGateway, _ []egressv1.EgressIP) {
+			g.Spec.Addresses.Cloud.PrivateCIDRs = []string{"10.0.0.0/8", "35.0.0.0/8", "10.0.0.0/8"}
+		}, []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}, PublicSource: ip("10.0.0.21"), Private: pfxs("10.0.0.0/8", "35.0.0.0/8")}}, ""},
+		{"AWS/Azure: no NAT source, the egress IP is translated itself", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicNATSource = ""
+		}, []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}}}, ""},
+		{"NAT source is the egress IP itself", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicNATSource = "10.0.0.200"
+		}, []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}}}, ""},
+		{"no public IP: the NAT source means nothing", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicIP = ""
+		}, []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}}}, ""},
+		{"NAT source on another interface: not served", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicNATSource = "10.0.5.9"
+		}, nil, ProblemNoInterface},
+		{"NAT source not on the node: not served", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicNATSource = "10.0.0.99"
+		}, nil, ProblemNoInterface},
+		{"NAT source not an IPv4 address: not served", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicNATSource = "fd00::1"
+		}, nil, ProblemNoInterface},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := ComputeState(gwIn(tc.mod))
+			if err != nil {
+				t.Fatal(err)
+			}
+			role := res.State.Gateway
+			if role == nil || len(role.Addresses) != 1 || role.Addresses[0] != (dataplane.EgressAddress{IP: ip("10.0.0.200"), Interface: "eth0"}) {
+				t.Fatalf("gateway role %+v: want 10.0.0.200 mounted on eth0", role)
+			}
+			if diff := cmp.Diff(tc.want, role.Groups, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{}), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("served groups (-want +got):\n%s", diff)
+			}
+			var kinds []ProblemKind
+			for _, p := range res.Problems {
+				kinds = append(kinds, p.Kind)
+			}
+			if tc.problem != "" && !slices.Contains(kinds, tc.problem) || tc.problem == "" && len(kinds) > 0 {
+				t.Errorf("problems %+v, want %q", res.Problems, tc.problem)
+			}
+		})
+	}
+}
+
 // A group's only gateway has no peer to prove delivery with: it serves the address on the
 // cloud's word and asks for a check without peers, which publishes it as delivered.
 func TestDeliveryProofAlone(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 
@@ -57,6 +58,14 @@ type nftModel struct {
 	snat4, snat6 map[uint32][][]byte // mark (MarkMagic|group) → egress IPs, the lowest first
 	snatPorts    PortRange           // zero: the kernel's choice
 	mss4, mss6   uint16
+	// public4: mark → the source public-bound IPv4 flows are SNATed to, and the private
+	// destinations that keep the egress IPs (ServedGroup.PublicSource).
+	public4 map[uint32]publicSNAT
+}
+
+type publicSNAT struct {
+	source  netip.Addr
+	private []netip.Prefix
 }
 
 func (m nftModel) key() string {
@@ -66,6 +75,9 @@ func (m nftModel) key() string {
 	}
 	for k, v := range m.snat6 {
 		ks = append(ks, fmt.Sprintf("6/%x/%x", k, v))
+	}
+	for k, v := range m.public4 {
+		ks = append(ks, fmt.Sprintf("p4/%x/%s/%v", k, v.source, v.private))
 	}
 	slices.Sort(ks)
 	return fmt.Sprint(m.tunnel, ks, m.snatPorts, m.mss4, m.mss6)
@@ -96,7 +108,7 @@ func snatIPs(ips []netip.Addr, ifaceOf map[netip.Addr]string) [][]byte {
 
 // nftModel is the table for a node with role (nil on a worker).
 func (d *Dataplane) nftModel(role *GatewayRole, tunnelMTU int) nftModel {
-	m := nftModel{tunnel: d.cfg.TunnelDevice, snat4: map[uint32][][]byte{}, snat6: map[uint32][][]byte{},
+	m := nftModel{tunnel: d.cfg.TunnelDevice, snat4: map[uint32][][]byte{}, snat6: map[uint32][][]byte{}, public4: map[uint32]publicSNAT{},
 		snatPorts: d.cfg.SNATPorts, mss4: uint16(tunnelMTU - tcpIPv4Overhead), mss6: uint16(tunnelMTU - tcpIPv6Overhead)}
 	if role == nil {
 		return m
@@ -109,6 +121,9 @@ func (d *Dataplane) nftModel(role *GatewayRole, tunnelMTU int) nftModel {
 		mark := bpf.MarkMagic | g.Group
 		if ips := snatIPs(g.EgressIPv4s, ifaceOf); ips != nil {
 			m.snat4[mark] = ips
+			if g.PublicSource.Is4() {
+				m.public4[mark] = publicSNAT{source: g.PublicSource, private: slices.Clone(g.Private)}
+			}
 		}
 		if ips := snatIPs(g.EgressIPv6s, ifaceOf); ips != nil {
 			m.snat6[mark] = ips
@@ -291,6 +306,20 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(fam.proto), RegAddrMin: 1},
 		)})
 	}
+	// Public-bound flows of a group whose public IP the cloud translates from another address
+	// (GCP: the interface's primary address) are SNATed to that address: the group's chain
+	// returns for a private destination (the egress IPs below take it) and translates the rest.
+	for _, mark := range slices.Sorted(maps.Keys(m.public4)) {
+		chain := m.publicChain(c, t, mark, m.public4[mark])
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkSteer | bpf.MarkGroupMask), Xor: ne32(0)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(mark)},
+			&expr.Verdict{Kind: expr.VerdictJump, Chain: chain},
+		}})
+	}
 	for _, f := range fams {
 		// SNAT to the group's egress IPs. Running before srcnat (100)
 		// means a CNI's masquerade never gets to this connection. A group
@@ -341,6 +370,28 @@ func (m nftModel) snatTo(proto byte) []expr.Any {
 		&expr.Immediate{Register: regPorts + 1, Data: be16(m.snatPorts.Max)},
 		nat,
 	}
+}
+
+// publicChain adds the chain that SNATs a group's public-bound IPv4 flows to p.source: a
+// destination inside one of p.private returns (to the egress IP rules), any other is
+// translated. NAT chains see only a connection's first packet, so the prefix rules cost
+// nothing per packet after it.
+func (m nftModel) publicChain(c *nftables.Conn, t *nftables.Table, mark uint32, p publicSNAT) string {
+	name := fmt.Sprintf("public4-%d", mark&bpf.MarkGroupMask)
+	ch := c.AddChain(&nftables.Chain{Table: t, Name: name})
+	for _, pr := range p.private {
+		mask := net.CIDRMask(pr.Bits(), 32)
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: pr.Masked().Addr().AsSlice()},
+			&expr.Verdict{Kind: expr.VerdictReturn},
+		}})
+	}
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append([]expr.Any{
+		&expr.Immediate{Register: 1, Data: p.source.AsSlice()},
+	}, m.snatTo(unix.NFPROTO_IPV4)...)})
+	return name
 }
 
 // spreadChain adds the chain (and its map) that picks one of a group's

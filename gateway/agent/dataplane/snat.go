@@ -57,6 +57,9 @@ func (d *Dataplane) SNATUsage() (SNATUsage, error) {
 			for _, ip := range slices.Concat(g.EgressIPv4s, g.EgressIPv6s) {
 				egress[ip] = true
 			}
+			if g.PublicSource.IsValid() {
+				egress[g.PublicSource] = true // its ports are the public IP's
+			}
 		}
 	}
 	d.mu.Unlock()
