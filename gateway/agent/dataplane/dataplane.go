@@ -80,6 +80,11 @@ type Config struct {
 	// address, port and protocol. Zero: the kernel's choice (1024-65535 for a
 	// flow from an unprivileged port, 64512 ports).
 	SNATPorts PortRange
+	// Marks is where egressd's bits sit in the packet mark, for the programs,
+	// the nftables rules and the ip rules alike; the zero value is
+	// bpf.DefaultMarkLayout. Bits outside Marks.Mask (a CNI's) are kept. Group
+	// ids past Marks.MaxGroup are refused.
+	Marks bpf.MarkLayout
 }
 
 // PortRange is an inclusive range of ports; the zero value is unset.
@@ -138,6 +143,7 @@ func (c *Config) defaults() {
 	if c.NFTTable == "" {
 		c.NFTTable = DefaultNFTTable
 	}
+	c.Marks = c.Marks.OrDefault()
 	switch {
 	case c.HoldEstablished == 0:
 		c.HoldEstablished = DefaultHoldEstablished
@@ -213,7 +219,7 @@ func (d *Dataplane) load() error {
 	if d.dp != nil {
 		return nil
 	}
-	dp, err := bpf.Load(bpf.Options{PinRoot: d.cfg.PinRoot, Limits: d.cfg.Limits})
+	dp, err := bpf.Load(bpf.Options{PinRoot: d.cfg.PinRoot, Limits: d.cfg.Limits, Marks: d.cfg.Marks})
 	if err != nil {
 		return err
 	}
@@ -228,7 +234,7 @@ func (d *Dataplane) load() error {
 // A state that does not fit the maps fails with a *CapacityError before
 // anything is touched.
 func (d *Dataplane) Apply(ctx context.Context, s State) error {
-	if err := s.validate(); err != nil {
+	if err := s.validate(d.cfg.Marks); err != nil {
 		return fmt.Errorf("validating state: %w", err)
 	}
 	if err := d.cfg.SNATPorts.validate(); err != nil {
