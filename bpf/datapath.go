@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/egressd/egressd/bpf/marks"
 )
 
 // Version names the bpffs subdirectory the maps and links are pinned under.
@@ -22,7 +23,7 @@ const DefaultPinRoot = "/sys/fs/bpf/egressd"
 
 // VNI layout shared with the programs (enum vni_layout in egressd.c, through bpf2go): the
 // group id, with VNIReply set on replies sent back to a source node. The packet mark's layout
-// is chosen per node: MarkLayout.
+// is chosen per node: marks.Layout.
 const (
 	VNIReply     = uint32(egressdVniLayoutVNI_REPLY)
 	VNIGroupMask = uint32(egressdVniLayoutVNI_GROUP_MASK)
@@ -31,9 +32,9 @@ const (
 const (
 	// MaxGateways is how many gateways a group entry holds.
 	MaxGateways = 8
-	// MaxGroup is the largest group id any layout carries (the API's 1-65535; the VNI holds
-	// 23 bits). A node's MarkLayout may carry fewer: MarkLayout.MaxGroup.
-	MaxGroup = 0xffff
+	// MaxGroup is the largest group id any mark layout carries (the API's 1-65535; the VNI
+	// holds 23 bits). A node's layout may carry fewer: marks.Layout.MaxGroup.
+	MaxGroup = marks.MaxGroup
 )
 
 // Limits sizes the maps. Zero fields keep the compiled-in defaults. Maps
@@ -53,9 +54,9 @@ type Options struct {
 	PinRoot string
 	Limits  Limits
 	// Marks is the packet mark layout the programs use; the zero value is
-	// DefaultMarkLayout. The caller builds its nftables and ip rules from the
+	// marks.Default. The caller builds its nftables and ip rules from the
 	// same layout (Datapath.Marks).
-	Marks MarkLayout
+	Marks marks.Layout
 }
 
 // Datapath is the loaded programs and maps. Closing it releases file
@@ -63,7 +64,7 @@ type Options struct {
 type Datapath struct {
 	dir   string
 	objs  objects
-	marks MarkLayout
+	marks marks.Layout
 }
 
 // objects are the programs and maps the datapath uses. The generated
@@ -134,7 +135,7 @@ func Load(opts Options) (*Datapath, error) {
 // .rodata, which is created with each load and never pinned: a restarted agent with another
 // layout loads programs with it, and the pinned maps hold no mark (served's are rewritten by
 // SetServed on every Apply).
-func setMarks(spec *ebpf.CollectionSpec, l MarkLayout) error {
+func setMarks(spec *ebpf.CollectionSpec, l marks.Layout) error {
 	if err := l.Validate(); err != nil {
 		return err
 	}
@@ -155,7 +156,7 @@ func setMarks(spec *ebpf.CollectionSpec, l MarkLayout) error {
 }
 
 // Marks is the packet mark layout the programs were loaded with.
-func (d *Datapath) Marks() MarkLayout { return d.marks }
+func (d *Datapath) Marks() marks.Layout { return d.marks }
 
 // Dir is the versioned pin directory in use.
 func (d *Datapath) Dir() string { return d.dir }

@@ -290,7 +290,7 @@ func (d *Datapath) Groups() (map[uint32][]Gateway, error) {
 }
 
 // SetServed makes this node accept tunnelled traffic of a group: the tunnel
-// ingress program marks it MarkLayout.Served(id).
+// ingress program marks it marks.Layout.Served(id).
 func (d *Datapath) SetServed(id uint32) error {
 	if err := d.marks.CheckGroup(id); err != nil {
 		return err

@@ -9,116 +9,31 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cilium/ebpf/btf"
+	"github.com/egressd/egressd/bpf/marks"
 )
 
 // dm is the default layout the program tests run with.
-var dm = DefaultMarkLayout()
+var dm = marks.Default()
 
-// TestMarkLayout lays out masks: the default is datapath v4's layout, each field lands where
-// the doc comment of NewMarkLayout says, and masks that cannot hold a layout are refused with
-// an error naming them.
-func TestMarkLayout(t *testing.T) {
-	for _, tc := range []struct {
-		mask uint32
-		want MarkLayout // zero: refused
-		err  string
-	}{
-		// Datapath v4, before the layout was configurable.
-		{mask: DefaultMarkMask, want: MarkLayout{Mask: 0xffe0ffff, Magic: 0x6e000000, MagicMask: 0xff000000,
-			Tunnel: 0x00800000, Reply: 0x00400000, Steer: 0x00200000, GroupMask: 0x0000ffff}},
-		// Calico (mask 0xffff0000) and kube-proxy (0xc000) leave 14 low bits.
-		{mask: 0x00003fff, want: MarkLayout{Mask: 0x3fff, Magic: 0x2000, MagicMask: 0x3000,
-			Tunnel: 0x0800, Reply: 0x0400, Steer: 0x0200, GroupMask: 0x01ff}},
-		// The upper half: Cilium reads it only under its magic 0x0f00, which egressd never sets.
-		{mask: 0xffff0000, want: MarkLayout{Mask: 0xffff0000, Magic: 0x80000000, MagicMask: 0xc0000000,
-			Tunnel: 0x20000000, Reply: 0x10000000, Steer: 0x08000000, GroupMask: 0x07ff0000, GroupShift: 16}},
-		// Scattered bits: the group takes the lowest run, flags and magic whatever is left.
-		{mask: 0x8421_00f0, want: MarkLayout{Mask: 0x842100f0, Magic: 0x80000000, MagicMask: 0x84000000,
-			Tunnel: 0x00200000, Reply: 0x00010000, Steer: 0x00000080, GroupMask: 0x00000070, GroupShift: 4}},
-		// All bits: the group stops at 16 bits, the magic takes 13, of which 0x6e sets five.
-		{mask: 0xffffffff, want: MarkLayout{Mask: 0xffffffff, Magic: 0x6e << 19, MagicMask: 0xfff80000,
-			Tunnel: 0x00040000, Reply: 0x00020000, Steer: 0x00010000, GroupMask: 0x0000ffff}},
-		// Six bits, the fewest: one group bit.
-		{mask: 0x3f00, want: MarkLayout{Mask: 0x3f00, Magic: 0x2000, MagicMask: 0x3000,
-			Tunnel: 0x0800, Reply: 0x0400, Steer: 0x0200, GroupMask: 0x0100, GroupShift: 8}},
-		{mask: 0x1f00, err: "mark mask 0x00001f00 has 5 bits; egressd needs at least 6"},
-		{mask: 0, err: "mark mask 0x00000000 has 0 bits"},
-	} {
-		l, err := NewMarkLayout(tc.mask)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("mask %#x: error %v, want one containing %q", tc.mask, err, tc.err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("mask %#x: %v", tc.mask, err)
-			continue
-		}
-		if l != tc.want {
-			t.Errorf("mask %#x:\n got %v\nwant %v", tc.mask, l, tc.want)
-		}
-		if got := l.MaxGroup(); got != min(tc.want.GroupMask>>tc.want.GroupShift, MaxGroup) {
-			t.Errorf("mask %#x: MaxGroup %d", tc.mask, got)
-		}
-		for _, id := range []uint32{1, l.MaxGroup()} {
-			if got := l.GroupOf(l.Steered(id)); got != id {
-				t.Errorf("mask %#x: group %d reads back as %d", tc.mask, id, got)
-			}
-			if m := l.Served(id) | l.Reply | l.Steer; m&^l.Mask != 0 || !l.IsEgressd(m) {
-				t.Errorf("mask %#x: mark %#x of group %d outside the mask or without the magic", tc.mask, m, id)
-			}
-		}
-		if err := l.CheckGroup(l.MaxGroup() + 1); l.MaxGroup() < MaxGroup && (err == nil || !strings.Contains(err.Error(), fmt.Sprintf("0x%08x", tc.mask))) {
-			t.Errorf("mask %#x: group %d past the field: error %v, want one naming the mask", tc.mask, l.MaxGroup()+1, err)
-		}
-	}
-	if _, err := ParseMarkMask("0xffff"); err != nil {
-		t.Errorf("ParseMarkMask(0xffff): %v", err)
-	}
-	if _, err := ParseMarkMask("ffzz"); err == nil || !strings.Contains(err.Error(), `"ffzz"`) {
-		t.Errorf("ParseMarkMask(ffzz): %v, want an error naming it", err)
-	}
-	if _, err := ParseMarkMask("0x1ffffffff"); err == nil {
-		t.Errorf("ParseMarkMask of 33 bits: no error")
-	}
-}
-
-// TestMarkLayoutValidate: a layout built by hand is checked before the loader writes it into
-// the programs.
-func TestMarkLayoutValidate(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		edit func(*MarkLayout)
-		err  string
-	}{
-		{"steer overlaps the group", func(l *MarkLayout) { l.Steer = 0x1 }, "steer bits 0x00000001 and group bits 0x0000ffff overlap"},
-		{"two-bit flag", func(l *MarkLayout) { l.Reply = 0x00c00000 }, "reply flag 0x00c00000 is not one bit"},
-		{"magic outside its mask", func(l *MarkLayout) { l.Magic = 0x6e00 }, "magic 0x00006e00 is zero or outside its mask"},
-		{"holes in the group", func(l *MarkLayout) { l.GroupMask = 0xff0f }, "not a contiguous run"},
-		{"mask is not the fields", func(l *MarkLayout) { l.Mask = 0xffffffff }, "not the union of the fields"},
-	} {
-		l := DefaultMarkLayout()
-		tc.edit(&l)
-		err := l.Validate()
-		if err == nil || !strings.Contains(err.Error(), tc.err) {
-			t.Errorf("%s: %v, want an error containing %q", tc.name, err, tc.err)
-		}
-		if _, err := Load(Options{PinRoot: t.TempDir(), Marks: l}); err == nil || !strings.Contains(err.Error(), tc.err) {
-			t.Errorf("%s: Load: %v, want the layout refused", tc.name, err)
-		}
+// TestLoadRefusesBadLayout: a hand-built layout is checked before the loader writes it into
+// the programs (marks.Layout.Validate; its cases are in bpf/marks).
+func TestLoadRefusesBadLayout(t *testing.T) {
+	l := marks.Default()
+	l.Steer = 0x1
+	if _, err := Load(Options{PinRoot: t.TempDir(), Marks: l}); err == nil || !strings.Contains(err.Error(), "steer bits 0x00000001 and group bits 0x0000ffff overlap") {
+		t.Errorf("Load with steer in the group field: %v, want the layout refused", err)
 	}
 }
 
 // TestMarkLayoutFromC: the defaults of the programs' mark_* globals in the compiled object are
-// DefaultMarkLayout, so an object loaded without setting them still agrees with Go; fails when
+// marks.Default, so an object loaded without setting them still agrees with Go; fails when
 // egressd.c changes without `go generate ./bpf/...`.
 func TestMarkLayoutFromC(t *testing.T) {
 	spec, err := loadEgressd()
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := DefaultMarkLayout()
+	l := marks.Default()
 	for name, want := range map[string]uint32{
 		egressdVarMarkMask: l.Mask, egressdVarMarkMagic: l.Magic, egressdVarMarkMagicMask: l.MagicMask,
 		egressdVarMarkTunnel: l.Tunnel, egressdVarMarkReply: l.Reply, egressdVarMarkSteer: l.Steer,
@@ -134,7 +49,7 @@ func TestMarkLayoutFromC(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got != want {
-			t.Errorf("%s is %#x in C, %#x in DefaultMarkLayout", name, got, want)
+			t.Errorf("%s is %#x in C, %#x in marks.Default", name, got, want)
 		}
 	}
 	var vni *btf.Enum
@@ -160,9 +75,9 @@ func TestMarkLayoutFromC(t *testing.T) {
 // dataplane's TestMarkLayoutsNFT ties the same layouts to the nftables rules and ip rules.
 func TestMarkLayouts(t *testing.T) {
 	tcp := uint8(unix.IPPROTO_TCP)
-	for _, mask := range []uint32{DefaultMarkMask, 0x00003fff, 0xffff0000, 0x842100f0} {
+	for _, mask := range []uint32{marks.DefaultMask, 0x00003fff, 0xffff0000, 0x842100f0} {
 		t.Run(fmt.Sprintf("%08x", mask), func(t *testing.T) {
-			l, err := NewMarkLayout(mask)
+			l, err := marks.New(mask)
 			must(t, err)
 			root := mountBPFFS(t)
 			d, err := Load(Options{PinRoot: root, Marks: l})
@@ -218,9 +133,9 @@ func TestMarkLayouts(t *testing.T) {
 				t.Errorf("tunnel egress, reply: verdict %#x mark %#x, want OK and %#x", ret, mark, foreign)
 			}
 			// Foreign bits alone, and egressd's bits of another layout, are not egressd's.
-			other := DefaultMarkLayout()
-			if mask == DefaultMarkMask {
-				other, _ = NewMarkLayout(0x00003fff)
+			other := marks.Default()
+			if mask == marks.DefaultMask {
+				other, _ = marks.New(0x00003fff)
 			}
 			for _, m := range []uint32{foreign, other.Steered(1) &^ l.Mask} {
 				if ret, _ := runCtx(t, d.Program(HookTunnelEgress), pkt, m); ret != actNext {

@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/bpf/marks"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
 	"github.com/egressd/egressd/gateway/contract"
 )
@@ -53,8 +53,8 @@ type CommandOptions struct {
 	HoldEstablished time.Duration
 	// NoDeliveryProof serves cloud egress IPs on the cloud's word (Config.NoDeliveryProof).
 	NoDeliveryProof bool
-	// MarkMask is the packet mark bits egressd owns on the node (bpf.ParseMarkMask, e.g.
-	// "0x00003fff"); empty: bpf.DefaultMarkMask.
+	// MarkMask is the packet mark bits egressd owns on the node (marks.ParseMask, e.g.
+	// "0x00003fff"); empty: marks.DefaultMask.
 	MarkMask string
 }
 
@@ -70,7 +70,7 @@ func Main(ctx context.Context, o CommandOptions) error {
 	if err != nil {
 		return fmt.Errorf("--snat-ports: %w", err)
 	}
-	marks, err := bpf.ParseMarkMask(o.MarkMask)
+	marks, err := marks.ParseMask(o.MarkMask)
 	if err != nil {
 		return fmt.Errorf("--mark-mask: %w", err)
 	}

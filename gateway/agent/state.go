@@ -62,7 +62,7 @@ type Inputs struct {
 	ClusterPods []corev1.Pod
 	Nodes       []corev1.Node
 	// MaxGroup is the largest group id this node's packet mark layout carries
-	// (bpf.MarkLayout.MaxGroup of --mark-mask); zero means bpf.MaxGroup. A gateway numbered
+	// (marks.Layout.MaxGroup of --mark-mask); zero means bpf.MaxGroup. A gateway numbered
 	// past it is skipped with ProblemGroupIDTooLarge, never cut to another group's id.
 	MaxGroup uint32
 	// Delivered holds the delivery proofs this node's agent made (docs/control-plane.md,

@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/bpf/marks"
 	"github.com/egressd/egressd/gateway/contract"
 )
 
@@ -82,9 +83,9 @@ type Config struct {
 	SNATPorts PortRange
 	// Marks is where egressd's bits sit in the packet mark, for the programs,
 	// the nftables rules and the ip rules alike; the zero value is
-	// bpf.DefaultMarkLayout. Bits outside Marks.Mask (a CNI's) are kept. Group
+	// marks.Default. Bits outside Marks.Mask (a CNI's) are kept. Group
 	// ids past Marks.MaxGroup are refused.
-	Marks bpf.MarkLayout
+	Marks marks.Layout
 }
 
 // PortRange is an inclusive range of ports; the zero value is unset.

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/bpf/marks"
 	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/test/netns"
 )
@@ -30,8 +31,8 @@ var (
 	ciliumMarks = mustMarks(0xffff0000)
 )
 
-func mustMarks(mask uint32) bpf.MarkLayout {
-	l, err := bpf.NewMarkLayout(mask)
+func mustMarks(mask uint32) marks.Layout {
+	l, err := marks.New(mask)
 	if err != nil {
 		panic(err)
 	}
@@ -124,7 +125,7 @@ func snatKeys(t *testing.T, n *netns.Node) []uint32 {
 // seen with gw1's egress IP.
 func TestMarkLayoutsNFT(t *testing.T) {
 	skipUnlessRoot(t)
-	for _, l := range []bpf.MarkLayout{bpf.DefaultMarkLayout(), calicoMarks, ciliumMarks} {
+	for _, l := range []marks.Layout{marks.Default(), calicoMarks, ciliumMarks} {
 		t.Run(fmt.Sprintf("%08x", l.Mask), func(t *testing.T) {
 			c := newClusterWith(t, func(cfg *Config) { cfg.Marks = l })
 			w1, gw1 := c.topo.Node("worker1"), c.topo.Node("gw1")
@@ -189,7 +190,7 @@ var (
 // install adds the CNI's table to a node: the marking chain, and a check chain after every
 // other postrouting chain that counts egressd's packets (its magic) and the tunnel's outer
 // packets with the CNI's bits intact ("kept") and without them ("lost").
-func (m cniMarks) install(t *testing.T, n *netns.Node, l bpf.MarkLayout) {
+func (m cniMarks) install(t *testing.T, n *netns.Node, l marks.Layout) {
 	t.Helper()
 	rules := fmt.Sprintf(`table inet cnimarks {
 	chain pre {
@@ -262,7 +263,7 @@ func TestCNIMarksKept(t *testing.T) {
 	skipUnlessRoot(t)
 	for _, tc := range []struct {
 		cni   cniMarks
-		marks bpf.MarkLayout
+		marks marks.Layout
 	}{{calicoBits, calicoMarks}, {ciliumBits, ciliumMarks}} {
 		t.Run(tc.cni.name, func(t *testing.T) {
 			if tc.cni.mask&tc.marks.Mask != 0 {
@@ -293,7 +294,7 @@ func TestCNIMarksKept(t *testing.T) {
 	t.Run("default layout under Calico's bits collides", func(t *testing.T) {
 		c := newCluster(t)
 		for _, n := range c.topo.Nodes {
-			calicoBits.install(t, n, bpf.DefaultMarkLayout())
+			calicoBits.install(t, n, marks.Default())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

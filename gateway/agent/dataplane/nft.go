@@ -12,7 +12,7 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
-	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/bpf/marks"
 )
 
 // mtuOverhead of the inner headers: MSS = tunnel MTU - IP header - TCP header.
@@ -57,7 +57,7 @@ type nftModel struct {
 	snat4, snat6 map[uint32][][]byte // mark (marks.Local(group)) → egress IPs, the lowest first
 	snatPorts    PortRange           // zero: the kernel's choice
 	mss4, mss6   uint16
-	marks        bpf.MarkLayout // every mark below comes from it
+	marks        marks.Layout // every mark below comes from it
 }
 
 func (m nftModel) key() string {

@@ -13,6 +13,7 @@ import (
 	"slices"
 
 	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/bpf/marks"
 )
 
 // State is the desired node-local datapath state. It is complete: Apply
@@ -186,7 +187,7 @@ type EgressAddress struct {
 	NextHop netip.Addr
 }
 
-func (s *State) validate(marks bpf.MarkLayout) error {
+func (s *State) validate(marks marks.Layout) error {
 	var errs []error
 	if !s.NodeIP.Is4() {
 		errs = append(errs, fmt.Errorf("node IP %s is not IPv4", s.NodeIP))

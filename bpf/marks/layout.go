@@ -1,4 +1,7 @@
-package bpf
+// Package marks owns egressd's packet mark layout: which bits of the 32-bit mark carry which
+// field, chosen on each node from one mask. The datapath (bpf), the dataplane's nftables and ip
+// rules and the coordinator (which group ids fit) all take it from here. Pure: no system calls.
+package marks
 
 import (
 	"errors"
@@ -8,16 +11,16 @@ import (
 	"strings"
 )
 
-// MarkLayout is where egressd's fields sit in the 32-bit packet mark (skb->mark, nftables'
+// Layout is where egressd's fields sit in the 32-bit packet mark (skb->mark, nftables'
 // meta mark and ct mark, ip rule fwmark). It is the one source of the layout: the loader
 // writes it into the programs' read-only globals (mark_* in egressd.c), and the dataplane
 // builds its nftables rules and ip rules from it. Every bit egressd sets, clears or compares
 // is in Mask; bits outside it (a CNI's, kube-proxy's) are left as they are.
 //
-// Build one with NewMarkLayout or ParseMarkMask; the zero value means DefaultMarkLayout to
-// the dataplane. Marks never leave the node (the group travels in the VNI), so nodes may use
+// Build one with New or ParseMask; the zero value means Default to the
+// datapath and the dataplane. Marks never leave the node (the group travels in the VNI), so nodes may use
 // different layouts.
-type MarkLayout struct {
+type Layout struct {
 	// Mask is every bit of the layout: MagicMask | Tunnel | Reply | Steer | GroupMask.
 	Mask uint32
 	// Magic, under MagicMask, is on every mark egressd sets: it tells egressd's marks apart
@@ -37,14 +40,17 @@ type MarkLayout struct {
 	GroupShift uint8
 }
 
-// DefaultMarkMask is the mask of the layout egressd used before it was configurable (datapath
+// DefaultMask is the mask of the layout egressd used before it was configurable (datapath
 // v4): magic 0x6e in the top byte, the flags in bits 21-23, the group in the low 16 bits. It
 // overlaps Calico's default mark mask (0xffff0000) and, for groups past 255, Cilium's magic
 // bits (0x0f00) and kube-proxy's (0xc000): see docs/datapath.md#packet-marks.
-const DefaultMarkMask = 0xffe0ffff
+const DefaultMask = 0xffe0ffff
 
 // magicPattern is spread over the magic bits, lowest first ('n' for egressd, 0x6e).
 const magicPattern = 0x6e
+
+// MaxGroup is the largest group id any layout carries: the API's 1-65535 (the VNI holds more).
+const MaxGroup = 0xffff
 
 // Bits a layout needs besides the group field: three flags and a magic of at least two bits
 // (so that no single stray bit of another program reads as egressd's mark).
@@ -56,16 +62,16 @@ const (
 	markFlagsAndMagic = markFlagBits + minMagicBits
 )
 
-// DefaultMarkLayout is NewMarkLayout(DefaultMarkMask).
-func DefaultMarkLayout() MarkLayout {
-	l, err := NewMarkLayout(DefaultMarkMask)
+// Default is New(DefaultMask).
+func Default() Layout {
+	l, err := New(DefaultMask)
 	if err != nil {
 		panic(err) // a constant that must build: TestMarkLayout checks it
 	}
 	return l
 }
 
-// NewMarkLayout lays egressd's fields out over the set bits of mask, which egressd then owns
+// New lays egressd's fields out over the set bits of mask, which egressd then owns
 // on the node:
 //   - the group id takes the lowest run of contiguous bits, at most 16, leaving at least 5
 //     bits of the mask above it;
@@ -73,18 +79,18 @@ func DefaultMarkLayout() MarkLayout {
 //   - the magic takes every bit left, with the value 0x6e spread over them from the lowest
 //     up (so at most the eight lowest magic bits are ever set).
 //
-// DefaultMarkMask gives the layout of datapath v4. A mask with fewer than 6 bits, or whose
+// DefaultMask gives the layout of datapath v4. A mask with fewer than 6 bits, or whose
 // magic bits would all be zero, is refused with an error that names it.
-func NewMarkLayout(mask uint32) (MarkLayout, error) {
+func New(mask uint32) (Layout, error) {
 	n := bits.OnesCount32(mask)
 	if n < minMarkMaskBits {
-		return MarkLayout{}, fmt.Errorf("mark mask 0x%08x has %d bits; egressd needs at least %d (3 flags, a 2-bit magic, 1 group bit)",
+		return Layout{}, fmt.Errorf("mark mask 0x%08x has %d bits; egressd needs at least %d (3 flags, a 2-bit magic, 1 group bit)",
 			mask, n, minMarkMaskBits)
 	}
 	shift := bits.TrailingZeros32(mask)
 	width := bits.TrailingZeros32(^(mask >> shift))
 	width = min(width, maxGroupBits, n-markFlagsAndMagic)
-	l := MarkLayout{Mask: mask, GroupShift: uint8(shift), GroupMask: uint32(1<<width-1) << shift}
+	l := Layout{Mask: mask, GroupShift: uint8(shift), GroupMask: uint32(1<<width-1) << shift}
 	rest := mask &^ l.GroupMask
 	take := func() uint32 {
 		b := rest & -rest
@@ -100,28 +106,28 @@ func NewMarkLayout(mask uint32) (MarkLayout, error) {
 		}
 	}
 	if err := l.Validate(); err != nil {
-		return MarkLayout{}, err
+		return Layout{}, err
 	}
 	return l, nil
 }
 
-// ParseMarkMask reads a mark mask as a flag or chart value gives it ("0xffe0ffff", or
-// decimal) and lays it out with NewMarkLayout; "" is DefaultMarkMask.
-func ParseMarkMask(s string) (MarkLayout, error) {
+// ParseMask reads a mark mask as a flag or chart value gives it ("0xffe0ffff", or
+// decimal) and lays it out with New; "" is DefaultMask.
+func ParseMask(s string) (Layout, error) {
 	if s == "" {
-		return DefaultMarkLayout(), nil
+		return Default(), nil
 	}
 	v, err := strconv.ParseUint(strings.TrimSpace(s), 0, 32)
 	if err != nil {
-		return MarkLayout{}, fmt.Errorf("mark mask %q: want a 32-bit number such as 0xffe0ffff", s)
+		return Layout{}, fmt.Errorf("mark mask %q: want a 32-bit number such as 0xffe0ffff", s)
 	}
-	return NewMarkLayout(uint32(v))
+	return New(uint32(v))
 }
 
-// Validate checks a layout, whether NewMarkLayout built it or not: one bit per flag, a
+// Validate checks a layout, whether New built it or not: one bit per flag, a
 // non-zero magic inside its mask, a contiguous group field of at least one bit, no two fields
 // sharing a bit, and Mask the union of them all.
-func (l MarkLayout) Validate() error {
+func (l Layout) Validate() error {
 	var errs []error
 	for _, f := range []struct {
 		name string
@@ -163,22 +169,22 @@ func (l MarkLayout) Validate() error {
 	return nil
 }
 
-// OrDefault is l, or DefaultMarkLayout for the zero value.
-func (l MarkLayout) OrDefault() MarkLayout {
-	if l == (MarkLayout{}) {
-		return DefaultMarkLayout()
+// OrDefault is l, or Default for the zero value.
+func (l Layout) OrDefault() Layout {
+	if l == (Layout{}) {
+		return Default()
 	}
 	return l
 }
 
 // MaxGroup is the largest group id the layout's group field carries (at most MaxGroup).
-func (l MarkLayout) MaxGroup() uint32 {
+func (l Layout) MaxGroup() uint32 {
 	return min(l.GroupMask>>l.GroupShift, MaxGroup)
 }
 
 // CheckGroup refuses a group id the layout cannot carry: a mark would cut it to another
 // group's.
-func (l MarkLayout) CheckGroup(id uint32) error {
+func (l Layout) CheckGroup(id uint32) error {
 	if id == 0 || id > l.MaxGroup() {
 		return fmt.Errorf("group id %d out of range 1-%d of mark mask 0x%08x (%d group bits)",
 			id, l.MaxGroup(), l.Mask, bits.OnesCount32(l.GroupMask))
@@ -187,26 +193,26 @@ func (l MarkLayout) CheckGroup(id uint32) error {
 }
 
 // Group is the group field holding id (cut to the field: callers check ids with CheckGroup).
-func (l MarkLayout) Group(id uint32) uint32 { return id << l.GroupShift & l.GroupMask }
+func (l Layout) Group(id uint32) uint32 { return id << l.GroupShift & l.GroupMask }
 
 // GroupOf reads the group id from a mark.
-func (l MarkLayout) GroupOf(mark uint32) uint32 { return mark & l.GroupMask >> l.GroupShift }
+func (l Layout) GroupOf(mark uint32) uint32 { return mark & l.GroupMask >> l.GroupShift }
 
 // Local is the mark of a group's packets that this node, their gateway, SNATs itself (the
 // classifier's mark for a local gateway): the key of the SNAT maps.
-func (l MarkLayout) Local(id uint32) uint32 { return l.Magic | l.Group(id) }
+func (l Layout) Local(id uint32) uint32 { return l.Magic | l.Group(id) }
 
 // Steered is the classifier's mark on a packet of group id to tunnel to a gateway.
-func (l MarkLayout) Steered(id uint32) uint32 { return l.Magic | l.Steer | l.Group(id) }
+func (l Layout) Steered(id uint32) uint32 { return l.Magic | l.Steer | l.Group(id) }
 
 // Served is the mark a gateway puts on a tunnelled packet of group id.
-func (l MarkLayout) Served(id uint32) uint32 { return l.Magic | l.Tunnel | l.Group(id) }
+func (l Layout) Served(id uint32) uint32 { return l.Magic | l.Tunnel | l.Group(id) }
 
 // IsEgressd reports whether a mark carries egressd's magic.
-func (l MarkLayout) IsEgressd(mark uint32) bool { return mark&l.MagicMask == l.Magic }
+func (l Layout) IsEgressd(mark uint32) bool { return mark&l.MagicMask == l.Magic }
 
 // String is the layout for logs and errors.
-func (l MarkLayout) String() string {
+func (l Layout) String() string {
 	return fmt.Sprintf("mask 0x%08x: magic 0x%08x/0x%08x, tunnel 0x%08x, reply 0x%08x, steer 0x%08x, group 0x%08x (ids 1-%d)",
 		l.Mask, l.Magic, l.MagicMask, l.Tunnel, l.Reply, l.Steer, l.GroupMask, l.MaxGroup())
 }
