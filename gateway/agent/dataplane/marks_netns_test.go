@@ -71,20 +71,28 @@ func classify(t *testing.T, d *Dataplane, frame []byte) uint32 {
 	return binary.NativeEndian.Uint32(out[8:])
 }
 
-// ipRule is the rule at prio in a node's namespace that routes to table (there is one).
-func ipRule(t *testing.T, n *netns.Node, prio, table int) (mark, mask uint32) {
+// ipRules are the (fwmark, mask) of the IPv4 rules at prio to table in a node's namespace.
+func ipRules(t *testing.T, n *netns.Node, prio, table int) [][2]uint32 {
 	t.Helper()
 	rules, err := n.Netlink().RuleList(netlink.FAMILY_V4)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out [][2]uint32
 	for _, r := range rules {
 		if r.Priority == prio && r.Table == table && r.Mask != nil {
-			return r.Mark, *r.Mask
+			out = append(out, [2]uint32{r.Mark, *r.Mask})
 		}
 	}
-	t.Fatalf("%s: no ip rule at priority %d to table %#x in %v", n.Name, prio, table, rules)
-	return 0, 0
+	if len(out) == 0 {
+		t.Fatalf("%s: no ip rule at priority %d to table %#x in %v", n.Name, prio, table, rules)
+	}
+	return out
+}
+
+// matches reports whether a mark is routed by one of the rules.
+func matches(rules [][2]uint32, mark uint32) bool {
+	return slices.ContainsFunc(rules, func(r [2]uint32) bool { return mark&r[1] == r[0] })
 }
 
 // snatKeys are the marks egressd's nftables table SNATs by on a gateway (the keys of @snat4).
@@ -142,12 +150,14 @@ func TestMarkLayoutsNFT(t *testing.T) {
 			if got != l.Steered(1) {
 				t.Errorf("classifier marked %#x, want Steered(1) %#x", got, l.Steered(1))
 			}
-			mark, mask := ipRule(t, w1, DefaultRulePriority, DefaultTableBase)
-			if got&mask != mark {
-				t.Errorf("worker1's steering rule fwmark %#x/%#x does not match the classifier's mark %#x", mark, mask, got)
+			steer := ipRules(t, w1, DefaultRulePriority, DefaultTableBase)
+			if !matches(steer, got) {
+				t.Errorf("worker1's steering rules %#x do not match the classifier's mark %#x", steer, got)
 			}
-			if mark&^l.Mask != 0 || mask&^l.Mask != 0 {
-				t.Errorf("steering rule fwmark %#x/%#x uses bits outside the mask %#x", mark, mask, l.Mask)
+			for _, r := range steer {
+				if r[0]&^l.Mask != 0 || r[1]&^l.Mask != 0 {
+					t.Errorf("steering rule fwmark %#x/%#x uses bits outside the mask %#x", r[0], r[1], l.Mask)
+				}
 			}
 
 			keys := snatKeys(t, gw1)
@@ -158,13 +168,19 @@ func TestMarkLayoutsNFT(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			gmark, gmask := ipRule(t, gw1, DefaultRulePriority+1, DefaultTableBase+link.Attrs().Index)
-			served := l.Served(1)
-			if served&gmask != gmark || gmark != l.Local(1) && gmark != l.Local(2) {
-				t.Errorf("gw1's group rule fwmark %#x/%#x: the served mark %#x must match it", gmark, gmask, served)
+			groupRules := ipRules(t, gw1, DefaultRulePriority+1, DefaultTableBase+link.Attrs().Index)
+			for _, g := range []uint32{1, 2} {
+				served := l.Served(g)
+				if !matches(groupRules, served) || matches(groupRules, served|l.Reply) {
+					t.Errorf("gw1's group rules %#x: the served mark %#x of group %d must match one, its reply not", groupRules, served, g)
+				}
+				if lookup := served & (l.MagicMask | l.Steer | l.GroupMask); lookup != l.Local(g) || !slices.Contains(keys, lookup) {
+					t.Errorf("served mark %#x of group %d looks up %#x in @snat4, which holds %#x", served, g, lookup, keys)
+				}
 			}
-			if lookup := served & (l.MagicMask | l.Steer | l.GroupMask); !slices.Contains(keys, lookup) {
-				t.Errorf("served mark %#x looks up %#x in @snat4, which holds %#x", served, lookup, keys)
+			reply := ipRules(t, gw1, DefaultRulePriority, DefaultTableBase)
+			if !matches(reply, l.Magic|l.Reply) || matches(reply, l.Served(1)) {
+				t.Errorf("gw1's reply rules %#x: must match the reply mark %#x and not the served mark %#x", reply, l.Magic|l.Reply, l.Served(1))
 			}
 		})
 	}
