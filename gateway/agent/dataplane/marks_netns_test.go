@@ -225,7 +225,7 @@ func (m cniMarks) install(t *testing.T, n *netns.Node, l marks.Layout) {
 		l.MagicMask, l.Magic, m.mask, m.value,
 		contract.DefaultTunnelPort, m.mask, m.value,
 		contract.DefaultTunnelPort, m.mask, m.value)
-	cmd := exec.Command("ip", "netns", "exec", n.Name, "nft", "-f", "-")
+	cmd := exec.Command("ip", "netns", "exec", n.Namespace.Name, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: adding the CNI's marking rules: %v\n%s\n%s", n.Name, err, out, rules)
