@@ -61,6 +61,10 @@ type Inputs struct {
 	ClusterView bool
 	ClusterPods []corev1.Pod
 	Nodes       []corev1.Node
+	// MaxGroup is the largest group id this node's packet mark layout carries
+	// (marks.Layout.MaxGroup of --mark-mask); zero means bpf.MaxGroup. A gateway numbered
+	// past it is skipped with ProblemGroupIDTooLarge, never cut to another group's id.
+	MaxGroup uint32
 	// Delivered holds the delivery proofs this node's agent made (docs/control-plane.md,
 	// "Delivery"): a cloud egress IP the cloud gave this node is mounted at once but served
 	// (SNATed to) only once Delivered proves it for the EgressIP's generation. Nil turns the
@@ -203,8 +207,14 @@ func ComputeState(in Inputs) (Result, error) {
 	for i := range in.Gateways {
 		g := &in.Gateways[i]
 		id := g.Status.GroupID
-		if id < 1 || id > bpf.MaxGroup {
+		if id < 1 {
 			problem(problemf(ProblemNoGroupID, gatewayRef(g.Name), nil, "no group id yet"))
+			continue
+		}
+		if maxGroup := cmp.Or(in.MaxGroup, bpf.MaxGroup); uint32(id) > maxGroup {
+			problem(problemf(ProblemGroupIDTooLarge, gatewayRef(g.Name), nil,
+				"group id %d does not fit this node's packet mark layout (group ids 1-%d; widen --mark-mask, chart agent.markMask): "+
+					"its policies are not steered from this node and it cannot serve here", id, maxGroup))
 			continue
 		}
 		gateways[g.Name] = &gatewayInfo{obj: g, group: uint32(id)}

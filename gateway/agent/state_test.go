@@ -318,6 +318,18 @@ func TestComputeState(t *testing.T) {
 			problem: `EgressGateway "nope" not found`,
 		},
 		{
+			// --mark-mask 0x00003fff carries group ids 1-511: group 7 fits, 600 would be cut
+			// to another group's id by the mark, so its gateway is skipped, said so.
+			name: "group id past the node's mark layout is refused, one that fits is used",
+			mutate: func(in *Inputs) {
+				in.MaxGroup = 511
+				in.Gateways = append(in.Gateways, egw("wide", 600, gw2))
+				in.Policies = append(in.Policies, pol("default", "wide", rule("wide", allSel, []string{"198.51.100.0/24"})))
+			},
+			pods: basePods, sets: []dataplane.PolicySet{baseSet}, groups: []dataplane.Group{baseGroup},
+			problem: "EgressGateway wide: group id 600 does not fit this node's packet mark layout (group ids 1-511",
+		},
+		{
 			name: "allowedNamespaces selector admits by namespace label",
 			mutate: func(in *Inputs) {
 				in.Namespaces = []corev1.Namespace{namespace("default", "tier", "prod")}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/bpf/marks"
 )
 
 // TestPublicSourceModel: a served group with a PublicSource gets its public4 chain (source and
@@ -26,7 +26,7 @@ func TestPublicSourceModel(t *testing.T) {
 		}
 	}
 	m := d.nftModel(role(ip("10.0.0.21"), pfx("10.0.0.0/8")), 1450)
-	got, ok := m.public4[bpf.MarkMagic|7]
+	got, ok := m.public4[marks.Default().Local(7)]
 	if !ok || got.source != ip("10.0.0.21") || !slices.Equal(got.private, []netip.Prefix{pfx("10.0.0.0/8")}) || len(m.public4) != 1 {
 		t.Fatalf("public4 = %+v", m.public4)
 	}
@@ -47,12 +47,12 @@ func TestPublicSourceModel(t *testing.T) {
 		{"IPv6 private destination", ServedGroup{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}, PublicSource: ip("10.0.0.21"), Private: []netip.Prefix{pfx("fd00::/8")}}, "private destination"},
 	} {
 		s := State{NodeIP: ip("10.0.0.21"), Gateway: &GatewayRole{Addresses: role(netip.Addr{}).Addresses, Groups: []ServedGroup{c.g}}}
-		if err := s.validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+		if err := s.validate(marks.Default()); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: validate = %v, want an error about the %s", c.name, err, c.want)
 		}
 	}
 	ok4 := State{NodeIP: ip("10.0.0.21"), Gateway: role(ip("10.0.0.21"), pfx("10.0.0.0/8"))}
-	if err := ok4.validate(); err != nil {
+	if err := ok4.validate(marks.Default()); err != nil {
 		t.Errorf("a valid public source: %v", err)
 	}
 }

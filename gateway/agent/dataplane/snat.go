@@ -12,8 +12,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/egressd/egressd/bpf"
 )
 
 // DefaultSNATPorts is the kernel's range for SNAT without a port range, for
@@ -77,7 +75,7 @@ func (d *Dataplane) SNATUsage() (SNATUsage, error) {
 				return fmt.Errorf("listing conntrack: %w", err)
 			}
 			for _, f := range flows {
-				if f.Mark&bpf.MarkMagicMask != bpf.MarkMagic {
+				if !d.cfg.Marks.IsEgressd(f.Mark) {
 					continue
 				}
 				ip, ok := netip.AddrFromSlice(f.Reverse.DstIP)

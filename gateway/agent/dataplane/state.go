@@ -13,6 +13,7 @@ import (
 	"slices"
 
 	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/bpf/marks"
 )
 
 // State is the desired node-local datapath state. It is complete: Apply
@@ -194,7 +195,7 @@ type EgressAddress struct {
 	NextHop netip.Addr
 }
 
-func (s *State) validate() error {
+func (s *State) validate(marks marks.Layout) error {
 	var errs []error
 	if !s.NodeIP.Is4() {
 		errs = append(errs, fmt.Errorf("node IP %s is not IPv4", s.NodeIP))
@@ -202,8 +203,8 @@ func (s *State) validate() error {
 	sets := map[uint32]bool{}
 	groups := map[uint32]bool{}
 	for _, g := range s.Groups {
-		if g.ID == 0 || g.ID > bpf.MaxGroup {
-			errs = append(errs, fmt.Errorf("group id %d out of range 1-%d", g.ID, bpf.MaxGroup))
+		if err := marks.CheckGroup(g.ID); err != nil {
+			errs = append(errs, err)
 		}
 		if len(g.Gateways) > bpf.MaxGateways {
 			errs = append(errs, fmt.Errorf("group %d has %d gateways, at most %d", g.ID, len(g.Gateways), bpf.MaxGateways))
@@ -245,8 +246,8 @@ func (s *State) validate() error {
 		served := map[uint32]bool{}
 		for _, g := range r.Groups {
 			served[g.Group] = true
-			if g.Group == 0 || g.Group > bpf.MaxGroup {
-				errs = append(errs, fmt.Errorf("served group id %d out of range", g.Group))
+			if err := marks.CheckGroup(g.Group); err != nil {
+				errs = append(errs, fmt.Errorf("served group: %w", err))
 			}
 			for _, ip := range slices.Concat(g.EgressIPv4s, g.EgressIPv6s) {
 				if !held[ip] {
