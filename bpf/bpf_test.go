@@ -137,10 +137,10 @@ func run(tb testing.TB, d *Datapath, pkt []byte) uint32 {
 }
 
 func verdict(ret, mark uint32) uint32 {
-	if ret != actNext || mark&MarkMagicMask != MarkMagic {
+	if ret != actNext || mark&dm.MagicMask != dm.Magic {
 		return ret
 	}
-	if mark&MarkSteer != 0 {
+	if mark&dm.Steer != 0 {
 		return actSteered
 	}
 	return actLocal

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/egressd/egressd/bpf/marks"
 )
 
 // Version names the bpffs subdirectory the maps and links are pinned under.
@@ -20,32 +21,20 @@ const Version = "v4"
 // DefaultPinRoot is where egressd pins its objects on a node.
 const DefaultPinRoot = "/sys/fs/bpf/egressd"
 
-// Mark layout shared by the programs, nftables and policy routing. The
-// values come from enum mark_layout in egressd.c through bpf2go (-type
-// mark_layout), so C and Go cannot disagree; nftables rules and ip rules are
-// built from these constants.
+// VNI layout shared with the programs (enum vni_layout in egressd.c, through bpf2go): the
+// group id, with VNIReply set on replies sent back to a source node. The packet mark's layout
+// is chosen per node: marks.Layout.
 const (
-	MarkMagic     = uint32(egressdMarkLayoutMARK_MAGIC)
-	MarkMagicMask = uint32(egressdMarkLayoutMARK_MAGIC_MASK)
-	// MarkTunnel is set on packets that arrived through the tunnel: their
-	// replies must be re-encapsulated to the source node.
-	MarkTunnel = uint32(egressdMarkLayoutMARK_TUNNEL)
-	// MarkReply is set (by nftables, from the conntrack mark) on replies
-	// to be re-encapsulated; they are routed to the tunnel device.
-	MarkReply = uint32(egressdMarkLayoutMARK_REPLY)
-	// MarkSteer is set by the classifier on a source node's packets to
-	// tunnel to a gateway: policy routing sends them to the tunnel device.
-	MarkSteer     = uint32(egressdMarkLayoutMARK_STEER)
-	MarkGroupMask = uint32(egressdMarkLayoutMARK_GROUP_MASK)
-	// VNIReply is set in the VNI of replies sent back to a source node.
-	VNIReply = uint32(egressdMarkLayoutVNI_REPLY)
+	VNIReply     = uint32(egressdVniLayoutVNI_REPLY)
+	VNIGroupMask = uint32(egressdVniLayoutVNI_GROUP_MASK)
 )
 
 const (
 	// MaxGateways is how many gateways a group entry holds.
 	MaxGateways = 8
-	// MaxGroup is the largest group id (it travels in the VNI and mark).
-	MaxGroup = 0xffff
+	// MaxGroup is the largest group id any mark layout carries (the API's 1-65535; the VNI
+	// holds 23 bits). A node's layout may carry fewer: marks.Layout.MaxGroup.
+	MaxGroup = marks.MaxGroup
 )
 
 // Limits sizes the maps. Zero fields keep the compiled-in defaults. Maps
@@ -64,18 +53,23 @@ type Options struct {
 	// Empty means DefaultPinRoot.
 	PinRoot string
 	Limits  Limits
+	// Marks is the packet mark layout the programs use; the zero value is
+	// marks.Default. The caller builds its nftables and ip rules from the
+	// same layout (Datapath.Marks).
+	Marks marks.Layout
 }
 
 // Datapath is the loaded programs and maps. Closing it releases file
 // descriptors only: pinned maps and links keep the datapath running.
 type Datapath struct {
-	dir  string
-	objs objects
+	dir   string
+	objs  objects
+	marks marks.Layout
 }
 
 // objects are the programs and maps the datapath uses. The generated
 // egressdObjects also holds the unused_* globals, which only exist to put the
-// enums shared with Go (mark_layout, drop_reason, gw_flags) into BTF for
+// enums shared with Go (vni_layout, drop_reason, gw_flags) into BTF for
 // bpf2go; leaving them out means no .bss map is ever created for them.
 type objects struct {
 	egressdPrograms
@@ -118,8 +112,12 @@ func Load(opts Options) (*Datapath, error) {
 	setMax("flows", opts.Limits.Flows)
 	setMax("return_flows", opts.Limits.ReturnFlows)
 	setMax("sources", opts.Limits.Sources)
+	marks := opts.Marks.OrDefault()
+	if err := setMarks(spec, marks); err != nil {
+		return nil, err
+	}
 
-	d := &Datapath{dir: dir}
+	d := &Datapath{dir: dir, marks: marks}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{
 		Maps: ebpf.MapOptions{PinPath: dir},
 	})
@@ -132,6 +130,33 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	return d, nil
 }
+
+// setMarks writes the layout into the programs' read-only mark_* globals. They live in
+// .rodata, which is created with each load and never pinned: a restarted agent with another
+// layout loads programs with it, and the pinned maps hold no mark (served's are rewritten by
+// SetServed on every Apply).
+func setMarks(spec *ebpf.CollectionSpec, l marks.Layout) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	for name, v := range map[string]uint32{
+		egressdVarMarkMask: l.Mask, egressdVarMarkMagic: l.Magic, egressdVarMarkMagicMask: l.MagicMask,
+		egressdVarMarkTunnel: l.Tunnel, egressdVarMarkReply: l.Reply, egressdVarMarkSteer: l.Steer,
+		egressdVarMarkGroupMask: l.GroupMask, egressdVarMarkGroupShift: uint32(l.GroupShift),
+	} {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("setting the mark layout: variable %s not in the object", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("setting the mark layout: %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Marks is the packet mark layout the programs were loaded with.
+func (d *Datapath) Marks() marks.Layout { return d.marks }
 
 // Dir is the versioned pin directory in use.
 func (d *Datapath) Dir() string { return d.dir }

@@ -50,25 +50,49 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define MAX_GATEWAYS 8
 
-// Packet marks (see docs/datapath.md): top byte identifies egressd, bit 23
-// says the flow came through the tunnel (so its replies must go back through
-// it), bit 22 is set on replies to re-encapsulate, bit 21 on a source node's
-// packets to tunnel to a gateway, the low 16 bits carry the gateway group.
-// The layout is shared with nftables and policy routing:
-// bpf2go generates the Go constants from this enum (bpf/datapath.go), which
-// is why it is an enum and why unused_mark_layout exists (it puts the enum
-// into BTF; nothing reads it, and the loader never creates its map).
-enum mark_layout {
-	MARK_MAGIC = 0x6e000000,
-	MARK_MAGIC_MASK = 0xff000000,
-	MARK_TUNNEL = 0x00800000,
-	MARK_REPLY = 0x00400000,
-	MARK_STEER = 0x00200000,
-	MARK_GROUP_MASK = 0x0000ffff,
-	// VNI: the group id, with bit 23 set on replies.
+// Packet marks (see docs/datapath.md#packet-marks): where egressd's fields sit
+// in skb->mark is chosen on the node (the agent's --mark-mask) and set by the
+// loader from bpf.MarkLayout, which also builds the nftables rules and ip
+// rules, so the three agree. volatile: the compiler must read them from
+// .rodata, not fold these defaults (the v4 layout, bpf.DefaultMarkMask) in.
+// Every write keeps the bits outside mark_mask (a CNI's, kube-proxy's).
+volatile const __u32 mark_mask = 0xffe0ffff;
+volatile const __u32 mark_magic = 0x6e000000;
+volatile const __u32 mark_magic_mask = 0xff000000;
+// Came through the tunnel: replies must go back through it (ct mark).
+volatile const __u32 mark_tunnel = 0x00800000;
+// Reply to re-encapsulate (nftables sets it from the ct mark).
+volatile const __u32 mark_reply = 0x00400000;
+// A source node's packet to tunnel to a gateway.
+volatile const __u32 mark_steer = 0x00200000;
+// The group id, shifted up by mark_group_shift.
+volatile const __u32 mark_group_mask = 0x0000ffff;
+volatile const __u32 mark_group_shift = 0;
+
+static __always_inline __u32 mark_group(__u32 gid)
+{
+	return (gid << mark_group_shift) & mark_group_mask;
+}
+
+static __always_inline __u32 group_of_mark(__u32 mark)
+{
+	return (mark & mark_group_mask) >> mark_group_shift;
+}
+
+// set_mark replaces egressd's bits of the mark with v, keeping the others.
+static __always_inline void set_mark(struct __sk_buff *skb, __u32 v)
+{
+	skb->mark = (skb->mark & ~mark_mask) | v;
+}
+
+// The VNI: the group id, with bit 23 set on replies.
+enum vni_layout {
 	VNI_REPLY = 0x800000,
+	VNI_GROUP_MASK = 0x7fffff,
 };
-const enum mark_layout *unused_mark_layout __attribute__((unused));
+// Puts the enum into BTF for bpf2go (-type vni_layout); nothing reads it,
+// and the loader never creates its map.
+const enum vni_layout *unused_vni_layout __attribute__((unused));
 
 #define RULE_EXCLUDED 1
 
@@ -101,7 +125,7 @@ enum drop_reason {
 			     // its egress IP to reach a listed gateway
 	DROP_MAX,
 };
-// Like unused_mark_layout: puts the enum into BTF for bpf2go.
+// Like unused_vni_layout: puts the enum into BTF for bpf2go.
 const enum drop_reason *unused_drop_reason __attribute__((unused));
 
 struct endpoint_key {
@@ -730,7 +754,7 @@ int egressd_pod(struct __sk_buff *skb)
 	// would leave by any other interface.
 	__u32 gwid = gw->id;
 	if (gw->flags & GW_LOCAL) {
-		skb->mark = MARK_MAGIC | (gid & MARK_GROUP_MASK);
+		set_mark(skb, mark_magic | mark_group(gid));
 		count(gid, gwid, skb->len, -1);
 		return TC_NEXT;
 	}
@@ -739,14 +763,14 @@ int egressd_pod(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	if (!(cfg->flags & CFG_REDIRECT)) {
-		skb->mark = MARK_MAGIC | MARK_STEER | (gid & MARK_GROUP_MASK);
+		set_mark(skb, mark_magic | mark_steer | mark_group(gid));
 		count(gid, gwid, skb->len, -1);
 		return TC_NEXT;
 	}
 	struct bpf_tunnel_key tk = {
 	    .remote_ipv4 = bpf_ntohl(gw->underlay),
 	    .local_ipv4 = bpf_ntohl(cfg->node_ip),
-	    .tunnel_id = gid & MARK_GROUP_MASK,
+	    .tunnel_id = gid & VNI_GROUP_MASK,
 	    .tunnel_ttl = 64,
 	};
 	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
@@ -808,7 +832,7 @@ int egressd_tun_ingress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	__u32 vni = tk.tunnel_id;
-	__u32 gid = vni & MARK_GROUP_MASK;
+	__u32 gid = vni & VNI_GROUP_MASK;
 	__u32 node = bpf_htonl(tk.remote_ipv4);
 	if (vni & VNI_REPLY)
 		return deliver(skb, &p, gid, node);
@@ -835,7 +859,7 @@ int egressd_tun_ingress(struct __sk_buff *skb)
 		struct return_flow n = {.node = node, .group = gid};
 		bpf_map_update_elem(&return_flows, &p.key, &n, BPF_ANY);
 	}
-	skb->mark = sg->mark;
+	set_mark(skb, sg->mark);
 	// The inner destination MAC is the source node's; accept the frame
 	// as ours so the IP layer routes it.
 	bpf_skb_change_type(skb, PACKET_HOST);
@@ -918,20 +942,22 @@ static __always_inline int tunnel_dest(struct pkt *p, int reply, __u32 gid, stru
 // source node's steered packets (mark with the steer bit, set by the
 // classifier and routed here by policy routing) to the gateway their flow is
 // pinned to, and a gateway's replies (mark with the reply bit, set by
-// nftables from the conntrack mark) to the node their flow came from. The
-// mark is cleared so the stack does not route the packet again. Anything else
+// nftables from the conntrack mark) to the node their flow came from.
+// egressd's bits of the mark are cleared so the stack does not route the
+// packet again; a CNI's stay. Anything else
 // goes on.
 SEC("tc")
 int egressd_tun_egress(struct __sk_buff *skb)
 {
 	int reply;
-	if ((skb->mark & (MARK_MAGIC_MASK | MARK_STEER)) == (MARK_MAGIC | MARK_STEER))
+	__u32 mark = skb->mark;
+	if ((mark & (mark_magic_mask | mark_steer)) == (mark_magic | mark_steer))
 		reply = 0;
-	else if ((skb->mark & (MARK_MAGIC_MASK | MARK_REPLY)) == (MARK_MAGIC | MARK_REPLY))
+	else if ((mark & (mark_magic_mask | mark_reply)) == (mark_magic | mark_reply))
 		reply = 1;
 	else
 		return TC_NEXT;
-	__u32 gid = reply ? 0 : skb->mark & MARK_GROUP_MASK;
+	__u32 gid = reply ? 0 : group_of_mark(mark);
 	__u32 self = reply ? 0xffffffff : 0;
 	struct pkt p = {};
 	if (parse(skb, &p) != 0) {
@@ -949,14 +975,14 @@ int egressd_tun_egress(struct __sk_buff *skb)
 	struct bpf_tunnel_key tk = {
 	    .remote_ipv4 = bpf_ntohl(d.remote),
 	    .local_ipv4 = cfg ? bpf_ntohl(cfg->node_ip) : 0,
-	    .tunnel_id = (reply ? VNI_REPLY : 0) | (gid & MARK_GROUP_MASK),
+	    .tunnel_id = (reply ? VNI_REPLY : 0) | (gid & VNI_GROUP_MASK),
 	    .tunnel_ttl = 64,
 	};
 	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
 		count(gid, reply ? self : d.gateway, 0, DROP_ENCAP);
 		return TC_ACT_SHOT;
 	}
-	skb->mark = 0;
+	set_mark(skb, 0);
 	if (reply)
 		count(gid, self, skb->len, -1);
 	return TC_ACT_OK;

@@ -125,18 +125,6 @@ const (
 	egressdGwFlagsGW_DRAINING egressdGwFlags = 4
 )
 
-type egressdMarkLayout uint32
-
-const (
-	egressdMarkLayoutMARK_MAGIC      egressdMarkLayout = 1845493760
-	egressdMarkLayoutMARK_MAGIC_MASK egressdMarkLayout = 4278190080
-	egressdMarkLayoutMARK_TUNNEL     egressdMarkLayout = 8388608
-	egressdMarkLayoutMARK_REPLY      egressdMarkLayout = 4194304
-	egressdMarkLayoutMARK_STEER      egressdMarkLayout = 2097152
-	egressdMarkLayoutMARK_GROUP_MASK egressdMarkLayout = 65535
-	egressdMarkLayoutVNI_REPLY       egressdMarkLayout = 8388608
-)
-
 type egressdOwnedAddrKey struct {
 	_         structs.HostLayout
 	Addr      [16]uint8
@@ -204,6 +192,13 @@ type egressdStatsKey struct {
 	Gateway uint32
 }
 
+type egressdVniLayout uint32
+
+const (
+	egressdVniLayoutVNI_REPLY      egressdVniLayout = 8388608
+	egressdVniLayoutVNI_GROUP_MASK egressdVniLayout = 8388607
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -225,11 +220,19 @@ const (
 	egressdProgEgressdProbe      = "egressd_probe"
 	egressdProgEgressdTunEgress  = "egressd_tun_egress"
 	egressdProgEgressdTunIngress = "egressd_tun_ingress"
+	egressdVarMarkGroupMask      = "mark_group_mask"
+	egressdVarMarkGroupShift     = "mark_group_shift"
+	egressdVarMarkMagic          = "mark_magic"
+	egressdVarMarkMagicMask      = "mark_magic_mask"
+	egressdVarMarkMask           = "mark_mask"
+	egressdVarMarkReply          = "mark_reply"
+	egressdVarMarkSteer          = "mark_steer"
+	egressdVarMarkTunnel         = "mark_tunnel"
 	egressdVarUnusedConfigFlags  = "unused_config_flags"
 	egressdVarUnusedDropReason   = "unused_drop_reason"
 	egressdVarUnusedEpFlags      = "unused_ep_flags"
 	egressdVarUnusedGwFlags      = "unused_gw_flags"
-	egressdVarUnusedMarkLayout   = "unused_mark_layout"
+	egressdVarUnusedVniLayout    = "unused_vni_layout"
 )
 
 // loadEgressd returns the embedded CollectionSpec for egressd.
@@ -303,11 +306,19 @@ type egressdMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type egressdVariableSpecs struct {
+	MarkGroupMask     *ebpf.VariableSpec `ebpf:"mark_group_mask"`
+	MarkGroupShift    *ebpf.VariableSpec `ebpf:"mark_group_shift"`
+	MarkMagic         *ebpf.VariableSpec `ebpf:"mark_magic"`
+	MarkMagicMask     *ebpf.VariableSpec `ebpf:"mark_magic_mask"`
+	MarkMask          *ebpf.VariableSpec `ebpf:"mark_mask"`
+	MarkReply         *ebpf.VariableSpec `ebpf:"mark_reply"`
+	MarkSteer         *ebpf.VariableSpec `ebpf:"mark_steer"`
+	MarkTunnel        *ebpf.VariableSpec `ebpf:"mark_tunnel"`
 	UnusedConfigFlags *ebpf.VariableSpec `ebpf:"unused_config_flags"`
 	UnusedDropReason  *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
 	UnusedEpFlags     *ebpf.VariableSpec `ebpf:"unused_ep_flags"`
 	UnusedGwFlags     *ebpf.VariableSpec `ebpf:"unused_gw_flags"`
-	UnusedMarkLayout  *ebpf.VariableSpec `ebpf:"unused_mark_layout"`
+	UnusedVniLayout   *ebpf.VariableSpec `ebpf:"unused_vni_layout"`
 }
 
 // egressdObjects contains all objects after they have been loaded into the kernel.
@@ -367,11 +378,19 @@ func (m *egressdMaps) Close() error {
 //
 // It can be passed to loadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type egressdVariables struct {
+	MarkGroupMask     *ebpf.Variable `ebpf:"mark_group_mask"`
+	MarkGroupShift    *ebpf.Variable `ebpf:"mark_group_shift"`
+	MarkMagic         *ebpf.Variable `ebpf:"mark_magic"`
+	MarkMagicMask     *ebpf.Variable `ebpf:"mark_magic_mask"`
+	MarkMask          *ebpf.Variable `ebpf:"mark_mask"`
+	MarkReply         *ebpf.Variable `ebpf:"mark_reply"`
+	MarkSteer         *ebpf.Variable `ebpf:"mark_steer"`
+	MarkTunnel        *ebpf.Variable `ebpf:"mark_tunnel"`
 	UnusedConfigFlags *ebpf.Variable `ebpf:"unused_config_flags"`
 	UnusedDropReason  *ebpf.Variable `ebpf:"unused_drop_reason"`
 	UnusedEpFlags     *ebpf.Variable `ebpf:"unused_ep_flags"`
 	UnusedGwFlags     *ebpf.Variable `ebpf:"unused_gw_flags"`
-	UnusedMarkLayout  *ebpf.Variable `ebpf:"unused_mark_layout"`
+	UnusedVniLayout   *ebpf.Variable `ebpf:"unused_vni_layout"`
 }
 
 // egressdPrograms contains all programs after they have been loaded into the kernel.

@@ -385,9 +385,9 @@ func FuzzClassifier(f *testing.F) {
 			}
 		default:
 			k := StatsKey{gid, gw}
-			if got != actSteered || mark != MarkMagic|MarkSteer|gid || after[k].Packets != before[k].Packets+1 || totalAfter != totalBefore+1 {
+			if got != actSteered || mark != dm.Magic|dm.Steer|gid || after[k].Packets != before[k].Packets+1 || totalAfter != totalBefore+1 {
 				t.Fatalf("frame %+v of group %d: verdict %#x mark %#x, counter %+v %d → %d; want it steered (mark %#x) and counted on gateway %d\n% x",
-					fr, gid, got, mark, k, before[k].Packets, after[k].Packets, MarkMagic|MarkSteer|gid, gw, pkt)
+					fr, gid, got, mark, k, before[k].Packets, after[k].Packets, dm.Magic|dm.Steer|gid, gw, pkt)
 			}
 		}
 	})
@@ -407,14 +407,14 @@ func FuzzTunnelEgress(f *testing.F) {
 		{Src: pod6, Dst: dst6, Sport: 40000, Dport: 80, Proto: unix.IPPROTO_TCP}: 6,
 		{Src: pod4, Dst: dst4, Sport: 80, Proto: unix.IPPROTO_ICMP}:              5,
 	}
-	marks := []uint32{MarkMagic | MarkReply, MarkMagic | MarkReply | 5, MarkMagic | MarkTunnel | 5, 0x12000000 | MarkReply, MarkReply, MarkMagic | MarkSteer | 5, 0}
+	marks := []uint32{dm.Magic | dm.Reply, dm.Magic | dm.Reply | 5, dm.Magic | dm.Tunnel | 5, 0x12000000 | dm.Reply, dm.Reply, dm.Magic | dm.Steer | 5, 0}
 	for _, s := range seedFrames(dst4, pod4, dst6, pod6, 80, 40000) {
 		for _, m := range marks {
 			f.Add(s, m)
 		}
 	}
 	// ICMP echo reply (type 0) of the recorded echo flow.
-	f.Add(ipv4Frame(5, 4, 0, 0, unix.IPPROTO_ICMP, dst4, pod4, nil, []byte{0, 0, 0, 0, 0, 80, 0, 1}), MarkMagic|MarkReply)
+	f.Add(ipv4Frame(5, 4, 0, 0, unix.IPPROTO_ICMP, dst4, pod4, nil, []byte{0, 0, 0, 0, 0, 80, 0, 1}), dm.Magic|dm.Reply)
 	d := load(f, Limits{})
 	for k, g := range recorded {
 		setReturnFlow(f, d, k, src, g)
@@ -436,11 +436,11 @@ func FuzzTunnelEgress(f *testing.F) {
 				t.Fatalf("mark %#x %v frame %+v: verdict %#x, want a drop counted %s\n% x", mark, fr.kind, fr, got, DropReasonNames[reason], pkt)
 			}
 		}
-		if mark&(MarkMagicMask|MarkSteer) == MarkMagic|MarkSteer {
+		if mark&(dm.MagicMask|dm.Steer) == dm.Magic|dm.Steer {
 			// A source node's steered packet (checked before the reply bit, as in C). No flow
 			// is pinned in this datapath: a well-formed one is dropped no_flow, anything else
 			// malformed, both under (group, no gateway).
-			k := StatsKey{mark & MarkGroupMask, 0}
+			k := StatsKey{mark & dm.GroupMask, 0}
 			reason := DropNoFlow
 			if fr.kind != wellFormed {
 				reason = DropMalformed
@@ -456,7 +456,7 @@ func FuzzTunnelEgress(f *testing.F) {
 			}
 			return
 		}
-		if mark&(MarkMagicMask|MarkReply) != MarkMagic|MarkReply {
+		if mark&(dm.MagicMask|dm.Reply) != dm.Magic|dm.Reply {
 			if got != actNext || markOut != mark || totalAfter != totalBefore {
 				t.Fatalf("mark %#x: verdict %#x mark %#x, want next, the mark kept, none counted\n% x", mark, got, markOut, pkt)
 			}
@@ -482,8 +482,8 @@ func FuzzTunnelEgress(f *testing.F) {
 			return
 		}
 		k := StatsKey{gid, self}
-		if got != actOK || markOut != 0 || after[k].Packets != before[k].Packets+1 || totalAfter != totalBefore+1 {
-			t.Fatalf("reply of recorded flow %+v: verdict %#x mark %#x, want OK, mark cleared, counted\n% x", orig, got, markOut, pkt)
+		if got != actOK || markOut != mark&^dm.Mask || after[k].Packets != before[k].Packets+1 || totalAfter != totalBefore+1 {
+			t.Fatalf("reply of recorded flow %+v: verdict %#x mark %#x, want OK, egressd's bits of the mark cleared (the rest kept), counted\n% x", orig, got, markOut, pkt)
 		}
 	})
 }

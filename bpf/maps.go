@@ -224,8 +224,8 @@ type Gateway struct {
 // SetGroup replaces a group's gateway list in one map update, so the
 // classifier sees either the old list or the new one.
 func (d *Datapath) SetGroup(id uint32, gws []Gateway) error {
-	if id == 0 || id > MaxGroup {
-		return fmt.Errorf("group id %d out of range 1-%d", id, MaxGroup)
+	if err := d.marks.CheckGroup(id); err != nil {
+		return err
 	}
 	if len(gws) > MaxGateways {
 		return fmt.Errorf("group %d: %d gateways, at most %d", id, len(gws), MaxGateways)
@@ -289,13 +289,13 @@ func (d *Datapath) Groups() (map[uint32][]Gateway, error) {
 	return out, nil
 }
 
-// ServedMark is the packet mark a gateway puts on a tunnelled packet of
-// group id.
-func ServedMark(id uint32) uint32 { return MarkMagic | MarkTunnel | (id & MarkGroupMask) }
-
-// SetServed makes this node accept tunnelled traffic of a group.
+// SetServed makes this node accept tunnelled traffic of a group: the tunnel
+// ingress program marks it marks.Layout.Served(id).
 func (d *Datapath) SetServed(id uint32) error {
-	v := egressdServedGroup{Mark: ServedMark(id)}
+	if err := d.marks.CheckGroup(id); err != nil {
+		return err
+	}
+	v := egressdServedGroup{Mark: d.marks.Served(id)}
 	if err := d.objs.Served.Update(&id, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("serving group %d: %w", id, err)
 	}

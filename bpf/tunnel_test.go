@@ -76,18 +76,18 @@ func TestTunnelEgress(t *testing.T) {
 		}
 	})
 	t.Run("a tunnelled request (no reply bit) passes", func(t *testing.T) {
-		if got, _ := runCtx(t, prog, reply, MarkMagic|MarkTunnel|5); got != actNext {
+		if got, _ := runCtx(t, prog, reply, dm.Magic|dm.Tunnel|5); got != actNext {
 			t.Fatalf("verdict %#x, want next", got)
 		}
 	})
 	t.Run("another mark with the reply bit passes", func(t *testing.T) {
-		if got, _ := runCtx(t, prog, reply, 0x12000000|MarkReply); got != actNext {
+		if got, _ := runCtx(t, prog, reply, 0x12000000|dm.Reply); got != actNext {
 			t.Fatalf("verdict %#x, want next", got)
 		}
 	})
 	t.Run("reply of a recorded flow is encapsulated", func(t *testing.T) {
 		before := packets(t, d, self)
-		got, mark := runCtx(t, prog, reply, MarkMagic|MarkReply)
+		got, mark := runCtx(t, prog, reply, dm.Magic|dm.Reply)
 		if got != actOK {
 			t.Fatalf("verdict %#x, want TC_ACT_OK", got)
 		}
@@ -101,7 +101,7 @@ func TestTunnelEgress(t *testing.T) {
 	t.Run("reply of an unknown flow is dropped", func(t *testing.T) {
 		k := StatsKey{0, GatewaySelf}
 		before := drops(t, d, k, DropNoReturn)
-		if got, _ := runCtx(t, prog, packet(dst4, pod4, tcp, 80, 40001), MarkMagic|MarkReply); got != actShot {
+		if got, _ := runCtx(t, prog, packet(dst4, pod4, tcp, 80, 40001), dm.Magic|dm.Reply); got != actShot {
 			t.Fatalf("verdict %#x, want TC_ACT_SHOT", got)
 		}
 		if after := drops(t, d, k, DropNoReturn); after != before+1 {
@@ -112,7 +112,7 @@ func TestTunnelEgress(t *testing.T) {
 		k := StatsKey{0, GatewaySelf}
 		before := drops(t, d, k, DropMalformed)
 		// Ethernet, IPv4 and two bytes of TCP: the ports cannot be read.
-		if got, _ := runCtx(t, prog, reply[:14+20+2], MarkMagic|MarkReply); got != actShot {
+		if got, _ := runCtx(t, prog, reply[:14+20+2], dm.Magic|dm.Reply); got != actShot {
 			t.Fatalf("verdict %#x, want TC_ACT_SHOT", got)
 		}
 		if after := drops(t, d, k, DropMalformed); after != before+1 {
@@ -135,7 +135,7 @@ func TestTunnelEgressSteered(t *testing.T) {
 	}
 	pin(FlowKey{Src: pod4, Dst: dst4, Sport: 40000, Dport: 80, Proto: tcp}, 5)
 	pin(FlowKey{Src: pod4, Dst: dst4, Proto: udp}, 5) // pinned by fragments
-	steer := MarkMagic | MarkSteer | 5
+	steer := dm.Magic | dm.Steer | 5
 	for _, tc := range []struct {
 		name   string
 		pkt    []byte
@@ -146,11 +146,11 @@ func TestTunnelEgressSteered(t *testing.T) {
 		{"pinned flow is encapsulated", packet(pod4, dst4, tcp, 40000, 80), steer, actOK, -1},
 		{"reassembled datagram finds its fragments' flow", packet(pod4, dst4, udp, 40001, 53), steer, actOK, -1},
 		{"no pinned flow is dropped", packet(pod4, dst4, tcp, 40002, 80), steer, actShot, DropNoFlow},
-		{"flow of another group is dropped", packet(pod4, dst4, tcp, 40000, 80), MarkMagic | MarkSteer | 6, actShot, DropNoFlow},
+		{"flow of another group is dropped", packet(pod4, dst4, tcp, 40000, 80), dm.Magic | dm.Steer | 6, actShot, DropNoFlow},
 		{"truncated is dropped", packet(pod4, dst4, tcp, 40000, 80)[:14+20+2], steer, actShot, DropMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			k := StatsKey{tc.mark & MarkGroupMask, 0}
+			k := StatsKey{tc.mark & dm.GroupMask, 0}
 			var before uint64
 			if tc.reason >= 0 {
 				before = drops(t, d, k, tc.reason)
@@ -201,7 +201,7 @@ func TestTunnelEgressFragments(t *testing.T) {
 	setFlow(t, d, FlowKey{Src: pod4, Dst: dst4, Sport: 40000, Dport: 53, Proto: udp},
 		egressdFlow{Group: 5, Gateway: gwA.ID, Ifindex: 3, GwUnderlay: be32(gwA.Underlay)})
 	setReturnFlow(t, d, FlowKey{Src: pod4, Dst: dst4, Sport: 40001, Dport: 53, Proto: udp}, testNodeIP, 5)
-	steer := MarkMagic | MarkSteer | 5
+	steer := dm.Magic | dm.Steer | 5
 	req := packet(pod4, dst4, udp, 40000, 53)
 	reply := packet(dst4, pod4, udp, 53, 40001)
 	for _, tc := range []struct {
@@ -213,9 +213,9 @@ func TestTunnelEgressFragments(t *testing.T) {
 		{"steered: first fragment", fragment(req, 7, 16, true), steer, actOK},
 		{"steered: later fragment follows it", fragment(req, 7, 16, false), steer, actOK},
 		{"steered: later fragment of an unseen datagram", fragment(req, 8, 16, false), steer, actShot},
-		{"reply: first fragment", fragment(reply, 9, 16, true), MarkMagic | MarkReply, actOK},
-		{"reply: later fragment follows it", fragment(reply, 9, 16, false), MarkMagic | MarkReply, actOK},
-		{"reply: later fragment of an unseen datagram", fragment(reply, 10, 16, false), MarkMagic | MarkReply, actShot},
+		{"reply: first fragment", fragment(reply, 9, 16, true), dm.Magic | dm.Reply, actOK},
+		{"reply: later fragment follows it", fragment(reply, 9, 16, false), dm.Magic | dm.Reply, actOK},
+		{"reply: later fragment of an unseen datagram", fragment(reply, 10, 16, false), dm.Magic | dm.Reply, actShot},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got, _ := runCtx(t, prog, tc.pkt, tc.mark); got != tc.want {

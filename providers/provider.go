@@ -178,6 +178,11 @@ type Assignment struct {
 	// Attachment is provider-specific (Azure ipConfiguration name, GCP alias range).
 	Attachment string     `json:"attachment,omitempty"`
 	PublicIP   netip.Addr `json:"publicIP,omitzero"`
+	// PublicNATSource is the private address the cloud's 1:1 NAT translates to PublicIP when
+	// it is not IP (GCP: the primary internal address of the interface holding IP, since an
+	// access config never translates alias ranges). Invalid: the cloud translates IP itself.
+	// The agent SNATs public-bound flows to it (EgressIP status.publicNATSource).
+	PublicNATSource netip.Addr `json:"publicNATSource,omitzero"`
 	// PublicAllocation and PublicAssociation identify the public IP resources.
 	PublicAllocation  string `json:"publicAllocation,omitempty"`
 	PublicAssociation string `json:"publicAssociation,omitempty"`

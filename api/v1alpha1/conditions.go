@@ -35,6 +35,10 @@ const (
 	// ReasonTooManyGateways (Degraded): more Active or Draining gateways than a node's datapath
 	// lists (8); each node uses the first ones, zone-local first, so some never carry traffic.
 	ReasonTooManyGateways = "TooManyGateways"
+	// ReasonGroupIDTooLarge (Ready=False on an EgressGateway; an agent problem too): the
+	// group's id is past what the agents' packet mark layout carries (agent.markMask), so no
+	// node steers to it or serves it; its policies' traffic leaves with the node IPs.
+	ReasonGroupIDTooLarge = "GroupIDTooLarge"
 	ReasonAccepted        = "Accepted"
 	ReasonAssigned        = "Assigned"
 	ReasonMoving          = "Moving"

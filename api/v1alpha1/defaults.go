@@ -15,3 +15,14 @@ const (
 	DefaultProbeInterval    = 100 * time.Millisecond
 	DefaultFailureThreshold = 3
 )
+
+// DefaultPrivateCIDRs are the destinations of cloud.privateCIDRs when it is unset: the IPv4
+// ranges Compute Engine accepts for VPC subnets besides privately used public ones (VPC
+// "Valid IPv4 ranges": RFC 1918, RFC 6598 shared space, the IETF protocol assignments, the
+// three documentation ranges, benchmarking and the reserved 240.0.0.0/4). GKE's ip-masq-agent
+// leaves the same list unmasqueraded by default, for the same reason: traffic to them stays in
+// the VPC (or its peers and VPNs) and needs no external address.
+var DefaultPrivateCIDRs = []string{
+	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "192.0.0.0/24", "192.0.2.0/24",
+	"192.88.99.0/24", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
+}

@@ -148,6 +148,23 @@ type CloudAddresses struct {
 	// +optional
 	Public bool `json:"public,omitempty"`
 
+	// PrivateCIDRs are the destinations that keep the private egress address where the cloud
+	// translates the public IP from another address than the egress address. On GCP an access
+	// config translates only the primary internal address of its interface, never an alias IP
+	// range: flows to any other destination (public-bound) leave the gateway SNATed to that
+	// primary address and reach the internet with the public IP, flows to these keep the
+	// egress address. Unset: DefaultPrivateCIDRs, the ranges GCP accepts for VPC subnets; set
+	// it when the VPC, a peered network or an on-premises one reached through the VPC uses other
+	// ranges (privately used public IPv4). Used only with public; where the cloud translates the
+	// egress address itself (AWS, Azure) every flow keeps it.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=18
+	// +kubebuilder:validation:XValidation:rule="self.all(c, isCIDR(c) && cidr(c).ip().family() == 4)",message="privateCIDRs: every entry must be an IPv4 CIDR such as 10.0.0.0/8"
+	// +kubebuilder:validation:XValidation:rule="self.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())",message="privateCIDRs: entries must have no host bits set (write 10.0.0.0/8, not 10.1.2.3/8)"
+	// +listType=set
+	// +optional
+	PrivateCIDRs []string `json:"privateCIDRs,omitempty"`
+
 	// Family of the private egress addresses.
 	// +kubebuilder:default=IPv4
 	// +optional

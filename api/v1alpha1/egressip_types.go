@@ -76,6 +76,15 @@ type EgressIPStatus struct {
 	// PublicIP associated with the address.
 	// +optional
 	PublicIP string `json:"publicIP,omitempty"`
+	// PublicNATSource is the private address the cloud's 1:1 NAT translates to PublicIP when
+	// that is not the egress address itself. On GCP an access config translates only the
+	// primary internal address of its network interface, never an alias IP range, so the
+	// provider sets it to that interface's primary address, and the gateway holding the address
+	// SNATs the group's public-bound flows to it (the egress address keeps the private-bound
+	// ones). Empty: the cloud translates the egress address itself (AWS, Azure).
+	// +kubebuilder:validation:MaxLength=39
+	// +optional
+	PublicNATSource string `json:"publicNATSource,omitempty"`
 	// Handle of the cloud resources.
 	// +optional
 	Handle ProviderHandle `json:"handle,omitempty"`

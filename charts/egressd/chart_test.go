@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	"github.com/egressd/egressd/bpf/marks"
 	"github.com/egressd/egressd/gateway/agent"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
 	"github.com/egressd/egressd/gateway/contract"
@@ -330,9 +331,13 @@ func checkController(t *testing.T, r rendered, profile string, values map[string
 		ClusterName        string                    `json:"clusterName"`
 		Providers          map[string]map[string]any `json:"providers"`
 		PolicyPrefixBudget contract.PrefixBudget     `json:"policyPrefixBudget"`
+		MarkMask           string                    `json:"markMask"`
 	}
 	if err := yaml.UnmarshalStrict([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
 		t.Fatalf("controller config: %v\n%s", err, cm.Data["config.yaml"])
+	}
+	if want := fmt.Sprintf("%#08x", marks.DefaultMask); cfg.MarkMask != want {
+		t.Errorf("config markMask %q, want the agents' default %s", cfg.MarkMask, want)
 	}
 	// The chart cannot import the Go defaults; this pins values.yaml to them.
 	if want := (contract.PrefixBudget{Namespace: contract.DefaultNamespacePrefixBudget, Cluster: contract.DefaultClusterPrefixBudget}); cfg.PolicyPrefixBudget != want {
@@ -393,6 +398,7 @@ func checkAgent(t *testing.T, r rendered) {
 	wantArgs := []string{
 		"--node-name=$(NODE_NAME)", "--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
 		fmt.Sprintf("--tunnel-port=%d", contract.DefaultTunnelPort), "--steering=" + agent.SteeringStack,
+		fmt.Sprintf("--mark-mask=%#08x", marks.DefaultMask),
 		fmt.Sprintf("--namespace-prefix-budget=%d", contract.DefaultNamespacePrefixBudget),
 		fmt.Sprintf("--cluster-prefix-budget=%d", contract.DefaultClusterPrefixBudget),
 		"--pod-interface-patterns=" + strings.Join(dataplane.DefaultInterfacePatterns, ","), "--bpffs=/sys/fs/bpf", "--daemonset=egressd-agent",
@@ -661,6 +667,39 @@ func firstDiff(a, b string) string {
 	return fmt.Sprintf("lengths differ: chart %d lines, files %d lines", len(al), len(bl))
 }
 
+// TestAgentMarkMask: agent.markMask reaches the agent's --mark-mask and the controller's
+// markMask, and the masks values.yaml recommends for Calico and Cilium are layouts both accept.
+func TestAgentMarkMask(t *testing.T) {
+	for _, mask := range []string{"0x00003fff", "0xffff0000"} {
+		r := mustRender(t, with(profiles["aws"], "agent.markMask", mask))
+		ds := into[appsv1.DaemonSet](t, r.get(t, "DaemonSet", agentName))
+		args := ds.Spec.Template.Spec.Containers[0].Args
+		if !slices.Contains(args, "--mark-mask="+mask) {
+			t.Errorf("agent.markMask %s: agent args %q lack --mark-mask=%s", mask, args, mask)
+		}
+		if _, err := marks.ParseMask(mask); err != nil {
+			t.Errorf("values.yaml recommends %s, which the agent refuses: %v", mask, err)
+		}
+		cm := into[corev1.ConfigMap](t, r.get(t, "ConfigMap", controllerName))
+		cfg, err := coordinator.ParseConfig([]byte(cm.Data["config.yaml"]))
+		if err != nil || cfg.MarkMask != mask {
+			t.Errorf("agent.markMask %s: controller config markMask %q (%v), want the agents' mask", mask, cfg.MarkMask, err)
+		}
+		if !strings.Contains(loadValuesYAML(t), `"`+mask+`"`) {
+			t.Errorf("values.yaml no longer recommends %s; update this test with it", mask)
+		}
+	}
+}
+
+func loadValuesYAML(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // TestValuesSchemaRejects checks that values.schema.json refuses what would install a broken
 // release.
 func TestValuesSchemaRejects(t *testing.T) {
@@ -682,6 +721,8 @@ func TestValuesSchemaRejects(t *testing.T) {
 		"zero prefix budget":                        with(profiles["aws"], "policyPrefixBudget.namespace", 0),
 		"misspelt prefix budget":                    with(profiles["aws"], "policyPrefixBudget.clster", 5),
 		"bpffs mounter image without tag or digest": with(profiles["static"], "agent.bpffs.mountImage.tag", ""),
+		"mark mask that is not hexadecimal":         with(profiles["aws"], "agent.markMask", "65535"),
+		"mark mask wider than 32 bits":              with(profiles["aws"], "agent.markMask", "0x1ffffffff"),
 	}
 	for name, values := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -6,6 +6,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"strings"
 
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager/signals"
 
+	"github.com/egressd/egressd/bpf/marks"
 	"github.com/egressd/egressd/gateway/agent"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
 	"github.com/egressd/egressd/gateway/contract"
@@ -40,6 +42,8 @@ func main() {
 		"prefixes all ClusterEgressPolicies may hold; the controller's policyPrefixBudget.cluster must be the same")
 	flag.StringVar(&patterns, "pod-interface-patterns", strings.Join(dataplane.DefaultInterfacePatterns, ","), "comma-separated name patterns of pod interfaces")
 	flag.StringVar(&o.SNATPorts, "snat-ports", "", `source ports a gateway translates flows to on each egress IP, "min-max" (the port budget of one egress IP toward one destination); empty: the kernel's 1024-65535`)
+	flag.StringVar(&o.MarkMask, "mark-mask", fmt.Sprintf("%#08x", marks.DefaultMask),
+		"packet mark bits egressd owns on the node (steer, reply and tunnel flags, a magic, the group id); bits outside it are left to the CNI: Calico 0x00003fff, Cilium 0xffff0000 (docs/datapath.md#packet-marks)")
 	flag.StringVar(&o.Steering, "steering", agent.SteeringStack, `how steered packets reach the tunnel: "stack" (the CNI's NetworkPolicy applies) or "redirect" (skips it; for CNIs that bypass the stack)`)
 	flag.StringVar(&o.BPFFS, "bpffs", "/sys/fs/bpf", "bpffs mount; egressd pins under <bpffs>/egressd")
 	flag.BoolVar(&proveDelivery, "prove-delivery", true, "SNAT to a cloud egress IP only once a probe sent from it came back (the cloud's fabric delivers it here); false: on the cloud's word")

@@ -100,6 +100,9 @@ type Config struct {
 	// without proving that the fabric delivers it (Inputs.Delivered; docs/control-plane.md,
 	// "Delivery"), and publishes no proofs, so the coordinator takes the cloud's word too.
 	NoDeliveryProof bool
+	// MaxGroup is the largest group id the datapath's packet mark layout carries
+	// (Inputs.MaxGroup); zero means bpf.MaxGroup.
+	MaxGroup uint32
 	// LeaseInterval, LeaseDuration (contract.AgentLeaseDuration), Debounce and Resync: zero
 	// means the defaults.
 	LeaseInterval, LeaseDuration, Debounce, Resync time.Duration
@@ -447,7 +450,7 @@ func (a *Agent) inputs(ctx context.Context) (Inputs, error) {
 	if in.Node == nil {
 		return in, fmt.Errorf("node %s not found", a.cfg.NodeName)
 	}
-	in.ProbePort, in.Namespace, in.PrefixBudget = a.cfg.ProbePort, a.cfg.Namespace, a.cfg.PrefixBudget
+	in.ProbePort, in.Namespace, in.PrefixBudget, in.MaxGroup = a.cfg.ProbePort, a.cfg.Namespace, a.cfg.PrefixBudget, a.cfg.MaxGroup
 	if err := a.view.read(ctx, &in); err != nil {
 		return in, err
 	}

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/egressd/egressd/bpf/marks"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
 	"github.com/egressd/egressd/gateway/contract"
 )
@@ -52,6 +53,9 @@ type CommandOptions struct {
 	HoldEstablished time.Duration
 	// NoDeliveryProof serves cloud egress IPs on the cloud's word (Config.NoDeliveryProof).
 	NoDeliveryProof bool
+	// MarkMask is the packet mark bits egressd owns on the node (marks.ParseMask, e.g.
+	// "0x00003fff"); empty: marks.DefaultMask.
+	MarkMask string
 }
 
 // Main is the egressd-agent composition root: the datapath, the manager and the agent. It
@@ -66,7 +70,13 @@ func Main(ctx context.Context, o CommandOptions) error {
 	if err != nil {
 		return fmt.Errorf("--snat-ports: %w", err)
 	}
+	marks, err := marks.ParseMask(o.MarkMask)
+	if err != nil {
+		return fmt.Errorf("--mark-mask: %w", err)
+	}
+	logger.Info("packet marks", "layout", marks.String())
 	dp := dataplane.New(dataplane.Config{
+		Marks:             marks,
 		SNATPorts:         snatPorts,
 		PinRoot:           filepath.Join(o.BPFFS, "egressd"),
 		TunnelPort:        o.TunnelPort,
@@ -127,7 +137,8 @@ func Main(ctx context.Context, o CommandOptions) error {
 		return err
 	}
 	if _, err := Setup(mgr, Config{NodeName: o.NodeName, Namespace: o.Namespace, ProbePort: o.ProbePort,
-		PrefixBudget: o.PrefixBudget, Dataplane: dp, Registerer: metrics.Registry, NoDeliveryProof: o.NoDeliveryProof}); err != nil {
+		PrefixBudget: o.PrefixBudget, Dataplane: dp, Registerer: metrics.Registry, NoDeliveryProof: o.NoDeliveryProof,
+		MaxGroup: marks.MaxGroup()}); err != nil {
 		return err
 	}
 	logger.Info("starting", "node", o.NodeName)

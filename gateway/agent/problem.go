@@ -13,6 +13,10 @@ type ProblemKind string
 const (
 	// ProblemNoGroupID: an EgressGateway the coordinator has not numbered yet.
 	ProblemNoGroupID ProblemKind = "NoGroupID"
+	// ProblemGroupIDTooLarge: an EgressGateway's group id is past what this node's packet
+	// mark layout carries (--mark-mask); the node neither steers to it nor serves it.
+	// The coordinator's Ready=False reason, when it is given the same mask.
+	ProblemGroupIDTooLarge ProblemKind = egressv1.ReasonGroupIDTooLarge
 	// ProblemGatewayNotFound: a policy names an EgressGateway that does not exist or has no
 	// group id yet (Related names it).
 	ProblemGatewayNotFound ProblemKind = "GatewayNotFound"

@@ -61,6 +61,10 @@ type Inputs struct {
 	ClusterView bool
 	ClusterPods []corev1.Pod
 	Nodes       []corev1.Node
+	// MaxGroup is the largest group id this node's packet mark layout carries
+	// (marks.Layout.MaxGroup of --mark-mask); zero means bpf.MaxGroup. A gateway numbered
+	// past it is skipped with ProblemGroupIDTooLarge, never cut to another group's id.
+	MaxGroup uint32
 	// Delivered holds the delivery proofs this node's agent made (docs/control-plane.md,
 	// "Delivery"): a cloud egress IP the cloud gave this node is mounted at once but served
 	// (SNATed to) only once Delivered proves it for the EgressIP's generation. Nil turns the
@@ -110,7 +114,9 @@ type Result struct {
 
 // DeliveryCheck is a delivery proof to make: a probe sent from IP to any of Peers (other
 // gateways' probe responders) whose reply comes back proves that the fabric accepts the address
-// from this node (a cloud's source check) and delivers it here.
+// from this node (a cloud's source check) and delivers it here. A check without Peers (no other
+// gateway to probe, or an IPv6 address) is taken on the cloud's word: the address is served
+// already, and the agent publishes it as delivered at once.
 type DeliveryCheck struct {
 	IP         netip.Addr
 	Generation int64
@@ -201,8 +207,14 @@ func ComputeState(in Inputs) (Result, error) {
 	for i := range in.Gateways {
 		g := &in.Gateways[i]
 		id := g.Status.GroupID
-		if id < 1 || id > bpf.MaxGroup {
+		if id < 1 {
 			problem(problemf(ProblemNoGroupID, gatewayRef(g.Name), nil, "no group id yet"))
+			continue
+		}
+		if maxGroup := cmp.Or(in.MaxGroup, bpf.MaxGroup); uint32(id) > maxGroup {
+			problem(problemf(ProblemGroupIDTooLarge, gatewayRef(g.Name), nil,
+				"group id %d does not fit this node's packet mark layout (group ids 1-%d; widen --mark-mask, chart agent.markMask): "+
+					"its policies are not steered from this node and it cannot serve here", id, maxGroup))
 			continue
 		}
 		gateways[g.Name] = &gatewayInfo{obj: g, group: uint32(id)}
@@ -699,6 +711,11 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 	var announce []dataplane.EgressAddress
 	var checks []DeliveryCheck
 	served := map[uint32]*dataplane.ServedGroup{}
+	// For the public source of a group: each served IP's interface, the source the cloud
+	// translates its public IP from where that is not the IP, and the groups with one.
+	ifaceOf := map[netip.Addr]string{}
+	natSources := map[netip.Addr]netip.Addr{}
+	public := map[uint32]*gatewayInfo{}
 	serve := func(gi *gatewayInfo) *dataplane.ServedGroup {
 		sg := served[gi.group]
 		if sg == nil {
@@ -753,15 +770,28 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		if !ok {
 			continue // mounted, but no group to serve yet
 		}
+		natSrc, err := publicNATSource(e, ip, ifname, in.Interfaces)
+		if err != nil {
+			// Served, its public-bound flows would leave with an address the cloud does not
+			// translate: the group is not served with it here.
+			problem(problemf(ProblemNoInterface, egressIPRef(e.Name), nil, "%v; not serving %s on this node", err, ip))
+			continue
+		}
 		if source.Announced() {
 			announce = append(announce, addr)
 		}
-		if e.Spec.Source() == egressv1.AddressSourceCloud && ip.Is4() && in.Delivered != nil && !in.Delivered.Proves(ip, e.Generation) {
-			if peers := deliveryPeers(gi.obj, nodeIP, in.ProbePort); len(peers) > 0 {
-				checks = append(checks, DeliveryCheck{IP: ip, Generation: e.Generation, Peers: peers})
+		if e.Spec.Source() == egressv1.AddressSourceCloud && in.Delivered != nil && !in.Delivered.Proves(ip, e.Generation) {
+			var peers []netip.AddrPort
+			if ip.Is4() {
+				peers = deliveryPeers(gi.obj, nodeIP, in.ProbePort)
+			}
+			checks = append(checks, DeliveryCheck{IP: ip, Generation: e.Generation, Peers: peers})
+			if len(peers) > 0 {
 				continue // mounted, served once the fabric delivers it
 			}
-			// No other gateway to prove it with: served on the cloud's word.
+			// No other gateway to prove it with, or IPv6 (the probe protocol is IPv4 only):
+			// served on the cloud's word, and published as delivered so that the coordinator
+			// lists the node Active.
 		}
 		sg := serve(gi)
 		if ip.Is4() {
@@ -769,6 +799,14 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		} else {
 			sg.EgressIPv6s = append(sg.EgressIPv6s, ip)
 		}
+		ifaceOf[ip] = ifname
+		if natSrc.IsValid() {
+			natSources[ip] = natSrc
+			public[gi.group] = gi
+		}
+	}
+	for group, gi := range public {
+		setPublicSource(served[group], gi, ifaceOf, natSources, problem)
 	}
 
 	// nodeInterface groups: this node serves every group whose status lists it as a gateway,
@@ -818,6 +856,57 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 	}
 	slices.SortFunc(role.Groups, func(a, b dataplane.ServedGroup) int { return cmp.Compare(a.Group, b.Group) })
 	return role, announce, checks
+}
+
+// publicNATSource is the address e's public IP is translated from when that is not ip itself
+// (status.publicNATSource, set on GCP: an access config translates the interface's primary
+// address only), or invalid. It must be an IPv4 address of ifname, the interface the egress IP
+// is mounted on and leaves through; otherwise it is an error.
+func publicNATSource(e *egressv1.EgressIP, ip netip.Addr, ifname string, ifs []Interface) (netip.Addr, error) {
+	if e.Status.PublicIP == "" || e.Status.PublicNATSource == "" {
+		return netip.Addr{}, nil
+	}
+	src, err := netip.ParseAddr(e.Status.PublicNATSource)
+	if err != nil || !src.Is4() || !ip.Is4() {
+		return netip.Addr{}, fmt.Errorf("status.publicNATSource %q of IPv4 egress IP %s: not an IPv4 address", e.Status.PublicNATSource, ip)
+	}
+	src = src.Unmap()
+	if src == ip {
+		return netip.Addr{}, nil
+	}
+	i := slices.IndexFunc(ifs, func(ifc Interface) bool { return ifc.Name == ifname })
+	if i < 0 || !slices.ContainsFunc(ifs[i].Addrs, func(a netip.Addr) bool { return a.Unmap() == src }) {
+		return netip.Addr{}, fmt.Errorf("the cloud translates public IP %s from %s, which interface %s does not have", e.Status.PublicIP, src, ifname)
+	}
+	return src, nil
+}
+
+// setPublicSource gives sg (served for gi) the source its public-bound IPv4 flows are SNATed
+// to: the NAT source of its lowest egress IP that has one on the interface the group's IPv4
+// traffic is routed through (that of its lowest IPv4 egress IP), and the private destinations
+// that keep the egress IPs (contract.PrivateDestinations).
+func setPublicSource(sg *dataplane.ServedGroup, gi *gatewayInfo, ifaceOf map[netip.Addr]string, natSources map[netip.Addr]netip.Addr, problem func(Problem)) {
+	ips := slices.SortedFunc(slices.Values(sg.EgressIPv4s), netip.Addr.Compare)
+	if len(ips) == 0 {
+		return
+	}
+	route := ifaceOf[ips[0]]
+	for _, ip := range ips {
+		if src, ok := natSources[ip]; ok && ifaceOf[ip] == route {
+			sg.PublicSource = src
+			break
+		}
+	}
+	if !sg.PublicSource.IsValid() {
+		problem(problemf(ProblemNoInterface, gatewayRef(gi.obj.Name), nil,
+			"no egress IP on %s (the group's route) has a public NAT source; public-bound flows keep the egress IP", route))
+		return
+	}
+	var bad []string
+	sg.Private, bad = contract.PrivateDestinations(gi.obj.Spec.Addresses.Cloud)
+	if len(bad) > 0 {
+		problem(problemf(ProblemInvalidCIDR, gatewayRef(gi.obj.Name), nil, "cloud.privateCIDRs %q are not IPv4 CIDRs; left out", bad))
+	}
 }
 
 // maxDeliveryPeers bounds the probe responders a delivery proof asks: any one answering proves

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
@@ -314,6 +316,18 @@ func TestComputeState(t *testing.T) {
 			pods: []dataplane.Pod{dpod("default/a", 0, "10.244.0.5", "fd00:244::5"), dpod("default/b", 0, "10.244.0.6")},
 			sets: []dataplane.PolicySet{}, groups: []dataplane.Group{}, probes: []netip.AddrPort{},
 			problem: `EgressGateway "nope" not found`,
+		},
+		{
+			// --mark-mask 0x00003fff carries group ids 1-511: group 7 fits, 600 would be cut
+			// to another group's id by the mark, so its gateway is skipped, said so.
+			name: "group id past the node's mark layout is refused, one that fits is used",
+			mutate: func(in *Inputs) {
+				in.MaxGroup = 511
+				in.Gateways = append(in.Gateways, egw("wide", 600, gw2))
+				in.Policies = append(in.Policies, pol("default", "wide", rule("wide", allSel, []string{"198.51.100.0/24"})))
+			},
+			pods: basePods, sets: []dataplane.PolicySet{baseSet}, groups: []dataplane.Group{baseGroup},
+			problem: "EgressGateway wide: group id 600 does not fit this node's packet mark layout (group ids 1-511",
 		},
 		{
 			name: "allowedNamespaces selector admits by namespace label",
@@ -1131,4 +1145,140 @@ func TestDeliveryProof(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPublicNATSource: a held egress IP whose public IP the cloud translates from another
+// address (status.publicNATSource: GCP's access config NATs the interface's primary address)
+// serves its group with that address for public-bound flows and the egress IP for the private
+// destinations (cloud.privateCIDRs, defaulting to GCP's valid subnet ranges). A source the
+// interface lacks is refused, never served untranslated.
+func TestPublicNATSource(t *testing.T) {
+	gwIn := func(mod func(*egressv1.EgressGateway, []egressv1.EgressIP)) Inputs {
+		in := base()
+		in.Node = node("gw1", "a", "10.0.0.21")
+		in.Pods = nil
+		g := egw("out", 7, gw1)
+		g.Spec.Addresses.Cloud = &egressv1.CloudAddresses{Provider: "gcp", Public: true}
+		pub := eip("10.0.0.200", "out", "gw1")
+		pub.Spec.Provider, pub.Spec.Public = "gcp", true
+		pub.Status.PublicIP, pub.Status.PublicNATSource = "34.1.2.3", "10.0.0.21"
+		eips := []egressv1.EgressIP{pub}
+		if mod != nil {
+			mod(&g, eips)
+		}
+		in.Gateways = []egressv1.EgressGateway{g}
+		in.EgressIPs = eips
+		in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{ip("10.0.0.21")}}, {Name: "eth1", Addrs: []netip.Addr{ip("10.0.5.9")}}}
+		in.ClusterView = true
+		return in
+	}
+	defaults, _ := contract.PrivateDestinations(nil)
+	for _, tc := range []struct {
+		name    string
+		mod     func(*egressv1.EgressGateway, []egressv1.EgressIP)
+		want    []dataplane.ServedGroup
+		problem ProblemKind
+	}{
+		{"GCP: public-bound flows from the primary, private ones from the alias", nil,
+			[]dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}, PublicSource: ip("10.0.0.21"), Private: defaults}}, ""},
+		{"privateCIDRs configured", func(g *egressv1.EgressGateway, _ []egressv1.EgressIP) {
+			g.Spec.Addresses.Cloud.PrivateCIDRs = []string{"10.0.0.0/8", "35.0.0.0/8", "10.0.0.0/8"}
+		}, []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}, PublicSource: ip("10.0.0.21"), Private: pfxs("10.0.0.0/8", "35.0.0.0/8")}}, ""},
+		{"AWS/Azure: no NAT source, the egress IP is translated itself", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicNATSource = ""
+		}, []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}}}, ""},
+		{"NAT source is the egress IP itself", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicNATSource = "10.0.0.200"
+		}, []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}}}, ""},
+		{"no public IP: the NAT source means nothing", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicIP = ""
+		}, []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}}}, ""},
+		{"NAT source on another interface: not served", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicNATSource = "10.0.5.9"
+		}, nil, ProblemNoInterface},
+		{"NAT source not on the node: not served", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicNATSource = "10.0.0.99"
+		}, nil, ProblemNoInterface},
+		{"NAT source not an IPv4 address: not served", func(_ *egressv1.EgressGateway, e []egressv1.EgressIP) {
+			e[0].Status.PublicNATSource = "fd00::1"
+		}, nil, ProblemNoInterface},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := ComputeState(gwIn(tc.mod))
+			if err != nil {
+				t.Fatal(err)
+			}
+			role := res.State.Gateway
+			if role == nil || len(role.Addresses) != 1 || role.Addresses[0] != (dataplane.EgressAddress{IP: ip("10.0.0.200"), Interface: "eth0"}) {
+				t.Fatalf("gateway role %+v: want 10.0.0.200 mounted on eth0", role)
+			}
+			if diff := cmp.Diff(tc.want, role.Groups, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{}), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("served groups (-want +got):\n%s", diff)
+			}
+			var kinds []ProblemKind
+			for _, p := range res.Problems {
+				kinds = append(kinds, p.Kind)
+			}
+			if tc.problem != "" && !slices.Contains(kinds, tc.problem) || tc.problem == "" && len(kinds) > 0 {
+				t.Errorf("problems %+v, want %q", res.Problems, tc.problem)
+			}
+		})
+	}
+}
+
+// A group's only gateway has no peer to prove delivery with: it serves the address on the
+// cloud's word and asks for a check without peers, which publishes it as delivered.
+func TestDeliveryProofAlone(t *testing.T) {
+	in := base()
+	in.Node = node("gw1", "a", "10.0.0.21")
+	in.Pods = nil
+	in.Gateways = []egressv1.EgressGateway{egw("out", 7, gw1)}
+	e := eip("10.0.0.200", "out", "gw1")
+	e.Generation = 3
+	in.EgressIPs = []egressv1.EgressIP{e}
+	in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{ip("10.0.0.21")}}}
+	in.Delivered = contract.Delivered{}
+	in.ProbePort = 4790
+	res, err := ComputeState(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}}}
+	if role := res.State.Gateway; role == nil || !reflect.DeepEqual(role.Groups, served) {
+		t.Errorf("gateway role %+v, want %+v served", role, served)
+	}
+	if want := []DeliveryCheck{{IP: ip("10.0.0.200"), Generation: 3}}; !reflect.DeepEqual(res.DeliveryChecks, want) {
+		t.Errorf("delivery checks %+v, want %+v", res.DeliveryChecks, want)
+	}
+}
+
+// A check without peers is taken on the cloud's word: published as delivered at once, so that
+// the coordinator lists a group's only gateway Active (it waits for the proof of every node
+// whose Lease carries proofs), and any proof in progress for the address ends.
+func TestDeliveriesWithoutPeers(t *testing.T) {
+	d := newDeliveries()
+	listen := func(string, string) (net.PacketConn, error) { return net.ListenPacket("udp4", "127.0.0.1:0") }
+	addr := ip("10.0.0.200")
+	held := map[netip.Addr]int64{addr: 3}
+	ctx := context.Background()
+	d.update(ctx, logr.Discard(), held, []DeliveryCheck{{IP: addr, Generation: 3, Peers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}}, listen, func() {})
+	if got := d.pending(); !slices.Equal(got, []netip.Addr{addr}) {
+		t.Fatalf("pending %v, want the proof in progress", got)
+	}
+	if d.snapshot().Proves(addr, 3) {
+		t.Fatal("proven before any probe came back")
+	}
+	d.update(ctx, logr.Discard(), held, []DeliveryCheck{{IP: addr, Generation: 3}}, listen, func() {})
+	if got := d.pending(); len(got) != 0 {
+		t.Errorf("pending %v once the peers are gone, want none", got)
+	}
+	if !d.snapshot().Proves(addr, 3) {
+		t.Errorf("proofs %v, want %s@3 published on the cloud's word", d.snapshot(), addr)
+	}
+	select {
+	case <-d.changed:
+	default:
+		t.Error("the heartbeat was not woken to publish the proof")
+	}
+	d.stop()
 }

@@ -140,6 +140,29 @@ func ProbeTarget(addr netip.AddrPort, h *egressv1.HealthSpec) probe.Target {
 	return t
 }
 
+// PrivateDestinations are the IPv4 destinations that keep a cloud gateway's private egress
+// address where the cloud translates its public IP from another address (EgressIP
+// status.publicNATSource): cloud.privateCIDRs, egressv1.DefaultPrivateCIDRs when unset. An
+// entry that does not parse (the CRD's rules refuse it) is left out and returned in bad.
+func PrivateDestinations(cloud *egressv1.CloudAddresses) (out []netip.Prefix, bad []string) {
+	cidrs := egressv1.DefaultPrivateCIDRs
+	if cloud != nil && len(cloud.PrivateCIDRs) > 0 {
+		cidrs = cloud.PrivateCIDRs
+	}
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil || !p.Addr().Is4() {
+			bad = append(bad, c)
+			continue
+		}
+		out = append(out, p.Masked())
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	return slices.Compact(out), bad
+}
+
 // ZoneAffinity is a gateway's zone affinity, PreferLocal when unset.
 func ZoneAffinity(spec *egressv1.EgressGatewaySpec) egressv1.ZoneAffinity {
 	if spec.Zones != nil && spec.Zones.Affinity != "" {

@@ -233,3 +233,27 @@ func TestPrefixBudgetDefaults(t *testing.T) {
 		}
 	}
 }
+
+func TestPrivateDestinations(t *testing.T) {
+	got, bad := PrivateDestinations(nil)
+	if len(got) != len(egressv1.DefaultPrivateCIDRs) || len(bad) != 0 {
+		t.Fatalf("defaults: %v (bad %v), want the %d of DefaultPrivateCIDRs", got, bad, len(egressv1.DefaultPrivateCIDRs))
+	}
+	for _, c := range []struct {
+		addr    string
+		private bool
+	}{{"10.1.2.3", true}, {"172.31.0.1", true}, {"100.127.255.255", true}, {"100.128.0.1", false},
+		{"35.191.0.1", false}, {"8.8.8.8", false}, {"198.19.0.1", true}, {"198.20.0.1", false}} {
+		in := false
+		for _, p := range got {
+			in = in || p.Contains(netip.MustParseAddr(c.addr))
+		}
+		if in != c.private {
+			t.Errorf("%s private by default: %v, want %v", c.addr, in, c.private)
+		}
+	}
+	got, bad = PrivateDestinations(&egressv1.CloudAddresses{PrivateCIDRs: []string{"35.0.0.0/8", "10.0.0.0/8", "10.9.9.9/8", "fd00::/8", "x"}})
+	if fmt.Sprint(got) != "[10.0.0.0/8 35.0.0.0/8]" || fmt.Sprint(bad) != "[fd00::/8 x]" {
+		t.Fatalf("configured: %v, bad %v", got, bad)
+	}
+}

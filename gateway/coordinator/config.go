@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/egressd/egressd/bpf/marks"
 	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/providers"
 )
@@ -47,6 +48,10 @@ type Config struct {
 	// ClusterEgressPolicies; a policy over it is Accepted=False (PrefixBudgetExceeded). The
 	// agents must be given the same (--namespace-prefix-budget, --cluster-prefix-budget).
 	PolicyPrefixBudget contract.PrefixBudget `json:"policyPrefixBudget,omitempty"`
+	// MarkMask is the agents' packet mark mask (their --mark-mask, chart agent.markMask; the
+	// chart gives both the same). A group whose id it cannot carry is Ready=False
+	// (GroupIDTooLarge): the agents skip it. Empty: marks.DefaultMask.
+	MarkMask string `json:"markMask,omitempty"`
 	// AgentLeaseTimeout: an agent whose Lease is older is unhealthy.
 	AgentLeaseTimeout metav1.Duration `json:"agentLeaseTimeout,omitempty"`
 	// CapacityTTL: how long a node's discovered capacity and subnets are reused. Capacity only
@@ -98,12 +103,24 @@ func ParseConfig(raw []byte) (Config, error) {
 		return Config{}, fmt.Errorf("config: policyPrefixBudget: %w", err)
 	}
 	c.PolicyPrefixBudget = c.PolicyPrefixBudget.WithDefaults()
+	if _, err := marks.ParseMask(c.MarkMask); err != nil {
+		return Config{}, fmt.Errorf("config: markMask: %w", err)
+	}
 	def(&c.GCGracePeriod, DefaultGCGracePeriod)
 	def(&c.GCInterval, DefaultGCInterval)
 	def(&c.ResyncPeriod, DefaultResyncPeriod)
 	def(&c.AgentLeaseTimeout, contract.AgentLeaseDuration)
 	def(&c.CapacityTTL, DefaultCapacityTTL)
 	return c, nil
+}
+
+// MaxGroupID is the largest group id the agents' mark layout carries (MarkMask).
+func (c Config) MaxGroupID() uint32 {
+	l, err := marks.ParseMask(c.MarkMask)
+	if err != nil {
+		return 0 // ParseConfig refused it
+	}
+	return l.MaxGroup()
 }
 
 // ProviderType is the implementation a provider entry names ("type", else the entry's name).

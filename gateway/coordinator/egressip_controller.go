@@ -248,9 +248,12 @@ func (r *EgressIPReconciler) setAssigned(ctx context.Context, e *egressv1.Egress
 			e.Status.Node = e.Spec.Node
 		}
 		e.Status.InterfaceMAC = a.InterfaceMAC
-		e.Status.PublicIP = ""
+		e.Status.PublicIP, e.Status.PublicNATSource = "", ""
 		if a.PublicIP.IsValid() {
 			e.Status.PublicIP = a.PublicIP.String()
+			if a.PublicNATSource.IsValid() {
+				e.Status.PublicNATSource = a.PublicNATSource.String()
+			}
 		}
 		e.Status.Handle = egressv1.ProviderHandle{Interface: a.InterfaceID, Attachment: a.Attachment, PublicAllocation: a.PublicAllocation, PublicAssociation: a.PublicAssociation}
 		meta.SetStatusCondition(&e.Status.Conditions, metav1.Condition{Type: egressv1.ConditionAssigned, Status: metav1.ConditionTrue,
@@ -268,9 +271,10 @@ func (r *EgressIPReconciler) setAssigned(ctx context.Context, e *egressv1.Egress
 func assignmentOf(e *egressv1.EgressIP) providers.Assignment {
 	ip, _ := netip.ParseAddr(e.Spec.IP)
 	pub, _ := netip.ParseAddr(e.Status.PublicIP)
+	natSrc, _ := netip.ParseAddr(e.Status.PublicNATSource)
 	return providers.Assignment{
 		IP: ip, Node: e.Status.Node, InterfaceID: e.Status.Handle.Interface, InterfaceMAC: e.Status.InterfaceMAC,
-		Subnet: e.Spec.Subnet, Attachment: e.Status.Handle.Attachment, PublicIP: pub,
+		Subnet: e.Spec.Subnet, Attachment: e.Status.Handle.Attachment, PublicIP: pub, PublicNATSource: natSrc,
 		PublicAllocation: e.Status.Handle.PublicAllocation, PublicAssociation: e.Status.Handle.PublicAssociation,
 	}
 }

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/bpf/marks"
 	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/ipalloc"
 	"github.com/egressd/egressd/providers"
@@ -55,6 +57,12 @@ func (r *GatewayReconciler) conditions(gw *egressv1.EgressGateway, plan *Plan, e
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, egressv1.ReasonNoGatewayNodes, "no node matches spec.nodeSelector"
 	case active == 0:
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, egressv1.ReasonPending, "no gateway holds an egress IP yet"
+	}
+	if id, max := gw.Status.GroupID, r.cfg.MaxGroupID(); id > 0 && uint32(id) > max {
+		// Never a silent cut: an agent skips a group its mark layout cannot carry.
+		ready.Status, ready.Reason = metav1.ConditionFalse, egressv1.ReasonGroupIDTooLarge
+		ready.Message = fmt.Sprintf("group id %d does not fit the agents' packet mark layout (markMask %s carries group ids 1-%d): "+
+			"no node steers to this group or serves it; widen agent.markMask or remove EgressGateways", id, cmp.Or(r.cfg.MarkMask, fmt.Sprintf("%#08x", marks.DefaultMask)), max)
 	}
 	degraded := metav1.Condition{Type: egressv1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: egressv1.ReasonAllGatewaysHealthy, Message: "all gateways healthy, all egress IPs placed"}
 	if unhealthy > 0 || len(unplaced) > 0 {

@@ -18,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -46,6 +47,14 @@ type RunOptions struct {
 	// ListenPacket opens the probe socket; nil means net.ListenPacket. Tests open it in the
 	// network namespace the gateways' underlay addresses are reachable from.
 	ListenPacket func(network, address string) (net.PacketConn, error)
+	// Registerer takes the coordinator's and the providers' metrics; nil means
+	// controller-runtime's registry, which the metrics endpoint serves. A collector registers
+	// once per registry, so tests running several coordinators in one process give each its own.
+	Registerer prometheus.Registerer
+	// SkipControllerNameValidation turns off controller-runtime's check that controller names
+	// are unique in the process (they name its global controller metrics): for tests that run
+	// several coordinators in one process.
+	SkipControllerNameValidation bool
 }
 
 // Run builds the manager, the providers and the controllers, and runs until ctx ends.
@@ -62,6 +71,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsBindAddress},
 		HealthProbeBindAddress:  o.HealthProbeBindAddress,
 		Cache:                   cacheOptions(o.Config.Namespace),
+		Controller:              ctrlconfig.Controller{SkipNameValidation: &o.SkipControllerNameValidation},
 	})
 	if err != nil {
 		return fmt.Errorf("building the manager: %w", err)
@@ -72,11 +82,15 @@ func Run(ctx context.Context, o RunOptions) error {
 	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	provs, err := BuildProviders(ctx, o.Config, o.Registry, ctrlmetrics.Registry)
+	var reg prometheus.Registerer = ctrlmetrics.Registry
+	if o.Registerer != nil {
+		reg = o.Registerer
+	}
+	provs, err := BuildProviders(ctx, o.Config, o.Registry, reg)
 	if err != nil {
 		return err
 	}
-	metrics, err := NewMetrics(ctrlmetrics.Registry)
+	metrics, err := NewMetrics(reg)
 	if err != nil {
 		return err
 	}

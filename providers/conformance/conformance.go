@@ -48,6 +48,14 @@ type Harness interface {
 	Setup(t *testing.T, topo Topology) World
 }
 
+// NATWorld is implemented by worlds whose cloud says which private address its 1:1 NAT
+// translates to a public IP. The suite then checks that an assignment's PublicNATSource (or,
+// unset, its IP) is that address: the source the gateway must send public-bound traffic from.
+type NATWorld interface {
+	// NATSource is the private address the cloud translates to public, ok false when none.
+	NATSource(public netip.Addr) (private netip.Addr, ok bool)
+}
+
 // World is one provider under test plus the cloud's true state, seen without the provider.
 type World interface {
 	Provider() providers.Provider
@@ -135,6 +143,23 @@ func (e *env) wantHolder(t *testing.T, ip netip.Addr, node string) netip.Addr {
 	return pub
 }
 
+// wantNAT checks, where the world says (NATWorld), that the cloud's NAT translates a's
+// public IP from the source a names: PublicNATSource, or the address itself.
+func (e *env) wantNAT(t *testing.T, a *providers.Assignment) {
+	t.Helper()
+	nw, ok := e.World.(NATWorld)
+	if !ok || !e.public {
+		return
+	}
+	want := a.PublicNATSource
+	if !want.IsValid() {
+		want = a.IP
+	}
+	if got, ok := nw.NATSource(a.PublicIP); !ok || got != want {
+		t.Fatalf("the cloud translates %s from %v (ok=%v); the assignment says %s (PublicNATSource %v)", a.PublicIP, got, ok, want, a.PublicNATSource)
+	}
+}
+
 type testCase struct {
 	name  string
 	needs []Feature
@@ -203,7 +228,15 @@ var cases = []testCase{
 		for range slots {
 			e.ensure(ctx, t, n, e.FreeAddress("zone-a"), providers.InterfacePrimary)
 		}
-		_, err = e.Provider().EnsureIP(ctx, providers.EnsureRequest{Owner: e.owner(), Node: n, IP: e.FreeAddress("zone-a"), Interface: providers.InterfacePrimary})
+		next := e.FreeAddress("zone-a")
+		_, err = e.Provider().EnsureIP(ctx, providers.EnsureRequest{Owner: e.owner(), Node: n, IP: next, Interface: providers.InterfacePrimary})
+		if next.Is6() && err == nil {
+			// Capacity counts IPv4 slots, where the primary address takes one; an interface
+			// may hold one IPv6 address more (EC2: as many IPv6 as IPv4 addresses per
+			// interface). Reporting fewer slots than there are is allowed, one fewer at most.
+			slots++
+			_, err = e.Provider().EnsureIP(ctx, providers.EnsureRequest{Owner: e.owner(), Node: n, IP: e.FreeAddress("zone-a"), Interface: providers.InterfacePrimary})
+		}
 		if !providers.IsCapacityExhausted(err) {
 			t.Fatalf("EnsureIP past %d slots: want CapacityExhausted, got %v", slots, err)
 		}
@@ -216,6 +249,7 @@ var cases = []testCase{
 		ip := e.FreeAddress("zone-a")
 		cur := e.ensure(ctx, t, a, ip, providers.InterfacePrimary)
 		pub := e.wantHolder(t, ip, a.Name)
+		e.wantNAT(t, cur)
 		moved, err := e.Provider().MoveIP(ctx, providers.MoveRequest{Owner: e.owner(), Current: *cur, To: b})
 		if err != nil {
 			t.Fatal(err)
@@ -229,6 +263,7 @@ var cases = []testCase{
 		if moved.PublicIP != pub {
 			t.Errorf("MoveIP reports public IP %v, cloud says %v", moved.PublicIP, pub)
 		}
+		e.wantNAT(t, moved)
 		if len(e.Addresses(a.Name)) != 0 {
 			t.Errorf("old node still holds %v", e.Addresses(a.Name))
 		}
@@ -258,6 +293,11 @@ var cases = []testCase{
 		}
 		if e.PublicIPs() != 0 {
 			t.Errorf("%d public IPs left", e.PublicIPs())
+		}
+		if nw, ok := e.World.(NATWorld); ok && cur.PublicIP.IsValid() {
+			if src, ok := nw.NATSource(cur.PublicIP); ok {
+				t.Errorf("released public IP %s still translates %s", cur.PublicIP, src)
+			}
 		}
 		owned, err := e.Provider().ListOwned(ctx, e.Cluster())
 		if err != nil {

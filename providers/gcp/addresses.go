@@ -147,6 +147,9 @@ func (p *Provider) assignment(node string, r instanceRef, n *computepb.NetworkIn
 		a.PublicIP, _ = netip.ParseAddr(pub.GetAddress())
 		a.PublicAllocation = fmt.Sprintf("regions/%s/addresses/%s", r.region(), pub.GetName())
 		a.PublicAssociation = n.GetName() + "/" + accessConfigName(ip)
+		// An access config translates the interface's primary internal address only, never
+		// an alias range: the gateway SNATs public-bound flows to that address.
+		a.PublicNATSource, _ = netip.ParseAddr(n.GetNetworkIP())
 	}
 	return a
 }
@@ -182,6 +185,12 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 	}
 	if req.Subnet != "" && req.Subnet != n.GetSubnetwork() && !strings.HasSuffix(n.GetSubnetwork(), "/"+req.Subnet) {
 		return nil, &providers.Error{Kind: providers.KindNotFound, Op: op, Code: "SubnetMismatch", Err: fmt.Errorf("interface %s is in %s, not %s", n.GetName(), n.GetSubnetwork(), req.Subnet)}
+	}
+	if req.Public {
+		// Refused before any change: one access config per interface.
+		if err := accessConfigFree(op, n, req.IP); err != nil {
+			return nil, err
+		}
 	}
 	if !aliasHas(n, req.IP) {
 		if len(n.GetAliasIpRanges()) >= p.maxAliases {
@@ -263,8 +272,10 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 	if !aliasHas(n, ip) && len(n.GetAliasIpRanges()) >= p.maxAliases {
 		return nil, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "AliasIpRangesLimit", Err: fmt.Errorf("interface %s of %s is full", n.GetName(), to.name)}
 	}
-	if pub != nil && natConfig(n, pub.GetAddress()) == nil && len(n.GetAccessConfigs()) > 0 {
-		return nil, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "AccessConfigInUse", Err: fmt.Errorf("interface %s of %s already has an access config", n.GetName(), to.name)}
+	if pub != nil && natConfig(n, pub.GetAddress()) == nil {
+		if err := accessConfigFree(op, n, ip); err != nil {
+			return nil, err
+		}
 	}
 
 	// Holders other than the target, from the reservation's users (the cloud's truth) and

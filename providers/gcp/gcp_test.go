@@ -804,3 +804,147 @@ func TestAliasConflictFailsTheOperation(t *testing.T) {
 		}
 	}
 }
+
+// TestPublicNATTranslatesPrimaryOnly: an access config's one-to-one NAT translates the primary
+// internal address of its interface, never an alias range (the simulator's Egress models it).
+// The assignment says so (PublicNATSource, which the agent SNATs public-bound flows to), and a
+// move and a release carry the translation with the access config.
+func TestPublicNATTranslatesPrimaryOnly(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	alias := ip("10.0.9.1")
+	a, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: alias, Public: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.PublicNATSource != ip("10.0.0.2") {
+		t.Fatalf("PublicNATSource %v, want node-a's primary 10.0.0.2", a.PublicNATSource)
+	}
+	if nat, ok := e.sim.Egress("10.0.0.2"); !ok || nat != a.PublicIP.String() {
+		t.Fatalf("node-a's primary leaves with %q (%v), want %s", nat, ok, a.PublicIP)
+	}
+	if nat, ok := e.sim.Egress(alias.String()); ok {
+		t.Fatalf("the alias %s leaves with %s: an access config never translates an alias range", alias, nat)
+	}
+	if st := e.sim.Snapshot(); st.NAT[a.PublicIP.String()] != "10.0.0.2" {
+		t.Fatalf("NAT view %v", st.NAT)
+	}
+	// Steady state reports the same source without address calls.
+	e.sim.ResetCalls()
+	again, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: alias, Public: true})
+	if err != nil || again.PublicNATSource != a.PublicNATSource {
+		t.Fatalf("resync: %+v, %v", again, err)
+	}
+	if c := e.sim.CallCounts(); mutating(c) != 0 {
+		t.Fatalf("resync mutated: %v", c)
+	}
+
+	// Move: the access config is deleted on node-a and added on node-b with the alias.
+	e.sim.ResetCalls()
+	m, err := e.p.MoveIP(ctx, providers.MoveRequest{Owner: owner, Current: *a, To: nodeB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.sim.CallCounts()
+	if c[gcpsim.MDeleteAccessConfig] != 1 || c[gcpsim.MAddAccessConfig] != 1 {
+		t.Fatalf("move calls %v, want one deleteAccessConfig and one addAccessConfig", c)
+	}
+	t.Logf("FIGURE move + public: %d calls (%d mutating): %v", total(c), mutating(c), c)
+	if m.PublicIP != a.PublicIP || m.PublicNATSource != ip("10.0.0.3") {
+		t.Fatalf("moved: %+v", m)
+	}
+	if nat, ok := e.sim.Egress("10.0.0.3"); !ok || nat != a.PublicIP.String() {
+		t.Fatalf("node-b's primary leaves with %q (%v), want %s", nat, ok, a.PublicIP)
+	}
+	if nat, ok := e.sim.Egress("10.0.0.2"); ok {
+		t.Fatalf("node-a's primary still leaves with %s after the move", nat)
+	}
+
+	// A node with its own external IP cannot take it: refused before anything changes.
+	e.sim.ResetCalls()
+	_, err = e.p.MoveIP(ctx, providers.MoveRequest{Owner: owner, Current: *m, To: nodeP})
+	if !providers.IsCapacityExhausted(err) || !strings.Contains(err.Error(), "node's own external IP") {
+		t.Fatalf("move to a node with an ephemeral external IP: want CapacityExhausted naming it, got %v", err)
+	}
+	if c := e.sim.CallCounts(); mutating(c) != 0 {
+		t.Fatalf("refused move mutated: %v", c)
+	}
+	if nat, ok := e.sim.Egress("10.0.0.5"); !ok || nat != "192.0.2.10" {
+		t.Fatalf("node-pub's own external IP changed: %q %v", nat, ok)
+	}
+	if e.sim.Holder(alias.String()) != holder("node-b", "us-central1-a") {
+		t.Fatalf("refused move left the alias on %q", e.sim.Holder(alias.String()))
+	}
+
+	// Release: nothing translates to the address any more, and it is gone.
+	if err := e.p.ReleaseIP(ctx, providers.ReleaseRequest{Owner: owner, Current: *m}); err != nil {
+		t.Fatal(err)
+	}
+	if nat, ok := e.sim.Egress("10.0.0.3"); ok {
+		t.Fatalf("node-b's primary still leaves with %s after the release", nat)
+	}
+	if n := e.sim.AddressCount("EXTERNAL"); n != 0 {
+		t.Fatalf("%d external addresses left", n)
+	}
+}
+
+// TestEnsurePublicRefusedBeforeChange: a public egress IP for a node whose NIC has its own
+// external IP fails with CapacityExhausted before the alias or any address is created.
+func TestEnsurePublicRefusedBeforeChange(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	e.sim.ResetCalls()
+	_, err := e.p.EnsureIP(context.Background(), providers.EnsureRequest{Owner: owner, Node: nodeP, IP: ip("10.0.9.20"), Public: true})
+	if !providers.IsCapacityExhausted(err) || !strings.Contains(err.Error(), "AccessConfigInUse") {
+		t.Fatalf("want CapacityExhausted AccessConfigInUse, got %v", err)
+	}
+	if c := e.sim.CallCounts(); mutating(c) != 0 {
+		t.Fatalf("refused ensure mutated: %v", c)
+	}
+}
+
+// TestSimulatorAccessConfigRules: the simulator refuses a second access config on an
+// interface, an IPv4 access config of another type than ONE_TO_ONE_NAT, and a network tier
+// other than the static address's.
+func TestSimulatorAccessConfigRules(t *testing.T) {
+	e := newEnv(t, 5*time.Second)
+	ctx := context.Background()
+	a, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.9.30"), Public: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.p.ReleaseIP(ctx, providers.ReleaseRequest{Owner: owner, Current: *a}); err != nil {
+		t.Fatal(err)
+	}
+	// A standard-tier static address to bind by hand.
+	base := e.srv.URL + "/compute/v1/projects/" + proj
+	post := func(path, body string) int {
+		t.Helper()
+		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := post("/regions/us-central1/addresses", `{"name": "std", "addressType": "EXTERNAL", "networkTier": "STANDARD"}`); s != http.StatusOK {
+		t.Fatalf("inserting a standard-tier address: %d", s)
+	}
+	var std string
+	for _, ad := range e.sim.Snapshot().Addresses {
+		if ad.Name == "std" {
+			std = ad.Address
+		}
+	}
+	for _, c := range []struct{ node, body string }{
+		{"node-pub", `{"name": "second", "type": "ONE_TO_ONE_NAT"}`},
+		{"node-a", `{"name": "v6", "type": "DIRECT_IPV6"}`},
+		{"node-a", `{"name": "tier", "type": "ONE_TO_ONE_NAT", "natIP": "` + std + `", "networkTier": "PREMIUM"}`},
+	} {
+		if s := post("/zones/us-central1-a/instances/"+c.node+"/addAccessConfig?networkInterface=nic0", c.body); s != http.StatusBadRequest {
+			t.Errorf("addAccessConfig %s on %s: %d, want 400", c.body, c.node, s)
+		}
+	}
+	if s := post("/zones/us-central1-a/instances/node-a/addAccessConfig?networkInterface=nic0", `{"name": "ok", "type": "ONE_TO_ONE_NAT", "natIP": "`+std+`"}`); s != http.StatusOK {
+		t.Fatalf("a valid addAccessConfig: %d", s)
+	}
+}

@@ -26,6 +26,30 @@ func natConfig(n *computepb.NetworkInterface, natIP string) *computepb.AccessCon
 	return nil
 }
 
+// accessConfigFree checks that interface n can take the access config of egress IP ip: it has
+// none, or has that one already. GCE allows one IPv4 access config per interface, so a node's
+// own external IP (the ephemeral one GKE gives public nodes, or any other) or another egress
+// IP's public address leaves no room. egressd never replaces the node's own: the node's
+// traffic from its primary address (kubelet, image pulls, every pod the CNI masquerades)
+// would then leave with the egress IP, and the ephemeral address could not be restored (a new
+// ephemeral access config gets a new address). The coordinator places the address on another
+// gateway (CapacityExhausted).
+func accessConfigFree(op string, n *computepb.NetworkInterface, ip netip.Addr) error {
+	for _, ac := range n.GetAccessConfigs() {
+		if ac.GetName() == accessConfigName(ip) {
+			continue
+		}
+		what := "the node's own external IP"
+		if strings.HasPrefix(ac.GetName(), accessConfigPrefix) {
+			what = "another egress IP's public address"
+		}
+		return &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "AccessConfigInUse",
+			Err: fmt.Errorf("interface %s already has access config %q (%s, %s); GCE allows one per interface: create public-egress gateway nodes without an external IP (GKE: a node pool with --enable-private-nodes)",
+				n.GetName(), ac.GetName(), ac.GetNatIP(), what)}
+	}
+	return nil
+}
+
 // bindPublic binds natIP to the instance's NIC through an access config. A NIC has at most
 // one access config: when it has another one, the node cannot take this public IP.
 func (p *Provider) bindPublic(ctx context.Context, r instanceRef, nicName string, ip netip.Addr, natIP, tier string) error {
@@ -43,9 +67,8 @@ func (p *Provider) bindPublic(ctx context.Context, r instanceRef, nicName string
 		if natConfig(n, natIP) != nil {
 			return nil
 		}
-		if len(n.GetAccessConfigs()) > 0 {
-			return &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "AccessConfigInUse",
-				Err: fmt.Errorf("interface already has access config %q (%s); GCE allows one per interface", n.GetAccessConfigs()[0].GetName(), n.GetAccessConfigs()[0].GetNatIP())}
+		if err := accessConfigFree(op, n, ip); err != nil {
+			return err
 		}
 		ac := &computepb.AccessConfig{Name: proto.String(accessConfigName(ip)), Type: proto.String("ONE_TO_ONE_NAT"), NatIP: proto.String(natIP)}
 		if tier != "" {

@@ -80,7 +80,7 @@ budget, which the agents get as flags. */}}
 {{- $_ := set $providers $name $c -}}
 {{- end -}}
 {{- $budget := dict "namespace" (int .Values.policyPrefixBudget.namespace) "cluster" (int .Values.policyPrefixBudget.cluster) -}}
-{{- dict "clusterName" .Values.clusterName "providers" $providers "policyPrefixBudget" $budget | toYaml -}}
+{{- dict "clusterName" .Values.clusterName "providers" $providers "policyPrefixBudget" $budget "markMask" .Values.agent.markMask | toYaml -}}
 {{- end -}}
 
 {{/* Where the controller pod keeps plugin sockets (an emptyDir shared with the sidecars) and

@@ -53,6 +53,12 @@ variable "service_account" {
   default     = "egressd-controller"
 }
 
+variable "private_nodes" {
+  description = "Gateway nodes without external IPs. Needed for cloud.public: GCE allows one access config per network interface, and egressd binds the egress IP's static external address through it."
+  type        = bool
+  default     = true
+}
+
 resource "google_container_node_pool" "gateway" {
   for_each       = toset(var.gateway_zones)
   project        = var.project
@@ -75,6 +81,10 @@ resource "google_container_node_pool" "gateway" {
     workload_metadata_config {
       mode = "GKE_METADATA"
     }
+  }
+
+  network_config {
+    enable_private_nodes = var.private_nodes
   }
 
   management {

@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/bpf/marks"
 	"github.com/egressd/egressd/gateway/contract"
 )
 
@@ -80,6 +81,11 @@ type Config struct {
 	// address, port and protocol. Zero: the kernel's choice (1024-65535 for a
 	// flow from an unprivileged port, 64512 ports).
 	SNATPorts PortRange
+	// Marks is where egressd's bits sit in the packet mark, for the programs,
+	// the nftables rules and the ip rules alike; the zero value is
+	// marks.Default. Bits outside Marks.Mask (a CNI's) are kept. Group
+	// ids past Marks.MaxGroup are refused.
+	Marks marks.Layout
 }
 
 // PortRange is an inclusive range of ports; the zero value is unset.
@@ -138,6 +144,7 @@ func (c *Config) defaults() {
 	if c.NFTTable == "" {
 		c.NFTTable = DefaultNFTTable
 	}
+	c.Marks = c.Marks.OrDefault()
 	switch {
 	case c.HoldEstablished == 0:
 		c.HoldEstablished = DefaultHoldEstablished
@@ -213,7 +220,7 @@ func (d *Dataplane) load() error {
 	if d.dp != nil {
 		return nil
 	}
-	dp, err := bpf.Load(bpf.Options{PinRoot: d.cfg.PinRoot, Limits: d.cfg.Limits})
+	dp, err := bpf.Load(bpf.Options{PinRoot: d.cfg.PinRoot, Limits: d.cfg.Limits, Marks: d.cfg.Marks})
 	if err != nil {
 		return err
 	}
@@ -228,7 +235,7 @@ func (d *Dataplane) load() error {
 // A state that does not fit the maps fails with a *CapacityError before
 // anything is touched.
 func (d *Dataplane) Apply(ctx context.Context, s State) error {
-	if err := s.validate(); err != nil {
+	if err := s.validate(d.cfg.Marks); err != nil {
 		return fmt.Errorf("validating state: %w", err)
 	}
 	if err := d.cfg.SNATPorts.validate(); err != nil {

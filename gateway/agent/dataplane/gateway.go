@@ -194,11 +194,12 @@ func (d *Dataplane) applyRouting(role *GatewayRole, ifindex map[string]int, stee
 	if err != nil {
 		return fmt.Errorf("finding tunnel device: %w", err)
 	}
+	m := d.cfg.Marks
 	tunnelTable := func(fam int) {
 		wantRoutes = append(wantRoutes, netlink.Route{Table: d.cfg.TableBase, Dst: allRoutes(fam), LinkIndex: tun.Attrs().Index, Scope: netlink.SCOPE_LINK, Family: fam})
 	}
 	for _, fam := range steerFamilies {
-		wantRules[ruleID{fam, d.cfg.RulePriority, bpf.MarkMagic | bpf.MarkSteer, bpf.MarkMagicMask | bpf.MarkSteer, d.cfg.TableBase}] = true
+		wantRules[ruleID{fam, d.cfg.RulePriority, m.Magic | m.Steer, m.MagicMask | m.Steer, d.cfg.TableBase}] = true
 		tunnelTable(fam)
 	}
 	if len(role.Groups) > 0 {
@@ -212,7 +213,7 @@ func (d *Dataplane) applyRouting(role *GatewayRole, ifindex map[string]int, stee
 			}
 		}
 		for _, fam := range families {
-			wantRules[ruleID{fam, d.cfg.RulePriority, bpf.MarkMagic | bpf.MarkReply, bpf.MarkMagicMask | bpf.MarkReply | bpf.MarkTunnel, d.cfg.TableBase}] = true
+			wantRules[ruleID{fam, d.cfg.RulePriority, m.Magic | m.Reply, m.MagicMask | m.Reply | m.Tunnel, d.cfg.TableBase}] = true
 			if !slices.Contains(steerFamilies, fam) {
 				tunnelTable(fam)
 			}
@@ -234,7 +235,7 @@ func (d *Dataplane) applyRouting(role *GatewayRole, ifindex map[string]int, stee
 				fam = netlink.FAMILY_V6
 			}
 			idx := ifindex[a.Interface]
-			wantRules[ruleID{fam, d.cfg.RulePriority + 1, bpf.MarkMagic | g.Group, bpf.MarkMagicMask | bpf.MarkReply | bpf.MarkSteer | bpf.MarkGroupMask, d.cfg.TableBase + idx}] = true
+			wantRules[ruleID{fam, d.cfg.RulePriority + 1, m.Local(g.Group), m.MagicMask | m.Reply | m.Steer | m.GroupMask, d.cfg.TableBase + idx}] = true
 			tables[[2]int{fam, idx}] = a
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 
@@ -12,7 +13,7 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
-	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/bpf/marks"
 )
 
 // mtuOverhead of the inner headers: MSS = tunnel MTU - IP header - TCP header.
@@ -54,10 +55,19 @@ func be16(v uint16) []byte {
 // steered packets need the source-side rules; a gateway adds its SNAT maps.
 type nftModel struct {
 	tunnel       string              // the tunnel device: the only way out for steered packets
-	snat4, snat6 map[uint32][][]byte // mark (MarkMagic|group) → egress IPs, the lowest first
+	snat4, snat6 map[uint32][][]byte // mark (marks.Local(group)) → egress IPs, the lowest first
 	snatPorts    PortRange           // zero: the kernel's choice
 	mss4, mss6   uint16
-	strays       []netip.Addr // the egress IPs egressd mounted, sorted (strays.go)
+	marks        marks.Layout // every mark below comes from it
+	// public4: mark → the source public-bound IPv4 flows are SNATed to, and the private
+	// destinations that keep the egress IPs (ServedGroup.PublicSource).
+	public4 map[uint32]publicSNAT
+	strays  []netip.Addr // the egress IPs egressd mounted, sorted (strays.go)
+}
+
+type publicSNAT struct {
+	source  netip.Addr
+	private []netip.Prefix
 }
 
 func (m nftModel) key() string {
@@ -68,8 +78,11 @@ func (m nftModel) key() string {
 	for k, v := range m.snat6 {
 		ks = append(ks, fmt.Sprintf("6/%x/%x", k, v))
 	}
+	for k, v := range m.public4 {
+		ks = append(ks, fmt.Sprintf("p4/%x/%s/%v", k, v.source, v.private))
+	}
 	slices.Sort(ks)
-	return fmt.Sprint(m.tunnel, ks, m.snatPorts, m.mss4, m.mss6, m.strays)
+	return fmt.Sprint(m.tunnel, ks, m.snatPorts, m.mss4, m.mss6, m.marks, m.strays)
 }
 
 // snatSeed seeds the jhash that picks a flow's egress IP. Fixed, so that
@@ -97,8 +110,8 @@ func snatIPs(ips []netip.Addr, ifaceOf map[netip.Addr]string) [][]byte {
 
 // nftModel is the table for a node with role (nil on a worker).
 func (d *Dataplane) nftModel(role *GatewayRole, tunnelMTU int) nftModel {
-	m := nftModel{tunnel: d.cfg.TunnelDevice, snat4: map[uint32][][]byte{}, snat6: map[uint32][][]byte{},
-		snatPorts: d.cfg.SNATPorts, mss4: uint16(tunnelMTU - tcpIPv4Overhead), mss6: uint16(tunnelMTU - tcpIPv6Overhead)}
+	m := nftModel{tunnel: d.cfg.TunnelDevice, snat4: map[uint32][][]byte{}, snat6: map[uint32][][]byte{}, public4: map[uint32]publicSNAT{},
+		snatPorts: d.cfg.SNATPorts, mss4: uint16(tunnelMTU - tcpIPv4Overhead), mss6: uint16(tunnelMTU - tcpIPv6Overhead), marks: d.cfg.Marks}
 	if role == nil {
 		return m
 	}
@@ -107,9 +120,12 @@ func (d *Dataplane) nftModel(role *GatewayRole, tunnelMTU int) nftModel {
 		ifaceOf[a.IP] = a.Interface
 	}
 	for _, g := range role.Groups {
-		mark := bpf.MarkMagic | g.Group
+		mark := d.cfg.Marks.Local(g.Group)
 		if ips := snatIPs(g.EgressIPv4s, ifaceOf); ips != nil {
 			m.snat4[mark] = ips
+			if g.PublicSource.Is4() {
+				m.public4[mark] = publicSNAT{source: g.PublicSource, private: slices.Clone(g.Private)}
+			}
 		}
 		if ips := snatIPs(g.EgressIPv6s, ifaceOf); ips != nil {
 			m.snat6[mark] = ips
@@ -165,8 +181,19 @@ func (d *Dataplane) replaceNFT(verb string, fill func(*nftables.Conn, *nftables.
 	return nil
 }
 
+// setMarkBits is "key set key & ~mask | value" on the meta or ct mark (register 1): it
+// replaces egressd's bits (mark.Mask) and keeps everyone else's.
+func setMarkBits(ct bool, mask, value uint32) []expr.Any {
+	load, store := expr.Any(&expr.Meta{Key: expr.MetaKeyMARK, Register: 1}), expr.Any(&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true})
+	if ct {
+		load, store = &expr.Ct{Key: expr.CtKeyMARK, Register: 1}, &expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true}
+	}
+	return []expr.Any{load, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(^mask), Xor: ne32(value)}, store}
+}
+
 // fill adds the sets, chains and rules of m to table t.
 func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
+	mk := m.marks
 	type family struct {
 		proto    byte
 		name     string
@@ -210,25 +237,24 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 
 	pre := c.AddChain(&nftables.Chain{Table: t, Name: "prerouting", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
-	// Remember egressd's mark in conntrack for the whole connection.
-	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 2, Len: 4, Mask: ne32(bpf.MarkMagicMask), Xor: ne32(0)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 2, Data: ne32(bpf.MarkMagic)},
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
-	}})
+	// Remember egressd's mark in conntrack for the whole connection: its magic and whether it
+	// came through the tunnel or is steered into it (what the rules below read; not the
+	// group). Only egressd's bits of the ct mark change: a CNI's (the AWS VPC CNI's 0x80)
+	// stay.
+	for _, kind := range []uint32{mk.Magic | mk.Tunnel, mk.Magic | mk.Steer, mk.Magic} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append(markIs(mk.MagicMask|mk.Tunnel|mk.Steer|mk.Reply, kind),
+			setMarkBits(true, mk.Mask, kind)...)})
+	}
 	// Replies of tunnelled flows (already de-NATed by conntrack at this
 	// hook's later stage for routing purposes) are marked so policy
 	// routing sends them to the tunnel device.
-	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: []expr.Any{
+	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append([]expr.Any{
 		&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkTunnel), Xor: ne32(0)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic | bpf.MarkTunnel)},
-		&expr.Immediate{Register: 1, Data: ne32(bpf.MarkMagic | bpf.MarkReply)},
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
-	}})
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(mk.MagicMask | mk.Tunnel), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(mk.Magic | mk.Tunnel)},
+	}, setMarkBits(false, mk.Mask, mk.Magic|mk.Reply)...)})
 
 	fwd := c.AddChain(&nftables.Chain{Table: t, Name: "forward", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityMangle})
@@ -237,8 +263,8 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 		mss   uint16
 		bit   uint32
 	}{
-		{unix.NFPROTO_IPV4, m.mss4, bpf.MarkTunnel}, {unix.NFPROTO_IPV6, m.mss6, bpf.MarkTunnel},
-		{unix.NFPROTO_IPV4, m.mss4, bpf.MarkSteer}, {unix.NFPROTO_IPV6, m.mss6, bpf.MarkSteer},
+		{unix.NFPROTO_IPV4, m.mss4, mk.Tunnel}, {unix.NFPROTO_IPV6, m.mss6, mk.Tunnel},
+		{unix.NFPROTO_IPV4, m.mss4, mk.Steer}, {unix.NFPROTO_IPV6, m.mss6, mk.Steer},
 	} {
 		// Clamp the MSS of SYN and SYN-ACK of tunnelled flows (on the
 		// gateway) and steered ones (on the source node) so that segments
@@ -247,8 +273,8 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.proto}},
 			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | fam.bit), Xor: ne32(0)},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(bpf.MarkMagic | fam.bit)},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(mk.MagicMask | fam.bit), Xor: ne32(0)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(mk.Magic | fam.bit)},
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
@@ -266,7 +292,7 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 	// dropped, never sent with the node IP.
 	leak := c.AddChain(&nftables.Chain{Table: t, Name: "steer-leak", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityFilter})
-	c.AddRule(&nftables.Rule{Table: t, Chain: leak, Exprs: append(markIs(bpf.MarkMagicMask|bpf.MarkSteer, bpf.MarkMagic|bpf.MarkSteer),
+	c.AddRule(&nftables.Rule{Table: t, Chain: leak, Exprs: append(markIs(mk.MagicMask|mk.Steer, mk.Magic|mk.Steer),
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(m.tunnel)},
 		&expr.Verdict{Kind: expr.VerdictDrop},
@@ -286,11 +312,25 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.proto}},
 		}
-		exprs = append(exprs, markIs(bpf.MarkMagicMask|bpf.MarkSteer, bpf.MarkMagic|bpf.MarkSteer)...)
+		exprs = append(exprs, markIs(mk.MagicMask|mk.Steer, mk.Magic|mk.Steer)...)
 		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: append(exprs,
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: fam.srcOff, Len: fam.srcLen},
 			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(fam.proto), RegAddrMin: 1},
 		)})
+	}
+	// Public-bound flows of a group whose public IP the cloud translates from another address
+	// (GCP: the interface's primary address) are SNATed to that address: the group's chain
+	// returns for a private destination (the egress IPs below take it) and translates the rest.
+	for _, mark := range slices.Sorted(maps.Keys(m.public4)) {
+		chain := m.publicChain(c, t, mark, m.public4[mark])
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(mk.MagicMask | mk.Steer | mk.GroupMask), Xor: ne32(0)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(mark)},
+			&expr.Verdict{Kind: expr.VerdictJump, Chain: chain},
+		}})
 	}
 	for _, f := range fams {
 		// SNAT to the group's egress IPs. Running before srcnat (100)
@@ -302,7 +342,7 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.proto}},
 			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(bpf.MarkMagicMask | bpf.MarkSteer | bpf.MarkGroupMask), Xor: ne32(0)},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(mk.MagicMask | mk.Steer | mk.GroupMask), Xor: ne32(0)},
 		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: append(slices.Clone(match),
 			&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: f.spread.Name, SetID: f.spread.ID},
@@ -314,7 +354,7 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 	}
 	// Marked traffic without an egress IP for its family is dropped, never
 	// sent with the node IP.
-	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: append(markIs(bpf.MarkMagicMask|bpf.MarkReply|bpf.MarkSteer, bpf.MarkMagic),
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: append(markIs(mk.MagicMask|mk.Reply|mk.Steer, mk.Magic),
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	)})
 	return m.fillStrays(c, t)
@@ -344,6 +384,28 @@ func (m nftModel) snatTo(proto byte) []expr.Any {
 	}
 }
 
+// publicChain adds the chain that SNATs a group's public-bound IPv4 flows to p.source: a
+// destination inside one of p.private returns (to the egress IP rules), any other is
+// translated. NAT chains see only a connection's first packet, so the prefix rules cost
+// nothing per packet after it.
+func (m nftModel) publicChain(c *nftables.Conn, t *nftables.Table, mark uint32, p publicSNAT) string {
+	name := fmt.Sprintf("public4-%d", m.marks.GroupOf(mark))
+	ch := c.AddChain(&nftables.Chain{Table: t, Name: name})
+	for _, pr := range p.private {
+		mask := net.CIDRMask(pr.Bits(), 32)
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: pr.Masked().Addr().AsSlice()},
+			&expr.Verdict{Kind: expr.VerdictReturn},
+		}})
+	}
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append([]expr.Any{
+		&expr.Immediate{Register: 1, Data: p.source.AsSlice()},
+	}, m.snatTo(unix.NFPROTO_IPV4)...)})
+	return name
+}
+
 // spreadChain adds the chain (and its map) that picks one of a group's
 // egress IPs per flow: jhash(source address . source port) mod len(ips)
 // indexes the map. The choice depends on the flow's tuple only, so a
@@ -352,7 +414,7 @@ func (m nftModel) snatTo(proto byte) []expr.Any {
 // reaches NAT: conntrack reassembles fragments) takes the lowest IP.
 func (m nftModel) spreadChain(c *nftables.Conn, t *nftables.Table, fam string, proto byte, addrType nftables.SetDatatype,
 	srcOff, srcLen uint32, mark uint32, ips [][]byte) (string, error) {
-	name := fmt.Sprintf("%s-%d", fam, mark&bpf.MarkGroupMask)
+	name := fmt.Sprintf("%s-%d", fam, m.marks.GroupOf(mark))
 	set := &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: addrType}
 	els := make([]nftables.SetElement, len(ips))
 	for i, ip := range ips {

@@ -12,8 +12,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/egressd/egressd/bpf"
 )
 
 // DefaultSNATPorts is the kernel's range for SNAT without a port range, for
@@ -57,6 +55,9 @@ func (d *Dataplane) SNATUsage() (SNATUsage, error) {
 			for _, ip := range slices.Concat(g.EgressIPv4s, g.EgressIPv6s) {
 				egress[ip] = true
 			}
+			if g.PublicSource.IsValid() {
+				egress[g.PublicSource] = true // its ports are the public IP's
+			}
 		}
 	}
 	d.mu.Unlock()
@@ -74,7 +75,7 @@ func (d *Dataplane) SNATUsage() (SNATUsage, error) {
 				return fmt.Errorf("listing conntrack: %w", err)
 			}
 			for _, f := range flows {
-				if f.Mark&bpf.MarkMagicMask != bpf.MarkMagic {
+				if !d.cfg.Marks.IsEgressd(f.Mark) {
 					continue
 				}
 				ip, ok := netip.AddrFromSlice(f.Reverse.DstIP)

@@ -13,6 +13,7 @@ import (
 	"slices"
 
 	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/bpf/marks"
 )
 
 // State is the desired node-local datapath state. It is complete: Apply
@@ -161,6 +162,14 @@ type ServedGroup struct {
 	Group uint32
 	// EgressIPv4s and EgressIPv6s are sorted, without duplicates.
 	EgressIPv4s, EgressIPv6s []netip.Addr
+	// PublicSource, when valid, is the IPv4 address the group's public-bound flows are SNATed
+	// to instead of its egress IPs: an address of this node that the cloud's 1:1 NAT translates
+	// to the egress IP's public IP where it does not translate the egress IP itself (GCP: the
+	// primary address of the interface holding the alias). Flows to Private keep the egress
+	// IPs. The policy route is the group's as ever (the interface of its lowest IPv4 egress IP).
+	PublicSource netip.Addr
+	// Private are the IPv4 destinations that keep the egress IPs when PublicSource is set.
+	Private []netip.Prefix
 }
 
 // EgressIPv4 is the group's lowest IPv4 egress IP (invalid without one): the
@@ -186,7 +195,7 @@ type EgressAddress struct {
 	NextHop netip.Addr
 }
 
-func (s *State) validate() error {
+func (s *State) validate(marks marks.Layout) error {
 	var errs []error
 	if !s.NodeIP.Is4() {
 		errs = append(errs, fmt.Errorf("node IP %s is not IPv4", s.NodeIP))
@@ -194,8 +203,8 @@ func (s *State) validate() error {
 	sets := map[uint32]bool{}
 	groups := map[uint32]bool{}
 	for _, g := range s.Groups {
-		if g.ID == 0 || g.ID > bpf.MaxGroup {
-			errs = append(errs, fmt.Errorf("group id %d out of range 1-%d", g.ID, bpf.MaxGroup))
+		if err := marks.CheckGroup(g.ID); err != nil {
+			errs = append(errs, err)
 		}
 		if len(g.Gateways) > bpf.MaxGateways {
 			errs = append(errs, fmt.Errorf("group %d has %d gateways, at most %d", g.ID, len(g.Gateways), bpf.MaxGateways))
@@ -237,12 +246,20 @@ func (s *State) validate() error {
 		served := map[uint32]bool{}
 		for _, g := range r.Groups {
 			served[g.Group] = true
-			if g.Group == 0 || g.Group > bpf.MaxGroup {
-				errs = append(errs, fmt.Errorf("served group id %d out of range", g.Group))
+			if err := marks.CheckGroup(g.Group); err != nil {
+				errs = append(errs, fmt.Errorf("served group: %w", err))
 			}
 			for _, ip := range slices.Concat(g.EgressIPv4s, g.EgressIPv6s) {
 				if !held[ip] {
 					errs = append(errs, fmt.Errorf("served group %d: egress IP %s is not among the gateway's addresses", g.Group, ip))
+				}
+			}
+			if g.PublicSource.IsValid() && (!g.PublicSource.Is4() || len(g.EgressIPv4s) == 0) {
+				errs = append(errs, fmt.Errorf("served group %d: public source %s needs to be IPv4, with an IPv4 egress IP", g.Group, g.PublicSource))
+			}
+			for _, p := range g.Private {
+				if !p.IsValid() || !p.Addr().Is4() {
+					errs = append(errs, fmt.Errorf("served group %d: private destination %s is not an IPv4 prefix", g.Group, p))
 				}
 			}
 			for fam, ips := range [][]netip.Addr{g.EgressIPv4s, g.EgressIPv6s} {

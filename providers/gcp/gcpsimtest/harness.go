@@ -100,6 +100,19 @@ func (w *world) Holder(ip netip.Addr) (string, netip.Addr, bool) {
 	return instName(h), pub, true
 }
 
+// NATSource implements conformance.NATWorld: the primary internal address of the interface
+// whose access config carries public (GCE translates no other).
+func (w *world) NATSource(public netip.Addr) (netip.Addr, bool) {
+	src, ok := w.sim.Snapshot().NAT[public.String()]
+	if !ok {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(src)
+	return a, err == nil
+}
+
+var _ conformance.NATWorld = (*world)(nil)
+
 func (w *world) Addresses(node string) []netip.Addr {
 	var out []netip.Addr
 	for a, inst := range w.sim.Snapshot().Aliases {

@@ -1,6 +1,7 @@
 package gcpsim
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -427,6 +428,10 @@ func (s *Sim) addAccessConfig(p *project, r *http.Request, parts []string) (any,
 	if ac.Type == "" {
 		ac.Type = "ONE_TO_ONE_NAT"
 	}
+	if ac.Type != "ONE_TO_ONE_NAT" {
+		// AccessConfig.type: in accessConfigs (IPv4) the default and only option is ONE_TO_ONE_NAT.
+		return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.type': '%s'. Must be ONE_TO_ONE_NAT.", ac.Type)
+	}
 	if ac.NatIP != "" {
 		var found *address
 		for _, a := range p.addresses {
@@ -442,6 +447,13 @@ func (s *Sim) addAccessConfig(p *project, r *http.Request, parts []string) (any,
 		}
 		if users := s.users(p, found); len(users) > 0 {
 			return nil, errf(http.StatusBadRequest, "invalid", "The IP address '%s' is already in use by '%s'.", ac.NatIP, users[0])
+		}
+		// AccessConfig.networkTier: with a static natIP it must match the address's tier.
+		if tier := cmp.Or(found.NetworkTier, "PREMIUM"); ac.NetworkTier != "" && ac.NetworkTier != tier {
+			return nil, errf(http.StatusBadRequest, "invalid", "Invalid value for field 'resource.networkTier': '%s'. The network tier of the access config must match the network tier of the address '%s' (%s).", ac.NetworkTier, ac.NatIP, tier)
+		}
+		if ac.NetworkTier == "" {
+			ac.NetworkTier = cmp.Or(found.NetworkTier, "PREMIUM")
 		}
 	} else {
 		ac.NatIP = s.allocExternalLocked()

@@ -418,6 +418,9 @@ type State struct {
 	Aliases map[string]string `json:"aliases"`
 	// External maps an access config's NAT IP to its instance.
 	External map[string]string `json:"external"`
+	// NAT maps an access config's NAT IP to the one internal address it translates: the
+	// primary internal address (networkIP) of its interface, never an alias IP range.
+	NAT map[string]string `json:"nat"`
 	// Addresses lists the reserved addresses.
 	Addresses []AddressState `json:"addresses"`
 }
@@ -436,7 +439,7 @@ func (s *Sim) Snapshot() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.settleLocked()
-	st := State{Aliases: map[string]string{}, External: map[string]string{}}
+	st := State{Aliases: map[string]string{}, External: map[string]string{}, NAT: map[string]string{}}
 	for pid, p := range s.projects {
 		for _, in := range p.instances {
 			key := pid + "/" + in.Zone + "/" + in.Name
@@ -446,6 +449,7 @@ func (s *Sim) Snapshot() State {
 				}
 				for _, ac := range n.AccessConfigs {
 					st.External[ac.NatIP] = key
+					st.NAT[ac.NatIP] = n.NetworkIP
 				}
 			}
 		}
@@ -458,6 +462,28 @@ func (s *Sim) Snapshot() State {
 	}
 	sort.Slice(st.Addresses, func(i, j int) bool { return st.Addresses[i].Name < st.Addresses[j].Name })
 	return st
+}
+
+// Egress says which external address a packet from src leaves the VPC with towards the
+// internet, as Compute Engine's one-to-one NAT does: the natIP of the access config of the
+// interface whose primary internal address is src. An external IP address "never performs
+// one-to-one NAT for alias IP ranges" (Cloud NAT, "Public NAT" specifications), so a packet
+// from an alias IP, or from any address no access config translates, has none (ok false):
+// without Cloud NAT, which the simulator does not model, the internet never sees it.
+func (s *Sim) Egress(src string) (natIP string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleLocked()
+	for _, p := range s.projects {
+		for _, in := range p.instances {
+			for _, n := range in.nics {
+				if n.NetworkIP == src && len(n.AccessConfigs) > 0 {
+					return n.AccessConfigs[0].NatIP, true
+				}
+			}
+		}
+	}
+	return "", false
 }
 
 // Holder returns the instance (project/zone/name) holding ip as an alias, or "".
