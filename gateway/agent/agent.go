@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -390,6 +391,7 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 	}
 	st := res.State
 	a.mu.Lock()
+	servedBefore := servedIPs(a.applied)
 	a.applied = &st
 	a.appliedN++
 	wasReady := a.readyErr == nil
@@ -400,6 +402,9 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 		case a.becameReady <- struct{}{}:
 		default:
 		}
+	}
+	if !maps.Equal(servedBefore, servedIPs(&st)) {
+		a.delivery.kick() // publish the proofs of what is served now (Agent.published)
 	}
 	a.queueAnnouncements(res.Announce)
 	a.proveDeliveries(ctx, in, res)
