@@ -19,11 +19,18 @@ import (
 // and checks what the datapath must keep doing while the agent is gone and while the
 // restarted one starts: the gateway drops no tunnelled frame as foreign (foreign_node,
 // foreign_source: a restarted agent keeps the sources its datapath admits until it has read
-// the cluster), it stays Active in every reading of the status, and its egress IP does not
-// move. Before, the restarted agent's first Apply emptied the sources map, and every new
+// the cluster), it stays Active in every reading of the status, no long-lived connection
+// breaks, and its egress IP does not move. Before, the restarted agent's first Apply emptied the sources map, and every new
 // connection through the gateway was dropped until its cluster view synced.
 func TestAgentRestartKeepsForwarding(t *testing.T) {
 	l, ctx, before, mons := monitoredLab(t, Config{Zones: 2})
+	// Long-lived connections through every gateway: a steady stream of segments through the
+	// crashed one, besides the monitors' new connections.
+	conns := l.NewConns(ctx, ConnOptions{})
+	t.Cleanup(conns.Close)
+	if err := conns.Open(ctx, egressSources(before)); err != nil {
+		t.Fatal(err)
+	}
 	vctx, vcancel := context.WithCancel(ctx)
 	defer vcancel()
 	views := l.RecordViews(vctx, 50*time.Millisecond)
@@ -89,6 +96,11 @@ func TestAgentRestartKeepsForwarding(t *testing.T) {
 			t.Errorf("%s was %s at %s (%s after the crash), want Active throughout: its Lease never expired and its datapath answered",
 				name, s, v.At.Format("15:04:05.000"), v.At.Sub(inc.At).Round(time.Millisecond))
 			break
+		}
+	}
+	for _, c := range conns.Records() {
+		if c.Err != "" {
+			t.Errorf("long-lived connection %d from %s (%s) broke across %s's agent restart: %s", c.ID, c.Pod, c.Local, name, c.Err)
 		}
 	}
 	if moves := l.Moves()[moves0:]; len(moves) != 0 {
