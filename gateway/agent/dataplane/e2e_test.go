@@ -415,12 +415,12 @@ func TestKeepSources(t *testing.T) {
 		return s
 	}
 
-	// The agent restarts: a new Dataplane, the same pins.
+	// The agent restarts: a new Dataplane, the same pins (the counters are pinned too).
+	f0 := foreign()
 	if err := c.dps["gw1"].Close(); err != nil {
 		t.Fatal(err)
 	}
 	c.dps["gw1"] = c.newDataplane("gw1")
-	f0 := foreign()
 	if err := c.dps["gw1"].Apply(ctxT(t), unread(true)); err != nil {
 		t.Fatal(err)
 	}
