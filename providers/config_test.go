@@ -83,8 +83,8 @@ func TestProviderConfigsStrict(t *testing.T) {
 	for typ, c := range map[string]conformance.Config{
 		aws.Type: {Construct: aws.Constructor,
 			Valid: `{"clusterName":"c1","region":"eu-west-1","vpcId":"vpc-0abc","maxAttempts":5,"maxBackoff":"5s",
-				"callLimits":{"mutatingQPS":5},"dedicatedDeviceIndex":1}`,
-			WrongTypes: map[string]string{"maxAttempts": `"five"`, "maxBackoff": `"soon"`, "region": `42`, "callLimits": `{"mutatingQPS":"x"}`},
+				"callLimits":{"mutatingQPS":5},"dedicatedDeviceIndex":1,"consistencyWindow":"30s"}`,
+			WrongTypes: map[string]string{"maxAttempts": `"five"`, "maxBackoff": `"soon"`, "region": `42`, "callLimits": `{"mutatingQPS":"x"}`, "consistencyWindow": `"a while"`},
 			Required:   []string{"clusterName"}},
 		gcp.Type: {Construct: gcp.Constructor,
 			Valid: `{"clusterName":"c1","project":"p1","endpoint":"http://127.0.0.1:1","withoutAuthentication":true,

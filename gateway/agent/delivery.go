@@ -117,12 +117,21 @@ func (d *deliveries) update(ctx context.Context, logger logr.Logger, held map[ne
 		want[c.IP] = c
 	}
 	for ip, r := range d.runs {
-		if c, ok := want[ip]; !ok || c.Generation != r.gen {
+		if c, ok := want[ip]; !ok || c.Generation != r.gen || len(c.Peers) == 0 {
 			r.cancel()
 			delete(d.runs, ip)
 		}
 	}
 	for _, c := range checks {
+		if len(c.Peers) == 0 {
+			if g, ok := d.proven[c.IP]; !ok || g != c.Generation {
+				d.proven[c.IP] = c.Generation
+				logger.Info("no other gateway to prove an egress IP's delivery with: serving it on the cloud's word",
+					"egressIP", c.IP, "generation", c.Generation)
+				d.kick()
+			}
+			continue
+		}
 		targets := make([]probe.Target, len(c.Peers))
 		for i, p := range c.Peers {
 			targets[i] = probe.Target{Addr: p, Interval: deliveryProbeInterval, FailureThreshold: 1}

@@ -110,7 +110,9 @@ type Result struct {
 
 // DeliveryCheck is a delivery proof to make: a probe sent from IP to any of Peers (other
 // gateways' probe responders) whose reply comes back proves that the fabric accepts the address
-// from this node (a cloud's source check) and delivers it here.
+// from this node (a cloud's source check) and delivers it here. A check without Peers (no other
+// gateway to probe, or an IPv6 address) is taken on the cloud's word: the address is served
+// already, and the agent publishes it as delivered at once.
 type DeliveryCheck struct {
 	IP         netip.Addr
 	Generation int64
@@ -761,12 +763,18 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		if source.Announced() {
 			announce = append(announce, addr)
 		}
-		if e.Spec.Source() == egressv1.AddressSourceCloud && ip.Is4() && in.Delivered != nil && !in.Delivered.Proves(ip, e.Generation) {
-			if peers := deliveryPeers(gi.obj, nodeIP, in.ProbePort); len(peers) > 0 {
-				checks = append(checks, DeliveryCheck{IP: ip, Generation: e.Generation, Peers: peers})
+		if e.Spec.Source() == egressv1.AddressSourceCloud && in.Delivered != nil && !in.Delivered.Proves(ip, e.Generation) {
+			var peers []netip.AddrPort
+			if ip.Is4() {
+				peers = deliveryPeers(gi.obj, nodeIP, in.ProbePort)
+			}
+			checks = append(checks, DeliveryCheck{IP: ip, Generation: e.Generation, Peers: peers})
+			if len(peers) > 0 {
 				continue // mounted, served once the fabric delivers it
 			}
-			// No other gateway to prove it with: served on the cloud's word.
+			// No other gateway to prove it with, or IPv6 (the probe protocol is IPv4 only):
+			// served on the cloud's word, and published as delivered so that the coordinator
+			// lists the node Active.
 		}
 		sg := serve(gi)
 		if ip.Is4() {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
@@ -1135,4 +1137,61 @@ func TestDeliveryProof(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A group's only gateway has no peer to prove delivery with: it serves the address on the
+// cloud's word and asks for a check without peers, which publishes it as delivered.
+func TestDeliveryProofAlone(t *testing.T) {
+	in := base()
+	in.Node = node("gw1", "a", "10.0.0.21")
+	in.Pods = nil
+	in.Gateways = []egressv1.EgressGateway{egw("out", 7, gw1)}
+	e := eip("10.0.0.200", "out", "gw1")
+	e.Generation = 3
+	in.EgressIPs = []egressv1.EgressIP{e}
+	in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{ip("10.0.0.21")}}}
+	in.Delivered = contract.Delivered{}
+	in.ProbePort = 4790
+	res, err := ComputeState(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.0.0.200")}}}
+	if role := res.State.Gateway; role == nil || !reflect.DeepEqual(role.Groups, served) {
+		t.Errorf("gateway role %+v, want %+v served", role, served)
+	}
+	if want := []DeliveryCheck{{IP: ip("10.0.0.200"), Generation: 3}}; !reflect.DeepEqual(res.DeliveryChecks, want) {
+		t.Errorf("delivery checks %+v, want %+v", res.DeliveryChecks, want)
+	}
+}
+
+// A check without peers is taken on the cloud's word: published as delivered at once, so that
+// the coordinator lists a group's only gateway Active (it waits for the proof of every node
+// whose Lease carries proofs), and any proof in progress for the address ends.
+func TestDeliveriesWithoutPeers(t *testing.T) {
+	d := newDeliveries()
+	listen := func(string, string) (net.PacketConn, error) { return net.ListenPacket("udp4", "127.0.0.1:0") }
+	addr := ip("10.0.0.200")
+	held := map[netip.Addr]int64{addr: 3}
+	ctx := context.Background()
+	d.update(ctx, logr.Discard(), held, []DeliveryCheck{{IP: addr, Generation: 3, Peers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}}, listen, func() {})
+	if got := d.pending(); !slices.Equal(got, []netip.Addr{addr}) {
+		t.Fatalf("pending %v, want the proof in progress", got)
+	}
+	if d.snapshot().Proves(addr, 3) {
+		t.Fatal("proven before any probe came back")
+	}
+	d.update(ctx, logr.Discard(), held, []DeliveryCheck{{IP: addr, Generation: 3}}, listen, func() {})
+	if got := d.pending(); len(got) != 0 {
+		t.Errorf("pending %v once the peers are gone, want none", got)
+	}
+	if !d.snapshot().Proves(addr, 3) {
+		t.Errorf("proofs %v, want %s@3 published on the cloud's word", d.snapshot(), addr)
+	}
+	select {
+	case <-d.changed:
+	default:
+		t.Error("the heartbeat was not woken to publish the proof")
+	}
+	d.stop()
 }

@@ -93,6 +93,12 @@ type env struct {
 
 func newEnv(t *testing.T, zones, perZone int, limits *providers.RateLimits) *env {
 	t.Helper()
+	return newEnvWorld(t, zones, perZone, limits, awssimtest.NewWorld)
+}
+
+// newEnvWorld is newEnv on the world newWorld seeds (awssimtest.NewDualStackWorld: IPv6).
+func newEnvWorld(t *testing.T, zones, perZone int, limits *providers.RateLimits, newWorld func(conformance.Topology) (*awssimtest.World, error)) *env {
+	t.Helper()
 	if server == nil {
 		t.Skip("needs the envtest API server (not in -short mode)")
 	}
@@ -102,7 +108,7 @@ func newEnv(t *testing.T, zones, perZone int, limits *providers.RateLimits) *env
 		topo.Zones = append(topo.Zones, fmt.Sprintf("z%d", i))
 	}
 	topo.NodesPerZone, topo.IPsPerNode = perZone, 4
-	w, err := awssimtest.NewWorld(topo)
+	w, err := newWorld(topo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,6 +475,44 @@ func TestGatewayAppliedAssignsEgressIPs(t *testing.T) {
 		pol.Status.MatchedPods != 1 || len(pol.Status.EgressIPs) != 4 {
 		t.Errorf("policy status: %+v", pol.Status)
 	}
+}
+
+// cloud.family IPv6 on dual-stack subnets: IPv6 egress IPs from the primary subnet's block,
+// assigned in the cloud; a NotReady holder's address moves to its zone's survivor (unassign,
+// then assign: EC2 has no IPv6 reassignment), and the set stays the same.
+func TestIPv6EgressIPs(t *testing.T) {
+	e := newEnvWorld(t, 2, 2, nil, awssimtest.NewDualStackWorld)
+	e.createGateway(func(g *egressv1.EgressGateway) { g.Spec.Addresses.Cloud.Family = egressv1.IPv6 })
+	e.settle()
+	eips := e.egressIPs()
+	if len(eips) != 2 {
+		t.Fatalf("%d EgressIPs, want one per zone (2)", len(eips))
+	}
+	for _, x := range eips {
+		if ip := netip.MustParseAddr(x.Spec.IP); !ip.Is6() || !strings.HasSuffix(x.Spec.Subnet, "#ipv6") {
+			t.Errorf("%s: %s from %q, want IPv6 from a subnet's IPv6 block", x.Name, x.Spec.IP, x.Spec.Subnet)
+		}
+		if got := e.holderOf(x.Spec.IP); got != x.Status.Node || got == "" {
+			t.Errorf("%s held by %q in the cloud, ledger says %q", x.Spec.IP, got, x.Status.Node)
+		}
+	}
+	before := e.gatewayObj().Status.EgressIPs
+	victim := eips[0]
+	e.world.ResetCalls()
+	e.setReady(victim.Status.Node, false)
+	e.settle()
+	moved := e.egressIP(victim.Name)
+	if moved.Status.Node == victim.Status.Node || !sameZone(e, victim.Status.Node, moved.Status.Node) {
+		t.Fatalf("address on %q after its holder %s went NotReady, want the zone's other gateway", moved.Status.Node, victim.Status.Node)
+	}
+	if got := e.holderOf(victim.Spec.IP); got != moved.Status.Node {
+		t.Errorf("cloud holder %q, ledger %q", got, moved.Status.Node)
+	}
+	if after := e.gatewayObj().Status.EgressIPs; fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Errorf("egress IP set changed: %v → %v", before, after)
+	}
+	e.checkCloudMatchesLedger()
+	t.Logf("cloud calls for the IPv6 move: %v", e.world.Calls())
 }
 
 // 2. A gateway node NotReady, with a failed probe, an expired agent lease, cordoned or

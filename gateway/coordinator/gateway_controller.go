@@ -1,11 +1,13 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -293,9 +295,11 @@ func (r *GatewayReconciler) allocate(ctx context.Context, gw *egressv1.EgressGat
 	if err := r.alloc.registerSubnets(src.providerType, info); err != nil {
 		return 0, err
 	}
-	subnet := pickSubnet(info, gw.Spec.Addresses.Cloud.SubnetSelector)
+	family := gw.Spec.Addresses.Cloud.Family
+	subnet := pickSubnet(info, gw.Spec.Addresses.Cloud.SubnetSelector, family == egressv1.IPv6)
 	if subnet == "" {
-		return 0, fmt.Errorf("zone %s: node %s has no subnet matching spec.addresses.cloud.subnetSelector", zp.Name, node.Name)
+		return 0, fmt.Errorf("zone %s: node %s has no %s subnet matching spec.addresses.cloud.subnetSelector (family %s: the provider reports no such block)",
+			zp.Name, node.Name, cmp.Or(family, egressv1.IPv4), cmp.Or(family, egressv1.IPv4))
 	}
 	created := 0
 	for range zp.Want {
@@ -313,22 +317,41 @@ func (r *GatewayReconciler) allocate(ctx context.Context, gw *egressv1.EgressGat
 	return created, nil
 }
 
-func pickSubnet(info *providers.NodeInfo, sel *egressv1.SubnetSelector) string {
+// pickSubnet returns the allocation pool new addresses of the family come from: the first
+// selected subnet, else the primary interface's subnet, else the first the node reports. A
+// provider reports a subnet's IPv6 block as a pool of its own whose ID is the subnet's with a
+// "#..." suffix (AWS: "#ipv6"); the selector and the interface name the subnet.
+func pickSubnet(info *providers.NodeInfo, sel *egressv1.SubnetSelector, v6 bool) string {
+	var pools []providers.Subnet
+	for _, s := range info.Subnets {
+		if s.CIDR.IsValid() && s.CIDR.Addr().Is6() == v6 || !s.CIDR.IsValid() && !v6 {
+			pools = append(pools, s)
+		}
+	}
+	subnetOf := func(s providers.Subnet) string { id, _, _ := strings.Cut(s.ID, "#"); return id }
 	if sel != nil && len(sel.IDs) > 0 {
-		for _, s := range info.Subnets {
-			if slices.Contains(sel.IDs, s.ID) {
+		for _, s := range pools {
+			if slices.Contains(sel.IDs, s.ID) || slices.Contains(sel.IDs, subnetOf(s)) {
 				return s.ID
 			}
 		}
 		return ""
 	}
 	for _, itf := range info.Interfaces {
-		if itf.DeviceIndex == 0 {
+		if itf.DeviceIndex != 0 {
+			continue
+		}
+		if !v6 {
 			return itf.SubnetID
 		}
+		for _, s := range pools {
+			if subnetOf(s) == itf.SubnetID {
+				return s.ID
+			}
+		}
 	}
-	if len(info.Subnets) > 0 {
-		return info.Subnets[0].ID
+	if len(pools) > 0 {
+		return pools[0].ID
 	}
 	return ""
 }

@@ -128,7 +128,11 @@ func (sh scaleShape) set() {
 // default rate limits) and measures: time to converge, the cloud calls made until every
 // gateway is Ready and CloudSynced, one gateway and one policy reconcile in steady state, a
 // failover, and the coordinator's heap. One sub-benchmark per cloud, each on its own API
-// server: aws (EC2 simulator), gcp (Compute simulator), azure (ARM simulator).
+// server, each through the cloud's real SDK provider: aws (EC2 simulator), gcp (Compute
+// simulator), azure (ARM simulator). The time until every gateway is Ready and CloudSynced and
+// the calls until then, per simulator method (mutating and read apart) and per provider
+// operation, are metrics (b.ReportMetric: <method>-calls-to-ready, <operation>-ops-to-ready)
+// and the FIGURE line that opens the log and the report.
 //
 //	EGRESSD_KUBE_ASSETS=$(hack/kube-binaries.sh) go test -run '^$' -bench 'Scale/gcp' -benchtime 1x -timeout 30m ./gateway/coordinator/
 //
@@ -190,8 +194,10 @@ func benchmarkScale(b *testing.B, cloudName string, logs *errorLog) {
 
 	rep := scaleReport{cloud: s.cloud, populate: populate, objects: s.objects.Load(), run: r, steady: steady, failover: fo,
 		heapBefore: before, heapAfter: after, calls: s.cloud.calls(), reconciles: reconcileCounts().since(reconcilesBefore), errors: errs}
-	out := rep.String()
-	b.Log("\n" + out)
+	// The FIGURE line first: go test keeps only the first lines of a benchmark's log.
+	out := rep.figure() + "\n" + rep.String()
+	b.Log(rep.figure())
+	b.Log("\n" + rep.String())
 	fmt.Print(out)
 	if dir := filepath.Join(envtest.RepoRoot(), "out"); isDir(dir) {
 		if err := os.WriteFile(filepath.Join(dir, "bench-coordinator-"+cloudName+".txt"), []byte(out), 0o644); err != nil {
@@ -205,6 +211,12 @@ func benchmarkScale(b *testing.B, cloudName string, logs *errorLog) {
 	mut, read := s.cloud.split(r.callsAtReady)
 	b.ReportMetric(float64(mut), "mutating-calls-to-ready")
 	b.ReportMetric(float64(read), "read-calls-to-ready")
+	for m, n := range r.callsAtReady {
+		b.ReportMetric(float64(n), m+"-calls-to-ready")
+	}
+	for op, n := range r.opsAtReady {
+		b.ReportMetric(float64(n), op+"-ops-to-ready")
+	}
 	b.ReportMetric(ms(steady.gateway.mean()), "gw-reconcile-ms")
 	b.ReportMetric(ms(steady.gateway.max), "gw-reconcile-max-ms")
 	b.ReportMetric(ms(steady.policy.mean()), "policy-reconcile-ms")
@@ -732,8 +744,11 @@ type scaleRun struct {
 	synced, gatewaysReady, policiesReady time.Duration
 	firstSeen                            string
 	// callsAtReady are the simulator's calls per method when every gateway was first seen
-	// Ready and CloudSynced (polled once a second).
+	// Ready and CloudSynced (polled once a second); opsAtReady the provider operations the
+	// coordinator made until then (egressd_cloud_calls_total per operation).
 	callsAtReady map[string]int
+	opsAtReady   map[string]int
+	reg          *prometheus.Registry
 }
 
 func (r *scaleRun) stop() {
@@ -787,7 +802,7 @@ func (s *scaleWorld) run(ctx context.Context) *scaleRun {
 		tb.Fatal(err)
 	}
 	mctx, cancel := context.WithCancel(ctx)
-	r := &scaleRun{c: c, mgrErr: make(chan error, 1), cancel: cancel}
+	r := &scaleRun{c: c, mgrErr: make(chan error, 1), cancel: cancel, reg: reg}
 	start := time.Now()
 	go func() { r.mgrErr <- mgr.Start(mctx) }()
 
@@ -821,6 +836,7 @@ func (s *scaleWorld) run(ctx context.Context) *scaleRun {
 		if gwReady && r.gatewaysReady == 0 {
 			r.gatewaysReady = time.Since(start)
 			r.callsAtReady = s.cloud.calls()
+			r.opsAtReady = providerOperations(r.reg)
 			progress("%s %v: every gateway Ready", s.cloud.name, r.gatewaysReady.Round(time.Millisecond))
 		}
 		if gwReady && polReady {
@@ -1234,10 +1250,57 @@ func (r scaleReport) String() string {
 		mut, read := r.cloud.split(c)
 		return fmt.Sprintf("%d mutating + %d read: %v", mut, read, c)
 	}
+	row("provider operations until every gateway Ready", fmt.Sprint(r.run.opsAtReady))
 	row(r.cloud.service+" requests until every gateway Ready", calls(r.run.callsAtReady))
 	row(r.cloud.service+" requests (whole run)", calls(r.calls))
 	row("controller error logs", fmt.Sprintf("%d %v", r.errors.n, r.errors.first))
 	return b.String()
+}
+
+// figure is the run's one-line FIGURE: time to every gateway Ready and CloudSynced, and the
+// cloud calls until then per method, mutating and read apart, with the provider operations
+// that made them.
+func (r scaleReport) figure() string {
+	var mut, read []string
+	mn, rn := 0, 0
+	for _, m := range slices.Sorted(maps.Keys(r.run.callsAtReady)) {
+		n := r.run.callsAtReady[m]
+		if r.cloud.mutating(m) {
+			mut, mn = append(mut, fmt.Sprintf("%s %d", m, n)), mn+n
+		} else {
+			read, rn = append(read, fmt.Sprintf("%s %d", m, n)), rn+n
+		}
+	}
+	var ops []string
+	for _, op := range slices.Sorted(maps.Keys(r.run.opsAtReady)) {
+		ops = append(ops, fmt.Sprintf("%s %d", op, r.run.opsAtReady[op]))
+	}
+	return fmt.Sprintf("FIGURE BenchmarkScale/%s %d nodes, %d pods, %d policies: %d gateways Ready + CloudSynced %v after manager start (caches synced %v); %s calls until then %d mutating (%s) + %d read (%s); provider operations: %s",
+		r.cloud.name, scaleNodes, scalePods, scalePolicies+scaleClusterPolicies, scaleGateways, r.run.gatewaysReady.Round(time.Millisecond), r.run.synced.Round(time.Millisecond),
+		r.cloud.service, mn, strings.Join(mut, ", "), rn, strings.Join(read, ", "), strings.Join(ops, ", "))
+}
+
+// providerOperations reads the provider operations the coordinator made
+// (egressd_cloud_calls_total, which BuildProviders' metrics count), by operation; none are 0.
+func providerOperations(reg *prometheus.Registry) map[string]int {
+	out := map[string]int{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "egressd_cloud_calls_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "operation" && m.GetCounter().GetValue() > 0 {
+					out[l.GetValue()] += int(m.GetCounter().GetValue())
+				}
+			}
+		}
+	}
+	return out
 }
 
 // progress goes to stderr at once: the benchmark's own log is printed only at its end.

@@ -23,8 +23,8 @@ func (p *Provider) assignment(node string, f *iface, a netip.Addr) *providers.As
 }
 
 func validate(op string, owner providers.Owner, a netip.Addr) error {
-	if !a.Is4() {
-		return &providers.Error{Kind: providers.KindNotFound, Op: op, Err: fmt.Errorf("address %v: EC2 secondary addresses here are IPv4", a)}
+	if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
+		return &providers.Error{Kind: providers.KindNotFound, Op: op, Err: fmt.Errorf("address %v: want an IPv4 address or an IPv6 one of a dual-stack subnet", a)}
 	}
 	if owner.Cluster == "" || strings.Contains(owner.Cluster, "/") {
 		return &providers.Error{Kind: providers.KindPermission, Op: op, Err: fmt.Errorf("owner cluster %q: required, without '/'", owner.Cluster)}
@@ -39,6 +39,9 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 	op := fmt.Sprintf("ensuring %s on %s", req.IP, req.Node.Name)
 	if err := validate(op, req.Owner, req.IP); err != nil {
 		return nil, err
+	}
+	if req.Public && req.IP.Is6() {
+		return nil, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: fmt.Errorf("public egress IPs are Elastic IPs, which are IPv4: %s is IPv6", req.IP)}
 	}
 	inst, err := instanceID(req.Node)
 	if err != nil {
@@ -97,11 +100,21 @@ func (p *Provider) assign(ctx context.Context, owner providers.Owner, f *iface, 
 			f.Tags[key] = val
 		}
 	}
-	if _, err := p.api.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: awssdk.String(f.ID),
-		PrivateIpAddresses: []string{a.String()}, AllowReassignment: awssdk.Bool(reassign)}); err != nil {
+	var err error
+	if a.Is6() {
+		// IPv6 has no AllowReassignment: MoveIP unassigns from the old holder first.
+		_, err = p.api.AssignIpv6Addresses(ctx, &ec2.AssignIpv6AddressesInput{NetworkInterfaceId: awssdk.String(f.ID),
+			Ipv6Addresses: []string{a.String()}})
+	} else {
+		_, err = p.api.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: awssdk.String(f.ID),
+			PrivateIpAddresses: []string{a.String()}, AllowReassignment: awssdk.Bool(reassign)})
+	}
+	if err != nil {
 		return classify(fmt.Sprintf("assigning %s to %s", a, f.ID), err)
 	}
-	f.Secondary = append(f.Secondary, a)
+	list := f.addrs(a)
+	*list = append(*list, a)
+	p.journal.placed(a, f)
 	return nil
 }
 
@@ -197,6 +210,13 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 		}
 	}
 	if !target.holds(a) {
+		if a.Is6() && holder != nil {
+			// EC2 moves an IPv6 address only by unassigning it first: for a moment no
+			// interface holds it.
+			if err := p.unassign(ctx, holder.ID, a); err != nil {
+				return nil, fmt.Errorf("%s: %w", op, err)
+			}
+		}
 		if err := p.assign(ctx, req.Owner, target, a, true); err != nil {
 			return nil, fmt.Errorf("%s: %w", op, err)
 		}
@@ -204,6 +224,7 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 	if holder != nil {
 		if as, ok := holder.Assoc[a]; ok {
 			target.Assoc[a] = as
+			p.journal.associated(a, target.ID, as)
 		}
 	} else if req.Current.PublicAllocation != "" {
 		if err := p.ensurePublic(ctx, req.Owner, target, a); err != nil {
@@ -266,7 +287,7 @@ func (p *Provider) ReleaseIP(ctx context.Context, req providers.ReleaseRequest) 
 	} else if err := p.releasePublic(ctx, req.Owner.Cluster, a, alloc); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if holder != nil && holder.dedicatedOf(req.Owner.Cluster) && len(holder.Secondary) == 1 {
+	if holder != nil && holder.dedicatedOf(req.Owner.Cluster) && holder.held() == 1 {
 		if err := p.deleteInterface(ctx, holder); err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
@@ -277,10 +298,17 @@ func (p *Provider) ReleaseIP(ctx context.Context, req providers.ReleaseRequest) 
 // unassign removes a from the interface id; an interface that does not hold it (any more) is
 // not an error. Unassigning disassociates the Elastic IP too.
 func (p *Provider) unassign(ctx context.Context, id string, a netip.Addr) error {
-	if _, err := p.api.UnassignPrivateIpAddresses(ctx, &ec2.UnassignPrivateIpAddressesInput{
-		NetworkInterfaceId: awssdk.String(id), PrivateIpAddresses: []string{a.String()}}); err != nil &&
-		!providers.IsNotFound(classify("", err)) && errorCode(err) != "InvalidParameterValue" {
+	var err error
+	if a.Is6() {
+		_, err = p.api.UnassignIpv6Addresses(ctx, &ec2.UnassignIpv6AddressesInput{
+			NetworkInterfaceId: awssdk.String(id), Ipv6Addresses: []string{a.String()}})
+	} else {
+		_, err = p.api.UnassignPrivateIpAddresses(ctx, &ec2.UnassignPrivateIpAddressesInput{
+			NetworkInterfaceId: awssdk.String(id), PrivateIpAddresses: []string{a.String()}})
+	}
+	if err != nil && !providers.IsNotFound(classify("", err)) && errorCode(err) != "InvalidParameterValue" {
 		return classify(fmt.Sprintf("unassigning %s from %s", a, id), err)
 	}
+	p.journal.removed(a)
 	return nil
 }

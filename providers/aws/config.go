@@ -31,6 +31,10 @@ type Config struct {
 	CallLimits *providers.RateLimits `json:"callLimits,omitempty"`
 	// DedicatedDeviceIndex is the first device index tried for a dedicated ENI (default 1).
 	DedicatedDeviceIndex int `json:"dedicatedDeviceIndex,omitempty"`
+	// ConsistencyWindow is how long the provider trusts its own writes over what EC2's
+	// describes show (default 30s; journal.go): longer than EC2's describe lag, which AWS
+	// documents without a figure.
+	ConsistencyWindow providers.Duration `json:"consistencyWindow,omitempty"`
 }
 
 // Constructor is the registry's entry for this type: the configuration parsed strictly
@@ -43,6 +47,8 @@ const (
 	defaultMaxAttempts = 5
 	defaultMaxBackoff  = 5 * time.Second
 	defaultRetryBudget = 500
+	// defaultConsistencyWindow: the simulator's AWS profile draws describe lags up to 10 s.
+	defaultConsistencyWindow = 30 * time.Second
 )
 
 // Defaults returns cfg with the defaults of the fields it leaves unset (New applies them).
@@ -58,6 +64,9 @@ func (cfg Config) Defaults() Config {
 	}
 	if cfg.DedicatedDeviceIndex <= 0 {
 		cfg.DedicatedDeviceIndex = 1
+	}
+	if cfg.ConsistencyWindow <= 0 {
+		cfg.ConsistencyWindow = providers.Duration(defaultConsistencyWindow)
 	}
 	return cfg
 }

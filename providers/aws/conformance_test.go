@@ -2,6 +2,7 @@ package aws_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -15,18 +16,20 @@ func TestConformance(t *testing.T) {
 	conformance.Run(t, awssimtest.Harness{})
 }
 
-// TestConformanceAWSTiming runs the suite with the simulator's AWS timing profile at 1/100th
-// of its delays (calls ~1.5 ms, propagation ~55 ms), at a fixed seed. Describe lag and the
-// attaching/detaching states are left out: under them the suite's cases IdempotentEnsure,
-// MoveKeepsAddress and DedicatedInterfaceOnce (no-op repeats of assign and associate, which EC2
-// accepts), GCListsOnlyOwn (ListOwned misses what describes do not show yet),
-// FailAfterApplyNoSecondIP (a second Elastic IP after an AllocateAddress failed after
-// applying) and DedicatedInterfaceOnce (a detaching interface left for garbage collection)
-// fail; docs/testbed.md lists them. TestReleaseUnderDescribeLag covers the release.
+// TestConformanceAWSTiming runs the suite with the simulator's whole AWS timing profile at
+// 1/100th of its delays (calls ~1.5 ms, propagation ~55 ms, describe lag up to 100 ms,
+// attaching/detaching up to 150 ms), at fixed seeds. Before the provider read its own writes
+// (journal.go), describe lag failed IdempotentEnsure, MoveKeepsAddress (repeated assigns and
+// associations), GCListsOnlyOwn (ListOwned missed an address the describes did not show yet),
+// FailAfterApplyNoSecondIP (a second Elastic IP after an AllocateAddress whose answer was lost)
+// and DedicatedInterfaceOnce (an interface still detaching left for garbage collection).
 func TestConformanceAWSTiming(t *testing.T) {
-	p := simkit.MustProfile("aws:0.01")
-	p.DescribeLag, p.Attachment = simkit.Dist{}, simkit.Dist{}
-	conformance.Run(t, awssimtest.Harness{Timing: &p, Seed: 14})
+	for _, seed := range []int64{14, 15, 16} {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			p := simkit.MustProfile("aws:0.01")
+			conformance.Run(t, awssimtest.Harness{Timing: &p, Seed: seed})
+		})
+	}
 }
 
 // TestReleaseUnderDescribeLag releases an address (with its Elastic IP) right after assigning
@@ -102,5 +105,61 @@ func TestMoveAWSTimingRealProfile(t *testing.T) {
 	}
 	if h, _, ok := w.Holder(ip); ok {
 		t.Fatalf("%s still held by %s", ip, h)
+	}
+}
+
+// TestConformanceIPv6 runs the suite with cloud.family IPv6 on dual-stack subnets
+// (AssignIpv6Addresses and UnassignIpv6Addresses; a move is an unassign and an assign, since
+// EC2 has no reassignment for IPv6), instantly and with the AWS profile at 1/100th.
+func TestConformanceIPv6(t *testing.T) {
+	t.Run("instant", func(t *testing.T) { conformance.Run(t, awssimtest.Harness{IPv6: true}) })
+	t.Run("aws", func(t *testing.T) {
+		p := simkit.MustProfile("aws:0.01")
+		conformance.Run(t, awssimtest.Harness{IPv6: true, Timing: &p, Seed: 14})
+	})
+}
+
+// TestDiscoverDualStack: a dual-stack subnet's IPv6 block is reported as its own pool (the
+// subnet ID with "#ipv6"), with EC2's five reserved addresses, so that the coordinator
+// allocates cloud.family IPv6 addresses from it; a dedicated interface for an IPv6 address is
+// created in the subnet itself.
+func TestDiscoverDualStack(t *testing.T) {
+	topo := conformance.Topology{Zones: []string{"a"}, NodesPerZone: 1, IPsPerNode: 3}
+	w := awssimtest.Harness{IPv6: true}.Setup(t, topo).(*awssimtest.World)
+	ctx := context.Background()
+	n := w.Nodes("a")[0]
+	info, err := w.Provider().DiscoverNode(ctx, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v4, v6 *providers.Subnet
+	for i, s := range info.Subnets {
+		if s.CIDR.Addr().Is6() {
+			v6 = &info.Subnets[i]
+		} else {
+			v4 = &info.Subnets[i]
+		}
+	}
+	if v4 == nil || v6 == nil {
+		t.Fatalf("subnets %+v: want the IPv4 subnet and its IPv6 block", info.Subnets)
+	}
+	if v6.ID != v4.ID+"#ipv6" || v6.CIDR.Bits() != 64 || len(v6.Reserved) != 5 {
+		t.Errorf("IPv6 block %+v: want ID %s#ipv6, a /64 and 5 reserved addresses", *v6, v4.ID)
+	}
+	if last := v6.Reserved[4]; !v6.CIDR.Contains(last) || v6.CIDR.Contains(last.Next()) {
+		t.Errorf("last reserved %s is not the block's last address", last)
+	}
+	ip := w.FreeAddress("a")
+	a, err := w.Provider().EnsureIP(ctx, providers.EnsureRequest{Owner: providers.Owner{Cluster: w.Cluster(), Gateway: "gw1"},
+		Node: n, IP: ip, Subnet: v6.ID, Interface: providers.InterfaceDedicated})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Subnet != v4.ID {
+		t.Errorf("dedicated interface in %q, want the subnet %s", a.Subnet, v4.ID)
+	}
+	if _, err := w.Provider().EnsureIP(ctx, providers.EnsureRequest{Owner: providers.Owner{Cluster: w.Cluster(), Gateway: "gw1"},
+		Node: n, IP: w.FreeAddress("a"), Public: true}); err == nil {
+		t.Error("a public IPv6 egress IP was accepted; Elastic IPs are IPv4")
 	}
 }

@@ -153,6 +153,16 @@ func nodeInfo(node providers.NodeRef, inst, zone string, in *ec2types.Instance, 
 			info.Capacity.FreeIPSlots = min(info.Capacity.FreeIPSlots, sub.Free)
 			info.Capacity.DedicatedFreeIPSlots = min(info.Capacity.DedicatedFreeIPSlots, max(sub.Free-1, 0))
 		}
+		// A dual-stack subnet's IPv6 block (a /64), where the IPv6 egress IPs of cloud.family
+		// IPv6 come from: the allocator's pools are per (zone, ID), so its ID is the subnet's
+		// with ipv6Pool appended (EnsureRequest.Subnet names it; the provider strips it).
+		for _, as := range s.Ipv6CidrBlockAssociationSet {
+			v6, err := netip.ParsePrefix(awssdk.ToString(as.Ipv6CidrBlock))
+			if err != nil || !v6.Addr().Is6() || as.Ipv6CidrBlockState == nil || as.Ipv6CidrBlockState.State != ec2types.SubnetCidrBlockStateCodeAssociated {
+				continue
+			}
+			info.Subnets = append(info.Subnets, providers.Subnet{ID: sub.ID + ipv6Pool, Zone: sub.Zone, CIDR: v6.Masked(), Free: ipv6Free, Reserved: reservedAddrs(v6)})
+		}
 	}
 	slices.SortStableFunc(info.Subnets, func(a, b providers.Subnet) int {
 		return boolInt(b.ID == primarySubnet) - boolInt(a.ID == primarySubnet)
@@ -167,8 +177,14 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// reservedAddrs are the five addresses AWS keeps in every subnet: network, VPC router, DNS,
-// future use, broadcast.
+// ipv6Pool marks the ID of a subnet's IPv6 block ("subnet-0abc#ipv6").
+const ipv6Pool = "#ipv6"
+
+// ipv6Free is what a /64 reports as free: more than any node's interfaces can take.
+const ipv6Free = 1 << 30
+
+// reservedAddrs are the five addresses AWS keeps in every subnet CIDR block, IPv4 or IPv6:
+// the first four (network, VPC router, DNS, future use) and the last.
 func reservedAddrs(p netip.Prefix) []netip.Addr {
 	p = p.Masked()
 	var out []netip.Addr
@@ -177,9 +193,12 @@ func reservedAddrs(p netip.Prefix) []netip.Addr {
 		out = append(out, a)
 		a = a.Next()
 	}
-	b := p.Addr().As4()
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | (1<<(32-p.Bits()) - 1)
-	return append(out, netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}))
+	last := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(last)*8; i++ {
+		last[i/8] |= 1 << (7 - i%8)
+	}
+	l, _ := netip.AddrFromSlice(last)
+	return append(out, l)
 }
 
 func (p *Provider) limits(ctx context.Context, typ string) (typeLimits, error) {

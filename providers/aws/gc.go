@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -15,12 +16,21 @@ import (
 )
 
 // ListOwned implements providers.Provider: two describes (interfaces carrying an egressd tag
-// in the VPC, Elastic IPs tagged with the cluster), whatever the number of addresses.
+// in the VPC, Elastic IPs tagged with the cluster), whatever the number of addresses. The
+// addresses this process placed within the consistency window are listed where it put them,
+// even on an interface the tag filter does not show yet (journal.go).
 func (p *Provider) ListOwned(ctx context.Context, cluster string) ([]providers.OwnedResource, error) {
 	if cluster == "" {
 		cluster = p.cfg.ClusterName
 	}
 	var out []providers.OwnedResource
+	listed := map[netip.Addr]bool{}
+	own := func(f *iface, a netip.Addr) {
+		if o, ok := f.owner(a); ok && o.Cluster == cluster && !listed[a] {
+			listed[a] = true
+			out = append(out, providers.OwnedResource{Kind: providers.ResourcePrivateIP, ID: f.ID, IP: a, Owner: o, InstanceID: f.Instance})
+		}
+	}
 	pg := ec2.NewDescribeNetworkInterfacesPaginator(p.api, &ec2.DescribeNetworkInterfacesInput{MaxResults: awssdk.Int32(describePage), Filters: []ec2types.Filter{
 		filter("vpc-id", p.cfg.VPC), filter("tag-key", egressv1.TagCluster, TagIPPrefix+"*")}})
 	for pg.HasMorePages() {
@@ -28,18 +38,32 @@ func (p *Provider) ListOwned(ctx context.Context, cluster string) ([]providers.O
 		if err != nil {
 			return nil, classify("listing interfaces of cluster "+cluster, err)
 		}
+		fs := make([]*iface, 0, len(page.NetworkInterfaces))
 		for _, n := range page.NetworkInterfaces {
-			f := fromENI(n)
+			fs = append(fs, fromENI(n))
+		}
+		p.journal.overlay(fs)
+		for _, f := range fs {
+			if p.journal.isGone(f.ID) {
+				continue
+			}
 			if f.dedicatedOf(cluster) {
 				created, _ := time.Parse(time.RFC3339, f.Tags[TagCreated])
 				out = append(out, providers.OwnedResource{Kind: providers.ResourceInterface, ID: f.ID, InstanceID: f.Instance,
 					Owner: providers.Owner{Cluster: cluster, Gateway: f.Tags[egressv1.TagOwner]}, Created: created})
 			}
-			for _, a := range f.Secondary {
-				if o, ok := f.owner(a); ok && o.Cluster == cluster {
-					out = append(out, providers.OwnedResource{Kind: providers.ResourcePrivateIP, ID: f.ID, IP: a, Owner: o, InstanceID: f.Instance})
-				}
+			for _, a := range slices.Concat(f.Secondary, f.IPv6) {
+				own(f, a)
 			}
+		}
+	}
+	for a, pl := range p.journal.fresh() {
+		if pl.eni != nil && !listed[a] {
+			f := *pl.eni
+			if pl.record != "" {
+				f.Tags = map[string]string{TagIPPrefix + a.String(): pl.record}
+			}
+			own(&f, a)
 		}
 	}
 	addrs, err := p.api.DescribeAddresses(ctx, &ec2.DescribeAddressesInput{Filters: []ec2types.Filter{filter("tag:"+egressv1.TagCluster, cluster)}})
@@ -51,7 +75,7 @@ func (p *Provider) ListOwned(ctx context.Context, cluster string) ([]providers.O
 		for _, t := range x.Tags {
 			tags[awssdk.ToString(t.Key)] = awssdk.ToString(t.Value)
 		}
-		if tags[egressv1.TagCluster] != cluster {
+		if tags[egressv1.TagCluster] != cluster || p.journal.isGone(awssdk.ToString(x.AllocationId)) {
 			continue
 		}
 		pub, _ := netip.ParseAddr(awssdk.ToString(x.PublicIp))

@@ -26,8 +26,10 @@ type iface struct {
 	DeleteOnTermination   bool
 	Primary               netip.Addr
 	Secondary             []netip.Addr
-	Assoc                 map[netip.Addr]assoc
-	Tags                  map[string]string
+	// IPv6 are the interface's IPv6 addresses (dual-stack subnets).
+	IPv6  []netip.Addr
+	Assoc map[netip.Addr]assoc
+	Tags  map[string]string
 }
 
 type assoc struct {
@@ -65,10 +67,26 @@ func fromENI(n ec2types.NetworkInterface) *iface {
 			f.Assoc[a] = assoc{Public: pub, Allocation: awssdk.ToString(as.AllocationId), Association: awssdk.ToString(as.AssociationId)}
 		}
 	}
+	for _, v6 := range n.Ipv6Addresses {
+		if a, err := netip.ParseAddr(awssdk.ToString(v6.Ipv6Address)); err == nil {
+			f.IPv6 = append(f.IPv6, a)
+		}
+	}
 	return f
 }
 
-func (f *iface) holds(a netip.Addr) bool { return slices.Contains(f.Secondary, a) }
+// addrs is the list a belongs in: the secondary IPv4 addresses, or the IPv6 ones.
+func (f *iface) addrs(a netip.Addr) *[]netip.Addr {
+	if a.Is6() {
+		return &f.IPv6
+	}
+	return &f.Secondary
+}
+
+func (f *iface) holds(a netip.Addr) bool { return slices.Contains(*f.addrs(a), a) }
+
+// held counts the addresses egressd may have put on the interface (secondary IPv4 and IPv6).
+func (f *iface) held() int { return len(f.Secondary) + len(f.IPv6) }
 
 func (f *iface) dedicatedOf(cluster string) bool {
 	return f.Tags[TagRole] == roleDedicated && f.Tags[egressv1.TagCluster] == cluster
@@ -127,6 +145,7 @@ func (p *Provider) nodeENIs(ctx context.Context, inst string) ([]*iface, error) 
 		fs = append(fs, fromENI(n))
 	}
 	slices.SortFunc(fs, func(a, b *iface) int { return a.Device - b.Device })
+	p.journal.overlay(fs)
 	if len(fs) == 0 || fs[0].Device != 0 {
 		return nil, &providers.Error{Kind: providers.KindNotFound, Op: "describing interfaces of " + inst,
 			Err: fmt.Errorf("instance %s has no primary interface (terminated or unknown)", inst)}
@@ -134,15 +153,47 @@ func (p *Provider) nodeENIs(ctx context.Context, inst string) ([]*iface, error) 
 	return fs, nil
 }
 
-// holderOf returns the interface holding a as a secondary address in the VPC, or nil.
+// holderOf returns the interface holding a as a secondary address in the VPC, or nil. When
+// this process placed a within the consistency window (journal.go) on an interface the
+// describe does not show holding it, that interface is read by ID: one more describe.
 func (p *Provider) holderOf(ctx context.Context, a netip.Addr) (*iface, error) {
+	by := "addresses.private-ip-address"
+	if a.Is6() {
+		by = "ipv6-addresses.ipv6-address"
+	}
 	out, err := p.api.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{Filters: []ec2types.Filter{
-		filter("vpc-id", p.cfg.VPC), filter("addresses.private-ip-address", a.String())}})
+		filter("vpc-id", p.cfg.VPC), filter(by, a.String())}})
 	if err != nil {
 		return nil, classify("finding the interface holding "+a.String(), err)
 	}
+	var fs []*iface
 	for _, n := range out.NetworkInterfaces {
-		if f := fromENI(n); f.holds(a) || f.Primary == a {
+		fs = append(fs, fromENI(n))
+	}
+	p.journal.overlay(fs)
+	for _, f := range fs {
+		if f.holds(a) || f.Primary == a {
+			return f, nil
+		}
+	}
+	eni, ok := p.journal.where(a)
+	if !ok || eni == nil {
+		return nil, nil
+	}
+	byID, err := p.api.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{eni.ID}})
+	if providers.IsNotFound(classify("", err)) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, classify("describing "+eni.ID+", where "+a.String()+" was put", err)
+	}
+	fs = fs[:0]
+	for _, n := range byID.NetworkInterfaces {
+		fs = append(fs, fromENI(n))
+	}
+	p.journal.overlay(fs)
+	for _, f := range fs {
+		if f.holds(a) {
 			return f, nil
 		}
 	}
@@ -178,6 +229,7 @@ func (p *Provider) ensureDedicated(ctx context.Context, owner providers.Owner, i
 		}
 	}
 	if f == nil {
+		subnet = strings.TrimSuffix(subnet, ipv6Pool)
 		if subnet == "" {
 			subnet = enis[0].Subnet
 		}
@@ -226,6 +278,36 @@ func (p *Provider) ensureDedicated(ctx context.Context, owner providers.Owner, i
 	return f, nil
 }
 
+// detachWait bounds how long a release waits for EC2 to detach a dedicated interface (the
+// simulator's AWS profile draws up to 15 s; garbage collection deletes one detached later).
+const detachWait = 20 * time.Second
+
+// awaitDetached polls the interface until EC2 shows it available (or gone), for at most
+// detachWait: one describe per poll, backing off from 100 ms to 2 s.
+func (p *Provider) awaitDetached(ctx context.Context, id string) error {
+	deadline := time.Now().Add(detachWait)
+	for wait := doubtPollFirst; ; wait = min(2*wait, doubtPollMax) {
+		out, err := p.api.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{id}})
+		if providers.IsNotFound(classify("", err)) {
+			return nil
+		}
+		if err != nil {
+			return classify("waiting for "+id+" to detach", err)
+		}
+		if len(out.NetworkInterfaces) == 0 || out.NetworkInterfaces[0].Status == ec2types.NetworkInterfaceStatusAvailable {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return nil // the delete finds it in use and leaves it for garbage collection
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
 func (p *Provider) remember(key string, f *iface) {
 	c := *f
 	c.Secondary = nil
@@ -245,20 +327,27 @@ func (p *Provider) forgetDedicated(id string) {
 	}
 }
 
-// deleteInterface detaches and deletes a dedicated ENI. EC2 detaches asynchronously: when
-// the delete finds it still in use, the ENI is left for garbage collection (ListOwned lists
-// it) rather than waited for here.
+// deleteInterface detaches and deletes a dedicated ENI. EC2 detaches asynchronously (the
+// attachment is "detaching" for seconds), so the delete waits, reading the interface, until it
+// is "available", for at most detachWait; an ENI still in use then is left for garbage
+// collection (ListOwned lists it).
 func (p *Provider) deleteInterface(ctx context.Context, f *iface) error {
 	if f.AttachmentID != "" {
 		if _, err := p.api.DetachNetworkInterface(ctx, &ec2.DetachNetworkInterfaceInput{AttachmentId: awssdk.String(f.AttachmentID)}); err != nil &&
 			!providers.IsNotFound(classify("", err)) {
 			return classify("detaching "+f.ID, err)
 		}
+		if err := p.awaitDetached(ctx, f.ID); err != nil {
+			return err
+		}
 	}
 	p.forgetDedicated(f.ID)
 	_, err := p.api.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: awssdk.String(f.ID)})
 	switch e := classify("deleting "+f.ID, err); {
-	case err == nil, providers.IsNotFound(e), providers.IsConflict(e):
+	case err == nil, providers.IsNotFound(e):
+		p.journal.gone(f.ID)
+		return nil
+	case providers.IsConflict(e):
 		return nil
 	default:
 		return e

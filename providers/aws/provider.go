@@ -27,6 +27,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -62,6 +63,11 @@ type Provider struct {
 	// cluster/address: EC2 describes may not show a new resource for a few seconds.
 	dedicated map[string]dedicatedENI
 	eips      map[string]publicIP
+	// doubt holds, by cluster/address, when an AllocateAddress whose answer was lost was
+	// sent: it may have allocated an Elastic IP that describes do not show yet.
+	doubt map[string]time.Time
+	// journal lays this process's own recent placements over what describes show.
+	journal *journal
 	// types caches instance type limits: they never change for a type name.
 	types map[string]typeLimits
 }
@@ -125,7 +131,8 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 		}
 		cfg.VPC = vpc
 	}
-	return &Provider{name: name, api: api, cfg: cfg, dedicated: map[string]dedicatedENI{}, eips: map[string]publicIP{}, types: map[string]typeLimits{}}, nil
+	return &Provider{name: name, api: api, cfg: cfg, dedicated: map[string]dedicatedENI{}, eips: map[string]publicIP{},
+		doubt: map[string]time.Time{}, journal: newJournal(time.Duration(cfg.ConsistencyWindow)), types: map[string]typeLimits{}}, nil
 }
 
 // Name implements providers.Provider: the configured name.

@@ -29,6 +29,12 @@ type Config struct {
 	MaxIPConfigurationsPerInterface int `json:"maxIPConfigurationsPerInterface,omitempty"`
 	// PollFrequency of long-running operations without Retry-After; default 1s.
 	PollFrequency providers.Duration `json:"pollFrequency,omitempty"`
+	// CallLimits bounds ARM requests per second, every attempt counted (the SDK's retries and
+	// the operations' polls included), to stay under ARM's and the network resource
+	// provider's throttling (docs/azure.md, "Rate limits"): reads (GET) and mutating requests
+	// (PUT, DELETE) have a bucket each. Unset: no limit beyond the SDK's retries, which honour
+	// Retry-After. The same shape as the AWS and GCP providers' callLimits.
+	CallLimits *providers.RateLimits `json:"callLimits,omitempty"`
 }
 
 // Constructor is the registry's entry for this type: the configuration parsed strictly

@@ -30,7 +30,8 @@ func (p *Provider) lock(key string) func() {
 }
 
 // nicFor finds the VM's primary NIC: one list of the VM's resource group the first time
-// (Azure has no NIC-by-VM lookup without the compute API), cached afterwards.
+// (Azure has no NIC-by-VM lookup without the compute API; the list records every VM's NIC, so
+// a resource group is listed once for all its VMs), cached afterwards.
 func (p *Provider) nicFor(ctx context.Context, node providers.NodeRef) (nicRef, error) {
 	vm, inst, err := parseProviderID(node.ProviderID)
 	if err != nil {
@@ -47,27 +48,18 @@ func (p *Provider) nicFor(ctx context.Context, node providers.NodeRef) (nicRef, 
 		return n, nil
 	}
 	op := "finding the NIC of " + vm.id()
-	var found *armnetwork.Interface
-	if err := p.eachNIC(ctx, op, vm.rg, func(nic *armnetwork.Interface) bool {
-		if nic.Properties == nil || nic.Properties.VirtualMachine == nil || !strings.EqualFold(deref(nic.Properties.VirtualMachine.ID), vm.id()) {
-			return true
-		}
-		if found == nil || (nic.Properties.Primary != nil && *nic.Properties.Primary) {
-			found = nic
-		}
-		return true
-	}); err != nil {
-		return nicRef{}, err
+	listed, err := p.listNICs(ctx, vm.rg)
+	if err != nil {
+		return nicRef{}, fmt.Errorf("%s: %w", op, err)
 	}
-	if found == nil {
-		return nicRef{}, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errors.New("no network interface references this VM")}
+	nic := listed[key]
+	if nic == nil {
+		return nicRef{}, &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errNoNIC}
 	}
-	n = nicRef{vm.rg, deref(found.Name)}
-	p.mu.Lock()
-	p.nics[key] = n
-	p.mu.Unlock()
-	return n, nil
+	return nicRef{vm.rg, deref(nic.Name)}, nil
 }
+
+var errNoNIC = errors.New("no network interface references this VM")
 
 func (p *Provider) getNIC(ctx context.Context, n nicRef) (*armnetwork.Interface, error) {
 	resp, err := p.c.Interfaces.Get(ctx, n.rg, n.name, nil)
@@ -194,6 +186,10 @@ func (p *Provider) putNIC(ctx context.Context, n nicRef, nic *armnetwork.Interfa
 	if deref(nic.Etag) == "" {
 		return fmt.Errorf("%s: the NIC as read has no etag, and egressd writes NICs only if they are unchanged since read", op)
 	}
+	// Even a refused or failed write may have changed the NIC (or shows that someone else did);
+	// a list running during the write may show it either way.
+	p.forgetListed(n)
+	defer p.forgetListed(n)
 	// The header goes on the PUT only: the operation's polls and final GET are not conditional.
 	put := policy.WithHTTPHeader(ctx, http.Header{"If-Match": []string{*nic.Etag}})
 	poller, err := p.c.Interfaces.BeginCreateOrUpdate(put, n.rg, n.name, *nic, nil)

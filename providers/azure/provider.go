@@ -38,6 +38,9 @@ type Provider struct {
 	nics map[string]nicRef // VM resource ID (lower case) → its primary NIC; a VM's NICs do not change while it exists
 	// uniform holds the Uniform scale-set instances (resource ID, lower case) seen to exist.
 	uniform map[string]bool
+	lists   map[string]*nicList   // lower(resource group) → its last NIC list (discovery.go)
+	subnets map[string]subnetRead // lower(subnet ID) → its address prefix
+	written uint64                // NIC writes started or ended (forgetListed), so a list that overlapped one is not kept
 	lks     map[string]*sync.Mutex
 	last    MoveWindow
 }
@@ -50,7 +53,10 @@ type MoveWindow struct {
 	Window time.Duration
 }
 
-var _ providers.Provider = (*Provider)(nil)
+var (
+	_ providers.Provider        = (*Provider)(nil)
+	_ providers.NodesDiscoverer = (*Provider)(nil)
+)
 
 // Option adjusts how New builds the provider (tests and composition roots).
 type Option func(*options)
@@ -100,7 +106,8 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 	} else if c, err = clientsFor(cfg); err != nil {
 		return nil, err
 	}
-	return &Provider{name: name, c: c, cfg: cfg, nics: map[string]nicRef{}, uniform: map[string]bool{}, lks: map[string]*sync.Mutex{}}, nil
+	return &Provider{name: name, c: c, cfg: cfg, nics: map[string]nicRef{}, uniform: map[string]bool{},
+		lists: map[string]*nicList{}, subnets: map[string]subnetRead{}, lks: map[string]*sync.Mutex{}}, nil
 }
 
 // Name implements providers.Provider: the configured name.

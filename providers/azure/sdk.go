@@ -26,6 +26,9 @@ type InterfacesAPI interface {
 	// NewListVirtualMachineScaleSetVMNetworkInterfacesPager reads a Uniform scale-set
 	// instance's NICs (the network resource provider's read-only view of the instance model).
 	NewListVirtualMachineScaleSetVMNetworkInterfacesPager(resourceGroupName string, virtualMachineScaleSetName string, virtualmachineIndex string, options *armnetwork.InterfacesClientListVirtualMachineScaleSetVMNetworkInterfacesOptions) *runtime.Pager[armnetwork.InterfacesClientListVirtualMachineScaleSetVMNetworkInterfacesResponse]
+	// NewListVirtualMachineScaleSetNetworkInterfacesPager reads the NICs of every instance of
+	// a Uniform scale set (batched discovery).
+	NewListVirtualMachineScaleSetNetworkInterfacesPager(resourceGroupName string, virtualMachineScaleSetName string, options *armnetwork.InterfacesClientListVirtualMachineScaleSetNetworkInterfacesOptions) *runtime.Pager[armnetwork.InterfacesClientListVirtualMachineScaleSetNetworkInterfacesResponse]
 }
 
 // PublicIPAddressesAPI is the subset of armnetwork.PublicIPAddressesClient the provider calls.
@@ -66,13 +69,18 @@ func NewClients(subscription string, cred azcore.TokenCredential, opts *arm.Clie
 }
 
 // clientsFor builds the armnetwork clients of cfg's subscription with DefaultAzureCredential
-// (Workload Identity, managed identity, environment, CLI) and the provider's retry policy.
+// (Workload Identity, managed identity, environment, CLI), the provider's retry policy and
+// cfg's call limits.
 func clientsFor(cfg Config) (Clients, error) {
 	cred, err := azidentity.NewDefaultAzureCredential(nil)
 	if err != nil {
 		return Clients{}, fmt.Errorf("creating Azure credential: %w", err)
 	}
-	return NewClients(cfg.SubscriptionID, cred, ClientOptions(cfg.Endpoint, nil, cfg.InsecureAllowCredentialWithHTTP, 4))
+	o := ClientOptions(cfg.Endpoint, nil, cfg.InsecureAllowCredentialWithHTTP, 4)
+	if cfg.CallLimits != nil {
+		o.PerRetryPolicies = append(o.PerRetryPolicies, CallLimitPolicy(*cfg.CallLimits))
+	}
+	return NewClients(cfg.SubscriptionID, cred, o)
 }
 
 // ClientOptions returns ARM client options for endpoint (empty: public Azure) with the

@@ -3,6 +3,8 @@ package azure_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/egressd/egressd/providers"
@@ -74,5 +76,50 @@ func TestUniformScaleSetInstance(t *testing.T) {
 	}
 	if h, ok := e.sim.Snapshot().PrivateIPs["10.240.30.1"]; !ok || h != "vm-a-nic/"+held.Attachment {
 		t.Fatalf("after the refused move 10.240.30.1 is on %q", h)
+	}
+}
+
+// TestUniformInstancesBatched: several instances of one Uniform scale set are discovered with
+// one list of the scale set's NICs (every page: 5 instances in pages of 2), not one list per
+// instance; each is refused, an instance the list does not show is NotFound, the instances of
+// a scale set that does not exist are NotFound, and the next discovery costs nothing.
+func TestUniformInstancesBatched(t *testing.T) {
+	e := newEnv(t, 3)
+	ctx := context.Background()
+	var seed []azuresim.ScaleSetInstanceSeed
+	var refs []providers.NodeRef
+	for i := range 5 {
+		id := fmt.Sprint(i)
+		seed = append(seed, azuresim.ScaleSetInstanceSeed{ID: id, PrimaryIP: fmt.Sprintf("10.240.0.%d", 20+i)})
+		refs = append(refs, instance(id))
+	}
+	e.sim.AddScaleSet(azuresim.ScaleSetSeed{ResourceGroup: rg, Name: scaleSet, Subnet: e.sim.SubnetID(rg, "aks-vnet", "nodes"), Instances: seed})
+	e.sim.SetPageSize(2)
+	other := func(id string) providers.NodeRef {
+		n := instance(id)
+		n.ProviderID = strings.Replace(n.ProviderID, scaleSet, "gone-vmss", 1)
+		return n
+	}
+	asked := append(append([]providers.NodeRef{}, refs...), instance("9"), other("0"), other("1"))
+
+	e.sim.ResetCalls()
+	_, errs := providers.DiscoverNodes(ctx, e.p, asked)
+	for i := range refs {
+		if !providers.IsCapacityExhausted(errs[i]) || code(errs[i]) != "UniformScaleSetInstance" {
+			t.Errorf("%s: %v, want UniformScaleSetInstance", asked[i].Name, errs[i])
+		}
+	}
+	if !providers.IsNotFound(errs[5]) {
+		t.Errorf("instance 9, which the list does not show: %v, want NotFound", errs[5])
+	}
+	if !providers.IsNotFound(errs[6]) || !providers.IsNotFound(errs[7]) || code(errs[6]) != "ResourceNotFound" {
+		t.Errorf("instances of a missing scale set: %v, %v; want NotFound ResourceNotFound", errs[6], errs[7])
+	}
+	if c := e.sim.CallCounts(); c[azuresim.MScaleSetNICListAll] != 4 || c[azuresim.MScaleSetNICList] != 0 || total(c) != 4 {
+		t.Fatalf("calls %s, want 3 pages of the scale set's NIC list and 1 refused list of the missing one", summary(c))
+	}
+	e.sim.ResetCalls()
+	if _, errs := providers.DiscoverNodes(ctx, e.p, refs); code(errs[0]) != "UniformScaleSetInstance" || total(e.sim.CallCounts()) != 0 {
+		t.Fatalf("again: %v, calls %s (want none: the instances are remembered)", errs[0], summary(e.sim.CallCounts()))
 	}
 }

@@ -112,6 +112,7 @@ resource "azurerm_role_definition" "controller" {
       "Microsoft.Network/loadBalancers/backendAddressPools/join/action",
       "Microsoft.Network/networkSecurityGroups/join/action",
       "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces/read",
+      "Microsoft.Compute/virtualMachineScaleSets/networkInterfaces/read",
     ]
     not_actions = []
   }

@@ -201,7 +201,7 @@ data "aws_iam_policy_document" "controller" {
   }
   statement {
     sid       = "ManageOwnedInterfaces"
-    actions   = ["ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses", "ec2:AttachNetworkInterface", "ec2:DetachNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:ModifyNetworkInterfaceAttribute", "ec2:AssociateAddress", "ec2:DisassociateAddress"]
+    actions   = ["ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses", "ec2:AssignIpv6Addresses", "ec2:UnassignIpv6Addresses", "ec2:AttachNetworkInterface", "ec2:DetachNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:ModifyNetworkInterfaceAttribute", "ec2:AssociateAddress", "ec2:DisassociateAddress"]
     resources = ["arn:aws:ec2:*:*:network-interface/*"]
     condition {
       test     = "StringEquals"
@@ -211,7 +211,7 @@ data "aws_iam_policy_document" "controller" {
   }
   statement {
     sid       = "UseGatewayNodeInterfaces"
-    actions   = ["ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses", "ec2:AssociateAddress", "ec2:DisassociateAddress"]
+    actions   = ["ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses", "ec2:AssignIpv6Addresses", "ec2:UnassignIpv6Addresses", "ec2:AssociateAddress", "ec2:DisassociateAddress"]
     resources = ["arn:aws:ec2:*:*:network-interface/*"]
     condition {
       test     = "StringEquals"

@@ -33,13 +33,20 @@ type Harness struct {
 	// attaching and detaching.
 	Timing *simkit.Profile
 	Seed   int64
+	// IPv6 makes every subnet dual-stack and the suite's addresses IPv6 (cloud.family IPv6):
+	// no public IPs (Elastic IPs are IPv4).
+	IPv6 bool
 }
 
 var _ conformance.Harness = Harness{}
 
-func (Harness) Features() []conformance.Feature {
-	return []conformance.Feature{conformance.FeaturePublicIP, conformance.FeatureDedicatedInterface, conformance.FeatureThrottling,
+func (h Harness) Features() []conformance.Feature {
+	fs := []conformance.Feature{conformance.FeatureDedicatedInterface, conformance.FeatureThrottling,
 		conformance.FeatureFailAfterApply, conformance.FeatureDescribeLag, conformance.FeatureForeign}
+	if !h.IPv6 {
+		fs = append(fs, conformance.FeaturePublicIP)
+	}
+	return fs
 }
 
 // World is the AWS world of one case.
@@ -61,7 +68,7 @@ type World struct {
 // Setup implements conformance.Harness.
 func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.World {
 	t.Helper()
-	w, err := NewWorld(topo)
+	w, err := newWorld(topo, h.IPv6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +88,12 @@ func (h Harness) Setup(t *testing.T, topo conformance.Topology) conformance.Worl
 }
 
 // NewWorld seeds a simulator for topo; call Connect with its URL before use.
-func NewWorld(topo conformance.Topology) (*World, error) {
+func NewWorld(topo conformance.Topology) (*World, error) { return newWorld(topo, false) }
+
+// NewDualStackWorld is NewWorld with dual-stack subnets, FreeAddress handing out IPv6 ones.
+func NewDualStackWorld(topo conformance.Topology) (*World, error) { return newWorld(topo, true) }
+
+func newWorld(topo conformance.Topology, ipv6 bool) (*World, error) {
 	sim := awssim.New("us-east-1")
 	sim.SetElasticIPLimit(50)
 	typ := fmt.Sprintf("sim.ips%d", topo.IPsPerNode)
@@ -96,6 +108,10 @@ func NewWorld(topo conformance.Topology) (*World, error) {
 		w.subnet[z] = cidr
 		w.next[z] = netip.MustParseAddr(fmt.Sprintf("10.0.%d.100", i+1))
 		zt := awssim.ZoneTopology{Zone: az, SubnetCIDR: cidr.String()}
+		if ipv6 {
+			zt.SubnetIPv6CIDR = fmt.Sprintf("2001:db8:0:%x::/64", i+1)
+			w.next[z] = netip.MustParseAddr(fmt.Sprintf("2001:db8:0:%x::100", i+1))
+		}
 		for range topo.NodesPerZone {
 			zt.Instances = append(zt.Instances, typ)
 		}
@@ -199,6 +215,7 @@ func (w *World) Throttle(n int) {
 
 // mutatingActions are the EC2 actions the provider may call to change state.
 var mutatingActions = []string{"CreateTags", "DeleteTags", "AssignPrivateIpAddresses", "UnassignPrivateIpAddresses",
+	"AssignIpv6Addresses", "UnassignIpv6Addresses",
 	"CreateNetworkInterface", "AttachNetworkInterface", "ModifyNetworkInterfaceAttribute", "DetachNetworkInterface",
 	"DeleteNetworkInterface", "AllocateAddress", "AssociateAddress", "DisassociateAddress", "ReleaseAddress"}
 
@@ -249,10 +266,17 @@ func (w *World) AddForeign(node providers.NodeRef) []netip.Addr {
 			panic(fmt.Sprintf("seeding foreign resources: %v", err))
 		}
 	}
-	must(w.EC2.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: &eni, PrivateIpAddresses: []string{a.String(), b.String()}}))
+	if a.Is6() {
+		must(w.EC2.AssignIpv6Addresses(ctx, &ec2.AssignIpv6AddressesInput{NetworkInterfaceId: &eni, Ipv6Addresses: []string{a.String(), b.String()}}))
+	} else {
+		must(w.EC2.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: &eni, PrivateIpAddresses: []string{a.String(), b.String()}}))
+	}
 	must(w.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{eni}, Tags: []ec2types.Tag{
 		{Key: awssdk.String(aws.TagIPPrefix + b.String()), Value: awssdk.String("other/gw")}}}))
 	for i, ip := range []netip.Addr{a, b} {
+		if ip.Is6() {
+			break // Elastic IPs are IPv4
+		}
 		in := &ec2.AllocateAddressInput{Domain: ec2types.DomainTypeVpc}
 		if i == 1 {
 			in.TagSpecifications = []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeElasticIp, Tags: []ec2types.Tag{

@@ -19,6 +19,8 @@ type Topology struct {
 type ZoneTopology struct {
 	Zone       string `json:"zone"`
 	SubnetCIDR string `json:"subnetCidr"`
+	// SubnetIPv6CIDR makes the zone's subnet dual-stack (an IPv6 /64).
+	SubnetIPv6CIDR string `json:"subnetIpv6Cidr,omitempty"`
 	// Instances to launch, by instance type.
 	Instances []string `json:"instances"`
 }
@@ -38,7 +40,7 @@ func (s *Server) SeedTopology(t Topology) (Seeded, error) {
 	}
 	out := Seeded{VPC: vpcID, Subnets: map[string]string{}}
 	for _, z := range t.Zones {
-		sn, err := s.AddSubnet(SubnetSpec{VPC: vpcID, Zone: z.Zone, CIDR: z.SubnetCIDR})
+		sn, err := s.AddSubnet(SubnetSpec{VPC: vpcID, Zone: z.Zone, CIDR: z.SubnetCIDR, IPv6CIDR: z.SubnetIPv6CIDR})
 		if err != nil {
 			return Seeded{}, err
 		}

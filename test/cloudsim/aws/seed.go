@@ -13,10 +13,12 @@ type VPCSpec struct {
 }
 
 type SubnetSpec struct {
-	VPC  string            `json:"vpcId"`
-	Zone string            `json:"zone"`
-	CIDR string            `json:"cidr"`
-	Tags map[string]string `json:"tags,omitempty"`
+	VPC  string `json:"vpcId"`
+	Zone string `json:"zone"`
+	CIDR string `json:"cidr"`
+	// IPv6CIDR makes the subnet dual-stack: its IPv6 block, a /64 as in EC2.
+	IPv6CIDR string            `json:"ipv6Cidr,omitempty"`
+	Tags     map[string]string `json:"tags,omitempty"`
 }
 
 type InstanceSpec struct {
@@ -71,6 +73,13 @@ func (s *Server) AddSubnet(spec SubnetSpec) (string, error) {
 		return "", fmt.Errorf("subnet %s outside VPC %s", p, v.CIDR)
 	}
 	sn := &subnet{ID: s.w.id("subnet"), VPC: v.ID, Zone: spec.Zone, CIDR: p.Masked(), Tags: maps.Clone(spec.Tags)}
+	if spec.IPv6CIDR != "" {
+		p6, err := netip.ParsePrefix(spec.IPv6CIDR)
+		if err != nil || !p6.Addr().Is6() || p6.Addr().Is4In6() || p6.Bits() != 64 {
+			return "", fmt.Errorf("subnet IPv6 CIDR %q: want an IPv6 /64, as EC2 gives subnets", spec.IPv6CIDR)
+		}
+		sn.IPv6CIDR = p6.Masked()
+	}
 	s.w.Subnets[sn.ID] = sn
 	return sn.ID, nil
 }
@@ -197,7 +206,7 @@ func (s *Server) Holdings() []Holding {
 	var out []Holding
 	for _, id := range slices.Sorted(maps.Keys(s.w.ENIs)) {
 		e := s.w.ENIs[id]
-		for i, a := range append([]netip.Addr{e.Primary}, e.Secondary...) {
+		for i, a := range e.held() {
 			h := Holding{PrivateIP: a, ENI: e.ID, Primary: i == 0}
 			if e.Attach != nil {
 				h.Instance = e.Attach.Instance
@@ -223,6 +232,7 @@ type ENIView struct {
 	Groups              []string          `json:"securityGroups"`
 	PrimaryIP           netip.Addr        `json:"primaryIp"`
 	SecondaryIPs        []netip.Addr      `json:"secondaryIps"`
+	IPv6s               []netip.Addr      `json:"ipv6s,omitempty"`
 	Tags                map[string]string `json:"tags"`
 }
 
@@ -245,11 +255,12 @@ type State struct {
 }
 
 type SubnetView struct {
-	ID   string       `json:"subnetId"`
-	VPC  string       `json:"vpcId"`
-	Zone string       `json:"zone"`
-	CIDR netip.Prefix `json:"cidr"`
-	Free int          `json:"free"`
+	ID       string       `json:"subnetId"`
+	VPC      string       `json:"vpcId"`
+	Zone     string       `json:"zone"`
+	CIDR     netip.Prefix `json:"cidr"`
+	IPv6CIDR netip.Prefix `json:"ipv6Cidr,omitzero"`
+	Free     int          `json:"free"`
 }
 
 // Snapshot returns the true current state.
@@ -265,7 +276,7 @@ func (s *Server) Snapshot() State {
 	for _, id := range slices.Sorted(maps.Keys(w.ENIs)) {
 		e := w.ENIs[id]
 		v := ENIView{ID: e.ID, Subnet: e.Subnet, Zone: e.Zone, MAC: e.MAC, Groups: slices.Clone(e.Groups), PrimaryIP: e.Primary,
-			SecondaryIPs: slices.Clone(e.Secondary), Tags: maps.Clone(e.Tags)}
+			SecondaryIPs: slices.Clone(e.Secondary), IPv6s: slices.Clone(e.IPv6), Tags: maps.Clone(e.Tags)}
 		if e.Attach != nil {
 			v.Instance, v.DeviceIndex, v.DeleteOnTermination = e.Attach.Instance, e.Attach.DeviceIndex, e.Attach.DeleteOnTermination
 		}
@@ -278,7 +289,7 @@ func (s *Server) Snapshot() State {
 	}
 	for _, id := range slices.Sorted(maps.Keys(w.Subnets)) {
 		sn := w.Subnets[id]
-		st.Subnets = append(st.Subnets, SubnetView{ID: sn.ID, VPC: sn.VPC, Zone: sn.Zone, CIDR: sn.CIDR, Free: w.free(sn)})
+		st.Subnets = append(st.Subnets, SubnetView{ID: sn.ID, VPC: sn.VPC, Zone: sn.Zone, CIDR: sn.CIDR, IPv6CIDR: sn.IPv6CIDR, Free: w.free(sn)})
 	}
 	return st
 }

@@ -42,7 +42,9 @@ type vpc struct {
 type subnet struct {
 	ID, VPC, Zone string
 	CIDR          netip.Prefix
-	Tags          map[string]string
+	// IPv6CIDR is the subnet's IPv6 block (a /64) on a dual-stack subnet; invalid otherwise.
+	IPv6CIDR netip.Prefix
+	Tags     map[string]string
 }
 
 type instance struct {
@@ -85,8 +87,15 @@ type eni struct {
 	Groups                                  []string
 	Primary                                 netip.Addr
 	Secondary                               []netip.Addr
-	Tags                                    map[string]string
-	Attach                                  *attachment
+	// IPv6 are the interface's IPv6 addresses (AssignIpv6Addresses), from its subnet's block.
+	IPv6   []netip.Addr
+	Tags   map[string]string
+	Attach *attachment
+}
+
+// held lists every address the interface holds: primary, secondary IPv4, IPv6.
+func (e *eni) held() []netip.Addr {
+	return slices.Concat([]netip.Addr{e.Primary}, e.Secondary, e.IPv6)
 }
 
 type eip struct {
@@ -151,6 +160,7 @@ func (w *world) clone() *world {
 		x := *v
 		x.Groups = slices.Clone(v.Groups)
 		x.Secondary = slices.Clone(v.Secondary)
+		x.IPv6 = slices.Clone(v.IPv6)
 		x.Tags = maps.Clone(v.Tags)
 		if v.Attach != nil {
 			a := *v.Attach
@@ -177,14 +187,22 @@ func (w *world) mac() string {
 	return fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", byte(w.Seq>>24), byte(w.Seq>>16), byte(w.Seq>>8), byte(w.Seq))
 }
 
-// reserved reports the five addresses AWS reserves in every subnet: network, VPC router,
-// DNS, future use, broadcast.
+// reserved reports the five addresses AWS reserves in every subnet CIDR block, IPv4 or IPv6:
+// network, VPC router, DNS, future use, and the last.
 func reserved(p netip.Prefix, a netip.Addr) bool {
 	first := p.Masked().Addr()
 	for i, x := 0, first; i < 4; i, x = i+1, x.Next() {
 		if a == x {
 			return true
 		}
+	}
+	if a.Is6() {
+		last := first.AsSlice()
+		for i := p.Bits(); i < 128; i++ {
+			last[i/8] |= 1 << (7 - i%8)
+		}
+		l, _ := netip.AddrFromSlice(last)
+		return a == l
 	}
 	return a == lastAddr(p)
 }
@@ -237,7 +255,7 @@ func (w *world) holder(vpcID string, a netip.Addr) (*eni, bool) {
 		if e.Primary == a {
 			return e, true
 		}
-		if slices.Contains(e.Secondary, a) {
+		if slices.Contains(e.Secondary, a) || slices.Contains(e.IPv6, a) {
 			return e, false
 		}
 	}

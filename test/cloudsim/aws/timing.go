@@ -111,7 +111,7 @@ func (s *Server) holdingsLocked() map[holdKey]Holding {
 	}
 	out := make(map[holdKey]Holding, len(w.ENIs))
 	for _, e := range w.ENIs {
-		for i, a := range append([]netip.Addr{e.Primary}, e.Secondary...) {
+		for i, a := range e.held() {
 			h := Holding{PrivateIP: a, ENI: e.ID, Primary: i == 0}
 			if e.Attach != nil {
 				h.Instance = e.Attach.Instance

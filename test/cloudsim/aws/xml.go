@@ -96,6 +96,11 @@ type xENI struct {
 	Association        *xAssoc   `xml:"association"`
 	TagSet             []xTag    `xml:"tagSet>item"`
 	PrivateIPs         []xPrivIP `xml:"privateIpAddressesSet>item"`
+	IPv6s              []xIPv6   `xml:"ipv6AddressesSet>item"`
+}
+
+type xIPv6 struct {
+	IPv6Address string `xml:"ipv6Address"`
 }
 
 const accountID = "123456789012"
@@ -125,6 +130,9 @@ func (w *world) xeni(e *eni) xENI {
 			}
 		}
 		x.PrivateIPs = append(x.PrivateIPs, p)
+	}
+	for _, a := range e.IPv6 {
+		x.IPv6s = append(x.IPv6s, xIPv6{IPv6Address: a.String()})
 	}
 	return x
 }
@@ -167,6 +175,16 @@ type xSubnet struct {
 	AvailableIPAddressCount int    `xml:"availableIpAddressCount"`
 	OwnerID                 string `xml:"ownerId"`
 	TagSet                  []xTag `xml:"tagSet>item"`
+	// IPv6 is the subnet's IPv6 block on a dual-stack subnet.
+	IPv6 []xSubnetIPv6 `xml:"ipv6CidrBlockAssociationSet>item"`
+}
+
+type xSubnetIPv6 struct {
+	AssociationID string `xml:"associationId"`
+	CIDR          string `xml:"ipv6CidrBlock"`
+	State         struct {
+		State string `xml:"state"`
+	} `xml:"ipv6CidrBlockState"`
 }
 
 type xNetworkInfo struct {

@@ -30,6 +30,12 @@ type FaultDocument struct {
 		Count      int    `json:"count"`
 		RetryAfter string `json:"retryAfter"`
 	} `json:"throttle,omitempty"`
+	// RateLimits installs ARM's token buckets (SetRateLimit).
+	RateLimits []struct {
+		Class           string  `json:"class"`
+		Bucket          int     `json:"bucket"`
+		RefillPerSecond float64 `json:"refillPerSecond"`
+	} `json:"rateLimits,omitempty"`
 	simkit.Failures[OpFailure]
 }
 
@@ -71,6 +77,11 @@ func (s *Sim) faults(doc FaultDocument) error {
 	}
 	for _, t := range doc.Throttle {
 		s.Throttle(t.Method, t.Count, t.RetryAfter)
+	}
+	for _, l := range doc.RateLimits {
+		if err := s.SetRateLimit(l.Class, l.Bucket, l.RefillPerSecond); err != nil {
+			return err
+		}
 	}
 	doc.Apply(s)
 	return nil

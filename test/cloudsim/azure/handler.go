@@ -80,6 +80,10 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.settleLocked()
+	if e := s.takeTokenLocked(w, r.Method); e != nil {
+		e.write(w)
+		return
+	}
 	if s.throttleN != 0 {
 		if s.throttleN > 0 {
 			s.throttleN--
@@ -178,7 +182,7 @@ func typeOf(method string, parts []string) string {
 		return "publicIPAddresses"
 	case MSubnetGet:
 		return "virtualNetworks/subnets"
-	case MScaleSetNICList, MScaleSetNICGet:
+	case MScaleSetNICList, MScaleSetNICGet, MScaleSetNICListAll:
 		return scaleSetNICType
 	}
 	return "locations/" + parts[6]

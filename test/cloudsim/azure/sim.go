@@ -18,6 +18,10 @@
 // nextLink (SetPageSize); api-version is validated; unknown resources answer ResourceNotFound,
 // ResourceGroupNotFound or, for a subnet, NotFound, in ARM's {"error":{"code","message"}} body.
 //
+// Throttling: ARM's token buckets per request class (reads, writes, deletes; SetRateLimit),
+// answering 429 SubscriptionRequestsThrottled with Retry-After and the
+// x-ms-ratelimit-remaining-subscription-* headers.
+//
 // Faults: latency, per-method 429 with Retry-After, scripted 5xx (also after the change was
 // applied), failed long-running operations, a function run between two calls (BeforeNext).
 // It imports no Azure SDK.
@@ -95,6 +99,7 @@ type Sim struct {
 	failOps    simkit.Queue[OpFailure]
 	throttleN  int // requests left to throttle on every method; < 0: all
 	throttleRA string
+	buckets    map[string]*armBucket // ARM throttling per request class (ratelimit.go)
 	before     simkit.Queue[func()]
 }
 

@@ -323,3 +323,51 @@ func TestFailedOperationKeepingItsContent(t *testing.T) {
 		t.Fatalf("operation %v; NIC %v", op.body, after.body)
 	}
 }
+
+// TestRateLimitTokenBuckets: ARM's throttling per request class. Reads draw from their own
+// bucket (writes go on while reads are throttled), every answered request says how many of
+// its class remain, and an empty bucket answers 429 SubscriptionRequestsThrottled with a
+// Retry-After of whole seconds until a token is back. Bad settings are refused by name.
+func TestRateLimitTokenBuckets(t *testing.T) {
+	s, c := newTestSim(t, 1)
+	// A refill of one token per 100 s: the bucket does not refill during the test.
+	if err := s.SetRateLimit(RateReads, 2, 0.01); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"1", "0"} {
+		r := c.do("GET", nicPath, nil)
+		if r.status != http.StatusOK || r.header.Get("x-ms-ratelimit-remaining-subscription-reads") != want {
+			t.Fatalf("read %d: %d, remaining reads %q, want 200 and %s", i, r.status, r.header.Get("x-ms-ratelimit-remaining-subscription-reads"), want)
+		}
+	}
+	r := c.do("GET", nicPath, nil)
+	if r.status != http.StatusTooManyRequests || r.code() != "SubscriptionRequestsThrottled" || r.header.Get("Retry-After") != "100" {
+		t.Fatalf("third read: %d %s, Retry-After %q; want 429 SubscriptionRequestsThrottled, 100", r.status, r.code(), r.header.Get("Retry-After"))
+	}
+	if n := s.Calls(MNICGet); n != 3 {
+		t.Fatalf("%d NIC gets counted, want 3 (the throttled one too)", n)
+	}
+	// Writes have their own bucket, unlimited here.
+	s.mu.Lock()
+	s.buckets[RateReads].tokens = 1 // the PUT below needs the document read first
+	s.mu.Unlock()
+	got := c.do("GET", nicPath, nil)
+	if w := c.do("PUT", nicPath, got.body); w.status >= 300 || w.header.Get("x-ms-ratelimit-remaining-subscription-writes") != "" {
+		t.Fatalf("write while reads are throttled: %d %v (remaining writes %q: no bucket, no header)", w.status, w.body, w.header.Get("x-ms-ratelimit-remaining-subscription-writes"))
+	}
+	if err := s.SetRateLimit(RateReads, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.do("GET", nicPath, nil); r.status != http.StatusOK {
+		t.Fatalf("read after the limit was removed: %d", r.status)
+	}
+	for _, bad := range []struct {
+		class  string
+		size   int
+		refill float64
+	}{{"lists", 10, 1}, {RateWrites, 10, 0}, {RateDeletes, -1, 1}} {
+		if err := s.SetRateLimit(bad.class, bad.size, bad.refill); err == nil || !strings.Contains(err.Error(), bad.class) {
+			t.Errorf("SetRateLimit(%q, %d, %g): %v, want an error naming the class", bad.class, bad.size, bad.refill, err)
+		}
+	}
+}

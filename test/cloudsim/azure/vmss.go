@@ -2,7 +2,9 @@ package azuresim
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -13,6 +15,7 @@ import (
 // and from networkInterfaces get, and the network resource provider only reads it, under the
 // scale set's path:
 //
+//	GET .../providers/Microsoft.Compute/virtualMachineScaleSets/{vmss}/networkInterfaces
 //	GET .../providers/Microsoft.Compute/virtualMachineScaleSets/{vmss}/virtualMachines/{i}/networkInterfaces
 //	GET .../providers/Microsoft.Compute/virtualMachineScaleSets/{vmss}/virtualMachines/{i}/networkInterfaces/{nic}
 //
@@ -22,8 +25,10 @@ import (
 
 // Method names of the scale-set NIC read path.
 const (
-	MScaleSetNICList = "virtualMachineScaleSets.virtualMachines.networkInterfaces.list"
-	MScaleSetNICGet  = "virtualMachineScaleSets.virtualMachines.networkInterfaces.get"
+	// MScaleSetNICListAll lists the NICs of every instance of a scale set.
+	MScaleSetNICListAll = "virtualMachineScaleSets.networkInterfaces.list"
+	MScaleSetNICList    = "virtualMachineScaleSets.virtualMachines.networkInterfaces.list"
+	MScaleSetNICGet     = "virtualMachineScaleSets.virtualMachines.networkInterfaces.get"
 )
 
 // scaleSetNICAPIVersions are the api-versions the simulator serves on the scale-set NIC read
@@ -93,6 +98,10 @@ func (s *Sim) AddScaleSet(ss ScaleSetSeed) {
 // GET is routed: the network resource provider does not write these NICs.
 func (s *Sim) routeScaleSet(method string, lp []string) (string, handler) {
 	n := len(lp)
+	if n == 9 && lp[2] == "resourcegroups" && lp[4] == "providers" && lp[5] == "microsoft.compute" &&
+		lp[6] == "virtualmachinescalesets" && lp[8] == "networkinterfaces" && method == http.MethodGet {
+		return MScaleSetNICListAll, s.listAllScaleSetNICs
+	}
 	if n < 11 || lp[2] != "resourcegroups" || lp[4] != "providers" || lp[5] != "microsoft.compute" ||
 		lp[6] != "virtualmachinescalesets" || lp[8] != "virtualmachines" || lp[10] != "networkinterfaces" || method != http.MethodGet {
 		return "", nil
@@ -111,6 +120,37 @@ func (s *Sim) listScaleSetNICs(r *http.Request, parts []string, _ []byte) (*resp
 		return nil, e
 	}
 	return s.list(r, parts, s.scaleSetNICs, clone)
+}
+
+// listAllScaleSetNICs answers one page of the NICs of every instance of the path's scale set
+// (paged as every list, SetPageSize), ResourceNotFound naming the scale set when it has none.
+func (s *Sim) listAllScaleSetNICs(r *http.Request, parts []string, _ []byte) (*response, *armError) {
+	if !s.rgs[strings.ToLower(parts[3])] {
+		return nil, aerr(http.StatusNotFound, "ResourceGroupNotFound", "Resource group '%s' could not be found.", parts[3])
+	}
+	prefix := strings.ToLower(resID(parts[:8])) + "/virtualmachines/"
+	var keys []string
+	for _, k := range slices.Sorted(maps.Keys(s.scaleSetNICs)) {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, aerr(http.StatusNotFound, "ResourceNotFound", "The Resource 'Microsoft.Compute/virtualMachineScaleSets/%s' under resource group '%s' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix", parts[7], parts[3])
+	}
+	from, to, next, e := s.pageOf(r, len(keys))
+	if e != nil {
+		return nil, e
+	}
+	out := []any{}
+	for _, k := range keys[from:to] {
+		out = append(out, clone(s.scaleSetNICs[k]))
+	}
+	body := map[string]any{"value": out}
+	if next != "" {
+		body["nextLink"] = next
+	}
+	return &response{status: 200, body: body}, nil
 }
 
 func (s *Sim) getScaleSetNIC(_ *http.Request, parts []string, _ []byte) (*response, *armError) {

@@ -90,3 +90,38 @@ func TestScaleSetNotFoundCodes(t *testing.T) {
 		}
 	}
 }
+
+// The NICs of every instance of a scale set come in one list, paged as every list, at the
+// read path's api-version; a scale set with no instance is ResourceNotFound naming it.
+func TestScaleSetNICListAll(t *testing.T) {
+	s, c := newScaleSetSim(t)
+	s.AddScaleSet(ScaleSetSeed{ResourceGroup: trg, Name: "other-vmss", Subnet: s.SubnetID(trg, "vnet", "nodes"),
+		Instances: []ScaleSetInstanceSeed{{ID: "0", PrimaryIP: "10.1.1.9"}}})
+	s.SetPageSize(1)
+	all := "/resourceGroups/" + trg + "/providers/Microsoft.Compute/virtualMachineScaleSets/aks-np-vmss/networkInterfaces?api-version=2018-10-01"
+	var vms []string
+	pages := 0
+	for next := all; next != ""; pages++ {
+		r := c.do(http.MethodGet, next, nil)
+		if r.status != http.StatusOK {
+			t.Fatalf("page %d: %d %v", pages, r.status, r.body)
+		}
+		for _, v := range r.body["value"].([]any) {
+			vms = append(vms, str(mapOf(props(mapOf(v))["virtualMachine"])["id"]))
+		}
+		next = str(r.body["nextLink"])
+	}
+	if pages != 2 || len(vms) != 2 || vms[0] != s.ScaleSetVMID(trg, "aks-np-vmss", "0") || vms[1] != s.ScaleSetVMID(trg, "aks-np-vmss", "1") {
+		t.Fatalf("%d pages, instances %v; want 2 pages, instances 0 and 1 of aks-np-vmss only", pages, vms)
+	}
+	if n := s.Calls(MScaleSetNICListAll); n != 2 {
+		t.Fatalf("%d %s calls counted, want 2", n, MScaleSetNICListAll)
+	}
+	r := c.do(http.MethodGet, strings.Replace(all, "aks-np-vmss", "gone-vmss", 1), nil)
+	if r.status != http.StatusNotFound || r.code() != "ResourceNotFound" || !strings.Contains(str(mapOf(r.body["error"])["message"]), "gone-vmss") {
+		t.Fatalf("unknown scale set: %d %v", r.status, r.body)
+	}
+	if r := c.do(http.MethodGet, strings.Replace(all, "2018-10-01", tver, 1), nil); r.status != http.StatusBadRequest || r.code() != "NoRegisteredProviderFound" {
+		t.Fatalf("api-version %s on the scale-set list: %d %v", tver, r.status, r.body)
+	}
+}
