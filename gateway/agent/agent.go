@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -94,7 +95,7 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// ClusterCache makes the cache of every pod and node that a gateway node reads to admit
 	// tunnelled traffic; Setup gives one (NewClusterCache). Nil: this agent's gateway role
-	// admits no tunnelled traffic.
+	// admits no tunnelled traffic beyond what its datapath already admits.
 	ClusterCache func() (cache.Cache, error)
 	// NoDeliveryProof serves a cloud egress IP as soon as the cloud gives it to this node,
 	// without proving that the fabric delivers it (Inputs.Delivered; docs/control-plane.md,
@@ -373,7 +374,7 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 	a.prober.SetTargets(res.Probes)
 	a.logProblems(logger, res.Problems)
 	if err := a.view.ensure(ctx, res.NeedsClusterView); err != nil {
-		logger.Error(err, "starting the cluster view; the gateway admits no tunnelled traffic until it starts")
+		logger.Error(err, "starting the cluster view; until it starts the gateway admits only what its datapath already admits")
 	}
 
 	a.mu.Lock()
@@ -393,6 +394,7 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 	}
 	st := res.State
 	a.mu.Lock()
+	servedBefore := servedIPs(a.applied)
 	a.applied = &st
 	a.appliedN++
 	wasReady := a.readyErr == nil
@@ -403,6 +405,9 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 		case a.becameReady <- struct{}{}:
 		default:
 		}
+	}
+	if !maps.Equal(servedBefore, servedIPs(&st)) {
+		a.delivery.kick() // publish the proofs of what is served now (Agent.published)
 	}
 	a.queueAnnouncements(res.Announce)
 	a.proveDeliveries(ctx, in, res)

@@ -14,11 +14,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/bpf"
 	"github.com/egressd/egressd/gateway/agent"
 	"github.com/egressd/egressd/gateway/agent/announce"
 	"github.com/egressd/egressd/gateway/agent/dataplane"
@@ -80,6 +82,34 @@ func (d *timedDataplane) waitFor(t *testing.T, timeout time.Duration, what strin
 	}
 }
 
+// gatedCache is a real cache whose WaitForCacheSync returns only once open is closed: an
+// agent's cluster view that has not synced yet, for as long as a test needs.
+type gatedCache struct {
+	cache.Cache
+	open <-chan struct{}
+}
+
+func (g gatedCache) WaitForCacheSync(ctx context.Context) bool {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return false
+	}
+	return g.Cache.WaitForCacheSync(ctx)
+}
+
+// drops sums a datapath's drops of one reason (bpf.Drop*) over every group and gateway.
+func drops(t *testing.T, d *timedDataplane, reason int) uint64 {
+	t.Helper()
+	stats, err := d.Stats()
+	must(t, err)
+	var n uint64
+	for _, s := range stats {
+		n += s.Drops[reason]
+	}
+	return n
+}
+
 // TestMain gives controller-runtime its logger before any manager is built (it otherwise
 // complains, with a stack, that none was set).
 func TestMain(m *testing.M) {
@@ -106,7 +136,8 @@ func newAgentBed(t *testing.T) (*netns.Topology, *envtest.Server, string) {
 // startNetnsAgent runs an agent in-process for node n: its API client in the root namespace, its
 // datapath, probe sockets, interface list and announcements in the node's namespace. The
 // returned stop ends it (idempotent, also run by t.Cleanup); the datapath is removed at cleanup.
-func startNetnsAgent(ctx context.Context, t *testing.T, cfg *rest.Config, n *netns.Node, bpffs string) (*timedDataplane, func()) {
+// mutate, if given, changes the agent's Config before it is set up.
+func startNetnsAgent(ctx context.Context, t *testing.T, cfg *rest.Config, n *netns.Node, bpffs string, mutate ...func(manager.Manager, *agent.Config)) (*timedDataplane, func()) {
 	t.Helper()
 	dp := &timedDataplane{Dataplane: dataplane.New(dataplane.Config{NetNS: n.Path(), PinRoot: filepath.Join(bpffs, n.Name)})}
 	t.Cleanup(func() {
@@ -116,7 +147,7 @@ func startNetnsAgent(ctx context.Context, t *testing.T, cfg *rest.Config, n *net
 	})
 	mgr, err := agent.NewManager(cfg, agent.ManagerOptions{NodeName: n.Name, MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
 	must(t, err)
-	_, err = agent.Setup(mgr, agent.Config{
+	acfg := agent.Config{
 		NodeName: n.Name, Dataplane: dp, Registerer: prometheus.NewRegistry(),
 		ListenPacket: n.ListenPacket,
 		Interfaces: func() (ifs []agent.Interface, err error) {
@@ -126,7 +157,11 @@ func startNetnsAgent(ctx context.Context, t *testing.T, cfg *rest.Config, n *net
 		Announce: func(ifname string, ip netip.Addr) error {
 			return n.Do(func() error { return announce.Send(ifname, ip) })
 		},
-	})
+	}
+	for _, m := range mutate {
+		m(mgr, &acfg)
+	}
+	_, err = agent.Setup(mgr, acfg)
 	must(t, err)
 	stop := runManager(log.IntoContext(ctx, zap.New(zap.UseDevMode(true)).WithValues("agent", n.Name)), t, mgr, "agent "+n.Name)
 	return dp, stop
@@ -258,6 +293,50 @@ func TestAgentNetns(t *testing.T) {
 		if got[egress["gw1"]]+got[egress["gw2"]] != 10 {
 			t.Errorf("with gw1's agent stopped the server saw %v, want only the egress IPs", got)
 		}
+	})
+
+	t.Run("a gateway's agent restarts: its datapath admits what it did before the agent reads the cluster", func(t *testing.T) {
+		// The restarted agent's cluster view is held unsynced (the real cache behind a gate),
+		// so its first states are computed, as on a busy node, before it has read the
+		// cluster's pods. Replacing the admitted sources with none then dropped every frame
+		// pod a's node tunnelled to gw1 (foreign_node) until the view synced: the ~0.5 s of
+		// failed new connections after an agent restart that `make soak` found.
+		gate := make(chan struct{})
+		released := false
+		release := func() {
+			if !released {
+				close(gate)
+				released = true
+			}
+		}
+		defer release()
+		dp, stop := startNetnsAgent(ctx, t, s.Config, topo.Node("gw1"), bpffs, func(mgr manager.Manager, c *agent.Config) {
+			c.ClusterCache = func() (cache.Cache, error) {
+				cc, err := agent.NewClusterCache(mgr)
+				return gatedCache{Cache: cc, open: gate}, err
+			}
+		})
+		defer stop()
+		dp.waitFor(t, 30*time.Second, "gw1 serving group 7 again", func(s dataplane.State) bool {
+			return s.Gateway != nil && len(s.Gateway.Groups) == 1
+		})
+		before := drops(t, dp, bpf.DropForeignNode) + drops(t, dp, bpf.DropForeignSource)
+		got := seen(t, 20)
+		if got[egress["gw1"]] == 0 || got[egress["gw1"]]+got[egress["gw2"]] != 20 {
+			t.Errorf("restarted gw1 agent, cluster not read yet: the server saw %v, want both egress IPs and nothing else", got)
+		}
+		if n := drops(t, dp, bpf.DropForeignNode) + drops(t, dp, bpf.DropForeignSource) - before; n != 0 {
+			t.Errorf("gw1 dropped %d tunnelled packets as foreign while its agent had not read the cluster", n)
+		}
+		release()
+		dp.waitFor(t, 30*time.Second, "gw1's sources read from the cluster", func(s dataplane.State) bool {
+			return s.Gateway != nil && len(s.Gateway.Sources) > 0 && !s.Gateway.KeepSources
+		})
+		got = seen(t, 10)
+		if got[egress["gw1"]]+got[egress["gw2"]] != 10 {
+			t.Errorf("after gw1's agent read the cluster the server saw %v, want only the egress IPs", got)
+		}
+		stop() // as before: gw1's agent is gone, its datapath stays
 	})
 
 	t.Run("a gateway node dies: the worker fails over in the datapath", func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/agent/dataplane"
 	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/probe"
 )
@@ -164,7 +165,9 @@ func (d *deliveries) update(ctx context.Context, logger logr.Logger, held map[ne
 			cancel()
 			logger.Info("egress IP delivered to this node", "egressIP", ip, "generation", gen, "peer", s.Addr,
 				"took", time.Since(r.started).Round(time.Millisecond))
-			d.kick()
+			// Published once the Apply that serves the address is done (Agent.published),
+			// which kicks the heartbeat: publishing now could list this node Active, and
+			// send it new flows, before its datapath SNATs to the address.
 			signal()
 		}})
 		r.prober.SetTargets(targets)
@@ -183,6 +186,34 @@ func (d *deliveries) stop() {
 		r.cancel()
 		delete(d.runs, ip)
 	}
+}
+
+// published returns the proofs the Lease carries: those of addresses the last applied state
+// serves. A proof is made before the state that serves its address is applied, and the
+// coordinator lists this node Active for the address as soon as the Lease carries it; so it is
+// published only after that Apply (sync kicks the heartbeat then). A restarted agent's seeded
+// proofs are published with its first state, which serves their addresses.
+func (a *Agent) published() contract.Delivered {
+	a.mu.Lock()
+	served := servedIPs(a.applied)
+	a.mu.Unlock()
+	p := a.delivery.snapshot()
+	maps.DeleteFunc(p, func(ip netip.Addr, _ int64) bool { return !served[ip] })
+	return p
+}
+
+// servedIPs are the egress IPs a state's gateway role SNATs to.
+func servedIPs(s *dataplane.State) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	if s == nil || s.Gateway == nil {
+		return out
+	}
+	for _, g := range s.Gateway.Groups {
+		for _, ip := range slices.Concat(g.EgressIPv4s, g.EgressIPv6s) {
+			out[ip] = true
+		}
+	}
+	return out
 }
 
 // pending lists the addresses whose proof is in progress (metrics, tests).

@@ -88,5 +88,5 @@ func (a *Agent) annotateDeliveries(lease *coordinationv1.Lease) {
 	if lease.Annotations == nil {
 		lease.Annotations = map[string]string{}
 	}
-	lease.Annotations[contract.DeliveredAnnotation] = a.delivery.snapshot().String()
+	lease.Annotations[contract.DeliveredAnnotation] = a.published().String()
 }

@@ -35,7 +35,8 @@ const (
 	// group needs, or the interface lacks an address of the family.
 	ProblemNoInterface ProblemKind = "NoInterface"
 	// ProblemNoClusterView: this node serves a group but has not read the cluster's pods and
-	// nodes yet, so its gateway admits no tunnelled traffic (the Node is its own).
+	// nodes yet, so its gateway admits only the tunnelled traffic its datapath admitted
+	// before (a restarted agent's predecessor's sources; none on a node booted afresh).
 	ProblemNoClusterView ProblemKind = "NoClusterView"
 	// ProblemPrefixBudgetExceeded: a policy does not fit the prefix budget of its namespace
 	// (of the cluster, for a ClusterEgressPolicy) after the policies created before it; it is

@@ -335,8 +335,13 @@ func ComputeState(in Inputs) (Result, error) {
 		if in.ClusterView {
 			r.Sources, r.Nodes = sources(in, r.Groups, policies, labelsOf)
 		} else {
+			// A restarted agent's first states come before its cluster view has synced:
+			// replacing the sources its predecessor admitted with none would drop every
+			// tunnelled frame (foreign_node) until the view is read, although the gateway
+			// forwarded them a moment ago. Keep them; a node booted afresh has none.
+			r.KeepSources = true
 			problem(problemf(ProblemNoClusterView, nodeRef(in.Node.Name), nil,
-				"the cluster's pods and nodes are not read yet: the gateway admits no tunnelled traffic"))
+				"the cluster's pods and nodes are not read yet: the gateway admits only the tunnelled traffic its datapath already admitted"))
 		}
 	}
 	return res, nil

@@ -644,6 +644,7 @@ func TestComputeState(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			in := base()
+			in.ClusterView = true // an empty cluster: TestGatewaySources covers the sources
 			if tc.mutate != nil {
 				tc.mutate(&in)
 			}
@@ -862,8 +863,8 @@ func TestGatewaySources(t *testing.T) {
 	if !res.NeedsClusterView {
 		t.Error("a gateway node does not ask for the cluster view")
 	}
-	if r := res.State.Gateway; r == nil || len(r.Sources) != 0 {
-		t.Fatalf("without the cluster view the gateway admits %+v, want nothing", r)
+	if r := res.State.Gateway; r == nil || len(r.Sources) != 0 || !r.KeepSources {
+		t.Fatalf("without the cluster view the gateway role is %+v, want no sources of its own and KeepSources (a restarted agent keeps what its datapath admits)", r)
 	}
 	if !slices.ContainsFunc(res.Problems, func(p Problem) bool { return p.Kind == ProblemNoClusterView }) {
 		t.Errorf("no %s problem without the cluster view: %v", ProblemNoClusterView, res.Problems)
@@ -880,6 +881,9 @@ func TestGatewaySources(t *testing.T) {
 		{Node: ip("10.0.1.13"), Group: 7, Pod: ip("10.244.2.7")},
 	}
 	r := res.State.Gateway
+	if r.KeepSources {
+		t.Error("with the cluster view read the gateway still keeps the sources it had")
+	}
 	if !reflect.DeepEqual(r.Sources, want) {
 		t.Errorf("sources\n got %v\nwant %v", r.Sources, want)
 	}

@@ -118,6 +118,11 @@ func (d *Dataplane) planMaps(s *State) (*plan, error) {
 	if p.haveSources, err = dp.Sources(); err != nil {
 		return nil, err
 	}
+	if s.Gateway != nil && s.Gateway.KeepSources {
+		for src := range p.haveSources {
+			p.wantSources[src] = true
+		}
+	}
 	capa := dp.Capacity()
 
 	wantEP := map[netip.Addr]bool{}

@@ -384,6 +384,71 @@ func TestAgentRestart(t *testing.T) {
 	t.Logf("transfer across %d agent restarts: %v", restarts, r.res)
 }
 
+// TestKeepSources: a restarted agent's first states come before it has read the cluster, so
+// they list no sources. With KeepSources (what such a state carries) a new Dataplane on the
+// pinned maps keeps what the previous one admitted, and pod a's traffic goes on through gw1;
+// a state that really admits nobody still removes them all, and gw1 then drops pod a's frames
+// as foreign_node.
+func TestKeepSources(t *testing.T) {
+	skipUnlessRoot(t)
+	c := newCluster(t)
+	a := c.topo.Pod("a")
+	eg1 := c.eg["gw1"]
+	expectSeen(t, a, dstG1, eg1[0])
+	foreign := func() uint64 {
+		t.Helper()
+		st, err := c.dps["gw1"].Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for _, s := range st {
+			n += s.Drops[bpf.DropForeignNode] + s.Drops[bpf.DropForeignSource]
+		}
+		return n
+	}
+	unread := func(keep bool) State {
+		s := c.states["gw1"]
+		role := *s.Gateway
+		role.Sources, role.Nodes, role.KeepSources = nil, nil, keep
+		s.Gateway = &role
+		return s
+	}
+
+	// The agent restarts: a new Dataplane, the same pins (the counters are pinned too).
+	f0 := foreign()
+	if err := c.dps["gw1"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.dps["gw1"] = c.newDataplane("gw1")
+	if err := c.dps["gw1"].Apply(ctxT(t), unread(true)); err != nil {
+		t.Fatal(err)
+	}
+	expectSeen(t, a, dstG1, eg1[0])
+	if n := foreign() - f0; n != 0 {
+		t.Errorf("gw1 dropped %d frames as foreign with the sources kept", n)
+	}
+
+	// The same state without KeepSources admits nobody.
+	if err := c.dps["gw1"].Apply(ctxT(t), unread(false)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if got, err := a.UDPEcho(ctx, dstG1); err == nil {
+		t.Errorf("with no sources admitted pod a still reached %s (seen as %s)", dstG1, got)
+	}
+	if foreign() == f0 {
+		t.Error("gw1 counted no foreign drop for pod a's frames with no sources admitted")
+	}
+
+	// The agent has read the cluster: the whole state again.
+	if err := c.dps["gw1"].Apply(ctxT(t), c.states["gw1"]); err != nil {
+		t.Fatal(err)
+	}
+	expectSeen(t, a, dstG1, eg1[0])
+}
+
 // TestRemoveLeavesNothing tears down every node and checks for leftovers.
 func TestRemoveLeavesNothing(t *testing.T) {
 	skipUnlessRoot(t)

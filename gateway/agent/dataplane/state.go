@@ -137,6 +137,12 @@ type GatewayRole struct {
 	// admit nothing: they tell a foreign host from a node with a spoofed
 	// inner source in the drop counters.
 	Nodes []netip.Addr
+	// KeepSources says that Sources and Nodes are not known yet (the agent
+	// has not read the cluster's pods and nodes): Apply keeps the entries the
+	// sources map holds and adds those listed. A restarted agent finds the
+	// ones its predecessor admitted, so its gateway keeps admitting the
+	// traffic it forwarded a moment ago; a node booted afresh has none.
+	KeepSources bool
 }
 
 // Source is a pod that may use a served group through this gateway.
