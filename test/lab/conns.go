@@ -25,13 +25,21 @@ import (
 const (
 	DefaultConnsPerPod  = 4
 	DefaultConnInterval = 100 * time.Millisecond
-	DefaultConnTimeout  = 5 * time.Second
+	// DefaultConnTimeout is as long as the datapath holds an established connection whose
+	// egress IP is moving (--hold-established, 60 s): a connection through a failed gateway
+	// is silent for the cloud's move plus TCP's retransmission backoff (an AWS move delivers
+	// in about 5.5 s, when retransmissions are 6.4 s apart), and one that gave up sooner would
+	// count as broken a connection the datapath kept.
+	DefaultConnTimeout = time.Minute
 	// connGap is the silence after which the next echo starts a new segment of the record:
 	// three missed echoes.
 	connGap = 3 * DefaultConnInterval
 	// connFresh: a connection survived an event when it is still open at the event's End and
 	// had an echo in the connFresh before it.
 	connFresh = time.Second
+	// connWait bounds how long an event's window waits for its connections to carry data
+	// again (WaitFresh): a move of a few seconds plus the retransmission it waits for.
+	connWait = 30 * time.Second
 	// maxSegments bounds one connection's record (a segment per source change or stall).
 	maxSegments = 10000
 )
@@ -268,6 +276,25 @@ func (cs *ConnSet) Records() []ConnRecord {
 		out = append(out, c.record())
 	}
 	return out
+}
+
+// WaitFresh waits until every open connection had an echo in the last connFresh (TCP's
+// retransmission backoff can leave a connection whose path is back silent for seconds after
+// it), or for at most timeout. It returns how many were still silent then.
+func (cs *ConnSet) WaitFresh(ctx context.Context, timeout time.Duration) int {
+	deadline := time.Now().Add(timeout)
+	for {
+		silent := 0
+		now := time.Now()
+		for _, r := range cs.Records() {
+			if r.Closed.IsZero() && now.Sub(r.LastEcho()) > connFresh {
+				silent++
+			}
+		}
+		if silent == 0 || !now.Before(deadline) || sleep(ctx, 100*time.Millisecond) != nil {
+			return silent
+		}
+	}
 }
 
 // Close closes every connection and waits for them.

@@ -45,7 +45,9 @@ func (d *Dataplane) applyGateway(role *GatewayRole, p *plan, steerFamilies []int
 	if err != nil {
 		return fmt.Errorf("finding tunnel device: %w", err)
 	}
-	if err := d.applyNFT(d.nftModel(role, tun.Attrs().MTU)); err != nil {
+	m := d.nftModel(role, tun.Attrs().MTU)
+	m.strays = strayAddrs(wantAddr)
+	if err := d.applyNFT(m); err != nil {
 		return err
 	}
 	for src := range p.wantSources {

@@ -62,6 +62,7 @@ type nftModel struct {
 	// public4: mark → the source public-bound IPv4 flows are SNATed to, and the private
 	// destinations that keep the egress IPs (ServedGroup.PublicSource).
 	public4 map[uint32]publicSNAT
+	strays  []netip.Addr // the egress IPs egressd mounted, sorted (strays.go)
 }
 
 type publicSNAT struct {
@@ -81,7 +82,7 @@ func (m nftModel) key() string {
 		ks = append(ks, fmt.Sprintf("p4/%x/%s/%v", k, v.source, v.private))
 	}
 	slices.Sort(ks)
-	return fmt.Sprint(m.tunnel, ks, m.snatPorts, m.mss4, m.mss6, m.marks)
+	return fmt.Sprint(m.tunnel, ks, m.snatPorts, m.mss4, m.mss6, m.marks, m.strays)
 }
 
 // snatSeed seeds the jhash that picks a flow's egress IP. Fixed, so that
@@ -356,7 +357,7 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: append(markIs(mk.MagicMask|mk.Reply|mk.Steer, mk.Magic),
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	)})
-	return nil
+	return m.fillStrays(c, t)
 }
 
 // Registers of the spread chains: nftables' 32-bit registers (NFT_REG32_00
