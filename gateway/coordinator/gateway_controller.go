@@ -8,10 +8,12 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,12 +38,43 @@ const placeAfterAllocate = 10 * time.Millisecond
 type GatewayReconciler struct {
 	*Coordinator
 	probes *probeSet
+	// recovering holds, by group, until when the controller's failed probes of gateways that
+	// were not Unhealthy stay ignored after its path to the probe port came back
+	// (PlanInput.ProbeGraceUntil).
+	mu         sync.Mutex
+	recovering map[string]time.Time
 }
 
 // NewGatewayReconciler returns the gateway controller's reconciler.
 func NewGatewayReconciler(c *Coordinator) *GatewayReconciler {
-	return &GatewayReconciler{Coordinator: c, probes: &probeSet{health: c.health, byGroup: map[string][]probe.Target{}}}
+	return &GatewayReconciler{Coordinator: c, probes: &probeSet{health: c.health, byGroup: map[string][]probe.Target{}},
+		recovering: map[string]time.Time{}}
 }
+
+// probeGrace returns until when a group's gateways keep their state on failed controller
+// probes after the controller's own path came back: the previous status said the probes were
+// ignored (Degraded reason ControllerProbesFailing) and now some gateway answers. Each
+// gateway's probe recovers on its own schedule, within a few probe intervals of the path; the
+// first to answer must not turn the others Unhealthy (TestControllerProbesBlocked saw every
+// zone's requests fail for 350 ms that way).
+func (r *GatewayReconciler) probeGrace(gw *egressv1.EgressGateway, views []NodeView, now time.Time) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := meta.FindStatusCondition(gw.Status.Conditions, egressv1.ConditionDegraded)
+	if c == nil || c.Reason != egressv1.ReasonControllerProbesFailing || controllerProbesFailing(views) != nil {
+		delete(r.recovering, gw.Name)
+		return time.Time{}
+	}
+	until, ok := r.recovering[gw.Name]
+	if !ok {
+		until = now.Add(probeRecoveryGrace)
+		r.recovering[gw.Name] = until
+	}
+	return until
+}
+
+// probeRecoveryGrace: the default probe (100 ms × 3) recovers well within it.
+const probeRecoveryGrace = 2 * time.Second
 
 // addrSource is a group's address source resolved against the controller's providers.
 type addrSource struct {
@@ -136,7 +169,8 @@ func (r *GatewayReconciler) reconcile(ctx context.Context, name string) (ctrl.Re
 			return ctrl.Result{}, err
 		}
 	}
-	in := PlanInput{Group: gw.Name, Spec: gw.Spec, Nodes: views, Previous: gw.Status, Now: r.clock.Now()}
+	now := r.clock.Now()
+	in := PlanInput{Group: gw.Name, Spec: gw.Spec, Nodes: views, Previous: gw.Status, Now: now, ProbeGraceUntil: r.probeGrace(gw, views, now)}
 	for _, e := range eips {
 		ip, _ := netip.ParseAddr(e.Spec.IP)
 		in.IPs = append(in.IPs, IPView{IP: ip, Zone: e.Spec.Zone, Node: e.Spec.Node, Held: e.Status.Node, Generation: e.Generation})

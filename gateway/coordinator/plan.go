@@ -57,6 +57,10 @@ type PlanInput struct {
 	// Previous is the group's last written status: when each gateway started draining.
 	Previous egressv1.EgressGatewayStatus
 	Now      time.Time
+	// ProbeGraceUntil: until then, the controller's failed probes of gateways that were not
+	// Unhealthy in Previous are still ignored, although some gateway answers again (the
+	// controller's path just came back; GatewayReconciler.probeGrace). Zero: no grace.
+	ProbeGraceUntil time.Time
 }
 
 // ZonePlan is the decision for one zone.
@@ -114,6 +118,15 @@ func PlanGateway(in PlanInput, alloc *ipalloc.Allocator) (Plan, error) {
 
 	var plan Plan
 	ignored := controllerProbesFailing(in.Nodes)
+	if ignored == nil && in.Now.Before(in.ProbeGraceUntil) {
+		ignored = map[string]bool{}
+		for _, n := range in.Nodes {
+			if p, ok := prevState[n.Name]; ok && !n.ProbeUp && p.State != egressv1.GatewayUnhealthy {
+				ignored[n.Name] = true
+			}
+		}
+		plan.Requeue = minPositive(plan.Requeue, in.ProbeGraceUntil.Sub(in.Now))
+	}
 	for name := range ignored {
 		plan.ProbesIgnored = append(plan.ProbesIgnored, name)
 	}

@@ -62,6 +62,15 @@ func draining(node string, since time.Time) egressv1.EgressGatewayStatus {
 	}}}}
 }
 
+// listed is a previous status listing the nodes as usable gateways (Standby, zone "a").
+func listed(nodes ...string) egressv1.EgressGatewayStatus {
+	z := egressv1.ZoneStatus{Name: "a"}
+	for _, n := range nodes {
+		z.Gateways = append(z.Gateways, egressv1.GatewayNodeStatus{Node: n, State: egressv1.GatewayStandby})
+	}
+	return egressv1.EgressGatewayStatus{Zones: []egressv1.ZoneStatus{z}}
+}
+
 func TestPlanGateway(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -187,6 +196,21 @@ func TestPlanGateway(t *testing.T) {
 			states:  map[string]egressv1.GatewayState{"n1": "Active", "n2": "Active", "n3": "Active"},
 			place:   map[string]string{"10.0.1.10": "n1", "10.0.1.11": "n2", "10.0.2.10": "n3", "10.0.2.11": "n3"},
 			ignored: []string{"n1", "n2", "n3"},
+		},
+		{
+			name: "controller path back, n2 answers first, within the grace: the others keep their state",
+			in: PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown), node("n2", "a"), node("n3", "b", probeDown)},
+				IPs: []IPView{ip("10.0.1.10", "a", "n1"), ip("10.0.2.10", "b", "n3")}, Previous: listed("n1", "n2", "n3"), ProbeGraceUntil: t0.Add(time.Second)},
+			states:  map[string]egressv1.GatewayState{"n1": "Active", "n2": "Standby", "n3": "Active"},
+			place:   map[string]string{"10.0.1.10": "n1", "10.0.2.10": "n3"},
+			ignored: []string{"n1", "n3"},
+		},
+		{
+			name: "controller path back, grace over: a gateway still not answering is Unhealthy",
+			in: PlanInput{Spec: spec(), Nodes: []NodeView{node("n1", "a", probeDown), node("n2", "a"), node("n3", "b")},
+				IPs: []IPView{ip("10.0.1.10", "a", "n1"), ip("10.0.2.10", "b", "n3")}, Previous: listed("n1", "n2", "n3"), ProbeGraceUntil: t0},
+			states: map[string]egressv1.GatewayState{"n1": "Unhealthy", "n2": "Standby", "n3": "Active"}, // n2 Active once the move lands
+			place:  map[string]string{"10.0.1.10": "n2", "10.0.2.10": "n3"},
 		},
 		{
 			name:    "single-gateway group, probe fails, lease fresh: kept",
