@@ -2,15 +2,14 @@ package azure_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http/httptest"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/azure"
+	"github.com/egressd/egressd/providers/conformance"
 	azuresim "github.com/egressd/egressd/test/cloudsim/azure"
 )
 
@@ -55,47 +54,9 @@ func BenchmarkDiscoverNodes(b *testing.B) {
 		}
 		return p
 	}
-	ctx := context.Background()
-	for _, mode := range []struct {
-		name     string
-		discover func(p *azure.Provider) error
-	}{
-		{"batches-of-25", func(p *azure.Provider) error {
-			for chunk := range slices.Chunk(refs, scaleBatch) {
-				if _, errs := providers.DiscoverNodes(ctx, p, chunk); errors.Join(errs...) != nil {
-					return errors.Join(errs...)
-				}
-			}
-			return nil
-		}},
-		{"one-at-a-time", func(p *azure.Provider) error {
-			for _, r := range refs {
-				if _, err := p.DiscoverNode(ctx, r); err != nil {
-					return err
-				}
-			}
-			return nil
-		}},
-	} {
-		b.Run(mode.name, func(b *testing.B) {
-			var calls map[string]int
-			var took time.Duration
-			for b.Loop() {
-				p := newProvider()
-				sim.ResetCalls()
-				start := time.Now()
-				if err := mode.discover(p); err != nil {
-					b.Fatal(err)
-				}
-				took = time.Since(start)
-				calls = sim.CallCounts()
-			}
-			b.ReportMetric(float64(total(calls)), "calls/1000-nodes")
-			for m, n := range calls {
-				b.ReportMetric(float64(n), m+"-calls")
-			}
-			b.Logf("FIGURE azure DiscoverNodes of %d VMs (%s, cold provider, NIC list pages of %d): %d ARM calls (%s), %v",
-				scaleVMs, mode.name, scalePage, total(calls), summary(calls), took.Round(time.Millisecond))
+	conformance.BenchDiscoverNodes(b, refs, scaleBatch, sim, func() providers.Provider { return newProvider() }, total,
+		func(mode string, calls map[string]int, took time.Duration) string {
+			return fmt.Sprintf("FIGURE azure DiscoverNodes of %d VMs (%s, cold provider, NIC list pages of %d): %d ARM calls (%s), %v",
+				scaleVMs, mode, scalePage, total(calls), summary(calls), took.Round(time.Millisecond))
 		})
-	}
 }
