@@ -15,14 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/gateway/coordinator"
@@ -222,20 +219,8 @@ func TestGCPPublicEgressNetns(t *testing.T) {
 	}
 	cfg, err := coordinator.ParseConfig(fmt.Appendf(nil, "clusterName: lab\nproviders:\n  gcp: {project: %s, endpoint: %q, withoutAuthentication: true}\n", project, srv.URL))
 	must(t, err)
-	cctx, stopCoordinator := context.WithCancel(log.IntoContext(ctx, zap.New(zap.UseDevMode(true)).WithValues("coordinator", "lab")))
-	done := make(chan error, 1)
-	go func() {
-		done <- coordinator.Run(cctx, coordinator.RunOptions{Config: cfg, RestConfig: s.Config, Registry: providers.Registry{gcp.Type: gcp.Constructor},
-			MetricsBindAddress: "0", HealthProbeBindAddress: "0", ListenPacket: topo.Router.ListenPacket,
-			// TestStaticEndToEndNetns runs a coordinator in this process too.
-			Registerer: prometheus.NewRegistry(), SkipControllerNameValidation: true})
-	}()
-	t.Cleanup(func() {
-		stopCoordinator()
-		if err := <-done; err != nil {
-			t.Errorf("coordinator: %v", err)
-		}
-	})
+	runCoordinator(ctx, t, coordinator.RunOptions{Config: cfg, RestConfig: s.Config, Registry: providers.Registry{gcp.Type: gcp.Constructor},
+		ListenPacket: topo.Router.ListenPacket})
 
 	grace := metav1.Duration{Duration: time.Second}
 	must(t, c.Create(ctx, &egressv1.EgressGateway{ObjectMeta: metav1.ObjectMeta{Name: "pub"}, Spec: egressv1.EgressGatewaySpec{

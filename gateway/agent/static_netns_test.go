@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -95,18 +96,8 @@ func TestStaticEndToEndNetns(t *testing.T) {
 
 	cfg, err := coordinator.ParseConfig([]byte("clusterName: lab\n"))
 	must(t, err)
-	cctx, stopCoordinator := context.WithCancel(log.IntoContext(ctx, zap.New(zap.UseDevMode(true)).WithValues("coordinator", "lab")))
-	done := make(chan error, 1)
-	go func() {
-		done <- coordinator.Run(cctx, coordinator.RunOptions{Config: cfg, RestConfig: s.Config, Registry: providers.Registry{},
-			MetricsBindAddress: "0", HealthProbeBindAddress: "0", ListenPacket: topo.Router.ListenPacket})
-	}()
-	t.Cleanup(func() {
-		stopCoordinator()
-		if err := <-done; err != nil {
-			t.Errorf("coordinator: %v", err)
-		}
-	})
+	runCoordinator(ctx, t, coordinator.RunOptions{Config: cfg, RestConfig: s.Config, Registry: providers.Registry{},
+		ListenPacket: topo.Router.ListenPacket})
 
 	grace := metav1.Duration{Duration: time.Second}
 	must(t, c.Create(ctx, &egressv1.EgressGateway{ObjectMeta: metav1.ObjectMeta{Name: "st"}, Spec: egressv1.EgressGatewaySpec{
@@ -178,4 +169,22 @@ func TestStaticEndToEndNetns(t *testing.T) {
 	if _, err := topo.Router.Ping(rctx, static); err == nil {
 		t.Fatalf("%s still answers after its release", static)
 	}
+}
+
+// runCoordinator runs a coordinator in this process until the test ends (and fails the test if
+// it returns an error). Several tests of the package run one, so each gets its own metrics
+// registry and skips controller-runtime's process-wide controller name check.
+func runCoordinator(ctx context.Context, t *testing.T, opts coordinator.RunOptions) {
+	t.Helper()
+	opts.MetricsBindAddress, opts.HealthProbeBindAddress = "0", "0"
+	opts.Registerer, opts.SkipControllerNameValidation = prometheus.NewRegistry(), true
+	cctx, stop := context.WithCancel(log.IntoContext(ctx, zap.New(zap.UseDevMode(true)).WithValues("coordinator", "lab")))
+	done := make(chan error, 1)
+	go func() { done <- coordinator.Run(cctx, opts) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("coordinator: %v", err)
+		}
+	})
 }
