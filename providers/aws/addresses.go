@@ -110,7 +110,17 @@ func (p *Provider) assign(ctx context.Context, owner providers.Owner, f *iface, 
 			PrivateIpAddresses: []string{a.String()}, AllowReassignment: awssdk.Bool(reassign)})
 	}
 	if err != nil {
-		return classify(fmt.Sprintf("assigning %s to %s", a, f.ID), err)
+		op := fmt.Sprintf("assigning %s to %s", a, f.ID)
+		if errorCode(err) == "InvalidParameterValue" && a.Is4() {
+			// EC2 has no code of its own for an address that is another interface's
+			// primary (AllowReassignment cannot take it), and InvalidParameterValue covers
+			// every bad parameter: ask EC2 who holds the address rather than read the message.
+			if h, herr := p.holderOf(ctx, a); herr == nil && h != nil && h.ID != f.ID && h.Primary == a {
+				return &providers.Error{Kind: providers.KindConflict, Op: op, Code: "InvalidParameterValue",
+					Err: fmt.Errorf("%s is the primary address of %s: %w", a, h.ID, err)}
+			}
+		}
+		return classify(op, err)
 	}
 	list := f.addrs(a)
 	*list = append(*list, a)

@@ -244,6 +244,33 @@ func TestCapacityErrors(t *testing.T) {
 	}
 }
 
+// TestEnsureOthersPrimary: an egress IP that is another instance's primary address cannot be
+// assigned (EC2: InvalidParameterValue even with AllowReassignment). The provider answers
+// Conflict from EC2's own describe of the address, not from the error's message, and the
+// address stays where it was.
+func TestEnsureOthersPrimary(t *testing.T) {
+	w := newWorld(t, 4)
+	ctx := ctxT(t)
+	a, b := w.Nodes("zone-a")[0], w.Nodes("zone-a")[1]
+	var primary netip.Addr
+	var holder string
+	for _, e := range w.Sim.Snapshot().ENIs {
+		if e.DeviceIndex == 0 && e.Instance != "" && strings.HasSuffix(b.ProviderID, "/"+e.Instance) {
+			primary, holder = e.PrimaryIP, e.ID
+		}
+	}
+	if !primary.IsValid() {
+		t.Fatalf("no primary ENI for %s in %+v", b.ProviderID, w.Sim.Snapshot().ENIs)
+	}
+	_, err := w.AWS.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: a, IP: primary})
+	if !providers.IsConflict(err) || !strings.Contains(err.Error(), holder) {
+		t.Fatalf("ensuring %s (primary of %s) on %s: want Conflict naming %s, got %v", primary, holder, a.Name, holder, err)
+	}
+	if got, _, ok := w.Holder(primary); !ok || got != b.Name {
+		t.Fatalf("%s now held by %q (%v), want %s", primary, got, ok, b.Name)
+	}
+}
+
 type apiErr struct{ code string }
 
 func (e apiErr) Error() string                 { return e.code }

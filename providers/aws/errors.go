@@ -3,7 +3,6 @@ package aws
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
@@ -70,10 +69,6 @@ func classify(op string, err error) error {
 		return &providers.Error{Kind: providers.KindThrottled, Op: op, Code: "RetryQuotaExceeded", RetryAfter: throttleRetryAfter, Err: err}
 	}
 	if code := errorCode(err); code != "" {
-		if code == "InvalidParameterValue" && addressTaken(err) {
-			// EC2 has no dedicated code when the address is another interface's primary.
-			return &providers.Error{Kind: providers.KindConflict, Op: op, Code: code, Err: err}
-		}
 		if k, ok := kinds[code]; ok {
 			e := &providers.Error{Kind: k, Op: op, Code: code, Err: err}
 			if k == providers.KindThrottled {
@@ -83,17 +78,6 @@ func classify(op string, err error) error {
 		}
 	}
 	return fmt.Errorf("%s: %w", op, err)
-}
-
-// addressTaken reports whether an InvalidParameterValue says the address belongs to another
-// interface ("... is the primary address of eni-... and cannot be reassigned", "... in use").
-func addressTaken(err error) bool {
-	var ae smithy.APIError
-	if !errors.As(err, &ae) {
-		return false
-	}
-	msg := strings.ToLower(ae.ErrorMessage())
-	return strings.Contains(msg, "primary address") || strings.Contains(msg, "in use") || strings.Contains(msg, "already assigned")
 }
 
 func errorCode(err error) string {

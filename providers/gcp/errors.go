@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	computepb "cloud.google.com/go/compute/apiv1/computepb"
@@ -102,19 +101,12 @@ func classify(op string, err error) error {
 		return &providers.Error{Kind: providers.KindPermission, Op: op, Code: r, Err: err}
 	case ge.Code == http.StatusConflict || ge.Code == http.StatusPreconditionFailed:
 		return &providers.Error{Kind: providers.KindConflict, Op: op, Code: r, Err: err}
-	case ge.Code == http.StatusBadRequest && containsAny(ge.Message, "maximum number of alias"):
-		return &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: r, Err: err}
 	}
+	// Anything else, a 400 among them, is passed on with GCE's own message. A 400's reason
+	// ("invalid", "invalidParameter") is shared by every malformed or refused request, and its
+	// message is prose: egressd never classifies by it. A NIC's alias limit is the provider's
+	// own check (maxAliasRangesPerInterface), before any call.
 	return fmt.Errorf("%s: %w", op, err)
-}
-
-func containsAny(s string, subs ...string) bool {
-	for _, sub := range subs {
-		if strings.Contains(s, sub) {
-			return true
-		}
-	}
-	return false
 }
 
 // opError turns a DONE operation carrying an error into an error (nil when it succeeded).

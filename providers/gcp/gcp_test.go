@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/compute/metadata"
+	"google.golang.org/api/googleapi"
 
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/gcp"
@@ -137,15 +138,23 @@ func TestEnsureHeldElsewhereIsConflict(t *testing.T) {
 func TestCapacityExhausted(t *testing.T) {
 	e := newEnv(t, 5*time.Second)
 	ctx := context.Background()
-	// The simulator's per-NIC limit (2 on node-small) is below the provider's (10): the
-	// cloud's error is classified.
+	// The simulator's per-NIC limit (2 on node-small) is below the provider's (10): GCE's
+	// 400 "invalid" is passed on with its message, not classified from the message's text
+	// (its reason is shared by every refused request), and the NIC is left as it was.
 	for i, s := range []string{"10.0.2.1", "10.0.2.2", "10.0.2.3"} {
 		_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeS, IP: ip(s)})
 		if i < 2 && err != nil {
 			t.Fatal(err)
 		}
-		if i == 2 && !providers.IsCapacityExhausted(err) {
-			t.Fatalf("third alias: want CapacityExhausted, got %v", err)
+		if i == 2 {
+			var ge *googleapi.Error
+			if err == nil || providers.KindOf(err) != 0 || !errors.As(err, &ge) || ge.Code != 400 {
+				t.Fatalf("third alias past the cloud's limit: want GCE's 400 unclassified, got %v", err)
+			}
+			if h := e.sim.Holder("10.0.2.3"); h != "" || e.sim.Holder("10.0.2.1") == "" || e.sim.Holder("10.0.2.2") == "" {
+				t.Fatalf("after the refused alias: 10.0.2.3 held by %q, the first two by %q and %q; want none, node-small's",
+					h, e.sim.Holder("10.0.2.1"), e.sim.Holder("10.0.2.2"))
+			}
 		}
 	}
 	// The provider's own limit.
@@ -947,4 +956,35 @@ func TestSimulatorAccessConfigRules(t *testing.T) {
 	if s := post("/zones/us-central1-a/instances/node-a/addAccessConfig?networkInterface=nic0", `{"name": "ok", "type": "ONE_TO_ONE_NAT", "natIP": "`+std+`"}`); s != http.StatusOK {
 		t.Fatalf("a valid addAccessConfig: %d", s)
 	}
+}
+
+// TestAccessConfigRefusals: GCE refuses an access config with 400 "invalid", a reason it gives
+// every refused request, so the provider decides from the interface's state, not the message.
+// An access config applied but answered 502, then read back under describe lag, makes the
+// retry's add fail 400 ("At most one access config") while the read still shows none: the
+// provider reads again until the read shows its own config, and ends with one binding. A 400
+// that persists is passed on as GCE's answer, unclassified, once the lag window is over.
+func TestAccessConfigRefusals(t *testing.T) {
+	ctx := context.Background()
+	t.Run("lost answer under describe lag", func(t *testing.T) {
+		e := newEnv(t, 10*time.Second)
+		e.sim.SetDescribeLag(300 * time.Millisecond)
+		e.sim.FailNext(gcpsim.MAddAccessConfig, 1, http.StatusBadGateway, true)
+		a, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.9.1"), Public: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.sim.Snapshot().External[a.PublicIP.String()] != holder("node-a", "us-central1-a") || e.sim.AddressCount("EXTERNAL") != 1 {
+			t.Fatalf("public IP %s not bound once: %+v", a.PublicIP, e.sim.Snapshot())
+		}
+	})
+	t.Run("refused for good", func(t *testing.T) {
+		e := newEnv(t, 10*time.Second)
+		e.sim.FailNextWithReason(gcpsim.MAddAccessConfig, 1000, http.StatusBadRequest, "invalid")
+		_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ip("10.0.9.2"), Public: true})
+		var ge *googleapi.Error
+		if err == nil || providers.KindOf(err) != 0 || !errors.As(err, &ge) || ge.Code != http.StatusBadRequest {
+			t.Fatalf("want GCE's 400 passed on unclassified, got %v", err)
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	computepb "cloud.google.com/go/compute/apiv1/computepb"
 	"google.golang.org/protobuf/proto"
@@ -50,11 +51,18 @@ func accessConfigFree(op string, n *computepb.NetworkInterface, ip netip.Addr) e
 	return nil
 }
 
+// accessConfigLagWindow bounds how long bindPublic reads again after GCE refuses an access
+// config (400) that its read said the interface had room for: long enough for a lagging read
+// to show an access config added moments ago, short enough that a request GCE really refuses
+// fails in seconds rather than the whole retry budget.
+const accessConfigLagWindow = 5 * time.Second
+
 // bindPublic binds natIP to the instance's NIC through an access config. A NIC has at most
 // one access config: when it has another one, the node cannot take this public IP.
 func (p *Provider) bindPublic(ctx context.Context, r instanceRef, nicName string, ip netip.Addr, natIP, tier string) error {
 	defer p.lock(r.key())()
 	op := "binding " + natIP + " to " + r.id() + " " + nicName
+	var refusedSince time.Time // the first 400 of addAccessConfig after a read that showed room
 	return p.retry(ctx, op, func() error {
 		inst, err := p.c.Instances.Get(ctx, &computepb.GetInstanceRequest{Project: r.project, Zone: r.zone, Instance: r.name})
 		if err != nil {
@@ -76,9 +84,20 @@ func (p *Provider) bindPublic(ctx context.Context, r instanceRef, nicName string
 		}
 		o, err := p.c.Instances.AddAccessConfig(ctx, &computepb.AddAccessConfigInstanceRequest{Project: r.project, Zone: r.zone, Instance: r.name, NetworkInterface: nicName, AccessConfigResource: ac})
 		p.bump(r.key())
-		if isStatus(err, 400) && strings.Contains(apiErr(err).Message, "access config") {
-			// The read was older than the interface (describe lag): read again.
-			return &providers.Error{Kind: providers.KindConflict, Op: op, Code: errCodeNotVisibleYet, Err: err}
+		if isStatus(err, 400) {
+			// The read just showed the interface with room for this access config, and GCE
+			// refused it as invalid: most likely the read was older than the interface (an
+			// access config added moments ago, by this provider's lost answer or by someone
+			// else). Read again for accessConfigLagWindow; every step re-reads, so a config
+			// that is there ends the step (ours) or refuses it (accessConfigFree). A 400 that
+			// outlasts the window is GCE's answer, passed on with its message: the decision
+			// rests on the status and the interface's state, never on the message's text.
+			if refusedSince.IsZero() {
+				refusedSince = time.Now()
+			}
+			if time.Since(refusedSince) < accessConfigLagWindow {
+				return &providers.Error{Kind: providers.KindConflict, Op: op, Code: errCodeNotVisibleYet, Err: err}
+			}
 		}
 		if err != nil {
 			return err
