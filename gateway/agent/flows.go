@@ -145,7 +145,7 @@ func (h *FlowHub) run(ctx context.Context, dp flowObserver, record func(dataplan
 			select {
 			case <-ctx.Done():
 				cancel()
-				<-done
+				_ = <-done // ctx ended: nothing to retry
 				return
 			case <-h.kick:
 				if h.sample() != sample {
