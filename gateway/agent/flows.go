@@ -145,7 +145,9 @@ func (h *FlowHub) run(ctx context.Context, dp flowObserver, record func(dataplan
 			select {
 			case <-ctx.Done():
 				cancel()
-				_ = <-done // ctx ended: nothing to retry
+				if err := <-done; err != nil {
+					logger.V(1).Info("flow observation ended with the agent", "error", err.Error())
+				}
 				return
 			case <-h.kick:
 				if h.sample() != sample {
