@@ -1,10 +1,12 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -163,5 +165,63 @@ func BenchmarkMapFill(b *testing.B) {
 		if fill[0].Entries != 65536 {
 			b.Fatalf("endpoints: %+v", fill[0])
 		}
+	}
+}
+
+// BenchmarkObserve measures the classifier on a pinned flow (BenchmarkClassifier's steady
+// state, 1k endpoints) with flow observation off (one array lookup per packet), on with 1 in
+// 100 packets sampled, and on for every packet, while a goroutine drains the ring buffer as
+// the agent does. The three modes take turns, rounds of 200k packets each, b.N rounds, so
+// that the machine's noise hits them alike; each reports its fastest round (ns/pkt-MODE) and
+// its ratio to off (x-MODE).
+func BenchmarkObserve(b *testing.B) {
+	d := load(b, Limits{})
+	must(b, d.SetGroup(1, []Gateway{gwA, gwB}))
+	for i := range 1000 {
+		ip := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+		must(b, d.SetEndpoint(ip, Endpoint{PolicySet: 1, Ifindex: 1}))
+	}
+	must(b, d.SetRule(RuleKey{1, netip.MustParsePrefix("100.64.0.0/16")}, Rule{Group: 1}))
+	pkt := packet(netip.AddrFrom4([4]byte{10, 0, 1, 244}), netip.MustParseAddr("100.64.3.7"), unix.IPPROTO_TCP, 40000, 443)
+	if got := run(b, d, pkt); got != actSteered {
+		b.Fatalf("verdict %#x, want steered", got)
+	}
+	r, err := d.OpenFlowReader()
+	must(b, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, err := r.Read(); errors.Is(err, ErrFlowReaderClosed) {
+				return
+			}
+		}
+	}()
+	b.Cleanup(func() { _ = r.Close(); <-done })
+	modes := []struct {
+		name string
+		cfg  ObserveConfig
+	}{
+		{"off", ObserveConfig{}},
+		{"sample100", ObserveConfig{Enabled: true, Sample: 100}},
+		{"every", ObserveConfig{Enabled: true}},
+	}
+	best := make([]time.Duration, len(modes))
+	for range b.N {
+		for i, m := range modes {
+			must(b, d.SetObserve(m.cfg))
+			_, per, err := d.Program(HookPod).Benchmark(pkt, 200000, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if best[i] == 0 || per < best[i] {
+				best[i] = per
+			}
+		}
+	}
+	must(b, d.SetObserve(ObserveConfig{}))
+	for i, m := range modes {
+		b.ReportMetric(float64(best[i].Nanoseconds()), "ns/pkt-"+m.name)
+		b.ReportMetric(float64(best[i])/float64(best[0]), "x-"+m.name)
 	}
 }

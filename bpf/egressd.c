@@ -397,6 +397,95 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } owned_addrs SEC(".maps");
 
+// Flow observation (egressctl observe, docs/datapath.md#observing-flows). The
+// agent sets observe_cfg only while a client watches: with it off, a verdict
+// point costs one array lookup. On, every sample-th packet (on average) at a
+// verdict point is written to flow_events.
+enum obs_point {
+	OBS_POD = 1,	    // classifier on a pod's interface (steer, or drop)
+	OBS_TUN_INGRESS,    // gateway: a tunnelled frame admitted or dropped
+	OBS_DELIVER,	    // source node: a reply handed to its pod, or dropped
+	OBS_TUN_EGRESS,	    // tunnel device egress: a drop (no flow, no return)
+};
+const enum obs_point *unused_obs_point __attribute__((unused));
+
+enum obs_verdict {
+	OBS_FORWARDED = 0, // steered to a gateway (worker), admitted (gateway), delivered (reply)
+	OBS_DROPPED = 1,   // reason: enum drop_reason
+	OBS_LOCAL = 2,	   // worker that is itself the group's gateway: SNATed here
+};
+const enum obs_verdict *unused_obs_verdict __attribute__((unused));
+
+struct observe_config {
+	__u32 enabled;
+	__u32 sample; // 1 in sample packets (on average); 0 or 1: every packet
+};
+
+struct flow_event {
+	__u64 ts; // bpf_ktime_get_ns()
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport; // network order; ICMP echo: identifier
+	__u16 dport;
+	__u8 proto;
+	__u8 point;   // enum obs_point
+	__u8 verdict; // enum obs_verdict
+	__u8 reason;  // enum drop_reason when dropped
+	__u32 group;
+	__u32 gateway;	   // gateway id; GATEWAY_SELF on a gateway
+	__u32 gw_underlay; // the gateway's (worker) or sending node's (gateway) underlay IPv4
+	__u32 egress;	   // egress IPv4 the datapath knows for the flow (network order; 0: unknown)
+	__u32 ifindex;
+	__u32 len;
+};
+const struct flow_event *unused_flow_event __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct observe_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} observe_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flow_events SEC(".maps");
+
+// observe writes a flow event when a client watches (observe_cfg) and the
+// packet is sampled. drop < 0: not dropped; local: the verdict is OBS_LOCAL.
+static __always_inline void observe(struct __sk_buff *skb, struct flow_key *k, __u8 point, int drop, int local,
+				    __u32 group, __u32 gw, __u32 underlay, __u32 egress)
+{
+	__u32 zero = 0;
+	struct observe_config *oc = bpf_map_lookup_elem(&observe_cfg, &zero);
+	if (!oc || !oc->enabled)
+		return;
+	if (oc->sample > 1 && bpf_get_prandom_u32() % oc->sample)
+		return;
+	struct flow_event *e = bpf_ringbuf_reserve(&flow_events, sizeof(*e), 0);
+	if (!e)
+		return; // the reader is behind: the event is lost, the packet is not
+	e->ts = bpf_ktime_get_ns();
+	__builtin_memcpy(e->src, k->src, 16);
+	__builtin_memcpy(e->dst, k->dst, 16);
+	e->sport = k->sport;
+	e->dport = k->dport;
+	e->proto = k->proto;
+	e->point = point;
+	e->verdict = drop >= 0 ? OBS_DROPPED : (local ? OBS_LOCAL : OBS_FORWARDED);
+	e->reason = drop >= 0 ? drop : 0;
+	e->group = group;
+	e->gateway = gw;
+	e->gw_underlay = underlay;
+	e->egress = egress;
+	e->ifindex = skb->ifindex;
+	e->len = skb->len;
+	bpf_ringbuf_submit(e, 0);
+}
+
 // Probe protocol of gateway/probe (docs/control-plane.md): magic "EGRP",
 // version, flags, two reserved bytes, 64-bit sequence.
 #define PROBE_SIZE 16
@@ -629,6 +718,7 @@ int egressd_pod(struct __sk_buff *skb)
 		// Pods never reach a reserved port, steered or not; only the
 		// controller's reach the probe port.
 		count(0, 0, 0, DROP_RESERVED_PORT);
+		observe(skb, &p.key, OBS_POD, DROP_RESERVED_PORT, 0, 0, 0, 0, 0);
 		return TC_ACT_SHOT;
 	}
 	if (!ep)
@@ -646,6 +736,7 @@ int egressd_pod(struct __sk_buff *skb)
 	if (!g) {
 		// Never leak matched traffic with the node IP.
 		count(gid, 0, 0, DROP_NO_GROUP);
+		observe(skb, &p.key, OBS_POD, DROP_NO_GROUP, 0, gid, 0, 0, 0);
 		return TC_ACT_SHOT;
 	}
 
@@ -689,6 +780,7 @@ int egressd_pod(struct __sk_buff *skb)
 				f->lost = now;
 			if (now - f->lost < cfg->hold) {
 				count(gid, pinned, 0, DROP_HELD);
+				observe(skb, &p.key, OBS_POD, DROP_HELD, 0, gid, pinned, f->gw_underlay, egress);
 				return TC_ACT_SHOT;
 			}
 		}
@@ -716,6 +808,7 @@ int egressd_pod(struct __sk_buff *skb)
 		}
 		if (usable == 0) {
 			count(gid, 0, 0, DROP_NO_GATEWAY);
+			observe(skb, &p.key, OBS_POD, DROP_NO_GATEWAY, 0, gid, 0, 0, 0);
 			return TC_ACT_SHOT;
 		}
 		__u32 pick = bpf_get_hash_recalc(skb) % usable;
@@ -731,6 +824,7 @@ int egressd_pod(struct __sk_buff *skb)
 		}
 		if (!gw) {
 			count(gid, 0, 0, DROP_NO_GATEWAY);
+			observe(skb, &p.key, OBS_POD, DROP_NO_GATEWAY, 0, gid, 0, 0, 0);
 			return TC_ACT_SHOT;
 		}
 		struct flow nf = {
@@ -756,15 +850,18 @@ int egressd_pod(struct __sk_buff *skb)
 	if (gw->flags & GW_LOCAL) {
 		set_mark(skb, mark_magic | mark_group(gid));
 		count(gid, gwid, skb->len, -1);
+		observe(skb, &p.key, OBS_POD, -1, 1, gid, gwid, gw->underlay, gw->egress);
 		return TC_NEXT;
 	}
 	if (!cfg || cfg->tunnel_ifindex == 0) {
 		count(gid, gwid, 0, DROP_NO_TUNNEL);
+		observe(skb, &p.key, OBS_POD, DROP_NO_TUNNEL, 0, gid, gwid, gw->underlay, gw->egress);
 		return TC_ACT_SHOT;
 	}
 	if (!(cfg->flags & CFG_REDIRECT)) {
 		set_mark(skb, mark_magic | mark_steer | mark_group(gid));
 		count(gid, gwid, skb->len, -1);
+		observe(skb, &p.key, OBS_POD, -1, 0, gid, gwid, gw->underlay, gw->egress);
 		return TC_NEXT;
 	}
 	struct bpf_tunnel_key tk = {
@@ -775,9 +872,11 @@ int egressd_pod(struct __sk_buff *skb)
 	};
 	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
 		count(gid, gwid, 0, DROP_ENCAP);
+		observe(skb, &p.key, OBS_POD, DROP_ENCAP, 0, gid, gwid, gw->underlay, gw->egress);
 		return TC_ACT_SHOT;
 	}
 	count(gid, gwid, skb->len, -1);
+	observe(skb, &p.key, OBS_POD, -1, 0, gid, gwid, gw->underlay, gw->egress);
 	return bpf_redirect(cfg->tunnel_ifindex, 0);
 }
 
@@ -797,6 +896,7 @@ static __always_inline int deliver(struct __sk_buff *skb, struct pkt *p, __u32 g
 	struct flow *f = bpf_map_lookup_elem(&flows, &ok);
 	if (!f || f->group != gid || f->gw_underlay != node) {
 		count(gid, 0, 0, DROP_UNSOLICITED);
+		observe(skb, &p->key, OBS_DELIVER, DROP_UNSOLICITED, 0, gid, 0, node, 0);
 		return TC_ACT_SHOT;
 	}
 	__u32 zero = 0;
@@ -811,12 +911,14 @@ static __always_inline int deliver(struct __sk_buff *skb, struct pkt *p, __u32 g
 			return TC_ACT_SHOT;
 		}
 		count(gid, f->gateway, skb->len, -1);
+		observe(skb, &p->key, OBS_DELIVER, -1, 0, gid, f->gateway, node, f->egress);
 		return bpf_redirect(ifindex, 0);
 	}
 	// The inner destination MAC is the gateway's device's: take the frame
 	// as ours so the IP layer routes it.
 	bpf_skb_change_type(skb, PACKET_HOST);
 	count(gid, f->gateway, skb->len, -1);
+	observe(skb, &p->key, OBS_DELIVER, -1, 0, gid, f->gateway, node, f->egress);
 	return TC_ACT_OK;
 }
 
@@ -840,6 +942,7 @@ int egressd_tun_ingress(struct __sk_buff *skb)
 	struct served_group *sg = bpf_map_lookup_elem(&served, &gid);
 	if (!sg) {
 		count(gid, 0xffffffff, 0, DROP_NOT_SERVED);
+		observe(skb, &p.key, OBS_TUN_INGRESS, DROP_NOT_SERVED, 0, gid, 0xffffffff, node, 0);
 		return TC_ACT_SHOT;
 	}
 	// Only a pod of the sending node that a policy steers to this group
@@ -850,8 +953,9 @@ int egressd_tun_ingress(struct __sk_buff *skb)
 	__builtin_memcpy(sk.addr, p.key.src, 16);
 	if (!bpf_map_lookup_elem(&sources, &sk)) {
 		struct source_key nk = {.node = node};
-		count(gid, 0xffffffff, 0,
-		      bpf_map_lookup_elem(&sources, &nk) ? DROP_FOREIGN_SOURCE : DROP_FOREIGN_NODE);
+		int why = bpf_map_lookup_elem(&sources, &nk) ? DROP_FOREIGN_SOURCE : DROP_FOREIGN_NODE;
+		count(gid, 0xffffffff, 0, why);
+		observe(skb, &p.key, OBS_TUN_INGRESS, why, 0, gid, 0xffffffff, node, 0);
 		return TC_ACT_SHOT;
 	}
 	struct return_flow *rf = bpf_map_lookup_elem(&return_flows, &p.key);
@@ -864,6 +968,7 @@ int egressd_tun_ingress(struct __sk_buff *skb)
 	// as ours so the IP layer routes it.
 	bpf_skb_change_type(skb, PACKET_HOST);
 	count(gid, 0xffffffff, skb->len, -1);
+	observe(skb, &p.key, OBS_TUN_INGRESS, -1, 0, gid, 0xffffffff, node, 0);
 	return TC_ACT_OK;
 }
 
@@ -967,6 +1072,7 @@ int egressd_tun_egress(struct __sk_buff *skb)
 	struct frag_dest d = {};
 	if (tunnel_dest(&p, reply, gid, &d) < 0) {
 		count(gid, self, 0, reply ? DROP_NO_RETURN : DROP_NO_FLOW);
+		observe(skb, &p.key, OBS_TUN_EGRESS, reply ? DROP_NO_RETURN : DROP_NO_FLOW, 0, gid, self, 0, 0);
 		return TC_ACT_SHOT;
 	}
 	gid = d.group;

@@ -77,6 +77,25 @@ type egressdFlow struct {
 	Lost       uint32
 }
 
+type egressdFlowEvent struct {
+	_          structs.HostLayout
+	Ts         uint64
+	Src        [16]uint8
+	Dst        [16]uint8
+	Sport      uint16
+	Dport      uint16
+	Proto      uint8
+	Point      uint8
+	Verdict    uint8
+	Reason     uint8
+	Group      uint32
+	Gateway    uint32
+	GwUnderlay uint32
+	Egress     uint32
+	Ifindex    uint32
+	Len        uint32
+}
+
 type egressdFlowKey struct {
 	_     structs.HostLayout
 	Src   [16]uint8
@@ -124,6 +143,29 @@ const (
 	egressdGwFlagsGW_LOCAL    egressdGwFlags = 2
 	egressdGwFlagsGW_DRAINING egressdGwFlags = 4
 )
+
+type egressdObsPoint uint32
+
+const (
+	egressdObsPointOBS_POD         egressdObsPoint = 1
+	egressdObsPointOBS_TUN_INGRESS egressdObsPoint = 2
+	egressdObsPointOBS_DELIVER     egressdObsPoint = 3
+	egressdObsPointOBS_TUN_EGRESS  egressdObsPoint = 4
+)
+
+type egressdObsVerdict uint32
+
+const (
+	egressdObsVerdictOBS_FORWARDED egressdObsVerdict = 0
+	egressdObsVerdictOBS_DROPPED   egressdObsVerdict = 1
+	egressdObsVerdictOBS_LOCAL     egressdObsVerdict = 2
+)
+
+type egressdObserveConfig struct {
+	_       structs.HostLayout
+	Enabled uint32
+	Sample  uint32
+}
 
 type egressdOwnedAddrKey struct {
 	_         structs.HostLayout
@@ -205,9 +247,11 @@ const (
 const (
 	egressdMapConfig             = "config"
 	egressdMapEndpoints          = "endpoints"
+	egressdMapFlowEvents         = "flow_events"
 	egressdMapFlows              = "flows"
 	egressdMapFrags              = "frags"
 	egressdMapGroups             = "groups"
+	egressdMapObserveCfg         = "observe_cfg"
 	egressdMapOwnedAddrs         = "owned_addrs"
 	egressdMapProbeCfg           = "probe_cfg"
 	egressdMapReturnFlows        = "return_flows"
@@ -231,7 +275,10 @@ const (
 	egressdVarUnusedConfigFlags  = "unused_config_flags"
 	egressdVarUnusedDropReason   = "unused_drop_reason"
 	egressdVarUnusedEpFlags      = "unused_ep_flags"
+	egressdVarUnusedFlowEvent    = "unused_flow_event"
 	egressdVarUnusedGwFlags      = "unused_gw_flags"
+	egressdVarUnusedObsPoint     = "unused_obs_point"
+	egressdVarUnusedObsVerdict   = "unused_obs_verdict"
 	egressdVarUnusedVniLayout    = "unused_vni_layout"
 )
 
@@ -289,9 +336,11 @@ type egressdProgramSpecs struct {
 type egressdMapSpecs struct {
 	Config      *ebpf.MapSpec `ebpf:"config"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
+	FlowEvents  *ebpf.MapSpec `ebpf:"flow_events"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
 	Frags       *ebpf.MapSpec `ebpf:"frags"`
 	Groups      *ebpf.MapSpec `ebpf:"groups"`
+	ObserveCfg  *ebpf.MapSpec `ebpf:"observe_cfg"`
 	OwnedAddrs  *ebpf.MapSpec `ebpf:"owned_addrs"`
 	ProbeCfg    *ebpf.MapSpec `ebpf:"probe_cfg"`
 	ReturnFlows *ebpf.MapSpec `ebpf:"return_flows"`
@@ -317,7 +366,10 @@ type egressdVariableSpecs struct {
 	UnusedConfigFlags *ebpf.VariableSpec `ebpf:"unused_config_flags"`
 	UnusedDropReason  *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
 	UnusedEpFlags     *ebpf.VariableSpec `ebpf:"unused_ep_flags"`
+	UnusedFlowEvent   *ebpf.VariableSpec `ebpf:"unused_flow_event"`
 	UnusedGwFlags     *ebpf.VariableSpec `ebpf:"unused_gw_flags"`
+	UnusedObsPoint    *ebpf.VariableSpec `ebpf:"unused_obs_point"`
+	UnusedObsVerdict  *ebpf.VariableSpec `ebpf:"unused_obs_verdict"`
 	UnusedVniLayout   *ebpf.VariableSpec `ebpf:"unused_vni_layout"`
 }
 
@@ -343,9 +395,11 @@ func (o *egressdObjects) Close() error {
 type egressdMaps struct {
 	Config      *ebpf.Map `ebpf:"config"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
+	FlowEvents  *ebpf.Map `ebpf:"flow_events"`
 	Flows       *ebpf.Map `ebpf:"flows"`
 	Frags       *ebpf.Map `ebpf:"frags"`
 	Groups      *ebpf.Map `ebpf:"groups"`
+	ObserveCfg  *ebpf.Map `ebpf:"observe_cfg"`
 	OwnedAddrs  *ebpf.Map `ebpf:"owned_addrs"`
 	ProbeCfg    *ebpf.Map `ebpf:"probe_cfg"`
 	ReturnFlows *ebpf.Map `ebpf:"return_flows"`
@@ -360,9 +414,11 @@ func (m *egressdMaps) Close() error {
 	return _EgressdClose(
 		m.Config,
 		m.Endpoints,
+		m.FlowEvents,
 		m.Flows,
 		m.Frags,
 		m.Groups,
+		m.ObserveCfg,
 		m.OwnedAddrs,
 		m.ProbeCfg,
 		m.ReturnFlows,
@@ -389,7 +445,10 @@ type egressdVariables struct {
 	UnusedConfigFlags *ebpf.Variable `ebpf:"unused_config_flags"`
 	UnusedDropReason  *ebpf.Variable `ebpf:"unused_drop_reason"`
 	UnusedEpFlags     *ebpf.Variable `ebpf:"unused_ep_flags"`
+	UnusedFlowEvent   *ebpf.Variable `ebpf:"unused_flow_event"`
 	UnusedGwFlags     *ebpf.Variable `ebpf:"unused_gw_flags"`
+	UnusedObsPoint    *ebpf.Variable `ebpf:"unused_obs_point"`
+	UnusedObsVerdict  *ebpf.Variable `ebpf:"unused_obs_verdict"`
 	UnusedVniLayout   *ebpf.Variable `ebpf:"unused_vni_layout"`
 }
 

@@ -631,6 +631,7 @@ func (d *Datapath) maps() map[string]*ebpf.Map {
 		"groups": d.objs.Groups, "flows": d.objs.Flows, "return_flows": d.objs.ReturnFlows,
 		"served": d.objs.Served, "config": d.objs.Config, "stats": d.objs.Stats, "owned_addrs": d.objs.OwnedAddrs,
 		"probe_cfg": d.objs.ProbeCfg, "sources": d.objs.Sources, "frags": d.objs.Frags,
+		"observe_cfg": d.objs.ObserveCfg, "flow_events": d.objs.FlowEvents,
 	}
 }
 

@@ -64,6 +64,8 @@ var Metrics = []Metric{
 		"Size (max_entries) of a BPF map of the node's datapath."},
 	{"egressd_snat_ports_in_use", Gauge, []string{"egress_ip", "destination"}, Agent,
 		"Source ports of an egress IP in use toward a destination (address:port/protocol): its translated connections in conntrack. The top 10 destinations per egress IP, sampled at most every 15 s."},
+	{"egressd_snat_connections", Gauge, []string{"gateway", "egress_ip"}, Agent,
+		"Connections a gateway translated to an egress IP (its NAT entries in conntrack), over every destination, sampled at most every 15 s."},
 	{"egressd_snat_port_budget", Gauge, nil, Agent,
 		"Source ports one egress IP has toward one destination (the gateway's SNAT port range)."},
 	{"egressd_snat_exhausted_total", Counter, []string{"egress_ip"}, Agent,

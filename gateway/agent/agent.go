@@ -104,6 +104,10 @@ type Config struct {
 	// MaxGroup is the largest group id the datapath's packet mark layout carries
 	// (Inputs.MaxGroup); zero means bpf.MaxGroup.
 	MaxGroup uint32
+	// Flows is the node's flow stream (egressctl observe), served by the manager's metrics
+	// server (ManagerOptions.Flows); the agent reads the datapath's flow events for it while
+	// a client watches. Nil: no flow stream.
+	Flows *FlowHub
 	// LeaseInterval, LeaseDuration (contract.AgentLeaseDuration), Debounce and Resync: zero
 	// means the defaults.
 	LeaseInterval, LeaseDuration, Debounce, Resync time.Duration
@@ -265,6 +269,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { a.heartbeat(ctx); return nil })
 	g.Go(func() error { a.runAnnouncer(ctx); return nil })
+	if obs, ok := a.cfg.Dataplane.(flowObserver); ok && a.cfg.Flows != nil {
+		g.Go(func() error { a.cfg.Flows.run(ctx, obs, a.flowRecord); return nil })
+	}
 	err = g.Wait()
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil

@@ -131,14 +131,15 @@ func Main(ctx context.Context, o CommandOptions) error {
 			logger.Info("DaemonSet deleted: datapath removed", "daemonset", o.DaemonSet)
 		}()
 	}
-	mgr, err := NewManager(cfg, ManagerOptions{NodeName: o.NodeName,
+	flows := NewFlowHub()
+	mgr, err := NewManager(cfg, ManagerOptions{NodeName: o.NodeName, Flows: flows,
 		MetricsBindAddress: o.MetricsBindAddress, HealthProbeBindAddress: o.HealthProbeBindAddress})
 	if err != nil {
 		return err
 	}
 	if _, err := Setup(mgr, Config{NodeName: o.NodeName, Namespace: o.Namespace, ProbePort: o.ProbePort,
 		PrefixBudget: o.PrefixBudget, Dataplane: dp, Registerer: metrics.Registry, NoDeliveryProof: o.NoDeliveryProof,
-		MaxGroup: marks.MaxGroup()}); err != nil {
+		MaxGroup: marks.MaxGroup(), Flows: flows}); err != nil {
 		return err
 	}
 	logger.Info("starting", "node", o.NodeName)

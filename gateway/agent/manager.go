@@ -16,6 +16,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
+	"github.com/egressd/egressd/gateway/contract"
 	"github.com/egressd/egressd/gateway/internal/cachetrim"
 )
 
@@ -25,6 +26,8 @@ type ManagerOptions struct {
 	NodeName string
 	// MetricsBindAddress and HealthProbeBindAddress: "0" disables the endpoint.
 	MetricsBindAddress, HealthProbeBindAddress string
+	// Flows, when set, is served at contract.FlowsPath on the metrics server (egressctl observe).
+	Flows http.Handler
 }
 
 // NewScheme returns the scheme the agent reads and writes with.
@@ -47,6 +50,10 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (manager.Manager, error) 
 	if err != nil {
 		return nil, err
 	}
+	metrics := metricsserver.Options{BindAddress: opts.MetricsBindAddress}
+	if opts.Flows != nil {
+		metrics.ExtraHandlers = map[string]http.Handler{contract.FlowsPath: opts.Flows}
+	}
 	mgr, err := manager.New(cfg, manager.Options{
 		Scheme: scheme,
 		Cache: cache.Options{
@@ -60,7 +67,7 @@ func NewManager(cfg *rest.Config, opts ManagerOptions) (manager.Manager, error) 
 			// The agent may get and update its own Lease but not list Leases.
 			DisableFor: []client.Object{&coordinationv1.Lease{}},
 		}},
-		Metrics:                metricsserver.Options{BindAddress: opts.MetricsBindAddress},
+		Metrics:                metrics,
 		HealthProbeBindAddress: opts.HealthProbeBindAddress,
 	})
 	if err != nil {

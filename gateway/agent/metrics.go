@@ -31,6 +31,9 @@ var (
 	descSNATInUse = prometheus.NewDesc("egressd_snat_ports_in_use",
 		"Source ports of an egress IP in use toward a destination (address:port/protocol): its translated connections in conntrack. The top 10 destinations per egress IP, sampled at most every 15 s.",
 		[]string{"egress_ip", "destination"}, nil)
+	descSNATConns = prometheus.NewDesc("egressd_snat_connections",
+		"Connections a gateway translated to an egress IP (its NAT entries in conntrack), over every destination, sampled at most every 15 s.",
+		[]string{"gateway", "egress_ip"}, nil)
 	descSNATBudget = prometheus.NewDesc("egressd_snat_port_budget",
 		"Source ports one egress IP has toward one destination (the gateway's SNAT port range).",
 		nil, nil)
@@ -151,6 +154,16 @@ func (s *snatSampler) top(n int) []dataplane.SNATUse {
 	return out
 }
 
+// connections sums the last sample's connections per egress IP, every destination included
+// (top keeps the fullest only).
+func (s *snatSampler) connections() map[netip.Addr]int {
+	out := map[netip.Addr]int{}
+	for _, use := range s.last.Use {
+		out[use.EgressIP] += use.Ports
+	}
+	return out
+}
+
 func (c *collector) snatSample(now time.Time) *snatSampler {
 	r, ok := c.a.cfg.Dataplane.(snatReporter)
 	if !ok {
@@ -184,6 +197,7 @@ func protoName(p uint8) string {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSNATInUse
 	ch <- descSNATBudget
+	ch <- descSNATConns
 	ch <- descSNATExhausted
 	ch <- descInsertFailed
 	ch <- descPackets
@@ -251,6 +265,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			for _, use := range s.top(snatTopDestinations) {
 				ch <- prometheus.MustNewConstMetric(descSNATInUse, prometheus.GaugeValue, float64(use.Ports),
 					use.EgressIP.String(), use.Destination.String()+"/"+protoName(use.Proto))
+			}
+			for ip, n := range s.connections() {
+				ch <- prometheus.MustNewConstMetric(descSNATConns, prometheus.GaugeValue, float64(n), a.cfg.NodeName, ip.String())
 			}
 			for ip, n := range s.exhausted {
 				ch <- prometheus.MustNewConstMetric(descSNATExhausted, prometheus.CounterValue, float64(n), ip.String())

@@ -43,4 +43,8 @@ func TestSNATSampler(t *testing.T) {
 	if len(top) != 3 || top[0].Destination != d1 || top[1].Destination != d2 || top[2].EgressIP != b {
 		t.Errorf("top 2 per IP: %+v, want a→d1, a→d2, b→d3", top)
 	}
+	// egressd_snat_connections counts every destination, beyond the top ones.
+	if c := s.connections(); c[a] != 6 || c[b] != 2 {
+		t.Errorf("connections per egress IP %v, want %s 6, %s 2", c, a, b)
+	}
 }

@@ -224,6 +224,12 @@ func (d *Dataplane) load() error {
 	if err != nil {
 		return err
 	}
+	// Flow events are on only while this process observes (ObserveFlows): an agent that
+	// died observing left them on in the pinned map.
+	if err := dp.SetObserve(bpf.ObserveConfig{}); err != nil {
+		_ = dp.Close()
+		return err
+	}
 	d.dp = dp
 	return nil
 }

@@ -35,6 +35,8 @@ Usage:
   egressctl status [GATEWAY] [flags]     gateways by zone, their state, egress IPs, health, and the policies using them
   egressctl explain POD -n NAMESPACE     which policy, gateway and egress IP a pod's traffic uses, and why (or why none)
   egressctl list [--bpffs /sys/fs/bpf]   this node's datapath tables, read from the pinned bpf maps (run on the node)
+  egressctl observe [--node NODE] [--pod NAMESPACE/NAME] [--drops]
+                                         the flows a node or gateway handles as they happen: pod, destination, gateway, egress IP, verdict
   egressctl convert -f FILE [flags]      CiliumEgressGatewayPolicy (egressGateway/egressGateways) / egressGroups YAML -> egressd YAML
   egressctl probe [flags] URL            send a request every interval to an echo server, report egress IPs and outages
 
@@ -62,6 +64,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runExplain(ctx, args[1:], stdout, stderr)
 	case "list":
 		return runList(args[1:], stdout, stderr)
+	case "observe":
+		return runObserve(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK

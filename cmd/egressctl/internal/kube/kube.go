@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -23,6 +24,27 @@ type Flags struct {
 // Connect returns a client that knows the core and egressd kinds, and the namespace of the
 // selected context ("default" when it names none).
 func Connect(f Flags) (client.Client, string, error) {
+	cfg, ns, err := Config(f)
+	if err != nil {
+		return nil, "", err
+	}
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, "", err
+	}
+	if err := egressv1.AddToScheme(scheme); err != nil {
+		return nil, "", err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, "", fmt.Errorf("creating API client: %w", err)
+	}
+	return c, ns, nil
+}
+
+// Config loads the REST config of the selected context and its namespace ("default" when it
+// names none).
+func Config(f Flags) (*rest.Config, string, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = f.Kubeconfig
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: f.Context})
@@ -34,17 +56,6 @@ func Connect(f Flags) (client.Client, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("reading the context's namespace: %w", err)
 	}
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		return nil, "", err
-	}
-	if err := egressv1.AddToScheme(scheme); err != nil {
-		return nil, "", err
-	}
 	cfg.UserAgent = "egressctl"
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return nil, "", fmt.Errorf("creating API client: %w", err)
-	}
-	return c, ns, nil
+	return cfg, ns, nil
 }
