@@ -38,7 +38,10 @@ var (
 		"Source ports one egress IP has toward one destination (the gateway's SNAT port range).",
 		nil, nil)
 	descSNATExhausted = prometheus.NewDesc("egressd_snat_exhausted_total",
-		"Times a sample found an egress IP's ports toward a destination all in use (once per destination until it has a free port again).",
+		"Times a sample found an egress IP's ports toward a destination all in use, and those of every other egress IP of its group the gateway overflows new connections to (once per destination until it has a free port again).",
+		[]string{"egress_ip"}, nil)
+	descSNATRefused = prometheus.NewDesc("egressd_snat_refused_total",
+		"New connections that found every egress IP of their group on the gateway at its port budget toward their destination, by the first-choice egress IP they were sent to anyway (conntrack refuses them unless a port freed). Groups with several egress IPs; counted in nftables, not sampled.",
 		[]string{"egress_ip"}, nil)
 	descInsertFailed = prometheus.NewDesc("egressd_conntrack_insert_failed_total",
 		"New connections the node's conntrack refused because their translated tuple was taken: what an exhausted SNAT port range drops.",
@@ -100,7 +103,8 @@ type snatReporter interface {
 }
 
 // snatSampler keeps the latest SNAT sample and counts exhaustion: an (egress IP, destination)
-// pair at its budget counts once, again only after a sample saw it below.
+// pair exhausted (at its budget with nowhere to overflow, SNATUse.Exhausted) counts once, again
+// only after a sample saw it otherwise.
 type snatSampler struct {
 	last      *dataplane.SNATUsage
 	time      time.Time
@@ -121,7 +125,7 @@ func (s *snatSampler) add(u dataplane.SNATUsage, now time.Time) {
 	}
 	full := map[snatPair]bool{}
 	for _, use := range u.Use {
-		if use.Ports < u.Budget {
+		if !use.Exhausted {
 			continue
 		}
 		p := snatPair{use.EgressIP, use.Destination, use.Proto}
@@ -199,6 +203,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSNATBudget
 	ch <- descSNATConns
 	ch <- descSNATExhausted
+	ch <- descSNATRefused
 	ch <- descInsertFailed
 	ch <- descPackets
 	ch <- descBytes
@@ -271,6 +276,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			for ip, n := range s.exhausted {
 				ch <- prometheus.MustNewConstMetric(descSNATExhausted, prometheus.CounterValue, float64(n), ip.String())
+			}
+			for ip, n := range s.last.Refused {
+				ch <- prometheus.MustNewConstMetric(descSNATRefused, prometheus.CounterValue, float64(n), ip.String())
 			}
 			ch <- prometheus.MustNewConstMetric(descSNATBudget, prometheus.GaugeValue, float64(s.last.Budget))
 			ch <- prometheus.MustNewConstMetric(descInsertFailed, prometheus.CounterValue, float64(s.last.InsertFailed))

@@ -8,8 +8,10 @@ import (
 	"github.com/egressd/egressd/gateway/agent/dataplane"
 )
 
-// TestSNATSampler: an egress IP's destination at its budget counts once per episode, the top
-// destinations are bounded per IP, and an IP seen below its budget is reported with 0.
+// TestSNATSampler: an egress IP's destination exhausted (at its budget with no other IP of the
+// group to overflow to) counts once per episode, one at its budget whose group still has room
+// elsewhere does not count, the top destinations are bounded per IP, and an IP never exhausted
+// is reported with 0.
 func TestSNATSampler(t *testing.T) {
 	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
 	d1, d2, d3 := netip.MustParseAddrPort("203.0.113.1:443"), netip.MustParseAddrPort("203.0.113.2:443"), netip.MustParseAddrPort("203.0.113.3:443")
@@ -23,10 +25,12 @@ func TestSNATSampler(t *testing.T) {
 		exhaustedA uint64
 	}{
 		{sample(dataplane.SNATUse{EgressIP: a, Destination: d1, Proto: 6, Ports: 3}, dataplane.SNATUse{EgressIP: b, Destination: d1, Proto: 6, Ports: 1}), 0},
-		{sample(dataplane.SNATUse{EgressIP: a, Destination: d1, Proto: 6, Ports: 4}), 1},
-		{sample(dataplane.SNATUse{EgressIP: a, Destination: d1, Proto: 6, Ports: 4}), 1}, // still full: same episode
+		// a is full, b takes the overflow: not exhausted.
+		{sample(dataplane.SNATUse{EgressIP: a, Destination: d1, Proto: 6, Ports: 4}, dataplane.SNATUse{EgressIP: b, Destination: d1, Proto: 6, Ports: 2}), 0},
+		{sample(dataplane.SNATUse{EgressIP: a, Destination: d1, Proto: 6, Ports: 4, Exhausted: true}), 1},
+		{sample(dataplane.SNATUse{EgressIP: a, Destination: d1, Proto: 6, Ports: 4, Exhausted: true}), 1}, // still full: same episode
 		{sample(dataplane.SNATUse{EgressIP: a, Destination: d1, Proto: 6, Ports: 3}), 1},
-		{sample(dataplane.SNATUse{EgressIP: a, Destination: d1, Proto: 6, Ports: 4}, dataplane.SNATUse{EgressIP: a, Destination: d2, Proto: 17, Ports: 4}), 3},
+		{sample(dataplane.SNATUse{EgressIP: a, Destination: d1, Proto: 6, Ports: 4, Exhausted: true}, dataplane.SNATUse{EgressIP: a, Destination: d2, Proto: 17, Ports: 4, Exhausted: true}), 3},
 	}
 	for i, st := range steps {
 		s.add(st.u, now)

@@ -168,6 +168,9 @@ type Dataplane struct {
 	dp      *bpf.Datapath
 	state   *State // last applied
 	nftHash string
+	nftLast nftModel // the table nftHash describes
+	// refusedBase: SNATUsage.Refused counted by tables since replaced.
+	refusedBase map[netip.Addr]uint64
 	// probeIfindex is the only interface the probe reflector is attached
 	// to (0: none) once probeKnown.
 	probeKnown   bool

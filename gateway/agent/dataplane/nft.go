@@ -3,6 +3,7 @@ package dataplane
 import (
 	"encoding/binary"
 	"fmt"
+	"cmp"
 	"maps"
 	"net"
 	"net/netip"
@@ -137,18 +138,86 @@ func (d *Dataplane) nftModel(role *GatewayRole, tunnelMTU int) nftModel {
 // applyNFT replaces egressd's table in one netlink transaction: the kernel
 // swaps old for new atomically, and NAT bindings live in conntrack, so
 // established flows are not disturbed.
+//
+// Rewriting the table zeroes its counters: the refusals the old table counted are kept in
+// d.refusedBase first (those counted between the read and the swap are lost).
 func (d *Dataplane) applyNFT(m nftModel) error {
 	if d.nftHash == m.key() {
 		return nil
 	}
+	d.keepRefused()
 	if err := d.replaceNFT("writing", m.fill); err != nil {
 		return err
 	}
-	d.nftHash = m.key()
+	d.nftHash, d.nftLast = m.key(), m
 	return nil
 }
 
+// keepRefused adds the refusals the current table counted to d.refusedBase.
+func (d *Dataplane) keepRefused() {
+	if d.nftHash == "" {
+		return
+	}
+	n, err := d.nftLast.refused(d.cfg.NFTTable)
+	if err != nil {
+		return // the table is gone or unreadable: nothing to keep
+	}
+	if d.refusedBase == nil {
+		d.refusedBase = map[netip.Addr]uint64{}
+	}
+	for ip, v := range n {
+		d.refusedBase[ip] += v
+	}
+}
+
+// tryChains are the chains of new connections (tryChain): name → first-choice egress IP.
+func (m nftModel) tryChains() map[string]netip.Addr {
+	out := map[string]netip.Addr{}
+	for fam, elems := range map[string]map[uint32][][]byte{"snat4": m.snat4, "snat6": m.snat6} {
+		for mark, ips := range elems {
+			if len(ips) < 2 {
+				continue
+			}
+			for i, ip := range ips {
+				a, _ := netip.AddrFromSlice(ip)
+				out[tryChainName(fmt.Sprintf("%s-%d", fam, m.marks.GroupOf(mark)), i)] = a
+			}
+		}
+	}
+	return out
+}
+
+// refused reads the counters of the last rule of every try chain of table (in the calling
+// thread's namespace): the new connections that found every egress IP of their group full,
+// by first-choice IP.
+func (m nftModel) refused(table string) (map[netip.Addr]uint64, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables: %w", err)
+	}
+	defer func() { _ = c.CloseLasting() }()
+	t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
+	out := map[netip.Addr]uint64{}
+	for name, ip := range m.tryChains() {
+		rules, err := c.GetRules(t, &nftables.Chain{Table: t, Name: name})
+		if err != nil {
+			return nil, fmt.Errorf("reading chain %s: %w", name, err)
+		}
+		out[ip] += 0
+		if len(rules) == 0 {
+			continue
+		}
+		for _, e := range rules[len(rules)-1].Exprs {
+			if ctr, ok := e.(*expr.Counter); ok {
+				out[ip] += ctr.Packets
+			}
+		}
+	}
+	return out, nil
+}
+
 func (d *Dataplane) removeNFT() error {
+	d.keepRefused()
 	if err := d.replaceNFT("removing", nil); err != nil {
 		return err
 	}
@@ -210,6 +279,11 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 	}
 	for _, f := range fams {
 		var single, spread []nftables.SetElement
+		sf := spreadFamily{name: f.name, proto: f.proto, addrType: f.addrType, srcOff: f.srcOff, dstOff: f.srcOff + f.srcLen, addrLen: f.srcLen,
+			ports: portsSet(t, f.name, f.addrType)}
+		if err := c.AddSet(sf.ports, nil); err != nil {
+			return fmt.Errorf("adding set %s: %w", sf.ports.Name, err)
+		}
 		marks := slices.Sorted(maps.Keys(f.elems))
 		for _, mark := range marks {
 			ips := f.elems[mark]
@@ -217,7 +291,7 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 				single = append(single, nftables.SetElement{Key: ne32(mark), Val: ips[0]})
 				continue
 			}
-			chain, err := m.spreadChain(c, t, f.name, f.proto, f.addrType, f.srcOff, f.srcLen, mark, ips)
+			chain, err := m.spreadChain(c, t, sf, mark, ips)
 			if err != nil {
 				return err
 			}
@@ -406,33 +480,136 @@ func (m nftModel) publicChain(c *nftables.Conn, t *nftables.Table, mark uint32, 
 	return name
 }
 
-// spreadChain adds the chain (and its map) that picks one of a group's
-// egress IPs per flow: jhash(source address . source port) mod len(ips)
-// indexes the map. The choice depends on the flow's tuple only, so a
-// connection's retransmitted SYN and any gateway holding the same IPs pick
-// the same address. A packet without a transport header to hash (none
-// reaches NAT: conntrack reassembles fragments) takes the lowest IP.
-func (m nftModel) spreadChain(c *nftables.Conn, t *nftables.Table, fam string, proto byte, addrType nftables.SetDatatype,
-	srcOff, srcLen uint32, mark uint32, ips [][]byte) (string, error) {
-	name := fmt.Sprintf("%s-%d", fam, m.marks.GroupOf(mark))
-	set := &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: addrType}
+// snatPortsSetSize bounds the elements of @snat4-ports / @snat6-ports: (egress IP,
+// destination) pairs with a connection. A pair past it is not counted, so its connections take
+// their first choice (the hash alone), as before the overflow.
+const snatPortsSetSize = 65536
+
+// portsSet is the dynamic set whose elements count, per egress IP and destination (address,
+// port, protocol), the TCP and UDP connections the spread chains sent there: one conntrack
+// list per element (nft_connlimit), from which closed connections are dropped lazily.
+func portsSet(t *nftables.Table, fam string, addrType nftables.SetDatatype) *nftables.Set {
+	return &nftables.Set{Table: t, Name: fam + "-ports", Dynamic: true, Concatenation: true, Size: snatPortsSetSize,
+		KeyType: nftables.MustConcatSetType(addrType, addrType, nftables.TypeInetService, nftables.TypeInetProto)}
+}
+
+// countIn adds the connection to the count of the egress IP in register 1 toward its
+// destination in ports, and goes on with the rule while that count, the connection included,
+// is at most limit (nft_connlimit: the connection is counted whether or not the rule goes on).
+// The key is egress IP . destination address . port . protocol, one 32-bit register per field
+// after the addresses.
+func countIn(ports *nftables.Set, dstOff, addrLen uint32, limit uint32) []expr.Any {
+	dst := reg32Src + addrLen/4
+	return []expr.Any{
+		&expr.Payload{DestRegister: dst, Base: expr.PayloadBaseNetworkHeader, Offset: dstOff, Len: addrLen},
+		&expr.Payload{DestRegister: dst + addrLen/4, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: dst + addrLen/4 + 1},
+		&expr.Dynset{SrcRegKey: reg32Src, SetName: ports.Name, SetID: ports.ID, Operation: unix.NFT_DYNSET_OP_ADD,
+			Exprs: []expr.Any{&expr.Connlimit{Count: limit}}},
+	}
+}
+
+// l4Is matches the transport protocol.
+func l4Is(proto byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}
+}
+
+// tcpSYNOnly matches a TCP segment with SYN set and ACK clear: a connection's opening (or its
+// retransmission), never a segment conntrack picks up mid-stream.
+func tcpSYNOnly() []expr.Any {
+	return append(l4Is(unix.IPPROTO_TCP),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
+	)
+}
+
+// spreadFamily is what a family's spread chains read: where the addresses sit in the network
+// header and the set that counts ports.
+type spreadFamily struct {
+	name     string
+	proto    byte
+	addrType nftables.SetDatatype
+	srcOff   uint32
+	dstOff   uint32
+	addrLen  uint32
+	ports    *nftables.Set
+}
+
+// spreadChain adds the chains (and maps) that pick one of a group's egress IPs per flow.
+//
+// The first choice is jhash(source address . source port) mod len(ips), with a fixed seed: it
+// depends on the flow's tuple only, so a connection's retransmitted SYN and any gateway holding
+// the same IPs pick the same address, which is what a connection conntrack picks up mid-stream
+// on a new holder needs (docs/datapath.md, "Connections across a move"). A new connection (a
+// TCP SYN without ACK, or UDP) jumps to the chain of its first choice h, which tries h, h+1, …
+// in turn and takes the first whose count of connections toward the destination (address,
+// port, protocol) is below the port budget, and h when all are full (conntrack then refuses it
+// unless a port freed; the rule's counter is the exhaustion count). Any other TCP segment (a
+// connection picked up mid-stream) takes its first choice and is counted there. Other protocols
+// take the first choice uncounted. A packet without a transport header to hash (none reaches
+// NAT: conntrack reassembles fragments) takes the lowest IP.
+func (m nftModel) spreadChain(c *nftables.Conn, t *nftables.Table, f spreadFamily, mark uint32, ips [][]byte) (string, error) {
+	name := fmt.Sprintf("%s-%d", f.name, m.marks.GroupOf(mark))
+	set := &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: f.addrType}
+	tries := &nftables.Set{Table: t, Name: name + "-new", IsMap: true, KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeVerdict}
 	els := make([]nftables.SetElement, len(ips))
+	var tryEls []nftables.SetElement
 	for i, ip := range ips {
 		els[i] = nftables.SetElement{Key: ne32(uint32(i)), Val: ip}
+		tryEls = append(tryEls, nftables.SetElement{Key: ne32(uint32(i)),
+			VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: m.tryChain(c, t, f, name, i, ips)}})
 	}
-	if err := c.AddSet(set, els); err != nil {
-		return "", fmt.Errorf("adding set %s: %w", name, err)
+	for _, s := range []struct {
+		set *nftables.Set
+		els []nftables.SetElement
+	}{{set, els}, {tries, tryEls}} {
+		if err := c.AddSet(s.set, s.els); err != nil {
+			return "", fmt.Errorf("adding set %s: %w", s.set.Name, err)
+		}
 	}
 	ch := c.AddChain(&nftables.Chain{Table: t, Name: name})
-	portReg := reg32Src + srcLen/4
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append([]expr.Any{
-		&expr.Payload{DestRegister: reg32Src, Base: expr.PayloadBaseNetworkHeader, Offset: srcOff, Len: srcLen},
+	portReg := reg32Src + f.addrLen/4
+	hash := []expr.Any{
+		&expr.Payload{DestRegister: reg32Src, Base: expr.PayloadBaseNetworkHeader, Offset: f.srcOff, Len: f.addrLen},
 		&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-		&expr.Hash{SourceRegister: reg32Src, DestRegister: 1, Length: srcLen + 2, Modulus: uint32(len(ips)), Seed: snatSeed, Type: expr.HashTypeJenkins},
-		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set.Name, SetID: set.ID},
-	}, m.snatTo(proto)...)})
+		&expr.Hash{SourceRegister: reg32Src, DestRegister: 1, Length: f.addrLen + 2, Modulus: uint32(len(ips)), Seed: snatSeed, Type: expr.HashTypeJenkins},
+	}
+	for _, isNew := range [][]expr.Any{tcpSYNOnly(), l4Is(unix.IPPROTO_UDP)} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: slices.Concat(isNew, hash, []expr.Any{
+			&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: tries.Name, SetID: tries.ID},
+		})})
+	}
+	lookup := &expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set.Name, SetID: set.ID}
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: slices.Concat(l4Is(unix.IPPROTO_TCP), hash, []expr.Any{lookup},
+		countIn(f.ports, f.dstOff, f.addrLen, ^uint32(0)), m.snatTo(f.proto))})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: slices.Concat(hash, []expr.Any{lookup}, m.snatTo(f.proto))})
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append([]expr.Any{
 		&expr.Immediate{Register: 1, Data: ips[0]},
-	}, m.snatTo(proto)...)})
+	}, m.snatTo(f.proto)...)})
 	return name, nil
+}
+
+func tryChainName(group string, first int) string { return fmt.Sprintf("%s-new%d", group, first) }
+
+// tryChain adds the chain of a new connection whose first choice is ips[first]: the first IP
+// from there on (wrapping) with a free port toward the destination by its count, else the
+// first choice, counted (the exhaustion counter that SNATExhausted reads).
+func (m nftModel) tryChain(c *nftables.Conn, t *nftables.Table, f spreadFamily, group string, first int, ips [][]byte) string {
+	ch := c.AddChain(&nftables.Chain{Table: t, Name: tryChainName(group, first)})
+	budget := uint32(cmp.Or(m.snatPorts.Size(), DefaultSNATPorts.Size()))
+	for k := range ips {
+		ip := ips[(first+k)%len(ips)]
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: slices.Concat([]expr.Any{
+			&expr.Immediate{Register: 1, Data: ip},
+		}, countIn(f.ports, f.dstOff, f.addrLen, budget), m.snatTo(f.proto))})
+	}
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: slices.Concat([]expr.Any{
+		&expr.Counter{},
+		&expr.Immediate{Register: 1, Data: ips[first]},
+	}, m.snatTo(f.proto))})
+	return ch.Name
 }

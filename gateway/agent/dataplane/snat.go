@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -32,6 +33,11 @@ type SNATUsage struct {
 	// translated tuple was taken (every CPU, since the namespace was
 	// created): the drops of an exhausted port range.
 	InsertFailed uint64
+	// Refused counts, per first-choice egress IP, the new connections of groups with several
+	// egress IPs that found every one of them at its budget toward their destination (by the
+	// spread chains' counts, docs/datapath.md "SNAT"): sent to their first choice anyway,
+	// where conntrack refuses them unless a port freed. Since the Dataplane was created.
+	Refused map[netip.Addr]uint64
 }
 
 // SNATUse is the connections of one egress IP toward one destination.
@@ -40,6 +46,10 @@ type SNATUse struct {
 	Destination netip.AddrPort
 	Proto       uint8
 	Ports       int // connections, so source ports, in use
+	// Exhausted: this IP is at its budget toward the destination, and so is every other IP
+	// its group's new connections overflow to (the spread set: TCP and UDP of a group with
+	// several IPs on this gateway). A new connection toward it is refused.
+	Exhausted bool
 }
 
 // SNATUsage dumps conntrack in the managed namespace and counts the
@@ -50,7 +60,13 @@ type SNATUse struct {
 func (d *Dataplane) SNATUsage() (SNATUsage, error) {
 	d.mu.Lock()
 	egress := map[netip.Addr]bool{}
+	// spread: egress IP → the IPs its group's new connections overflow over (itself included).
+	spread := map[netip.Addr][]netip.Addr{}
 	if s := d.state; s != nil && s.Gateway != nil {
+		ifaceOf := map[netip.Addr]string{}
+		for _, a := range s.Gateway.Addresses {
+			ifaceOf[a.IP] = a.Interface
+		}
 		for _, g := range s.Gateway.Groups {
 			for _, ip := range slices.Concat(g.EgressIPv4s, g.EgressIPv6s) {
 				egress[ip] = true
@@ -58,8 +74,20 @@ func (d *Dataplane) SNATUsage() (SNATUsage, error) {
 			if g.PublicSource.IsValid() {
 				egress[g.PublicSource] = true // its ports are the public IP's
 			}
+			for _, fam := range [][]netip.Addr{g.EgressIPv4s, g.EgressIPv6s} {
+				var set []netip.Addr
+				for _, b := range snatIPs(fam, ifaceOf) {
+					a, _ := netip.AddrFromSlice(b)
+					set = append(set, a)
+				}
+				for _, a := range set {
+					spread[a] = set
+				}
+			}
 		}
 	}
+	last := d.nftLast
+	refused := maps.Clone(d.refusedBase)
 	d.mu.Unlock()
 	u := SNATUsage{Budget: cmp.Or(d.cfg.SNATPorts.Size(), DefaultSNATPorts.Size())}
 	type key struct {
@@ -87,15 +115,39 @@ func (d *Dataplane) SNATUsage() (SNATUsage, error) {
 				count[key{ip, netip.AddrPortFrom(dst.Unmap(), f.Forward.DstPort), f.Forward.Protocol}]++
 			}
 		}
-		var err error
+		now, err := last.refused(d.cfg.NFTTable)
+		if err != nil && len(last.tryChains()) > 0 {
+			return err
+		}
+		u.Refused = refused
+		if u.Refused == nil {
+			u.Refused = map[netip.Addr]uint64{}
+		}
+		for ip, n := range now {
+			u.Refused[ip] += n
+		}
 		u.InsertFailed, err = insertFailed()
 		return err
 	})
 	if err != nil {
 		return SNATUsage{}, err
 	}
+	full := func(k key) bool {
+		if count[k] < u.Budget {
+			return false
+		}
+		if k.proto != unix.IPPROTO_TCP && k.proto != unix.IPPROTO_UDP {
+			return true // no overflow: the hash alone picks the IP
+		}
+		for _, ip := range spread[k.ip] {
+			if count[key{ip, k.dst, k.proto}] < u.Budget {
+				return false
+			}
+		}
+		return true
+	}
 	for k, n := range count {
-		u.Use = append(u.Use, SNATUse{EgressIP: k.ip, Destination: k.dst, Proto: k.proto, Ports: n})
+		u.Use = append(u.Use, SNATUse{EgressIP: k.ip, Destination: k.dst, Proto: k.proto, Ports: n, Exhausted: full(k)})
 	}
 	slices.SortFunc(u.Use, func(a, b SNATUse) int {
 		return cmp.Or(-cmp.Compare(a.Ports, b.Ports), a.EgressIP.Compare(b.EgressIP), a.Destination.Compare(b.Destination), cmp.Compare(a.Proto, b.Proto))

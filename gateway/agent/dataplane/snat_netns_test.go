@@ -107,20 +107,19 @@ func TestSNATPortBudget(t *testing.T) {
 	if start.Budget != perIP || len(start.Use) != 0 {
 		t.Fatalf("before any connection: budget %d, use %v; want %d and none", start.Budget, start.Use, perIP)
 	}
-	full := func() (n int) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, ip := range egress {
-			if seen[ip] >= perIP {
-				n++
-			}
-		}
-		return n
+	dial := func() (net.Conn, error) {
+		var c net.Conn
+		err := a.Do(func() (err error) {
+			// One SYN: a connection whose SNAT failed is dropped at the
+			// gateway, and its retransmissions would fail the same way.
+			c, err = (&net.Dialer{Timeout: time.Second}).Dial("tcp", dst.String())
+			return err
+		})
+		return c, err
 	}
-	// Bounded: every IP is full after 48 successes; by then fewer than 1 run
-	// in 10^4 has needed more than 64 refused attempts (three bins of 16
-	// filled at random).
-	const budget, maxAttempts = perIP * 3, perIP*3 + 64
+	// Bounded: main's hash-only choice needed up to 64 refused attempts to fill all three IPs
+	// (three bins of 16 filled at random); with the overflow none is refused.
+	const budget, maxAttempts, beyond = perIP * 3, perIP*3 + 64, 3
 	var clients []net.Conn
 	t.Cleanup(func() {
 		for _, c := range clients {
@@ -129,35 +128,42 @@ func TestSNATPortBudget(t *testing.T) {
 	})
 	firstFail, failed := -1, 0
 	for attempt := 0; len(clients) < budget && attempt < maxAttempts; attempt++ {
-		fullBefore := full()
-		var c net.Conn
-		err := a.Do(func() (err error) {
-			// One SYN: a connection whose SNAT failed is dropped at the
-			// gateway, and its retransmissions would fail the same way.
-			c, err = (&net.Dialer{Timeout: time.Second}).Dial("tcp", dst.String())
-			return err
-		})
+		c, err := dial()
 		if err != nil {
 			failed++
 			if firstFail < 0 {
 				firstFail = len(clients)
-				if fullBefore == 0 {
-					mu.Lock()
-					t.Fatalf("connection %d failed while no egress IP was full (per IP %v): %v", attempt, seen, err)
-				}
+				mu.Lock()
+				t.Errorf("connection %d of %d refused below the combined budget (per IP %v): %v", len(clients)+1, budget, seen, err)
+				mu.Unlock()
 			}
 			continue
 		}
 		clients = append(clients, c)
 		<-accepted
-		if full() == 0 {
-			// Below the first IP's budget: nothing refused, nothing at the
-			// budget.
+		if failed == 0 && len(clients) < budget {
+			// Below the combined budget: conntrack refused nothing and SNATUsage shows
+			// nothing exhausted.
 			u := usage()
-			if u.InsertFailed != start.InsertFailed || len(u.Use) == 0 || u.Use[0].Ports >= perIP {
-				t.Fatalf("after %d connections, no IP full: insert_failed %d→%d, use %v", len(clients), start.InsertFailed, u.InsertFailed, u.Use)
+			if u.InsertFailed != start.InsertFailed || len(u.Use) == 0 || u.Use[0].Exhausted {
+				t.Fatalf("after %d connections: insert_failed %d→%d, use %v", len(clients), start.InsertFailed, u.InsertFailed, u.Use)
 			}
 		}
+	}
+	// At the budget: every further connection is refused, and counted.
+	atBudget := usage()
+	for range beyond {
+		c, err := dial()
+		if err == nil {
+			clients = append(clients, c)
+			<-accepted
+			t.Errorf("connection %d of a budget of %d went through", len(clients), budget)
+			continue
+		}
+		if firstFail < 0 {
+			firstFail = len(clients)
+		}
+		failed++
 	}
 	mu.Lock()
 	perIPSeen := map[netip.Addr]int{}
@@ -178,19 +184,29 @@ func TestSNATPortBudget(t *testing.T) {
 		t.Errorf("sources outside the port range %s: %v", ports, bad)
 	}
 	u := usage()
-	var atBudget []netip.Addr
+	var full []netip.Addr
 	for _, s := range u.Use {
-		if s.Destination != dst || s.Ports != u.Budget {
-			t.Errorf("usage %+v, want %d ports toward %s", s, u.Budget, dst)
+		if s.Destination != dst || s.Ports != u.Budget || !s.Exhausted {
+			t.Errorf("usage %+v, want %d ports toward %s, exhausted", s, u.Budget, dst)
 		}
-		atBudget = append(atBudget, s.EgressIP)
+		full = append(full, s.EgressIP)
 	}
-	if !slices.Equal(atBudget, egress) {
-		t.Errorf("IPs at their budget %v, want %v", atBudget, egress)
+	if !slices.Equal(full, egress) {
+		t.Errorf("IPs at their budget %v, want %v", full, egress)
 	}
-	if failed > 0 && u.InsertFailed <= start.InsertFailed {
-		t.Errorf("%d connections refused, conntrack insert_failed %d→%d", failed, start.InsertFailed, u.InsertFailed)
+	if got := u.InsertFailed - atBudget.InsertFailed; got < beyond {
+		t.Errorf("%d connections refused at the budget, conntrack insert_failed +%d", beyond, got)
 	}
-	t.Logf("%d connections over %d egress IPs × %d ports; first refused after %d, %d refused, insert_failed +%d",
-		len(clients), len(egress), perIP, firstFail, failed, u.InsertFailed-start.InsertFailed)
+	if got := refusedSum(u) - refusedSum(atBudget); got < beyond {
+		t.Errorf("%d connections refused at the budget, %d counted with every egress IP full", beyond, got)
+	}
+	t.Logf("%d connections over %d egress IPs × %d ports; first refused at %d of %d, %d refused, insert_failed +%d, every IP full +%d",
+		len(clients), len(egress), perIP, firstFail+1, budget, failed, u.InsertFailed-start.InsertFailed, refusedSum(u)-refusedSum(start))
+}
+
+func refusedSum(u SNATUsage) (n uint64) {
+	for _, v := range u.Refused {
+		n += v
+	}
+	return n
 }
