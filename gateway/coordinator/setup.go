@@ -335,12 +335,19 @@ func Setup(mgr manager.Manager, c *Coordinator, healthChanges <-chan event.Gener
 			// A policy created, deleted or resized changes which of its namespace's (for a
 			// ClusterEgressPolicy, the cluster's) fit their prefix budget.
 			Watches(obj, policiesOf(cluster), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+			WithOptions(controller.Options{MaxConcurrentReconciles: policyWorkers}).
 			Complete(PolicyReconciler{Coordinator: c, Cluster: cluster}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// policyWorkers is how many policies of a kind reconcile at once. A policy reconcile writes
+// only its own status from what the cache holds, so they are independent; most of one is the
+// status write's round trip to the API server, and one at a time took BenchmarkScale's 5,050
+// policy statuses at 5,000 nodes 39 s to write (10,000 reconciles, 28 s of them in Reconcile).
+const policyWorkers = 4
 
 // nodeChanged passes node events that can change a gateway group: labels, cordon, readiness,
 // addresses. Kubelet heartbeats do not.
