@@ -179,12 +179,13 @@ func TestTrimKeepsWhatIsRead(t *testing.T) {
 		fullPods, trimmedPods = append(fullPods, p), append(trimmedPods, *trimPod(&p))
 	}
 	t.Run("policy pod count and selection", func(t *testing.T) {
-		web := &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+		web, err := metav1.LabelSelectorAsSelector(&metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}})
+		selects := func(set map[string]string) bool { return matches(web, err, set) }
 		for i := range fullPods {
 			f, tr := &fullPods[i], &trimmedPods[i]
-			if counted(f) != counted(tr) || selects(web, f.Labels) != selects(web, tr.Labels) || f.Namespace != tr.Namespace || f.GetName() != tr.GetName() {
+			if counted(f) != counted(tr) || selects(f.Labels) != selects(tr.Labels) || f.Namespace != tr.Namespace || f.GetName() != tr.GetName() {
 				t.Errorf("pod %+v: counted %v/%v, selected %v/%v, key %s/%s vs %s/%s (full/trimmed)", podCases[i],
-					counted(f), counted(tr), selects(web, f.Labels), selects(web, tr.Labels), f.Namespace, f.Name, tr.Namespace, tr.Name)
+					counted(f), counted(tr), selects(f.Labels), selects(tr.Labels), f.Namespace, f.Name, tr.Namespace, tr.Name)
 			}
 		}
 	})

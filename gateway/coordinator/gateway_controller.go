@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -98,6 +99,7 @@ func (r *GatewayReconciler) reconcile(ctx context.Context, name string) (ctrl.Re
 	gw := &egressv1.EgressGateway{}
 	if err := r.client.Get(ctx, client.ObjectKey{Name: name}, gw); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.selectors.forget(kindEgressGateway, types.NamespacedName{Name: name})
 			return ctrl.Result{}, r.releaseGroup(ctx, name)
 		}
 		return ctrl.Result{}, err

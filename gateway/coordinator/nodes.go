@@ -8,7 +8,6 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	egressv1 "github.com/egressd/egressd/api/v1alpha1"
@@ -73,7 +72,7 @@ func nodeRef(n *corev1.Node) providers.NodeRef {
 // asked once for the free IP slots of every selected, Ready node, so that it can describe them
 // in one batch.
 func (c *Coordinator) nodeViews(gw *egressv1.EgressGateway, nodes []corev1.Node, leases map[string]*coordinationv1.Lease, capacity func([]*corev1.Node) []int) ([]NodeView, error) {
-	sel, err := metav1.LabelSelectorAsSelector(&gw.Spec.NodeSelector)
+	sel, err := c.gatewaySelector(gw)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -37,13 +38,15 @@ func (r PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		namespaces []corev1.Namespace
 		refusal    string // why the policy does not fit its prefix budget; empty: it fits
 	)
+	kind := kindEgressPolicy
 	if r.Cluster {
+		kind = kindClusterEgressPolicy
 		p := &egressv1.ClusterEgressPolicy{}
 		if err := r.client.Get(ctx, req.NamespacedName, p); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
+			return ctrl.Result{}, r.ignoreNotFound(kind, req, err)
 		}
 		obj, rule, status = p, p.Spec.EgressPolicyRule, &p.Status
-		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.NamespaceSelector)
+		sel, err := r.selectors.get(selectorKey{kind: kind, name: req.NamespacedName, field: fieldNamespaceSelector}, &p.Spec.NamespaceSelector)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -62,7 +65,7 @@ func (r PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	} else {
 		p := &egressv1.EgressPolicy{}
 		if err := r.client.Get(ctx, req.NamespacedName, p); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
+			return ctrl.Result{}, r.ignoreNotFound(kind, req, err)
 		}
 		obj, rule, status = p, p.Spec, &p.Status
 		ns := corev1.Namespace{}
@@ -81,7 +84,8 @@ func (r PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 
 	next := status.DeepCopy()
 	next.ObservedGeneration = obj.GetGeneration()
-	accepted, ready := r.evaluate(ctx, rule, namespaces, refusal, next)
+	podSel, podSelErr := r.selectors.get(selectorKey{kind: kind, name: req.NamespacedName, field: fieldPodSelector}, &rule.PodSelector)
+	accepted, ready := r.evaluate(ctx, rule, podSel, podSelErr, namespaces, refusal, next)
 	accepted.ObservedGeneration, ready.ObservedGeneration = obj.GetGeneration(), obj.GetGeneration()
 	meta.SetStatusCondition(&next.Conditions, accepted)
 	meta.SetStatusCondition(&next.Conditions, ready)
@@ -100,9 +104,20 @@ func (r PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	return ctrl.Result{}, nil
 }
 
+// ignoreNotFound is err, nil when the policy is gone; its parsed selectors go with it.
+func (r PolicyReconciler) ignoreNotFound(kind string, req ctrl.Request, err error) error {
+	if apierrors.IsNotFound(err) {
+		r.selectors.forget(kind, req.NamespacedName)
+		return nil
+	}
+	return err
+}
+
 // evaluate fills matched pods and egress IPs and returns the Accepted and Ready conditions.
-// refusal, when set, says why the policy does not fit its prefix budget.
-func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPolicyRule, namespaces []corev1.Namespace, refusal string, st *egressv1.EgressPolicyStatus) (metav1.Condition, metav1.Condition) {
+// podSel is rule.PodSelector parsed (with podSelErr: no pod counted). refusal, when set, says
+// why the policy does not fit its prefix budget.
+func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPolicyRule, podSel labels.Selector, podSelErr error, namespaces []corev1.Namespace,
+	refusal string, st *egressv1.EgressPolicyStatus) (metav1.Condition, metav1.Condition) {
 	acc := metav1.Condition{Type: egressv1.ConditionAccepted}
 	ready := metav1.Condition{Type: egressv1.ConditionReady, Status: metav1.ConditionFalse}
 	st.MatchedPods, st.EgressIPs = 0, nil
@@ -146,12 +161,11 @@ func (r PolicyReconciler) evaluate(ctx context.Context, rule egressv1.EgressPoli
 		acc.Message += fmt.Sprintf("; namespaces not admitted by the gateway are left out: %s", strings.Join(refused, ", "))
 	}
 
-	sel, err := metav1.LabelSelectorAsSelector(&rule.PodSelector)
-	if err == nil {
+	if podSelErr == nil {
 		for _, ns := range allowed {
 			// Counting only: no deep copy of every matched pod out of the cache.
 			var pods corev1.PodList
-			if err := r.client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: sel}, client.UnsafeDisableDeepCopy); err != nil {
+			if err := r.client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: podSel}, client.UnsafeDisableDeepCopy); err != nil {
 				continue
 			}
 			for i := range pods.Items {

@@ -189,10 +189,12 @@ func benchmarkScale(b *testing.B, cloudName string, logs *errorLog) {
 	stopCPU()
 	progress("%s: failover", cloudName)
 	fo := s.failover(ctx)
+	progress("%s: node churn", cloudName)
+	churn := s.nodeChurn(ctx)
 	errs := logs.snapshot() // before the stop, whose cancelled reconciles log errors
 	r.stop()
 
-	rep := scaleReport{cloud: s.cloud, populate: populate, objects: s.objects.Load(), run: r, steady: steady, failover: fo,
+	rep := scaleReport{cloud: s.cloud, populate: populate, objects: s.objects.Load(), run: r, steady: steady, failover: fo, churn: churn,
 		heapBefore: before, heapAfter: after, calls: s.cloud.calls(), reconciles: reconcileCounts().since(reconcilesBefore), errors: errs}
 	// The FIGURE line first: go test keeps only the first lines of a benchmark's log.
 	out := rep.figure() + "\n" + rep.String()
@@ -224,6 +226,7 @@ func benchmarkScale(b *testing.B, cloudName string, logs *errorLog) {
 	b.ReportMetric(ms(steady.cluster.mean()), "cpolicy-reconcile-ms")
 	b.ReportMetric(ms(steady.cluster.max), "cpolicy-reconcile-max-ms")
 	b.ReportMetric(fo.cloud.Seconds(), "failover-s")
+	b.ReportMetric(churn.reconciles, "churn-gw-reconciles")
 	b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/(1<<20), "heap-MB")
 	if !r.converged || !fo.ok {
 		b.Errorf("did not converge: run %+v, failover %+v", r, fo)
@@ -974,6 +977,52 @@ func (s *scaleWorld) steadyState(ctx context.Context, c *Coordinator, passes int
 	return st
 }
 
+// churnResult is what a burst of worker-node label changes cost the gateway controller.
+type churnResult struct {
+	nodes int // worker nodes relabelled
+	// reconciles and seconds are the gateway controller's reconciles and their time from the
+	// first change until none came for a second; idle its reconciles in as long before it
+	// (the periodic requeues).
+	reconciles, seconds, idle float64
+	took                      time.Duration
+}
+
+// nodeChurn relabels 1% of the worker nodes (no gateway selects them) and counts the gateway
+// reconciles that follow, next to those of a quiet window as long: every Node event that
+// changes labels, cordon, readiness or addresses reaches the gateway controller's watch.
+func (s *scaleWorld) nodeChurn(ctx context.Context) churnResult {
+	ch := churnResult{nodes: scaleNodes / 100}
+	gw := func() [2]float64 { return reconcileCounts()["egressgateway"] }
+	settle := func(from [2]float64) [2]float64 {
+		last, quiet := gw(), 0
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && quiet < 10; {
+			time.Sleep(100 * time.Millisecond)
+			if cur := gw(); cur == last {
+				quiet++
+			} else {
+				last, quiet = cur, 0
+			}
+		}
+		return [2]float64{last[0] - from[0], last[1] - from[1]}
+	}
+	start := gw()
+	t := time.Now()
+	err := parallel(ctx, ch.nodes, scaleCreateWorkers, func(ctx context.Context, i int) error {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("scale-node-%04d", scaleGatewayNodes+i*(scaleNodes-scaleGatewayNodes)/ch.nodes)}}
+		return s.client.Patch(ctx, n, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"scale.egressd.io/churn":"1"}}}`)))
+	})
+	if err != nil {
+		s.tb.Error(err)
+	}
+	d := settle(start)
+	ch.took = time.Since(t)
+	ch.reconciles, ch.seconds = d[0], d[1]
+	idleStart := gw()
+	time.Sleep(ch.took)
+	ch.idle = gw()[0] - idleStart[0]
+	return ch
+}
+
 type failoverResult struct {
 	ok                  bool
 	gateway, node, ip   string
@@ -1202,6 +1251,7 @@ type scaleReport struct {
 	run                   *scaleRun
 	steady                steadyState
 	failover              failoverResult
+	churn                 churnResult
 	heapBefore, heapAfter runtime.MemStats
 	calls                 map[string]int
 	reconciles            reconcileTotals
@@ -1234,6 +1284,9 @@ func (r scaleReport) String() string {
 	row("failover: node NotReady → spec.node moved", fmt.Sprintf("%v (%s %s: %s → %s)", fo.ledger.Round(time.Millisecond), fo.gateway, fo.ip, fo.node, fo.to))
 	row("failover: → simulator holds it on the survivor", fo.cloud.Round(time.Millisecond).String())
 	row("failover: → status.node written (converged)", fo.conv.Round(time.Millisecond).String())
+	ch := r.churn
+	row(fmt.Sprintf("node churn: %d worker nodes relabelled", ch.nodes), fmt.Sprintf("%.0f gateway reconciles (%.2f s) in %v; %.0f in as long idle",
+		ch.reconciles, ch.seconds, ch.took.Round(time.Millisecond), ch.idle))
 	row("heap in use before manager start", fmt.Sprintf("%.1f MB", mb(r.heapBefore.HeapInuse)))
 	row("heap in use after convergence", fmt.Sprintf("%.1f MB (heap alloc %.1f MB, %d goroutines)", mb(r.heapAfter.HeapInuse), mb(r.heapAfter.HeapAlloc), runtime.NumGoroutine()))
 	row("coordinator footprint (difference)", fmt.Sprintf("%.1f MB in use, %.1f MB live", mb(r.heapAfter.HeapInuse-r.heapBefore.HeapInuse), mb(r.heapAfter.HeapAlloc-r.heapBefore.HeapAlloc)))

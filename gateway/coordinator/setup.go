@@ -11,7 +11,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -202,10 +201,38 @@ func Setup(mgr manager.Manager, c *Coordinator, healthChanges <-chan event.Gener
 		}
 		return reqs
 	})
+	// A node's and its agent Lease's events go to the gateways that select or list the node
+	// (gatewaysOfNode), not to every gateway. The list is read-only: no deep copies.
+	gatewaysOf := func(ctx context.Context, n *corev1.Node) []reconcile.Request {
+		var list egressv1.EgressGatewayList
+		if err := c.client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+			return nil
+		}
+		return gatewaysOfNode(list.Items, n, c.gatewaySelector)
+	}
+	nodeGateways := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		n, ok := o.(*corev1.Node)
+		if !ok {
+			return nil
+		}
+		return gatewaysOf(ctx, n)
+	})
+	leaseGateways := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		l, ok := o.(*coordinationv1.Lease)
+		if !ok || l.Spec.HolderIdentity == nil || contract.AgentLeaseName(*l.Spec.HolderIdentity) != l.Name {
+			return nil // not an agent's: listInputs ignores it too
+		}
+		n := &corev1.Node{}
+		if err := c.client.Get(ctx, client.ObjectKey{Name: *l.Spec.HolderIdentity}, n); err != nil {
+			// No such node (yet): only a gateway listing it can care.
+			n = &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: *l.Spec.HolderIdentity}}
+		}
+		return gatewaysOf(ctx, n)
+	})
 	b := ctrl.NewControllerManagedBy(mgr).Named("egressgateway").
 		For(&egressv1.EgressGateway{}).
-		Watches(&corev1.Node{}, allGateways, builder.WithPredicates(nodeChanged())).
-		Watches(&coordinationv1.Lease{}, allGateways, builder.WithPredicates(leaseChanged(c))).
+		Watches(&corev1.Node{}, nodeGateways, builder.WithPredicates(nodeChanged())).
+		Watches(&coordinationv1.Lease{}, leaseGateways, builder.WithPredicates(leaseChanged(c))).
 		Watches(&egressv1.EgressIP{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if g := o.GetLabels()[egressv1.LabelGateway]; g != "" {
 				return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: g}}}
@@ -244,12 +271,23 @@ func Setup(mgr manager.Manager, c *Coordinator, healthChanges <-chan event.Gener
 					nsLabels = ns.Labels
 				}
 			}
-			relevant := func(rule *egressv1.EgressPolicyRule, nsSel *metav1.LabelSelector) bool {
+			// relevant reports whether the policy's rule (and namespace selector, of a
+			// ClusterEgressPolicy) can count the event's object; the selectors come parsed
+			// from c.selectors.
+			relevant := func(kind string, name types.NamespacedName, rule *egressv1.EgressPolicyRule, nsSel *metav1.LabelSelector) bool {
 				switch {
 				case isGateway:
 					return rule.Gateway == o.GetName()
 				case pod != nil:
-					return selects(&rule.PodSelector, pod.Labels) && (nsSel == nil || nsLabels == nil || selects(nsSel, nsLabels))
+					sel, err := c.selectors.get(selectorKey{kind: kind, name: name, field: fieldPodSelector}, &rule.PodSelector)
+					if !matches(sel, err, pod.Labels) {
+						return false
+					}
+					if nsSel == nil || nsLabels == nil {
+						return true
+					}
+					sel, err = c.selectors.get(selectorKey{kind: kind, name: name, field: fieldNamespaceSelector}, nsSel)
+					return matches(sel, err, nsLabels)
 				}
 				return true
 			}
@@ -258,8 +296,9 @@ func Setup(mgr manager.Manager, c *Coordinator, healthChanges <-chan event.Gener
 				var list egressv1.ClusterEgressPolicyList
 				if err := c.client.List(ctx, &list, client.UnsafeDisableDeepCopy); err == nil {
 					for i := range list.Items {
-						if p := &list.Items[i]; relevant(&p.Spec.EgressPolicyRule, &p.Spec.NamespaceSelector) {
-							reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: p.Name}})
+						p := &list.Items[i]
+						if key := (types.NamespacedName{Name: p.Name}); relevant(kindClusterEgressPolicy, key, &p.Spec.EgressPolicyRule, &p.Spec.NamespaceSelector) {
+							reqs = append(reqs, reconcile.Request{NamespacedName: key})
 						}
 					}
 				}
@@ -274,8 +313,9 @@ func Setup(mgr manager.Manager, c *Coordinator, healthChanges <-chan event.Gener
 			}
 			if err := c.client.List(ctx, &list, opts...); err == nil {
 				for i := range list.Items {
-					if p := &list.Items[i]; relevant(&p.Spec, nil) {
-						reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: p.Namespace, Name: p.Name}})
+					p := &list.Items[i]
+					if key := (types.NamespacedName{Namespace: p.Namespace, Name: p.Name}); relevant(kindEgressPolicy, key, &p.Spec, nil) {
+						reqs = append(reqs, reconcile.Request{NamespacedName: key})
 					}
 				}
 			}
@@ -295,12 +335,19 @@ func Setup(mgr manager.Manager, c *Coordinator, healthChanges <-chan event.Gener
 			// A policy created, deleted or resized changes which of its namespace's (for a
 			// ClusterEgressPolicy, the cluster's) fit their prefix budget.
 			Watches(obj, policiesOf(cluster), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+			WithOptions(controller.Options{MaxConcurrentReconciles: policyWorkers}).
 			Complete(PolicyReconciler{Coordinator: c, Cluster: cluster}); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// policyWorkers is how many policies of a kind reconcile at once. A policy reconcile writes
+// only its own status from what the cache holds, so they are independent; most of one is the
+// status write's round trip to the API server, and one at a time took BenchmarkScale's 5,050
+// policy statuses at 5,000 nodes 39 s to write (10,000 reconciles, 28 s of them in Reconcile).
+const policyWorkers = 4
 
 // nodeChanged passes node events that can change a gateway group: labels, cordon, readiness,
 // addresses. Kubelet heartbeats do not.
@@ -344,13 +391,6 @@ func podIPChanged() predicate.Predicate {
 		return a.Status.PodIP != b.Status.PodIP || a.Status.Phase != b.Status.Phase || !mapsEqual(a.Labels, b.Labels) ||
 			(a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil)
 	}}
-}
-
-// selects reports whether a label selector matches; an invalid selector matches, so that the
-// policy's reconcile reports it.
-func selects(sel *metav1.LabelSelector, set map[string]string) bool {
-	s, err := metav1.LabelSelectorAsSelector(sel)
-	return err != nil || s.Matches(labels.Set(set))
 }
 
 func mapsEqual(a, b map[string]string) bool {
