@@ -1,9 +1,9 @@
 package dataplane
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
-	"cmp"
 	"maps"
 	"net"
 	"net/netip"
