@@ -445,7 +445,9 @@ func ConnsAt(records []ConnRecord, ev Event, affected map[string]bool) *ConnResu
 		}
 		o := ConnOutcome{ID: r.ID, Pod: r.Pod, Before: before.Source, ThroughFailed: affected[sourceIP(before.Source)]}
 		last, _ := r.segmentBefore(ev.End)
-		closedInside := !r.Closed.IsZero() && r.Closed.Before(ev.End)
+		// A close without Err is the lab's own (Close at the end of a run, which can fall a
+		// moment before the last event's End): not a break.
+		closedInside := !r.Closed.IsZero() && r.Closed.Before(ev.End) && r.Err != ""
 		o.Survived = !closedInside && !last.Last.Before(ev.End.Add(-connFresh))
 		if o.Survived {
 			o.After = last.Source

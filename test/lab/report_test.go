@@ -208,10 +208,13 @@ func TestConnsAt(t *testing.T) {
 		{ID: 4, Pod: "monitor-b", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.2:4003", 100, 5000)}},                                  // survivor, intact
 		{ID: 5, Pod: "monitor-c", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.2:4004", 100, 2000)}},                                  // survivor, stalled at End
 		{ID: 6, Pod: "monitor-c", Opened: at(1500), Segments: []ConnSegment{seg("10.0.0.2:4005", 1500, 5000)}},                              // opened after the crash
+		// A survivor the lab closed as the run ended, a moment before the last event's End
+		// was stamped (make demo, 2026-12-06: counted broken before): not broken.
+		{ID: 7, Pod: "monitor-d", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.2:4006", 100, 3990)}, Closed: at(3995)},
 	}
 	ev := Event{At: at(1000), End: at(4000)}
 	c := ConnsAt(recs, ev, map[string]bool{"10.0.0.1": true})
-	if c.Open != 5 || c.ThroughFailed != 3 || c.ThroughFailedSurvived != 2 || c.ThroughFailedSameSource != 1 || c.ThroughSurvivors != 2 || c.SurvivorsBroken != 1 {
+	if c.Open != 6 || c.ThroughFailed != 3 || c.ThroughFailedSurvived != 2 || c.ThroughFailedSameSource != 1 || c.ThroughSurvivors != 3 || c.SurvivorsBroken != 1 {
 		t.Errorf("conns %+v", *c)
 	}
 	for _, o := range c.Conns {
@@ -231,6 +234,10 @@ func TestConnsAt(t *testing.T) {
 		case 5:
 			if o.Survived || o.MaxGap != 2*time.Second {
 				t.Errorf("conn 5: %+v", o)
+			}
+		case 7:
+			if !o.Survived || !o.SameSource {
+				t.Errorf("conn 7 (closed by the lab): %+v", o)
 			}
 		}
 	}
