@@ -121,6 +121,17 @@ func packet(src, dst netip.Addr, proto uint8, sport, dport uint16) []byte {
 	return append(b, payload...)
 }
 
+// ackPacket is packet for an established TCP segment (ACK, no SYN).
+func ackPacket(src, dst netip.Addr, sport, dport uint16) []byte {
+	b := packet(src, dst, unix.IPPROTO_TCP, sport, dport)
+	ipLen := 20
+	if src.Is6() {
+		ipLen = 40
+	}
+	b[14+ipLen+13] = 0x10
+	return b
+}
+
 // Verdicts run reports for packets the classifier lets go on (TC_NEXT) with egressd's mark:
 // steered to another gateway (magic, steer bit) or to this node as the gateway (magic only).
 // TC_NEXT without the magic is actNext.
@@ -366,8 +377,8 @@ func TestDrainingGateway(t *testing.T) {
 			onA = append(onA, port)
 		}
 	}
-	if len(onA) == 0 {
-		t.Fatal("no flow pinned to gateway A")
+	if len(onA) < 2 {
+		t.Fatalf("%d flows pinned to gateway A, want 2 or more", len(onA))
 	}
 	drainA := gwA
 	drainA.Draining = true
@@ -380,7 +391,7 @@ func TestDrainingGateway(t *testing.T) {
 
 	t.Run("keeps a pinned flow", func(t *testing.T) {
 		for _, port := range onA {
-			if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actSteered {
+			if got := run(t, d, ackPacket(pod4, dst4, port, 80)); got != actSteered {
 				t.Fatalf("verdict %#x", got)
 			}
 			gw, _, err := d.FlowGateway(key(port))
@@ -389,6 +400,21 @@ func TestDrainingGateway(t *testing.T) {
 				t.Fatalf("flow %d moved from the draining gateway to %d", port, gw)
 			}
 		}
+	})
+	t.Run("a SYN on a 5-tuple pinned to it goes elsewhere", func(t *testing.T) {
+		// A new connection that reuses the ports of one pinned before the drain (ephemeral
+		// ports come round again; the LRU entry outlives its connection). Kept on A, it
+		// failed once A's address moved at the grace end: issue 14's drain-long failures.
+		port := onA[len(onA)-1]
+		if got := run(t, d, packet(pod4, dst4, unix.IPPROTO_TCP, port, 80)); got != actSteered {
+			t.Fatalf("verdict %#x", got)
+		}
+		gw, _, err := d.FlowGateway(key(port))
+		must(t, err)
+		if gw != gwB.ID {
+			t.Fatalf("SYN of flow %d went to gateway %d, want %d (A is draining)", port, gw, gwB.ID)
+		}
+		onA = onA[:len(onA)-1]
 	})
 	t.Run("gets no new flow", func(t *testing.T) {
 		for port := uint16(5000); port < 5064; port++ {

@@ -743,7 +743,8 @@ int egressd_pod(struct __sk_buff *skb)
 	struct gateway *gw = 0;
 	struct flow *f = bpf_map_lookup_elem(&flows, &p.key);
 	if (f && f->group == gid) {
-		// A pinned flow stays on a healthy gateway, draining or not.
+		// A pinned flow stays on a healthy gateway, draining or not
+		// (but for a new connection's SYN, below).
 		__u32 pinned = f->gateway;
 		__u32 egress = f->egress;
 		struct gateway *holder = 0;
@@ -756,6 +757,14 @@ int egressd_pod(struct __sk_buff *skb)
 					holder = &g->gateways[i];
 			}
 		}
+		if (gw && (gw->flags & GW_DRAINING) && p.key.proto == IPPROTO_TCP &&
+		    (p.tcp_flags & 0x12) == 0x02)
+			// A SYN opens a new connection, even on a 5-tuple an
+			// earlier one pinned (ephemeral ports come round again
+			// within minutes, the LRU entry outlives its
+			// connection): a draining gateway gets none, and it stops
+			// serving once its address moves.
+			gw = 0;
 		if (gw && f->lost)
 			f->lost = 0; // its gateway is back
 		if (!gw && holder) {

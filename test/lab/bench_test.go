@@ -185,7 +185,7 @@ func BenchmarkFailover(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			u0 := undelivered()
+			u0, d0 := undelivered(), l.Drops()
 			inc, lost, err := e.run(ctx, l, i, before)
 			if err != nil {
 				b.Fatalf("%s trial %d: %v", e.name, i, err)
@@ -208,8 +208,8 @@ func BenchmarkFailover(b *testing.B) {
 			ev.UndeliveredSource = undelivered() - u0
 			rec.Events = append(rec.Events, ev)
 			lostZones = append(lostZones, lost)
-			fmt.Fprintf(os.Stderr, "%s %s trial %d: nodes %v, settled %v after the crash\n", time.Now().Format("15:04:05"), e.name, i,
-				inc.Nodes, ev.SettledAt.Sub(ev.At).Round(time.Millisecond))
+			fmt.Fprintf(os.Stderr, "%s %s trial %d: nodes %v, settled %v after the crash; datapath drops: %v\n", time.Now().Format("15:04:05"), e.name, i,
+				inc.Nodes, ev.SettledAt.Sub(ev.At).Round(time.Millisecond), l.Drops().Since(d0))
 			if err := conns.Refill(ctx, egressSources(after)); err != nil {
 				b.Logf("%s trial %d: reopening long-lived connections: %v", e.name, i, err)
 			}
