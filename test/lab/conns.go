@@ -66,7 +66,8 @@ type ConnRecord struct {
 	ID       int           `json:"id"`
 	Pod      string        `json:"pod"`
 	Zone     string        `json:"zone,omitempty"`
-	Local    string        `json:"local"` // the pod's address:port
+	Node     string        `json:"node,omitempty"` // the pod's node
+	Local    string        `json:"local"`          // the pod's address:port
 	Opened   time.Time     `json:"opened"`
 	Segments []ConnSegment `json:"segments"`
 	// Closed is when the connection broke or was closed (zero while open); Err says why it
@@ -236,8 +237,11 @@ func (cs *ConnSet) open(ctx context.Context, pod *netns.Pod) (*conn, error) {
 	cctx, ccancel := context.WithCancel(cs.ctx)
 	c := &conn{nc: nc, cancel: ccancel, first: make(chan struct{})}
 	c.rec = ConnRecord{Pod: pod.Name, Local: nc.LocalAddr().String(), Opened: time.Now()}
-	if pod.Node != nil && pod.Node.Zone != nil {
-		c.rec.Zone = pod.Node.Zone.Name
+	if pod.Node != nil {
+		c.rec.Node = pod.Node.Name
+		if pod.Node.Zone != nil {
+			c.rec.Zone = pod.Node.Zone.Name
+		}
 	}
 	cs.mu.Lock()
 	cs.nextID++
@@ -427,8 +431,11 @@ type ConnResult struct {
 	ThroughSurvivors        int `json:"throughSurvivors"`
 	// SurvivorsBroken counts connections through gateways the event did not touch that broke
 	// or stalled: it must be 0.
-	SurvivorsBroken int           `json:"survivorsBroken"`
-	Conns           []ConnOutcome `json:"conns"`
+	SurvivorsBroken int `json:"survivorsBroken"`
+	// SourceLost counts connections whose own pod's node the event took down (a lost zone's
+	// worker): they are in none of the counts above, whatever gateway they used.
+	SourceLost int           `json:"sourceLost"`
+	Conns      []ConnOutcome `json:"conns"`
 }
 
 // ConnsAt analyses the connections open at ev.At over [ev.At, ev.End); affected holds the egress
@@ -441,6 +448,10 @@ func ConnsAt(records []ConnRecord, ev Event, affected map[string]bool) *ConnResu
 		}
 		before, ok := r.segmentBefore(ev.At)
 		if !ok {
+			continue
+		}
+		if r.Node != "" && slices.Contains(ev.Nodes, r.Node) {
+			res.SourceLost++
 			continue
 		}
 		o := ConnOutcome{ID: r.ID, Pod: r.Pod, Before: before.Source, ThroughFailed: affected[sourceIP(before.Source)]}

@@ -367,6 +367,8 @@ type Summary struct {
 	ConnsThroughFailedSameSource int `json:"connsThroughFailedSameSource"`
 	ConnsThroughSurvivors        int `json:"connsThroughSurvivors"`
 	ConnsSurvivorsBroken         int `json:"connsSurvivorsBroken"`
+	// ConnsSourceLost: connections whose own pod's node the event took down (counted apart).
+	ConnsSourceLost int `json:"connsSourceLost"`
 }
 
 // Summarize sums up trials of one kind of event.
@@ -406,6 +408,7 @@ func Summarize(name string, results []EventResult) Summary {
 			s.ConnsThroughFailedSameSource += c.ThroughFailedSameSource
 			s.ConnsThroughSurvivors += c.ThroughSurvivors
 			s.ConnsSurvivorsBroken += c.SurvivorsBroken
+			s.ConnsSourceLost += c.SourceLost
 		}
 	}
 	s.OutageP50, s.OutageP99 = Percentile(outages, 50), Percentile(outages, 99)
@@ -549,6 +552,9 @@ func (e EventResult) connsFailedText() string {
 func (e EventResult) connsOthersText() string {
 	if e.Conns == nil {
 		return "-"
+	}
+	if e.Conns.SourceLost > 0 {
+		return fmt.Sprintf("%d/%d (%d apart: their pod's node lost)", e.Conns.SurvivorsBroken, e.Conns.ThroughSurvivors, e.Conns.SourceLost)
 	}
 	return fmt.Sprintf("%d/%d", e.Conns.SurvivorsBroken, e.Conns.ThroughSurvivors)
 }

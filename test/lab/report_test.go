@@ -211,10 +211,13 @@ func TestConnsAt(t *testing.T) {
 		// A survivor the lab closed as the run ended, a moment before the last event's End
 		// was stamped (make demo, 2026-12-06: counted broken before): not broken.
 		{ID: 7, Pod: "monitor-d", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.2:4006", 100, 3990)}, Closed: at(3995)},
+		// A connection from a pod whose own node the event took down (a lost zone's worker),
+		// through a gateway it did not touch: apart, not broken.
+		{ID: 8, Pod: "monitor-e", Node: "worker-e1", Opened: at(0), Segments: []ConnSegment{seg("10.0.0.2:4007", 100, 990)}, Closed: at(2500), Err: "i/o timeout"},
 	}
-	ev := Event{At: at(1000), End: at(4000)}
+	ev := Event{At: at(1000), End: at(4000), Nodes: []string{"gw-e1", "worker-e1"}}
 	c := ConnsAt(recs, ev, map[string]bool{"10.0.0.1": true})
-	if c.Open != 6 || c.ThroughFailed != 3 || c.ThroughFailedSurvived != 2 || c.ThroughFailedSameSource != 1 || c.ThroughSurvivors != 3 || c.SurvivorsBroken != 1 {
+	if c.Open != 6 || c.ThroughFailed != 3 || c.ThroughFailedSurvived != 2 || c.ThroughFailedSameSource != 1 || c.ThroughSurvivors != 3 || c.SurvivorsBroken != 1 || c.SourceLost != 1 {
 		t.Errorf("conns %+v", *c)
 	}
 	for _, o := range c.Conns {
