@@ -145,9 +145,16 @@ soak: deps kube-binaries build
 	EGRESSD_SOAK=$(SOAK_DURATION) EGRESSD_KUBE_ASSETS=$$(hack/kube-binaries.sh) \
 		flock /tmp/egressd-netns.lock $(GO) test -count=1 -v -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) ./test/lab/
 
+## bench-datapath: the datapath benchmarks (docs/datapath.md); figures also in out/bench-datapath.txt.
+## The baselines need iptables and ipset (Debian's iptables is iptables-nft): installed only
+## when missing. Built first, then run under the netns lock (about 5 min here).
 bench-datapath: deps
 	@mkdir -p out
-	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./bpf/... ./gateway/agent/dataplane/... | tee out/bench-datapath.txt
+	@command -v iptables >/dev/null && command -v ipset >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq iptables ipset)
+	$(GO) test -count=1 -run='^$$' ./bpf/... ./gateway/agent/dataplane/... >/dev/null
+	set -o pipefail; flock /tmp/egressd-netns.lock $(GO) test -run='^$$' -bench=. -benchmem -timeout 15m \
+		./bpf/... ./gateway/agent/dataplane/... | tee out/bench-datapath.txt
 
 ## fuzz: fuzz each BPF program through BPF_PROG_TEST_RUN for FUZZTIME (root); crashers land in bpf/testdata/fuzz.
 ## FUZZTIME is a count of executions (about 8k/s here, so about a minute per target): a duration

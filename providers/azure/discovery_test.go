@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -242,5 +243,46 @@ func TestListDuringWriteIsNotKept(t *testing.T) {
 	}
 	if got := info.Interfaces[0].SecondaryIPs; len(got) != 1 || got[0] != ip("10.240.9.9") {
 		t.Fatalf("%s after the ensure: secondaries %v, want 10.240.9.9 (the list's copy from before the write was served)", refs[0].Name, got)
+	}
+}
+
+// TestNetworkRPWindow: the network resource provider's own limit (writes per window, after
+// ARM's buckets; Azure's default is 1,000 per 5 minutes, scaled here to 2 per 3 s). Ensures
+// past the window's writes come back Throttled with a Retry-After hint that reaches the end of
+// the window, change nothing, and succeed once the
+// window is over; reads are not limited, so discovery goes on meanwhile. (With SDK retries, the
+// SDK waits the Retry-After itself: the 429 is seen only past its retries.)
+func TestNetworkRPWindow(t *testing.T) {
+	e := newEnv(t, -1) // no SDK retries: the provider's answer itself
+	ctx := context.Background()
+	const window = 3 * time.Second
+	if err := e.sim.SetNetworkRPLimit(0, 2, window); err != nil {
+		t.Fatal(err)
+	}
+	ips := []netip.Addr{ip("10.240.9.1"), ip("10.240.9.2"), ip("10.240.9.3")}
+	for _, a := range ips[:2] {
+		if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: a}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ips[2]})
+	var pe *providers.Error
+	if !providers.IsThrottled(err) || !errors.As(err, &pe) || pe.RetryAfter <= 0 || pe.RetryAfter > window {
+		t.Fatalf("third write in the window: want Throttled with a Retry-After within %s, got %v", window, err)
+	}
+	if e.sim.Snapshot().PrivateIPs[ips[2].String()] != "" {
+		t.Fatalf("%s placed although its write was refused", ips[2])
+	}
+	if _, err := e.p.DiscoverNode(ctx, nodeB); err != nil {
+		t.Fatalf("reads are not limited: %v", err)
+	}
+	time.Sleep(pe.RetryAfter)
+	if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: nodeA, IP: ips[2]}); err != nil {
+		t.Fatalf("after the Retry-After of %s: %v", pe.RetryAfter, err)
+	}
+	for _, a := range ips {
+		if e.sim.Snapshot().PrivateIPs[a.String()] == "" {
+			t.Errorf("%s not placed", a)
+		}
 	}
 }

@@ -66,9 +66,10 @@ func isStale(err error) bool {
 
 // isBusy reports a write refused, or an operation failed, because another operation on the
 // resource or one it references is running: AnotherOperationInProgress (409, or an operation's
-// error), and RetryableError (429 with ReferencedResourceNotProvisioned; the SDK's retry
-// policy retries it first, this comes past those retries).
+// error), RetryableError (429 with ReferencedResourceNotProvisioned) and
+// RetryableErrorDueToAnotherOperation (the 429 the network RP answers for a resource locked by
+// another operation); the SDK's retry policy retries the 429s first, these come past it.
 func isBusy(err error) bool {
 	_, code := armCode(err)
-	return code == "AnotherOperationInProgress" || code == "RetryableError"
+	return code == "AnotherOperationInProgress" || code == "RetryableError" || code == "RetryableErrorDueToAnotherOperation"
 }

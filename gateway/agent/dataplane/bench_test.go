@@ -99,8 +99,8 @@ func nft(b *testing.B, ns *netns.Namespace, rules string) {
 	}
 }
 
-// BenchmarkDatapathThroughput compares, in one bed and one run, a single TCP
-// stream from a pod to the external host through
+// benchBed is the four-node bed with the baselines of the datapath benchmarks
+// set up next to egressd (BenchmarkDatapathThroughput, BenchmarkDatapathPacketRate):
 //
 //	egressd:  pod a → classifier → worker1's stack (policy route, netfilter)
 //	          → egressd VXLAN → gw1 → nftables SNAT (the default "stack" steering)
@@ -113,8 +113,20 @@ func nft(b *testing.B, ns *netns.Namespace, rules string) {
 // All paths cross the hostile rules of the bed; the two baselines also
 // cross the source node's netfilter (the CNI masquerade rewrites them to
 // the node's tunnel address, which the gateway SNATs again), as they would
-// in a cluster. Needs ip, nft, iptables and ipset. Run with -benchtime 1x.
-func BenchmarkDatapathThroughput(b *testing.B) {
+// in a cluster. Each path's source address is checked before it returns.
+type benchBed struct {
+	c                 *cluster
+	a, b, c2          *netns.Pod // egressd, baselines, egressd-redirect
+	dstKernel, dstIpt netip.Addr
+}
+
+// Ports of the baselines' VXLAN devices: neither egressd's tunnel (8742) nor its probe port
+// (8743), which the probe reflector on the underlay would parse.
+const kernelVXLANPort, iptablesVXLANPort = 8745, 8746
+
+// newBenchBed builds the bed. Needs ip, nft, iptables and ipset.
+func newBenchBed(b *testing.B) *benchBed {
+	b.Helper()
 	privileged.Require(b, "network namespaces, eBPF and nftables")
 	for _, tool := range []string{"ip", "nft", "iptables", "ipset"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -135,23 +147,21 @@ func BenchmarkDatapathThroughput(b *testing.B) {
 	if err := redirect.Apply(ctxT(b), c.states["worker2"]); err != nil {
 		b.Fatal(err)
 	}
-	startSink(b, c.topo.External.Namespace)
 	eg2 := c.eg["gw2"][0]
 	dstKernel := netip.MustParseAddr("198.51.100.10") // pod b is unselected: egressd leaves it alone
 	dstIpt := netip.MustParseAddr("203.0.113.200")
-
-	// Kernel-only path: VXLAN 101 on port 8743, rule from pod b.
+	// Kernel-only path: VXLAN 101, rule from pod b.
 	run(b, w1.Namespace, fmt.Sprintf(`
-ip link add kvx0 type vxlan id 101 remote %s dstport 8743 nolearning
+ip link add kvx0 type vxlan id 101 remote %s dstport %d nolearning
 ip link set kvx0 mtu 1450 up
 ip addr add 172.31.0.1/30 dev kvx0
 ip route add default via 172.31.0.2 dev kvx0 table 101
-ip rule add from %s to %s lookup 101 pref 101`, gw2.IP, pb.IP, dstKernel))
+ip rule add from %s to %s lookup 101 pref 101`, gw2.IP, kernelVXLANPort, pb.IP, dstKernel))
 	run(b, gw2.Namespace, fmt.Sprintf(`
-ip link add kvx0 type vxlan id 101 remote %s dstport 8743 nolearning
+ip link add kvx0 type vxlan id 101 remote %s dstport %d nolearning
 ip link set kvx0 mtu 1450 up
 ip addr add 172.31.0.2/30 dev kvx0
-sysctl -qw net.ipv4.conf.kvx0.rp_filter=0`, w1.IP))
+sysctl -qw net.ipv4.conf.kvx0.rp_filter=0`, w1.IP, kernelVXLANPort))
 	nft(b, gw2.Namespace, fmt.Sprintf(`
 table ip kbase {
   chain post { type nat hook postrouting priority srcnat - 1; ip saddr 172.31.0.0/30 ip daddr %s snat to %s; }
@@ -162,9 +172,9 @@ table ip kbase {
   chain clamp { type filter hook forward priority mangle; oifname "kvx0" tcp flags syn tcp option maxseg size set rt mtu; }
 }`)
 
-	// iptables/ipset/policy routing path (spidernet kind): VXLAN 102 on 8744.
+	// iptables/ipset/policy routing path (spidernet kind): VXLAN 102.
 	run(b, w1.Namespace, fmt.Sprintf(`
-ip link add svx0 type vxlan id 102 remote %s dstport 8744 nolearning
+ip link add svx0 type vxlan id 102 remote %s dstport %d nolearning
 ip link set svx0 mtu 1450 up
 ip addr add 172.31.1.1/30 dev svx0
 ip route add default via 172.31.1.2 dev svx0 table 102
@@ -175,9 +185,9 @@ ipset create egdst hash:net
 ipset add egdst %s/32
 iptables -t mangle -A PREROUTING -m set --match-set egsrc src -m set --match-set egdst dst -j MARK --set-xmark 0x26000000/0xff000000
 iptables -t mangle -A FORWARD -o svx0 -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu
-iptables -t mangle -A POSTROUTING -o svx0 -j MARK --set-xmark 0x0/0xff000000`, gw2.IP, pb.IP, dstIpt))
+iptables -t mangle -A POSTROUTING -o svx0 -j MARK --set-xmark 0x0/0xff000000`, gw2.IP, iptablesVXLANPort, pb.IP, dstIpt))
 	run(b, gw2.Namespace, fmt.Sprintf(`
-ip link add svx0 type vxlan id 102 remote %s dstport 8744 nolearning
+ip link add svx0 type vxlan id 102 remote %s dstport %d nolearning
 ip link set svx0 mtu 1450 up
 ip addr add 172.31.1.2/30 dev svx0
 sysctl -qw net.ipv4.conf.svx0.rp_filter=0
@@ -186,9 +196,9 @@ ipset add egsrc 172.31.1.0/30
 ipset create egdst hash:net
 ipset add egdst %s/32
 iptables -t nat -I POSTROUTING -m set --match-set egsrc src -m set --match-set egdst dst -j SNAT --to-source %s
-iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu`, w1.IP, dstIpt, eg2))
+iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu`, w1.IP, iptablesVXLANPort, dstIpt, eg2))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// Check each path's source address first: a benchmark of the wrong
 	// path is worse than none.
@@ -210,6 +220,18 @@ iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-m
 			b.Fatalf("%s → %s seen as %s (%v), want %s", p.pod.Name, p.dst, got, err, p.want)
 		}
 	}
+	return &benchBed{c: c, a: a, b: pb, c2: pc, dstKernel: dstKernel, dstIpt: dstIpt}
+}
+
+// BenchmarkDatapathThroughput compares, in one bed (benchBed) and one run, a single TCP
+// stream from a pod to the external host through each of its paths. Run with -benchtime 1x.
+func BenchmarkDatapathThroughput(b *testing.B) {
+	bed := newBenchBed(b)
+	c, a, pb, pc, dstKernel, dstIpt := bed.c, bed.a, bed.b, bed.c2, bed.dstKernel, bed.dstIpt
+	startSink(b, c.topo.External.Namespace)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
 	paths := []struct {
 		name string
 		pod  *netns.Pod
@@ -245,15 +267,17 @@ iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-m
 	for _, p := range paths {
 		b.ReportMetric(sum[p.name]/float64(rounds), p.name+"-MB/s")
 	}
-	median := func(xs []float64) float64 {
-		slices.Sort(xs)
-		if len(xs)%2 == 1 {
-			return xs[len(xs)/2]
-		}
-		return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
-	}
 	b.Logf("per-round egressd/kernel %.3f, egressd/iptables %.3f, egressd/egressd-redirect %.3f", vsKernel, vsIpt, vsRedirect)
 	b.ReportMetric(median(vsRedirect), "egressd/redirect")
 	b.ReportMetric(median(vsKernel), "egressd/kernel")
 	b.ReportMetric(median(vsIpt), "egressd/iptables")
+}
+
+// median sorts xs and returns its median.
+func median(xs []float64) float64 {
+	slices.Sort(xs)
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
+	}
+	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
 }

@@ -84,6 +84,11 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 		e.write(w)
 		return
 	}
+	// Every ARM route the simulator serves is the network RP's (the scale-set NIC reads too).
+	if e := s.takeNetworkRPLocked(w, r.Method); e != nil {
+		e.write(w)
+		return
+	}
 	if s.throttleN != 0 {
 		if s.throttleN > 0 {
 			s.throttleN--

@@ -87,3 +87,67 @@ func (s *Sim) takeTokenLocked(w http.ResponseWriter, method string) *armError {
 	w.Header().Set("x-ms-ratelimit-remaining-subscription-"+class, strconv.Itoa(int(b.tokens)))
 	return nil
 }
+
+// rpWindow is one of the network resource provider's own limits: limit requests per window
+// (a fixed window started by its first request).
+type rpWindow struct {
+	limit  int
+	window time.Duration
+	start  time.Time
+	used   int
+}
+
+// SetNetworkRPLimit installs the Microsoft.Network resource provider's throttling, applied after
+// ARM's subscription buckets to every request the network RP serves (network interfaces,
+// public IPs, subnets, scale-set NIC reads, operation polls): reads (GET) and writes (PUT,
+// PATCH, POST, DELETE), each limit per window. Azure's documented defaults are 10,000 reads and
+// 1,000 writes per 5 minutes, per subscription and region (request-limits-and-throttling,
+// "Network throttling"); tests scale the window down. A request past its limit answers 429
+// with Retry-After (whole seconds until the window ends) and the remaining count in
+// x-ms-ratelimit-remaining-resource. Zero limits remove it. The reference names neither the
+// error code nor the header's policy names of the network RP's throttling: the simulator's
+// "TooManyRequests" and "Microsoft.Network/<class>" are assumptions (docs/testbed.md); clients
+// should act on the 429 and Retry-After, as egressd's provider does.
+func (s *Sim) SetNetworkRPLimit(reads, writes int, window time.Duration) error {
+	if reads < 0 || writes < 0 || ((reads > 0 || writes > 0) && window <= 0) {
+		return fmt.Errorf("network RP limit of %d reads and %d writes per %s: want non-negative limits and a positive window", reads, writes, window)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nrp = map[string]*rpWindow{}
+	if reads > 0 {
+		s.nrp[RateReads] = &rpWindow{limit: reads, window: window}
+	}
+	if writes > 0 {
+		s.nrp[RateWrites] = &rpWindow{limit: writes, window: window}
+	}
+	return nil
+}
+
+// takeNetworkRPLocked counts a network-RP request against its class's window, if limited, and
+// returns the 429 to answer when the window's requests are spent.
+func (s *Sim) takeNetworkRPLocked(w http.ResponseWriter, method string) *armError {
+	class := RateWrites
+	if method == http.MethodGet || method == http.MethodHead {
+		class = RateReads
+	}
+	l := s.nrp[class]
+	if l == nil {
+		return nil
+	}
+	now := time.Now()
+	if l.start.IsZero() || now.Sub(l.start) >= l.window {
+		l.start, l.used = now, 0
+	}
+	header := "Microsoft.Network/" + class
+	if l.used >= l.limit {
+		wait := int(math.Ceil(l.start.Add(l.window).Sub(now).Seconds()))
+		w.Header().Set("Retry-After", strconv.Itoa(max(wait, 1)))
+		w.Header().Set("x-ms-ratelimit-remaining-resource", header+";0")
+		return aerr(http.StatusTooManyRequests, "TooManyRequests",
+			"The network resource provider's limit of %d %s per %s for subscription '%s' is reached. Retry after %d seconds.", l.limit, class, l.window, s.sub, max(wait, 1))
+	}
+	l.used++
+	w.Header().Set("x-ms-ratelimit-remaining-resource", header+";"+strconv.Itoa(l.limit-l.used))
+	return nil
+}

@@ -100,6 +100,7 @@ type Sim struct {
 	throttleN  int // requests left to throttle on every method; < 0: all
 	throttleRA string
 	buckets    map[string]*armBucket // ARM throttling per request class (ratelimit.go)
+	nrp        map[string]*rpWindow  // the network RP's own limits per class (ratelimit.go)
 	before     simkit.Queue[func()]
 }
 
