@@ -69,7 +69,11 @@ func (f *ec2Fabric) sync() error {
 		}
 		for _, a := range e.IPv6s {
 			held6 = append(held6, mac+" . "+a.String())
-			want[a] = e.Instance
+			// The node's own address is on the zone's link already; a /128 route via itself
+			// would also make the kernel refuse it as the gateway of the others.
+			if a != n.IP6 {
+				want[a] = e.Instance
+			}
 		}
 	}
 	for a, inst := range want {
