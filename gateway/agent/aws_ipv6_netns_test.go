@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -213,10 +212,9 @@ func TestAWSIPv6EgressNetns(t *testing.T) {
 	log := &ec2Log{}
 	srv := httptest.NewServer(log.wrap(sim))
 	t.Cleanup(srv.Close)
-	creds := credentials.NewStaticCredentialsProvider("AKIDSIM", "SECRETSIM", "")
 	newProvider := func(ctx context.Context, name string, _ json.RawMessage) (providers.Provider, error) {
 		return aws.New(ctx, name, aws.Config{ClusterName: "lab", Region: region, VPC: vpc, Endpoint: srv.URL,
-			MaxBackoff: providers.Duration(50 * time.Millisecond)}, aws.WithCredentials(creds))
+			MaxBackoff: providers.Duration(50 * time.Millisecond)}, aws.WithStaticCredentials("AKIDSIM", "SECRETSIM"))
 	}
 	fabric := &ec2Fabric{sim: sim, topo: topo, nodeOf: map[string]*netns.Node{}, dir: t.TempDir(), routes: map[netip.Addr]string{}}
 	providerID := map[string]string{}
@@ -363,6 +361,11 @@ func TestAWSIPv6EgressNetns(t *testing.T) {
 	other := gws["gw1"]
 	if other == holder {
 		other = gws["gw2"]
+	}
+	// Resolve the zone's gateway first from other's own address, so that the SYN leaves at once
+	// (not behind a neighbour solicitation sourced from the egress IP).
+	if out, err := other.Run("ping", "-6", "-c", "1", "-W", "2", "-I", other.IP6.String(), z.Gateway6.String()); err != nil {
+		t.Fatalf("%s pinging the zone's gateway %s: %v: %s", other.Name, z.Gateway6, err, out)
 	}
 	drops := fabric.dropped(t)
 	must(t, other.AddAddr(other.Link, netip.PrefixFrom(eip, 128)))
