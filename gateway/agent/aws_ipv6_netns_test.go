@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -364,9 +365,18 @@ func TestAWSIPv6EgressNetns(t *testing.T) {
 	}
 	// Resolve the zone's gateway first from other's own address, so that the SYN leaves at once
 	// (not behind a neighbour solicitation sourced from the egress IP).
-	if out, err := other.Run("ping", "-6", "-c", "1", "-W", "2", "-I", other.IP6.String(), z.Gateway6.String()); err != nil {
-		t.Fatalf("%s pinging the zone's gateway %s: %v: %s", other.Name, z.Gateway6, err, out)
-	}
+	// (A SYN to a closed port of the router: its reset comes back once the neighbour is known.)
+	must(t, other.Do(func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: other.IP6.AsSlice()}, Timeout: 2 * time.Second}
+		conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(z.Gateway6, 9).String())
+		if err == nil {
+			_ = conn.Close()
+		}
+		if err != nil && !errors.Is(err, unix.ECONNREFUSED) {
+			return fmt.Errorf("%s reaching the zone's gateway %s: %w", other.Name, z.Gateway6, err)
+		}
+		return nil
+	}))
 	drops := fabric.dropped(t)
 	must(t, other.AddAddr(other.Link, netip.PrefixFrom(eip, 128)))
 	err = other.Do(func() error {
@@ -411,15 +421,20 @@ func TestAWSIPv6EgressNetns(t *testing.T) {
 		return err == nil && src == eip
 	})
 	waitFor(holder.Name+" letting go of "+eip.String(), 10*time.Second, func() bool { return !holds(t, holder, eip) })
+	// During the move a packet or two from the address can meet the fabric before it follows
+	// the simulator (the old holder until its agent unmounts the address, the new one until
+	// the fabric's next sync): counted, not failed. Once the move settled, none.
+	moveDrops := fabric.dropped(t) - drops
+	drops = fabric.dropped(t)
 	after := count(10)
 	t.Logf("after the move to %s: seen from %s: %v", other.Name, eip, after)
 	if src, err := seen(pa.HTTPGet, ext4); err != nil || src != worker.IP {
 		t.Fatalf("pod a → %s (IPv4) after the move: seen from %v (%v), want its node %s", ext4, src, err, worker.IP)
 	}
 	if d := fabric.dropped(t); d != drops {
-		t.Fatalf("the fabric dropped %d packets for a source their sender does not hold since the wrong-source check", d-drops)
+		t.Fatalf("the fabric dropped %d packets for a source their sender does not hold after the move settled", d-drops)
 	}
-	t.Logf("fabric source/destination drops besides the deliberate wrong-source SYN: %d", fabric.dropped(t)-drops)
+	t.Logf("fabric source/destination drops during the move: %d; after it settled: 0", moveDrops)
 }
 
 // assignIPv6 assigns ip to the interface eni through the simulator's EC2 API, as EC2 gives
