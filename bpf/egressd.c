@@ -50,6 +50,13 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define MAX_GATEWAYS 8
 
+// Flags of every bpf_skb_set_tunnel_key: the outer UDP checksum is sent as zero, as RFC 7348
+// (section 5) says a VXLAN sender should and Linux accepts on IPv4 (the underlay is IPv4
+// only). It covers only the outer headers and the VXLAN header: the inner packet keeps its
+// own checksums, and the Ethernet frame its FCS. Computing it (udp_set_csum) cost the sender
+// 55-90 ns per tunnelled packet in a perf profile of BenchmarkDatapathPacketRate.
+#define TUNNEL_KEY_FLAGS BPF_F_ZERO_CSUM_TX
+
 // Packet marks (see docs/datapath.md#packet-marks): where egressd's fields sit
 // in skb->mark is chosen on the node (the agent's --mark-mask) and set by the
 // loader from bpf.MarkLayout, which also builds the nftables rules and ip
@@ -879,7 +886,7 @@ int egressd_pod(struct __sk_buff *skb)
 	    .tunnel_id = gid & VNI_GROUP_MASK,
 	    .tunnel_ttl = 64,
 	};
-	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
+	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), TUNNEL_KEY_FLAGS) < 0) {
 		count(gid, gwid, 0, DROP_ENCAP);
 		observe(skb, &p.key, OBS_POD, DROP_ENCAP, 0, gid, gwid, gw->underlay, gw->egress);
 		return TC_ACT_SHOT;
@@ -1093,7 +1100,7 @@ int egressd_tun_egress(struct __sk_buff *skb)
 	    .tunnel_id = (reply ? VNI_REPLY : 0) | (gid & VNI_GROUP_MASK),
 	    .tunnel_ttl = 64,
 	};
-	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
+	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), TUNNEL_KEY_FLAGS) < 0) {
 		count(gid, reply ? self : d.gateway, 0, DROP_ENCAP);
 		return TC_ACT_SHOT;
 	}

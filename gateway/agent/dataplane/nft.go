@@ -314,9 +314,17 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 	// Remember egressd's mark in conntrack for the whole connection: its magic and whether it
 	// came through the tunnel or is steered into it (what the rules below read; not the
 	// group). Only egressd's bits of the ct mark change: a CNI's (the AWS VPC CNI's 0x80)
-	// stay.
+	// stay. Every packet of the node crosses this chain, egressd's or not, so one rule
+	// (three expressions) sends only packets with egressd's magic to the three that write
+	// the ct mark. Those run on every packet of a marked connection: the kernel compares
+	// before it writes (nft_ct_set_eval), so an unchanged ct mark costs the expressions
+	// only, no write and no conntrack event; a kind that changes mid-connection (a local
+	// gateway's flow moved to a remote one) is written on the next packet.
+	ctmark := c.AddChain(&nftables.Chain{Table: t, Name: "ctmark"})
+	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append(markIs(mk.MagicMask, mk.Magic),
+		&expr.Verdict{Kind: expr.VerdictJump, Chain: ctmark.Name})})
 	for _, kind := range []uint32{mk.Magic | mk.Tunnel, mk.Magic | mk.Steer, mk.Magic} {
-		c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: append(markIs(mk.MagicMask|mk.Tunnel|mk.Steer|mk.Reply, kind),
+		c.AddRule(&nftables.Rule{Table: t, Chain: ctmark, Exprs: append(markIs(mk.MagicMask|mk.Tunnel|mk.Steer|mk.Reply, kind),
 			setMarkBits(true, mk.Mask, kind)...)})
 	}
 	// Replies of tunnelled flows (already de-NATed by conntrack at this
@@ -332,6 +340,20 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 
 	fwd := c.AddChain(&nftables.Chain{Table: t, Name: "forward", Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityMangle})
+	// Clamp the MSS of SYN and SYN-ACK of tunnelled flows (on the gateway) and steered ones
+	// (on the source node) so that segments fit the tunnel in both directions. Every
+	// forwarded packet of the node crosses this chain: one rule lets only a TCP SYN (SYN set,
+	// RST clear) on to the rules that read the ct mark, so any other packet costs two
+	// expressions (UDP) or five (TCP) instead of the fourteen of the four clamp rules.
+	mss := c.AddChain(&nftables.Chain{Table: t, Name: "mss"})
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x06}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
+		&expr.Verdict{Kind: expr.VerdictJump, Chain: mss.Name},
+	}})
 	for _, fam := range []struct {
 		proto byte
 		mss   uint16
@@ -340,20 +362,12 @@ func (m nftModel) fill(c *nftables.Conn, t *nftables.Table) error {
 		{unix.NFPROTO_IPV4, m.mss4, mk.Tunnel}, {unix.NFPROTO_IPV6, m.mss6, mk.Tunnel},
 		{unix.NFPROTO_IPV4, m.mss4, mk.Steer}, {unix.NFPROTO_IPV6, m.mss6, mk.Steer},
 	} {
-		// Clamp the MSS of SYN and SYN-ACK of tunnelled flows (on the
-		// gateway) and steered ones (on the source node) so that segments
-		// fit the tunnel in both directions.
-		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+		c.AddRule(&nftables.Rule{Table: t, Chain: mss, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam.proto}},
 			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(mk.MagicMask | fam.bit), Xor: ne32(0)},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(mk.Magic | fam.bit)},
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x06}, Xor: []byte{0}},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
 			&expr.Exthdr{Op: expr.ExthdrOpTcpopt, Type: 2, Offset: 2, Len: 2, DestRegister: 1},
 			&expr.Cmp{Op: expr.CmpOpGt, Register: 1, Data: be16(fam.mss)},
 			&expr.Immediate{Register: 1, Data: be16(fam.mss)},

@@ -61,11 +61,13 @@ func (m nftModel) fillStrays(c *nftables.Conn, t *nftables.Table) error {
 		if err := c.AddSet(set, els); err != nil {
 			return fmt.Errorf("adding set %s: %w", f.name, err)
 		}
+		// The protocol first: every packet to this host crosses the chain, and most
+		// of a gateway's (the tunnel's) are UDP, which then cost two expressions.
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.proto}},
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.proto}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.dstOff, Len: f.dstLen},
 			&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
 			&expr.Counter{},
