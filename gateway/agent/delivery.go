@@ -126,8 +126,11 @@ func (d *deliveries) update(ctx context.Context, logger logr.Logger, held map[ne
 		if len(c.Peers) == 0 {
 			if g, ok := d.proven[c.IP]; !ok || g != c.Generation {
 				d.proven[c.IP] = c.Generation
-				logger.Info("no other gateway to prove an egress IP's delivery with: serving it on the cloud's word",
-					"egressIP", c.IP, "generation", c.Generation)
+				why := "no other gateway to prove an egress IP's delivery with"
+				if c.IP.Is6() {
+					why = "delivery probes are IPv4 only"
+				}
+				logger.Info(why+": serving it on the cloud's word", "egressIP", c.IP, "generation", c.Generation)
 				d.kick()
 			}
 			continue
