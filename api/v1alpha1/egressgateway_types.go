@@ -400,3 +400,16 @@ type EgressGatewayList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []EgressGateway `json:"items"`
 }
+
+// ListsNode reports whether the status lists the node as one of the group's gateways, in any
+// zone.
+func (s *EgressGatewayStatus) ListsNode(node string) bool {
+	for _, z := range s.Zones {
+		for _, g := range z.Gateways {
+			if g.Node == node {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -329,7 +329,7 @@ func ComputeState(in Inputs) (Result, error) {
 	res.State.Gateway, res.Announce, res.DeliveryChecks = gatewayRole(in, gateways, nodeIP, problem)
 	res.NeedsClusterView = res.State.Gateway != nil
 	for i := range in.Gateways {
-		res.NeedsClusterView = res.NeedsClusterView || listsNode(&in.Gateways[i], in.Node.Name)
+		res.NeedsClusterView = res.NeedsClusterView || in.Gateways[i].Status.ListsNode(in.Node.Name)
 	}
 	if r := res.State.Gateway; r != nil && len(r.Groups) > 0 {
 		if in.ClusterView {
@@ -825,7 +825,7 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 	for _, name := range names {
 		gi := gateways[name]
 		ni := gi.obj.Spec.Addresses.NodeInterface
-		if ni == nil || !listsNode(gi.obj, in.Node.Name) {
+		if ni == nil || !gi.obj.Status.ListsNode(in.Node.Name) {
 			continue
 		}
 		ip, err := interfaceAddr(in.Interfaces, ni, egressIPs)
@@ -956,18 +956,6 @@ func deliveryPeers(gw *egressv1.EgressGateway, self netip.Addr, port uint16) []n
 		out = append(out, netip.AddrPortFrom(p.addr, port))
 	}
 	return out
-}
-
-// listsNode reports whether a gateway's status lists the node as one of its gateways.
-func listsNode(gw *egressv1.EgressGateway, node string) bool {
-	for _, z := range gw.Status.Zones {
-		for _, g := range z.Gateways {
-			if g.Node == node {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // interfaceAddr is a nodeInterface group's egress IP on this node: the first address of the

@@ -123,21 +123,9 @@ func gatewaysOfNode(gws []egressv1.EgressGateway, n *corev1.Node, selector func(
 	for i := range gws {
 		gw := &gws[i]
 		sel, err := selector(gw)
-		if matches(sel, err, n.Labels) || listsNode(gw, n.Name) {
+		if matches(sel, err, n.Labels) || gw.Status.ListsNode(n.Name) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: gw.Name}})
 		}
 	}
 	return reqs
-}
-
-// listsNode reports whether the gateway's status lists the node as one of its gateways.
-func listsNode(gw *egressv1.EgressGateway, node string) bool {
-	for _, z := range gw.Status.Zones {
-		for _, g := range z.Gateways {
-			if g.Node == node {
-				return true
-			}
-		}
-	}
-	return false
 }
