@@ -208,8 +208,8 @@ func BenchmarkFailover(b *testing.B) {
 			ev.UndeliveredSource = undelivered() - u0
 			rec.Events = append(rec.Events, ev)
 			lostZones = append(lostZones, lost)
-			fmt.Fprintf(os.Stderr, "%s %s trial %d: nodes %v, settled %v after the crash; datapath drops: %v\n", time.Now().Format("15:04:05"), e.name, i,
-				inc.Nodes, ev.SettledAt.Sub(ev.At).Round(time.Millisecond), l.Drops().Since(d0))
+			fmt.Fprintf(os.Stderr, "%s %s trial %d: nodes %v, settled %v after the crash; datapath drops: %v; load %s\n", time.Now().Format("15:04:05"), e.name, i,
+				inc.Nodes, ev.SettledAt.Sub(ev.At).Round(time.Millisecond), l.Drops().Since(d0), loadAverage())
 			if err := conns.Refill(ctx, egressSources(after)); err != nil {
 				b.Logf("%s trial %d: reopening long-lived connections: %v", e.name, i, err)
 			}
@@ -261,6 +261,17 @@ func BenchmarkFailover(b *testing.B) {
 			_ = os.WriteFile(filepath.Join(out, "bench-lab-"+name+".json"), raw, 0o644)
 		}
 	}
+}
+
+// loadAverage is the machine's 1-minute load average, printed with each trial: every hop and the
+// monitor share the machine's cores, so a trial's figures mean something only next to it.
+func loadAverage() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	first, _, _ := strings.Cut(string(raw), " ")
+	return first
 }
 
 func envInt(name string, def int) int {
