@@ -35,6 +35,22 @@ func benchEvents() []benchEvent {
 		}
 		return n, z, nil
 	}
+	// zoneLoss takes down zone i%4 (allBut false) or every zone but that one (allBut true) for
+	// down(l), and names the lost zones.
+	zoneLoss := func(allBut bool, down func(*Lab) time.Duration) func(context.Context, *Lab, int, GatewayView) (Incident, []string, error) {
+		return func(ctx context.Context, l *Lab, i int, v GatewayView) (Incident, []string, error) {
+			_, z, err := target(l, i, v)
+			if err != nil {
+				return Incident{}, nil, err
+			}
+			lost := []string{z}
+			if allBut {
+				lost = slices.DeleteFunc(l.ZoneNames(), func(n string) bool { return n == z })
+			}
+			inc, err := l.LoseZones(ctx, down(l), lost...)
+			return inc, lost, err
+		}
+	}
 	one := func(play func(ctx context.Context, l *Lab, node string) (Incident, error)) func(context.Context, *Lab, int, GatewayView) (Incident, []string, error) {
 		return func(ctx context.Context, l *Lab, i int, v GatewayView) (Incident, []string, error) {
 			n, _, err := target(l, i, v)
@@ -64,23 +80,10 @@ func benchEvents() []benchEvent {
 		{"partition-long", one(func(ctx context.Context, l *Lab, n string) (Incident, error) {
 			return l.PartitionFor(ctx, l.LongDown(), n)
 		})},
-		{"zone-loss-long", func(ctx context.Context, l *Lab, i int, v GatewayView) (Incident, []string, error) {
-			_, z, err := target(l, i, v)
-			if err != nil {
-				return Incident{}, nil, err
-			}
-			inc, err := l.LoseZones(ctx, l.LongDown(), z)
-			return inc, []string{z}, err
-		}},
-		{"three-zones-lost-long", func(ctx context.Context, l *Lab, i int, v GatewayView) (Incident, []string, error) {
-			_, keep, err := target(l, i, v)
-			if err != nil {
-				return Incident{}, nil, err
-			}
-			lost := slices.DeleteFunc(l.ZoneNames(), func(z string) bool { return z == keep })
-			inc, err := l.LoseZones(ctx, l.LongDown(), lost...)
-			return inc, lost, err
-		}},
+		{"zone-loss-short", zoneLoss(false, func(l *Lab) time.Duration { return l.ShortDown() })},
+		{"zone-loss-long", zoneLoss(false, func(l *Lab) time.Duration { return l.LongDown() })},
+		{"three-zones-lost-short", zoneLoss(true, func(l *Lab) time.Duration { return l.ShortDown() })},
+		{"three-zones-lost-long", zoneLoss(true, func(l *Lab) time.Duration { return l.LongDown() })},
 		{"drain-long", one(func(ctx context.Context, l *Lab, n string) (Incident, error) {
 			d, err := l.LongDrain(ctx)
 			if err != nil {
