@@ -92,6 +92,9 @@ func (d *Dataplane) applyGateway(role *GatewayRole, p *plan, steerFamilies []int
 			if err := delAddr(a); err != nil {
 				return err
 			}
+			if err := forgetTranslations(a.Prefix.Addr()); err != nil {
+				return err
+			}
 			if err := d.dp.DeleteOwnedAddr(a); err != nil {
 				return err
 			}

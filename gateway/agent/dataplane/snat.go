@@ -155,6 +155,29 @@ func (d *Dataplane) SNATUsage() (SNATUsage, error) {
 	return u, nil
 }
 
+// forgetTranslations deletes this namespace's conntrack entries whose reply goes to ip, the
+// connections translated to an egress IP this node no longer holds. Left in place, they would
+// outlive the hold: the connections move on with the address (the new holder gives them the
+// same port) and their sequence numbers advance there, so when the address comes back to this
+// node (a drain, then a drain of the node it moved to, as a rolling upgrade does), conntrack
+// would find their old entries, judge their segments out of window, and let them leave
+// untranslated, which breaks them. Without an entry, conntrack picks each one up again from its
+// next segment, at the same port.
+func forgetTranslations(ip netip.Addr) error {
+	f := &netlink.ConntrackFilter{}
+	if err := f.AddIP(netlink.ConntrackReplyDstIP, ip.AsSlice()); err != nil {
+		return fmt.Errorf("forgetting the translations to %s: %w", ip, err)
+	}
+	fam := netlink.InetFamily(unix.AF_INET)
+	if ip.Is6() {
+		fam = unix.AF_INET6
+	}
+	if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f); err != nil {
+		return fmt.Errorf("forgetting the translations to %s: %w", ip, err)
+	}
+	return nil
+}
+
 // insertFailed sums conntrack's insert_failed over every CPU, for the
 // namespace of the calling thread.
 func insertFailed() (uint64, error) {
