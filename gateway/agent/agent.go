@@ -467,7 +467,7 @@ func (a *Agent) inputs(ctx context.Context) (Inputs, error) {
 		return in, err
 	}
 	a.mu.Lock()
-	in.SetIDs = a.last.SetIDs
+	in.SetIDs, in.Listed = a.last.SetIDs, a.last.State.Groups
 	a.mu.Unlock()
 	if !a.cfg.NoDeliveryProof {
 		in.Delivered = a.delivery.snapshot()
