@@ -205,7 +205,7 @@ func BenchmarkFailover(b *testing.B) {
 			time.Sleep(3 * time.Second)
 			// The window ends once the connections that survived carry data again: TCP's
 			// backoff can keep one silent for seconds after its path is back.
-			conns.WaitFresh(ctx, connWait)
+			conns.WaitFresh(ctx, l.ConnWait())
 			ev.End, ev.IPSetAfter = time.Now(), after.EgressIPs
 			ev.SettledAt = Settled(views.Views(), ev.At, 2*time.Second, l.AllActive)
 			ev.UndeliveredSource = undelivered() - u0

@@ -269,6 +269,7 @@ func (l *Lab) StartAgent(name string) error {
 			"--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
 			fmt.Sprintf("--tunnel-port=%d", contract.DefaultTunnelPort), fmt.Sprintf("--probe-port=%d", contract.DefaultProbePort),
 			"--pod-interface-patterns=" + l.Topo.Spec.HostIfacePrefix + "*", "--bpffs=" + bpffs,
+			"--hold-established=" + l.HoldEstablished().String(),
 			"--zap-time-encoding=rfc3339nano", "--zap-log-level=debug"}}
 	return n.agent.start()
 }
