@@ -24,17 +24,7 @@ import (
 // cloud's delay and the undelivered-source packets during the event.
 func TestAgentCrashLeaseHold(t *testing.T) {
 	l, ctx, before, _ := monitoredLab(t, Config{Zones: 2, GatewaysPerZone: 2, Timing: "aws"})
-	conns := l.NewConns(ctx, ConnOptions{})
-	t.Cleanup(conns.Close)
-	if err := conns.Open(ctx, egressSources(before)); err != nil {
-		t.Fatal(err)
-	}
-	victim := holderIn(t, before, l, zoneName(0))
-	held := before.HeldBy(victim)
-	if len(held) != 1 {
-		t.Fatalf("%s holds %v, want zone %s's one egress IP", victim, held, zoneName(0))
-	}
-	ip := held[0]
+	conns, victim, ip := connsThroughZoneA(ctx, t, l, before)
 	seen := map[string]bool{ip: true, cmpOr(before.Public[ip], ip): true}
 	time.Sleep(time.Second)
 	undelivered := func() uint64 {

@@ -32,17 +32,7 @@ func TestConnsFollowEgressIP(t *testing.T) {
 	}
 	// The default timeout: the move is seconds of EC2 timing plus TCP's backoff, and the
 	// connections wait for an echo as long as the datapath holds them (DefaultConnTimeout).
-	conns := l.NewConns(ctx, ConnOptions{})
-	t.Cleanup(conns.Close)
-	if err := conns.Open(ctx, egressSources(before)); err != nil {
-		t.Fatal(err)
-	}
-	victim := holderIn(t, before, l, zoneName(0))
-	held := before.HeldBy(victim)
-	if len(held) != 1 {
-		t.Fatalf("%s holds %v, want zone %s's one egress IP", victim, held, zoneName(0))
-	}
-	ip := held[0]
+	conns, victim, ip := connsThroughZoneA(ctx, t, l, before)
 	time.Sleep(time.Second)
 
 	inc, err := l.ColdCrash(ctx, victim)
@@ -143,17 +133,7 @@ func TestConnsSurviveMoveBack(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\ncontroller log:\n%s", err, Tail(l.LogPath(""), 20))
 	}
-	conns := l.NewConns(ctx, ConnOptions{})
-	t.Cleanup(conns.Close)
-	if err := conns.Open(ctx, egressSources(before)); err != nil {
-		t.Fatal(err)
-	}
-	first := holderIn(t, before, l, zoneName(0))
-	held := before.HeldBy(first)
-	if len(held) != 1 {
-		t.Fatalf("%s holds %v, want zone %s's one egress IP", first, held, zoneName(0))
-	}
-	ip := held[0]
+	conns, first, ip := connsThroughZoneA(ctx, t, l, before)
 	var second string
 	for _, n := range l.Nodes {
 		if n.Gateway && n.Zone != nil && n.Zone.Name == zoneName(0) && n.Name != first {
@@ -232,4 +212,21 @@ func TestConnsSurviveMoveBack(t *testing.T) {
 	if t.Failed() {
 		t.Logf("%s's log:\n%s", first, Tail(l.LogPath(first), 30))
 	}
+}
+
+// connsThroughZoneA opens long-lived connections through every egress IP of before and returns
+// them with zone a's holder and its one egress IP.
+func connsThroughZoneA(ctx context.Context, t *testing.T, l *Lab, before GatewayView) (*ConnSet, string, string) {
+	t.Helper()
+	conns := l.NewConns(ctx, ConnOptions{})
+	t.Cleanup(conns.Close)
+	if err := conns.Open(ctx, egressSources(before)); err != nil {
+		t.Fatal(err)
+	}
+	holder := holderIn(t, before, l, zoneName(0))
+	held := before.HeldBy(holder)
+	if len(held) != 1 {
+		t.Fatalf("%s holds %v, want zone %s's one egress IP", holder, held, zoneName(0))
+	}
+	return conns, holder, held[0]
 }
