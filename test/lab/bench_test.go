@@ -169,7 +169,6 @@ func BenchmarkFailover(b *testing.B) {
 		trials, gpz, timing, len(mons), MonitorInterval)
 	fmt.Fprintf(&report, "egress IP set at start: %v\n", start.EgressIPs)
 	rec := RunRecord{IPSetBefore: start.EgressIPs}
-	var lostZones [][]string
 	undelivered := func() uint64 {
 		us, err := l.UndeliveredSources()
 		if err != nil {
@@ -197,7 +196,7 @@ func BenchmarkFailover(b *testing.B) {
 			for _, n := range inc.Nodes {
 				ev.AffectedIPs = append(ev.AffectedIPs, before.HeldBy(n)...)
 			}
-			ev.IPSetBefore = before.EgressIPs
+			ev.IPSetBefore, ev.LostZones = before.EgressIPs, lost
 			after, err := l.WaitFor(ctx, wholeTimeout, "gateway whole again", l.AllActive)
 			if err != nil {
 				b.Logf("%s trial %d: %v", e.name, i, err)
@@ -210,7 +209,6 @@ func BenchmarkFailover(b *testing.B) {
 			ev.SettledAt = Settled(views.Views(), ev.At, 2*time.Second, l.AllActive)
 			ev.UndeliveredSource = undelivered() - u0
 			rec.Events = append(rec.Events, ev)
-			lostZones = append(lostZones, lost)
 			fmt.Fprintf(os.Stderr, "%s %s trial %d: nodes %v, settled %v after the crash; datapath drops: %v; load %s\n", time.Now().Format("15:04:05"), e.name, i,
 				inc.Nodes, ev.SettledAt.Sub(ev.At).Round(time.Millisecond), l.Drops().Since(d0), loadAverage())
 			if err := conns.Refill(ctx, egressSources(after)); err != nil {
@@ -228,17 +226,8 @@ func BenchmarkFailover(b *testing.B) {
 	}
 	// Per event kind, over the flows of the zones the event left standing.
 	byName := map[string][]EventResult{}
-	for i, ev := range rec.Events {
-		r := rec.Analyze(ev)
-		r.Flows = slices.DeleteFunc(r.Flows, func(f FlowResult) bool { return slices.Contains(lostZones[i], f.Zone) })
-		r.AffectedFlows = 0
-		for _, f := range r.Flows {
-			if f.Affected {
-				r.AffectedFlows++
-			}
-		}
-		r.NoAffected = r.AffectedFlows == 0
-		byName[ev.Name] = append(byName[ev.Name], r)
+	for _, ev := range rec.Events {
+		byName[ev.Name] = append(byName[ev.Name], rec.Analyze(ev))
 	}
 	var sums []Summary
 	for _, e := range events {
