@@ -124,7 +124,8 @@ func benchEvents() []benchEvent {
 // per event: the crash-anchored outage of the affected flows (p50/p99/max; trials with no
 // affected flow apart), the time until the IP set settled, the cloud moves and the requests
 // that failed during them, packets that left with an undelivered source, and connection
-// survival. EGRESSD_LAB_EVENTS (comma-separated names) picks events. The figures are printed
+// survival. EGRESSD_LAB_EVENTS (comma-separated names) picks events; EGRESSD_LAB_PROBE_INTERVAL
+// sets the gateway's probe interval (what bounds the outage). The figures are printed
 // and written to out/bench-lab-<timing>.txt, every sample to out/bench-lab-<timing>.json. One
 // run is the whole measurement, whatever b.N.
 func BenchmarkFailover(b *testing.B) {
@@ -138,7 +139,11 @@ func BenchmarkFailover(b *testing.B) {
 		want := strings.Split(only, ",")
 		events = slices.DeleteFunc(events, func(e benchEvent) bool { return !slices.Contains(want, e.name) })
 	}
-	l := upLab(b, Config{Zones: 4, GatewaysPerZone: gpz, Timing: timing, BinDir: binDir()})
+	probe, err := time.ParseDuration(cmpOr(os.Getenv("EGRESSD_LAB_PROBE_INTERVAL"), "0s"))
+	if err != nil {
+		b.Fatalf("EGRESSD_LAB_PROBE_INTERVAL: %v", err)
+	}
+	l := upLab(b, Config{Zones: 4, GatewaysPerZone: gpz, Timing: timing, BinDir: binDir(), ProbeInterval: probe})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(trials*len(events))*3*time.Minute+10*time.Minute)
 	defer cancel()
 	if err := l.ApplyDemoPolicy(ctx); err != nil {
@@ -165,8 +170,12 @@ func BenchmarkFailover(b *testing.B) {
 	time.Sleep(2 * time.Second)
 
 	var report strings.Builder
-	fmt.Fprintf(&report, "BenchmarkFailover: %d trials per event, 4 zones x %d gateways, EC2 timing profile %s, %d monitor flows (one request every %s, new connection each), long-lived connections through every gateway\n",
-		trials, gpz, timing, len(mons), MonitorInterval)
+	probes := "probes every 100ms (default)"
+	if probe > 0 {
+		probes = "probes every " + probe.String()
+	}
+	fmt.Fprintf(&report, "BenchmarkFailover: %d trials per event, 4 zones x %d gateways, EC2 timing profile %s, %s x 3, %d monitor flows (one request every %s, new connection each), long-lived connections through every gateway\n",
+		trials, gpz, timing, probes, len(mons), MonitorInterval)
 	fmt.Fprintf(&report, "egress IP set at start: %v\n", start.EgressIPs)
 	rec := RunRecord{IPSetBefore: start.EgressIPs}
 	undelivered := func() uint64 {

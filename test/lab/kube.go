@@ -343,6 +343,9 @@ func (l *Lab) ApplyDemoPolicy(ctx context.Context) error {
 			Zones:        &egressv1.ZoneSpec{Affinity: any},
 		},
 	}
+	if l.Config.ProbeInterval > 0 {
+		gw.Spec.Health = &egressv1.HealthSpec{Interval: &metav1.Duration{Duration: l.Config.ProbeInterval}}
+	}
 	if err := l.API.Client.Create(ctx, gw); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating EgressGateway %s: %w", gw.Name, err)
 	}

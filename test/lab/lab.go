@@ -81,6 +81,9 @@ type Config struct {
 	// from the clock; the seed used is logged).
 	Timing     string
 	TimingSeed int64
+	// ProbeInterval is the demo EgressGateway's spec.health.interval (0: the default, 100 ms,
+	// with the default threshold of 3): what bounds the outage of a dead gateway.
+	ProbeInterval time.Duration
 }
 
 func (c *Config) defaults() error {
