@@ -370,14 +370,12 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	if in.Node != nil {
-		a.responder.SetDraining(in.Node.Spec.Unschedulable)
-	}
 	res, err := ComputeState(in)
 	if err != nil {
 		a.setReady(err)
 		return err
 	}
+	a.responder.SetDraining(res.State.Draining)
 	a.prober.SetTargets(res.Probes)
 	a.logProblems(logger, res.Problems)
 	if err := a.view.ensure(ctx, res.NeedsClusterView); err != nil {

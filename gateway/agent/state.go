@@ -344,6 +344,12 @@ func ComputeState(in Inputs) (Result, error) {
 			// tunnelled frame (foreign_node) until the view is read, although the gateway
 			// forwarded them a moment ago. Keep them; a node booted afresh has none.
 			r.KeepSources = true
+			// Nor does it take new flows meanwhile: its probe replies say draining, so
+			// workers send new flows to gateways that admit them. After a cold boot it
+			// admits nothing, and answering probes as a plain healthy gateway drew new
+			// flows it dropped (foreign_node) until the view synced (the soak's
+			// zone-loss/short failures after the settle).
+			res.State.Draining = true
 			problem(problemf(ProblemNoClusterView, nodeRef(in.Node.Name), nil,
 				"the cluster's pods and nodes are not read yet: the gateway admits only the tunnelled traffic its datapath already admitted"))
 		}
