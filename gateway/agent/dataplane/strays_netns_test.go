@@ -239,19 +239,15 @@ func TestMoveBackAfterStraySegment(t *testing.T) {
 	exchange := func(when string) {
 		t.Helper()
 		for _, side := range []struct {
-			name string
-			from net.Conn
-			to   *bufio.Reader
-		}{{"the destination", pc, sr}, {"pod a", sc, pr}} {
+			name     string
+			from, at net.Conn // written on, read on
+			to       *bufio.Reader
+		}{{"the destination", pc, sc, sr}, {"pod a", sc, pc, pr}} {
 			msg := "to " + side.name + " " + when + "\n"
 			if _, err := side.from.Write([]byte(msg)); err != nil {
 				t.Fatalf("%s: writing to %s: %v", when, side.name, err)
 			}
-			var conn net.Conn = sc
-			if side.name == "pod a" {
-				conn = pc
-			}
-			_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			_ = side.at.SetReadDeadline(time.Now().Add(20 * time.Second))
 			line, err := side.to.ReadString('\n')
 			if err != nil || line != msg {
 				t.Fatalf("%s read %q, %v %s; want %q (the destination saw the pod as %s)", side.name, line, err, when, msg, seen)
