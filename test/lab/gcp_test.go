@@ -97,6 +97,7 @@ func TestGCPPublicEgress(t *testing.T) {
 	if probed == 0 || drops[netip.MustParseAddr(alias)] != probed {
 		t.Fatalf("after a SYN from the alias %s: %d dropped, by source %v", alias, probed, drops)
 	}
+	t.Logf("a connection from the alias %s on %s to the internet: refused by the fabric, %d packets dropped", alias, victim, probed)
 
 	// Cold-crash zone a's holder: its alias and access config move to the zone's other gateway.
 	l.GCE.ResetCalls()

@@ -247,7 +247,7 @@ func TestMoveBackAfterStraySegment(t *testing.T) {
 			if _, err := side.from.Write([]byte(msg)); err != nil {
 				t.Fatalf("%s: writing to %s: %v", when, side.name, err)
 			}
-			var conn net.Conn = sc
+			conn := sc
 			if side.name == "pod a" {
 				conn = pc
 			}
