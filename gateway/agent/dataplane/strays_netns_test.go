@@ -100,31 +100,8 @@ func TestStrayTCPToEgressIP(t *testing.T) {
 // the connection died with it.
 func TestDestinationFirstAfterMove(t *testing.T) {
 	c := newCluster(t)
-	a, gw2 := c.topo.Pod("a"), c.topo.Node("gw2")
-	x := c.eg["gw1"][0]
-	dst := netip.AddrPortFrom(dstG1, 7073)
-	ln, err := c.topo.External.Listen("tcp", dst.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if sc, err := ln.Accept(); err == nil {
-			accepted <- sc
-		}
-	}()
-	pc, err := a.DialContext(ctxT(t), "tcp", dst.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	sc := <-accepted
-	t.Cleanup(func() { _ = sc.Close() })
-	seen := sc.RemoteAddr().String()
-	if netip.MustParseAddrPort(seen).Addr() != x {
-		t.Fatalf("the destination saw %s, want gw1's egress IP %s", seen, x)
-	}
+	gw2, x := c.topo.Node("gw2"), c.eg["gw1"][0]
+	pc, sc, _ := c.connectThroughGW1(t, 7073)
 
 	// The move: gw1 no longer holds x, gw2 serves it; worker1 does not know yet.
 	c.states["gw1"] = State{NodeIP: c.states["gw1"].NodeIP, PolicySets: c.states["gw1"].PolicySets,
@@ -173,6 +150,36 @@ func TestDestinationFirstAfterMove(t *testing.T) {
 	}
 }
 
+// connectThroughGW1 opens a connection from pod a to dstG1:port and checks that the
+// destination sees gw1's egress IP; it returns both ends and the address the destination saw.
+func (c *cluster) connectThroughGW1(t *testing.T, port uint16) (pod, dest net.Conn, seen string) {
+	t.Helper()
+	dst := netip.AddrPortFrom(dstG1, port)
+	ln, err := c.topo.External.Listen("tcp", dst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if sc, err := ln.Accept(); err == nil {
+			accepted <- sc
+		}
+	}()
+	pc, err := c.topo.Pod("a").DialContext(ctxT(t), "tcp", dst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	sc := <-accepted
+	t.Cleanup(func() { _ = sc.Close() })
+	seen = sc.RemoteAddr().String()
+	if x := c.eg["gw1"][0]; netip.MustParseAddrPort(seen).Addr() != x {
+		t.Fatalf("the destination saw %s, want gw1's egress IP %s", seen, x)
+	}
+	return pc, sc, seen
+}
+
 // waitTCP polls c's TCP_INFO until ok or ctx ends.
 func waitTCP(ctx context.Context, c net.Conn, ok func(*unix.TCPInfo) bool) error {
 	raw, err := c.(*net.TCPConn).SyscallConn()
@@ -210,31 +217,8 @@ func waitTCP(ctx context.Context, c net.Conn, ok func(*unix.TCPInfo) bool) error
 // BenchmarkFailover drain-long that broke when their address returned (10 of 85).
 func TestMoveBackAfterStraySegment(t *testing.T) {
 	c := newCluster(t)
-	a, gw1, gw2 := c.topo.Pod("a"), c.topo.Node("gw1"), c.topo.Node("gw2")
-	x := c.eg["gw1"][0]
-	dst := netip.AddrPortFrom(dstG1, 7074)
-	ln, err := c.topo.External.Listen("tcp", dst.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if sc, err := ln.Accept(); err == nil {
-			accepted <- sc
-		}
-	}()
-	pc, err := a.DialContext(ctxT(t), "tcp", dst.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	sc := <-accepted
-	t.Cleanup(func() { _ = sc.Close() })
-	seen := sc.RemoteAddr().String()
-	if netip.MustParseAddrPort(seen).Addr() != x {
-		t.Fatalf("the destination saw %s, want gw1's egress IP %s", seen, x)
-	}
+	gw1, gw2, x := c.topo.Node("gw1"), c.topo.Node("gw2"), c.eg["gw1"][0]
+	pc, sc, seen := c.connectThroughGW1(t, 7074)
 	pr, sr := bufio.NewReader(pc), bufio.NewReader(sc)
 	exchange := func(when string) {
 		t.Helper()
