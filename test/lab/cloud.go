@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -580,12 +579,8 @@ func (r *Router) applyTable(held, nat map[netip.Addr]netip.Addr, srcOK map[srcKe
 	for _, p := range privs {
 		fmt.Fprintf(&b, "add rule ip %s postrouting oifname \"ext0\" ip saddr %s snat to %s\n", eipTable, p, nat[p])
 	}
-	f := filepath.Join(r.dir, "router.nft")
-	if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	if out, err := r.topo.Router.Run("nft", "-f", f); err != nil {
-		return fmt.Errorf("applying the router's table: %w: %s", err, out)
+	if err := r.topo.Router.ApplyNFT(filepath.Join(r.dir, "router.nft"), b.String()); err != nil {
+		return fmt.Errorf("applying the router's table: %w", err)
 	}
 	return nil
 }

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -152,12 +151,8 @@ func (f *Fabric) applyTable(nat map[string]string) error {
 	for _, n := range natIPs {
 		fmt.Fprintf(&b, "add rule ip %s postrouting oifname %q ip daddr %s ip saddr %s snat to %s\n", Table, extLink, f.internet, nat[n], n)
 	}
-	file := filepath.Join(f.dir, "gce.nft")
-	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	if out, err := f.topo.Router.Run("nft", "-f", file); err != nil {
-		return fmt.Errorf("applying the GCE fabric table: %w: %s", err, out)
+	if err := f.topo.Router.ApplyNFT(filepath.Join(f.dir, "gce.nft"), b.String()); err != nil {
+		return fmt.Errorf("applying the GCE fabric table: %w", err)
 	}
 	return nil
 }
