@@ -246,6 +246,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("opening the probe socket: %w", err)
 	}
 	responder := probe.NewResponder(rconn)
+	// Until a state is applied the node has no datapath of its own state (after a cold boot,
+	// none at all): answered as healthy, its probes would draw new flows from every worker
+	// still listing it (a holder whose status the coordinator has not changed, as when the
+	// coordinator is down) into nothing. It answers draining until sync clears it.
+	responder.SetDraining(true)
 	prober := probe.NewProber(pconn, probe.Options{OnChange: func(s probe.Status) {
 		logger.Info("gateway probe changed", "underlay", s.Addr.Addr(), "up", s.Up, "draining", s.Draining, "failures", s.Failures)
 		a.signal()
@@ -375,7 +380,10 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 		a.setReady(err)
 		return err
 	}
-	a.responder.SetDraining(res.State.Draining)
+	if res.State.Draining {
+		// Stop drawing new flows before the datapath stops taking them.
+		a.responder.SetDraining(true)
+	}
 	a.prober.SetTargets(res.Probes)
 	a.logProblems(logger, res.Problems)
 	if err := a.view.ensure(ctx, res.NeedsClusterView); err != nil {
@@ -387,6 +395,7 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 	same := a.applied != nil && reflect.DeepEqual(*a.applied, res.State)
 	a.mu.Unlock()
 	if same && !force {
+		a.responder.SetDraining(res.State.Draining)
 		a.proveDeliveries(ctx, in, res)
 		return nil
 	}
@@ -397,6 +406,9 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 		a.setReady(fmt.Errorf("applying the datapath state: %w", err))
 		return err
 	}
+	// New flows are welcome only once the datapath that takes them is in place (the first
+	// Apply after a cold boot loads every program and map, a second or more).
+	a.responder.SetDraining(res.State.Draining)
 	st := res.State
 	a.mu.Lock()
 	servedBefore := servedIPs(a.applied)

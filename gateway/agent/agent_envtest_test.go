@@ -434,3 +434,99 @@ func TestLeaseRenewedOnReady(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// gated is a recorder whose Applies wait until release is closed.
+type gated struct {
+	*recorder
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gated) Apply(ctx context.Context, s dataplane.State) error {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.recorder.Apply(ctx, s)
+}
+
+// askDraining sends one probe request to addr and returns the reply's draining bit.
+func askDraining(t *testing.T, addr string) bool {
+	t.Helper()
+	c, err := net.Dial("udp4", addr)
+	must(t, err)
+	defer c.Close()
+	req := probe.Packet{Seq: 1}.Marshal()
+	for range 300 {
+		_, _ = c.Write(req[:])
+		must(t, c.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		if err != nil {
+			continue // not listening yet
+		}
+		p, err := probe.Parse(buf[:n])
+		must(t, err)
+		return p.Draining()
+	}
+	t.Fatalf("no probe reply from %s", addr)
+	return false
+}
+
+// TestProbesDrainingUntilApplied: an agent answers probes with the draining bit until its
+// first Apply has returned, so that a node coming back from a cold boot, still listed as a
+// holder by workers whose view the coordinator has not changed, draws no new flows before it
+// has a datapath to take them (the lab's controller-crash-in-move trials lost every monitor's
+// requests for 0.2-0.5 s when the holder came back). Before the fix the first reply, sent
+// while Apply is held, says healthy.
+func TestProbesDrainingUntilApplied(t *testing.T) {
+	s := envtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := s.Client
+	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "egressd-system"}}))
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gw1"}}
+	must(t, c.Create(ctx, n))
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.14"}}
+	must(t, c.Status().Update(ctx, n))
+
+	l, err := net.ListenPacket("udp4", "127.0.0.14:0")
+	must(t, err)
+	addr := l.LocalAddr().String()
+	must(t, l.Close())
+	dp := &gated{recorder: newRecorder(), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	mgr, err := agent.NewManager(s.Config, agent.ManagerOptions{NodeName: "gw1", MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
+	must(t, err)
+	a, err := agent.Setup(mgr, agent.Config{NodeName: "gw1", ProbeAddress: addr, Dataplane: dp,
+		Registerer: prometheus.NewRegistry(), LeaseInterval: time.Hour})
+	must(t, err)
+	defer runManager(ctx, t, mgr, "manager")()
+
+	if !askDraining(t, addr) {
+		t.Error("before any state is applied the probe reply does not say draining")
+	}
+	select {
+	case <-dp.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no Apply began")
+	}
+	if !askDraining(t, addr) {
+		t.Error("while the first Apply runs the probe reply does not say draining: workers would send new flows to a node without its datapath")
+	}
+	close(dp.release)
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent not ready: %v", a.Ready())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if askDraining(t, addr) {
+		t.Error("after the first Apply the probe reply still says draining")
+	}
+}
