@@ -51,6 +51,7 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("/metadata/instance", s.serveIMDS)
 	mux.Handle("/admin/", simkit.Admin[SeedDocument, FaultDocument, State, Event](s, s.seed, s.faults))
 	mux.HandleFunc("POST /admin/nicchange", s.serveNICChange)
+	mux.HandleFunc("POST /admin/upgradeinstance", s.serveUpgradeInstance)
 	return mux
 }
 
@@ -84,10 +85,13 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 		e.write(w)
 		return
 	}
-	// Every ARM route the simulator serves is the network RP's (the scale-set NIC reads too).
-	if e := s.takeNetworkRPLocked(w, r.Method); e != nil {
-		e.write(w)
-		return
+	// Every ARM route the simulator serves is the network RP's (the scale-set NIC reads too),
+	// but the compute API's.
+	if !isCompute(method) {
+		if e := s.takeNetworkRPLocked(w, r.Method); e != nil {
+			e.write(w)
+			return
+		}
 	}
 	if s.throttleN != 0 {
 		if s.throttleN > 0 {
@@ -146,6 +150,9 @@ func (s *Sim) route(method string, parts []string) (string, handler) {
 		return m, h
 	}
 	n := len(lp)
+	if n == 8 && lp[2] == "providers" && lp[3] == "microsoft.compute" && lp[4] == "locations" && lp[6] == "operations" {
+		return MComputeOperation, s.asyncOperation
+	}
 	if n >= 6 && lp[2] == "providers" && lp[3] == "microsoft.network" && lp[4] == "locations" && n == 8 {
 		switch lp[6] {
 		case "operations":
@@ -174,6 +181,14 @@ func (s *Sim) route(method string, parts []string) (string, handler) {
 		return MPIPDelete, s.deletePIP
 	case n == 10 && lp[6] == "virtualnetworks" && lp[8] == "subnets" && method == http.MethodGet:
 		return MSubnetGet, s.getSubnet
+	case n == 7 && lp[6] == "publicipprefixes" && method == http.MethodGet:
+		return MPrefixList, s.listPrefixes
+	case n == 8 && lp[6] == "publicipprefixes" && method == http.MethodGet:
+		return MPrefixGet, s.getPrefix
+	case n == 8 && lp[6] == "publicipprefixes" && method == http.MethodPut:
+		return MPrefixPut, s.putPrefix
+	case n == 8 && lp[6] == "publicipprefixes" && method == http.MethodDelete:
+		return MPrefixDelete, s.deletePrefix
 	}
 	return "", nil
 }
@@ -185,6 +200,14 @@ func typeOf(method string, parts []string) string {
 		return "networkInterfaces"
 	case MPIPGet, MPIPPut, MPIPDelete, MPIPList:
 		return "publicIPAddresses"
+	case MPrefixGet, MPrefixPut, MPrefixDelete, MPrefixList:
+		return "publicIPPrefixes"
+	case MInstanceGet, MInstancePut:
+		return instanceType
+	case MComputeOperation:
+		return computeOperationType
+	case MScaleSetPIPGet:
+		return scaleSetNICType
 	case MSubnetGet:
 		return "virtualNetworks/subnets"
 	case MScaleSetNICList, MScaleSetNICGet, MScaleSetNICListAll:
@@ -202,6 +225,12 @@ func resID(parts []string) string { return "/" + strings.Join(parts, "/") }
 // method (nil: none), and ends with the failure apply returns. r is the request (nil: a change
 // by another actor, whose operation no client polls).
 func (s *Sim) newOp(r *http.Request, method, key string, apply func(fail *OpFailure) *OpFailure) (*operation, map[string]string) {
+	return s.newOpIn("Microsoft.Network", servedAPIVersions, r, method, key, apply)
+}
+
+// newOpIn is newOp for a resource provider namespace (Microsoft.Network, Microsoft.Compute)
+// whose operations are served at versions.
+func (s *Sim) newOpIn(namespace string, versions []string, r *http.Request, method, key string, apply func(fail *OpFailure) *OpFailure) (*operation, map[string]string) {
 	s.seq++
 	var fail *OpFailure
 	if f, ok := s.failOps.Next(method); ok {
@@ -212,14 +241,14 @@ func (s *Sim) newOp(r *http.Request, method, key string, apply func(fail *OpFail
 	s.ops[op.id] = op
 	s.busy[key] = op
 	s.started.Start(&op.Op)
-	scheme, host, version := "https", "management.azure.com", servedAPIVersions[len(servedAPIVersions)-1]
+	scheme, host, version := "https", "management.azure.com", versions[len(versions)-1]
 	if r != nil {
 		if r.TLS == nil {
 			scheme = "http"
 		}
 		host, version = r.Host, r.URL.Query().Get("api-version")
 	}
-	base := fmt.Sprintf("%s://%s/subscriptions/%s/providers/Microsoft.Network/locations/%s", scheme, host, s.sub, s.location)
+	base := fmt.Sprintf("%s://%s/subscriptions/%s/providers/%s/locations/%s", scheme, host, s.sub, namespace, s.location)
 	op.url = base + "/operations/" + op.id + "?api-version=" + version
 	h := map[string]string{
 		"Azure-AsyncOperation": op.url,
@@ -423,13 +452,15 @@ func (s *Sim) writeNICLocked(r *http.Request, key string, old, doc map[string]an
 func mapOf(v any) map[string]any { m, _ := v.(map[string]any); return m }
 
 func (s *Sim) ipUser(ip, skipNIC string) string {
-	for k, n := range s.nics {
-		if k == skipNIC {
-			continue
-		}
-		for _, c := range ipConfigs(n) {
-			if str(props(c)["privateIPAddress"]) == ip {
-				return str(c["id"])
+	for _, docs := range []map[string]map[string]any{s.nics, s.scaleSetNICs, s.pendingNICs} {
+		for k, n := range docs {
+			if k == skipNIC {
+				continue
+			}
+			for _, c := range ipConfigs(n) {
+				if str(props(c)["privateIPAddress"]) == ip {
+					return str(c["id"])
+				}
 			}
 		}
 	}
