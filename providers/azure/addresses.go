@@ -46,6 +46,12 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 		return nil, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "DedicatedInterfaceUnsupported",
 			Err: errors.New("azure attaches NICs only to stopped VMs; egress ipConfigurations go on the primary NIC")}
 	}
+	if _, inst, err := parseProviderID(req.Node.ProviderID); err == nil && inst != nil {
+		if !req.Public {
+			return nil, uniformPrivateRefused(op, *inst)
+		}
+		return p.ensureOnInstance(ctx, req.Node, *inst, req.Owner, req.IP)
+	}
 	n, err := p.nicFor(ctx, req.Node)
 	if err != nil {
 		return nil, err
@@ -106,6 +112,12 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 	ip := req.Current.IP
 	op := "moving " + ip.String() + " to " + req.To.Name
 	name := configName(req.Owner.Cluster, ip)
+	if _, inst, err := parseProviderID(req.To.ProviderID); err == nil && inst != nil {
+		return p.moveToInstance(ctx, req, *inst)
+	}
+	if isUniformRelease(req.Current) {
+		return nil, mixedPoolRefused(op)
+	}
 	to_, err := p.nicFor(ctx, req.To)
 	if err != nil {
 		return nil, err
@@ -185,6 +197,9 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 func (p *Provider) ReleaseIP(ctx context.Context, req providers.ReleaseRequest) error {
 	ip := req.Current.IP
 	op := "releasing " + ip.String()
+	if isUniformRelease(req.Current) {
+		return p.releaseFromInstance(ctx, req.Current, req.Owner.Cluster)
+	}
 	name := configName(req.Owner.Cluster, ip)
 	holder, err := p.holderOf(ctx, req.Current, name)
 	if err != nil {

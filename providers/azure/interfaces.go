@@ -38,7 +38,7 @@ func (p *Provider) nicFor(ctx context.Context, node providers.NodeRef) (nicRef, 
 		return nicRef{}, err
 	}
 	if inst != nil {
-		return nicRef{}, uniformRefused("placing an egress IP on "+node.Name, *inst)
+		return nicRef{}, fmt.Errorf("placing an egress IP on %s: a Uniform scale-set instance has no NIC resource", node.Name)
 	}
 	key := strings.ToLower(vm.id())
 	p.mu.Lock()

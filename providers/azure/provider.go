@@ -16,6 +16,7 @@ package azure
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -36,8 +37,9 @@ type Provider struct {
 	cfg  Config
 	mu   sync.Mutex
 	nics map[string]nicRef // VM resource ID (lower case) → its primary NIC; a VM's NICs do not change while it exists
-	// uniform holds the Uniform scale-set instances (resource ID, lower case) seen to exist.
-	uniform map[string]bool
+	// prefixes holds the public IP prefixes (resource ID, lower case) seen to exist: the
+	// provider's own, which only it deletes (deletePrefix forgets them).
+	prefixes map[string]bool
 	lists   map[string]*nicList   // lower(resource group) → its last NIC list (discovery.go)
 	subnets map[string]subnetRead // lower(subnet ID) → its address prefix
 	written uint64                // NIC writes started or ended (forgetListed), so a list that overlapped one is not kept
@@ -81,6 +83,9 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 	if err != nil {
 		return nil, err
 	}
+	if l := cfg.PublicIPPrefixLength; l < minPublicIPPrefixLength || l > maxPublicIPPrefixLength {
+		return nil, fmt.Errorf("azure provider %s: publicIPPrefixLength %d: Azure's IPv4 public IP prefixes are /%d to /%d", name, l, minPublicIPPrefixLength, maxPublicIPPrefixLength)
+	}
 	if cfg.SubscriptionID == "" || cfg.ResourceGroup == "" {
 		md := o.imds
 		if md == nil {
@@ -106,7 +111,7 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 	} else if c, err = clientsFor(cfg); err != nil {
 		return nil, err
 	}
-	return &Provider{name: name, c: c, cfg: cfg, nics: map[string]nicRef{}, uniform: map[string]bool{},
+	return &Provider{name: name, c: c, cfg: cfg, nics: map[string]nicRef{}, prefixes: map[string]bool{},
 		lists: map[string]*nicList{}, subnets: map[string]subnetRead{}, lks: map[string]*sync.Mutex{}}, nil
 }
 

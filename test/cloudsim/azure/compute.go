@@ -257,7 +257,11 @@ func (s *Sim) planNICLocked(parts []string, doc map[string]any) (map[string]any,
 			}
 			pipID := s.ScaleSetPublicIPID(parts[3], parts[7], parts[9], str(old["name"]), name, pipName)
 			prefixID := str(mapOf(props(pc)["publicIPPrefix"])["id"])
-			if wasPIP := mapOf(props(mapOf(was))["publicIPAddress"]); wasPIP != nil && strings.EqualFold(str(wasPIP["id"]), pipID) &&
+			var wasPIP map[string]any
+			if was != nil {
+				wasPIP = mapOf(props(was)["publicIPAddress"])
+			}
+			if wasPIP != nil && strings.EqualFold(str(wasPIP["id"]), pipID) &&
 				strings.EqualFold(str(mapOf(props(s.ssPIPs[strings.ToLower(pipID)])["publicIPPrefix"])["id"]), prefixID) {
 				np["publicIPAddress"] = map[string]any{"id": pipID}
 			} else {
@@ -345,15 +349,15 @@ func (s *Sim) replaceScaleSetNICLocked(key string, nic map[string]any) {
 			keep[strings.ToLower(str(pip["id"]))] = true
 		}
 	}
+	s.finishNICLocked(nic, "Succeeded")
+	s.stampLocked(nic)
+	s.scaleSetNICs[key] = nic
+	s.diffEvents(str(nic["name"]), old, nic)
 	for _, c := range ipConfigs(old) {
 		if pip := mapOf(props(c)["publicIPAddress"]); pip != nil && !keep[strings.ToLower(str(pip["id"]))] {
 			delete(s.ssPIPs, strings.ToLower(str(pip["id"])))
 		}
 	}
-	s.finishNICLocked(nic, "Succeeded")
-	s.stampLocked(nic)
-	s.scaleSetNICs[key] = nic
-	s.diffEvents(str(nic["name"]), old, nic)
 }
 
 func (s *Sim) getScaleSetPIP(_ *http.Request, parts []string, _ []byte) (*response, *armError) {

@@ -490,7 +490,13 @@ func (s *Sim) diffEvents(nic string, before, after map[string]any) {
 				ips[str(p["privateIPAddress"])] = true
 			}
 			if pip := mapOf(p["publicIPAddress"]); pip != nil {
-				pips[str(props(s.pips[strings.ToLower(str(pip["id"]))])["ipAddress"])] = true
+				doc := s.pips[strings.ToLower(str(pip["id"]))]
+				if doc == nil {
+					doc = s.ssPIPs[strings.ToLower(str(pip["id"]))]
+				}
+				if doc != nil {
+					pips[str(props(doc)["ipAddress"])] = true
+				}
 			}
 		}
 		return ips, pips
