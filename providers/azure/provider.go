@@ -37,9 +37,6 @@ type Provider struct {
 	cfg  Config
 	mu   sync.Mutex
 	nics map[string]nicRef // VM resource ID (lower case) → its primary NIC; a VM's NICs do not change while it exists
-	// prefixes holds the public IP prefixes (resource ID, lower case) seen to exist: the
-	// provider's own, which only it deletes (deletePrefix forgets them).
-	prefixes map[string]bool
 	lists   map[string]*nicList   // lower(resource group) → its last NIC list (discovery.go)
 	subnets map[string]subnetRead // lower(subnet ID) → its address prefix
 	written uint64                // NIC writes started or ended (forgetListed), so a list that overlapped one is not kept
@@ -111,7 +108,7 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 	} else if c, err = clientsFor(cfg); err != nil {
 		return nil, err
 	}
-	return &Provider{name: name, c: c, cfg: cfg, nics: map[string]nicRef{}, prefixes: map[string]bool{},
+	return &Provider{name: name, c: c, cfg: cfg, nics: map[string]nicRef{},
 		lists: map[string]*nicList{}, subnets: map[string]subnetRead{}, lks: map[string]*sync.Mutex{}}, nil
 }
 

@@ -270,9 +270,19 @@ func (p *Provider) ensureOnInstance(ctx context.Context, node providers.NodeRef,
 	if a, err := p.uniformAssignment(ctx, node.Name, inst, nic, name, ip, pfx); a != nil || err != nil {
 		return a, err
 	}
-	location := deref(nic.Location)
-	if err := p.ensurePrefix(ctx, pfx, owner, location); err != nil {
+	got, err := p.ensurePrefix(ctx, pfx, owner, deref(nic.Location))
+	if err != nil {
 		return nil, err
+	}
+	if got.Properties != nil {
+		// The prefix names every public IP drawn from it: one of this ipConfiguration on
+		// another instance is the address held by another node.
+		for _, ref := range got.Properties.PublicIPAddresses {
+			other, _, cfg, _, ok := parseScaleSetID(deref(ref.ID))
+			if ok && strings.EqualFold(cfg, name) && !strings.EqualFold(other.resourceID(), inst.resourceID()) {
+				return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "HeldElsewhere", Err: fmt.Errorf("%s holds it; move it", other.resourceID())}
+			}
+		}
 	}
 	err = p.updateInstance(ctx, inst, func(vm *armcompute.VirtualMachineScaleSetVM) (bool, error) {
 		nc := primaryNICConfig(vm)
@@ -491,30 +501,19 @@ func prefixRef(inst instanceRef, owner providers.Owner, zone string) prefix {
 	return prefix{sub: inst.sub, rg: inst.rg, name: prefixName(owner, zone), zone: zone}
 }
 
-// ensurePrefix makes pfx exist (a Standard IPv4 prefix of the configured length, in its zone,
-// tagged for owner), once per provider: a prefix seen is not read again until egressd deletes
-// it.
-func (p *Provider) ensurePrefix(ctx context.Context, pfx prefix, owner providers.Owner, location string) error {
-	key := strings.ToLower(pfx.id())
-	p.mu.Lock()
-	seen := p.prefixes[key]
-	p.mu.Unlock()
-	if seen {
-		return nil
-	}
+// ensurePrefix reads pfx, creating it the first time (a Standard IPv4 prefix of the
+// configured length, in its zone, tagged for owner; PUT and its operation).
+func (p *Provider) ensurePrefix(ctx context.Context, pfx prefix, owner providers.Owner, location string) (*armnetwork.PublicIPPrefix, error) {
 	op := "creating public IP prefix " + pfx.name
 	got, err := p.readPrefix(ctx, pfx.rg, pfx.name)
 	switch {
 	case err == nil && !ownedBy(got.Tags, owner.Cluster):
-		return &providers.Error{Kind: providers.KindConflict, Op: op, Code: "NotOwned", Err: errors.New("public IP prefix exists without this cluster's tag")}
+		return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "NotOwned", Err: errors.New("public IP prefix exists without this cluster's tag")}
 	case err == nil && (got.Properties == nil || got.Properties.ProvisioningState == nil ||
 		(*got.Properties.ProvisioningState != armnetwork.ProvisioningStateFailed && *got.Properties.ProvisioningState != "Canceled")):
-		p.mu.Lock()
-		p.prefixes[key] = true
-		p.mu.Unlock()
-		return nil
+		return got, nil
 	case err != nil && !providers.IsNotFound(err):
-		return err
+		return nil, err
 	}
 	if p.cfg.Location != "" {
 		location = p.cfg.Location
@@ -534,15 +533,13 @@ func (p *Provider) ensurePrefix(ctx context.Context, pfx prefix, owner providers
 	}
 	poller, err := p.c.PublicIPPrefixes.BeginCreateOrUpdate(ctx, pfx.rg, pfx.name, want, nil)
 	if err != nil {
-		return classify(op, err)
+		return nil, classify(op, err)
 	}
-	if _, err := poller.PollUntilDone(ctx, p.pollOptions()); err != nil {
-		return classify(op, err)
+	resp, err := poller.PollUntilDone(ctx, p.pollOptions())
+	if err != nil {
+		return nil, classify(op, err)
 	}
-	p.mu.Lock()
-	p.prefixes[key] = true
-	p.mu.Unlock()
-	return nil
+	return &resp.PublicIPPrefix, nil
 }
 
 // readPrefix reads a prefix once no operation on it runs (busyRetries waits at most).
@@ -575,14 +572,6 @@ func (p *Provider) readPrefix(ctx context.Context, rg, name string) (*armnetwork
 // is nil.
 func (p *Provider) deletePrefix(ctx context.Context, rg, name, cluster string) error {
 	op := "deleting public IP prefix " + name
-	id := ""
-	defer func() {
-		if id != "" {
-			p.mu.Lock()
-			delete(p.prefixes, strings.ToLower(id))
-			p.mu.Unlock()
-		}
-	}()
 	got, err := p.readPrefix(ctx, rg, name)
 	if providers.IsNotFound(err) {
 		return nil
@@ -603,7 +592,6 @@ func (p *Provider) deletePrefix(ctx context.Context, rg, name, cluster string) e
 		// Another egress IP of the gateway and zone still draws from it.
 		return &providers.Error{Kind: providers.KindConflict, Op: op, Code: prefixInUse, Err: fmt.Errorf("%d public IPs are drawn from it", len(got.Properties.PublicIPAddresses))}
 	}
-	id = deref(got.ID)
 	poller, err := p.c.PublicIPPrefixes.BeginDelete(ctx, rg, name, nil)
 	if err == nil {
 		_, err = poller.PollUntilDone(ctx, p.pollOptions())
