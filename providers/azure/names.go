@@ -151,7 +151,9 @@ func parseScaleSetID(id string) (inst instanceRef, nic, cfg, pip string, ok bool
 	return inst, nic, cfg, pip, true
 }
 
-func scaleSetNICID(inst instanceRef, nic string) string { return inst.resourceID() + "/networkInterfaces/" + nic }
+func scaleSetNICID(inst instanceRef, nic string) string {
+	return inst.resourceID() + "/networkInterfaces/" + nic
+}
 
 // parsePrefixID parses a public IP prefix's resource ID.
 func parsePrefixID(id string) (rg, name string, ok bool) {

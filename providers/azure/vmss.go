@@ -398,7 +398,9 @@ func (p *Provider) removeFromInstance(ctx context.Context, inst instanceRef, nam
 	err := p.updateInstance(ctx, inst, func(vm *armcompute.VirtualMachineScaleSetVM) (bool, error) {
 		nc := primaryNICConfig(vm)
 		cs := modelConfigs(nc)
-		keep := slices.DeleteFunc(slices.Clone(cs), func(c *armcompute.VirtualMachineScaleSetIPConfiguration) bool { return strings.EqualFold(deref(c.Name), name) })
+		keep := slices.DeleteFunc(slices.Clone(cs), func(c *armcompute.VirtualMachineScaleSetIPConfiguration) bool {
+			return strings.EqualFold(deref(c.Name), name)
+		})
 		if len(keep) == len(cs) {
 			return false, nil
 		}
