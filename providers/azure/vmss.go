@@ -256,19 +256,22 @@ func mixedPoolRefused(op string) error {
 // IP from the prefix of (owner's gateway, zone). Steady state: one list of the instance's
 // NICs and one public IP read. Otherwise the prefix is read (created the first time: PUT and
 // its operation), the instance read, its model written with the ipConfiguration (PUT with
-// If-Match, its operation polled to the end), and the NIC and public IP read.
-func (p *Provider) ensureOnInstance(ctx context.Context, node providers.NodeRef, inst instanceRef, owner providers.Owner, ip netip.Addr) (*providers.Assignment, error) {
+// If-Match, its operation polled to the end), and the NIC and public IP read. nic is the
+// instance's NIC as the caller just read it (nil: read it now).
+func (p *Provider) ensureOnInstance(ctx context.Context, node providers.NodeRef, inst instanceRef, owner providers.Owner, ip netip.Addr, nic *armnetwork.Interface) (*providers.Assignment, error) {
 	op := "ensuring " + ip.String() + " on " + node.Name
 	name := configName(owner.Cluster, ip)
 	pfx := prefixRef(inst, owner, zoneOf(node.Zone))
 	defer p.lock("prefix/" + strings.ToLower(pfx.id()))()
 	defer p.lock(strings.ToLower(inst.resourceID()))()
-	nic, err := p.instanceNIC(ctx, inst)
-	if err != nil {
-		return nil, err
-	}
-	if a, err := p.uniformAssignment(ctx, node.Name, inst, nic, name, ip, pfx); a != nil || err != nil {
-		return a, err
+	if nic == nil {
+		var err error
+		if nic, err = p.instanceNIC(ctx, inst); err != nil {
+			return nil, err
+		}
+		if a, err := p.uniformAssignment(ctx, node.Name, inst, nic, name, ip, pfx); a != nil || err != nil {
+			return a, err
+		}
 	}
 	got, err := p.ensurePrefix(ctx, pfx, owner, deref(nic.Location))
 	if err != nil {
@@ -447,7 +450,7 @@ func (p *Provider) moveToInstance(ctx context.Context, req providers.MoveRequest
 		}
 		removedAt = time.Now()
 	}
-	a, err := p.ensureOnInstance(ctx, req.To, inst, req.Owner, ip)
+	a, err := p.ensureOnInstance(ctx, req.To, inst, req.Owner, ip, nic)
 	if err != nil {
 		return nil, err
 	}

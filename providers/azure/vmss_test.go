@@ -115,10 +115,13 @@ func TestUniformPublicEgress(t *testing.T) {
 	}
 
 	// A second address of the gateway and zone fills the /31.
+	e.sim.ResetCalls()
 	b, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: instance("1"), IP: ip("10.240.30.2"), Public: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	second := e.sim.CallCounts()
+	t.Logf("Uniform EnsureIP (prefix exists): %d mutating, %d calls: %s", uniformMutating(second), total(second), summary(second))
 	if b.PublicAllocation != a.PublicAllocation || b.PublicIP == a.PublicIP {
 		t.Fatalf("second address %+v: want the same prefix, another public IP than %s", b, a.PublicIP)
 	}
