@@ -1,9 +1,12 @@
 package azure_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -393,5 +396,46 @@ func TestUniformGC(t *testing.T) {
 	}
 	if owned, err := e.p.ListOwned(ctx, owner.Cluster); err != nil || len(owned) != 0 {
 		t.Fatalf("ListOwned after GC: %+v, %v", owned, err)
+	}
+}
+
+// TestUniformAnotherOperationInProgress: another writer's operation on the instance runs when
+// egressd's PUT arrives (AKS adding the instance to a load-balancer pool): the PUT answers 409
+// AnotherOperationInProgress, egressd waits for the instance to leave Updating, reads it again
+// and writes, keeping the other writer's change.
+func TestUniformAnotherOperationInProgress(t *testing.T) {
+	e := uniformEnv(t, 1, 0)
+	ctx := context.Background()
+	e.sim.BeforeNext(azuresim.MInstancePut, func() {
+		e.sim.SetOperationDelay(150 * time.Millisecond)
+		doc := e.sim.InstanceModel(instanceID("0"))
+		doc["tags"] = map[string]any{"aks-managed": "pool-change"}
+		b, _ := json.Marshal(doc)
+		req, _ := http.NewRequest(http.MethodPut, e.srv.URL+instanceID("0")+"?api-version=2025-04-01", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer other-writer")
+		resp, err := e.srv.Client().Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("the other writer's PUT: %v %v", resp, err)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+		e.sim.SetOperationDelay(0)
+	})
+	e.sim.ResetCalls()
+	a, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: instance("0"), IP: ip("10.240.30.1"), Public: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.sim.CallCounts()
+	t.Logf("ensure during another writer's operation: %s", summary(c))
+	if c[azuresim.MInstancePut] != 3 { // the other writer's, egressd's refused one, egressd's second
+		t.Errorf("instance PUTs %d, want 3", c[azuresim.MInstancePut])
+	}
+	if tags, _ := e.sim.InstanceModel(instanceID("0"))["tags"].(map[string]any); tags["aks-managed"] != "pool-change" {
+		t.Errorf("the other writer's change was overwritten: tags %v", tags)
+	}
+	if _, ok := held(e)[a.Attachment]; !ok {
+		t.Fatalf("ipConfiguration not applied: %v", held(e))
 	}
 }
