@@ -181,16 +181,23 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 	if err != nil {
 		return nil, err
 	}
-	if !removedAt.IsZero() {
-		p.mu.Lock()
-		p.last = MoveWindow{IP: ip, Window: time.Since(removedAt)}
-		p.mu.Unlock()
-	}
+	p.recordMove(ip, removedAt)
 	var pip *armnetwork.PublicIPAddress
 	if pipRef != nil {
 		pip = p.pipOf(ctx, c)
 	}
 	return p.assignment(req.To.Name, to_, target, c, pip), nil
+}
+
+// recordMove records the window of a move whose removal completed at removedAt (zero: the
+// move removed nothing), now that the addition completed.
+func (p *Provider) recordMove(ip netip.Addr, removedAt time.Time) {
+	if removedAt.IsZero() {
+		return
+	}
+	p.mu.Lock()
+	p.last = MoveWindow{IP: ip, Window: time.Since(removedAt)}
+	p.mu.Unlock()
 }
 
 // ReleaseIP implements providers.Provider.

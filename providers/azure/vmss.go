@@ -134,22 +134,13 @@ func instanceState(vm *armcompute.VirtualMachineScaleSetVM) *armnetwork.Provisio
 // most).
 func (p *Provider) readInstance(ctx context.Context, inst instanceRef) (*armcompute.VirtualMachineScaleSetVM, error) {
 	op := "reading scale-set instance " + inst.resourceID()
-	for attempt := 0; ; attempt++ {
+	return readSettled(ctx, p, op, func() (*armcompute.VirtualMachineScaleSetVM, *armnetwork.ProvisioningState, error) {
 		resp, err := p.c.ScaleSetVMs.Get(ctx, inst.rg, inst.vmss, inst.id, nil)
 		if err != nil {
-			return nil, classify(op, err)
+			return nil, nil, classify(op, err)
 		}
-		if settled(instanceState(&resp.VirtualMachineScaleSetVM)) {
-			return &resp.VirtualMachineScaleSetVM, nil
-		}
-		if attempt == busyRetries {
-			return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "AnotherOperationInProgress",
-				Err: fmt.Errorf("the instance stayed %s through %d reads", *instanceState(&resp.VirtualMachineScaleSetVM), attempt+1)}
-		}
-		if err := p.wait(ctx, attempt); err != nil {
-			return nil, err
-		}
-	}
+		return &resp.VirtualMachineScaleSetVM, instanceState(&resp.VirtualMachineScaleSetVM), nil
+	})
 }
 
 // updateInstance applies change to the instance's model and writes it back with If-Match on
@@ -192,13 +183,8 @@ func (p *Provider) updateInstance(ctx context.Context, inst instanceRef, change 
 func (p *Provider) putInstance(ctx context.Context, inst instanceRef, vm *armcompute.VirtualMachineScaleSetVM) error {
 	op := "updating scale-set instance " + inst.resourceID()
 	poller, err := p.c.ScaleSetVMs.BeginUpdate(ctx, inst.rg, inst.vmss, inst.id, *vm, &armcompute.VirtualMachineScaleSetVMsClientBeginUpdateOptions{IfMatch: vm.Etag})
-	if err != nil {
-		return classify(op, err)
-	}
-	if _, err := poller.PollUntilDone(ctx, p.pollOptions()); err != nil {
-		return classify(op, err)
-	}
-	return nil
+	_, err = await(ctx, p, op, poller, err)
+	return err
 }
 
 // primaryNICConfig is the instance model's primary network interface configuration.
@@ -454,11 +440,7 @@ func (p *Provider) moveToInstance(ctx context.Context, req providers.MoveRequest
 	if err != nil {
 		return nil, err
 	}
-	if !removedAt.IsZero() {
-		p.mu.Lock()
-		p.last = MoveWindow{IP: ip, Window: time.Since(removedAt)}
-		p.mu.Unlock()
-	}
+	p.recordMove(ip, removedAt)
 	return a, nil
 }
 
@@ -537,12 +519,9 @@ func (p *Provider) ensurePrefix(ctx context.Context, pfx prefix, owner providers
 		want.Tags[tagZone] = to.Ptr(pfx.zone)
 	}
 	poller, err := p.c.PublicIPPrefixes.BeginCreateOrUpdate(ctx, pfx.rg, pfx.name, want, nil)
+	resp, err := await(ctx, p, op, poller, err)
 	if err != nil {
-		return nil, classify(op, err)
-	}
-	resp, err := poller.PollUntilDone(ctx, p.pollOptions())
-	if err != nil {
-		return nil, classify(op, err)
+		return nil, err
 	}
 	return &resp.PublicIPPrefix, nil
 }
@@ -550,25 +529,13 @@ func (p *Provider) ensurePrefix(ctx context.Context, pfx prefix, owner providers
 // readPrefix reads a prefix once no operation on it runs (busyRetries waits at most).
 func (p *Provider) readPrefix(ctx context.Context, rg, name string) (*armnetwork.PublicIPPrefix, error) {
 	op := "reading public IP prefix " + name
-	for attempt := 0; ; attempt++ {
+	return readSettled(ctx, p, op, func() (*armnetwork.PublicIPPrefix, *armnetwork.ProvisioningState, error) {
 		got, err := p.c.PublicIPPrefixes.Get(ctx, rg, name, nil)
-		if err != nil {
-			return nil, classify(op, err)
+		if err != nil || got.Properties == nil {
+			return &got.PublicIPPrefix, nil, classify(op, err)
 		}
-		var ps *armnetwork.ProvisioningState
-		if got.Properties != nil {
-			ps = got.Properties.ProvisioningState
-		}
-		if settled(ps) {
-			return &got.PublicIPPrefix, nil
-		}
-		if attempt == busyRetries {
-			return nil, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "AnotherOperationInProgress", Err: fmt.Errorf("stayed %s through %d reads", *ps, attempt+1)}
-		}
-		if err := p.wait(ctx, attempt); err != nil {
-			return nil, err
-		}
-	}
+		return &got.PublicIPPrefix, got.Properties.ProvisioningState, nil
+	})
 }
 
 // deletePrefix deletes the cluster's prefix rg/name when no public IP is drawn from it (Azure

@@ -464,47 +464,26 @@ func (s *Sim) listPrefixes(r *http.Request, parts []string, _ []byte) (*response
 }
 
 func (s *Sim) getPrefix(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
-	p := s.prefixes[strings.ToLower(resID(parts))]
-	if p == nil {
-		return nil, s.notFound(parts)
-	}
-	return &response{status: 200, body: s.prefixView(p), headers: map[string]string{"ETag": str(p["etag"])}}, nil
+	return s.getDoc(parts, s.prefixes, s.prefixView)
 }
 
 // putPrefix creates a Standard IPv4 prefix of /28 to /31, or updates an existing one's tags
 // (its length and range never change).
 func (s *Sim) putPrefix(r *http.Request, parts []string, body []byte) (*response, *armError) {
-	id := resID(parts)
-	key := strings.ToLower(id)
-	if !s.rgs[strings.ToLower(parts[3])] {
-		return nil, s.notFound(parts)
-	}
-	old := s.prefixes[key]
-	if op := s.busy[key]; op.running() {
-		return nil, inProgress(op)
-	}
-	if e := precondition(r, old, id); e != nil {
+	old, doc, e := s.readPut(r, parts, body, s.prefixes, "Microsoft.Network/publicIPPrefixes")
+	if e != nil {
 		return nil, e
 	}
-	var doc map[string]any
-	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, aerr(http.StatusBadRequest, "InvalidRequestFormat", "%v", err)
-	}
-	if doc["location"] == nil {
-		return nil, aerr(http.StatusBadRequest, "LocationRequired", "The location property is required for this definition.")
-	}
+	id := str(doc["id"])
 	if str(mapOf(doc["sku"])["name"]) != "Standard" {
 		return nil, aerr(http.StatusBadRequest, "InvalidRequestFormat", "Public IP prefix %s: sku.name must be Standard.", id)
 	}
-	doc["id"], doc["name"], doc["type"] = id, parts[len(parts)-1], "Microsoft.Network/publicIPPrefixes"
 	p := props(doc)
 	delete(p, "publicIPAddresses")
-	length, _ := p["prefixLength"].(float64)
-	status := http.StatusCreated
 	if old != nil {
-		status = http.StatusOK
 		p["prefixLength"], p["ipPrefix"] = props(old)["prefixLength"], props(old)["ipPrefix"]
 	} else {
+		length, _ := p["prefixLength"].(float64)
 		if length < minPrefixLength || length > maxPrefixLength || length != float64(int(length)) {
 			return nil, aerr(http.StatusBadRequest, "InvalidPublicIpPrefixLength", "Public IP prefix %s: prefixLength %v is not between %d and %d.", id, p["prefixLength"], minPrefixLength, maxPrefixLength)
 		}
@@ -515,55 +494,19 @@ func (s *Sim) putPrefix(r *http.Request, parts []string, body []byte) (*response
 		p["ipPrefix"] = netip.PrefixFrom(a, int(length)).String()
 		p["publicIPAddressVersion"] = "IPv4"
 	}
-	p["provisioningState"] = "Updating"
-	s.stampLocked(doc)
-	s.prefixes[key] = doc
-	_, h := s.newOp(r, MPrefixPut, key, func(fail *OpFailure) *OpFailure {
-		if fail != nil {
-			if old == nil {
-				delete(s.prefixes, key)
-				return fail
-			}
-			back := clone(old)
-			props(back)["provisioningState"] = "Failed"
-			s.stampLocked(back)
-			s.prefixes[key] = back
-			return fail
-		}
-		props(doc)["provisioningState"] = "Succeeded"
-		return nil
-	})
+	h, status := s.storePutLocked(r, MPrefixPut, strings.ToLower(id), s.prefixes, old, doc)
 	return &response{status: status, body: s.prefixView(doc), headers: h}, nil
 }
 
 // deletePrefix deletes a prefix no public IP is drawn from; one in use answers
 // InUsePublicIpPrefixCannotBeDeleted, as ARM does.
 func (s *Sim) deletePrefix(r *http.Request, parts []string, _ []byte) (*response, *armError) {
-	key := strings.ToLower(resID(parts))
-	if !s.rgs[strings.ToLower(parts[3])] {
-		return nil, s.notFound(parts)
-	}
-	old := s.prefixes[key]
-	if old == nil {
-		return &response{status: http.StatusNoContent}, nil
-	}
-	if op := s.busy[key]; op.running() {
-		return nil, inProgress(op)
-	}
-	if refs, _ := props(s.prefixView(old))["publicIPAddresses"].([]any); len(refs) > 0 {
-		return nil, aerr(http.StatusBadRequest, "InUsePublicIpPrefixCannotBeDeleted", "Public IP prefix %s cannot be deleted: %d public IP addresses are allocated from it.", resID(parts), len(refs))
-	}
-	props(old)["provisioningState"] = "Deleting"
-	_, h := s.newOp(r, MPrefixDelete, key, func(fail *OpFailure) *OpFailure {
-		if fail != nil {
-			props(old)["provisioningState"] = "Failed"
-			return fail
+	return s.deleteDoc(r, parts, MPrefixDelete, s.prefixes, func(old map[string]any) *armError {
+		if refs, _ := props(s.prefixView(old))["publicIPAddresses"].([]any); len(refs) > 0 {
+			return aerr(http.StatusBadRequest, "InUsePublicIpPrefixCannotBeDeleted", "Public IP prefix %s cannot be deleted: %d public IP addresses are allocated from it.", resID(parts), len(refs))
 		}
-		delete(s.prefixes, key)
 		return nil
 	})
-	delete(h, "Azure-AsyncOperation")
-	return &response{status: http.StatusAccepted, headers: h}, nil
 }
 
 // ---- inspection ----
