@@ -50,7 +50,7 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 		if !req.Public {
 			return nil, uniformPrivateRefused(op, *inst)
 		}
-		return p.ensureOnInstance(ctx, req.Node, *inst, req.Owner, req.IP, nil)
+		return p.ensureOnInstance(ctx, req.Node, *inst, req.Owner, req.IP)
 	}
 	n, err := p.nicFor(ctx, req.Node)
 	if err != nil {

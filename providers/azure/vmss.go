@@ -242,13 +242,25 @@ func mixedPoolRefused(op string) error {
 // IP from the prefix of (owner's gateway, zone). Steady state: one list of the instance's
 // NICs and one public IP read. Otherwise the prefix is read (created the first time: PUT and
 // its operation), the instance read, its model written with the ipConfiguration (PUT with
-// If-Match, its operation polled to the end), and the NIC and public IP read. nic is the
+// If-Match, its operation polled to the end), and the NIC and public IP read.
+func (p *Provider) ensureOnInstance(ctx context.Context, node providers.NodeRef, inst instanceRef, owner providers.Owner, ip netip.Addr) (*providers.Assignment, error) {
+	pfx := prefixRef(inst, owner, zoneOf(node.Zone))
+	defer p.lockPrefix(pfx.rg, pfx.name)()
+	return p.addToInstance(ctx, node, inst, owner, ip, pfx, nil)
+}
+
+// lockPrefix serializes the provider's uses of a prefix: an addition that draws from it and the
+// deletion of the prefix once empty never overlap (a move holds it from its removal to its
+// addition).
+func (p *Provider) lockPrefix(rg, name string) func() {
+	return p.lock("prefix/" + strings.ToLower(rg+"/"+name))
+}
+
+// addToInstance is ensureOnInstance with the prefix's lock held by the caller. nic is the
 // instance's NIC as the caller just read it (nil: read it now).
-func (p *Provider) ensureOnInstance(ctx context.Context, node providers.NodeRef, inst instanceRef, owner providers.Owner, ip netip.Addr, nic *armnetwork.Interface) (*providers.Assignment, error) {
+func (p *Provider) addToInstance(ctx context.Context, node providers.NodeRef, inst instanceRef, owner providers.Owner, ip netip.Addr, pfx prefix, nic *armnetwork.Interface) (*providers.Assignment, error) {
 	op := "ensuring " + ip.String() + " on " + node.Name
 	name := configName(owner.Cluster, ip)
-	pfx := prefixRef(inst, owner, zoneOf(node.Zone))
-	defer p.lock("prefix/" + strings.ToLower(pfx.id()))()
 	defer p.lock(strings.ToLower(inst.resourceID()))()
 	if nic == nil {
 		var err error
@@ -364,8 +376,10 @@ func (p *Provider) uniformAssignment(ctx context.Context, node string, inst inst
 	if pp == nil || pp.PublicIPPrefix == nil || !strings.EqualFold(deref(pp.PublicIPPrefix.ID), pfx.id()) {
 		return nil, nil
 	}
+	// PublicAllocation as Azure spells the prefix's ID, which garbage collection compares with
+	// the listed prefixes' IDs.
 	a := &providers.Assignment{IP: ip, Node: node, InstanceID: inst.resourceID(), InterfaceID: deref(nic.ID), Attachment: deref(c.Name),
-		PublicNATSource: cfgIP(c), PrivateAddressNotHeld: true, PublicAllocation: pfx.id(), PublicAssociation: deref(c.ID)}
+		PublicNATSource: cfgIP(c), PrivateAddressNotHeld: true, PublicAllocation: deref(pp.PublicIPPrefix.ID), PublicAssociation: deref(c.ID)}
 	a.PublicIP, _ = netip.ParseAddr(deref(pp.IPAddress))
 	if nic.Properties != nil {
 		a.InterfaceMAC = strings.ToLower(strings.ReplaceAll(deref(nic.Properties.MacAddress), "-", ":"))
@@ -424,19 +438,17 @@ func (p *Provider) moveToInstance(ctx context.Context, req providers.MoveRequest
 	if a, err := p.uniformAssignment(ctx, req.To.Name, inst, nic, name, ip, pfx); a != nil || err != nil {
 		return a, err // held where asked
 	}
+	// The target's prefix is held from the removal to the addition, so a release of the
+	// gateway's last other address does not delete it in between.
+	defer p.lockPrefix(pfx.rg, pfx.name)()
 	var removedAt time.Time
 	if fromUniform && !strings.EqualFold(from.resourceID(), inst.resourceID()) {
-		// The target's prefix is held from the removal to the addition, so a release of the
-		// gateway's last other address does not delete it in between.
-		unlock := p.lock("prefix/" + strings.ToLower(pfx.id()))
-		err := p.removeFromInstance(ctx, from, name)
-		unlock()
-		if err != nil {
+		if err := p.removeFromInstance(ctx, from, name); err != nil {
 			return nil, err
 		}
 		removedAt = time.Now()
 	}
-	a, err := p.ensureOnInstance(ctx, req.To, inst, req.Owner, ip, nic)
+	a, err := p.addToInstance(ctx, req.To, inst, req.Owner, ip, pfx, nic)
 	if err != nil {
 		return nil, err
 	}
@@ -544,17 +556,12 @@ func (p *Provider) readPrefix(ctx context.Context, rg, name string) (*armnetwork
 // is nil.
 func (p *Provider) deletePrefix(ctx context.Context, rg, name, cluster string) error {
 	op := "deleting public IP prefix " + name
+	defer p.lockPrefix(rg, name)()
 	got, err := p.readPrefix(ctx, rg, name)
 	if providers.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
-		return err
-	}
-	defer p.lock("prefix/" + strings.ToLower(deref(got.ID)))()
-	if got, err = p.readPrefix(ctx, rg, name); providers.IsNotFound(err) {
-		return nil
-	} else if err != nil {
 		return err
 	}
 	if !ownedBy(got.Tags, cluster) {

@@ -358,14 +358,16 @@ func TestUniformUpgradeReensure(t *testing.T) {
 
 // TestUniformGC: ListOwned lists the cluster's ipConfigurations on Uniform instances (found
 // through its prefixes, which name every public IP drawn from them) and its prefixes, after
-// them; a prefix cannot be released while a public IP is drawn from it, and releasing
-// everything listed in order leaves nothing.
+// them, with the ID assignments claim it by; a prefix cannot be released while a public IP is
+// drawn from it, and releasing everything listed in order leaves nothing.
 func TestUniformGC(t *testing.T) {
 	e := uniformEnv(t, 2, 0)
 	ctx := context.Background()
 	e.sim.SetPageSize(1)
+	var a *providers.Assignment
 	for i, n := range []string{"0", "1"} {
-		if _, err := e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: instance(n), IP: ip(fmt.Sprintf("10.240.30.%d", i+1)), Public: true}); err != nil {
+		var err error
+		if a, err = e.p.EnsureIP(ctx, providers.EnsureRequest{Owner: owner, Node: instance(n), IP: ip(fmt.Sprintf("10.240.30.%d", i+1)), Public: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -382,6 +384,9 @@ func TestUniformGC(t *testing.T) {
 	if len(owned) != 3 || owned[2].Kind != providers.ResourcePublicIP || owned[0].IP != ip("10.240.30.1") || owned[1].IP != ip("10.240.30.2") ||
 		owned[0].InstanceID != instanceID("0") || owned[0].Owner.Gateway != owner.Gateway {
 		t.Fatalf("owned %v: %+v", kinds, owned)
+	}
+	if owned[2].ID != a.PublicAllocation {
+		t.Errorf("the listed prefix %s is not the assignments' %s: garbage collection would not see it claimed", owned[2].ID, a.PublicAllocation)
 	}
 	if err := e.p.ReleaseOwned(ctx, owned[2]); !providers.IsConflict(err) || len(e.sim.Prefixes()) != 1 {
 		t.Fatalf("releasing the prefix in use: %v, prefixes %v", err, e.sim.Prefixes())
