@@ -180,9 +180,18 @@ func (p *Provider) updateInstance(ctx context.Context, inst instanceRef, change 
 	}
 }
 
+// putInstance writes vm's network profile configuration: the body carries the instance's
+// location, SKU, hardware profile and network profile configuration only, as
+// cloud-provider-azure's instance updates do (the compute API keeps what the body leaves out);
+// sending back read-only parts of the instance as read (instance view, extensions) is not
+// needed, and If-Match on the etag read makes the write conditional.
 func (p *Provider) putInstance(ctx context.Context, inst instanceRef, vm *armcompute.VirtualMachineScaleSetVM) error {
 	op := "updating scale-set instance " + inst.resourceID()
-	poller, err := p.c.ScaleSetVMs.BeginUpdate(ctx, inst.rg, inst.vmss, inst.id, *vm, &armcompute.VirtualMachineScaleSetVMsClientBeginUpdateOptions{IfMatch: vm.Etag})
+	body := armcompute.VirtualMachineScaleSetVM{Location: vm.Location, SKU: vm.SKU, Properties: &armcompute.VirtualMachineScaleSetVMProperties{}}
+	if vm.Properties != nil {
+		body.Properties.HardwareProfile, body.Properties.NetworkProfileConfiguration = vm.Properties.HardwareProfile, vm.Properties.NetworkProfileConfiguration
+	}
+	poller, err := p.c.ScaleSetVMs.BeginUpdate(ctx, inst.rg, inst.vmss, inst.id, body, &armcompute.VirtualMachineScaleSetVMsClientBeginUpdateOptions{IfMatch: vm.Etag})
 	_, err = await(ctx, p, op, poller, err)
 	return err
 }

@@ -124,8 +124,11 @@ func nicConfigs(doc map[string]any) []map[string]any {
 	return out
 }
 
-// putInstance replaces an instance's model: validated now, applied when its operation
-// completes (instanceOp). Read-only properties (latestModelApplied, provisioningState,
+// putInstance updates an instance: the body's top-level members and properties replace the
+// stored ones, what it leaves out is kept (clients send partial bodies: cloud-provider-azure
+// the location, SKU, hardware and network profiles; the REST reference does not say how
+// Azure merges). The network profile is validated now and applied to the NIC when the
+// operation completes. Read-only properties (latestModelApplied, provisioningState,
 // instanceView...) come from the server whatever the body says.
 func (s *Sim) putInstance(r *http.Request, parts []string, body []byte) (*response, *armError) {
 	old, e := s.instanceOf(parts)
@@ -139,11 +142,20 @@ func (s *Sim) putInstance(r *http.Request, parts []string, body []byte) (*respon
 	if e := precondition(r, old, str(old["id"])); e != nil {
 		return nil, e
 	}
-	var doc map[string]any
-	if err := json.Unmarshal(body, &doc); err != nil {
+	var in map[string]any
+	if err := json.Unmarshal(body, &in); err != nil {
 		return nil, aerr(http.StatusBadRequest, "InvalidRequestFormat", "%v", err)
 	}
-	for _, k := range []string{"id", "name", "type", "instanceId", "location"} {
+	doc := clone(old)
+	for k, v := range in {
+		if k != "properties" {
+			doc[k] = v
+		}
+	}
+	for k, v := range mapOf(in["properties"]) {
+		props(doc)[k] = v
+	}
+	for _, k := range []string{"id", "name", "type", "instanceId", "location", "etag"} {
 		doc[k] = old[k]
 	}
 	np := props(doc)
