@@ -183,6 +183,10 @@ type Assignment struct {
 	// access config never translates alias ranges). Invalid: the cloud translates IP itself.
 	// The agent SNATs public-bound flows to it (EgressIP status.publicNATSource).
 	PublicNATSource netip.Addr `json:"publicNATSource,omitzero"`
+	// PrivateAddressNotHeld: the cloud holds PublicNATSource (an address of its choosing) on
+	// the node instead of IP, so private-bound flows must leave with PublicNATSource as well
+	// (Azure Uniform scale-set instances; EgressIP status.privateAddressNotHeld).
+	PrivateAddressNotHeld bool `json:"privateAddressNotHeld,omitempty"`
 	// PublicAllocation and PublicAssociation identify the public IP resources.
 	PublicAllocation  string `json:"publicAllocation,omitempty"`
 	PublicAssociation string `json:"publicAssociation,omitempty"`

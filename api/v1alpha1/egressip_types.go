@@ -85,6 +85,14 @@ type EgressIPStatus struct {
 	// +kubebuilder:validation:MaxLength=39
 	// +optional
 	PublicNATSource string `json:"publicNATSource,omitempty"`
+	// PrivateAddressNotHeld says the cloud does not hold the egress address itself on
+	// status.node: it holds PublicNATSource, a private address of its own choosing, and
+	// translates it to PublicIP. Set on Azure Uniform scale-set instances, whose
+	// ipConfigurations take only Dynamic private addresses. The gateway then SNATs every flow
+	// of the group, private-bound ones too, to PublicNATSource: replies to the egress address
+	// would not be delivered to it. Partners allowlist the public IP prefix.
+	// +optional
+	PrivateAddressNotHeld bool `json:"privateAddressNotHeld,omitempty"`
 	// Handle of the cloud resources.
 	// +optional
 	Handle ProviderHandle `json:"handle,omitempty"`

@@ -744,6 +744,7 @@ func TestValuesSchemaRejects(t *testing.T) {
 		"gcp without project":         with(profiles["gcp"], "gcp.project", ""),
 		"azure without client ID":     with(profiles["azure"], "azure.clientID", ""),
 		"azure without group":         with(profiles["azure"], "azure.resourceGroup", ""),
+		"azure prefix length /27":     with(profiles["azure"], "azure.publicIPPrefixLength", 27),
 		"static without pools":        with(profiles["static"], "static.pools", []any{}),
 		"tunnel on the VXLAN port":    with(profiles["aws"], "agent.ports.tunnel", 4789),
 		"tunnel on Cilium's port":     with(profiles["aws"], "agent.ports.tunnel", 8472),

@@ -808,6 +808,7 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 	// translates its public IP from where that is not the IP, and the groups with one.
 	ifaceOf := map[netip.Addr]string{}
 	natSources := map[netip.Addr]netip.Addr{}
+	notHeld := map[netip.Addr]bool{} // status.privateAddressNotHeld: every flow leaves with the NAT source
 	public := map[uint32]*gatewayInfo{}
 	serve := func(gi *gatewayInfo) *dataplane.ServedGroup {
 		sg := served[gi.group]
@@ -870,12 +871,18 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 			problem(problemf(ProblemNoInterface, egressIPRef(e.Name), nil, "%v; not serving %s on this node", err, ip))
 			continue
 		}
+		if e.Status.PrivateAddressNotHeld {
+			// The cloud holds the NAT source, an address of its choosing, not ip: the agent
+			// mounts it, and no peer can prove the fabric delivers ip (it does not).
+			role.Addresses = append(role.Addresses, dataplane.EgressAddress{IP: natSrc, Interface: ifname})
+			notHeld[ip] = true
+		}
 		if source.Announced() {
 			announce = append(announce, addr)
 		}
 		if e.Spec.Source() == egressv1.AddressSourceCloud && in.Delivered != nil && !in.Delivered.Proves(ip, e.Generation) {
 			var peers []netip.AddrPort
-			if ip.Is4() {
+			if ip.Is4() && !notHeld[ip] {
 				peers = deliveryPeers(gi.obj, nodeIP, in.ProbePort)
 			}
 			checks = append(checks, DeliveryCheck{IP: ip, Generation: e.Generation, Peers: peers})
@@ -899,7 +906,7 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 		}
 	}
 	for group, gi := range public {
-		setPublicSource(served[group], gi, ifaceOf, natSources, problem)
+		setPublicSource(served[group], gi, ifaceOf, natSources, notHeld, problem)
 	}
 
 	// nodeInterface groups: this node serves every group whose status lists it as a gateway,
@@ -954,8 +961,13 @@ func gatewayRole(in Inputs, gateways map[string]*gatewayInfo, nodeIP netip.Addr,
 // publicNATSource is the address e's public IP is translated from when that is not ip itself
 // (status.publicNATSource, set on GCP: an access config translates the interface's primary
 // address only), or invalid. It must be an IPv4 address of ifname, the interface the egress IP
-// is mounted on and leaves through; otherwise it is an error.
+// is mounted on and leaves through; otherwise it is an error. When the cloud does not hold ip
+// (status.privateAddressNotHeld: Azure Uniform scale-set instances) the NAT source is required
+// and the agent mounts it on ifname itself.
 func publicNATSource(e *egressv1.EgressIP, ip netip.Addr, ifname string, ifs []Interface) (netip.Addr, error) {
+	if e.Status.PrivateAddressNotHeld && (e.Status.PublicIP == "" || e.Status.PublicNATSource == "") {
+		return netip.Addr{}, fmt.Errorf("the cloud does not hold egress IP %s (status.privateAddressNotHeld) and names no public NAT source to send from", ip)
+	}
 	if e.Status.PublicIP == "" || e.Status.PublicNATSource == "" {
 		return netip.Addr{}, nil
 	}
@@ -967,6 +979,9 @@ func publicNATSource(e *egressv1.EgressIP, ip netip.Addr, ifname string, ifs []I
 	if src == ip {
 		return netip.Addr{}, nil
 	}
+	if e.Status.PrivateAddressNotHeld {
+		return src, nil
+	}
 	i := slices.IndexFunc(ifs, func(ifc Interface) bool { return ifc.Name == ifname })
 	if i < 0 || !slices.ContainsFunc(ifs[i].Addrs, func(a netip.Addr) bool { return a.Unmap() == src }) {
 		return netip.Addr{}, fmt.Errorf("the cloud translates public IP %s from %s, which interface %s does not have", e.Status.PublicIP, src, ifname)
@@ -977,16 +992,18 @@ func publicNATSource(e *egressv1.EgressIP, ip netip.Addr, ifname string, ifs []I
 // setPublicSource gives sg (served for gi) the source its public-bound IPv4 flows are SNATed
 // to: the NAT source of its lowest egress IP that has one on the interface the group's IPv4
 // traffic is routed through (that of its lowest IPv4 egress IP), and the private destinations
-// that keep the egress IPs (contract.PrivateDestinations).
-func setPublicSource(sg *dataplane.ServedGroup, gi *gatewayInfo, ifaceOf map[netip.Addr]string, natSources map[netip.Addr]netip.Addr, problem func(Problem)) {
+// that keep the egress IPs (contract.PrivateDestinations), none when the cloud does not hold
+// that egress IP (notHeld): its private-bound flows leave with the NAT source too.
+func setPublicSource(sg *dataplane.ServedGroup, gi *gatewayInfo, ifaceOf map[netip.Addr]string, natSources map[netip.Addr]netip.Addr, notHeld map[netip.Addr]bool, problem func(Problem)) {
 	ips := slices.SortedFunc(slices.Values(sg.EgressIPv4s), netip.Addr.Compare)
 	if len(ips) == 0 {
 		return
 	}
 	route := ifaceOf[ips[0]]
+	held := true
 	for _, ip := range ips {
 		if src, ok := natSources[ip]; ok && ifaceOf[ip] == route {
-			sg.PublicSource = src
+			sg.PublicSource, held = src, !notHeld[ip]
 			break
 		}
 	}
@@ -994,6 +1011,9 @@ func setPublicSource(sg *dataplane.ServedGroup, gi *gatewayInfo, ifaceOf map[net
 		problem(problemf(ProblemNoInterface, gatewayRef(gi.obj.Name), nil,
 			"no egress IP on %s (the group's route) has a public NAT source; public-bound flows keep the egress IP", route))
 		return
+	}
+	if !held {
+		return // no destination keeps the egress IP: the fabric would not deliver its replies
 	}
 	var bad []string
 	sg.Private, bad = contract.PrivateDestinations(gi.obj.Spec.Addresses.Cloud)

@@ -1236,6 +1236,60 @@ func TestPublicNATSource(t *testing.T) {
 	}
 }
 
+// TestPrivateAddressNotHeld: on an Azure Uniform scale-set instance the cloud holds a Dynamic
+// address of its choosing (status.publicNATSource) instead of the egress IP
+// (status.privateAddressNotHeld): the agent mounts that address, SNATs every flow of the group
+// to it (no private destination keeps the egress IP, whose replies the fabric would not
+// deliver), serves it without a peer's delivery proof (no peer can reach the egress IP), and
+// refuses such an egress IP without a NAT source.
+func TestPrivateAddressNotHeld(t *testing.T) {
+	in := base()
+	in.Node = node("gw1", "a", "10.240.0.10")
+	in.Pods = nil
+	g := egw("out", 7, gw1)
+	g.Spec.Addresses.Cloud = &egressv1.CloudAddresses{Provider: "azure", Public: true}
+	e := eip("10.240.30.1", "out", "gw1")
+	e.Spec.Provider, e.Spec.Public = "azure", true
+	e.Status.PublicIP, e.Status.PublicNATSource, e.Status.PrivateAddressNotHeld = "20.50.0.1", "10.240.0.77", true
+	in.Gateways = []egressv1.EgressGateway{g}
+	in.EgressIPs = []egressv1.EgressIP{e}
+	in.Interfaces = []Interface{{Name: "eth0", Addrs: []netip.Addr{ip("10.240.0.10")}}}
+	in.ClusterView = true
+	in.Delivered = contract.Delivered{}
+	in.ProbePort = 4790
+	res, err := ComputeState(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := res.State.Gateway
+	wantAddrs := []dataplane.EgressAddress{{IP: ip("10.240.0.77"), Interface: "eth0"}, {IP: ip("10.240.30.1"), Interface: "eth0"}}
+	if role == nil || !reflect.DeepEqual(role.Addresses, wantAddrs) {
+		t.Fatalf("gateway role %+v: want %v mounted", role, wantAddrs)
+	}
+	want := []dataplane.ServedGroup{{Group: 7, EgressIPv4s: []netip.Addr{ip("10.240.30.1")}, PublicSource: ip("10.240.0.77")}}
+	if diff := cmp.Diff(want, role.Groups, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{}), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("served groups (-want +got):\n%s", diff)
+	}
+	if wantChecks := []DeliveryCheck{{IP: ip("10.240.30.1")}}; !reflect.DeepEqual(res.DeliveryChecks, wantChecks) {
+		t.Errorf("delivery checks %+v, want %+v (no peers)", res.DeliveryChecks, wantChecks)
+	}
+	if len(res.Problems) > 0 {
+		t.Errorf("problems %+v", res.Problems)
+	}
+
+	in.EgressIPs[0].Status.PublicNATSource = ""
+	res, err = ComputeState(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if role := res.State.Gateway; role != nil && len(role.Groups) > 0 {
+		t.Errorf("served %+v without a NAT source", role.Groups)
+	}
+	if len(res.Problems) != 1 || res.Problems[0].Kind != ProblemNoInterface {
+		t.Errorf("problems %+v, want one %s", res.Problems, ProblemNoInterface)
+	}
+}
+
 // A group's only gateway has no peer to prove delivery with: it serves the address on the
 // cloud's word and asks for a check without peers, which publishes it as delivered.
 func TestDeliveryProofAlone(t *testing.T) {

@@ -249,6 +249,7 @@ func (r *EgressIPReconciler) setAssigned(ctx context.Context, e *egressv1.Egress
 		}
 		e.Status.InterfaceMAC = a.InterfaceMAC
 		e.Status.PublicIP, e.Status.PublicNATSource = "", ""
+		e.Status.PrivateAddressNotHeld = a.PrivateAddressNotHeld
 		if a.PublicIP.IsValid() {
 			e.Status.PublicIP = a.PublicIP.String()
 			if a.PublicNATSource.IsValid() {
@@ -276,6 +277,7 @@ func assignmentOf(e *egressv1.EgressIP) providers.Assignment {
 		IP: ip, Node: e.Status.Node, InterfaceID: e.Status.Handle.Interface, InterfaceMAC: e.Status.InterfaceMAC,
 		Subnet: e.Spec.Subnet, Attachment: e.Status.Handle.Attachment, PublicIP: pub, PublicNATSource: natSrc,
 		PublicAllocation: e.Status.Handle.PublicAllocation, PublicAssociation: e.Status.Handle.PublicAssociation,
+		PrivateAddressNotHeld: e.Status.PrivateAddressNotHeld,
 	}
 }
 

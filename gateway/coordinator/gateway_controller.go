@@ -171,6 +171,9 @@ func (r *GatewayReconciler) reconcile(ctx context.Context, name string) (ctrl.Re
 			return ctrl.Result{}, err
 		}
 	}
+	if src.kind == egressv1.AddressSourceCloud {
+		discoverErrs = append(discoverErrs, r.resyncNotHeld(ctx, gw, src.provider, eips, byName))
+	}
 	now := r.clock.Now()
 	in := PlanInput{Group: gw.Name, Spec: gw.Spec, Nodes: views, Previous: gw.Status, Now: now, ProbeGraceUntil: r.probeGrace(gw, views, now)}
 	for _, e := range eips {

@@ -46,6 +46,12 @@ func (p *Provider) EnsureIP(ctx context.Context, req providers.EnsureRequest) (*
 		return nil, &providers.Error{Kind: providers.KindCapacityExhausted, Op: op, Code: "DedicatedInterfaceUnsupported",
 			Err: errors.New("azure attaches NICs only to stopped VMs; egress ipConfigurations go on the primary NIC")}
 	}
+	if _, inst, err := parseProviderID(req.Node.ProviderID); err == nil && inst != nil {
+		if !req.Public {
+			return nil, uniformPrivateRefused(op, *inst)
+		}
+		return p.ensureOnInstance(ctx, req.Node, *inst, req.Owner, req.IP)
+	}
 	n, err := p.nicFor(ctx, req.Node)
 	if err != nil {
 		return nil, err
@@ -106,6 +112,12 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 	ip := req.Current.IP
 	op := "moving " + ip.String() + " to " + req.To.Name
 	name := configName(req.Owner.Cluster, ip)
+	if _, inst, err := parseProviderID(req.To.ProviderID); err == nil && inst != nil {
+		return p.moveToInstance(ctx, req, *inst)
+	}
+	if isUniformRelease(req.Current) {
+		return nil, mixedPoolRefused(op)
+	}
 	to_, err := p.nicFor(ctx, req.To)
 	if err != nil {
 		return nil, err
@@ -169,11 +181,7 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 	if err != nil {
 		return nil, err
 	}
-	if !removedAt.IsZero() {
-		p.mu.Lock()
-		p.last = MoveWindow{IP: ip, Window: time.Since(removedAt)}
-		p.mu.Unlock()
-	}
+	p.recordMove(ip, removedAt)
 	var pip *armnetwork.PublicIPAddress
 	if pipRef != nil {
 		pip = p.pipOf(ctx, c)
@@ -181,10 +189,24 @@ func (p *Provider) MoveIP(ctx context.Context, req providers.MoveRequest) (*prov
 	return p.assignment(req.To.Name, to_, target, c, pip), nil
 }
 
+// recordMove records the window of a move whose removal completed at removedAt (zero: the
+// move removed nothing), now that the addition completed.
+func (p *Provider) recordMove(ip netip.Addr, removedAt time.Time) {
+	if removedAt.IsZero() {
+		return
+	}
+	p.mu.Lock()
+	p.last = MoveWindow{IP: ip, Window: time.Since(removedAt)}
+	p.mu.Unlock()
+}
+
 // ReleaseIP implements providers.Provider.
 func (p *Provider) ReleaseIP(ctx context.Context, req providers.ReleaseRequest) error {
 	ip := req.Current.IP
 	op := "releasing " + ip.String()
+	if isUniformRelease(req.Current) {
+		return p.releaseFromInstance(ctx, req.Current, req.Owner.Cluster)
+	}
 	name := configName(req.Owner.Cluster, ip)
 	holder, err := p.holderOf(ctx, req.Current, name)
 	if err != nil {

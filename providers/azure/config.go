@@ -25,6 +25,11 @@ type Config struct {
 	IMDSEndpoint string `json:"imdsEndpoint,omitempty"`
 	// InsecureAllowCredentialWithHTTP lets the token go over plain HTTP (simulators only).
 	InsecureAllowCredentialWithHTTP bool `json:"insecureAllowCredentialWithHTTP,omitempty"`
+	// PublicIPPrefixLength of the public IP prefix egressd creates per gateway and zone for
+	// Uniform scale-set instances (AKS's default pools), which draw their public IPs from it:
+	// 28 to 31 (16 to 2 addresses, the sizes Azure allows); default 30 (docs/azure.md, "Uniform
+	// scale sets").
+	PublicIPPrefixLength int `json:"publicIPPrefixLength,omitempty"`
 	// MaxIPConfigurationsPerInterface; default 256.
 	MaxIPConfigurationsPerInterface int `json:"maxIPConfigurationsPerInterface,omitempty"`
 	// PollFrequency of long-running operations without Retry-After; default 1s.
@@ -48,6 +53,13 @@ const (
 	defaultMaxIPConfigurations = 256
 	// defaultPollFrequency when ARM sends no Retry-After.
 	defaultPollFrequency = time.Second
+	// defaultPublicIPPrefixLength: /30, four addresses per gateway and zone. The allowlist is
+	// the prefix, so it is sized once for the zone's egress IPs: four covers the usual one or
+	// two, with the room a move needs (break before make hands the freed address back only
+	// when it is the only free one) and a few more, at four addresses' price.
+	defaultPublicIPPrefixLength = 30
+	minPublicIPPrefixLength     = 28
+	maxPublicIPPrefixLength     = 31
 )
 
 // Defaults returns cfg with the defaults of the fields it leaves unset (New applies them).
@@ -57,6 +69,9 @@ func (cfg Config) Defaults() Config {
 	}
 	if cfg.PollFrequency <= 0 {
 		cfg.PollFrequency = providers.Duration(defaultPollFrequency)
+	}
+	if cfg.PublicIPPrefixLength == 0 {
+		cfg.PublicIPPrefixLength = defaultPublicIPPrefixLength
 	}
 	return cfg
 }

@@ -10,3 +10,9 @@ import (
 func TestConformance(t *testing.T) {
 	conformance.Run(t, azuresimtest.Harness{})
 }
+
+// TestConformanceUniform runs the suite on Uniform scale-set instances (AKS's default pools),
+// where egress IPs are public only.
+func TestConformanceUniform(t *testing.T) {
+	conformance.Run(t, azuresimtest.Harness{Uniform: true})
+}

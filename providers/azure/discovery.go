@@ -58,10 +58,12 @@ func (p *Provider) DiscoverNode(ctx context.Context, node providers.NodeRef) (*p
 // last time; a node whose VM no NIC references is NotFound. A failed list fails only the
 // nodes of its resource group.
 //
-// A Uniform scale-set instance is NotFound when it does not exist, else CapacityExhausted
-// (UniformScaleSetInstance, see uniformRefused): one read of its NICs the first time tells the
-// two apart (discoverInstance), one list of the scale set's NICs for several instances of one
-// scale set (discoverInstances).
+// A Uniform scale-set instance is described from its primary NIC as the network resource
+// provider's scale-set read path shows it (what its model's last completed operation made):
+// one read of the instance's NICs (discoverInstance), one list of the scale set's NICs for
+// several instances of one scale set (discoverInstances), every discovery (an AKS upgrade
+// replaces an instance's model, and its egress ipConfigurations with it); NotFound when it
+// does not exist. Its secondary addresses are the cloud's Dynamic ones.
 func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef) ([]*providers.NodeInfo, []error) {
 	infos, errs := make([]*providers.NodeInfo, len(nodes)), make([]error, len(nodes))
 	vms, insts := make([]vmRef, len(nodes)), make([]instanceRef, len(nodes))
@@ -80,8 +82,8 @@ func (p *Provider) DiscoverNodes(ctx context.Context, nodes []providers.NodeRef)
 			byRG[strings.ToLower(vm.rg)] = append(byRG[strings.ToLower(vm.rg)], i)
 		}
 	}
-	p.discoverInstances(ctx, nodes, insts, uniform, errs)
 	nics := make([]*armnetwork.Interface, len(nodes))
+	p.discoverInstances(ctx, nodes, insts, uniform, nics, errs)
 	for _, rg := range slices.Sorted(maps.Keys(byRG)) {
 		p.readNICs(ctx, nodes, vms, byRG[rg], nics, errs)
 	}

@@ -29,7 +29,8 @@ func addVMs(e *env, n int) []providers.NodeRef {
 // NICs, every page of it (here 15 NICs in pages of 4: 4 pages), and one subnets.get, not a
 // NIC GET and a subnet GET per node; the list answers again for nicListTTL at no cost; a NIC
 // the provider wrote since is read alone with one GET (it shows the new address); and a
-// missing VM, a malformed providerID and a Uniform scale-set instance fail only themselves.
+// missing VM and a malformed providerID fail only themselves, a Uniform scale-set instance
+// among them is described from its scale-set NIC read.
 func TestDiscoverNodesBatched(t *testing.T) {
 	e := newEnv(t, 3)
 	ctx := context.Background()
@@ -56,7 +57,7 @@ func TestDiscoverNodesBatched(t *testing.T) {
 		}
 	}
 	n := len(refs)
-	if !providers.IsNotFound(errs[n]) || !providers.IsNotFound(errs[n+1]) || code(errs[n+2]) != "UniformScaleSetInstance" {
+	if !providers.IsNotFound(errs[n]) || !providers.IsNotFound(errs[n+1]) || errs[n+2] != nil || infos[n+2].Interfaces[0].PrimaryIP != ip("10.240.0.10") {
 		t.Fatalf("missing VM: %v; malformed providerID: %v; Uniform instance: %v", errs[n], errs[n+1], errs[n+2])
 	}
 	// 15 NICs (vm-a, vm-b, vm-small and vm-00..vm-11) in pages of 4.

@@ -56,7 +56,7 @@ func (p *Provider) ListOwned(ctx context.Context, cluster string) ([]providers.O
 			out = append(out, r)
 		}
 	}
-	return out, nil
+	return p.listOwnedPrefixes(ctx, cluster, out)
 }
 
 // ReleaseOwned implements providers.Provider.
@@ -80,6 +80,12 @@ func (p *Provider) ReleaseOwned(ctx context.Context, res providers.OwnedResource
 	}
 	switch res.Kind {
 	case providers.ResourcePrivateIP:
+		if inst, _, cfg, _, ok := parseScaleSetID(res.ID); ok && cfg != "" {
+			if _, mine := ipOfConfigName(res.Owner.Cluster, cfg); !mine {
+				return &providers.Error{Kind: providers.KindPermission, Op: op, Code: "NotOwned", Err: errors.New("ipConfiguration not named for this cluster")}
+			}
+			return p.removeFromInstance(ctx, inst, cfg)
+		}
 		n, cfg, ok := parseNICID(res.ID)
 		if !ok || cfg == "" {
 			return &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errors.New("not an ipConfiguration ID")}
@@ -90,6 +96,9 @@ func (p *Provider) ReleaseOwned(ctx context.Context, res providers.OwnedResource
 		_, err := p.removeConfig(ctx, n, cfg)
 		return err
 	case providers.ResourcePublicIP:
+		if rg, name, ok := parsePrefixID(res.ID); ok {
+			return p.deletePrefix(ctx, rg, name, res.Owner.Cluster)
+		}
 		parts := strings.Split(strings.Trim(res.ID, "/"), "/")
 		if len(parts) != 8 {
 			return &providers.Error{Kind: providers.KindNotFound, Op: op, Err: errors.New("not a public IP ID")}

@@ -38,7 +38,7 @@ func (p *Provider) nicFor(ctx context.Context, node providers.NodeRef) (nicRef, 
 		return nicRef{}, err
 	}
 	if inst != nil {
-		return nicRef{}, uniformRefused("placing an egress IP on "+node.Name, *inst)
+		return nicRef{}, fmt.Errorf("placing an egress IP on %s: a Uniform scale-set instance has no NIC resource", node.Name)
 	}
 	key := strings.ToLower(vm.id())
 	p.mu.Lock()
@@ -126,17 +126,34 @@ func failed(nic *armnetwork.Interface) bool {
 
 // readNIC reads the NIC once no operation on it runs (busyRetries waits at most).
 func (p *Provider) readNIC(ctx context.Context, n nicRef) (*armnetwork.Interface, error) {
-	for attempt := 0; ; attempt++ {
+	return readSettled(ctx, p, "reading NIC "+n.name, func() (*armnetwork.Interface, *armnetwork.ProvisioningState, error) {
 		nic, err := p.getNIC(ctx, n)
-		if err != nil || settled(nicState(nic)) {
-			return nic, err
+		if err != nil {
+			return nil, nil, err
+		}
+		return nic, nicState(nic), nil
+	})
+}
+
+// readSettled reads a resource with get until its provisioningState is settled (no operation
+// on it runs), waiting between reads (p.wait), busyRetries waits at most: then Conflict
+// AnotherOperationInProgress. An error of get is returned as it is.
+func readSettled[T any](ctx context.Context, p *Provider, op string, get func() (T, *armnetwork.ProvisioningState, error)) (T, error) {
+	var zero T
+	for attempt := 0; ; attempt++ {
+		v, ps, err := get()
+		if err != nil {
+			return zero, err
+		}
+		if settled(ps) {
+			return v, nil
 		}
 		if attempt == busyRetries {
-			return nil, &providers.Error{Kind: providers.KindConflict, Op: "reading NIC " + n.name, Code: "AnotherOperationInProgress",
-				Err: fmt.Errorf("NIC %s stayed %s through %d reads", n.name, *nicState(nic), attempt+1)}
+			return zero, &providers.Error{Kind: providers.KindConflict, Op: op, Code: "AnotherOperationInProgress",
+				Err: fmt.Errorf("stayed %s through %d reads", *ps, attempt+1)}
 		}
 		if err := p.wait(ctx, attempt); err != nil {
-			return nil, err
+			return zero, err
 		}
 	}
 }

@@ -8,14 +8,17 @@
 // (egressd-<8 hex of sha256(cluster)>-<ip>); public IPs carry the egressd.io/cluster and
 // egressd.io/owner tags. Only names and tags of this cluster are ever changed or released.
 //
-// Nodes of Uniform scale sets (AKS's default pools) are refused (names.go, uniformRefused): their
-// ipConfigurations belong to the scale-set model, which cannot carry an address egressd chose.
+// Nodes of Uniform scale sets (AKS's default pools) serve public egress only (vmss.go): their
+// ipConfigurations belong to the instance's compute model, which takes no private address, so
+// egressd adds one there with a public IP drawn from a prefix it creates per gateway and zone,
+// and the cloud's Dynamic address is the assignment's PublicNATSource (PrivateAddressNotHeld).
 //
-// It owns the armnetwork SDK; nothing else in egressd imports it.
+// It owns the armnetwork and armcompute SDKs; nothing else in egressd imports them.
 package azure
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -31,13 +34,11 @@ const Type = "azure"
 // Provider implements providers.Provider for Azure. Public IPs carry the egressv1.TagCluster
 // and egressv1.TagOwner tags.
 type Provider struct {
-	name string
-	c    Clients
-	cfg  Config
-	mu   sync.Mutex
-	nics map[string]nicRef // VM resource ID (lower case) → its primary NIC; a VM's NICs do not change while it exists
-	// uniform holds the Uniform scale-set instances (resource ID, lower case) seen to exist.
-	uniform map[string]bool
+	name    string
+	c       Clients
+	cfg     Config
+	mu      sync.Mutex
+	nics    map[string]nicRef     // VM resource ID (lower case) → its primary NIC; a VM's NICs do not change while it exists
 	lists   map[string]*nicList   // lower(resource group) → its last NIC list (discovery.go)
 	subnets map[string]subnetRead // lower(subnet ID) → its address prefix
 	written uint64                // NIC writes started or ended (forgetListed), so a list that overlapped one is not kept
@@ -81,6 +82,9 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 	if err != nil {
 		return nil, err
 	}
+	if l := cfg.PublicIPPrefixLength; l < minPublicIPPrefixLength || l > maxPublicIPPrefixLength {
+		return nil, fmt.Errorf("azure provider %s: publicIPPrefixLength %d: Azure's IPv4 public IP prefixes are /%d to /%d", name, l, minPublicIPPrefixLength, maxPublicIPPrefixLength)
+	}
 	if cfg.SubscriptionID == "" || cfg.ResourceGroup == "" {
 		md := o.imds
 		if md == nil {
@@ -106,7 +110,7 @@ func New(ctx context.Context, name string, cfg Config, opts ...Option) (*Provide
 	} else if c, err = clientsFor(cfg); err != nil {
 		return nil, err
 	}
-	return &Provider{name: name, c: c, cfg: cfg, nics: map[string]nicRef{}, uniform: map[string]bool{},
+	return &Provider{name: name, c: c, cfg: cfg, nics: map[string]nicRef{},
 		lists: map[string]*nicList{}, subnets: map[string]subnetRead{}, lks: map[string]*sync.Mutex{}}, nil
 }
 

@@ -7,10 +7,10 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 
-	egressv1 "github.com/egressd/egressd/api/v1alpha1"
 	"github.com/egressd/egressd/providers"
 )
 
@@ -39,42 +39,40 @@ func (p *Provider) ensurePublicIP(ctx context.Context, rg, location string, ip n
 			PublicIPAllocationMethod: to.Ptr(armnetwork.IPAllocationMethodStatic),
 			PublicIPAddressVersion:   to.Ptr(armnetwork.IPVersionIPv4),
 		},
-		Tags: map[string]*string{egressv1.TagCluster: to.Ptr(owner.Cluster), egressv1.TagOwner: to.Ptr(owner.Gateway)},
+		Tags: ownerTags(owner),
 	}
 	poller, err := p.c.PublicIPAddresses.BeginCreateOrUpdate(ctx, rg, name, want, nil)
+	resp, err := await(ctx, p, op, poller, err)
 	if err != nil {
-		return nil, classify(op, err)
+		return nil, err
+	}
+	return &resp.PublicIPAddress, nil
+}
+
+// await polls the long-running operation begun with (poller, err) to its end; a failed start or
+// operation is classified under op.
+func await[T any](ctx context.Context, p *Provider, op string, poller *runtime.Poller[T], err error) (T, error) {
+	var zero T
+	if err != nil {
+		return zero, classify(op, err)
 	}
 	resp, err := poller.PollUntilDone(ctx, p.pollOptions())
 	if err != nil {
-		return nil, classify(op, err)
+		return zero, classify(op, err)
 	}
-	return &resp.PublicIPAddress, nil
+	return resp, nil
 }
 
 // readPublicIP reads a public IP once no operation on it runs (busyRetries waits at most): one
 // whose creation is still Updating cannot be associated yet (ARM answers RetryableError).
 func (p *Provider) readPublicIP(ctx context.Context, rg, name string) (*armnetwork.PublicIPAddress, error) {
-	for attempt := 0; ; attempt++ {
+	return readSettled(ctx, p, "reading public IP "+name, func() (*armnetwork.PublicIPAddress, *armnetwork.ProvisioningState, error) {
 		got, err := p.c.PublicIPAddresses.Get(ctx, rg, name, nil)
-		if err != nil {
-			return nil, err
+		if err != nil || got.Properties == nil {
+			return &got.PublicIPAddress, nil, err
 		}
-		var ps *armnetwork.ProvisioningState
-		if got.Properties != nil {
-			ps = got.Properties.ProvisioningState
-		}
-		if settled(ps) {
-			return &got.PublicIPAddress, nil
-		}
-		if attempt == busyRetries {
-			return nil, &providers.Error{Kind: providers.KindConflict, Op: "reading public IP " + name, Code: "AnotherOperationInProgress",
-				Err: fmt.Errorf("public IP %s stayed %s through %d reads", name, *ps, attempt+1)}
-		}
-		if err := p.wait(ctx, attempt); err != nil {
-			return nil, err
-		}
-	}
+		return &got.PublicIPAddress, got.Properties.ProvisioningState, nil
+	})
 }
 
 // pipOf reads the public IP associated with c, or nil.

@@ -14,6 +14,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v7"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 )
 
@@ -31,12 +32,31 @@ type InterfacesAPI interface {
 	NewListVirtualMachineScaleSetNetworkInterfacesPager(resourceGroupName string, virtualMachineScaleSetName string, options *armnetwork.InterfacesClientListVirtualMachineScaleSetNetworkInterfacesOptions) *runtime.Pager[armnetwork.InterfacesClientListVirtualMachineScaleSetNetworkInterfacesResponse]
 }
 
+// ScaleSetVMsAPI is the subset of armcompute.VirtualMachineScaleSetVMsClient the provider
+// calls: a Uniform scale-set instance's model, read and written (with If-Match on its etag).
+type ScaleSetVMsAPI interface {
+	Get(ctx context.Context, resourceGroupName string, vmScaleSetName string, instanceID string, options *armcompute.VirtualMachineScaleSetVMsClientGetOptions) (armcompute.VirtualMachineScaleSetVMsClientGetResponse, error)
+	BeginUpdate(ctx context.Context, resourceGroupName string, vmScaleSetName string, instanceID string, parameters armcompute.VirtualMachineScaleSetVM, options *armcompute.VirtualMachineScaleSetVMsClientBeginUpdateOptions) (*runtime.Poller[armcompute.VirtualMachineScaleSetVMsClientUpdateResponse], error)
+}
+
+// PublicIPPrefixesAPI is the subset of armnetwork.PublicIPPrefixesClient the provider calls:
+// the prefixes Uniform instances' public IPs are drawn from.
+type PublicIPPrefixesAPI interface {
+	Get(ctx context.Context, resourceGroupName string, publicIPPrefixName string, options *armnetwork.PublicIPPrefixesClientGetOptions) (armnetwork.PublicIPPrefixesClientGetResponse, error)
+	BeginCreateOrUpdate(ctx context.Context, resourceGroupName string, publicIPPrefixName string, parameters armnetwork.PublicIPPrefix, options *armnetwork.PublicIPPrefixesClientBeginCreateOrUpdateOptions) (*runtime.Poller[armnetwork.PublicIPPrefixesClientCreateOrUpdateResponse], error)
+	BeginDelete(ctx context.Context, resourceGroupName string, publicIPPrefixName string, options *armnetwork.PublicIPPrefixesClientBeginDeleteOptions) (*runtime.Poller[armnetwork.PublicIPPrefixesClientDeleteResponse], error)
+	NewListPager(resourceGroupName string, options *armnetwork.PublicIPPrefixesClientListOptions) *runtime.Pager[armnetwork.PublicIPPrefixesClientListResponse]
+}
+
 // PublicIPAddressesAPI is the subset of armnetwork.PublicIPAddressesClient the provider calls.
 type PublicIPAddressesAPI interface {
 	Get(ctx context.Context, resourceGroupName string, publicIPAddressName string, options *armnetwork.PublicIPAddressesClientGetOptions) (armnetwork.PublicIPAddressesClientGetResponse, error)
 	BeginCreateOrUpdate(ctx context.Context, resourceGroupName string, publicIPAddressName string, parameters armnetwork.PublicIPAddress, options *armnetwork.PublicIPAddressesClientBeginCreateOrUpdateOptions) (*runtime.Poller[armnetwork.PublicIPAddressesClientCreateOrUpdateResponse], error)
 	BeginDelete(ctx context.Context, resourceGroupName string, publicIPAddressName string, options *armnetwork.PublicIPAddressesClientBeginDeleteOptions) (*runtime.Poller[armnetwork.PublicIPAddressesClientDeleteResponse], error)
 	NewListPager(resourceGroupName string, options *armnetwork.PublicIPAddressesClientListOptions) *runtime.Pager[armnetwork.PublicIPAddressesClientListResponse]
+	// GetVirtualMachineScaleSetPublicIPAddress reads the public IP of a Uniform scale-set
+	// instance's ipConfiguration (the network resource provider's read-only view).
+	GetVirtualMachineScaleSetPublicIPAddress(ctx context.Context, resourceGroupName string, virtualMachineScaleSetName string, virtualmachineIndex string, networkInterfaceName string, ipConfigurationName string, publicIPAddressName string, options *armnetwork.PublicIPAddressesClientGetVirtualMachineScaleSetPublicIPAddressOptions) (armnetwork.PublicIPAddressesClientGetVirtualMachineScaleSetPublicIPAddressResponse, error)
 }
 
 // SubnetsAPI is the subset of armnetwork.SubnetsClient the provider calls.
@@ -49,9 +69,11 @@ type Clients struct {
 	Interfaces        InterfacesAPI
 	PublicIPAddresses PublicIPAddressesAPI
 	Subnets           SubnetsAPI
+	PublicIPPrefixes  PublicIPPrefixesAPI
+	ScaleSetVMs       ScaleSetVMsAPI
 }
 
-// NewClients builds the armnetwork clients for a subscription.
+// NewClients builds the armnetwork and armcompute clients for a subscription.
 func NewClients(subscription string, cred azcore.TokenCredential, opts *arm.ClientOptions) (Clients, error) {
 	nics, err := armnetwork.NewInterfacesClient(subscription, cred, opts)
 	if err != nil {
@@ -65,7 +87,15 @@ func NewClients(subscription string, cred azcore.TokenCredential, opts *arm.Clie
 	if err != nil {
 		return Clients{}, fmt.Errorf("creating subnets client: %w", err)
 	}
-	return Clients{Interfaces: nics, PublicIPAddresses: pips, Subnets: subs}, nil
+	prefixes, err := armnetwork.NewPublicIPPrefixesClient(subscription, cred, opts)
+	if err != nil {
+		return Clients{}, fmt.Errorf("creating public IP prefixes client: %w", err)
+	}
+	vms, err := armcompute.NewVirtualMachineScaleSetVMsClient(subscription, cred, opts)
+	if err != nil {
+		return Clients{}, fmt.Errorf("creating scale-set VMs client: %w", err)
+	}
+	return Clients{Interfaces: nics, PublicIPAddresses: pips, Subnets: subs, PublicIPPrefixes: prefixes, ScaleSetVMs: vms}, nil
 }
 
 // clientsFor builds the armnetwork clients of cfg's subscription with DefaultAzureCredential

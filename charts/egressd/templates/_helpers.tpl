@@ -58,7 +58,9 @@ budget, which the agents get as flags. */}}
 {{- else if eq .Values.provider "gcp" -}}
 {{- $_ := set $providers "gcp" (dict "project" .Values.gcp.project) -}}
 {{- else if eq .Values.provider "azure" -}}
-{{- $_ := set $providers "azure" (dict "subscriptionID" .Values.azure.subscriptionID "resourceGroup" .Values.azure.resourceGroup) -}}
+{{- $c := dict "subscriptionID" .Values.azure.subscriptionID "resourceGroup" .Values.azure.resourceGroup -}}
+{{- with .Values.azure.publicIPPrefixLength }}{{ $_ := set $c "publicIPPrefixLength" . }}{{ end -}}
+{{- $_ := set $providers "azure" $c -}}
 {{- end -}}
 {{- /* provider static: no entry. Static pools belong to each EgressGateway
 (spec.addresses.static), and the controller refuses a provider named or of type static. */ -}}

@@ -113,6 +113,14 @@ resource "azurerm_role_definition" "controller" {
       "Microsoft.Network/networkSecurityGroups/join/action",
       "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces/read",
       "Microsoft.Compute/virtualMachineScaleSets/networkInterfaces/read",
+      "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read",
+      "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/write",
+      "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces/ipConfigurations/publicIPAddresses/read",
+      "Microsoft.Compute/locations/operations/read",
+      "Microsoft.Network/publicIPPrefixes/read",
+      "Microsoft.Network/publicIPPrefixes/write",
+      "Microsoft.Network/publicIPPrefixes/delete",
+      "Microsoft.Network/publicIPPrefixes/join/action",
     ]
     not_actions = []
   }

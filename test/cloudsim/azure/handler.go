@@ -51,6 +51,7 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("/metadata/instance", s.serveIMDS)
 	mux.Handle("/admin/", simkit.Admin[SeedDocument, FaultDocument, State, Event](s, s.seed, s.faults))
 	mux.HandleFunc("POST /admin/nicchange", s.serveNICChange)
+	mux.HandleFunc("POST /admin/upgradeinstance", s.serveUpgradeInstance)
 	return mux
 }
 
@@ -84,10 +85,13 @@ func (s *Sim) serveARM(w http.ResponseWriter, r *http.Request) {
 		e.write(w)
 		return
 	}
-	// Every ARM route the simulator serves is the network RP's (the scale-set NIC reads too).
-	if e := s.takeNetworkRPLocked(w, r.Method); e != nil {
-		e.write(w)
-		return
+	// Every ARM route the simulator serves is the network RP's (the scale-set NIC reads too),
+	// but the compute API's.
+	if !isCompute(method) {
+		if e := s.takeNetworkRPLocked(w, r.Method); e != nil {
+			e.write(w)
+			return
+		}
 	}
 	if s.throttleN != 0 {
 		if s.throttleN > 0 {
@@ -146,6 +150,9 @@ func (s *Sim) route(method string, parts []string) (string, handler) {
 		return m, h
 	}
 	n := len(lp)
+	if n == 8 && lp[2] == "providers" && lp[3] == "microsoft.compute" && lp[4] == "locations" && lp[6] == "operations" {
+		return MComputeOperation, s.asyncOperation
+	}
 	if n >= 6 && lp[2] == "providers" && lp[3] == "microsoft.network" && lp[4] == "locations" && n == 8 {
 		switch lp[6] {
 		case "operations":
@@ -174,6 +181,14 @@ func (s *Sim) route(method string, parts []string) (string, handler) {
 		return MPIPDelete, s.deletePIP
 	case n == 10 && lp[6] == "virtualnetworks" && lp[8] == "subnets" && method == http.MethodGet:
 		return MSubnetGet, s.getSubnet
+	case n == 7 && lp[6] == "publicipprefixes" && method == http.MethodGet:
+		return MPrefixList, s.listPrefixes
+	case n == 8 && lp[6] == "publicipprefixes" && method == http.MethodGet:
+		return MPrefixGet, s.getPrefix
+	case n == 8 && lp[6] == "publicipprefixes" && method == http.MethodPut:
+		return MPrefixPut, s.putPrefix
+	case n == 8 && lp[6] == "publicipprefixes" && method == http.MethodDelete:
+		return MPrefixDelete, s.deletePrefix
 	}
 	return "", nil
 }
@@ -185,6 +200,14 @@ func typeOf(method string, parts []string) string {
 		return "networkInterfaces"
 	case MPIPGet, MPIPPut, MPIPDelete, MPIPList:
 		return "publicIPAddresses"
+	case MPrefixGet, MPrefixPut, MPrefixDelete, MPrefixList:
+		return "publicIPPrefixes"
+	case MInstanceGet, MInstancePut:
+		return instanceType
+	case MComputeOperation:
+		return computeOperationType
+	case MScaleSetPIPGet:
+		return scaleSetNICType
 	case MSubnetGet:
 		return "virtualNetworks/subnets"
 	case MScaleSetNICList, MScaleSetNICGet, MScaleSetNICListAll:
@@ -202,6 +225,12 @@ func resID(parts []string) string { return "/" + strings.Join(parts, "/") }
 // method (nil: none), and ends with the failure apply returns. r is the request (nil: a change
 // by another actor, whose operation no client polls).
 func (s *Sim) newOp(r *http.Request, method, key string, apply func(fail *OpFailure) *OpFailure) (*operation, map[string]string) {
+	return s.newOpIn("Microsoft.Network", servedAPIVersions, r, method, key, apply)
+}
+
+// newOpIn is newOp for a resource provider namespace (Microsoft.Network, Microsoft.Compute)
+// whose operations are served at versions.
+func (s *Sim) newOpIn(namespace string, versions []string, r *http.Request, method, key string, apply func(fail *OpFailure) *OpFailure) (*operation, map[string]string) {
 	s.seq++
 	var fail *OpFailure
 	if f, ok := s.failOps.Next(method); ok {
@@ -212,14 +241,14 @@ func (s *Sim) newOp(r *http.Request, method, key string, apply func(fail *OpFail
 	s.ops[op.id] = op
 	s.busy[key] = op
 	s.started.Start(&op.Op)
-	scheme, host, version := "https", "management.azure.com", servedAPIVersions[len(servedAPIVersions)-1]
+	scheme, host, version := "https", "management.azure.com", versions[len(versions)-1]
 	if r != nil {
 		if r.TLS == nil {
 			scheme = "http"
 		}
 		host, version = r.Host, r.URL.Query().Get("api-version")
 	}
-	base := fmt.Sprintf("%s://%s/subscriptions/%s/providers/Microsoft.Network/locations/%s", scheme, host, s.sub, s.location)
+	base := fmt.Sprintf("%s://%s/subscriptions/%s/providers/%s/locations/%s", scheme, host, s.sub, namespace, s.location)
 	op.url = base + "/operations/" + op.id + "?api-version=" + version
 	h := map[string]string{
 		"Azure-AsyncOperation": op.url,
@@ -423,13 +452,15 @@ func (s *Sim) writeNICLocked(r *http.Request, key string, old, doc map[string]an
 func mapOf(v any) map[string]any { m, _ := v.(map[string]any); return m }
 
 func (s *Sim) ipUser(ip, skipNIC string) string {
-	for k, n := range s.nics {
-		if k == skipNIC {
-			continue
-		}
-		for _, c := range ipConfigs(n) {
-			if str(props(c)["privateIPAddress"]) == ip {
-				return str(c["id"])
+	for _, docs := range []map[string]map[string]any{s.nics, s.scaleSetNICs, s.pendingNICs} {
+		for k, n := range docs {
+			if k == skipNIC {
+				continue
+			}
+			for _, c := range ipConfigs(n) {
+				if str(props(c)["privateIPAddress"]) == ip {
+					return str(c["id"])
+				}
 			}
 		}
 	}
@@ -459,7 +490,13 @@ func (s *Sim) diffEvents(nic string, before, after map[string]any) {
 				ips[str(p["privateIPAddress"])] = true
 			}
 			if pip := mapOf(p["publicIPAddress"]); pip != nil {
-				pips[str(props(s.pips[strings.ToLower(str(pip["id"]))])["ipAddress"])] = true
+				doc := s.pips[strings.ToLower(str(pip["id"]))]
+				if doc == nil {
+					doc = s.ssPIPs[strings.ToLower(str(pip["id"]))]
+				}
+				if doc != nil {
+					pips[str(props(doc)["ipAddress"])] = true
+				}
 			}
 		}
 		return ips, pips
@@ -509,80 +546,86 @@ func (s *Sim) listPIPs(r *http.Request, parts []string, _ []byte) (*response, *a
 }
 
 func (s *Sim) getPIP(_ *http.Request, parts []string, _ []byte) (*response, *armError) {
-	p := s.pips[strings.ToLower(resID(parts))]
-	if p == nil {
-		return nil, s.notFound(parts)
-	}
-	return &response{status: 200, body: s.pipView(p), headers: map[string]string{"ETag": str(p["etag"])}}, nil
+	return s.getDoc(parts, s.pips, s.pipView)
 }
 
-func (s *Sim) putPIP(r *http.Request, parts []string, body []byte) (*response, *armError) {
+// getDoc answers the GET of a top-level resource stored in docs, shaped by view, with its etag.
+func (s *Sim) getDoc(parts []string, docs map[string]map[string]any, view func(map[string]any) map[string]any) (*response, *armError) {
+	d := docs[strings.ToLower(resID(parts))]
+	if d == nil {
+		return nil, s.notFound(parts)
+	}
+	return &response{status: 200, body: view(d), headers: map[string]string{"ETag": str(d["etag"])}}, nil
+}
+
+// readPut starts the PUT of a top-level resource stored in docs: its resource group exists, no
+// operation on it runs, If-Match and If-None-Match hold, and the body is a JSON document with a
+// location, given the path's id, name and type typ. old is the stored document (nil: a
+// creation).
+func (s *Sim) readPut(r *http.Request, parts []string, body []byte, docs map[string]map[string]any, typ string) (old, doc map[string]any, e *armError) {
 	id := resID(parts)
 	key := strings.ToLower(id)
 	if !s.rgs[strings.ToLower(parts[3])] {
-		return nil, s.notFound(parts)
+		return nil, nil, s.notFound(parts)
 	}
-	old := s.pips[key]
+	old = docs[key]
 	if op := s.busy[key]; op.running() {
-		return nil, inProgress(op)
+		return nil, nil, inProgress(op)
 	}
 	if e := precondition(r, old, id); e != nil {
-		return nil, e
+		return nil, nil, e
 	}
-	var doc map[string]any
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, aerr(http.StatusBadRequest, "InvalidRequestFormat", "%v", err)
+		return nil, nil, aerr(http.StatusBadRequest, "InvalidRequestFormat", "%v", err)
 	}
 	if doc["location"] == nil {
-		return nil, aerr(http.StatusBadRequest, "LocationRequired", "The location property is required for this definition.")
+		return nil, nil, aerr(http.StatusBadRequest, "LocationRequired", "The location property is required for this definition.")
 	}
-	doc["id"], doc["name"], doc["type"] = id, parts[len(parts)-1], "Microsoft.Network/publicIPAddresses"
-	p := props(doc)
-	if str(mapOf(doc["sku"])["name"]) == "Standard" && str(p["publicIPAllocationMethod"]) != "Static" {
-		return nil, aerr(http.StatusBadRequest, "StandardSkuPublicIPAddressesMustBeStatic", "Standard sku publicIp %s must have AllocationMethod set to Static.", id)
-	}
-	delete(p, "ipConfiguration") // read-only: the simulator derives it from the NICs
-	if old != nil {
-		p["ipAddress"] = props(old)["ipAddress"]
-	} else {
-		s.nextPub++
-		p["ipAddress"] = fmt.Sprintf("20.%d.%d.%d", 50+s.nextPub/65536, (s.nextPub/256)%256, s.nextPub%256)
-	}
-	status := http.StatusCreated
-	if old != nil {
-		status = http.StatusOK
-	}
-	p["provisioningState"] = "Updating"
+	doc["id"], doc["name"], doc["type"] = id, parts[len(parts)-1], typ
+	return old, doc, nil
+}
+
+// storePutLocked stores doc (Updating, a new etag) in docs under key and starts the PUT's
+// operation (method's): Succeeded when it completes; on a scripted failure the previous content
+// (old; none: the resource is gone) or, with OpFailure.KeepContent, doc's, Failed. It returns the
+// operation's headers and the PUT's status (201 for a creation).
+func (s *Sim) storePutLocked(r *http.Request, method, key string, docs map[string]map[string]any, old, doc map[string]any) (map[string]string, int) {
+	props(doc)["provisioningState"] = "Updating"
 	s.stampLocked(doc)
-	s.pips[key] = doc
-	_, h := s.newOp(r, MPIPPut, key, func(fail *OpFailure) *OpFailure {
+	docs[key] = doc
+	_, h := s.newOp(r, method, key, func(fail *OpFailure) *OpFailure {
 		if fail != nil {
 			back := old
 			if fail.KeepContent {
 				back = doc
 			}
 			if back == nil {
-				delete(s.pips, key)
+				delete(docs, key)
 				return fail
 			}
 			back = clone(back)
 			props(back)["provisioningState"] = "Failed"
 			s.stampLocked(back)
-			s.pips[key] = back
+			docs[key] = back
 			return fail
 		}
 		props(doc)["provisioningState"] = "Succeeded"
 		return nil
 	})
-	return &response{status: status, body: s.pipView(doc), headers: h}, nil
+	if old == nil {
+		return h, http.StatusCreated
+	}
+	return h, http.StatusOK
 }
 
-func (s *Sim) deletePIP(r *http.Request, parts []string, _ []byte) (*response, *armError) {
+// deleteDoc deletes a top-level resource stored in docs through an operation tracked by
+// Location (method's), unless inUse refuses it; a missing one is 204.
+func (s *Sim) deleteDoc(r *http.Request, parts []string, method string, docs map[string]map[string]any, inUse func(old map[string]any) *armError) (*response, *armError) {
 	key := strings.ToLower(resID(parts))
 	if !s.rgs[strings.ToLower(parts[3])] {
 		return nil, s.notFound(parts)
 	}
-	old := s.pips[key]
+	old := docs[key]
 	if old == nil {
 		return &response{status: http.StatusNoContent}, nil
 	}
@@ -592,20 +635,49 @@ func (s *Sim) deletePIP(r *http.Request, parts []string, _ []byte) (*response, *
 	if e := precondition(r, old, resID(parts)); e != nil {
 		return nil, e
 	}
-	if u := s.pipUser(key, ""); u != "" {
-		return nil, aerr(http.StatusBadRequest, "PublicIPAddressCannotBeDeleted", "Public IP address %s can not be deleted since it is still allocated to resource %s.", resID(parts), u)
+	if e := inUse(old); e != nil {
+		return nil, e
 	}
 	props(old)["provisioningState"] = "Deleting"
-	_, h := s.newOp(r, MPIPDelete, key, func(fail *OpFailure) *OpFailure {
+	_, h := s.newOp(r, method, key, func(fail *OpFailure) *OpFailure {
 		if fail != nil {
 			props(old)["provisioningState"] = "Failed"
 			return fail
 		}
-		delete(s.pips, key)
+		delete(docs, key)
 		return nil
 	})
 	delete(h, "Azure-AsyncOperation") // DELETE is tracked through Location
 	return &response{status: http.StatusAccepted, headers: h}, nil
+}
+
+func (s *Sim) putPIP(r *http.Request, parts []string, body []byte) (*response, *armError) {
+	old, doc, e := s.readPut(r, parts, body, s.pips, "Microsoft.Network/publicIPAddresses")
+	if e != nil {
+		return nil, e
+	}
+	p := props(doc)
+	if str(mapOf(doc["sku"])["name"]) == "Standard" && str(p["publicIPAllocationMethod"]) != "Static" {
+		return nil, aerr(http.StatusBadRequest, "StandardSkuPublicIPAddressesMustBeStatic", "Standard sku publicIp %s must have AllocationMethod set to Static.", str(doc["id"]))
+	}
+	delete(p, "ipConfiguration") // read-only: the simulator derives it from the NICs
+	if old != nil {
+		p["ipAddress"] = props(old)["ipAddress"]
+	} else {
+		s.nextPub++
+		p["ipAddress"] = fmt.Sprintf("20.%d.%d.%d", 50+s.nextPub/65536, (s.nextPub/256)%256, s.nextPub%256)
+	}
+	h, status := s.storePutLocked(r, MPIPPut, strings.ToLower(str(doc["id"])), s.pips, old, doc)
+	return &response{status: status, body: s.pipView(doc), headers: h}, nil
+}
+
+func (s *Sim) deletePIP(r *http.Request, parts []string, _ []byte) (*response, *armError) {
+	return s.deleteDoc(r, parts, MPIPDelete, s.pips, func(map[string]any) *armError {
+		if u := s.pipUser(strings.ToLower(resID(parts)), ""); u != "" {
+			return aerr(http.StatusBadRequest, "PublicIPAddressCannotBeDeleted", "Public IP address %s can not be deleted since it is still allocated to resource %s.", resID(parts), u)
+		}
+		return nil
+	})
 }
 
 // ---- subnets ----

@@ -85,6 +85,18 @@ type Sim struct {
 
 	// scaleSetNICs are the NICs of Uniform scale-set instances (vmss.go), lower(id) → document.
 	scaleSetNICs map[string]map[string]any
+	// instances are the compute documents of Uniform scale-set instances (compute.go), lower(id)
+	// → document; scaleSetModels the scale sets' own models, lower(scale set ID) → model.
+	instances      map[string]map[string]any
+	scaleSetModels map[string]*scaleSetModel
+	// pendingNICs are the NICs instance operations will write, lower(instance ID) → NIC: their
+	// new addresses are taken.
+	pendingNICs map[string]map[string]any
+	// ssPIPs are the scale-set instances' public IPs, lower(id) → document; prefixes the public
+	// IP prefixes, lower(id) → document; nextPrefix the offset of the next prefix's range.
+	ssPIPs     map[string]map[string]any
+	prefixes   map[string]map[string]any
+	nextPrefix int
 
 	rgs      map[string]bool // lower(resource group name)
 	parents  map[string]bool // lower(virtual network ID), the parents of subnets
@@ -142,6 +154,8 @@ func New(subscription, location string) *Sim {
 		subnets: map[string]*subnet{}, nics: map[string]map[string]any{}, maxIPCfg: map[string]int{},
 		pips: map[string]map[string]any{}, ops: map[string]*operation{},
 		rgs: map[string]bool{}, parents: map[string]bool{}, busy: map[string]*operation{},
+		scaleSetNICs: map[string]map[string]any{}, instances: map[string]map[string]any{}, scaleSetModels: map[string]*scaleSetModel{},
+		pendingNICs: map[string]map[string]any{}, ssPIPs: map[string]map[string]any{}, prefixes: map[string]map[string]any{},
 		throttle: simkit.Queue[throttleFault]{}, scripted: simkit.Queue[scriptedFault]{}, failOps: simkit.Queue[OpFailure]{},
 		before: simkit.Queue[func()]{},
 	}

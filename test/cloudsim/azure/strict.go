@@ -35,8 +35,11 @@ var apiVersionShape = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}(-[a-z]+)?$`)
 func (s *Sim) checkAPIVersion(q url.Values, typ string) *armError {
 	v := q.Get("api-version")
 	served := servedAPIVersions
-	if typ == scaleSetNICType {
+	switch typ {
+	case scaleSetNICType:
 		served = scaleSetNICAPIVersions
+	case instanceType, computeOperationType:
+		served = computeAPIVersions
 	}
 	supported := supportedAPIVersions(served)
 	switch {

@@ -69,11 +69,19 @@ func (s *Sim) ScaleSetNICID(rg, vmss, instance, nic string) string {
 func (s *Sim) AddScaleSet(ss ScaleSetSeed) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.scaleSetNICs == nil {
-		s.scaleSetNICs = map[string]map[string]any{}
-	}
 	nicName := ss.Name + "-nic"
+	// The scale set's model, as AKS writes it: one NIC configuration, one primary
+	// ipConfiguration in the pool's subnet, no address.
+	model := []any{map[string]any{"name": nicName, "properties": map[string]any{
+		"primary": true, "enableIPForwarding": true,
+		"ipConfigurations": []any{map[string]any{"name": "ipconfig1", "properties": map[string]any{
+			"primary": true, "privateIPAddressVersion": "IPv4", "subnet": map[string]any{"id": ss.Subnet},
+		}}},
+	}}}
+	ssID := fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/virtualMachineScaleSets/%s", s.sub, ss.ResourceGroup, ss.Name)
+	s.scaleSetModels[strings.ToLower(ssID)] = &scaleSetModel{nics: model}
 	for _, in := range ss.Instances {
+		s.addInstanceLocked(ss, in, model)
 		id := s.ScaleSetNICID(ss.ResourceGroup, ss.Name, in.ID, nicName)
 		doc := map[string]any{
 			"name": nicName, "id": id, "location": s.location, "type": "Microsoft.Network/networkInterfaces",
@@ -94,10 +102,21 @@ func (s *Sim) AddScaleSet(ss ScaleSetSeed) {
 	s.rgs[strings.ToLower(ss.ResourceGroup)] = true
 }
 
-// routeScaleSet routes the scale-set NIC read path (lp: the lower-cased path segments). Only
-// GET is routed: the network resource provider does not write these NICs.
+// routeScaleSet routes the scale-set NIC read path (lp: the lower-cased path segments), where
+// only GET is routed: the network resource provider does not write these NICs; and the compute
+// API's instance GET and PUT (compute.go).
 func (s *Sim) routeScaleSet(method string, lp []string) (string, handler) {
 	n := len(lp)
+	if n == 10 && lp[2] == "resourcegroups" && lp[4] == "providers" && lp[5] == "microsoft.compute" &&
+		lp[6] == "virtualmachinescalesets" && lp[8] == "virtualmachines" {
+		switch method {
+		case http.MethodGet:
+			return MInstanceGet, s.getInstance
+		case http.MethodPut:
+			return MInstancePut, s.putInstance
+		}
+		return "", nil
+	}
 	if n == 9 && lp[2] == "resourcegroups" && lp[4] == "providers" && lp[5] == "microsoft.compute" &&
 		lp[6] == "virtualmachinescalesets" && lp[8] == "networkinterfaces" && method == http.MethodGet {
 		return MScaleSetNICListAll, s.listAllScaleSetNICs
@@ -111,6 +130,10 @@ func (s *Sim) routeScaleSet(method string, lp []string) (string, handler) {
 		return MScaleSetNICList, s.listScaleSetNICs
 	case 12:
 		return MScaleSetNICGet, s.getScaleSetNIC
+	case 16:
+		if lp[12] == "ipconfigurations" && lp[14] == "publicipaddresses" {
+			return MScaleSetPIPGet, s.getScaleSetPIP
+		}
 	}
 	return "", nil
 }

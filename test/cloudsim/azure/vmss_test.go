@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func newScaleSetSim(t *testing.T) (*Sim, client) {
@@ -123,5 +124,85 @@ func TestScaleSetNICListAll(t *testing.T) {
 	}
 	if r := c.do(http.MethodGet, strings.Replace(all, "2018-10-01", tver, 1), nil); r.status != http.StatusBadRequest || r.code() != "NoRegisteredProviderFound" {
 		t.Fatalf("api-version %s on the scale-set list: %d %v", tver, r.status, r.body)
+	}
+}
+
+const prefixPath = "/resourceGroups/" + trg + "/providers/Microsoft.Network/publicIPPrefixes/pfx?api-version=" + tver
+
+// The compute API of an instance: served at the compute api-versions, conditional on the
+// instance's etag, a long-running operation during which the instance is Updating and another
+// write is refused, and whose result the network resource provider shows only when it
+// completes: a new ipConfiguration with a Dynamic address and a public IP drawn from its
+// prefix. A prefix is /28 to /31 and cannot be deleted while a public IP is drawn from it.
+func TestScaleSetInstanceModel(t *testing.T) {
+	s, c := newScaleSetSim(t)
+	s.SetOperationDelay(time.Hour)
+	const cver = "?api-version=2025-04-01"
+	if r := c.do(http.MethodGet, vmssPath+"0?api-version="+tver, nil); r.status != http.StatusBadRequest || r.code() != "NoRegisteredProviderFound" {
+		t.Fatalf("instance at the network api-version: %d %v", r.status, r.body)
+	}
+	if r := c.do(http.MethodPut, prefixPath, map[string]any{"location": "westeurope", "sku": map[string]any{"name": "Standard"},
+		"properties": map[string]any{"prefixLength": 27}}); r.status != http.StatusBadRequest {
+		t.Fatalf("a /27 prefix: %d %v", r.status, r.body)
+	}
+	s.SetOperationDelay(0)
+	if r := c.do(http.MethodPut, prefixPath, map[string]any{"location": "westeurope", "sku": map[string]any{"name": "Standard"},
+		"properties": map[string]any{"prefixLength": 31}}); r.status != http.StatusCreated {
+		t.Fatalf("a /31 prefix: %d %v", r.status, r.body)
+	}
+	pfx := c.do(http.MethodGet, prefixPath, nil)
+	s.SetOperationDelay(time.Hour)
+	inst := c.do(http.MethodGet, vmssPath+"0"+cver, nil)
+	etag := str(inst.body["etag"])
+	if inst.status != http.StatusOK || etag == "" || inst.header.Get("ETag") != etag || props(inst.body)["latestModelApplied"] != true {
+		t.Fatalf("instance: %d %v", inst.status, inst.body)
+	}
+	nc := mapOf(mapOf(props(inst.body)["networkProfileConfiguration"])["networkInterfaceConfigurations"].([]any)[0])
+	prim := mapOf(props(nc)["ipConfigurations"].([]any)[0])
+	props(nc)["ipConfigurations"] = []any{prim, map[string]any{"name": "egress", "properties": map[string]any{
+		"primary": false, "subnet": props(prim)["subnet"],
+		"publicIPAddressConfiguration": map[string]any{"name": "pub", "properties": map[string]any{"publicIPPrefix": map[string]any{"id": str(pfx.body["id"])}}},
+	}}}
+	if r := c.do(http.MethodPut, vmssPath+"0"+cver, inst.body, "If-Match", `"0"`); r.status != http.StatusPreconditionFailed {
+		t.Fatalf("stale If-Match: %d %v", r.status, r.body)
+	}
+	r := c.do(http.MethodPut, vmssPath+"0"+cver, inst.body, "If-Match", etag)
+	if r.status != http.StatusOK || !strings.Contains(r.header.Get("Azure-AsyncOperation"), "/providers/Microsoft.Compute/locations/") {
+		t.Fatalf("PUT: %d %v %v", r.status, r.header, r.body)
+	}
+	if r := c.do(http.MethodGet, vmssPath+"0"+cver, nil); str(props(r.body)["provisioningState"]) != "Updating" {
+		t.Fatalf("during the operation: %v", r.body)
+	}
+	if r := c.do(http.MethodPut, vmssPath+"0"+cver, inst.body); r.status != http.StatusConflict || r.code() != "AnotherOperationInProgress" {
+		t.Fatalf("PUT during the operation: %d %v", r.status, r.body)
+	}
+	if got := s.ScaleSetIPConfigs(); len(got) != 0 {
+		t.Fatalf("the NIC shows the model before its operation completed: %v", got)
+	}
+	s.SetOperationDelay(0)
+	s.mu.Lock()
+	for _, op := range s.ops {
+		op.DoneAt = time.Now()
+	}
+	s.mu.Unlock()
+	got := s.ScaleSetIPConfigs()
+	if len(got) != 1 || got[0].PrivateIP != "10.1.0.5" || got[0].PublicIP != "20.60.0.0" || !strings.EqualFold(got[0].Prefix, str(pfx.body["id"])) {
+		t.Fatalf("after the operation: %+v", got)
+	}
+	pip := c.do(http.MethodGet, vmssPath+"0/networkInterfaces/aks-np-vmss-nic/ipconfigurations/egress/publicipaddresses/pub?api-version=2018-10-01", nil)
+	if pip.status != http.StatusOK || str(props(pip.body)["ipAddress"]) != "20.60.0.0" {
+		t.Fatalf("the instance's public IP: %d %v", pip.status, pip.body)
+	}
+	if r := c.do(http.MethodDelete, prefixPath, nil); r.status != http.StatusBadRequest || r.code() != "InUsePublicIpPrefixCannotBeDeleted" {
+		t.Fatalf("deleting the prefix in use: %d %v", r.status, r.body)
+	}
+	if err := s.UpgradeInstance(s.ScaleSetVMID(trg, "aks-np-vmss", "0")); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.ScaleSetIPConfigs(); len(got) != 0 {
+		t.Fatalf("after the upgrade: %+v", got)
+	}
+	if r := c.do(http.MethodDelete, prefixPath, nil); r.status != http.StatusAccepted {
+		t.Fatalf("deleting the prefix after the upgrade: %d %v", r.status, r.body)
 	}
 }
