@@ -379,6 +379,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } config SEC(".maps");
 
+// How this node reaches a tunnel peer's underlay IPv4 (the key, network
+// order), resolved by the agent from the routing table (route and next hop
+// per peer, refreshed on every Apply): the programs encapsulate themselves
+// and hand the frame to the underlay device with bpf_redirect_neigh, so the
+// kernel does no output route lookup per packet (a collect-metadata device
+// does one for every frame it sends: bpf_skb_set_tunnel_key always sets
+// TUNNEL_NOCACHE). A peer without an entry takes the tunnel device's own
+// encapsulation.
+struct nexthop {
+	__u32 ifindex; // the underlay device
+	__u32 via;     // the next hop IPv4 (network order): the peer when on link
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct nexthop);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nexthops SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 16384);
@@ -706,6 +727,111 @@ static __always_inline struct rule *lookup_rule(struct pkt *p, __u32 set)
 	return bpf_map_lookup_elem(&rules6, &k);
 }
 
+// In-program VXLAN encapsulation. The outer headers as the tunnel device
+// would build them: Ethernet (rewritten by bpf_redirect_neigh from the
+// neighbour entry), IPv4 from this node without options, DF clear and TTL 64
+// as the tunnel key asks, UDP to the tunnel port with a zero checksum
+// (TUNNEL_KEY_FLAGS) and a source port from the flow hash, the VXLAN header
+// (I flag, VNI), then the frame as it stands (its Ethernet header becomes the
+// inner one). pad keeps the IPv4 header 4-byte aligned on the stack, which the
+// verifier insists on; the frame starts at eth.
+struct vxlan_encap {
+	__u16 pad;
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct udphdr udp;
+	__be32 vx_flags;
+	__be32 vx_vni;
+	struct ethhdr inner;
+};
+#define ENCAP_HDR_LEN (sizeof(struct iphdr) + sizeof(struct udphdr) + 8 + ETH_HLEN)
+_Static_assert(__builtin_offsetof(struct vxlan_encap, inner) + ETH_HLEN - __builtin_offsetof(struct vxlan_encap, eth) ==
+		   ETH_HLEN + ENCAP_HDR_LEN,
+	       "vxlan_encap has holes");
+// The tunnel device's source port range (udp_flow_src_port with no port range
+// configured: the kernel's default ip_local_port_range, 32768-60999).
+#define VXLAN_SPORT_MIN 32768
+#define VXLAN_SPORT_MAX 61000
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+// A frame this long would not fit the outer IPv4 length field.
+#define ENCAP_MAX_LEN (0xffff - ENCAP_HDR_LEN + ETH_HLEN)
+// The fast path does not apply; nothing was changed.
+#define ENCAP_FALLBACK 1
+
+static __always_inline __u16 ipv4_csum(struct iphdr *ip)
+{
+	__u16 *w = (__u16 *)ip;
+	__u32 sum = 0;
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+// encap_redirect encapsulates the frame for the tunnel peer remote (underlay
+// IPv4, network order) with vni and sends it out of the underlay device
+// toward the next hop the agent resolved (nexthops), without the per-packet
+// output route lookup of the tunnel device. It returns TC_ACT_REDIRECT when
+// sent, ENCAP_FALLBACK when the fast path does not apply (no next hop known
+// yet, a frame too long, one the kernel refuses to encapsulate again) and the
+// packet is untouched for the tunnel device's path, and TC_ACT_SHOT when
+// writing the headers failed after the room was made.
+static __always_inline int encap_redirect(struct __sk_buff *skb, struct config *cfg, __u32 remote, __u32 vni)
+{
+	// The first reserved port is the tunnel's (bpf.TunnelConfig).
+	if (!cfg || !cfg->node_ip || cfg->reserved_ports[0] == 0)
+		return ENCAP_FALLBACK;
+	struct nexthop *nh = bpf_map_lookup_elem(&nexthops, &remote);
+	if (!nh || !nh->ifindex || !nh->via)
+		return ENCAP_FALLBACK;
+	__u32 len = skb->len;
+	if (len > ENCAP_MAX_LEN || len < ETH_HLEN)
+		return ENCAP_FALLBACK;
+	struct vxlan_encap h = {};
+	if (bpf_skb_load_bytes(skb, 0, &h.inner, ETH_HLEN) < 0)
+		return ENCAP_FALLBACK;
+	// The same spread as udp_flow_src_port over the inner flow's hash.
+	__u32 hash = bpf_get_hash_recalc(skb);
+	hash ^= hash << 16;
+	__u16 sport = (__u16)((((__u64)hash * (VXLAN_SPORT_MAX - VXLAN_SPORT_MIN)) >> 32) + VXLAN_SPORT_MIN);
+
+	// The outer MACs are bpf_redirect_neigh's: a unicast placeholder.
+	h.eth.h_proto = bpf_htons(ETH_P_IP);
+	h.ip.version = 4;
+	h.ip.ihl = 5;
+	h.ip.tot_len = bpf_htons(len - ETH_HLEN + ENCAP_HDR_LEN);
+	h.ip.id = (__u16)bpf_get_prandom_u32();
+	h.ip.ttl = 64;
+	h.ip.protocol = IPPROTO_UDP;
+	h.ip.saddr = cfg->node_ip;
+	h.ip.daddr = remote;
+	h.ip.check = ipv4_csum(&h.ip);
+	h.udp.source = bpf_htons(sport);
+	h.udp.dest = cfg->reserved_ports[0];
+	h.udp.len = bpf_htons(len - ETH_HLEN + ENCAP_HDR_LEN - sizeof(struct iphdr));
+	h.udp.check = 0;
+	h.vx_flags = bpf_htonl(0x08000000);
+	h.vx_vni = bpf_htonl(vni << 8);
+
+	// The encapsulation flags set the inner header offsets and the GSO type
+	// (UDP tunnel) so that a TCP super-packet is segmented, outer headers
+	// included, where the tunnel device's own would be. FIXED_GSO keeps the
+	// segment size: the stack sized it for the tunnel device's MTU, which
+	// already leaves room for these headers (and UDP GSO needs it).
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+		      BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) | BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
+	if (bpf_skb_adjust_room(skb, ENCAP_HDR_LEN, BPF_ADJ_ROOM_MAC, flags) < 0)
+		return ENCAP_FALLBACK;
+	if (bpf_skb_store_bytes(skb, 0, &h.eth, ETH_HLEN + ENCAP_HDR_LEN, 0) < 0)
+		return TC_ACT_SHOT;
+	struct bpf_redir_neigh to = {.nh_family = AF_INET, .ipv4_nh = nh->via};
+	return bpf_redirect_neigh(nh->ifindex, &to, sizeof(to), 0);
+}
+
 SEC("tc")
 int egressd_pod(struct __sk_buff *skb)
 {
@@ -879,6 +1005,24 @@ int egressd_pod(struct __sk_buff *skb)
 		count(gid, gwid, skb->len, -1);
 		observe(skb, &p.key, OBS_POD, -1, 0, gid, gwid, gw->underlay, gw->egress);
 		return TC_NEXT;
+	}
+	__u32 len = skb->len;
+	// Unlike a steered packet routed to the tunnel device, this one has
+	// not been held to the tunnel's MTU: one that does not fit takes the
+	// tunnel device's path, which answers it as before.
+	__u32 mtu_len = 0;
+	if (bpf_check_mtu(skb, cfg->tunnel_ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) == BPF_MTU_CHK_RET_SUCCESS) {
+		int r = encap_redirect(skb, cfg, gw->underlay, gid & VNI_GROUP_MASK);
+		if (r == TC_ACT_SHOT) {
+			count(gid, gwid, 0, DROP_ENCAP);
+			observe(skb, &p.key, OBS_POD, DROP_ENCAP, 0, gid, gwid, gw->underlay, gw->egress);
+			return TC_ACT_SHOT;
+		}
+		if (r != ENCAP_FALLBACK) {
+			count(gid, gwid, len, -1);
+			observe(skb, &p.key, OBS_POD, -1, 0, gid, gwid, gw->underlay, gw->egress);
+			return r;
+		}
 	}
 	struct bpf_tunnel_key tk = {
 	    .remote_ipv4 = bpf_ntohl(gw->underlay),
@@ -1094,17 +1238,27 @@ int egressd_tun_egress(struct __sk_buff *skb)
 	gid = d.group;
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	__u32 vni = (reply ? VNI_REPLY : 0) | (gid & VNI_GROUP_MASK);
+	__u32 len = skb->len;
+	set_mark(skb, 0);
+	int r = encap_redirect(skb, cfg, d.remote, vni);
+	if (r != ENCAP_FALLBACK) {
+		if (r == TC_ACT_SHOT)
+			count(gid, reply ? self : d.gateway, 0, DROP_ENCAP);
+		else if (reply)
+			count(gid, self, len, -1);
+		return r;
+	}
 	struct bpf_tunnel_key tk = {
 	    .remote_ipv4 = bpf_ntohl(d.remote),
 	    .local_ipv4 = cfg ? bpf_ntohl(cfg->node_ip) : 0,
-	    .tunnel_id = (reply ? VNI_REPLY : 0) | (gid & VNI_GROUP_MASK),
+	    .tunnel_id = vni,
 	    .tunnel_ttl = 64,
 	};
 	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), TUNNEL_KEY_FLAGS) < 0) {
 		count(gid, reply ? self : d.gateway, 0, DROP_ENCAP);
 		return TC_ACT_SHOT;
 	}
-	set_mark(skb, 0);
 	if (reply)
 		count(gid, self, skb->len, -1);
 	return TC_ACT_OK;

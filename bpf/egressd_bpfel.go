@@ -144,6 +144,12 @@ const (
 	egressdGwFlagsGW_DRAINING egressdGwFlags = 4
 )
 
+type egressdNexthop struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Via     uint32
+}
+
 type egressdObsPoint uint32
 
 const (
@@ -251,6 +257,7 @@ const (
 	egressdMapFlows              = "flows"
 	egressdMapFrags              = "frags"
 	egressdMapGroups             = "groups"
+	egressdMapNexthops           = "nexthops"
 	egressdMapObserveCfg         = "observe_cfg"
 	egressdMapOwnedAddrs         = "owned_addrs"
 	egressdMapProbeCfg           = "probe_cfg"
@@ -340,6 +347,7 @@ type egressdMapSpecs struct {
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
 	Frags       *ebpf.MapSpec `ebpf:"frags"`
 	Groups      *ebpf.MapSpec `ebpf:"groups"`
+	Nexthops    *ebpf.MapSpec `ebpf:"nexthops"`
 	ObserveCfg  *ebpf.MapSpec `ebpf:"observe_cfg"`
 	OwnedAddrs  *ebpf.MapSpec `ebpf:"owned_addrs"`
 	ProbeCfg    *ebpf.MapSpec `ebpf:"probe_cfg"`
@@ -399,6 +407,7 @@ type egressdMaps struct {
 	Flows       *ebpf.Map `ebpf:"flows"`
 	Frags       *ebpf.Map `ebpf:"frags"`
 	Groups      *ebpf.Map `ebpf:"groups"`
+	Nexthops    *ebpf.Map `ebpf:"nexthops"`
 	ObserveCfg  *ebpf.Map `ebpf:"observe_cfg"`
 	OwnedAddrs  *ebpf.Map `ebpf:"owned_addrs"`
 	ProbeCfg    *ebpf.Map `ebpf:"probe_cfg"`
@@ -418,6 +427,7 @@ func (m *egressdMaps) Close() error {
 		m.Flows,
 		m.Frags,
 		m.Groups,
+		m.Nexthops,
 		m.ObserveCfg,
 		m.OwnedAddrs,
 		m.ProbeCfg,

@@ -333,7 +333,9 @@ type TunnelConfig struct {
 	// frame it tunnels (receivers admit frames by it, see SetSource).
 	NodeIP netip.Addr
 	// ReservedPorts are up to two UDP ports pods may never send to,
-	// wherever to (the agent passes the tunnel port and the probe port). A
+	// wherever to (the agent passes the tunnel port and the probe port). The
+	// first is the tunnel's: the outer destination port of the frames the
+	// programs encapsulate themselves (SetNexthop). A
 	// pod that reached a gateway's tunnel port could hand it frames with any
 	// inner source, from its node's address once its node masquerades them;
 	// the classifier drops such packets, counted DropReservedPort. Prober
@@ -382,6 +384,56 @@ func (d *Datapath) SetTunnel(c TunnelConfig) error {
 		return fmt.Errorf("setting tunnel ifindex: %w", err)
 	}
 	return nil
+}
+
+// Nexthop is how this node reaches a tunnel peer (a gateway, or on a gateway a source node):
+// the programs encapsulate a frame to the peer themselves and send it out of Ifindex toward
+// Via (the peer itself when on link, else its router) with bpf_redirect_neigh, whose neighbour
+// entry supplies the MACs. A peer without one takes the tunnel device's encapsulation, which
+// looks its route up for every frame.
+type Nexthop struct {
+	Ifindex int
+	Via     netip.Addr
+}
+
+// SetNexthop records the next hop toward peer (both IPv4).
+func (d *Datapath) SetNexthop(peer netip.Addr, nh Nexthop) error {
+	if !peer.Is4() || !nh.Via.Is4() || nh.Ifindex <= 0 {
+		return fmt.Errorf("next hop %s via %s dev %d: want IPv4 addresses and an interface", peer, nh.Via, nh.Ifindex)
+	}
+	k := be32(peer)
+	v := egressdNexthop{Ifindex: uint32(nh.Ifindex), Via: be32(nh.Via)}
+	if err := d.objs.Nexthops.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("setting next hop of %s: %w", peer, err)
+	}
+	return nil
+}
+
+// DeleteNexthop forgets the next hop toward peer; a missing entry is not an error.
+func (d *Datapath) DeleteNexthop(peer netip.Addr) error {
+	if !peer.Is4() {
+		return nil
+	}
+	k := be32(peer)
+	if err := d.objs.Nexthops.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("deleting next hop of %s: %w", peer, err)
+	}
+	return nil
+}
+
+// Nexthops lists the recorded next hops by peer.
+func (d *Datapath) Nexthops() (map[netip.Addr]Nexthop, error) {
+	out := map[netip.Addr]Nexthop{}
+	var k uint32
+	var v egressdNexthop
+	it := d.objs.Nexthops.Iterate()
+	for it.Next(&k, &v) {
+		out[fromBE32(k)] = Nexthop{Ifindex: int(v.Ifindex), Via: fromBE32(v.Via)}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterating next hops: %w", err)
+	}
+	return out, nil
 }
 
 // Source admits tunnelled traffic on a gateway: a frame of Group whose outer
@@ -631,7 +683,7 @@ func (d *Datapath) maps() map[string]*ebpf.Map {
 		"groups": d.objs.Groups, "flows": d.objs.Flows, "return_flows": d.objs.ReturnFlows,
 		"served": d.objs.Served, "config": d.objs.Config, "stats": d.objs.Stats, "owned_addrs": d.objs.OwnedAddrs,
 		"probe_cfg": d.objs.ProbeCfg, "sources": d.objs.Sources, "frags": d.objs.Frags,
-		"observe_cfg": d.objs.ObserveCfg, "flow_events": d.objs.FlowEvents,
+		"observe_cfg": d.objs.ObserveCfg, "flow_events": d.objs.FlowEvents, "nexthops": d.objs.Nexthops,
 	}
 }
 

@@ -1,0 +1,176 @@
+package dataplane
+
+import (
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/bpf"
+	"github.com/egressd/egressd/gateway/contract"
+	"github.com/egressd/egressd/test/netns"
+)
+
+// tunnelTX is how many packets the tunnel device of n has sent.
+func tunnelTX(t *testing.T, n *netns.Node) uint64 {
+	t.Helper()
+	l, err := n.Netlink().LinkByName(DefaultTunnelDevice)
+	if err != nil {
+		t.Fatalf("finding %s on %s: %v", DefaultTunnelDevice, n.Name, err)
+	}
+	return l.Attrs().Statistics.TxPackets
+}
+
+// capturedFrame is the outer view of one VXLAN frame seen on an underlay interface.
+type capturedFrame struct {
+	src, dst    netip.Addr
+	dport, csum uint16
+	vni         uint32
+	innerIPv4   bool // the inner frame is an IPv4 packet
+}
+
+// captureVXLAN records the VXLAN frames (UDP to the tunnel port) that cross n's underlay
+// interface, either way, until the returned stop is called.
+func captureVXLAN(t *testing.T, n *netns.Node) (stop func() []capturedFrame) {
+	t.Helper()
+	var pb [2]byte
+	binary.BigEndian.PutUint16(pb[:], unix.ETH_P_IP)
+	proto := int(binary.NativeEndian.Uint16(pb[:])) // htons(ETH_P_IP)
+	var fd int
+	err := n.Do(func() error {
+		l, err := n.Netlink().LinkByName(n.Link)
+		if err != nil {
+			return err
+		}
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto); err != nil {
+			return err
+		}
+		tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: l.Attrs().Index})
+	})
+	if err != nil {
+		t.Fatalf("capturing on %s: %v", n.Name, err)
+	}
+	var (
+		mu     sync.Mutex
+		frames []capturedFrame
+		done   = make(chan struct{})
+		exited = make(chan struct{})
+	)
+	go func() {
+		defer close(exited)
+		buf := make([]byte, 256)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			k, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil || k < 14+20+8+8+14+20 {
+				continue
+			}
+			ip := buf[14:]
+			ihl := int(ip[0]&0x0f) * 4
+			if ip[9] != unix.IPPROTO_UDP || ihl != 20 {
+				continue
+			}
+			udp := ip[ihl:]
+			if binary.BigEndian.Uint16(udp[2:]) != contract.DefaultTunnelPort {
+				continue
+			}
+			f := capturedFrame{
+				src: netip.AddrFrom4([4]byte(ip[12:16])), dst: netip.AddrFrom4([4]byte(ip[16:20])),
+				dport: binary.BigEndian.Uint16(udp[2:]), csum: binary.BigEndian.Uint16(udp[6:]),
+				vni:       binary.BigEndian.Uint32(udp[12:]) >> 8,
+				innerIPv4: binary.BigEndian.Uint16(udp[16+12:]) == unix.ETH_P_IP,
+			}
+			mu.Lock()
+			frames = append(frames, f)
+			mu.Unlock()
+		}
+	}()
+	return func() []capturedFrame {
+		close(done)
+		<-exited
+		_ = unix.Close(fd)
+		mu.Lock()
+		defer mu.Unlock()
+		return frames
+	}
+}
+
+// TestEncapInProgram: the programs encapsulate tunnelled traffic themselves and send it out of
+// the underlay interface, both ways (source node's steered packets, the gateway's replies):
+// the pod's traffic arrives with the egress IP, a 20 MB TCP transfer each way (GSO
+// super-packets) completes, the tunnel devices send nothing, and the frames on the gateway's
+// underlay carry the nodes' addresses, the tunnel port, the group's VNI (reply bit on replies)
+// and a zero UDP checksum. Without a next hop for its gateway, the source node's packets take
+// the tunnel device's path again and still arrive.
+func TestEncapInProgram(t *testing.T) {
+	skipUnlessRoot(t)
+	topo := netns.New(t, netns.Spec{NoIPv6: true, Nodes: []netns.NodeSpec{
+		{Name: "worker1", Pods: []netns.PodSpec{{Name: "a"}}},
+		{Name: "gw1"},
+	}})
+	egress, dps := applyPairBedDP(t, topo, Config{})
+	w, gw, a := topo.Node("worker1"), topo.Node("gw1"), topo.Pod("a")
+	for _, n := range []*netns.Node{w, gw} {
+		nh, err := dps[n.Name].dp.Nexthops()
+		if err != nil || len(nh) != 1 {
+			t.Fatalf("%s next hops %v (%v), want its one peer", n.Name, nh, err)
+		}
+	}
+	txW, txGW := tunnelTX(t, w), tunnelTX(t, gw)
+	stop := captureVXLAN(t, gw)
+	expectSeen(t, a, dstG1, egress)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, dir := range []netns.Direction{netns.Upload, netns.Download} {
+		if _, err := a.Transfer(ctx, dstG1, 20<<20, dir); err != nil {
+			t.Errorf("TCP transfer %v: %v", dir, err)
+		}
+	}
+	frames := stop()
+	if d := tunnelTX(t, w) - txW; d != 0 {
+		t.Errorf("worker1's %s sent %d packets, want 0 (encapsulated by the programs)", DefaultTunnelDevice, d)
+	}
+	if d := tunnelTX(t, gw) - txGW; d != 0 {
+		t.Errorf("gw1's %s sent %d packets, want 0 (encapsulated by the programs)", DefaultTunnelDevice, d)
+	}
+	var up, down int
+	for _, f := range frames {
+		switch {
+		case f.src == w.IP && f.dst == gw.IP && f.vni == 1:
+			up++
+		case f.src == gw.IP && f.dst == w.IP && f.vni == bpf.VNIReply|1:
+			down++
+		default:
+			t.Errorf("unexpected VXLAN frame %+v", f)
+			continue
+		}
+		if f.csum != 0 || !f.innerIPv4 {
+			t.Errorf("frame %+v: want a zero UDP checksum and an inner IPv4 frame", f)
+		}
+	}
+	if up == 0 || down == 0 {
+		t.Errorf("saw %d frames worker1 → gw1 (VNI 1) and %d gw1 → worker1 (VNI %#x), want some of each", up, down, bpf.VNIReply|1)
+	}
+
+	// No next hop: the tunnel device's path.
+	if err := dps[w.Name].dp.DeleteNexthop(gw.IP); err != nil {
+		t.Fatal(err)
+	}
+	txW = tunnelTX(t, w)
+	expectSeen(t, a, dstG1, egress)
+	if d := tunnelTX(t, w) - txW; d == 0 {
+		t.Errorf("without a next hop worker1's %s sent nothing, want the steered packets", DefaultTunnelDevice)
+	}
+}
