@@ -792,8 +792,18 @@ static __always_inline int encap_redirect(struct __sk_buff *skb, struct config *
 	if (len > ENCAP_MAX_LEN || len < ETH_HLEN)
 		return ENCAP_FALLBACK;
 	struct vxlan_encap h = {};
-	if (bpf_skb_load_bytes(skb, 0, &h.inner, ETH_HLEN) < 0)
+	struct {
+		struct ethhdr eth;
+		__u8 l3[2]; // IPv4: version, TOS; IPv6: version, traffic class, flow label
+	} in;
+	if (bpf_skb_load_bytes(skb, 0, &in, sizeof(in)) < 0)
 		return ENCAP_FALLBACK;
+	__builtin_memcpy(&h.inner, &in.eth, ETH_HLEN);
+	// The inner packet's ECN field, as the tunnel device copies it
+	// (INET_ECN_encapsulate: CE becomes ECT(0) outside).
+	__u8 ecn = (skb->protocol == bpf_htons(ETH_P_IPV6) ? in.l3[1] >> 4 : in.l3[1]) & 3;
+	if (ecn == 3)
+		ecn = 2;
 	// The same spread as udp_flow_src_port over the inner flow's hash.
 	__u32 hash = bpf_get_hash_recalc(skb);
 	hash ^= hash << 16;
@@ -803,6 +813,7 @@ static __always_inline int encap_redirect(struct __sk_buff *skb, struct config *
 	h.eth.h_proto = bpf_htons(ETH_P_IP);
 	h.ip.version = 4;
 	h.ip.ihl = 5;
+	h.ip.tos = ecn;
 	h.ip.tot_len = bpf_htons(len - ETH_HLEN + ENCAP_HDR_LEN);
 	h.ip.id = (__u16)bpf_get_prandom_u32();
 	h.ip.ttl = 64;
