@@ -38,8 +38,8 @@ type capturedFrame struct {
 func captureVXLAN(t *testing.T, n *netns.Node) (stop func() []capturedFrame) {
 	t.Helper()
 	var pb [2]byte
-	binary.BigEndian.PutUint16(pb[:], unix.ETH_P_IP)
-	proto := int(binary.NativeEndian.Uint16(pb[:])) // htons(ETH_P_IP)
+	binary.BigEndian.PutUint16(pb[:], unix.ETH_P_ALL)
+	proto := int(binary.NativeEndian.Uint16(pb[:])) // htons(ETH_P_ALL): outgoing frames too
 	var fd int
 	err := n.Do(func() error {
 		l, err := n.Netlink().LinkByName(n.Link)
@@ -75,6 +75,9 @@ func captureVXLAN(t *testing.T, n *netns.Node) (stop func() []capturedFrame) {
 			}
 			k, _, err := unix.Recvfrom(fd, buf, 0)
 			if err != nil || k < 14+20+8+8+14+20 {
+				continue
+			}
+			if binary.BigEndian.Uint16(buf[12:]) != unix.ETH_P_IP {
 				continue
 			}
 			ip := buf[14:]
