@@ -120,7 +120,7 @@ test: deps kube-binaries build $(if $(filter 0,$(shell id -u)),e2e-binaries)
 ## helm. Needs root. Serialised with every other namespace/BPF test by a lock file.
 e2e: deps kube-binaries e2e-binaries
 	EGRESSD_KUBE_ASSETS=$$(hack/kube-binaries.sh) EGRESSD_E2E_BINARIES=$$(hack/e2e-binaries.sh) \
-		flock /tmp/egressd-netns.lock $(GO) test -count=1 -v -timeout 30m -run TestCluster ./test/e2e/
+		flock -o /tmp/egressd-netns.lock $(GO) test -count=1 -v -timeout 30m -run TestCluster ./test/e2e/
 
 ## test-unit: the tests that need neither root nor an API server.
 test-unit:
@@ -137,13 +137,14 @@ bench: deps kube-binaries build
 
 ## soak: random lab events and churn for SOAK_DURATION with the invariants checked throughout
 ## (docs/lab.md, "Soak"); prints a summary (also out/soak.txt), fails on any broken invariant.
-## Needs root; serialised with every other namespace/BPF test by a lock file.
+## Needs root; serialised with every other namespace/BPF test by a lock file, held by flock
+## itself (-o): a kube-apiserver or etcd orphaned by a killed test does not keep it.
 SOAK_DURATION ?= 30m
 SOAK_TIMEOUT ?= 4h
 soak: deps kube-binaries build
 	@mkdir -p out
 	EGRESSD_SOAK=$(SOAK_DURATION) EGRESSD_KUBE_ASSETS=$$(hack/kube-binaries.sh) \
-		flock /tmp/egressd-netns.lock $(GO) test -count=1 -v -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) ./test/lab/
+		flock -o /tmp/egressd-netns.lock $(GO) test -count=1 -v -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) ./test/lab/
 
 ## bench-datapath: the datapath benchmarks (docs/datapath.md); figures also in out/bench-datapath.txt.
 ## The baselines need iptables and ipset (Debian's iptables is iptables-nft): installed only
@@ -153,7 +154,7 @@ bench-datapath: deps
 	@command -v iptables >/dev/null && command -v ipset >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq iptables ipset)
 	$(GO) test -count=1 -run='^$$' ./bpf/... ./gateway/agent/dataplane/... >/dev/null
-	set -o pipefail; flock /tmp/egressd-netns.lock $(GO) test -run='^$$' -bench=. -benchmem -timeout 15m \
+	set -o pipefail; flock -o /tmp/egressd-netns.lock $(GO) test -run='^$$' -bench=. -benchmem -timeout 15m \
 		./bpf/... ./gateway/agent/dataplane/... | tee out/bench-datapath.txt
 
 ## fuzz: fuzz each BPF program through BPF_PROG_TEST_RUN for FUZZTIME (root); crashers land in bpf/testdata/fuzz.
@@ -165,7 +166,7 @@ FUZZTIME ?= 500000x
 FUZZ_TARGETS := FuzzClassifier FuzzTunnelEgress FuzzProbe
 fuzz: deps
 	@for t in $(FUZZ_TARGETS); do \
-		flock /tmp/egressd-netns.lock $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./bpf/ || exit 1; \
+		flock -o /tmp/egressd-netns.lock $(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) ./bpf/ || exit 1; \
 	done
 
 clean:

@@ -901,17 +901,18 @@ int egressd_pod(struct __sk_buff *skb)
 					holder = &g->gateways[i];
 			}
 		}
-		if (gw && (gw->flags & GW_DRAINING) && p.key.proto == IPPROTO_TCP &&
-		    (p.tcp_flags & 0x12) == 0x02)
-			// A SYN opens a new connection, even on a 5-tuple an
-			// earlier one pinned (ephemeral ports come round again
-			// within minutes, the LRU entry outlives its
-			// connection): a draining gateway gets none, and it stops
-			// serving once its address moves.
+		// A SYN opens a new connection, even on a 5-tuple an earlier
+		// one pinned (ephemeral ports come round again within
+		// minutes, the LRU entry outlives its connection): a draining
+		// gateway gets none, neither as the pinned gateway nor as the
+		// holder of the pinned address, and it stops serving once its
+		// address moves.
+		int syn = p.key.proto == IPPROTO_TCP && (p.tcp_flags & 0x12) == 0x02;
+		if (gw && (gw->flags & GW_DRAINING) && syn)
 			gw = 0;
 		if (gw && f->lost)
 			f->lost = 0; // its gateway is back
-		if (!gw && holder) {
+		if (!gw && holder && !(syn && (holder->flags & GW_DRAINING))) {
 			// Its gateway went away and another listed one holds
 			// its egress IP now (the zone's survivor, once the move
 			// landed): follow the address. The new holder SNATs it

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
@@ -257,7 +258,7 @@ func TestRenderEveryProfile(t *testing.T) {
 				t.Errorf("rendered kinds %v, want %v", counts, want)
 			}
 			checkController(t, r, name, values)
-			checkAgent(t, r)
+			checkAgent(t, r, name)
 			checkIdentity(t, r, name, values)
 		})
 	}
@@ -374,7 +375,7 @@ func normalize(t *testing.T, v any) any {
 	return out
 }
 
-func checkAgent(t *testing.T, r rendered) {
+func checkAgent(t *testing.T, r rendered, profile string) {
 	t.Helper()
 	ds := into[appsv1.DaemonSet](t, r.get(t, "DaemonSet", agentName))
 	pod := ds.Spec.Template.Spec
@@ -394,11 +395,16 @@ func checkAgent(t *testing.T, r rendered) {
 	if want := "ghcr.io/egressd/egressd-agent:" + loadChart(t).Metadata.AppVersion; c.Image != want {
 		t.Errorf("agent image %q, want %q", c.Image, want)
 	}
-	// The chart cannot import the Go defaults; this pins values.yaml to them.
+	// The chart cannot import the Go defaults; this pins values.yaml to them. Azure's moves
+	// are slower, and its connections wait longer (TestAgentHoldEstablished).
+	hold := dataplane.DefaultHoldEstablished
+	if profile == "azure" {
+		hold = 5 * time.Minute
+	}
 	wantArgs := []string{
 		"--node-name=$(NODE_NAME)", "--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
 		fmt.Sprintf("--tunnel-port=%d", contract.DefaultTunnelPort), "--steering=" + agent.SteeringStack,
-		fmt.Sprintf("--mark-mask=%#08x", marks.DefaultMask),
+		fmt.Sprintf("--mark-mask=%#08x", marks.DefaultMask), "--hold-established=" + hold.String(),
 		fmt.Sprintf("--namespace-prefix-budget=%d", contract.DefaultNamespacePrefixBudget),
 		fmt.Sprintf("--cluster-prefix-budget=%d", contract.DefaultClusterPrefixBudget),
 		"--pod-interface-patterns=" + strings.Join(dataplane.DefaultInterfacePatterns, ","), "--bpffs=/sys/fs/bpf", "--daemonset=egressd-agent",
@@ -691,6 +697,32 @@ func TestAgentMarkMask(t *testing.T) {
 	}
 }
 
+// TestAgentHoldEstablished checks the hold an established connection gets while its egress IP
+// moves: the agent's default on clouds that move in seconds, longer on Azure, and what the
+// values say when set.
+func TestAgentHoldEstablished(t *testing.T) {
+	for _, c := range []struct {
+		profile, value, want string
+	}{
+		{"aws", "", dataplane.DefaultHoldEstablished.String()},
+		{"gcp", "", dataplane.DefaultHoldEstablished.String()},
+		{"static", "", dataplane.DefaultHoldEstablished.String()},
+		{"azure", "", "5m0s"},
+		{"azure", "90s", "90s"},
+	} {
+		vals := profiles[c.profile]
+		if c.value != "" {
+			vals = with(vals, "agent.holdEstablished", c.value)
+		}
+		r := mustRender(t, vals)
+		ds := into[appsv1.DaemonSet](t, r.get(t, "DaemonSet", agentName))
+		args := ds.Spec.Template.Spec.Containers[0].Args
+		if !slices.Contains(args, "--hold-established="+c.want) {
+			t.Errorf("%s with agent.holdEstablished %q: agent args %q lack --hold-established=%s", c.profile, c.value, args, c.want)
+		}
+	}
+}
+
 func loadValuesYAML(t *testing.T) string {
 	t.Helper()
 	b, err := os.ReadFile("values.yaml")
@@ -705,6 +737,7 @@ func loadValuesYAML(t *testing.T) string {
 func TestValuesSchemaRejects(t *testing.T) {
 	cases := map[string]map[string]any{
 		"no cluster name":             with(profiles["aws"], "clusterName", ""),
+		"hold not a duration":         with(profiles["azure"], "agent.holdEstablished", "5 minutes"),
 		"unknown provider":            with(profiles["aws"], "provider", "ovh"),
 		"aws without region":          with(profiles["aws"], "aws.region", ""),
 		"aws role that is not a role": with(profiles["aws"], "aws.roleARN", "arn:aws:iam::123456789012:user/bob"),

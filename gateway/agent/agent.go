@@ -370,14 +370,12 @@ func (a *Agent) sync(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	if in.Node != nil {
-		a.responder.SetDraining(in.Node.Spec.Unschedulable)
-	}
 	res, err := ComputeState(in)
 	if err != nil {
 		a.setReady(err)
 		return err
 	}
+	a.responder.SetDraining(res.State.Draining)
 	a.prober.SetTargets(res.Probes)
 	a.logProblems(logger, res.Problems)
 	if err := a.view.ensure(ctx, res.NeedsClusterView); err != nil {
@@ -467,7 +465,7 @@ func (a *Agent) inputs(ctx context.Context) (Inputs, error) {
 		return in, err
 	}
 	a.mu.Lock()
-	in.SetIDs = a.last.SetIDs
+	in.SetIDs, in.Listed = a.last.SetIDs, a.last.State.Groups
 	a.mu.Unlock()
 	if !a.cfg.NoDeliveryProof {
 		in.Delivered = a.delivery.snapshot()

@@ -2,16 +2,10 @@ package agent_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http/httptest"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,111 +20,18 @@ import (
 	"github.com/egressd/egressd/providers"
 	"github.com/egressd/egressd/providers/gcp"
 	gcpsim "github.com/egressd/egressd/test/cloudsim/gcp"
+	"github.com/egressd/egressd/test/cloudsim/gcp/gcefabric"
 	"github.com/egressd/egressd/test/envtest"
 	"github.com/egressd/egressd/test/netns"
 )
 
-// The GCE bed's outside: internet is reached through the default internet gateway, where an
-// access config's one-to-one NAT applies; onPrem is a network the VPC routes to without NAT
-// (a VPN, a peering), a private destination of cloud.privateCIDRs.
-var (
-	internetDst = netip.MustParsePrefix("198.20.0.10/24")
-	onPremDst   = netip.MustParsePrefix("172.16.0.10/24")
-)
-
-const gceTable = "edlab_gce"
-
-// gceFabric makes the bed's router follow the Compute simulator as GCE's fabric does: an alias
-// IP reaches the instance holding it (RouteToNode), and a packet towards the internet leaves
-// only from an address an access config translates, the primary internal address of the
-// interface (SNATed to its natIP); from any other source (an alias IP) it is dropped and
-// counted. Traffic to onPrem keeps its source.
-type gceFabric struct {
-	sim    *gcpsim.Sim
-	topo   *netns.Topology
-	nodeOf map[string]*netns.Node // instance key (project/zone/name) → node
-	dir    string
-	mu     sync.Mutex
-	routes map[string]string // alias → instance key
-	nat    map[string]string // natIP → primary
-}
-
-func (f *gceFabric) sync() error {
-	st := f.sim.Snapshot()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for alias, key := range st.Aliases {
-		if f.routes[alias] == key {
-			continue
-		}
-		if err := f.topo.RouteToNode(netip.PrefixFrom(netip.MustParseAddr(alias), 32), f.nodeOf[key]); err != nil {
-			return err
-		}
-		f.routes[alias] = key
-	}
-	for alias := range f.routes {
-		if _, ok := st.Aliases[alias]; !ok {
-			if err := f.topo.Unroute(netip.PrefixFrom(netip.MustParseAddr(alias), 32)); err != nil {
-				return err
-			}
-			delete(f.routes, alias)
-		}
-	}
-	if f.nat != nil && fmt.Sprint(f.nat) == fmt.Sprint(st.NAT) {
-		return nil
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "table ip %s\ndelete table ip %s\ntable ip %s {\n  counter untranslated {}\n", gceTable, gceTable, gceTable)
-	primaries := []string{"0.0.0.0"} // an empty set is not a set
-	for _, p := range st.NAT {
-		primaries = append(primaries, p)
-	}
-	slices.Sort(primaries)
-	fmt.Fprintf(&b, "  chain forward {\n    type filter hook forward priority filter - 10; policy accept;\n")
-	fmt.Fprintf(&b, "    oifname \"ext0\" ip daddr %s ip saddr != { %s } counter name \"untranslated\" drop\n  }\n",
-		internetDst.Masked(), strings.Join(primaries, ", "))
-	fmt.Fprintf(&b, "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n")
-	for natIP, p := range st.NAT {
-		fmt.Fprintf(&b, "    oifname \"ext0\" ip daddr %s ip saddr %s snat to %s\n", internetDst.Masked(), p, natIP)
-	}
-	b.WriteString("  }\n}\n")
-	file := filepath.Join(f.dir, "gce.nft")
-	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	if out, err := f.topo.Router.Run("nft", "-f", file); err != nil {
-		return fmt.Errorf("applying the GCE fabric table: %w: %s", err, out)
-	}
-	f.nat = st.NAT
-	return nil
-}
-
-// untranslated is how many packets towards the internet the fabric dropped for a source no
-// access config translates.
-func (f *gceFabric) untranslated(t *testing.T) uint64 {
-	t.Helper()
-	out, err := f.topo.Router.Run("nft", "-j", "list", "counter", "ip", gceTable, "untranslated")
-	must(t, err)
-	var doc struct {
-		Nftables []struct {
-			Counter *struct {
-				Packets uint64 `json:"packets"`
-			} `json:"counter"`
-		} `json:"nftables"`
-	}
-	must(t, json.Unmarshal(out, &doc))
-	for _, x := range doc.Nftables {
-		if x.Counter != nil {
-			return x.Counter.Packets
-		}
-	}
-	t.Fatalf("no untranslated counter in %s", out)
-	return 0
-}
+// The GCE bed's outside: the internet, where the access configs' NAT applies, and an
+// on-premises network reached without NAT.
+var internetDst, onPremDst = gcefabric.Internet, gcefabric.OnPrem
 
 // TestGCPPublicEgressNetns runs GCP public egress end to end: the real coordinator with the GCP
 // provider on the Compute simulator, the real agents of worker1, gw1 and gw2 in their
-// namespaces, and a router that applies GCE's rules (gceFabric). The coordinator gives the
+// namespaces, and a router that applies GCE's rules (gcefabric). The coordinator gives the
 // group's egress IP an alias on one gateway and a static external address through that NIC's
 // access config; the holder SNATs pod a's internet-bound flows to its primary address, which
 // the access config translates, and its on-premises flows to the alias. A packet sent to the
@@ -155,32 +56,32 @@ func TestGCPPublicEgressNetns(t *testing.T) {
 	sim := gcpsim.New()
 	z := topo.Zones[0]
 	seed := gcpsim.ProjectSeed{ID: project, Subnets: []gcpsim.SubnetSeed{{Name: "nodes", Region: "us-central1", CIDR: z.Subnet.String()}}}
-	fabric := &gceFabric{sim: sim, topo: topo, nodeOf: map[string]*netns.Node{}, dir: t.TempDir(), routes: map[string]string{}}
+	nodeOf := map[string]*netns.Node{}
 	for _, n := range topo.Nodes {
 		seed.Instances = append(seed.Instances, gcpsim.InstanceSeed{Name: n.Name, Zone: zone, NICs: []gcpsim.NICSeed{{Subnet: "nodes", NetworkIP: n.IP.String()}}})
-		fabric.nodeOf[project+"/"+zone+"/"+n.Name] = n
+		nodeOf[gcefabric.InstanceKey(project, zone, n.Name)] = n
 	}
 	must(t, sim.Seed(seed))
 	srv := httptest.NewServer(sim.Handler())
 	t.Cleanup(srv.Close)
-	must(t, fabric.sync())
+	fabric := gcefabric.New(sim, topo, nodeOf, internetDst, t.TempDir())
+	must(t, fabric.Sync())
 	fctx, stopFabric := context.WithCancel(ctx)
 	fabricDone := make(chan struct{})
-	go func() {
-		defer close(fabricDone)
-		for {
-			if err := fabric.sync(); err != nil {
-				t.Errorf("GCE fabric: %v", err)
-				return
-			}
-			select {
-			case <-fctx.Done():
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
+	go func() { defer close(fabricDone); fabric.Run(fctx, 20*time.Millisecond) }()
+	t.Cleanup(func() {
+		stopFabric()
+		<-fabricDone
+		if err := fabric.Err(); err != nil {
+			t.Errorf("GCE fabric: %v", err)
 		}
-	}()
-	t.Cleanup(func() { stopFabric(); <-fabricDone })
+	})
+	untranslated := func() uint64 {
+		t.Helper()
+		n, err := fabric.Untranslated()
+		must(t, err)
+		return n
+	}
 
 	pa := topo.Pod("a")
 	gws := map[string]*netns.Node{"gw1": topo.Node("gw1"), "gw2": topo.Node("gw2")}
@@ -264,7 +165,7 @@ func TestGCPPublicEgressNetns(t *testing.T) {
 	}
 
 	// A wrong source fails: from the alias the internet is unreachable, the fabric drops it.
-	before := fabric.untranslated(t)
+	before := untranslated()
 	err = holder.Do(func() error {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: alias.AsSlice()}, Timeout: 2 * time.Second}
 		conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(internetDst.Addr(), netns.HTTPPort).String())
@@ -276,7 +177,7 @@ func TestGCPPublicEgressNetns(t *testing.T) {
 	if err == nil {
 		t.Fatalf("a connection from the alias %s reached the internet: GCE translates only the primary address", alias)
 	}
-	if after := fabric.untranslated(t); after <= before {
+	if after := untranslated(); after <= before {
 		t.Fatalf("the fabric's untranslated counter went %d → %d: the alias-sourced SYN was not what failed", before, after)
 	}
 

@@ -45,6 +45,10 @@ type Inputs struct {
 	Interfaces []Interface
 	// SetIDs is the policy-set id assignment of the previous Result, so ids stay stable.
 	SetIDs map[string]uint32
+	// Listed are the groups of the previous Result (its State.Groups): a gateway whose agent
+	// Lease expired stays listed for its pinned flows only while it was listed with an address
+	// before (leaseExpiredKeep). Nil keeps none.
+	Listed []dataplane.Group
 	// ProbePort is the probe port of every node.
 	ProbePort uint16
 	// PrefixBudget bounds the prefixes of each namespace's EgressPolicies and of the
@@ -340,6 +344,12 @@ func ComputeState(in Inputs) (Result, error) {
 			// tunnelled frame (foreign_node) until the view is read, although the gateway
 			// forwarded them a moment ago. Keep them; a node booted afresh has none.
 			r.KeepSources = true
+			// Nor does it take new flows meanwhile: its probe replies say draining, so
+			// workers send new flows to gateways that admit them. After a cold boot it
+			// admits nothing, and answering probes as a plain healthy gateway drew new
+			// flows it dropped (foreign_node) until the view synced (the soak's
+			// zone-loss/short failures after the settle).
+			res.State.Draining = true
 			problem(problemf(ProblemNoClusterView, nodeRef(in.Node.Name), nil,
 				"the cluster's pods and nodes are not read yet: the gateway admits only the tunnelled traffic its datapath already admitted"))
 		}
@@ -576,11 +586,13 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 	res.GroupNames[gi.group] = gw.Name
 	myZone := in.Node.Labels[corev1.LabelTopologyZone]
 
-	// Egress IPs per holder: the lowest of each family.
+	// Egress IPs per holder: the lowest of each family; and the holder of each of the group's
+	// addresses ("" while the cloud moves it).
 	held := map[string][2]netip.Addr{}
+	holders := map[netip.Addr]string{}
 	for i := range in.EgressIPs {
 		e := &in.EgressIPs[i]
-		if e.Spec.Gateway != gw.Name || e.Status.Node == "" {
+		if e.Spec.Gateway != gw.Name {
 			continue
 		}
 		ip, err := netip.ParseAddr(e.Spec.IP)
@@ -588,6 +600,10 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 			continue
 		}
 		ip = ip.Unmap()
+		holders[ip] = e.Status.Node
+		if e.Status.Node == "" {
+			continue
+		}
 		h := held[e.Status.Node]
 		fam := 0
 		if ip.Is6() {
@@ -607,6 +623,16 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 	var cands []candidate
 	for _, z := range gw.Status.Zones {
 		for _, g := range z.Gateways {
+			if g.State == egressv1.GatewayUnhealthy && g.Reason == egressv1.ReasonAgentLeaseExpired {
+				if c, ok := leaseExpiredKeep(in, gi, z.Name, g, nodeIP, holders); ok {
+					c.local = z.Name == myZone
+					addProbe(probes, contract.ProbeTarget(netip.AddrPortFrom(c.node.NodeIP, in.ProbePort), gw.Spec.Health))
+					res.GatewayNames[c.node.ID] = g.Node
+					res.Members = append(res.Members, Member{Group: gw.Name, Node: g.Node, Addr: c.node.NodeIP})
+					cands = append(cands, c)
+				}
+				continue
+			}
 			if g.State != egressv1.GatewayActive && g.State != egressv1.GatewayDraining {
 				continue
 			}
@@ -662,6 +688,68 @@ func buildGroup(in Inputs, gi *gatewayInfo, nodeIP netip.Addr, probes map[netip.
 		g.Gateways = append(g.Gateways, c.node)
 	}
 	return g
+}
+
+// leaseExpiredKeep decides whether a gateway the coordinator failed because its agent's Lease
+// expired (g, in zone) stays listed for the flows pinned to it, and returns it as a draining
+// candidate if so. The agent is gone but the datapath may not be: it keeps its programs, maps,
+// addresses and conntrack, and the probe reflector answers. Failed, the gateway's addresses move
+// to another gateway; a cloud accepts the move at once and its fabric delivers the address to
+// the new holder later (seconds on EC2), and until then it still delivers it to the old holder,
+// which can forward the flows pinned to it with their own address and port. Switched away at
+// once, their packets would be held at this node for all that time (docs/datapath.md,
+// "Connections across a move").
+//
+// So the gateway stays listed, draining (no new flow while another gateway takes them), with
+// the addresses it was listed with, while all of these hold:
+//   - this node's own probes of it answer: a rebooted or cut-off gateway's flows move at once;
+//   - the previous Result listed it with an address (in.Listed): it is kept from the listing it
+//     had, never taken back once dropped;
+//   - none of those addresses has landed elsewhere: each is still held by g, or being moved
+//     ("" holder), or held by a gateway not Active yet (the coordinator lists a cloud address's
+//     new holder Active only once its agent proved the fabric delivers it there). From that
+//     proof on the fabric drops what g sends from the address, and the pins move to the new
+//     holder, which SNATs them to the same address and port.
+//
+// Other reasons (NodeNotReady, ProbeFailed) are not kept: nothing says the datapath forwards.
+func leaseExpiredKeep(in Inputs, gi *gatewayInfo, zone string, g egressv1.GatewayNodeStatus, nodeIP netip.Addr, holders map[netip.Addr]string) (candidate, bool) {
+	ip, err := netip.ParseAddr(g.UnderlayIP)
+	if err != nil || !ip.Is4() || ip == nodeIP {
+		return candidate{}, false
+	}
+	if up, ok := in.Health[ip]; !ok || !up {
+		return candidate{}, false
+	}
+	id := GatewayID(ip)
+	var prev dataplane.GatewayNode
+	for _, lg := range in.Listed {
+		if lg.ID != gi.group {
+			continue
+		}
+		if i := slices.IndexFunc(lg.Gateways, func(n dataplane.GatewayNode) bool { return n.ID == id }); i >= 0 {
+			prev = lg.Gateways[i]
+		}
+	}
+	if !prev.EgressIPv4.IsValid() && !prev.EgressIPv6.IsValid() {
+		return candidate{}, false
+	}
+	active := map[string]bool{}
+	for _, z := range gi.obj.Status.Zones {
+		for _, o := range z.Gateways {
+			active[o.Node] = o.State == egressv1.GatewayActive
+		}
+	}
+	for _, a := range []netip.Addr{prev.EgressIPv4, prev.EgressIPv6} {
+		if !a.IsValid() {
+			continue
+		}
+		h, ok := holders[a]
+		if !ok || h != g.Node && h != "" && active[h] {
+			return candidate{}, false // released, or landed on its new holder
+		}
+	}
+	n := dataplane.GatewayNode{ID: id, NodeIP: ip, EgressIPv4: prev.EgressIPv4, EgressIPv6: prev.EgressIPv6, Healthy: true, Draining: true}
+	return candidate{node: n, name: g.Node, zone: zone, draining: true}, true
 }
 
 func cmpBool(a, b bool) int {

@@ -869,11 +869,17 @@ func TestGatewaySources(t *testing.T) {
 	if !slices.ContainsFunc(res.Problems, func(p Problem) bool { return p.Kind == ProblemNoClusterView }) {
 		t.Errorf("no %s problem without the cluster view: %v", ProblemNoClusterView, res.Problems)
 	}
+	if !res.State.Draining {
+		t.Error("without the cluster view the gateway's probe replies do not say draining: workers would send it new flows it may not admit")
+	}
 
 	in.ClusterView = true
 	res, err = ComputeState(in)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if res.State.Draining {
+		t.Error("draining with the cluster view read and the node schedulable")
 	}
 	want := []dataplane.Source{
 		{Node: ip("10.0.0.12"), Group: 7, Pod: ip("10.244.1.5")},

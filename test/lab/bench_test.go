@@ -35,6 +35,22 @@ func benchEvents() []benchEvent {
 		}
 		return n, z, nil
 	}
+	// zoneLoss takes down zone i%4 (allBut false) or every zone but that one (allBut true) for
+	// down(l), and names the lost zones.
+	zoneLoss := func(allBut bool, down func(*Lab) time.Duration) func(context.Context, *Lab, int, GatewayView) (Incident, []string, error) {
+		return func(ctx context.Context, l *Lab, i int, v GatewayView) (Incident, []string, error) {
+			_, z, err := target(l, i, v)
+			if err != nil {
+				return Incident{}, nil, err
+			}
+			lost := []string{z}
+			if allBut {
+				lost = slices.DeleteFunc(l.ZoneNames(), func(n string) bool { return n == z })
+			}
+			inc, err := l.LoseZones(ctx, down(l), lost...)
+			return inc, lost, err
+		}
+	}
 	one := func(play func(ctx context.Context, l *Lab, node string) (Incident, error)) func(context.Context, *Lab, int, GatewayView) (Incident, []string, error) {
 		return func(ctx context.Context, l *Lab, i int, v GatewayView) (Incident, []string, error) {
 			n, _, err := target(l, i, v)
@@ -64,23 +80,10 @@ func benchEvents() []benchEvent {
 		{"partition-long", one(func(ctx context.Context, l *Lab, n string) (Incident, error) {
 			return l.PartitionFor(ctx, l.LongDown(), n)
 		})},
-		{"zone-loss-long", func(ctx context.Context, l *Lab, i int, v GatewayView) (Incident, []string, error) {
-			_, z, err := target(l, i, v)
-			if err != nil {
-				return Incident{}, nil, err
-			}
-			inc, err := l.LoseZones(ctx, l.LongDown(), z)
-			return inc, []string{z}, err
-		}},
-		{"three-zones-lost-long", func(ctx context.Context, l *Lab, i int, v GatewayView) (Incident, []string, error) {
-			_, keep, err := target(l, i, v)
-			if err != nil {
-				return Incident{}, nil, err
-			}
-			lost := slices.DeleteFunc(l.ZoneNames(), func(z string) bool { return z == keep })
-			inc, err := l.LoseZones(ctx, l.LongDown(), lost...)
-			return inc, lost, err
-		}},
+		{"zone-loss-short", zoneLoss(false, func(l *Lab) time.Duration { return l.ShortDown() })},
+		{"zone-loss-long", zoneLoss(false, func(l *Lab) time.Duration { return l.LongDown() })},
+		{"three-zones-lost-short", zoneLoss(true, func(l *Lab) time.Duration { return l.ShortDown() })},
+		{"three-zones-lost-long", zoneLoss(true, func(l *Lab) time.Duration { return l.LongDown() })},
 		{"drain-long", one(func(ctx context.Context, l *Lab, n string) (Incident, error) {
 			d, err := l.LongDrain(ctx)
 			if err != nil {
@@ -121,7 +124,8 @@ func benchEvents() []benchEvent {
 // per event: the crash-anchored outage of the affected flows (p50/p99/max; trials with no
 // affected flow apart), the time until the IP set settled, the cloud moves and the requests
 // that failed during them, packets that left with an undelivered source, and connection
-// survival. EGRESSD_LAB_EVENTS (comma-separated names) picks events. The figures are printed
+// survival. EGRESSD_LAB_EVENTS (comma-separated names) picks events; EGRESSD_LAB_PROBE_INTERVAL
+// sets the gateway's probe interval (what bounds the outage). The figures are printed
 // and written to out/bench-lab-<timing>.txt, every sample to out/bench-lab-<timing>.json. One
 // run is the whole measurement, whatever b.N.
 func BenchmarkFailover(b *testing.B) {
@@ -135,7 +139,11 @@ func BenchmarkFailover(b *testing.B) {
 		want := strings.Split(only, ",")
 		events = slices.DeleteFunc(events, func(e benchEvent) bool { return !slices.Contains(want, e.name) })
 	}
-	l := upLab(b, Config{Zones: 4, GatewaysPerZone: gpz, Timing: timing, BinDir: binDir()})
+	probe, err := time.ParseDuration(cmpOr(os.Getenv("EGRESSD_LAB_PROBE_INTERVAL"), "0s"))
+	if err != nil {
+		b.Fatalf("EGRESSD_LAB_PROBE_INTERVAL: %v", err)
+	}
+	l := upLab(b, Config{Zones: 4, GatewaysPerZone: gpz, Timing: timing, BinDir: binDir(), ProbeInterval: probe})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(trials*len(events))*3*time.Minute+10*time.Minute)
 	defer cancel()
 	if err := l.ApplyDemoPolicy(ctx); err != nil {
@@ -162,11 +170,14 @@ func BenchmarkFailover(b *testing.B) {
 	time.Sleep(2 * time.Second)
 
 	var report strings.Builder
-	fmt.Fprintf(&report, "BenchmarkFailover: %d trials per event, 4 zones x %d gateways, EC2 timing profile %s, %d monitor flows (one request every %s, new connection each), long-lived connections through every gateway\n",
-		trials, gpz, timing, len(mons), MonitorInterval)
+	probes := "probes every 100ms (default)"
+	if probe > 0 {
+		probes = "probes every " + probe.String()
+	}
+	fmt.Fprintf(&report, "BenchmarkFailover: %d trials per event, 4 zones x %d gateways, EC2 timing profile %s, %s x 3, %d monitor flows (one request every %s, new connection each), long-lived connections through every gateway\n",
+		trials, gpz, timing, probes, len(mons), MonitorInterval)
 	fmt.Fprintf(&report, "egress IP set at start: %v\n", start.EgressIPs)
 	rec := RunRecord{IPSetBefore: start.EgressIPs}
-	var lostZones [][]string
 	undelivered := func() uint64 {
 		us, err := l.UndeliveredSources()
 		if err != nil {
@@ -194,7 +205,7 @@ func BenchmarkFailover(b *testing.B) {
 			for _, n := range inc.Nodes {
 				ev.AffectedIPs = append(ev.AffectedIPs, before.HeldBy(n)...)
 			}
-			ev.IPSetBefore = before.EgressIPs
+			ev.IPSetBefore, ev.LostZones = before.EgressIPs, lost
 			after, err := l.WaitFor(ctx, wholeTimeout, "gateway whole again", l.AllActive)
 			if err != nil {
 				b.Logf("%s trial %d: %v", e.name, i, err)
@@ -202,12 +213,11 @@ func BenchmarkFailover(b *testing.B) {
 			time.Sleep(3 * time.Second)
 			// The window ends once the connections that survived carry data again: TCP's
 			// backoff can keep one silent for seconds after its path is back.
-			conns.WaitFresh(ctx, connWait)
+			conns.WaitFresh(ctx, l.ConnWait())
 			ev.End, ev.IPSetAfter = time.Now(), after.EgressIPs
 			ev.SettledAt = Settled(views.Views(), ev.At, 2*time.Second, l.AllActive)
 			ev.UndeliveredSource = undelivered() - u0
 			rec.Events = append(rec.Events, ev)
-			lostZones = append(lostZones, lost)
 			fmt.Fprintf(os.Stderr, "%s %s trial %d: nodes %v, settled %v after the crash; datapath drops: %v; load %s\n", time.Now().Format("15:04:05"), e.name, i,
 				inc.Nodes, ev.SettledAt.Sub(ev.At).Round(time.Millisecond), l.Drops().Since(d0), loadAverage())
 			if err := conns.Refill(ctx, egressSources(after)); err != nil {
@@ -225,17 +235,8 @@ func BenchmarkFailover(b *testing.B) {
 	}
 	// Per event kind, over the flows of the zones the event left standing.
 	byName := map[string][]EventResult{}
-	for i, ev := range rec.Events {
-		r := rec.Analyze(ev)
-		r.Flows = slices.DeleteFunc(r.Flows, func(f FlowResult) bool { return slices.Contains(lostZones[i], f.Zone) })
-		r.AffectedFlows = 0
-		for _, f := range r.Flows {
-			if f.Affected {
-				r.AffectedFlows++
-			}
-		}
-		r.NoAffected = r.AffectedFlows == 0
-		byName[ev.Name] = append(byName[ev.Name], r)
+	for _, ev := range rec.Events {
+		byName[ev.Name] = append(byName[ev.Name], rec.Analyze(ev))
 	}
 	var sums []Summary
 	for _, e := range events {

@@ -356,10 +356,7 @@ func (l *Lab) bootNode(n *Node, boot *bootState) error {
 		}
 	}
 	if strings.TrimSpace(boot.nft) != "" {
-		f := filepath.Join(l.workDir, "nft-boot-"+n.Name+".nft")
-		if err := os.WriteFile(f, []byte("flush ruleset\n"+boot.nft), 0o600); err != nil {
-			errs = append(errs, err)
-		} else if _, err := n.Run("nft", "-f", f); err != nil {
+		if err := n.ApplyNFT(filepath.Join(l.workDir, "nft-boot-"+n.Name+".nft"), "flush ruleset\n"+boot.nft); err != nil {
 			errs = append(errs, fmt.Errorf("restoring %s's nftables ruleset: %w", n.Name, err))
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/egressd/egressd/gateway/contract"
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
+	"github.com/egressd/egressd/test/cloudsim/gcp/gcefabric"
 	"github.com/egressd/egressd/test/cloudsim/simkit"
 	"github.com/egressd/egressd/test/netns"
 )
@@ -37,7 +37,13 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 	// Dual-stack like the bed's default: the agent sets up IPv6 routes on every node too.
 	spec := netns.Spec{Prefix: Prefix, Routed: true, IsolatedNodes: true}
 	for i := range c.Zones {
-		spec.Zones = append(spec.Zones, netns.ZoneSpec{Name: zoneName(i)})
+		spec.Zones = append(spec.Zones, netns.ZoneSpec{Name: c.zone(i)})
+	}
+	if c.Cloud == CloudGCP {
+		// Outside GCE's VPC: the internet, where the access configs' NAT applies, and an
+		// on-premises network reached without NAT. The default's documentation ranges are
+		// egressv1.DefaultPrivateCIDRs, and where the simulator draws external addresses.
+		spec.External = []netip.Prefix{gcefabric.Internet, gcefabric.OnPrem}
 	}
 	spec.Nodes = c.nodeSpecs()
 	topo, err := netns.Build(ctx, spec)
@@ -54,13 +60,24 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 	}
 	l.setMonitors()
 	l.Echo = topo.External.Addr4()[0]
+	if c.Cloud == CloudGCP {
+		l.OnPrem = topo.External.Addr4()[1]
+	}
 	return nil
 }
 
-// startSimulator runs the EC2 simulator in-process on loopback, seeds it (SeedVPC), serves each
+// startSimulator starts the configured cloud's simulator: startEC2 or startGCE.
+func (l *Lab) startSimulator(ctx context.Context) error {
+	if l.Config.Cloud == CloudGCP {
+		return l.startGCE(ctx)
+	}
+	return l.startEC2(ctx)
+}
+
+// startEC2 runs the EC2 simulator in-process on loopback, seeds it (SeedVPC), serves each
 // node's instance metadata at 169.254.169.254 inside its namespace, and starts the VPC router
 // that follows the simulator.
-func (l *Lab) startSimulator(ctx context.Context) error {
+func (l *Lab) startEC2(context.Context) error {
 	l.Sim = awssim.New(Region)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,7 +96,7 @@ func (l *Lab) startSimulator(ctx context.Context) error {
 	}
 	l.VPC = vpc
 	for i, n := range l.Nodes {
-		n.Instance = instances[i]
+		n.Instance, n.ProviderID = instances[i], instances[i].ProviderID
 	}
 	for i, n := range append(nodes, l.CP) {
 		if err := l.serveIMDS(n.Namespace, instances[i].ID); err != nil {
@@ -169,6 +186,11 @@ func setMAC(n *netns.Node, mac string) error {
 
 // serveIMDS serves instance metadata for one instance at 169.254.169.254:80 inside ns.
 func (l *Lab) serveIMDS(ns *netns.Namespace, instanceID string) error {
+	return l.serveMetadata(ns, l.Sim.IMDSHandler(instanceID))
+}
+
+// serveMetadata serves h at IMDSAddr:80 inside ns, on its lo as the hypervisor answers there.
+func (l *Lab) serveMetadata(ns *netns.Namespace, h http.Handler) error {
 	if err := ns.AddAddr("lo", netip.MustParsePrefix(IMDSAddr+"/32")); err != nil {
 		return fmt.Errorf("adding %s to lo in %s: %w", IMDSAddr, ns.Name, err)
 	}
@@ -176,7 +198,7 @@ func (l *Lab) serveIMDS(ns *netns.Namespace, instanceID string) error {
 	if err != nil {
 		return err
 	}
-	l.serve(ln, l.Sim.IMDSHandler(instanceID))
+	l.serve(ln, h)
 	return nil
 }
 
@@ -352,25 +374,55 @@ func (r *Router) Routes() (map[netip.Addr]string, map[netip.Addr]netip.Addr, err
 	return maps.Clone(r.routes), maps.Clone(r.nat), r.err
 }
 
-// Routes returns the router's current view: private IP → node, private IP → public IP.
+// Routes returns the router's current view: private IP → node, private IP → public IP (the
+// GCP lab: alias IP → node, and no private → public pairs: the access configs translate the
+// nodes' primary addresses, see Lab.GCEFabric).
 func (l *Lab) Routes() (map[netip.Addr]string, map[netip.Addr]netip.Addr, error) {
+	if l.fabric != nil {
+		return l.gceRoutes()
+	}
 	return l.router.Routes()
 }
 
 // SyncRouter applies the simulator's current fabric view to the router now (tests).
-func (l *Lab) SyncRouter() error { return l.router.Sync() }
+func (l *Lab) SyncRouter() error {
+	if l.fabric != nil {
+		return l.fabric.Sync()
+	}
+	return l.router.Sync()
+}
 
 // Moves returns the EC2 simulator's move log, oldest first: every change of an address's
-// holder (or Elastic IP), when the API accepted it and when the fabric delivered it.
-func (l *Lab) Moves() []awssim.Move { return l.Sim.Moves() }
+// holder (or Elastic IP), when the API accepted it and when the fabric delivered it. The GCP
+// lab has none (its simulator's log: GCE.Events).
+func (l *Lab) Moves() []awssim.Move {
+	if l.Sim == nil {
+		return nil
+	}
+	return l.Sim.Moves()
+}
+
+// errNoSourceCheck: the GCP lab's fabric checks sources only towards the internet
+// (GCEFabric().Untranslated).
+var errNoSourceCheck = errors.New("the GCP lab's router has no per-node source check (see GCEFabric)")
 
 // UndeliveredSources returns the router's source-check drops: packets a node sent from a VPC
 // address the fabric had not delivered to it (held by another node, not yet propagated, or
 // released), by node and address, since the lab started.
-func (l *Lab) UndeliveredSources() ([]UndeliveredSource, error) { return l.router.UndeliveredSources() }
+func (l *Lab) UndeliveredSources() ([]UndeliveredSource, error) {
+	if l.router == nil {
+		return nil, errNoSourceCheck
+	}
+	return l.router.UndeliveredSources()
+}
 
 // UndeliveredProbes: Router.UndeliveredProbes.
-func (l *Lab) UndeliveredProbes() ([]UndeliveredSource, error) { return l.router.UndeliveredProbes() }
+func (l *Lab) UndeliveredProbes() ([]UndeliveredSource, error) {
+	if l.router == nil {
+		return nil, errNoSourceCheck
+	}
+	return l.router.UndeliveredProbes()
+}
 
 func mapsEqual(a, b map[netip.Addr]netip.Addr) bool {
 	if len(a) != len(b) {
@@ -527,12 +579,8 @@ func (r *Router) applyTable(held, nat map[netip.Addr]netip.Addr, srcOK map[srcKe
 	for _, p := range privs {
 		fmt.Fprintf(&b, "add rule ip %s postrouting oifname \"ext0\" ip saddr %s snat to %s\n", eipTable, p, nat[p])
 	}
-	f := filepath.Join(r.dir, "router.nft")
-	if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	if out, err := r.topo.Router.Run("nft", "-f", f); err != nil {
-		return fmt.Errorf("applying the router's table: %w: %s", err, out)
+	if err := r.topo.Router.ApplyNFT(filepath.Join(r.dir, "router.nft"), b.String()); err != nil {
+		return fmt.Errorf("applying the router's table: %w", err)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/egressd/egressd/gateway/agent/dataplane"
 	"github.com/egressd/egressd/test/netns"
 )
 
@@ -121,8 +122,33 @@ type conn struct {
 
 // NewConns returns a set of connections from every monitor pod of the lab to its echo server;
 // nothing is opened before Open. The connections live until Close or the end of ctx.
+// A zero opts.Timeout is the agents' hold (HoldEstablished), so a connection the datapath
+// keeps for its moving address is not given up by its own client first.
 func (l *Lab) NewConns(ctx context.Context, opts ConnOptions) *ConnSet {
+	if opts.Timeout <= 0 {
+		opts.Timeout = l.HoldEstablished()
+	}
 	return NewConnSet(ctx, l.Monitors, l.Echo, opts)
+}
+
+// HoldEstablished is the agents' --hold-established, what the chart gives them on the cloud
+// the timing profile stands for: 5 minutes for azure (NIC updates take 30-90 s, with outliers
+// of minutes), the agent's default (60 s) otherwise.
+func (l *Lab) HoldEstablished() time.Duration {
+	if strings.HasPrefix(l.Config.Timing, "azure") {
+		return 5 * time.Minute
+	}
+	return dataplane.DefaultHoldEstablished
+}
+
+// ConnWait bounds how long an event's window waits for its connections to carry data again
+// (ConnSet.WaitFresh): connWait, or with the azure profile, whose moves take about a minute,
+// long enough for TCP's retransmission timer, backed off to about a minute by then.
+func (l *Lab) ConnWait() time.Duration {
+	if strings.HasPrefix(l.Config.Timing, "azure") {
+		return 2 * time.Minute
+	}
+	return connWait
 }
 
 // NewConnSet returns a set of connections from pods to the echo server at dst's ConnPort.

@@ -1,11 +1,13 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -190,10 +192,16 @@ func (l *Lab) WriteStatus(ctx context.Context, w io.Writer) {
 	for _, n := range l.Nodes {
 		ips := held[n.Name]
 		slices.Sort(ips)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\t%v\t%s\n", n.Name, n.Zone.Name, n.IP, n.Instance.ID, n.Gateway,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\t%v\t%s\n", n.Name, n.Zone.Name, n.IP, cmp.Or(n.Instance.ID, n.ProviderID), n.Gateway,
 			l.AgentRunning(n.Name), n.isDown(), strings.Join(ips, " "))
 	}
 	tw.Flush()
+	if l.fabric != nil {
+		_, nat := l.fabric.Routes()
+		for _, natIP := range slices.Sorted(maps.Keys(nat)) {
+			fmt.Fprintf(w, "access config: %s → %s\n", nat[natIP], natIP)
+		}
+	}
 	if rerr != nil {
 		fmt.Fprintf(w, "router: last sync error: %v\n", rerr)
 	}

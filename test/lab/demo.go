@@ -241,7 +241,7 @@ func Demo(ctx context.Context, opts DemoOptions) (rep *Report, err error) {
 		say("%s: whole again after %s: %s", st.name, time.Since(cur.RestoredAt).Round(time.Millisecond), holdersString(after))
 		// Connections that survived may wait for their next retransmission: Refill would
 		// take them for stalled.
-		conns.WaitFresh(ctx, connWait)
+		conns.WaitFresh(ctx, l.ConnWait())
 		if err := conns.Refill(ctx, egressSources(after)); err != nil {
 			notes = append(notes, fmt.Sprintf("%s: reopening long-lived connections: %v", st.name, err))
 		}

@@ -431,6 +431,9 @@ func (l *Lab) CrashControllerInMove(ctx context.Context, timeout, downFor time.D
 	if l.Config.NoControlPlane {
 		return Incident{}, errors.New("the lab runs without controller (NoControlPlane)")
 	}
+	if l.Sim == nil {
+		return Incident{}, errors.New("CrashControllerInMove watches the EC2 simulator's calls: the EC2 lab only")
+	}
 	base := awssim.MutatingCalls(l.Sim.Calls())
 	if err := trigger(); err != nil {
 		return Incident{}, fmt.Errorf("triggering the move: %w", err)

@@ -220,13 +220,13 @@ func (l *Lab) registerObjects(ctx context.Context) error {
 	}
 	for _, n := range l.Nodes {
 		labels := map[string]string{ZoneLabel: n.Zone.Name, "kubernetes.io/hostname": n.Name,
-			"topology.kubernetes.io/region": Region, "node.kubernetes.io/instance-type": l.Config.InstanceType}
+			"topology.kubernetes.io/region": l.Config.region(), "node.kubernetes.io/instance-type": l.Config.InstanceType}
 		if n.Gateway {
 			labels[GatewayLabel] = GatewayGroup
 		}
 		node := &corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: labels},
-			Spec: corev1.NodeSpec{ProviderID: n.Instance.ProviderID, PodCIDR: n.PodCIDR.String(),
+			Spec: corev1.NodeSpec{ProviderID: n.ProviderID, PodCIDR: n.PodCIDR.String(),
 				PodCIDRs: []string{n.PodCIDR.String()}},
 		}
 		if err := c.Create(ctx, node); err != nil {
@@ -331,7 +331,9 @@ func retryConflict(ctx context.Context, fn func() error) error {
 // ApplyDemoPolicy creates the walkthrough's objects: EgressGateway "lab" selecting the gateway
 // nodes, one cloud (AWS) egress IP per zone, zone affinity Any so one pod's flows spread over
 // every zone's IP, and an EgressPolicy sending the monitor pod's traffic to the echo server's
-// network through it.
+// network through it. In the GCP lab the group has public egress (cloud.public: a static
+// external address per egress IP) and the policy also sends the on-premises network (OnPrem)
+// through it, where the alias IPs show.
 func (l *Lab) ApplyDemoPolicy(ctx context.Context) error {
 	any := egressv1.AffinityAny
 	gw := &egressv1.EgressGateway{
@@ -339,9 +341,17 @@ func (l *Lab) ApplyDemoPolicy(ctx context.Context) error {
 		Spec: egressv1.EgressGatewaySpec{
 			NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{GatewayLabel: GatewayGroup}},
 			Mode:         egressv1.ModeActiveActive,
-			Addresses:    egressv1.EgressAddresses{Cloud: &egressv1.CloudAddresses{Provider: "aws", IPsPerZone: 1}},
-			Zones:        &egressv1.ZoneSpec{Affinity: any},
+			Addresses: egressv1.EgressAddresses{Cloud: &egressv1.CloudAddresses{Provider: l.Config.Cloud, IPsPerZone: 1,
+				Public: l.Config.Cloud == CloudGCP}},
+			Zones: &egressv1.ZoneSpec{Affinity: any},
 		},
+	}
+	if l.Config.ProbeInterval > 0 {
+		gw.Spec.Health = &egressv1.HealthSpec{Interval: &metav1.Duration{Duration: l.Config.ProbeInterval}}
+	}
+	dsts := []string{netipPrefix24(l.Echo)}
+	if l.OnPrem.IsValid() {
+		dsts = append(dsts, netipPrefix24(l.OnPrem))
 	}
 	if err := l.API.Client.Create(ctx, gw); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating EgressGateway %s: %w", gw.Name, err)
@@ -350,7 +360,7 @@ func (l *Lab) ApplyDemoPolicy(ctx context.Context) error {
 		ObjectMeta: metav1.ObjectMeta{Name: "monitor-egress", Namespace: WorkloadNS},
 		Spec: egressv1.EgressPolicyRule{
 			PodSelector:      metav1.LabelSelector{MatchLabels: map[string]string{"app": MonitorPodName}},
-			DestinationCIDRs: []string{netipPrefix24(l.Echo)},
+			DestinationCIDRs: dsts,
 			Gateway:          GatewayGroup,
 		},
 	}

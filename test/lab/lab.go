@@ -1,6 +1,7 @@
 // Package lab is egressd's whole-cluster lab on one machine (DESIGN.md §7): nodes in zones as
 // network namespaces (test/netns) behind a VPC router whose routes and Elastic-IP 1:1 NAT follow
-// the EC2 simulator (test/cloudsim/aws), the envtest API server with Nodes and Pods registered as
+// the EC2 simulator (test/cloudsim/aws), or with Config.Cloud "gcp" whose alias routes and
+// access-config NAT follow the Compute Engine simulator (test/cloudsim/gcp, gcefabric), the envtest API server with Nodes and Pods registered as
 // a kubelet and a CNI would, the real egressd-agent in every node and the real
 // egressd-controller in a control-plane namespace, an echo server outside the VPC and a worker
 // with a monitor pod in every zone. It owns the lifecycle of all of it — Up builds, Close tears down, Sweep removes what a
@@ -26,6 +27,8 @@ import (
 
 	"github.com/egressd/egressd/gateway/contract"
 	awssim "github.com/egressd/egressd/test/cloudsim/aws"
+	gcpsim "github.com/egressd/egressd/test/cloudsim/gcp"
+	"github.com/egressd/egressd/test/cloudsim/gcp/gcefabric"
 	"github.com/egressd/egressd/test/cloudsim/simkit"
 	"github.com/egressd/egressd/test/envtest"
 	"github.com/egressd/egressd/test/netns"
@@ -47,8 +50,21 @@ const (
 	// ControlPlane is the bed node that runs egressd-controller: on the underlay (so it can
 	// probe gateways) but not a Kubernetes Node, like a managed control plane.
 	ControlPlane = "cp"
-	// IMDSAddr is where every node finds its instance metadata, as on EC2.
+	// IMDSAddr is where every node finds its instance metadata, as on EC2 (and where the
+	// control plane finds GCE's metadata server in the GCP lab).
 	IMDSAddr = "169.254.169.254"
+)
+
+// The clouds the lab simulates (Config.Cloud), named as the providers' types are.
+const (
+	CloudAWS = "aws"
+	CloudGCP = "gcp"
+)
+
+// The GCP lab's project and region: zone i is GCPRegion-a, GCPRegion-b, ...
+const (
+	GCPProject = "egressd-lab"
+	GCPRegion  = "us-central1"
 )
 
 // Config describes a lab. The zero value of every field has a usable default.
@@ -81,6 +97,13 @@ type Config struct {
 	// from the clock; the seed used is logged).
 	Timing     string
 	TimingSeed int64
+	// ProbeInterval is the demo EgressGateway's spec.health.interval (0: the default, 100 ms,
+	// with the default threshold of 3): what bounds the outage of a dead gateway.
+	ProbeInterval time.Duration
+	// Cloud is the simulated cloud: CloudAWS (default: the EC2 simulator, zones us-east-1a,
+	// ...) or CloudGCP (the Compute Engine simulator, project GCPProject, zones
+	// us-central1-a, ..., the demo policy with public egress; Timing then applies to it).
+	Cloud string
 }
 
 func (c *Config) defaults() error {
@@ -96,8 +119,17 @@ func (c *Config) defaults() error {
 	if c.GatewaysPerZone < 1 || c.GatewaysPerZone > 4 {
 		return fmt.Errorf("gateways per zone: %d, want 1-4", c.GatewaysPerZone)
 	}
+	if c.Cloud == "" {
+		c.Cloud = CloudAWS
+	}
+	if c.Cloud != CloudAWS && c.Cloud != CloudGCP {
+		return fmt.Errorf("cloud: %q, want %s or %s", c.Cloud, CloudAWS, CloudGCP)
+	}
 	if c.InstanceType == "" {
 		c.InstanceType = "m5.large"
+		if c.Cloud == CloudGCP {
+			c.InstanceType = "e2-standard-4" // a label only: the GCP lab's capacity is alias ranges
+		}
 	}
 	if c.BinDir == "" {
 		c.BinDir = c.binDefault()
@@ -118,18 +150,21 @@ func (c *Config) defaults() error {
 // lab runs without control plane, its agent.
 type Node struct {
 	*netns.Node
-	Instance awssim.Instance
-	Gateway  bool // carries GatewayLabel when the lab starts
-	agent    *process
-	down     downState
+	Instance awssim.Instance // the EC2 lab's
+	// ProviderID is the Node's spec.providerID: aws:///zone/i-... or gce://project/zone/name.
+	ProviderID string
+	Gateway    bool // carries GatewayLabel when the lab starts
+	agent      *process
+	down       downState
 }
 
 // Lab is a running lab. Close it.
 type Lab struct {
 	Config Config
 	Topo   *netns.Topology
-	Sim    *awssim.Server
-	// SimAddr is the simulator's EC2/IMDS/admin endpoint (127.0.0.1:port in the root namespace,
+	Sim    *awssim.Server // the EC2 lab's simulator
+	GCE    *gcpsim.Sim    // the GCP lab's simulator
+	// SimAddr is the simulator's EC2/IMDS/admin (or Compute/admin) endpoint (127.0.0.1:port in the root namespace,
 	// and through a proxy at the same address in every lab namespace).
 	SimAddr string
 	VPC     string
@@ -143,11 +178,15 @@ type Lab struct {
 	Monitors []*netns.Pod
 	Monitor  *netns.Pod
 	Echo     netip.Addr // the echo server's address outside the VPC
+	// OnPrem is, in the GCP lab, the echo server's address on a network the VPC reaches
+	// without NAT (gcefabric.OnPrem): the group's private destination.
+	OnPrem netip.Addr
 
 	workDir    string
 	bpffs      string
 	controller *process
-	router     *Router
+	router     *Router           // the EC2 lab's
+	fabric     *gcefabric.Fabric // the GCP lab's
 	servers    []*http.Server
 
 	ctx      context.Context // lives until Close
@@ -204,7 +243,7 @@ func Up(ctx context.Context, cfg Config) (_ *Lab, err error) {
 	if err := step("building namespaces", l.buildTopology); err != nil {
 		return nil, err
 	}
-	if err := step("starting the EC2 simulator", l.startSimulator); err != nil {
+	if err := step("starting the "+cfg.simulatorName()+" simulator", l.startSimulator); err != nil {
 		return nil, err
 	}
 	if err := step("starting the API server", l.startAPIServer); err != nil {
@@ -248,14 +287,14 @@ func (c Config) nodeSpecs() []netns.NodeSpec {
 	var out []netns.NodeSpec
 	for i := range c.Zones {
 		for k := range c.GatewaysPerZone {
-			out = append(out, netns.NodeSpec{Name: fmt.Sprintf("gw-%s%d", zoneLetter(i), k+1), Zone: zoneName(i)})
+			out = append(out, netns.NodeSpec{Name: fmt.Sprintf("gw-%s%d", zoneLetter(i), k+1), Zone: c.zone(i)})
 		}
 	}
 	for i := range c.Zones {
-		out = append(out, netns.NodeSpec{Name: "worker-" + zoneLetter(i) + "1", Zone: zoneName(i),
+		out = append(out, netns.NodeSpec{Name: "worker-" + zoneLetter(i) + "1", Zone: c.zone(i),
 			Pods: []netns.PodSpec{{Name: MonitorPod(i)}}})
 	}
-	return append(out, netns.NodeSpec{Name: ControlPlane, Zone: zoneName(0)})
+	return append(out, netns.NodeSpec{Name: ControlPlane, Zone: c.zone(0)})
 }
 
 // MonitorPod is the name of zone i's monitor pod (monitor-a, monitor-b, ...). Every monitor pod
@@ -358,6 +397,29 @@ func hostPort(s string) (string, int, error) {
 func zoneName(i int) string   { return Region + string(rune('a'+i)) }
 func zoneLetter(i int) string { return string(rune('a' + i)) }
 
+// zone names the lab's zone i in its cloud: zoneName(i) on AWS, GCPRegion-a, ... on GCP.
+func (c Config) zone(i int) string {
+	if c.Cloud == CloudGCP {
+		return GCPRegion + "-" + zoneLetter(i)
+	}
+	return zoneName(i)
+}
+
+// region is the Nodes' topology.kubernetes.io/region.
+func (c Config) region() string {
+	if c.Cloud == CloudGCP {
+		return GCPRegion
+	}
+	return Region
+}
+
+func (c Config) simulatorName() string {
+	if c.Cloud == CloudGCP {
+		return "Compute Engine"
+	}
+	return "EC2"
+}
+
 // ZonesHeld reports whether every egress IP in the view has a holder and every zone of the lab
 // has one held by a node of that zone: the IP set is whole, whichever gateway holds each IP.
 // Unlike AllActive it does not ask the failed gateways to be back.
@@ -372,7 +434,7 @@ func (l *Lab) ZonesHeld(v GatewayView) bool {
 		}
 	}
 	for i := range l.Config.Zones {
-		if !held[zoneName(i)] {
+		if !held[l.Config.zone(i)] {
 			return false
 		}
 	}

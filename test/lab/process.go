@@ -156,8 +156,19 @@ func (l *Lab) awsEnv() []string {
 	}
 }
 
+// cloudEnv is the environment of the lab's binaries: where the cloud's API and metadata are.
+func (l *Lab) cloudEnv() []string {
+	if l.Config.Cloud == CloudGCP {
+		return gceEnv()
+	}
+	return l.awsEnv()
+}
+
 // controllerConfig is the --config file of egressd-controller.
 func (l *Lab) controllerConfig() string {
+	if l.Config.Cloud == CloudGCP {
+		return l.gceControllerConfig()
+	}
 	return fmt.Sprintf(`clusterName: %s
 namespace: %s
 providers:
@@ -222,7 +233,7 @@ func (l *Lab) StartController() error {
 	if l.controller.running() {
 		return nil
 	}
-	l.controller = &process{name: ControllerBinary, ns: l.CP.Namespace, env: l.awsEnv(),
+	l.controller = &process{name: ControllerBinary, ns: l.CP.Namespace, env: l.cloudEnv(),
 		log: filepath.Join(l.workDir, "logs", "controller.log"),
 		argv: []string{filepath.Join(l.Config.BinDir, ControllerBinary), "--kubeconfig=" + l.Kubeconfig,
 			"--config=" + filepath.Join(l.workDir, "controller.yaml"), "--leader-elect=true",
@@ -262,13 +273,14 @@ func (l *Lab) StartAgent(name string) error {
 	if err := os.MkdirAll(bpffs, 0o700); err != nil {
 		return err
 	}
-	n.agent = &process{name: AgentBinary + " on " + n.Name, ns: n.Namespace, env: l.awsEnv(),
+	n.agent = &process{name: AgentBinary + " on " + n.Name, ns: n.Namespace, env: l.cloudEnv(),
 		log: filepath.Join(l.workDir, "logs", "agent-"+n.Name+".log"),
 		argv: []string{filepath.Join(l.Config.BinDir, AgentBinary), "--node-name=" + n.Name,
 			"--kubeconfig=" + l.Kubeconfig, "--namespace=" + SystemNS,
 			"--metrics-bind-address=:9090", "--health-probe-bind-address=:9091",
 			fmt.Sprintf("--tunnel-port=%d", contract.DefaultTunnelPort), fmt.Sprintf("--probe-port=%d", contract.DefaultProbePort),
 			"--pod-interface-patterns=" + l.Topo.Spec.HostIfacePrefix + "*", "--bpffs=" + bpffs,
+			"--hold-established=" + l.HoldEstablished().String(),
 			"--zap-time-encoding=rfc3339nano", "--zap-log-level=debug"}}
 	return n.agent.start()
 }

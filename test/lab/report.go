@@ -41,6 +41,10 @@ type Event struct {
 	// fabric had not delivered to their node (the VPC router's counter, filled by the caller).
 	// It must be 0.
 	UndeliveredSource uint64 `json:"undeliveredSource"`
+	// LostZones are the zones whose monitor pods the event took down with it (a zone loss
+	// takes their workers): their requests are neither the survivors' outage nor failures
+	// of a cloud move, and Analyze leaves them out.
+	LostZones []string `json:"lostZones,omitempty"`
 }
 
 // MoveWindow is one cloud move of an egress IP: from the cloud accepting the call to the
@@ -182,9 +186,13 @@ func (rec RunRecord) Analyze(ev Event) EventResult {
 			affected[p] = true
 		}
 	}
+	lost := func(s Sample) bool { return slices.Contains(ev.LostZones, s.Zone) }
 	byPod := map[string][]Sample{}
 	var pods []string
 	for _, s := range rec.Samples {
+		if lost(s) {
+			continue
+		}
 		if _, ok := byPod[s.Pod]; !ok {
 			pods = append(pods, s.Pod)
 		}
@@ -220,7 +228,7 @@ func (rec RunRecord) Analyze(ev Event) EventResult {
 			end = ev.End
 		}
 		for _, s := range rec.Samples {
-			if !s.Sent.Before(m.Accepted) && !s.Sent.After(end) {
+			if !lost(s) && !s.Sent.Before(m.Accepted) && !s.Sent.After(end) {
 				mr.Requests++
 				if !s.OK() {
 					mr.Failed++

@@ -155,10 +155,24 @@ func TestAnalyzeMoves(t *testing.T) {
 		{IP: "10.0.0.3", Accepted: at(1900)},                      // not delivered: to End, 1900 and 1950 fail
 		{IP: "10.0.0.4", Accepted: at(200), Delivered: at(600)},   // before the event
 	}
-	rec := RunRecord{Samples: samples, Moves: moves, Events: []Event{{Name: "crash", At: at(1000), End: at(4000)}}}
+	// A pod of a zone the event took down fails throughout; it is no flow of the event and no
+	// failure of its moves.
+	for _, s := range flow("monitor-b", 0, 5000, func(ms int) string {
+		if ms >= 1000 {
+			return ""
+		}
+		return "10.0.0.2"
+	}) {
+		s.Zone = "us-east-1b"
+		samples = append(samples, s)
+	}
+	rec := RunRecord{Samples: samples, Moves: moves, Events: []Event{{Name: "crash", At: at(1000), End: at(4000), LostZones: []string{"us-east-1b"}}}}
 	r := rec.Analyze(rec.Events[0])
 	if len(r.Moves) != 2 || r.Moves[0].Failed != 7 || r.Moves[0].Requests != 9 || r.Moves[1].Failed != 2 || r.MoveFailed != 9 {
 		t.Errorf("moves %+v, total %d: want 7 of 9 during the first, 2 during the undelivered one", r.Moves, r.MoveFailed)
+	}
+	if len(r.Flows) != 1 || r.Flows[0].Pod != "monitor-a" {
+		t.Errorf("flows %+v, want monitor-a's only (monitor-b's zone was lost)", r.Flows)
 	}
 	rep := rec.Report()
 	dir := t.TempDir()

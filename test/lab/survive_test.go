@@ -32,17 +32,7 @@ func TestConnsFollowEgressIP(t *testing.T) {
 	}
 	// The default timeout: the move is seconds of EC2 timing plus TCP's backoff, and the
 	// connections wait for an echo as long as the datapath holds them (DefaultConnTimeout).
-	conns := l.NewConns(ctx, ConnOptions{})
-	t.Cleanup(conns.Close)
-	if err := conns.Open(ctx, egressSources(before)); err != nil {
-		t.Fatal(err)
-	}
-	victim := holderIn(t, before, l, zoneName(0))
-	held := before.HeldBy(victim)
-	if len(held) != 1 {
-		t.Fatalf("%s holds %v, want zone %s's one egress IP", victim, held, zoneName(0))
-	}
-	ip := held[0]
+	conns, victim, ip := connsThroughZoneA(ctx, t, l, before)
 	time.Sleep(time.Second)
 
 	inc, err := l.ColdCrash(ctx, victim)
@@ -122,4 +112,121 @@ func countSurvived(recs []ConnRecord, t time.Time) int {
 	return len(slices.DeleteFunc(slices.Clone(recs), func(r ConnRecord) bool {
 		return !r.Closed.IsZero() || !r.LastEcho().After(t)
 	}))
+}
+
+// TestConnsSurviveMoveBack drains the holder of zone a's egress IP past the grace period, so the
+// IP moves to the zone's other gateway, then drains that one, so the IP moves back: what a
+// rolling upgrade of a gateway pool does. Long-lived connections through the IP must survive
+// both moves with the same address and port. The second move lands on a gateway that carried
+// the connections before: if it kept their old conntrack entries, their segments, far past the
+// sequence numbers those entries last saw, would be judged out of window and leave untranslated.
+func TestConnsSurviveMoveBack(t *testing.T) {
+	skipUnlessRoot(t)
+	skipUnlessBinaries(t)
+	l := upLab(t, Config{Zones: 2, GatewaysPerZone: 2, Timing: "aws", BinDir: binDir(), NotReadyAfter: 2 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	if err := l.ApplyDemoPolicy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, err := l.WaitFor(ctx, 3*time.Minute, "gateway ready", l.AllActive)
+	if err != nil {
+		t.Fatalf("%v\ncontroller log:\n%s", err, Tail(l.LogPath(""), 20))
+	}
+	conns, first, ip := connsThroughZoneA(ctx, t, l, before)
+	var second string
+	for _, n := range l.Nodes {
+		if n.Gateway && n.Zone != nil && n.Zone.Name == zoneName(0) && n.Name != first {
+			second = n.Name
+		}
+	}
+	if second == "" {
+		t.Fatalf("zone %s has no second gateway", zoneName(0))
+	}
+	time.Sleep(time.Second)
+	start := time.Now()
+	through := func() (out []ConnRecord) {
+		for _, r := range conns.Records() {
+			if s, ok := r.segmentBefore(start); ok && sourceIP(s.Source) == ip {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	if len(through()) == 0 {
+		t.Fatalf("no long-lived connection through %s: %v", ip, conns.Records())
+	}
+	grace, err := l.LongDrain(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// move drains from past its grace period, waits for ip to be Active on to, then for every
+	// connection through ip to echo after that (bounded by TCP's backoff and the datapath's
+	// hold) or break, and reports when ip landed.
+	move := func(from, to string) time.Time {
+		t.Helper()
+		if _, err := l.DrainFor(ctx, grace, from); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.WaitFor(ctx, 2*time.Minute, ip+" on "+to, func(v GatewayView) bool {
+			return v.Holders[ip] == to && v.States[to] == string(egressv1.GatewayActive)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		landed := time.Now()
+		for deadline := landed.Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			pending := 0
+			for _, r := range through() {
+				if r.Closed.IsZero() && !r.LastEcho().After(landed) {
+					pending++
+				}
+			}
+			if pending == 0 {
+				break
+			}
+		}
+		t.Logf("%s drained past its grace period; %s Active on %s; %d/%d connections through it echo since", from, ip, to,
+			countSurvived(through(), landed), len(through()))
+		return landed
+	}
+	move(first, second)
+	back := move(second, first)
+	var report strings.Builder
+	for _, r := range through() {
+		was, _ := r.segmentBefore(start)
+		last := r.Segments[len(r.Segments)-1]
+		fmt.Fprintf(&report, "\n  conn %d %s %s: before %s, last %s at +%s, closed %v %s", r.ID, r.Pod, r.Local, was.Source,
+			last.Source, last.Last.Sub(start).Round(time.Millisecond), !r.Closed.IsZero(), r.Err)
+		switch {
+		case !r.Closed.IsZero():
+			t.Errorf("connection %d from %s through %s broke: %s", r.ID, r.Pod, was.Source, r.Err)
+		case !last.Last.After(back):
+			t.Errorf("connection %d from %s through %s: no echo since %s came back to %s (last at +%s)", r.ID, r.Pod, was.Source,
+				ip, first, last.Last.Sub(start).Round(time.Millisecond))
+		case last.Source != was.Source:
+			t.Errorf("connection %d from %s: seen from %s after the moves, %s before", r.ID, r.Pod, last.Source, was.Source)
+		}
+	}
+	t.Logf("FIGURE connections through %s surviving its move to %s and back: %d/%d%s", ip, second,
+		countSurvived(through(), back), len(through()), report.String())
+	if t.Failed() {
+		t.Logf("%s's log:\n%s", first, Tail(l.LogPath(first), 30))
+	}
+}
+
+// connsThroughZoneA opens long-lived connections through every egress IP of before and returns
+// them with zone a's holder and its one egress IP.
+func connsThroughZoneA(ctx context.Context, t *testing.T, l *Lab, before GatewayView) (*ConnSet, string, string) {
+	t.Helper()
+	conns := l.NewConns(ctx, ConnOptions{})
+	t.Cleanup(conns.Close)
+	if err := conns.Open(ctx, egressSources(before)); err != nil {
+		t.Fatal(err)
+	}
+	holder := holderIn(t, before, l, zoneName(0))
+	held := before.HeldBy(holder)
+	if len(held) != 1 {
+		t.Fatalf("%s holds %v, want zone %s's one egress IP", holder, held, zoneName(0))
+	}
+	return conns, holder, held[0]
 }

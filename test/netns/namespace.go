@@ -168,6 +168,16 @@ func (n *Namespace) Start(cmd *exec.Cmd) error {
 	return nil
 }
 
+// ApplyNFT writes an nft script to file and loads it in the namespace with `nft -f` (a file,
+// so nft's message names the failing line, and the script stays for a post-mortem).
+func (n *Namespace) ApplyNFT(file, script string) error {
+	if err := os.WriteFile(file, []byte(script), 0o600); err != nil {
+		return err
+	}
+	_, err := n.Run("nft", "-f", file)
+	return err
+}
+
 // Run runs a command in the namespace and returns its combined output (for `ip`, `nft`, ss...).
 func (n *Namespace) Run(name string, args ...string) ([]byte, error) {
 	cmd := exec.Command(name, args...)

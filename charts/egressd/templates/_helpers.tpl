@@ -119,3 +119,19 @@ the plugins' mounted token and CA files. */}}
 {{- define "egressd.anySidecar" -}}
 {{- range $name, $p := .Values.plugins -}}{{- if get $p "sidecar" -}}yes{{- end -}}{{- end -}}
 {{- end -}}
+
+{{/*
+egressd.agent.holdEstablished: agent.holdEstablished, or the cloud's default: how long an
+established connection through a failed gateway waits for its egress IP to land on the next
+holder. 60s covers EC2 and GCE moves (seconds); an Azure NIC update typically takes 30-90 s,
+with outliers of minutes, so Azure gets 5m (docs/datapath.md, "Connections across a move").
+*/}}
+{{- define "egressd.agent.holdEstablished" -}}
+{{- if .Values.agent.holdEstablished -}}
+{{- .Values.agent.holdEstablished -}}
+{{- else if eq .Values.provider "azure" -}}
+5m0s
+{{- else -}}
+1m0s
+{{- end -}}
+{{- end -}}

@@ -34,13 +34,12 @@ func (d *Dataplane) applyGateway(role *GatewayRole, p *plan, steerFamilies []int
 		}
 		ifindex[a.Interface] = l.Attrs().Index
 	}
-	wantAddr, err := d.addAddresses(role, ifindex)
+	wantAddr, add, err := d.planAddresses(role, ifindex)
 	if err != nil {
 		return err
 	}
-	if err := d.applyRouting(role, ifindex, steerFamilies); err != nil {
-		return err
-	}
+	// The stray chain lists a new address before it is mounted: a destination's segment that
+	// reaches it in between would otherwise be answered with a reset.
 	tun, err := netlink.LinkByName(d.cfg.TunnelDevice)
 	if err != nil {
 		return fmt.Errorf("finding tunnel device: %w", err)
@@ -48,6 +47,12 @@ func (d *Dataplane) applyGateway(role *GatewayRole, p *plan, steerFamilies []int
 	m := d.nftModel(role, tun.Attrs().MTU)
 	m.strays = strayAddrs(wantAddr)
 	if err := d.applyNFT(m); err != nil {
+		return err
+	}
+	if err := d.mountAddresses(add); err != nil {
+		return err
+	}
+	if err := d.applyRouting(role, ifindex, steerFamilies); err != nil {
 		return err
 	}
 	for src := range p.wantSources {
@@ -92,6 +97,9 @@ func (d *Dataplane) applyGateway(role *GatewayRole, p *plan, steerFamilies []int
 			if err := delAddr(a); err != nil {
 				return err
 			}
+			if err := forgetTranslations(a.Prefix.Addr()); err != nil {
+				return err
+			}
 			if err := d.dp.DeleteOwnedAddr(a); err != nil {
 				return err
 			}
@@ -104,14 +112,29 @@ func hostPrefix(ip netip.Addr) netip.Prefix {
 	return netip.PrefixFrom(ip, ip.BitLen())
 }
 
-func (d *Dataplane) addAddresses(role *GatewayRole, ifindex map[string]int) (map[bpf.OwnedAddr]bool, error) {
+// pendingAddr is an egress address to mount: ip on link, recorded as owned.
+type pendingAddr struct {
+	ip    netip.Addr
+	iface string
+	link  netlink.Link
+	owned bpf.OwnedAddr
+}
+
+// planAddresses sorts role's addresses into want, every address egressd owns once the new ones
+// are mounted (those it mounted before included), and add, the ones to mount. An address the
+// interface has that egressd did not add is in neither: never claim foreign ones.
+func (d *Dataplane) planAddresses(role *GatewayRole, ifindex map[string]int) (map[bpf.OwnedAddr]bool, []pendingAddr, error) {
 	want := map[bpf.OwnedAddr]bool{}
+	var add []pendingAddr
+	owned, err := d.dp.OwnedAddrs()
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, a := range role.Addresses {
 		idx := ifindex[a.Interface]
-		p := hostPrefix(a.IP)
 		l, err := netlink.LinkByIndex(idx)
 		if err != nil {
-			return nil, fmt.Errorf("finding %s: %w", a.Interface, err)
+			return nil, nil, fmt.Errorf("finding %s: %w", a.Interface, err)
 		}
 		fam := netlink.FAMILY_V4
 		if a.IP.Is6() {
@@ -119,7 +142,7 @@ func (d *Dataplane) addAddresses(role *GatewayRole, ifindex map[string]int) (map
 		}
 		have, err := netlink.AddrList(l, fam)
 		if err != nil {
-			return nil, fmt.Errorf("listing addresses of %s: %w", a.Interface, err)
+			return nil, nil, fmt.Errorf("listing addresses of %s: %w", a.Interface, err)
 		}
 		present := false
 		for _, h := range have {
@@ -127,30 +150,42 @@ func (d *Dataplane) addAddresses(role *GatewayRole, ifindex map[string]int) (map
 				present = true
 			}
 		}
-		oa := bpf.OwnedAddr{Prefix: p, Ifindex: idx}
-		if present {
-			// Keep ownership of addresses egressd added before;
-			// never claim foreign ones.
-			if owned, _ := d.dp.OwnedAddrs(); contains(owned, oa) {
-				want[oa] = true
-			}
-			continue
-		}
-		// Record ownership first: a crash between the two steps leaves
-		// a record to clean, never an unrecorded address.
-		if err := d.dp.AddOwnedAddr(oa); err != nil {
-			return nil, err
-		}
-		want[oa] = true
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.IP.AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Bits())}}
-		if a.IP.Is6() {
-			addr.Flags = unix.IFA_F_NODAD
-		}
-		if err := netlink.AddrAdd(l, addr); err != nil && !errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("adding %s to %s: %w", a.IP, a.Interface, err)
+		oa := bpf.OwnedAddr{Prefix: hostPrefix(a.IP), Ifindex: idx}
+		switch {
+		case !present:
+			add = append(add, pendingAddr{ip: a.IP, iface: a.Interface, link: l, owned: oa})
+			want[oa] = true
+		case contains(owned, oa):
+			want[oa] = true
 		}
 	}
-	return want, nil
+	return want, add, nil
+}
+
+// mountAddresses adds the planned addresses. Ownership is recorded first: a crash between the
+// two steps leaves a record to clean, never an unrecorded address. Once an address is mounted,
+// the conntrack entries that name it are forgotten (forgetTranslations): segments that reached
+// this node for it while another node held it were forwarded and left entries behind, and one
+// for a destination's segment takes the reply tuple of the pod's translation that is about to
+// come back here. None forms after: the stray chain drops TCP to it before conntrack confirms
+// an entry, and no worker sends here before this node has proven delivery.
+func (d *Dataplane) mountAddresses(add []pendingAddr) error {
+	for _, a := range add {
+		if err := d.dp.AddOwnedAddr(a.owned); err != nil {
+			return err
+		}
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.ip.AsSlice(), Mask: net.CIDRMask(a.owned.Prefix.Bits(), a.owned.Prefix.Bits())}}
+		if a.ip.Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrAdd(a.link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("adding %s to %s: %w", a.ip, a.iface, err)
+		}
+		if err := forgetTranslations(a.ip); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func contains(s []bpf.OwnedAddr, a bpf.OwnedAddr) bool {

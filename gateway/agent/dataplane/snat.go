@@ -155,6 +155,37 @@ func (d *Dataplane) SNATUsage() (SNATUsage, error) {
 	return u, nil
 }
 
+// forgetTranslations deletes this namespace's conntrack entries that name ip as the original
+// or the reply destination: the connections translated to it, and segments to it that this
+// node forwarded while it did not hold it. It runs when the address leaves this node and again
+// when it is mounted here. Left in place, a translation would outlive the hold: the connection
+// moves on with the address (the new holder gives it the same port) and its sequence numbers
+// advance there, so when the address comes back to this node (a drain, then a drain of the node
+// it moved to, as a rolling upgrade does), conntrack would find the old entry, judge its
+// segments out of window, and let them leave untranslated, which breaks it. A forwarded
+// destination's segment is worse: its entry holds the tuple the returning translation needs, so
+// the pod's next segment leaves with another port and the destination resets the connection
+// (TestMoveBackAfterStraySegment). Without an entry, conntrack picks each one up again from its
+// next segment, at the same port.
+func forgetTranslations(ip netip.Addr) error {
+	var filters []netlink.CustomConntrackFilter
+	for _, field := range []netlink.ConntrackFilterType{netlink.ConntrackReplyDstIP, netlink.ConntrackOrigDstIP} {
+		f := &netlink.ConntrackFilter{}
+		if err := f.AddIP(field, ip.AsSlice()); err != nil {
+			return fmt.Errorf("forgetting the connections to %s: %w", ip, err)
+		}
+		filters = append(filters, f)
+	}
+	fam := netlink.InetFamily(unix.AF_INET)
+	if ip.Is6() {
+		fam = unix.AF_INET6
+	}
+	if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filters...); err != nil {
+		return fmt.Errorf("forgetting the connections to %s: %w", ip, err)
+	}
+	return nil
+}
+
 // insertFailed sums conntrack's insert_failed over every CPU, for the
 // namespace of the calling thread.
 func insertFailed() (uint64, error) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -99,31 +100,8 @@ func TestStrayTCPToEgressIP(t *testing.T) {
 // the connection died with it.
 func TestDestinationFirstAfterMove(t *testing.T) {
 	c := newCluster(t)
-	a, gw2 := c.topo.Pod("a"), c.topo.Node("gw2")
-	x := c.eg["gw1"][0]
-	dst := netip.AddrPortFrom(dstG1, 7073)
-	ln, err := c.topo.External.Listen("tcp", dst.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if sc, err := ln.Accept(); err == nil {
-			accepted <- sc
-		}
-	}()
-	pc, err := a.DialContext(ctxT(t), "tcp", dst.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	sc := <-accepted
-	t.Cleanup(func() { _ = sc.Close() })
-	seen := sc.RemoteAddr().String()
-	if netip.MustParseAddrPort(seen).Addr() != x {
-		t.Fatalf("the destination saw %s, want gw1's egress IP %s", seen, x)
-	}
+	gw2, x := c.topo.Node("gw2"), c.eg["gw1"][0]
+	pc, sc, _ := c.connectThroughGW1(t, 7073)
 
 	// The move: gw1 no longer holds x, gw2 serves it; worker1 does not know yet.
 	c.states["gw1"] = State{NodeIP: c.states["gw1"].NodeIP, PolicySets: c.states["gw1"].PolicySets,
@@ -172,6 +150,36 @@ func TestDestinationFirstAfterMove(t *testing.T) {
 	}
 }
 
+// connectThroughGW1 opens a connection from pod a to dstG1:port and checks that the
+// destination sees gw1's egress IP; it returns both ends and the address the destination saw.
+func (c *cluster) connectThroughGW1(t *testing.T, port uint16) (pod, dest net.Conn, seen string) {
+	t.Helper()
+	dst := netip.AddrPortFrom(dstG1, port)
+	ln, err := c.topo.External.Listen("tcp", dst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if sc, err := ln.Accept(); err == nil {
+			accepted <- sc
+		}
+	}()
+	pc, err := c.topo.Pod("a").DialContext(ctxT(t), "tcp", dst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	sc := <-accepted
+	t.Cleanup(func() { _ = sc.Close() })
+	seen = sc.RemoteAddr().String()
+	if x := c.eg["gw1"][0]; netip.MustParseAddrPort(seen).Addr() != x {
+		t.Fatalf("the destination saw %s, want gw1's egress IP %s", seen, x)
+	}
+	return pc, sc, seen
+}
+
 // waitTCP polls c's TCP_INFO until ok or ctx ends.
 func waitTCP(ctx context.Context, c net.Conn, ok func(*unix.TCPInfo) bool) error {
 	raw, err := c.(*net.TCPConn).SyscallConn()
@@ -196,4 +204,112 @@ func waitTCP(ctx context.Context, c net.Conn, ok func(*unix.TCPInfo) bool) error
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// TestMoveBackAfterStraySegment: pod a's connection leaves through gw1 with egress IP x; x moves
+// to gw2 and, before the router learns it, the destination's next segment still reaches gw1,
+// which holds x no more and forwards it, leaving a conntrack entry for it (destination → x, the
+// reply tuple of the pod's translation). The connection goes on through gw2. Then x comes back
+// to gw1 (a drain of gw2, as a rolling upgrade does): gw1 must translate the pod's connection
+// to x and its port again. With the forwarded segment's entry still there, that tuple was taken
+// and the pod's segments never reached the destination's connection again (here the
+// destination's read times out; in the lab the destination reset it): the connections of
+// BenchmarkFailover drain-long that broke when their address returned (10 of 85).
+func TestMoveBackAfterStraySegment(t *testing.T) {
+	c := newCluster(t)
+	gw1, gw2, x := c.topo.Node("gw1"), c.topo.Node("gw2"), c.eg["gw1"][0]
+	pc, sc, seen := c.connectThroughGW1(t, 7074)
+	pr, sr := bufio.NewReader(pc), bufio.NewReader(sc)
+	exchange := func(when string) {
+		t.Helper()
+		for _, side := range []struct {
+			name     string
+			from, at net.Conn // written on, read on
+			to       *bufio.Reader
+		}{{"the destination", pc, sc, sr}, {"pod a", sc, pc, pr}} {
+			msg := "to " + side.name + " " + when + "\n"
+			if _, err := side.from.Write([]byte(msg)); err != nil {
+				t.Fatalf("%s: writing to %s: %v", when, side.name, err)
+			}
+			_ = side.at.SetReadDeadline(time.Now().Add(20 * time.Second))
+			line, err := side.to.ReadString('\n')
+			if err != nil || line != msg {
+				t.Fatalf("%s read %q, %v %s; want %q (the destination saw the pod as %s)", side.name, line, err, when, msg, seen)
+			}
+		}
+	}
+	exchange("before the moves")
+
+	orig1, orig2 := c.states["gw1"], c.states["gw2"]
+	withX := func(s State, n *netns.Node) State {
+		role := *s.Gateway
+		role.Addresses = append(slices.Clone(role.Addresses), EgressAddress{IP: x, Interface: n.Link})
+		role.Groups = slices.Clone(role.Groups)
+		role.Groups[0].EgressIPv4s = []netip.Addr{x}
+		s.Gateway = &role
+		return s
+	}
+	apply := func(node string, s State) {
+		t.Helper()
+		if err := c.dps[node].Apply(ctxT(t), s); err != nil {
+			t.Fatalf("applying on %s: %v", node, err)
+		}
+	}
+	// listed tells worker1 who holds x; nil while it moves (no holder listed: the pod's
+	// segments wait on its node, as the agents' hold does).
+	listed := func(n *netns.Node) {
+		t.Helper()
+		s := c.states["worker1"]
+		s.Groups = slices.Clone(s.Groups)
+		s.Groups[0].Gateways = nil
+		if n != nil {
+			s.Groups[0].Gateways = []GatewayNode{{ID: c.gwIDs[n.Name], NodeIP: n.IP, EgressIPv4: x, Healthy: true}}
+		}
+		apply("worker1", s)
+	}
+	flushRouter := func() {
+		t.Helper()
+		if out, err := c.topo.Router.Run("ip", "neigh", "flush", "to", x.String()); err != nil {
+			t.Fatalf("flushing the router's neighbour %s: %v: %s", x, err, out)
+		}
+	}
+
+	// x leaves gw1; the router still sends it there. The destination's segment reaches gw1.
+	listed(nil)
+	apply("gw1", State{NodeIP: orig1.NodeIP, PolicySets: orig1.PolicySets, Groups: orig1.Groups, Pods: orig1.Pods, ProbePort: orig1.ProbePort})
+	if _, err := sc.Write([]byte("to pod a while x moves\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitTCP(ctxT(t), sc, func(i *unix.TCPInfo) bool { return i.State == unix.BPF_TCP_CLOSE || i.Total_retrans > 0 }); err != nil {
+		t.Fatal(err)
+	}
+	// x lands on gw2, the router and worker1 learn it; the connection goes on through gw2.
+	apply("gw2", withX(orig2, gw2))
+	flushRouter()
+	listed(gw2)
+	// The pod speaks first: its segment rebuilds the translation on gw2, and the
+	// destination's retransmission gets through after it.
+	if _, err := pc.Write([]byte("to the destination on gw2\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct {
+		name string
+		conn net.Conn
+		from *bufio.Reader
+		want string
+	}{{"the destination", sc, sr, "to the destination on gw2\n"}, {"pod a", pc, pr, "to pod a while x moves\n"}} {
+		_ = r.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if line, err := r.from.ReadString('\n'); err != nil || line != r.want {
+			t.Fatalf("%s read %q, %v after the move to gw2; want %q", r.name, line, err, r.want)
+		}
+	}
+	exchange("on gw2")
+
+	// x comes back to gw1.
+	listed(nil)
+	apply("gw2", orig2)
+	apply("gw1", orig1)
+	flushRouter()
+	listed(gw1)
+	exchange("back on gw1")
 }

@@ -29,8 +29,9 @@ func main() {
 
 const labUsage = `Usage: egressd-lab COMMAND [flags]
 
-The egressd lab: a cluster in network namespaces on this machine, driven by the EC2 simulator,
-with the real egressd-agent and egressd-controller (needs root).
+The egressd lab: a cluster in network namespaces on this machine, driven by the EC2 simulator
+(or the Compute Engine simulator: up --cloud gcp), with the real egressd-agent and
+egressd-controller (needs root).
 
   up                  start a lab and keep it running in the foreground; prints its kubeconfig
   down                stop the lab started by 'up' (or clean up after a crashed one)
@@ -66,6 +67,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "up":
 		fs.BoolVar(&noPolicy, "no-policy", false, "do not apply the walkthrough's EgressGateway and EgressPolicy")
+		fs.StringVar(&cfg.Cloud, "cloud", lab.CloudAWS, "the simulated cloud: aws (EC2) or gcp (Compute Engine, the group with public egress; --timing defaults to gcp)")
 	case "demo":
 		fs.StringVar(&demo.OutDir, "out", filepath.Join("out", "demo"), "directory for report.html and report.json")
 		fs.DurationVar(&demo.DownFor, "down", 0, "how long a rebooted gateway stays down (default: past NotReady and the agent Lease, so its address moves)")
@@ -93,6 +95,11 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "up":
 		cfg.Log = stderr
+		timingSet := false
+		fs.Visit(func(f *flag.Flag) { timingSet = timingSet || f.Name == "timing" })
+		if cfg.Cloud == lab.CloudGCP && !timingSet {
+			cfg.Timing = "gcp"
+		}
 		return labUp(ctx, cfg, *dir, !noPolicy, stdout, stderr)
 	case "demo":
 		demo.Config, demo.Out = cfg, stdout
