@@ -380,11 +380,11 @@ struct {
 } config SEC(".maps");
 
 // How this node reaches a tunnel peer's underlay IPv4 (the key, network
-// order), resolved by the agent from the routing table (route and next hop
-// per peer, refreshed on every Apply): the programs encapsulate themselves
-// and hand the frame to the underlay device with bpf_redirect_neigh, so the
-// kernel does no output route lookup per packet (a collect-metadata device
-// does one for every frame it sends: bpf_skb_set_tunnel_key always sets
+// order), resolved by the agent from the routing table (the route's device per
+// peer, refreshed on every Apply): the programs encapsulate themselves and
+// hand the frame to that device, so the kernel does neither the tunnel
+// device's transmit nor its output route lookup (a collect-metadata device
+// does a full one for every frame it sends: bpf_skb_set_tunnel_key always sets
 // TUNNEL_NOCACHE). A peer without an entry takes the tunnel device's own
 // encapsulation.
 struct nexthop {
@@ -399,6 +399,28 @@ struct {
 	__type(value, struct nexthop);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nexthops SEC(".maps");
+
+// Which path carried the frames the programs tunnel (Datapath.EncapStats):
+// encapsulated in the program, or handed to the tunnel device and why.
+enum encap_path {
+	ENCAP_SENT = 0,   // encapsulated by the program, sent from the underlay device
+	ENCAP_NO_NEXTHOP, // tunnel device: no next hop for the peer
+	ENCAP_NOT_FIT,    // tunnel device: too long for the outer header, over the
+			  // tunnel's MTU, or the kernel refused the room
+	ENCAP_FIB,        // tunnel device: the route lookup gave ENCAP_FIB + its
+			  // BPF_FIB_LKUP_RET_* code (NO_NEIGH: the peer's neighbour is
+			  // not resolved yet, the tunnel device resolves it)
+	ENCAP_PATH_MAX = ENCAP_FIB + 16,
+};
+const enum encap_path *unused_encap_path __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ENCAP_PATH_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} encap_stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -728,8 +750,7 @@ static __always_inline struct rule *lookup_rule(struct pkt *p, __u32 set)
 }
 
 // In-program VXLAN encapsulation. The outer headers as the tunnel device
-// would build them: Ethernet (rewritten by bpf_redirect_neigh from the
-// neighbour entry), IPv4 from this node without options, DF clear and TTL 64
+// would build them: Ethernet (the route lookup's MACs), IPv4 from this node without options, DF clear and TTL 64
 // as the tunnel key asks, UDP to the tunnel port with a zero checksum
 // (TUNNEL_KEY_FLAGS) and a source port from the flow hash, the VXLAN header
 // (I flag, VNI), then the frame as it stands (its Ethernet header becomes the
@@ -772,25 +793,57 @@ static __always_inline __u16 ipv4_csum(struct iphdr *ip)
 	return ~sum;
 }
 
+static __always_inline void encap_count(__u32 path)
+{
+	__u64 *c = bpf_map_lookup_elem(&encap_stats, &path);
+	if (c)
+		(*c)++;
+}
+
 // encap_redirect encapsulates the frame for the tunnel peer remote (underlay
-// IPv4, network order) with vni and sends it out of the underlay device
-// toward the next hop the agent resolved (nexthops), without the per-packet
-// output route lookup of the tunnel device. It returns TC_ACT_REDIRECT when
-// sent, ENCAP_FALLBACK when the fast path does not apply (no next hop known
-// yet, a frame too long, one the kernel refuses to encapsulate again) and the
-// packet is untouched for the tunnel device's path, and TC_ACT_SHOT when
-// writing the headers failed after the room was made.
+// IPv4, network order) with vni and sends it out of the underlay device the
+// agent resolved (nexthops). It returns TC_ACT_REDIRECT when sent,
+// ENCAP_FALLBACK when the fast path does not apply and the packet is untouched
+// for the tunnel device's path, and TC_ACT_SHOT when writing the headers
+// failed after the room was made.
+//
+// The frame is only handed to a neighbour known valid: bpf_fib_lookup (main
+// table, output on the agent's device, as the tunnel device's outer route
+// would be found) reports NO_NEIGH for a peer whose MAC is not resolved, and
+// that packet takes the tunnel device, which resolves it (the next ones take
+// the fast path). bpf_redirect_neigh to an unresolved neighbour would park
+// the frame on its ARP queue with the skb's inner route (egressd0) still
+// attached, and the queue replays it into egressd0, which drops it. Sending a
+// resolved one with bpf_redirect_neigh rather than bpf_redirect with the
+// looked-up MACs keeps the neighbour state machine running (a stale entry is
+// probed again), as any other sender's packets would.
 static __always_inline int encap_redirect(struct __sk_buff *skb, struct config *cfg, __u32 remote, __u32 vni)
 {
 	// The first reserved port is the tunnel's (bpf.TunnelConfig).
 	if (!cfg || !cfg->node_ip || cfg->reserved_ports[0] == 0)
 		return ENCAP_FALLBACK;
 	struct nexthop *nh = bpf_map_lookup_elem(&nexthops, &remote);
-	if (!nh || !nh->ifindex || !nh->via)
+	if (!nh || !nh->ifindex) {
+		encap_count(ENCAP_NO_NEXTHOP);
 		return ENCAP_FALLBACK;
+	}
 	__u32 len = skb->len;
-	if (len > ENCAP_MAX_LEN || len < ETH_HLEN)
+	if (len > ENCAP_MAX_LEN || len < ETH_HLEN) {
+		encap_count(ENCAP_NOT_FIT);
 		return ENCAP_FALLBACK;
+	}
+	struct bpf_fib_lookup fib = {
+	    .family = AF_INET,
+	    .l4_protocol = IPPROTO_UDP,
+	    .ipv4_src = cfg->node_ip,
+	    .ipv4_dst = remote,
+	    .ifindex = nh->ifindex,
+	};
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_DIRECT);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		encap_count(ENCAP_FIB + (rc > 0 && rc < ENCAP_PATH_MAX - ENCAP_FIB ? rc : ENCAP_PATH_MAX - ENCAP_FIB - 1));
+		return ENCAP_FALLBACK;
+	}
 	struct vxlan_encap h = {};
 	struct {
 		struct ethhdr eth;
@@ -809,7 +862,10 @@ static __always_inline int encap_redirect(struct __sk_buff *skb, struct config *
 	hash ^= hash << 16;
 	__u16 sport = (__u16)((((__u64)hash * (VXLAN_SPORT_MAX - VXLAN_SPORT_MIN)) >> 32) + VXLAN_SPORT_MIN);
 
-	// The outer MACs are bpf_redirect_neigh's: a unicast placeholder.
+	// The lookup's MACs (bpf_redirect_neigh writes the same from the
+	// neighbour entry).
+	__builtin_memcpy(h.eth.h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(h.eth.h_source, fib.smac, ETH_ALEN);
 	h.eth.h_proto = bpf_htons(ETH_P_IP);
 	h.ip.version = 4;
 	h.ip.ihl = 5;
@@ -835,12 +891,16 @@ static __always_inline int encap_redirect(struct __sk_buff *skb, struct config *
 	// already leaves room for these headers (and UDP GSO needs it).
 	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
 		      BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) | BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
-	if (bpf_skb_adjust_room(skb, ENCAP_HDR_LEN, BPF_ADJ_ROOM_MAC, flags) < 0)
+	if (bpf_skb_adjust_room(skb, ENCAP_HDR_LEN, BPF_ADJ_ROOM_MAC, flags) < 0) {
+		encap_count(ENCAP_NOT_FIT);
 		return ENCAP_FALLBACK;
+	}
 	if (bpf_skb_store_bytes(skb, 0, &h.eth, ETH_HLEN + ENCAP_HDR_LEN, 0) < 0)
 		return TC_ACT_SHOT;
-	struct bpf_redir_neigh to = {.nh_family = AF_INET, .ipv4_nh = nh->via};
-	return bpf_redirect_neigh(nh->ifindex, &to, sizeof(to), 0);
+	encap_count(ENCAP_SENT);
+	// The lookup's next hop: the peer, or the router toward it.
+	struct bpf_redir_neigh to = {.nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst};
+	return bpf_redirect_neigh(fib.ifindex, &to, sizeof(to), 0);
 }
 
 SEC("tc")
@@ -1035,6 +1095,8 @@ int egressd_pod(struct __sk_buff *skb)
 			observe(skb, &p.key, OBS_POD, -1, 0, gid, gwid, gw->underlay, gw->egress);
 			return r;
 		}
+	} else {
+		encap_count(ENCAP_NOT_FIT);
 	}
 	struct bpf_tunnel_key tk = {
 	    .remote_ipv4 = bpf_ntohl(gw->underlay),

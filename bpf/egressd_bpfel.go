@@ -47,6 +47,16 @@ const (
 	egressdDropReasonDROP_MAX            egressdDropReason = 13
 )
 
+type egressdEncapPath uint32
+
+const (
+	egressdEncapPathENCAP_SENT       egressdEncapPath = 0
+	egressdEncapPathENCAP_NO_NEXTHOP egressdEncapPath = 1
+	egressdEncapPathENCAP_NOT_FIT    egressdEncapPath = 2
+	egressdEncapPathENCAP_FIB        egressdEncapPath = 3
+	egressdEncapPathENCAP_PATH_MAX   egressdEncapPath = 19
+)
+
 type egressdEndpoint struct {
 	_         structs.HostLayout
 	PolicySet uint32
@@ -252,6 +262,7 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	egressdMapConfig             = "config"
+	egressdMapEncapStats         = "encap_stats"
 	egressdMapEndpoints          = "endpoints"
 	egressdMapFlowEvents         = "flow_events"
 	egressdMapFlows              = "flows"
@@ -281,6 +292,7 @@ const (
 	egressdVarMarkTunnel         = "mark_tunnel"
 	egressdVarUnusedConfigFlags  = "unused_config_flags"
 	egressdVarUnusedDropReason   = "unused_drop_reason"
+	egressdVarUnusedEncapPath    = "unused_encap_path"
 	egressdVarUnusedEpFlags      = "unused_ep_flags"
 	egressdVarUnusedFlowEvent    = "unused_flow_event"
 	egressdVarUnusedGwFlags      = "unused_gw_flags"
@@ -342,6 +354,7 @@ type egressdProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type egressdMapSpecs struct {
 	Config      *ebpf.MapSpec `ebpf:"config"`
+	EncapStats  *ebpf.MapSpec `ebpf:"encap_stats"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	FlowEvents  *ebpf.MapSpec `ebpf:"flow_events"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
@@ -373,6 +386,7 @@ type egressdVariableSpecs struct {
 	MarkTunnel        *ebpf.VariableSpec `ebpf:"mark_tunnel"`
 	UnusedConfigFlags *ebpf.VariableSpec `ebpf:"unused_config_flags"`
 	UnusedDropReason  *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
+	UnusedEncapPath   *ebpf.VariableSpec `ebpf:"unused_encap_path"`
 	UnusedEpFlags     *ebpf.VariableSpec `ebpf:"unused_ep_flags"`
 	UnusedFlowEvent   *ebpf.VariableSpec `ebpf:"unused_flow_event"`
 	UnusedGwFlags     *ebpf.VariableSpec `ebpf:"unused_gw_flags"`
@@ -402,6 +416,7 @@ func (o *egressdObjects) Close() error {
 // It can be passed to loadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type egressdMaps struct {
 	Config      *ebpf.Map `ebpf:"config"`
+	EncapStats  *ebpf.Map `ebpf:"encap_stats"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	FlowEvents  *ebpf.Map `ebpf:"flow_events"`
 	Flows       *ebpf.Map `ebpf:"flows"`
@@ -422,6 +437,7 @@ type egressdMaps struct {
 func (m *egressdMaps) Close() error {
 	return _EgressdClose(
 		m.Config,
+		m.EncapStats,
 		m.Endpoints,
 		m.FlowEvents,
 		m.Flows,
@@ -454,6 +470,7 @@ type egressdVariables struct {
 	MarkTunnel        *ebpf.Variable `ebpf:"mark_tunnel"`
 	UnusedConfigFlags *ebpf.Variable `ebpf:"unused_config_flags"`
 	UnusedDropReason  *ebpf.Variable `ebpf:"unused_drop_reason"`
+	UnusedEncapPath   *ebpf.Variable `ebpf:"unused_encap_path"`
 	UnusedEpFlags     *ebpf.Variable `ebpf:"unused_ep_flags"`
 	UnusedFlowEvent   *ebpf.Variable `ebpf:"unused_flow_event"`
 	UnusedGwFlags     *ebpf.Variable `ebpf:"unused_gw_flags"`

@@ -3,25 +3,32 @@ package bpf
 import (
 	"bytes"
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/egressd/egressd/test/netns"
 )
 
-// runOut runs a program on pkt with skb->mark set and returns the verdict and the frame it left.
-func runOut(tb testing.TB, p *ebpf.Program, pkt []byte, mark uint32) (uint32, []byte) {
+// runOutIn runs a program in n's namespace (where its route lookups happen) on pkt with
+// skb->mark set and returns the verdict and the frame it left.
+func runOutIn(tb testing.TB, n *netns.Node, p *ebpf.Program, pkt []byte, mark uint32) (uint32, []byte) {
 	tb.Helper()
 	in := make([]byte, 12)
 	binary.NativeEndian.PutUint32(in[8:], mark)
 	out := make([]byte, 512)
 	data := make([]byte, len(pkt)+256)
 	opts := &ebpf.RunOptions{Data: pkt, DataOut: data, Context: in, ContextOut: out}
-	ret, err := p.Run(opts)
-	if err != nil {
-		tb.Fatalf("running %s: %v", p, err)
-	}
+	var ret uint32
+	must(tb, n.Do(func() error {
+		var err error
+		ret, err = p.Run(opts)
+		return err
+	}))
 	return ret, opts.DataOut
 }
 
@@ -75,11 +82,19 @@ func checkVXLAN(t *testing.T, frame, inner []byte, remote netip.Addr, vni uint32
 	}
 }
 
-// TestTunnelEgressEncap: with a next hop known for the peer, egressd_tun_egress encapsulates the
-// frame itself (a source node's steered packet to its gateway, a gateway's reply to its source
-// node) and redirects it; without one, it sets the tunnel key and leaves the frame to the tunnel
-// device, as before.
+// TestTunnelEgressEncap: with a next hop known for the peer and its neighbour resolved,
+// egressd_tun_egress encapsulates the frame itself (a source node's steered packet to its
+// gateway, a gateway's reply to its source node) and redirects it, counted InProgram; while
+// the neighbour is unresolved (route lookup NO_NEIGH) or without a next hop, it sets the
+// tunnel key and leaves the frame untouched to the tunnel device, counted by reason. The
+// programs run in a node's namespace whose underlay holds the test node's address, with the
+// peers on link.
 func TestTunnelEgressEncap(t *testing.T) {
+	topo := netns.New(t, netns.Spec{NoIPv6: true, NoHostileRules: true, Nodes: []netns.NodeSpec{{Name: "self"}}})
+	self := topo.Node("self")
+	must(t, self.AddAddr(self.Link, netip.PrefixFrom(testNodeIP, 24)))
+	l, err := self.Netlink().LinkByName(self.Link)
+	must(t, err)
 	d := load(t, Limits{})
 	prog := d.Program(HookTunnelEgress)
 	tcp := uint8(unix.IPPROTO_TCP)
@@ -87,53 +102,77 @@ func TestTunnelEgressEncap(t *testing.T) {
 	setFlow(t, d, flow, egressdFlow{Group: 5, Gateway: gwA.ID, Ifindex: 3, GwUnderlay: be32(gwA.Underlay)})
 	source := netip.MustParseAddr("192.168.0.12")
 	setReturnFlow(t, d, flow, source, 5)
-	for _, peer := range []netip.Addr{gwA.Underlay, source} {
-		must(t, d.SetNexthop(peer, Nexthop{Ifindex: 1, Via: peer}))
-	}
-	if nh, err := d.Nexthops(); err != nil || len(nh) != 2 || nh[source] != (Nexthop{Ifindex: 1, Via: source}) {
-		t.Fatalf("next hops %v (%v), want both peers", nh, err)
-	}
 	steered := packet(pod4, dst4, tcp, 40000, 80)
 	reply := packet(dst4, pod4, tcp, 80, 40000)
-	self := StatsKey{5, GatewaySelf}
-
-	t.Run("steered packet", func(t *testing.T) {
-		got, frame := runOut(t, prog, steered, dm.Magic|dm.Steer|5)
-		if got != actRedirect {
-			t.Fatalf("verdict %#x, want TC_ACT_REDIRECT", got)
-		}
-		checkVXLAN(t, frame, steered, gwA.Underlay, 5)
-	})
-	t.Run("reply", func(t *testing.T) {
-		before := packets(t, d, self)
-		got, frame := runOut(t, prog, reply, dm.Magic|dm.Reply)
-		if got != actRedirect {
-			t.Fatalf("verdict %#x, want TC_ACT_REDIRECT", got)
-		}
-		checkVXLAN(t, frame, reply, source, VNIReply|5)
-		if after := packets(t, d, self); after != before+1 {
-			t.Errorf("counter %+v went from %d to %d, want +1", self, before, after)
-		}
-	})
-	t.Run("inner IPv6", func(t *testing.T) {
-		pod6, dst6 := netip.MustParseAddr("fd00::2"), netip.MustParseAddr("2001:db8::10")
-		k := FlowKey{Src: pod6, Dst: dst6, Sport: 40000, Dport: 80, Proto: tcp}
-		setFlow(t, d, k, egressdFlow{Group: 5, Gateway: gwA.ID, Ifindex: 3, GwUnderlay: be32(gwA.Underlay)})
-		pkt := packet(pod6, dst6, tcp, 40000, 80)
-		got, frame := runOut(t, prog, pkt, dm.Magic|dm.Steer|5)
-		if got != actRedirect {
-			t.Fatalf("verdict %#x, want TC_ACT_REDIRECT", got)
-		}
-		checkVXLAN(t, frame, pkt, gwA.Underlay, 5)
-	})
-	t.Run("no next hop: the tunnel device encapsulates", func(t *testing.T) {
-		must(t, d.DeleteNexthop(gwA.Underlay))
-		got, frame := runOut(t, prog, steered, dm.Magic|dm.Steer|5)
+	self5 := StatsKey{5, GatewaySelf}
+	fallback := func(t *testing.T, what string, want func(EncapStats) uint64) {
+		t.Helper()
+		before, err := d.EncapStats()
+		must(t, err)
+		got, frame := runOutIn(t, self, prog, steered, dm.Magic|dm.Steer|5)
 		if got != actOK {
 			t.Fatalf("verdict %#x, want TC_ACT_OK (to the tunnel device)", got)
 		}
 		if !bytes.Equal(frame, steered) {
 			t.Errorf("frame changed on the tunnel device's path")
 		}
+		after, err := d.EncapStats()
+		must(t, err)
+		if want(after) != want(before)+1 || after.InProgram != before.InProgram {
+			t.Errorf("encapsulation counters %+v → %+v, want %s +1", before, after, what)
+		}
+	}
+
+	t.Run("no next hop: the tunnel device encapsulates", func(t *testing.T) {
+		fallback(t, "NoNexthop", func(s EncapStats) uint64 { return s.NoNexthop })
+	})
+	for _, peer := range []netip.Addr{gwA.Underlay, source} {
+		must(t, d.SetNexthop(peer, Nexthop{Ifindex: l.Attrs().Index, Via: peer}))
+	}
+	if nh, err := d.Nexthops(); err != nil || len(nh) != 2 || nh[source] != (Nexthop{Ifindex: l.Attrs().Index, Via: source}) {
+		t.Fatalf("next hops %v (%v), want both peers", nh, err)
+	}
+	t.Run("neighbour unresolved: the tunnel device encapsulates", func(t *testing.T) {
+		fallback(t, "Route[NO_NEIGH]", func(s EncapStats) uint64 { return s.Route[7] })
+	})
+	peerMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x21}
+	for _, peer := range []netip.Addr{gwA.Underlay, source} {
+		must(t, self.Netlink().NeighAdd(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET,
+			State: netlink.NUD_PERMANENT, IP: peer.AsSlice(), HardwareAddr: peerMAC}))
+	}
+	inProgram := func(t *testing.T, pkt []byte, mark uint32, remote netip.Addr, vni uint32) {
+		t.Helper()
+		before, err := d.EncapStats()
+		must(t, err)
+		got, frame := runOutIn(t, self, prog, pkt, mark)
+		if got != actRedirect {
+			t.Fatalf("verdict %#x, want TC_ACT_REDIRECT", got)
+		}
+		checkVXLAN(t, frame, pkt, remote, vni)
+		if !bytes.Equal(frame[:6], peerMAC) || !bytes.Equal(frame[6:12], l.Attrs().HardwareAddr) {
+			t.Errorf("outer MACs %x → %x, want %s → %s", frame[6:12], frame[:6], l.Attrs().HardwareAddr, peerMAC)
+		}
+		after, err := d.EncapStats()
+		must(t, err)
+		if after.InProgram != before.InProgram+1 || after.Fallback() != before.Fallback() {
+			t.Errorf("encapsulation counters %+v → %+v, want InProgram +1", before, after)
+		}
+	}
+
+	t.Run("steered packet", func(t *testing.T) {
+		inProgram(t, steered, dm.Magic|dm.Steer|5, gwA.Underlay, 5)
+	})
+	t.Run("reply", func(t *testing.T) {
+		before := packets(t, d, self5)
+		inProgram(t, reply, dm.Magic|dm.Reply, source, VNIReply|5)
+		if after := packets(t, d, self5); after != before+1 {
+			t.Errorf("counter %+v went from %d to %d, want +1", self5, before, after)
+		}
+	})
+	t.Run("inner IPv6", func(t *testing.T) {
+		pod6, dst6 := netip.MustParseAddr("fd00::2"), netip.MustParseAddr("2001:db8::10")
+		k := FlowKey{Src: pod6, Dst: dst6, Sport: 40000, Dport: 80, Proto: tcp}
+		setFlow(t, d, k, egressdFlow{Group: 5, Gateway: gwA.ID, Ifindex: 3, GwUnderlay: be32(gwA.Underlay)})
+		inProgram(t, packet(pod6, dst6, tcp, 40000, 80), dm.Magic|dm.Steer|5, gwA.Underlay, 5)
 	})
 }

@@ -436,6 +436,52 @@ func (d *Datapath) Nexthops() (map[netip.Addr]Nexthop, error) {
 	return out, nil
 }
 
+// EncapStats says which path carried the frames the programs tunnel, summed over CPUs:
+// InProgram were encapsulated by the programs and sent from the underlay device; the others
+// took the tunnel device's encapsulation, NoNexthop for a peer without a next hop, NotFit
+// for a frame too long for the outer header or the tunnel's MTU (or one the kernel would not
+// make room in), and Route by the route lookup's result (BPF_FIB_LKUP_RET_* code: 7,
+// NO_NEIGH, while the peer's neighbour is unresolved, which the tunnel device resolves).
+type EncapStats struct {
+	InProgram, NoNexthop, NotFit uint64
+	Route                        map[int]uint64
+}
+
+// Fallback is how many frames took the tunnel device's path.
+func (s EncapStats) Fallback() uint64 {
+	n := s.NoNexthop + s.NotFit
+	for _, c := range s.Route {
+		n += c
+	}
+	return n
+}
+
+// EncapStats returns the counters of the encapsulation paths.
+func (d *Datapath) EncapStats() (EncapStats, error) {
+	s := EncapStats{Route: map[int]uint64{}}
+	for i := range uint32(egressdEncapPathENCAP_PATH_MAX) {
+		var vs []uint64
+		if err := d.objs.EncapStats.Lookup(&i, &vs); err != nil {
+			return EncapStats{}, fmt.Errorf("reading encapsulation counters: %w", err)
+		}
+		var n uint64
+		for _, v := range vs {
+			n += v
+		}
+		switch p := egressdEncapPath(i); {
+		case p == egressdEncapPathENCAP_SENT:
+			s.InProgram = n
+		case p == egressdEncapPathENCAP_NO_NEXTHOP:
+			s.NoNexthop = n
+		case p == egressdEncapPathENCAP_NOT_FIT:
+			s.NotFit = n
+		case p >= egressdEncapPathENCAP_FIB && n > 0:
+			s.Route[int(p-egressdEncapPathENCAP_FIB)] = n
+		}
+	}
+	return s, nil
+}
+
 // Source admits tunnelled traffic on a gateway: a frame of Group whose outer
 // source is Node (a node's underlay IPv4) and whose inner source is Pod (a
 // pod of that node that a policy steers to the group) is forwarded; any
@@ -684,6 +730,7 @@ func (d *Datapath) maps() map[string]*ebpf.Map {
 		"served": d.objs.Served, "config": d.objs.Config, "stats": d.objs.Stats, "owned_addrs": d.objs.OwnedAddrs,
 		"probe_cfg": d.objs.ProbeCfg, "sources": d.objs.Sources, "frags": d.objs.Frags,
 		"observe_cfg": d.objs.ObserveCfg, "flow_events": d.objs.FlowEvents, "nexthops": d.objs.Nexthops,
+		"encap_stats": d.objs.EncapStats,
 	}
 }
 

@@ -110,13 +110,26 @@ func captureVXLAN(t *testing.T, n *netns.Node) (stop func() []capturedFrame) {
 	}
 }
 
+// encapStats reads a dataplane's encapsulation counters.
+func encapStats(t *testing.T, dp *Dataplane) bpf.EncapStats {
+	t.Helper()
+	s, err := dp.dp.EncapStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestEncapInProgram: the programs encapsulate tunnelled traffic themselves and send it out of
-// the underlay interface, both ways (source node's steered packets, the gateway's replies):
-// the pod's traffic arrives with the egress IP, a 20 MB TCP transfer each way (GSO
-// super-packets) completes, the tunnel devices send nothing, and the frames on the gateway's
-// underlay carry the nodes' addresses, the tunnel port, the group's VNI (reply bit on replies)
-// and a zero UDP checksum. Without a next hop for its gateway, the source node's packets take
-// the tunnel device's path again and still arrive.
+// the underlay interface, both ways (source node's steered packets, the gateway's replies).
+// The first datagram, sent while the source node has not resolved its gateway's MAC, takes the
+// tunnel device (counted as the route lookup's NO_NEIGH) and arrives: the neighbour is never
+// handed a frame it would queue. Then the pod's traffic arrives with the egress IP, a 20 MB TCP
+// transfer each way (GSO super-packets) completes, every frame is counted InProgram on both
+// nodes, the tunnel devices send nothing, and the frames on the gateway's underlay carry the
+// nodes' addresses, the tunnel port, the group's VNI (reply bit on replies) and a zero UDP
+// checksum. Without a next hop for its gateway, the source node's packets take the tunnel
+// device's path again (counted NoNexthop) and still arrive.
 func TestEncapInProgram(t *testing.T) {
 	skipUnlessRoot(t)
 	topo := netns.New(t, netns.Spec{NoIPv6: true, Nodes: []netns.NodeSpec{
@@ -131,7 +144,21 @@ func TestEncapInProgram(t *testing.T) {
 			t.Fatalf("%s next hops %v (%v), want its one peer", n.Name, nh, err)
 		}
 	}
+
+	// The first datagram, with gw1's MAC unknown on worker1.
+	if out, err := w.Run("ip", "neigh", "flush", "to", gw.IP.String()); err != nil {
+		t.Fatalf("flushing worker1's neighbour entry of gw1: %v: %s", err, out)
+	}
+	before := encapStats(t, dps[w.Name])
+	if got, err := a.UDPEcho(ctxT(t), dstG1); err != nil || got != egress {
+		t.Errorf("first UDP datagram with gw1's neighbour unresolved: seen from %s (%v), want %s", got, err, egress)
+	}
+	if after := encapStats(t, dps[w.Name]); after.Route[7] <= before.Route[7] {
+		t.Errorf("worker1's counters %+v → %+v, want the first datagram on the tunnel device (NO_NEIGH)", before, after)
+	}
+
 	txW, txGW := tunnelTX(t, w), tunnelTX(t, gw)
+	stW, stGW := encapStats(t, dps[w.Name]), encapStats(t, dps[gw.Name])
 	stop := captureVXLAN(t, gw)
 	expectSeen(t, a, dstG1, egress)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -142,11 +169,19 @@ func TestEncapInProgram(t *testing.T) {
 		}
 	}
 	frames := stop()
-	if d := tunnelTX(t, w) - txW; d != 0 {
-		t.Errorf("worker1's %s sent %d packets, want 0 (encapsulated by the programs)", DefaultTunnelDevice, d)
-	}
-	if d := tunnelTX(t, gw) - txGW; d != 0 {
-		t.Errorf("gw1's %s sent %d packets, want 0 (encapsulated by the programs)", DefaultTunnelDevice, d)
+	for _, c := range []struct {
+		n      *netns.Node
+		tx     uint64
+		before bpf.EncapStats
+	}{{w, txW, stW}, {gw, txGW, stGW}} {
+		if d := tunnelTX(t, c.n) - c.tx; d != 0 {
+			t.Errorf("%s's %s sent %d packets, want 0 (encapsulated by the programs)", c.n.Name, DefaultTunnelDevice, d)
+		}
+		after := encapStats(t, dps[c.n.Name])
+		if after.InProgram <= c.before.InProgram || after.Fallback() != c.before.Fallback() {
+			t.Errorf("%s's counters %+v → %+v, want every frame InProgram", c.n.Name, c.before, after)
+		}
+		t.Logf("%s: %d frames encapsulated by the programs", c.n.Name, after.InProgram-c.before.InProgram)
 	}
 	var up, down int
 	for _, f := range frames {
@@ -171,9 +206,12 @@ func TestEncapInProgram(t *testing.T) {
 	if err := dps[w.Name].dp.DeleteNexthop(gw.IP); err != nil {
 		t.Fatal(err)
 	}
-	txW = tunnelTX(t, w)
+	txW, stW = tunnelTX(t, w), encapStats(t, dps[w.Name])
 	expectSeen(t, a, dstG1, egress)
 	if d := tunnelTX(t, w) - txW; d == 0 {
 		t.Errorf("without a next hop worker1's %s sent nothing, want the steered packets", DefaultTunnelDevice)
+	}
+	if after := encapStats(t, dps[w.Name]); after.NoNexthop <= stW.NoNexthop {
+		t.Errorf("worker1's counters %+v → %+v, want NoNexthop counted", stW, after)
 	}
 }
