@@ -388,8 +388,7 @@ struct {
 // TUNNEL_NOCACHE). A peer without an entry takes the tunnel device's own
 // encapsulation.
 struct nexthop {
-	__u32 ifindex; // the underlay device
-	__u32 via;     // the next hop IPv4 (network order): the peer when on link
+	__u32 ifindex; // the underlay device; the route lookup gives the next hop
 };
 
 struct {

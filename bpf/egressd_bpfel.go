@@ -157,7 +157,6 @@ const (
 type egressdNexthop struct {
 	_       structs.HostLayout
 	Ifindex uint32
-	Via     uint32
 }
 
 type egressdObsPoint uint32

@@ -387,22 +387,21 @@ func (d *Datapath) SetTunnel(c TunnelConfig) error {
 }
 
 // Nexthop is how this node reaches a tunnel peer (a gateway, or on a gateway a source node):
-// the programs encapsulate a frame to the peer themselves and send it out of Ifindex toward
-// Via (the peer itself when on link, else its router) with bpf_redirect_neigh, whose neighbour
-// entry supplies the MACs. A peer without one takes the tunnel device's encapsulation, which
-// looks its route up for every frame.
+// the programs encapsulate a frame to the peer themselves and send it out of Ifindex, once a
+// route lookup bound to that device (main table) finds the peer's next hop with its neighbour
+// entry resolved. A peer without one, or whose lookup fails, takes the tunnel device's
+// encapsulation, which looks its route up for every frame (EncapStats counts which).
 type Nexthop struct {
 	Ifindex int
-	Via     netip.Addr
 }
 
-// SetNexthop records the next hop toward peer (both IPv4).
+// SetNexthop records the next hop toward peer (IPv4).
 func (d *Datapath) SetNexthop(peer netip.Addr, nh Nexthop) error {
-	if !peer.Is4() || !nh.Via.Is4() || nh.Ifindex <= 0 {
-		return fmt.Errorf("next hop %s via %s dev %d: want IPv4 addresses and an interface", peer, nh.Via, nh.Ifindex)
+	if !peer.Is4() || nh.Ifindex <= 0 {
+		return fmt.Errorf("next hop of %s dev %d: want an IPv4 peer and an interface", peer, nh.Ifindex)
 	}
 	k := be32(peer)
-	v := egressdNexthop{Ifindex: uint32(nh.Ifindex), Via: be32(nh.Via)}
+	v := egressdNexthop{Ifindex: uint32(nh.Ifindex)}
 	if err := d.objs.Nexthops.Update(&k, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("setting next hop of %s: %w", peer, err)
 	}
@@ -428,7 +427,7 @@ func (d *Datapath) Nexthops() (map[netip.Addr]Nexthop, error) {
 	var v egressdNexthop
 	it := d.objs.Nexthops.Iterate()
 	for it.Next(&k, &v) {
-		out[fromBE32(k)] = Nexthop{Ifindex: int(v.Ifindex), Via: fromBE32(v.Via)}
+		out[fromBE32(k)] = Nexthop{Ifindex: int(v.Ifindex)}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterating next hops: %w", err)

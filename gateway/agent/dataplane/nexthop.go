@@ -25,11 +25,11 @@ func tunnelPeers(s *State, p *plan) map[netip.Addr]bool {
 	return peers
 }
 
-// resolveNexthop is the route toward peer as the kernel's tunnel device would find it for its
-// outer packets (main table, no mark): the interface and the next hop (the peer itself when on
-// link). ok is false for what the programs cannot send to themselves (no route, a route through
-// the tunnel device or a device without Ethernet headers): such peers keep the tunnel device's
-// path.
+// resolveNexthop is the device of the route toward peer as the kernel's tunnel device would
+// find it for its outer packets (no mark). ok is false for what the programs cannot send to
+// themselves (no route, a route through the tunnel device, several paths or a device without
+// Ethernet headers): such peers keep the tunnel device's path. The next hop and its MAC are
+// the programs' route lookup's, per packet, bound to this device.
 func resolveNexthop(peer netip.Addr, tunnelIndex int) (bpf.Nexthop, bool) {
 	routes, err := netlink.RouteGet(peer.AsSlice())
 	if err != nil || len(routes) != 1 {
@@ -43,22 +43,12 @@ func resolveNexthop(peer netip.Addr, tunnelIndex int) (bpf.Nexthop, bool) {
 	if err != nil || l.Attrs().EncapType != "ether" {
 		return bpf.Nexthop{}, false
 	}
-	via := peer
-	if r.Gw != nil {
-		gw, ok := netip.AddrFromSlice(r.Gw)
-		if !ok || !gw.Unmap().Is4() {
-			return bpf.Nexthop{}, false
-		}
-		via = gw.Unmap()
-	}
-	return bpf.Nexthop{Ifindex: r.LinkIndex, Via: via}, true
+	return bpf.Nexthop{Ifindex: r.LinkIndex}, true
 }
 
 // applyNexthops resolves the next hop of every tunnel peer (one route lookup each, on every
 // Apply, so a changed underlay route is picked up at the latest on the next resync) and
-// rewrites the nexthops map to match. The MAC addresses are not recorded: bpf_redirect_neigh
-// takes them from the neighbour table, which the kernel keeps current (and resolves when a
-// peer is new).
+// rewrites the nexthops map to match.
 func (d *Dataplane) applyNexthops(s *State, p *plan, tunnelIndex int) error {
 	want := map[netip.Addr]bpf.Nexthop{}
 	for peer := range tunnelPeers(s, p) {
