@@ -130,13 +130,24 @@ func encapStats(t *testing.T, dp *Dataplane) bpf.EncapStats {
 // nodes' addresses, the tunnel port, the group's VNI (reply bit on replies) and a zero UDP
 // checksum. Without a next hop for its gateway, the source node's packets take the tunnel
 // device's path again (counted NoNexthop) and still arrive.
+// Both steering modes: stack steering encapsulates at tc egress of egressd0, redirect steering
+// in the classifier (up) and at tc egress of egressd0 (the gateway's replies).
 func TestEncapInProgram(t *testing.T) {
 	skipUnlessRoot(t)
+	for _, mode := range []struct {
+		name string
+		cfg  Config
+	}{{"stack steering", Config{}}, {"redirect steering", Config{Redirect: true}}} {
+		t.Run(mode.name, func(t *testing.T) { testEncapInProgram(t, mode.cfg) })
+	}
+}
+
+func testEncapInProgram(t *testing.T, cfg Config) {
 	topo := netns.New(t, netns.Spec{NoIPv6: true, Nodes: []netns.NodeSpec{
 		{Name: "worker1", Pods: []netns.PodSpec{{Name: "a"}}},
 		{Name: "gw1"},
 	}})
-	egress, dps := applyPairBedDP(t, topo, Config{})
+	egress, dps := applyPairBedDP(t, topo, cfg)
 	w, gw, a := topo.Node("worker1"), topo.Node("gw1"), topo.Pod("a")
 	for _, n := range []*netns.Node{w, gw} {
 		nh, err := dps[n.Name].dp.Nexthops()
