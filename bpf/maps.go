@@ -440,7 +440,9 @@ func (d *Datapath) Nexthops() (map[netip.Addr]Nexthop, error) {
 // took the tunnel device's encapsulation, NoNexthop for a peer without a next hop, NotFit
 // for a frame too long for the outer header or the tunnel's MTU (or one the kernel would not
 // make room in), and Route by the route lookup's result (BPF_FIB_LKUP_RET_* code: 7,
-// NO_NEIGH, while the peer's neighbour is unresolved, which the tunnel device resolves).
+// NO_NEIGH, while the peer's neighbour is unresolved, which the tunnel device resolves; 4,
+// NOT_FWDED, no route on the next hop's device; 5, FWD_DISABLED, forwarding off on it; 15:
+// the lookup failed, e.g. the device is gone).
 type EncapStats struct {
 	InProgram, NoNexthop, NotFit uint64
 	Route                        map[int]uint64
