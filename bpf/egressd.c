@@ -379,6 +379,48 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } config SEC(".maps");
 
+// How this node reaches a tunnel peer's underlay IPv4 (the key, network
+// order), resolved by the agent from the routing table (the route's device per
+// peer, refreshed on every Apply): the programs encapsulate themselves and
+// hand the frame to that device, so the kernel does neither the tunnel
+// device's transmit nor its output route lookup (a collect-metadata device
+// does a full one for every frame it sends: bpf_skb_set_tunnel_key always sets
+// TUNNEL_NOCACHE). A peer without an entry takes the tunnel device's own
+// encapsulation.
+struct nexthop {
+	__u32 ifindex; // the underlay device; the route lookup gives the next hop
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct nexthop);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nexthops SEC(".maps");
+
+// Which path carried the frames the programs tunnel (Datapath.EncapStats):
+// encapsulated in the program, or handed to the tunnel device and why.
+enum encap_path {
+	ENCAP_SENT = 0,   // encapsulated by the program, sent from the underlay device
+	ENCAP_NO_NEXTHOP, // tunnel device: no next hop for the peer
+	ENCAP_NOT_FIT,    // tunnel device: too long for the outer header, over the
+			  // tunnel's MTU, or the kernel refused the room
+	ENCAP_FIB,        // tunnel device: the route lookup gave ENCAP_FIB + its
+			  // BPF_FIB_LKUP_RET_* code (NO_NEIGH: the peer's neighbour is
+			  // not resolved yet, the tunnel device resolves it)
+	ENCAP_PATH_MAX = ENCAP_FIB + 16,
+};
+const enum encap_path *unused_encap_path __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ENCAP_PATH_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} encap_stats SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 16384);
@@ -706,6 +748,160 @@ static __always_inline struct rule *lookup_rule(struct pkt *p, __u32 set)
 	return bpf_map_lookup_elem(&rules6, &k);
 }
 
+// In-program VXLAN encapsulation. The outer headers as the tunnel device
+// would build them: Ethernet (the route lookup's MACs), IPv4 from this node without options, DF clear and TTL 64
+// as the tunnel key asks, UDP to the tunnel port with a zero checksum
+// (TUNNEL_KEY_FLAGS) and a source port from the flow hash, the VXLAN header
+// (I flag, VNI), then the frame as it stands (its Ethernet header becomes the
+// inner one). pad keeps the IPv4 header 4-byte aligned on the stack, which the
+// verifier insists on; the frame starts at eth.
+struct vxlan_encap {
+	__u16 pad;
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct udphdr udp;
+	__be32 vx_flags;
+	__be32 vx_vni;
+	struct ethhdr inner;
+};
+#define ENCAP_HDR_LEN (sizeof(struct iphdr) + sizeof(struct udphdr) + 8 + ETH_HLEN)
+_Static_assert(__builtin_offsetof(struct vxlan_encap, inner) + ETH_HLEN - __builtin_offsetof(struct vxlan_encap, eth) ==
+		   ETH_HLEN + ENCAP_HDR_LEN,
+	       "vxlan_encap has holes");
+// The tunnel device's source port range (udp_flow_src_port with no port range
+// configured: the kernel's default ip_local_port_range, 32768-60999).
+#define VXLAN_SPORT_MIN 32768
+#define VXLAN_SPORT_MAX 61000
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+// A frame this long would not fit the outer IPv4 length field.
+#define ENCAP_MAX_LEN (0xffff - ENCAP_HDR_LEN + ETH_HLEN)
+// The fast path does not apply; nothing was changed.
+#define ENCAP_FALLBACK 1
+
+static __always_inline __u16 ipv4_csum(struct iphdr *ip)
+{
+	__u16 *w = (__u16 *)ip;
+	__u32 sum = 0;
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+static __always_inline void encap_count(__u32 path)
+{
+	__u64 *c = bpf_map_lookup_elem(&encap_stats, &path);
+	if (c)
+		(*c)++;
+}
+
+// encap_redirect encapsulates the frame for the tunnel peer remote (underlay
+// IPv4, network order) with vni and sends it out of the underlay device the
+// agent resolved (nexthops). It returns TC_ACT_REDIRECT when sent,
+// ENCAP_FALLBACK when the fast path does not apply and the packet is untouched
+// for the tunnel device's path, and TC_ACT_SHOT when writing the headers
+// failed after the room was made.
+//
+// The frame is only handed to a neighbour known valid: bpf_fib_lookup (main
+// table, output on the agent's device, as the tunnel device's outer route
+// would be found) reports NO_NEIGH for a peer whose MAC is not resolved, and
+// that packet takes the tunnel device, which resolves it (the next ones take
+// the fast path). bpf_redirect_neigh to an unresolved neighbour would park
+// the frame on its ARP queue with the skb's inner route (egressd0) still
+// attached, and the queue replays it into egressd0, which drops it. Sending a
+// resolved one with bpf_redirect_neigh rather than bpf_redirect with the
+// looked-up MACs keeps the neighbour state machine running (a stale entry is
+// probed again), as any other sender's packets would.
+static __always_inline int encap_redirect(struct __sk_buff *skb, struct config *cfg, __u32 remote, __u32 vni)
+{
+	// The first reserved port is the tunnel's (bpf.TunnelConfig).
+	if (!cfg || !cfg->node_ip || cfg->reserved_ports[0] == 0)
+		return ENCAP_FALLBACK;
+	struct nexthop *nh = bpf_map_lookup_elem(&nexthops, &remote);
+	if (!nh || !nh->ifindex) {
+		encap_count(ENCAP_NO_NEXTHOP);
+		return ENCAP_FALLBACK;
+	}
+	__u32 len = skb->len;
+	if (len > ENCAP_MAX_LEN || len < ETH_HLEN) {
+		encap_count(ENCAP_NOT_FIT);
+		return ENCAP_FALLBACK;
+	}
+	struct bpf_fib_lookup fib = {
+	    .family = AF_INET,
+	    .l4_protocol = IPPROTO_UDP,
+	    .ipv4_src = cfg->node_ip,
+	    .ipv4_dst = remote,
+	    .ifindex = nh->ifindex,
+	};
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT | BPF_FIB_LOOKUP_DIRECT);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		encap_count(ENCAP_FIB + (rc > 0 && rc < ENCAP_PATH_MAX - ENCAP_FIB ? rc : ENCAP_PATH_MAX - ENCAP_FIB - 1));
+		return ENCAP_FALLBACK;
+	}
+	struct vxlan_encap h = {};
+	struct {
+		struct ethhdr eth;
+		__u8 l3[2]; // IPv4: version, TOS; IPv6: version, traffic class, flow label
+	} in;
+	if (bpf_skb_load_bytes(skb, 0, &in, sizeof(in)) < 0)
+		return ENCAP_FALLBACK;
+	__builtin_memcpy(&h.inner, &in.eth, ETH_HLEN);
+	// The inner packet's ECN field, as the tunnel device copies it
+	// (INET_ECN_encapsulate: CE becomes ECT(0) outside).
+	__u8 ecn = (skb->protocol == bpf_htons(ETH_P_IPV6) ? in.l3[1] >> 4 : in.l3[1]) & 3;
+	if (ecn == 3)
+		ecn = 2;
+	// The same spread as udp_flow_src_port over the inner flow's hash.
+	__u32 hash = bpf_get_hash_recalc(skb);
+	hash ^= hash << 16;
+	__u16 sport = (__u16)((((__u64)hash * (VXLAN_SPORT_MAX - VXLAN_SPORT_MIN)) >> 32) + VXLAN_SPORT_MIN);
+
+	// The lookup's MACs (bpf_redirect_neigh writes the same from the
+	// neighbour entry).
+	__builtin_memcpy(h.eth.h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(h.eth.h_source, fib.smac, ETH_ALEN);
+	h.eth.h_proto = bpf_htons(ETH_P_IP);
+	h.ip.version = 4;
+	h.ip.ihl = 5;
+	h.ip.tos = ecn;
+	h.ip.tot_len = bpf_htons(len - ETH_HLEN + ENCAP_HDR_LEN);
+	h.ip.id = (__u16)bpf_get_prandom_u32();
+	h.ip.ttl = 64;
+	h.ip.protocol = IPPROTO_UDP;
+	h.ip.saddr = cfg->node_ip;
+	h.ip.daddr = remote;
+	h.ip.check = ipv4_csum(&h.ip);
+	h.udp.source = bpf_htons(sport);
+	h.udp.dest = cfg->reserved_ports[0];
+	h.udp.len = bpf_htons(len - ETH_HLEN + ENCAP_HDR_LEN - sizeof(struct iphdr));
+	h.udp.check = 0;
+	h.vx_flags = bpf_htonl(0x08000000);
+	h.vx_vni = bpf_htonl(vni << 8);
+
+	// The encapsulation flags set the inner header offsets and the GSO type
+	// (UDP tunnel) so that a TCP super-packet is segmented, outer headers
+	// included, where the tunnel device's own would be. FIXED_GSO keeps the
+	// segment size: the stack sized it for the tunnel device's MTU, which
+	// already leaves room for these headers (and UDP GSO needs it).
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+		      BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN) | BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
+	if (bpf_skb_adjust_room(skb, ENCAP_HDR_LEN, BPF_ADJ_ROOM_MAC, flags) < 0) {
+		encap_count(ENCAP_NOT_FIT);
+		return ENCAP_FALLBACK;
+	}
+	if (bpf_skb_store_bytes(skb, 0, &h.eth, ETH_HLEN + ENCAP_HDR_LEN, 0) < 0)
+		return TC_ACT_SHOT;
+	encap_count(ENCAP_SENT);
+	// The lookup's next hop: the peer, or the router toward it.
+	struct bpf_redir_neigh to = {.nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst};
+	return bpf_redirect_neigh(fib.ifindex, &to, sizeof(to), 0);
+}
+
 SEC("tc")
 int egressd_pod(struct __sk_buff *skb)
 {
@@ -880,6 +1076,26 @@ int egressd_pod(struct __sk_buff *skb)
 		count(gid, gwid, skb->len, -1);
 		observe(skb, &p.key, OBS_POD, -1, 0, gid, gwid, gw->underlay, gw->egress);
 		return TC_NEXT;
+	}
+	__u32 len = skb->len;
+	// Unlike a steered packet routed to the tunnel device, this one has
+	// not been held to the tunnel's MTU: one that does not fit takes the
+	// tunnel device's path, which answers it as before.
+	__u32 mtu_len = 0;
+	if (bpf_check_mtu(skb, cfg->tunnel_ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) == BPF_MTU_CHK_RET_SUCCESS) {
+		int r = encap_redirect(skb, cfg, gw->underlay, gid & VNI_GROUP_MASK);
+		if (r == TC_ACT_SHOT) {
+			count(gid, gwid, 0, DROP_ENCAP);
+			observe(skb, &p.key, OBS_POD, DROP_ENCAP, 0, gid, gwid, gw->underlay, gw->egress);
+			return TC_ACT_SHOT;
+		}
+		if (r != ENCAP_FALLBACK) {
+			count(gid, gwid, len, -1);
+			observe(skb, &p.key, OBS_POD, -1, 0, gid, gwid, gw->underlay, gw->egress);
+			return r;
+		}
+	} else {
+		encap_count(ENCAP_NOT_FIT);
 	}
 	struct bpf_tunnel_key tk = {
 	    .remote_ipv4 = bpf_ntohl(gw->underlay),
@@ -1095,17 +1311,27 @@ int egressd_tun_egress(struct __sk_buff *skb)
 	gid = d.group;
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	__u32 vni = (reply ? VNI_REPLY : 0) | (gid & VNI_GROUP_MASK);
+	__u32 len = skb->len;
+	set_mark(skb, 0);
+	int r = encap_redirect(skb, cfg, d.remote, vni);
+	if (r != ENCAP_FALLBACK) {
+		if (r == TC_ACT_SHOT)
+			count(gid, reply ? self : d.gateway, 0, DROP_ENCAP);
+		else if (reply)
+			count(gid, self, len, -1);
+		return r;
+	}
 	struct bpf_tunnel_key tk = {
 	    .remote_ipv4 = bpf_ntohl(d.remote),
 	    .local_ipv4 = cfg ? bpf_ntohl(cfg->node_ip) : 0,
-	    .tunnel_id = (reply ? VNI_REPLY : 0) | (gid & VNI_GROUP_MASK),
+	    .tunnel_id = vni,
 	    .tunnel_ttl = 64,
 	};
 	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), TUNNEL_KEY_FLAGS) < 0) {
 		count(gid, reply ? self : d.gateway, 0, DROP_ENCAP);
 		return TC_ACT_SHOT;
 	}
-	set_mark(skb, 0);
 	if (reply)
 		count(gid, self, skb->len, -1);
 	return TC_ACT_OK;

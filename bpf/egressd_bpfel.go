@@ -47,6 +47,16 @@ const (
 	egressdDropReasonDROP_MAX            egressdDropReason = 13
 )
 
+type egressdEncapPath uint32
+
+const (
+	egressdEncapPathENCAP_SENT       egressdEncapPath = 0
+	egressdEncapPathENCAP_NO_NEXTHOP egressdEncapPath = 1
+	egressdEncapPathENCAP_NOT_FIT    egressdEncapPath = 2
+	egressdEncapPathENCAP_FIB        egressdEncapPath = 3
+	egressdEncapPathENCAP_PATH_MAX   egressdEncapPath = 19
+)
+
 type egressdEndpoint struct {
 	_         structs.HostLayout
 	PolicySet uint32
@@ -143,6 +153,11 @@ const (
 	egressdGwFlagsGW_LOCAL    egressdGwFlags = 2
 	egressdGwFlagsGW_DRAINING egressdGwFlags = 4
 )
+
+type egressdNexthop struct {
+	_       structs.HostLayout
+	Ifindex uint32
+}
 
 type egressdObsPoint uint32
 
@@ -246,11 +261,13 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	egressdMapConfig             = "config"
+	egressdMapEncapStats         = "encap_stats"
 	egressdMapEndpoints          = "endpoints"
 	egressdMapFlowEvents         = "flow_events"
 	egressdMapFlows              = "flows"
 	egressdMapFrags              = "frags"
 	egressdMapGroups             = "groups"
+	egressdMapNexthops           = "nexthops"
 	egressdMapObserveCfg         = "observe_cfg"
 	egressdMapOwnedAddrs         = "owned_addrs"
 	egressdMapProbeCfg           = "probe_cfg"
@@ -274,6 +291,7 @@ const (
 	egressdVarMarkTunnel         = "mark_tunnel"
 	egressdVarUnusedConfigFlags  = "unused_config_flags"
 	egressdVarUnusedDropReason   = "unused_drop_reason"
+	egressdVarUnusedEncapPath    = "unused_encap_path"
 	egressdVarUnusedEpFlags      = "unused_ep_flags"
 	egressdVarUnusedFlowEvent    = "unused_flow_event"
 	egressdVarUnusedGwFlags      = "unused_gw_flags"
@@ -335,11 +353,13 @@ type egressdProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type egressdMapSpecs struct {
 	Config      *ebpf.MapSpec `ebpf:"config"`
+	EncapStats  *ebpf.MapSpec `ebpf:"encap_stats"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	FlowEvents  *ebpf.MapSpec `ebpf:"flow_events"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
 	Frags       *ebpf.MapSpec `ebpf:"frags"`
 	Groups      *ebpf.MapSpec `ebpf:"groups"`
+	Nexthops    *ebpf.MapSpec `ebpf:"nexthops"`
 	ObserveCfg  *ebpf.MapSpec `ebpf:"observe_cfg"`
 	OwnedAddrs  *ebpf.MapSpec `ebpf:"owned_addrs"`
 	ProbeCfg    *ebpf.MapSpec `ebpf:"probe_cfg"`
@@ -365,6 +385,7 @@ type egressdVariableSpecs struct {
 	MarkTunnel        *ebpf.VariableSpec `ebpf:"mark_tunnel"`
 	UnusedConfigFlags *ebpf.VariableSpec `ebpf:"unused_config_flags"`
 	UnusedDropReason  *ebpf.VariableSpec `ebpf:"unused_drop_reason"`
+	UnusedEncapPath   *ebpf.VariableSpec `ebpf:"unused_encap_path"`
 	UnusedEpFlags     *ebpf.VariableSpec `ebpf:"unused_ep_flags"`
 	UnusedFlowEvent   *ebpf.VariableSpec `ebpf:"unused_flow_event"`
 	UnusedGwFlags     *ebpf.VariableSpec `ebpf:"unused_gw_flags"`
@@ -394,11 +415,13 @@ func (o *egressdObjects) Close() error {
 // It can be passed to loadEgressdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type egressdMaps struct {
 	Config      *ebpf.Map `ebpf:"config"`
+	EncapStats  *ebpf.Map `ebpf:"encap_stats"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	FlowEvents  *ebpf.Map `ebpf:"flow_events"`
 	Flows       *ebpf.Map `ebpf:"flows"`
 	Frags       *ebpf.Map `ebpf:"frags"`
 	Groups      *ebpf.Map `ebpf:"groups"`
+	Nexthops    *ebpf.Map `ebpf:"nexthops"`
 	ObserveCfg  *ebpf.Map `ebpf:"observe_cfg"`
 	OwnedAddrs  *ebpf.Map `ebpf:"owned_addrs"`
 	ProbeCfg    *ebpf.Map `ebpf:"probe_cfg"`
@@ -413,11 +436,13 @@ type egressdMaps struct {
 func (m *egressdMaps) Close() error {
 	return _EgressdClose(
 		m.Config,
+		m.EncapStats,
 		m.Endpoints,
 		m.FlowEvents,
 		m.Flows,
 		m.Frags,
 		m.Groups,
+		m.Nexthops,
 		m.ObserveCfg,
 		m.OwnedAddrs,
 		m.ProbeCfg,
@@ -444,6 +469,7 @@ type egressdVariables struct {
 	MarkTunnel        *ebpf.Variable `ebpf:"mark_tunnel"`
 	UnusedConfigFlags *ebpf.Variable `ebpf:"unused_config_flags"`
 	UnusedDropReason  *ebpf.Variable `ebpf:"unused_drop_reason"`
+	UnusedEncapPath   *ebpf.Variable `ebpf:"unused_encap_path"`
 	UnusedEpFlags     *ebpf.Variable `ebpf:"unused_ep_flags"`
 	UnusedFlowEvent   *ebpf.Variable `ebpf:"unused_flow_event"`
 	UnusedGwFlags     *ebpf.Variable `ebpf:"unused_gw_flags"`

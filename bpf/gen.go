@@ -5,4 +5,4 @@ package bpf
 
 // The flags are pinned so that `make verify` reproduces the committed output
 // byte for byte with the pinned clang (Debian clang 14).
-//go:generate go tool bpf2go -cc clang-14 -strip llvm-strip-14 -cflags "-O2 -g -Wall -Werror" -target bpfel -go-package bpf -type vni_layout -type drop_reason -type gw_flags -type ep_flags -type config_flags -type obs_point -type obs_verdict -type flow_event egressd egressd.c -- -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -cc clang-14 -strip llvm-strip-14 -cflags "-O2 -g -Wall -Werror" -target bpfel -go-package bpf -type vni_layout -type drop_reason -type gw_flags -type ep_flags -type config_flags -type obs_point -type obs_verdict -type flow_event -type encap_path egressd egressd.c -- -I/usr/include/x86_64-linux-gnu

@@ -333,7 +333,9 @@ type TunnelConfig struct {
 	// frame it tunnels (receivers admit frames by it, see SetSource).
 	NodeIP netip.Addr
 	// ReservedPorts are up to two UDP ports pods may never send to,
-	// wherever to (the agent passes the tunnel port and the probe port). A
+	// wherever to (the agent passes the tunnel port and the probe port). The
+	// first is the tunnel's: the outer destination port of the frames the
+	// programs encapsulate themselves (SetNexthop). A
 	// pod that reached a gateway's tunnel port could hand it frames with any
 	// inner source, from its node's address once its node masquerades them;
 	// the classifier drops such packets, counted DropReservedPort. Prober
@@ -382,6 +384,103 @@ func (d *Datapath) SetTunnel(c TunnelConfig) error {
 		return fmt.Errorf("setting tunnel ifindex: %w", err)
 	}
 	return nil
+}
+
+// Nexthop is how this node reaches a tunnel peer (a gateway, or on a gateway a source node):
+// the programs encapsulate a frame to the peer themselves and send it out of Ifindex, once a
+// route lookup bound to that device (main table) finds the peer's next hop with its neighbour
+// entry resolved. A peer without one, or whose lookup fails, takes the tunnel device's
+// encapsulation, which looks its route up for every frame (EncapStats counts which).
+type Nexthop struct {
+	Ifindex int
+}
+
+// SetNexthop records the next hop toward peer (IPv4).
+func (d *Datapath) SetNexthop(peer netip.Addr, nh Nexthop) error {
+	if !peer.Is4() || nh.Ifindex <= 0 {
+		return fmt.Errorf("next hop of %s dev %d: want an IPv4 peer and an interface", peer, nh.Ifindex)
+	}
+	k := be32(peer)
+	v := egressdNexthop{Ifindex: uint32(nh.Ifindex)}
+	if err := d.objs.Nexthops.Update(&k, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("setting next hop of %s: %w", peer, err)
+	}
+	return nil
+}
+
+// DeleteNexthop forgets the next hop toward peer; a missing entry is not an error.
+func (d *Datapath) DeleteNexthop(peer netip.Addr) error {
+	if !peer.Is4() {
+		return nil
+	}
+	k := be32(peer)
+	if err := d.objs.Nexthops.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("deleting next hop of %s: %w", peer, err)
+	}
+	return nil
+}
+
+// Nexthops lists the recorded next hops by peer.
+func (d *Datapath) Nexthops() (map[netip.Addr]Nexthop, error) {
+	out := map[netip.Addr]Nexthop{}
+	var k uint32
+	var v egressdNexthop
+	it := d.objs.Nexthops.Iterate()
+	for it.Next(&k, &v) {
+		out[fromBE32(k)] = Nexthop{Ifindex: int(v.Ifindex)}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterating next hops: %w", err)
+	}
+	return out, nil
+}
+
+// EncapStats says which path carried the frames the programs tunnel, summed over CPUs:
+// InProgram were encapsulated by the programs and sent from the underlay device; the others
+// took the tunnel device's encapsulation, NoNexthop for a peer without a next hop, NotFit
+// for a frame too long for the outer header or the tunnel's MTU (or one the kernel would not
+// make room in), and Route by the route lookup's result (BPF_FIB_LKUP_RET_* code: 7,
+// NO_NEIGH, while the peer's neighbour is unresolved, which the tunnel device resolves; 4,
+// NOT_FWDED, no route on the next hop's device; 5, FWD_DISABLED, forwarding off on it; 15:
+// the lookup failed, e.g. the device is gone).
+type EncapStats struct {
+	InProgram, NoNexthop, NotFit uint64
+	Route                        map[int]uint64
+}
+
+// Fallback is how many frames took the tunnel device's path.
+func (s EncapStats) Fallback() uint64 {
+	n := s.NoNexthop + s.NotFit
+	for _, c := range s.Route {
+		n += c
+	}
+	return n
+}
+
+// EncapStats returns the counters of the encapsulation paths.
+func (d *Datapath) EncapStats() (EncapStats, error) {
+	s := EncapStats{Route: map[int]uint64{}}
+	for i := range uint32(egressdEncapPathENCAP_PATH_MAX) {
+		var vs []uint64
+		if err := d.objs.EncapStats.Lookup(&i, &vs); err != nil {
+			return EncapStats{}, fmt.Errorf("reading encapsulation counters: %w", err)
+		}
+		var n uint64
+		for _, v := range vs {
+			n += v
+		}
+		switch p := egressdEncapPath(i); {
+		case p == egressdEncapPathENCAP_SENT:
+			s.InProgram = n
+		case p == egressdEncapPathENCAP_NO_NEXTHOP:
+			s.NoNexthop = n
+		case p == egressdEncapPathENCAP_NOT_FIT:
+			s.NotFit = n
+		case p >= egressdEncapPathENCAP_FIB && n > 0:
+			s.Route[int(p-egressdEncapPathENCAP_FIB)] = n
+		}
+	}
+	return s, nil
 }
 
 // Source admits tunnelled traffic on a gateway: a frame of Group whose outer
@@ -631,7 +730,8 @@ func (d *Datapath) maps() map[string]*ebpf.Map {
 		"groups": d.objs.Groups, "flows": d.objs.Flows, "return_flows": d.objs.ReturnFlows,
 		"served": d.objs.Served, "config": d.objs.Config, "stats": d.objs.Stats, "owned_addrs": d.objs.OwnedAddrs,
 		"probe_cfg": d.objs.ProbeCfg, "sources": d.objs.Sources, "frags": d.objs.Frags,
-		"observe_cfg": d.objs.ObserveCfg, "flow_events": d.objs.FlowEvents,
+		"observe_cfg": d.objs.ObserveCfg, "flow_events": d.objs.FlowEvents, "nexthops": d.objs.Nexthops,
+		"encap_stats": d.objs.EncapStats,
 	}
 }
 

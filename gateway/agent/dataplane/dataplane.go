@@ -267,6 +267,15 @@ func (d *Dataplane) Apply(ctx context.Context, s State) error {
 		if err := d.ensureTunnel(s.NodeIP, s.ProbePort); err != nil {
 			return err
 		}
+		tun, err := netlink.LinkByName(d.cfg.TunnelDevice)
+		if err != nil {
+			return fmt.Errorf("finding tunnel device: %w", err)
+		}
+		// Before the groups: a new gateway's first packets are encapsulated
+		// by the programs (until then the tunnel device does it).
+		if err := d.applyNexthops(&s, p, tun.Attrs().Index); err != nil {
+			return err
+		}
 		if err := d.applyGateway(s.Gateway, p, steerFamilies(&s)); err != nil {
 			return err
 		}

@@ -709,6 +709,14 @@ func TestAtomicUpdates(t *testing.T) {
 // returns the egress IP.
 func applyPairBed(t *testing.T, topo *netns.Topology) netip.Addr {
 	t.Helper()
+	egress, _ := applyPairBedDP(t, topo, Config{})
+	return egress
+}
+
+// applyPairBedDP is applyPairBed with each node's Config based on cfg, returning the
+// dataplanes by node name too.
+func applyPairBedDP(t *testing.T, topo *netns.Topology, cfg Config) (netip.Addr, map[string]*Dataplane) {
+	t.Helper()
 	bpffs := mountBPFFS(t)
 	w, gw, a := topo.Node("worker1"), topo.Node("gw1"), topo.Pod("a")
 	egress := topo.Zones[0].Addr(200)
@@ -719,14 +727,18 @@ func applyPairBed(t *testing.T, topo *netns.Topology) netip.Addr {
 		gw: {NodeIP: gw.IP, Groups: group, Gateway: &GatewayRole{Addresses: []EgressAddress{{IP: egress, Interface: gw.Link}},
 			Groups: []ServedGroup{{Group: 1, EgressIPv4s: []netip.Addr{egress}}}, Sources: []Source{{Node: w.IP, Group: 1, Pod: a.IP}}}},
 	}
+	dps := map[string]*Dataplane{}
 	for n, s := range states {
-		dp := New(Config{NetNS: n.Path(), PinRoot: filepath.Join(bpffs, n.Name)})
+		c := cfg
+		c.NetNS, c.PinRoot = n.Path(), filepath.Join(bpffs, n.Name)
+		dp := New(c)
 		t.Cleanup(func() { _ = dp.Remove(context.Background()) })
 		if err := dp.Apply(ctxT(t), s); err != nil {
 			t.Fatalf("applying on %s: %v", n.Name, err)
 		}
+		dps[n.Name] = dp
 	}
-	return egress
+	return egress, dps
 }
 
 // TestIPv4OnlyNodes: on nodes with IPv6 disabled, a gateway serving only IPv4 egress IPs applies

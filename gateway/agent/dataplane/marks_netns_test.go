@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,8 +206,10 @@ var (
 )
 
 // install adds the CNI's table to a node: the marking chain, and a check chain after every
-// other postrouting chain that counts egressd's packets (its magic) and the tunnel's outer
-// packets with the CNI's bits intact ("kept") and without them ("lost").
+// other postrouting chain that counts egressd's packets (its magic) with the CNI's bits intact
+// ("kept") and without them ("lost"). The tunnel's outer packets mostly never cross netfilter
+// (the programs encapsulate them and redirect them to the underlay device): watchOuter counts
+// them.
 func (m cniMarks) install(t *testing.T, n *netns.Node, l marks.Layout) {
 	t.Helper()
 	rules := fmt.Sprintf(`table inet cnimarks {
@@ -217,18 +221,110 @@ func (m cniMarks) install(t *testing.T, n *netns.Node, l marks.Layout) {
 		type filter hook postrouting priority 300; policy accept;
 		meta mark & %#x == %#x meta mark & %#x == %#x counter comment "kept"
 		meta mark & %#x == %#x meta mark & %#x != %#x counter comment "lost"
-		udp dport %d meta mark & %#x == %#x counter comment "kept-outer"
-		udp dport %d meta mark & %#x != %#x counter comment "lost-outer"
 	}
 }`, DefaultTunnelDevice, ^m.mask, m.value,
 		l.MagicMask, l.Magic, m.mask, m.value,
-		l.MagicMask, l.Magic, m.mask, m.value,
-		contract.DefaultTunnelPort, m.mask, m.value,
-		contract.DefaultTunnelPort, m.mask, m.value)
+		l.MagicMask, l.Magic, m.mask, m.value)
 	cmd := exec.Command("ip", "netns", "exec", n.Namespace.Name, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: adding the CNI's marking rules: %v\n%s\n%s", n.Name, err, out, rules)
+	}
+}
+
+// watchOuter counts the VXLAN frames (IPv4, UDP to the tunnel port) n sends out of its
+// underlay interface, as a packet socket sees them (at the device, after every program and
+// hook that could change the mark, whichever path built the frame: the programs'
+// encapsulation or the tunnel device's), by whether skb->mark carries the CNI's bits as the
+// CNI set them. A packet socket does not report the mark; a classic BPF filter per count reads
+// it (SKF_AD_MARK) and lets through only the frames of its count.
+func (m cniMarks) watchOuter(t *testing.T, n *netns.Node) (stop func() (kept, lost uint64)) {
+	t.Helper()
+	const (
+		adOff  = 0xfffff000 // SKF_AD_OFF
+		accept = 11
+		drop   = 12
+	)
+	filter := func(keep bool) []unix.SockFilter {
+		jmp := func(i int, k uint32, jt, jf int) unix.SockFilter {
+			return unix.SockFilter{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: k, Jt: uint8(jt - i - 1), Jf: uint8(jf - i - 1)}
+		}
+		ld := func(size uint16, k uint32) unix.SockFilter {
+			return unix.SockFilter{Code: unix.BPF_LD | size | unix.BPF_ABS, K: k}
+		}
+		onMatch, otherwise := accept, drop
+		if !keep {
+			onMatch, otherwise = drop, accept
+		}
+		return []unix.SockFilter{
+			ld(unix.BPF_W, adOff+4), // SKF_AD_PKTTYPE
+			jmp(1, unix.PACKET_OUTGOING, 2, drop),
+			ld(unix.BPF_H, 12),
+			jmp(3, unix.ETH_P_IP, 4, drop),
+			ld(unix.BPF_B, 14+9),
+			jmp(5, unix.IPPROTO_UDP, 6, drop),
+			ld(unix.BPF_H, 14+20+2), // the outer header has no options
+			jmp(7, contract.DefaultTunnelPort, 8, drop),
+			ld(unix.BPF_W, adOff+20), // SKF_AD_MARK
+			{Code: unix.BPF_ALU | unix.BPF_AND | unix.BPF_K, K: m.mask},
+			jmp(10, m.value, onMatch, otherwise),
+			{Code: unix.BPF_RET | unix.BPF_K, K: 64},
+			{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+		}
+	}
+	var pb [2]byte
+	binary.BigEndian.PutUint16(pb[:], unix.ETH_P_ALL)
+	proto := binary.NativeEndian.Uint16(pb[:])
+	var (
+		wg     sync.WaitGroup
+		done   = make(chan struct{})
+		counts [2]atomic.Uint64
+	)
+	for i, keep := range []bool{true, false} {
+		var fd int
+		err := n.Do(func() error {
+			l, err := n.Netlink().LinkByName(n.Link)
+			if err != nil {
+				return err
+			}
+			// Protocol 0 until bound: nothing is queued before the filter is on.
+			if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0); err != nil {
+				return err
+			}
+			f := filter(keep)
+			if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}); err != nil {
+				return err
+			}
+			tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
+			if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+				return err
+			}
+			return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: l.Attrs().Index})
+		})
+		if err != nil {
+			t.Fatalf("%s: watching outer frames: %v", n.Name, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer unix.Close(fd)
+			buf := make([]byte, 64)
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if _, _, err := unix.Recvfrom(fd, buf, 0); err == nil {
+					counts[i].Add(1)
+				}
+			}
+		}()
+	}
+	return func() (uint64, uint64) {
+		close(done)
+		wg.Wait()
+		return counts[0].Load(), counts[1].Load()
 	}
 }
 
@@ -271,9 +367,10 @@ func (m cniMarks) counts(t *testing.T, n *netns.Node) map[string]uint64 {
 // TestCNIMarksKept: with a CNI's mark bits set on every packet of every node (Calico's under
 // the Calico layout, Cilium's under the Cilium layout), egressd still steers and SNATs — pods
 // on a worker and on the gateway are seen with the egress IP over TCP, UDP and ICMP, IPv4 and
-// IPv6 — and every packet of egressd's and every outer tunnel packet leaves each node with the
-// CNI's bits as the CNI set them: the classifier, the tunnel programs and nftables change only
-// the layout's bits. The default layout under Calico's bits is shown to collide: the CNI's
+// IPv6 — and every packet of egressd's (in postrouting) and every outer tunnel frame (on the
+// underlay device, watchOuter: the programs' encapsulation skips netfilter) leaves each node
+// with the CNI's bits as the CNI set them: the classifier, the tunnel programs and nftables
+// change only the layout's bits. The default layout under Calico's bits is shown to collide: the CNI's
 // bits overwrite egressd's magic and pod a is seen with its node's address.
 func TestCNIMarksKept(t *testing.T) {
 	skipUnlessRoot(t)
@@ -286,8 +383,13 @@ func TestCNIMarksKept(t *testing.T) {
 				t.Fatalf("the CNI's bits %#x overlap the layout %#x: not the case under test", tc.cni.mask, tc.marks.Mask)
 			}
 			c := newClusterWith(t, func(cfg *Config) { cfg.Marks = tc.marks })
+			watched := []string{"worker1", "gw1"}
+			var stops []func() (uint64, uint64)
 			for _, n := range c.topo.Nodes {
 				tc.cni.install(t, n, tc.marks)
+			}
+			for _, name := range watched {
+				stops = append(stops, tc.cni.watchOuter(t, c.topo.Node(name)))
 			}
 			a, g := c.topo.Pod("a"), c.topo.Pod("g")
 			eg1 := c.eg["gw1"]
@@ -295,14 +397,15 @@ func TestCNIMarksKept(t *testing.T) {
 			expectSeen(t, g, dstG1, eg1[0])
 			expectSeen(t, a, dstG1v6, eg1[1])
 			expectSeen(t, a, dstG2, eg1[0], c.eg["gw2"][0])
-			for _, name := range []string{"worker1", "gw1"} {
+			for i, name := range watched {
 				got := tc.cni.counts(t, c.topo.Node(name))
-				t.Logf("%s: %v", name, got)
-				if got["kept"] == 0 || got["kept-outer"] == 0 {
-					t.Errorf("%s: no packet of egressd's (%d) or of the tunnel (%d) counted with the CNI's bits: the check sees nothing", name, got["kept"], got["kept-outer"])
+				keptOuter, lostOuter := stops[i]()
+				t.Logf("%s: %v, outer frames kept %d lost %d", name, got, keptOuter, lostOuter)
+				if got["kept"] == 0 || keptOuter == 0 {
+					t.Errorf("%s: no packet of egressd's (%d) or of the tunnel (%d) counted with the CNI's bits: the check sees nothing", name, got["kept"], keptOuter)
 				}
-				if got["lost"] != 0 || got["lost-outer"] != 0 {
-					t.Errorf("%s: %d packets of egressd's and %d outer tunnel packets lost the CNI's bits %#x/%#x", name, got["lost"], got["lost-outer"], tc.cni.value, tc.cni.mask)
+				if got["lost"] != 0 || lostOuter != 0 {
+					t.Errorf("%s: %d packets of egressd's and %d outer tunnel frames lost the CNI's bits %#x/%#x", name, got["lost"], lostOuter, tc.cni.value, tc.cni.mask)
 				}
 			}
 		})
