@@ -224,7 +224,12 @@ func (l *Lab) RecordViews(ctx context.Context, interval time.Duration) *ViewReco
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
-			if v, err := l.View(ctx); err == nil {
+			// A reading is bounded: a call left waiting on a connection the API server dropped
+			// (its restart) stops the recording until the client notices, tens of seconds.
+			vctx, cancel := context.WithTimeout(ctx, max(10*interval, 2*time.Second))
+			v, err := l.View(vctx)
+			cancel()
+			if err == nil {
 				r.mu.Lock()
 				if len(r.views) < maxSamples {
 					r.views = append(r.views, TimedView{At: time.Now(), View: v})
