@@ -401,11 +401,7 @@ func TestLeaseRenewedOnReady(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c := s.Client
-	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "egressd-system"}}))
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker1"}}
-	must(t, c.Create(ctx, n))
-	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.12"}}
-	must(t, c.Status().Update(ctx, n))
+	createNode(ctx, t, s, "worker1", "127.0.0.12")
 
 	mgr, err := agent.NewManager(s.Config, agent.ManagerOptions{NodeName: "worker1", MetricsBindAddress: "0", HealthProbeBindAddress: "0"})
 	must(t, err)
@@ -414,13 +410,7 @@ func TestLeaseRenewedOnReady(t *testing.T) {
 	must(t, err)
 	defer runManager(ctx, t, mgr, "manager")()
 
-	deadline := time.Now().Add(20 * time.Second)
-	for a.Ready() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("agent not ready: %v", a.Ready())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitReady(t, a, 20*time.Second)
 	ready := time.Now()
 	for {
 		l := &coordinationv1.Lease{}
@@ -488,12 +478,7 @@ func TestProbesDrainingUntilApplied(t *testing.T) {
 	s := envtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := s.Client
-	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "egressd-system"}}))
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gw1"}}
-	must(t, c.Create(ctx, n))
-	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.14"}}
-	must(t, c.Status().Update(ctx, n))
+	createNode(ctx, t, s, "gw1", "127.0.0.14")
 
 	l, err := net.ListenPacket("udp4", "127.0.0.14:0")
 	must(t, err)
@@ -519,14 +504,30 @@ func TestProbesDrainingUntilApplied(t *testing.T) {
 		t.Error("while the first Apply runs the probe reply does not say draining: workers would send new flows to a node without its datapath")
 	}
 	close(dp.release)
-	deadline := time.Now().Add(10 * time.Second)
+	waitReady(t, a, 10*time.Second)
+	if askDraining(t, addr) {
+		t.Error("after the first Apply the probe reply still says draining")
+	}
+}
+
+// createNode creates the agent's namespace and a Node with an InternalIP, as the kubelet would.
+func createNode(ctx context.Context, t *testing.T, s *envtest.Server, name, ip string) {
+	t.Helper()
+	must(t, s.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "egressd-system"}}))
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	must(t, s.Client.Create(ctx, n))
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+	must(t, s.Client.Status().Update(ctx, n))
+}
+
+// waitReady waits until the agent's last Apply succeeded.
+func waitReady(t *testing.T, a *agent.Agent, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for a.Ready() != nil {
 		if time.Now().After(deadline) {
 			t.Fatalf("agent not ready: %v", a.Ready())
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-	if askDraining(t, addr) {
-		t.Error("after the first Apply the probe reply still says draining")
 	}
 }
