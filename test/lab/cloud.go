@@ -3,7 +3,6 @@ package lab
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -461,29 +460,9 @@ func (r *Router) UndeliveredProbes() ([]UndeliveredSource, error) {
 }
 
 func (r *Router) undelivered(set string) ([]UndeliveredSource, error) {
-	out, err := r.topo.Router.Run("nft", "-j", "list", "set", "ip", eipTable, set)
+	elems, err := r.topo.Router.NFTSetCounters("ip", eipTable, set)
 	if err != nil {
-		return nil, fmt.Errorf("reading the router's undelivered-source counters: %w: %s", err, out)
-	}
-	var doc struct {
-		Nftables []struct {
-			Set *struct {
-				Elem []struct {
-					Elem struct {
-						Val struct {
-							Concat []string `json:"concat"`
-						} `json:"val"`
-						Counter struct {
-							Packets uint64 `json:"packets"`
-							Bytes   uint64 `json:"bytes"`
-						} `json:"counter"`
-					} `json:"elem"`
-				} `json:"elem"`
-			} `json:"set"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal(out, &doc); err != nil {
-		return nil, fmt.Errorf("parsing the router's undelivered-source counters: %w", err)
+		return nil, fmt.Errorf("reading the router's undelivered-source counters: %w", err)
 	}
 	nodeOfMAC := map[string]string{}
 	r.mu.Lock()
@@ -494,22 +473,16 @@ func (r *Router) undelivered(set string) ([]UndeliveredSource, error) {
 	}
 	r.mu.Unlock()
 	var res []UndeliveredSource
-	for _, x := range doc.Nftables {
-		if x.Set == nil {
+	for _, e := range elems {
+		if len(e.Val) != 2 {
 			continue
 		}
-		for _, e := range x.Set.Elem {
-			if len(e.Elem.Val.Concat) != 2 {
-				continue
-			}
-			ip, err := netip.ParseAddr(e.Elem.Val.Concat[1])
-			if err != nil {
-				return nil, fmt.Errorf("parsing the router's undelivered-source counters: %w", err)
-			}
-			mac := strings.ToLower(e.Elem.Val.Concat[0])
-			node := cmp.Or(nodeOfMAC[mac], mac)
-			res = append(res, UndeliveredSource{Node: node, IP: ip, Packets: e.Elem.Counter.Packets, Bytes: e.Elem.Counter.Bytes})
+		ip, err := netip.ParseAddr(e.Val[1])
+		if err != nil {
+			return nil, fmt.Errorf("parsing the router's undelivered-source counters: %w", err)
 		}
+		mac := strings.ToLower(e.Val[0])
+		res = append(res, UndeliveredSource{Node: cmp.Or(nodeOfMAC[mac], mac), IP: ip, Packets: e.Packets, Bytes: e.Bytes})
 	}
 	slices.SortFunc(res, func(a, b UndeliveredSource) int { return cmp.Or(cmp.Compare(a.Node, b.Node), a.IP.Compare(b.IP)) })
 	return res, nil

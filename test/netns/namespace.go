@@ -8,6 +8,7 @@
 package netns
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -176,6 +177,63 @@ func (n *Namespace) ApplyNFT(file, script string) error {
 	}
 	_, err := n.Run("nft", "-f", file)
 	return err
+}
+
+// NFTSetElem is one element of an nftables set with counters: its value (one part, or the
+// parts of a concatenation) and its counter.
+type NFTSetElem struct {
+	Val     []string
+	Packets uint64
+	Bytes   uint64
+}
+
+// NFTSetCounters lists the elements of the counter-carrying set family/table/set.
+func (n *Namespace) NFTSetCounters(family, table, set string) ([]NFTSetElem, error) {
+	out, err := n.Run("nft", "-j", "list", "set", family, table, set)
+	if err != nil {
+		return nil, fmt.Errorf("listing set %s %s %s: %w: %s", family, table, set, err, out)
+	}
+	var doc struct {
+		Nftables []struct {
+			Set *struct {
+				Elem []struct {
+					Elem struct {
+						Val     json.RawMessage `json:"val"`
+						Counter struct {
+							Packets uint64 `json:"packets"`
+							Bytes   uint64 `json:"bytes"`
+						} `json:"counter"`
+					} `json:"elem"`
+				} `json:"elem"`
+			} `json:"set"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		return nil, fmt.Errorf("parsing set %s %s %s: %w", family, table, set, err)
+	}
+	var res []NFTSetElem
+	for _, x := range doc.Nftables {
+		if x.Set == nil {
+			continue
+		}
+		for _, e := range x.Set.Elem {
+			el := NFTSetElem{Packets: e.Elem.Counter.Packets, Bytes: e.Elem.Counter.Bytes}
+			var one string
+			var concat struct {
+				Concat []string `json:"concat"`
+			}
+			switch {
+			case json.Unmarshal(e.Elem.Val, &one) == nil:
+				el.Val = []string{one}
+			case json.Unmarshal(e.Elem.Val, &concat) == nil:
+				el.Val = concat.Concat
+			default:
+				return nil, fmt.Errorf("parsing set %s %s %s: element value %s", family, table, set, e.Elem.Val)
+			}
+			res = append(res, el)
+		}
+	}
+	return res, nil
 }
 
 // Run runs a command in the namespace and returns its combined output (for `ip`, `nft`, ss...).

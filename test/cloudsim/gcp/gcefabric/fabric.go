@@ -192,39 +192,20 @@ func (f *Fabric) Untranslated() (uint64, error) {
 
 // DroppedSources returns Untranslated by source address.
 func (f *Fabric) DroppedSources() (map[netip.Addr]uint64, error) {
-	out, err := f.topo.Router.Run("nft", "-j", "list", "set", "ip", Table, "dropped")
+	elems, err := f.topo.Router.NFTSetCounters("ip", Table, "dropped")
 	if err != nil {
-		return nil, fmt.Errorf("reading the GCE fabric's dropped sources: %w: %s", err, out)
-	}
-	var doc struct {
-		Nftables []struct {
-			Set *struct {
-				Elem []struct {
-					Elem struct {
-						Val     string `json:"val"`
-						Counter struct {
-							Packets uint64 `json:"packets"`
-						} `json:"counter"`
-					} `json:"elem"`
-				} `json:"elem"`
-			} `json:"set"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal(out, &doc); err != nil {
-		return nil, fmt.Errorf("parsing the GCE fabric's dropped sources: %w", err)
+		return nil, fmt.Errorf("reading the GCE fabric's dropped sources: %w", err)
 	}
 	res := map[netip.Addr]uint64{}
-	for _, x := range doc.Nftables {
-		if x.Set == nil {
+	for _, e := range elems {
+		if len(e.Val) != 1 {
 			continue
 		}
-		for _, e := range x.Set.Elem {
-			ip, err := netip.ParseAddr(e.Elem.Val)
-			if err != nil {
-				return nil, fmt.Errorf("parsing the GCE fabric's dropped sources: %w", err)
-			}
-			res[ip] += e.Elem.Counter.Packets
+		ip, err := netip.ParseAddr(e.Val[0])
+		if err != nil {
+			return nil, fmt.Errorf("parsing the GCE fabric's dropped sources: %w", err)
 		}
+		res[ip] += e.Packets
 	}
 	return res, nil
 }
